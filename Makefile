@@ -1,0 +1,38 @@
+# Two commands for a newcomer: `make demo` and `make test`. Everything runs from .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test faults bench serve clean
+
+install: $(STAMP)
+
+# Reinstall whenever requirements.txt changes.
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+## A whole lottery round on generated data: server, five agencies, draw, winners.
+demo: $(STAMP)
+	$(PY) -m client.demo
+
+## The test suite (fault injection included).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## Only the fault-injection tests.
+faults: $(STAMP)
+	$(PY) -m pytest -q -m faults
+
+## Benchmarks: prints a table and writes bench/results.json.
+bench: $(STAMP)
+	$(PY) -m bench
+
+## The server on 127.0.0.1:8000 (settings from LOTTERY_* variables).
+serve: $(STAMP)
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,86 @@
+"""Request dependencies: the store and settings of this app, a checked agency id, the body."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+
+from app.problems import BodyTooLarge, Problem, UnknownAgency
+from app.settings import Settings
+from app.store import Store, UploadSpan
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as a bare or quoted sf-string
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def agency_id(agency: Annotated[int, Path(description="Agency id, 1..N", examples=[1])], settings: SettingsDep) -> int:
+    if not 1 <= agency <= settings.agencies:
+        raise UnknownAgency(f"agency {agency} does not exist: agencies are 1 to {settings.agencies}")
+    return agency
+
+
+AgencyDep = Annotated[int, Depends(agency_id)]
+
+
+def idempotency_key(
+    key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
+        "Optional, 1-255 visible ASCII characters. A retry with the same key stores nothing "
+        "more and gets the original answer; the same key with other bets gets 422."))] = None,
+) -> str | None:
+    if key is None:
+        return None
+    if len(key) >= 2 and key[0] == key[-1] == '"':  # the IETF draft sends it as a quoted string
+        key = key[1:-1]
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise Problem(400, "Bad Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
+    return key
+
+
+def upload_span(
+    upload_id: Annotated[str | None, Header(alias="Upload-Id", description=(
+        "Optional: names one file being uploaded (e.g. a hash of it), 1-128 of A-Z a-z 0-9 . _ : -"))] = None,
+    upload_offset: Annotated[str | None, Header(alias="Upload-Offset", description=(
+        "With Upload-Id: index (0-based) of this chunk's first bet in that file."))] = None,
+) -> UploadSpan | None:
+    if upload_id is None and upload_offset is None:
+        return None
+    if upload_id is None or upload_offset is None:
+        raise Problem(400, "Bad upload headers", "Upload-Id and Upload-Offset go together")
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise Problem(400, "Bad upload headers", "Upload-Id must be 1 to 128 of A-Z a-z 0-9 . _ : -")
+    if not upload_offset.isascii() or not upload_offset.isdigit() or len(upload_offset) > 12:
+        raise Problem(400, "Bad upload headers", "Upload-Offset must be a whole number of lines, 0 or more")
+    return UploadSpan(upload_id, int(upload_offset))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to pass ``limit`` bytes.
+
+    A declared Content-Length over the limit is refused before a byte is read; a chunked
+    body is counted as it arrives and dropped the moment it goes over.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)

@@ -1,0 +1,187 @@
+"""Turn one request body (JSON or CSV) into validated rows: the hot path of every upload.
+
+A chunk is all or nothing, so parsing collects *every* bad bet (up to a cap) before
+answering, and nothing here touches storage. Rows come out ready for
+:func:`app.domain.encode_rows` or a database COPY.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+import orjson
+
+from app.domain import FIELDS, InvalidBet, Row, latest_birthdate, parse_number_text, validate_bet
+
+MAX_REPORTED_PROBLEMS = 100
+JSON_TYPES = ("application/json",)
+CSV_TYPES = ("text/csv", "application/csv")
+_HEADER = list(FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class BetProblem:
+    index: int            # 0-based position of the bet in the chunk
+    field: str            # offending field, or "bet" when the bet as a whole is wrong
+    message: str
+    line: int | None = None  # 1-based line in a CSV body
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"index": self.index, "field": self.field, "message": self.message}
+        if self.line is not None:
+            out["line"] = self.line
+        return out
+
+
+class IngestError(Exception):
+    """Base of everything that makes a chunk unacceptable."""
+
+
+class MalformedBody(IngestError):
+    """The body cannot be parsed at all (400)."""
+
+
+class UnsupportedMediaType(IngestError):
+    """Neither JSON nor CSV (415)."""
+
+
+class TooManyBets(IngestError):
+    """More bets than one chunk may carry (413)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"a chunk may carry at most {limit} bets; split the upload into smaller chunks")
+        self.limit = limit
+
+
+@dataclass
+class InvalidChunk(IngestError):
+    """Parsed, but some bets break the rules (422). None of the chunk is stored."""
+
+    problems: list[BetProblem]
+    total: int = 0  # how many problems there were, even past the reporting cap
+    bets: int = 0   # how many bets the chunk had
+    detail: str = field(default="")
+
+    def __post_init__(self) -> None:
+        super().__init__(self.detail or f"{self.total} invalid bet field(s) in a chunk of {self.bets}")
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_chunk(body: bytes, content_type: str | None, agency: int, max_bets: int) -> list[Row]:
+    kind = media_type(content_type)
+    if kind in JSON_TYPES or kind.endswith("+json"):
+        return parse_json(body, agency, max_bets)
+    if kind in CSV_TYPES:
+        return parse_csv(body, agency, max_bets)
+    raise UnsupportedMediaType(
+        f"Content-Type {kind or '(none)'!r} is not supported; send application/json or text/csv")
+
+
+class _Collector:
+    """Gathers rows and problems; the chunk fails as a whole if any problem was seen."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.problems: list[BetProblem] = []
+        self.total = 0
+
+    def add_problem(self, index: int, field: str, message: str, line: int | None = None) -> None:
+        self.total += 1
+        if len(self.problems) < MAX_REPORTED_PROBLEMS:
+            self.problems.append(BetProblem(index, field, message, line))
+
+    def add_invalid(self, index: int, error: InvalidBet, line: int | None = None) -> None:
+        for field_name, message in error.problems:
+            self.add_problem(index, field_name, message, line)
+
+    def result(self, bets: int) -> list[Row]:
+        if self.total:
+            raise InvalidChunk(self.problems, self.total, bets)
+        if not bets:
+            raise InvalidChunk([], 0, 0, "the chunk has no bets")
+        return self.rows
+
+
+def parse_json(body: bytes, agency: int, max_bets: int) -> list[Row]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise MalformedBody(f"body is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("bets"), list):
+        raise InvalidChunk([], 0, 0, 'body must be a JSON object {"bets": [...]}')
+    extra = set(document) - {"bets"}
+    if extra:
+        raise InvalidChunk([], 0, 0, f"unknown top-level field(s): {', '.join(sorted(extra))}")
+    bets = document["bets"]
+    if len(bets) > max_bets:
+        raise TooManyBets(max_bets)
+    latest = latest_birthdate()
+    out = _Collector()
+    append = out.rows.append
+    for index, bet in enumerate(bets):
+        if not isinstance(bet, dict):
+            out.add_problem(index, "bet", "must be a JSON object")
+            continue
+        if len(bet) != 5 or not all(name in bet for name in FIELDS):
+            missing = [name for name in FIELDS if name not in bet]
+            unknown = [name for name in bet if name not in FIELDS and not (name == "agency" and bet[name] == agency)]
+            for name in missing:
+                out.add_problem(index, name, "is required")
+            for name in unknown:
+                out.add_problem(index, name, "is not a bet field" if name != "agency" else "does not match the agency in the URL")
+            if missing or unknown:
+                continue
+        try:
+            append(validate_bet(agency, bet["first_name"], bet["last_name"], bet["document"],
+                                bet["birthdate"], bet["number"], latest))
+        except InvalidBet as error:
+            out.add_invalid(index, error)
+    return out.result(len(bets))
+
+
+def parse_csv(body: bytes, agency: int, max_bets: int) -> list[Row]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = body.count(b"\n", 0, error.start) + 1
+        raise MalformedBody(f"body is not valid UTF-8 (line {line}, byte {error.start})") from None
+    if text.startswith("\ufeff"):  # a BOM from spreadsheet exports is not part of the first name
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    latest = latest_birthdate()
+    out = _Collector()
+    append = out.rows.append
+    index = 0
+    line = 1  # line where the current record starts
+    try:
+        for record in reader:
+            if not record:  # blank line
+                line = reader.line_num + 1
+                continue
+            if index == 0 and not out.rows and [f.strip().lower() for f in record] == _HEADER:
+                line = reader.line_num + 1
+                continue  # an optional header row is accepted and skipped
+            if index >= max_bets:
+                raise TooManyBets(max_bets)
+            if len(record) != 5:
+                out.add_problem(index, "bet", f"has {len(record)} fields, expected 5: {','.join(FIELDS)}", line)
+            else:
+                first_name, last_name, document, birthdate, number = record
+                try:
+                    try:
+                        value = parse_number_text(number)
+                    except ValueError:
+                        value = number  # let validate_bet report it together with the rest
+                    append(validate_bet(agency, first_name, last_name, document, birthdate, value, latest))
+                except InvalidBet as error:
+                    out.add_invalid(index, error, line)
+            index += 1
+            line = reader.line_num + 1
+    except csv.Error as error:
+        raise MalformedBody(f"malformed CSV at line {line}: {error}") from None
+    return out.result(index)

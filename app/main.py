@@ -1,0 +1,46 @@
+"""The app factory: settings, storage, routes, error handlers and the offline docs page.
+
+Gunicorn imports ``app.main:app`` once in every worker process; each worker opens the
+store itself (which repairs a torn tail left by a crash before serving).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from app import logs, problems
+from app.routes import agencies, round
+from app.settings import Settings, get_settings
+from app.store import Store, open_store
+
+DESCRIPTION = """
+Agencies upload their customers' bets in chunks, say when they are done, and once every
+agency is done the lottery is drawn exactly once. Each agency may then read its own winners.
+
+Errors are [RFC 9457](https://www.rfc-editor.org/rfc/rfc9457) problem details.
+"""
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logs.configure(settings.log_level)
+    # FastAPIOffline serves the Swagger UI and ReDoc assets from the package, not a CDN,
+    # so /docs works on a machine with no internet access.
+    app: FastAPI = FastAPIOffline(title="Lotería Nacional: bet collection", version="1.0.0",
+                                  description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.store = store or open_store(settings)
+    app.include_router(agencies.router)
+    app.include_router(round.router)
+    problems.install(app)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `app.main:app` is built on first access, not at import, so tests can import this
+    # module (and create_app) without a configured environment.
+    if name == "app":
+        globals()["app"] = application = create_app()
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,105 @@
+"""The agency routes: upload bets, say done, read winners, see an upload's progress.
+
+Handlers are thin: read the request, hand it to ingest and the store (off the event loop,
+since both block), shape the answer. Status codes for errors live in app/problems.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import AgencyDep, SettingsDep, StoreDep, idempotency_key, read_body, upload_span
+from app.ingest import parse_chunk
+from app.problems import NotDrawnYet, documented
+from app.routes.schemas import ChunkStored, DoneState, UploadProgress, Winners, bets_request_body
+from app.store import Chunk, ChunkReceipt, Store, UploadSpan
+
+
+log = logging.getLogger("lottery")
+router = APIRouter(prefix="/agencies/{agency}", tags=["agencies"])
+WINNERS_POLL_SECONDS = 0.05
+
+
+def _receive(store: Store, agency: int, body: bytes, content_type: str | None, max_bets: int,
+             key: str | None, upload: UploadSpan | None) -> ChunkReceipt:
+    rows = parse_chunk(body, content_type, agency, max_bets)
+    receipt = store.append_chunk(Chunk.build(agency, rows, key, upload))
+    if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:
+        for row in rows:
+            log.debug("action: apuesta_almacenada | result: success | dni: %s | numero: %d", row[3], row[5])
+    return receipt
+
+
+@router.post(
+    "/bets", status_code=201, response_model=ChunkStored, summary="Upload a chunk of bets",
+    openapi_extra=bets_request_body(),
+    responses={200: {"description": "A replay: this Idempotency-Key or upload range was already stored; "
+                                    "nothing more was stored", "model": ChunkStored},
+               **documented(400, 401, 403, 404, 409, 413, 415, 422, 503)},
+)
+async def post_bets(
+    agency: AgencyDep, request: Request, response: Response, settings: SettingsDep, store: StoreDep,
+    key: Annotated[str | None, Depends(idempotency_key)],
+    upload: Annotated[UploadSpan | None, Depends(upload_span)],
+) -> ChunkStored:
+    """Store one chunk of bets, all or nothing. JSON `{"bets": [...]}` or CSV lines.
+
+    - 201: every bet stored. 422: some bet is invalid; each is named by index (and CSV line)
+      and field, and none of the chunk is stored.
+    - `Idempotency-Key`: a retry stores nothing more and gets the first answer (200 with
+      `Idempotent-Replayed: true`), from any worker and after restarts.
+    - `Upload-Id` + `Upload-Offset`: the chunk is lines `[offset, offset+count)` of that
+      upload; a chunk overlapping stored lines gets 409 with the stored ranges.
+    """
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        receipt = await run_in_threadpool(_receive, store, agency, body, request.headers.get("content-type"),
+                                          settings.max_bets_per_chunk, key, upload)
+    except Exception:
+        log.info("action: apuesta_recibida | result: fail | agencia: %d", agency)
+        raise
+    if receipt.replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    log.info("action: apuesta_recibida | result: success | cantidad: %d", receipt.stored)
+    return ChunkStored(agency=agency, stored=receipt.stored)
+
+
+@router.post("/done", response_model=DoneState, summary="Say this agency sent everything",
+             responses=documented(401, 403, 404, 503))
+async def post_done(agency: AgencyDep, store: StoreDep) -> DoneState:
+    """Idempotent. The call that completes the set of agencies performs the draw before answering."""
+    receipt = await run_in_threadpool(store.mark_done, agency)
+    return DoneState(agency=agency, done=receipt.done, expected=receipt.expected, drawn=receipt.drawn)
+
+
+@router.get("/winners", response_model=Winners, summary="This agency's winners",
+            responses=documented(401, 403, 404, 425, 503))
+async def get_winners(
+    agency: AgencyDep, store: StoreDep, settings: SettingsDep,
+    wait: Annotated[int, Query(ge=0, le=60, description=(
+        "Long poll: hold the request up to this many seconds and answer as soon as the draw happens"))] = 0,
+) -> Winners:
+    """425 Too Early (with Retry-After) until the draw; then the documents of this agency's winning bets."""
+    deadline = time.monotonic() + wait
+    while (winners := await run_in_threadpool(store.winners, agency)) is None:
+        if time.monotonic() >= deadline:
+            raise NotDrawnYet(settings.retry_after)
+        await asyncio.sleep(WINNERS_POLL_SECONDS)  # the event loop keeps serving meanwhile
+    log.info("action: consulta_ganadores | result: success | agencia: %d | cant_ganadores: %d", agency, len(winners))
+    return Winners(agency=agency, winners=winners)
+
+
+@router.get("/uploads/{upload_id}", response_model=UploadProgress, summary="Which lines of an upload are stored",
+            responses=documented(401, 403, 404, 503))
+async def get_upload(agency: AgencyDep, store: StoreDep,
+                     upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]) -> UploadProgress:
+    """The stored line ranges of one upload (see `Upload-Id`), so a rerun sends only the rest."""
+    state = await run_in_threadpool(store.upload_state, agency, upload_id)
+    return UploadProgress(upload_id=state.upload_id, committed=state.committed, bets=state.bets)

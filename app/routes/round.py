@@ -1,0 +1,26 @@
+"""Routes about the round as a whole, and liveness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import StoreDep
+from app.problems import documented
+from app.routes.schemas import Health, RoundState
+
+router = APIRouter(tags=["round"])
+
+
+@router.get("/status", response_model=RoundState, summary="Round state", responses=documented(503))
+async def get_status(store: StoreDep) -> RoundState:
+    """Expected agencies, which are done, whether the draw happened, and bets stored."""
+    status = await run_in_threadpool(store.status)
+    return RoundState(expected=status.expected, done=status.done, drawn=status.drawn, bets=status.bets)
+
+
+@router.get("/health", response_model=Health, summary="Liveness", responses=documented(503))
+async def get_health(store: StoreDep) -> Health:
+    """200 when this worker runs and the storage takes writes; 503 otherwise."""
+    await run_in_threadpool(store.check_health)
+    return Health(status="ok")

@@ -1,0 +1,56 @@
+"""Every server setting, read from the environment and validated once at start.
+
+All variables share the ``LOTTERY_`` prefix (``LOTTERY_AGENCIES=7``). A bad value stops
+the server with one line naming the variable, instead of a traceback from a worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    # env_ignore_empty: `LOTTERY_TOKENS_FILE=` (as compose passes an unset variable) means "not set".
+    model_config = SettingsConfigDict(env_prefix="LOTTERY_", frozen=True, extra="ignore", env_ignore_empty=True)
+
+    data_dir: Path = Field(Path("./data"), description="Where bets.csv, the ledger, the done-set and the winners live.")
+    agencies: int = Field(5, ge=1, le=10_000, description="Agencies take part in the round: ids 1..N.")
+    winning_number: int = Field(7574, ge=0, le=9999, description="A bet wins when its number equals this.")
+    max_body_bytes: int = Field(16 * MiB, ge=1024, le=1024 * MiB, description="Largest request body accepted (413 above).")
+    max_bets_per_chunk: int = Field(100_000, ge=1, le=10_000_000, description="Most bets in one chunk (413 above).")
+    lock_timeout: float = Field(30.0, gt=0, le=600, description="Seconds to wait for the storage lock before answering 503.")
+    retry_after: int = Field(1, ge=1, le=3600, description="Seconds suggested in Retry-After while the draw has not happened.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the lottery logger.")
+    tokens_file: Path | None = Field(None, description="JSON {agency: token}; when set, agency routes need a bearer token.")
+    database_url: str | None = Field(None, description="postgresql://... selects the PostgreSQL backend instead of files.")
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming each bad variable, e.g. ``LOTTERY_AGENCIES='x': Input should be a valid integer``."""
+    parts = []
+    for item in error.errors():
+        name = "LOTTERY_" + "_".join(str(p) for p in item["loc"]).upper()
+        parts.append(f"{name}={item.get('input')!r}: {item['msg']}")
+    return "invalid setting: " + "; ".join(parts)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def load_or_exit() -> Settings:
+    """Validate the environment for a command-line entry point; exit 2 with one line on error."""
+    try:
+        return get_settings()
+    except ValidationError as error:
+        print(f"lottery: {describe_error(error)}", file=sys.stderr)
+        raise SystemExit(2) from None

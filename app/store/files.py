@@ -1,0 +1,362 @@
+"""The file backend: one host, several worker processes, agreement through files and one lock.
+
+Files in the data dir (see README "Storage and synchronization"):
+
+``bets.csv``      the bets, in the course's row format. Only ever appended to.
+``ledger.jsonl``  one line per committed chunk: agency, count, idempotency key, fingerprint,
+                  upload range and ``end``, the size of bets.csv once the chunk was in.
+                  **A chunk is committed when its ledger line is on disk**; bytes of bets.csv
+                  past the last ``end`` belong to a write that crashed and are cut off.
+``done.json``     the agencies that said done, replaced atomically (temp file + rename).
+``winners.json``  the draw's result, replaced atomically; its presence means "drawn".
+``.lock``         the filelock every writer holds.
+
+Workers share nothing in memory. Each keeps a *cache* of the ledger (keys, upload ranges,
+totals), always brought up to date by reading the ledger's new lines while holding the
+lock, so a decision is never taken on stale state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import os
+import tempfile
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import filelock
+import orjson
+
+from app.store.base import (
+    AgencyClosed,
+    Chunk,
+    ChunkReceipt,
+    DoneReceipt,
+    IdempotencyMismatch,
+    RangeConflict,
+    RoundStatus,
+    StorageBusy,
+    StorageUnavailable,
+    Store,
+    UploadState,
+    merge_ranges,
+)
+
+log = logging.getLogger("lottery")
+
+BETS = "bets.csv"
+LEDGER = "ledger.jsonl"
+DONE = "done.json"
+WINNERS = "winners.json"
+LOCK = ".lock"
+SCAN_BLOCK = 8 * 1024 * 1024  # the draw reads bets.csv in blocks of this size: flat memory
+
+
+class _LedgerIndex:
+    """What this process knows of the ledger, read up to byte ``offset``."""
+
+    def __init__(self) -> None:
+        self.offset = 0           # bytes of ledger.jsonl already read
+        self.end = 0              # committed size of bets.csv
+        self.bets = 0             # committed bets
+        self.keys: dict[tuple[int, str], tuple[str, int]] = {}  # (agency, key) -> (fingerprint, count)
+        self.spans: dict[tuple[int, str], list[tuple[int, int, str]]] = defaultdict(list)
+
+    def apply(self, record: dict) -> None:
+        agency, count = record["a"], record["n"]
+        self.end = record["end"]
+        self.bets += count
+        if record.get("k") is not None:
+            self.keys[(agency, record["k"])] = (record["h"], count)
+        if record.get("u") is not None:
+            start = record["o"]
+            self.spans[(agency, record["u"])].append((start, start + count, record["h"]))
+
+
+class FileStore(Store):
+    def __init__(self, data_dir: Path, agencies: int, winning_number: int, lock_timeout: float = 30.0):
+        self.dir = Path(data_dir)
+        self.expected = agencies
+        self.winning_number = winning_number
+        self.lock_timeout = lock_timeout
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.bets_path = self.dir / BETS
+        self.ledger_path = self.dir / LEDGER
+        self.done_path = self.dir / DONE
+        self.winners_path = self.dir / WINNERS
+        # Threads of one worker queue on a plain lock, so at most one thread per process
+        # polls the file lock; the file lock then orders the processes.
+        self._thread_lock = threading.Lock()
+        self._file_lock = filelock.FileLock(
+            self.dir / LOCK, timeout=lock_timeout, poll_interval=0.002,
+            preserve_lock_file=True,  # never unlink: another process may be waiting on that inode
+        )
+        self._index = _LedgerIndex()
+        with self._locked():
+            pass  # creates the ledger and repairs a torn tail before the first request
+
+    # -- locking and recovery ---------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        if not self._thread_lock.acquire(timeout=self.lock_timeout):
+            raise StorageBusy("the storage is busy; retry shortly")
+        try:
+            try:
+                self._file_lock.acquire()
+            except filelock.Timeout:
+                raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
+            except OSError as error:
+                raise StorageUnavailable(f"cannot lock the data dir: {error.strerror or error}") from None
+            try:
+                self._recover()
+                yield
+            except OSError as error:
+                raise StorageUnavailable(f"storage error: {error.strerror or error}") from None
+            finally:
+                self._file_lock.release()
+        finally:
+            self._thread_lock.release()
+
+    def _recover(self) -> None:
+        """Bring the cache up to date and cut off anything a crashed writer left uncommitted."""
+        if not self.ledger_path.exists():
+            if self.bets_path.exists() and self.bets_path.stat().st_size:
+                raise StorageUnavailable(f"{self.bets_path} has bets but no {LEDGER}: refusing to guess what is committed")
+            self._create_empty(self.ledger_path)
+        self._read_ledger()
+        size = self.bets_path.stat().st_size if self.bets_path.exists() else 0
+        if size > self._index.end:
+            # A writer died between writing its bets and committing them: drop the tail.
+            with open(self.bets_path, "r+b") as f:
+                f.truncate(self._index.end)
+                os.fsync(f.fileno())
+            log.warning("action: reparacion | result: success | bytes_descartados: %d", size - self._index.end)
+        elif size < self._index.end:
+            raise StorageUnavailable(f"{BETS} is shorter than the ledger says ({size} < {self._index.end}): data lost outside the service")
+
+    def _read_ledger(self) -> None:
+        index = self._index
+        size = self.ledger_path.stat().st_size
+        if size < index.offset:  # the ledger was replaced (a new round): start over
+            index = self._index = _LedgerIndex()
+        if size == index.offset:
+            return
+        with open(self.ledger_path, "rb") as f:
+            f.seek(index.offset)
+            data = f.read()
+        complete = data.rfind(b"\n") + 1
+        for line in data[:complete].splitlines():
+            index.apply(orjson.loads(line))
+        index.offset += complete
+        if complete < len(data):
+            # A torn ledger line (crash mid-append): not committed, so it goes, and so do
+            # the bets it would have covered (cut off by the caller, past index.end).
+            with open(self.ledger_path, "r+b") as f:
+                f.truncate(index.offset)
+                os.fsync(f.fileno())
+
+    # -- small file helpers -------------------------------------------------------------
+
+    def _create_empty(self, path: Path) -> None:
+        with open(path, "ab") as f:
+            os.fsync(f.fileno())
+        self._fsync_dir()
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _replace_json(self, path: Path, value: object) -> None:
+        """Write a small JSON file atomically: readers see the old or the new, never half."""
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(orjson.dumps(value))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self._fsync_dir()
+
+    @staticmethod
+    def _append(path: Path, data: bytes) -> None:
+        with open(path, "ab", buffering=0) as f:
+            view = memoryview(data)
+            while view:
+                view = view[f.write(view):]
+            os.fdatasync(f.fileno())
+
+    def _read_done(self) -> set[int]:
+        try:
+            return set(orjson.loads(self.done_path.read_bytes())["agencies"])
+        except FileNotFoundError:
+            return set()
+
+    def _read_winners(self) -> dict | None:
+        try:
+            return orjson.loads(self.winners_path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    # -- the Store interface --------------------------------------------------------------
+
+    def append_chunk(self, chunk: Chunk) -> ChunkReceipt:
+        with self._locked():
+            replay = self._replay(chunk)
+            if replay is not None:
+                return replay
+            if self.winners_path.exists():
+                raise AgencyClosed("the draw has already happened; no more bets are taken")
+            if chunk.agency in self._read_done():
+                raise AgencyClosed(f"agency {chunk.agency} already said done; no more bets are taken from it")
+            record = {"a": chunk.agency, "n": chunk.count, "h": chunk.fingerprint,
+                      "k": chunk.idempotency_key, "end": self._index.end + len(chunk.payload)}
+            if chunk.upload is not None:
+                record["u"], record["o"] = chunk.upload.upload_id, chunk.upload.offset
+            try:
+                self._append(self.bets_path, chunk.payload)
+                # The commit point: until this line is on disk the bets above do not exist.
+                self._append(self.ledger_path, orjson.dumps(record) + b"\n")
+            except OSError:
+                self._undo_tail()
+                raise
+            self._read_ledger()
+            return ChunkReceipt(chunk.agency, chunk.count)
+
+    def _replay(self, chunk: Chunk) -> ChunkReceipt | None:
+        """Answer a retry from the ledger; raise if the retry does not match what was stored."""
+        index = self._index
+        if chunk.idempotency_key is not None:
+            seen = index.keys.get((chunk.agency, chunk.idempotency_key))
+            if seen is not None:
+                if seen[0] != chunk.fingerprint:
+                    raise IdempotencyMismatch("this Idempotency-Key was already used for a different chunk")
+                return ChunkReceipt(chunk.agency, seen[1], replayed=True)
+        if chunk.upload is not None:
+            start, end = chunk.upload.offset, chunk.upload.offset + chunk.count
+            spans = index.spans.get((chunk.agency, chunk.upload.upload_id), [])
+            for s, e, fingerprint in spans:
+                if (s, e) == (start, end):
+                    if fingerprint != chunk.fingerprint:
+                        raise IdempotencyMismatch(f"lines {start}-{end} of this upload were stored with different bets")
+                    return ChunkReceipt(chunk.agency, chunk.count, replayed=True)
+                if s < end and start < e:
+                    committed = merge_ranges([(s, e) for s, e, _ in spans])
+                    raise RangeConflict(f"lines {start}-{end} overlap lines {s}-{e} already stored for this upload", committed)
+        return None
+
+    def _undo_tail(self) -> None:
+        """Best effort after a failed write: put both files back to the last commit.
+
+        The ledger goes first: a ledger line whose bets were cut off would make the store
+        refuse to serve. If this fails too, the next _recover finishes the job.
+        """
+        for path, size in ((self.ledger_path, self._index.offset), (self.bets_path, self._index.end)):
+            with contextlib.suppress(OSError), open(path, "r+b") as f:
+                f.truncate(size)
+
+    def mark_done(self, agency: int) -> DoneReceipt:
+        with self._locked():
+            done = self._read_done()
+            if agency not in done:
+                done.add(agency)
+                self._replace_json(self.done_path, {"agencies": sorted(done)})
+                log.info("action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
+                         agency, len(done), self.expected)
+            drawn = self._draw_if_due(done)
+            return DoneReceipt(agency, len(done), self.expected, drawn)
+
+    def _draw_if_due(self, done: set[int]) -> bool:
+        """Under the lock: draw when every agency is done and nobody drew yet. True when drawn."""
+        if self.winners_path.exists():
+            return True
+        if not set(range(1, self.expected + 1)) <= done:
+            return False
+        winners = scan_winners(self.bets_path, self._index.end, self.winning_number)
+        self._replace_json(self.winners_path, {
+            "winning_number": self.winning_number,
+            "bets": self._index.bets,
+            "winners": {str(a): winners.get(a, []) for a in range(1, self.expected + 1)},
+        })
+        # One line per round, in the course's format, with the figures that matter.
+        log.info("action: sorteo | result: success | apuestas: %d | cant_ganadores: %d",
+                 self._index.bets, sum(len(v) for v in winners.values()))
+        return True
+
+    def winners(self, agency: int) -> list[str] | None:
+        result = self._read_winners()  # lock-free: the file is replaced atomically
+        if result is None:
+            if len(self._read_done()) < self.expected:
+                return None
+            # Every agency is done but nobody drew (a crash between the two): draw now.
+            with self._locked():
+                self._draw_if_due(self._read_done())
+            result = self._read_winners()
+            if result is None:
+                return None
+        return result["winners"].get(str(agency), [])
+
+    def status(self) -> RoundStatus:
+        with self._locked():
+            done = self._read_done()
+            drawn = self._draw_if_due(done)
+            return RoundStatus(self.expected, sorted(done), drawn, self._index.bets)
+
+    def upload_state(self, agency: int, upload_id: str) -> UploadState:
+        with self._locked():
+            spans = self._index.spans.get((agency, upload_id), [])
+            return UploadState(upload_id, merge_ranges([(s, e) for s, e, _ in spans]))
+
+    def check_health(self) -> None:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".health.")
+            try:
+                os.write(fd, b"ok")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+        except OSError as error:
+            raise StorageUnavailable(f"data dir {self.dir} is not writable: {error.strerror or error}") from None
+
+
+def scan_winners(path: Path, end: int, winning_number: int) -> dict[int, list[str]]:
+    """Winning documents per agency, in file order, reading only the first ``end`` bytes.
+
+    The number is the last field and is written as a bare integer, and no field may hold a
+    newline, so a bet wins exactly when its line ends in ``,<winning number>\\n``. Searching
+    for those bytes skips parsing the millions of losing lines; only a winner's line goes
+    through the csv module. Memory stays at one block whatever the file's size.
+    """
+    needle = f",{winning_number}\n".encode()
+    winners: dict[int, list[str]] = defaultdict(list)
+    remaining = end
+    carry = b""
+    with open(path, "rb") as f:
+        while remaining > 0:
+            block = f.read(min(SCAN_BLOCK, remaining))
+            if not block:
+                break
+            remaining -= len(block)
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            data, carry = data[:cut], data[cut:]
+            hit = data.find(needle)
+            while hit != -1:
+                start = data.rfind(b"\n", 0, hit) + 1
+                row = next(csv.reader([data[start:hit + len(needle) - 1].decode("utf-8")]))
+                winners[int(row[0])].append(row[3])
+                hit = data.find(needle, hit + len(needle))
+    return dict(winners)

@@ -1,0 +1,1 @@
+"""The agency uploader: ``python -m client run|bet|winners|generate``."""

@@ -1,0 +1,242 @@
+"""``python -m client``: the agency's command line.
+
+    run       upload a bets file in chunks, say done, wait for the draw, print the winners
+    bet       send one bet (also from the course's NOMBRE, APELLIDO, ... variables)
+    winners   read this agency's winners (``--wait`` polls until the draw)
+    generate  write deterministic demo files agency-N.csv
+
+Logs go to stderr in the course's format; winners go to stdout (``--json`` for JSON).
+Exit codes: 0 done, 1 failed, 2 bad options, 130/143 stopped by Ctrl-C/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from client.config import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, ConfigError, Options, resolve
+
+log = logging.getLogger("client")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", help="server URL (env LOTTERY_SERVER; default http://127.0.0.1:8000)")
+        p.add_argument("--agency", type=int, help="agency id (env LOTTERY_AGENCY)")
+        p.add_argument("--token", help="bearer token (env LOTTERY_TOKEN)")
+        p.add_argument("--token-file", help="file holding the bearer token (env LOTTERY_TOKEN_FILE)")
+        p.add_argument("--config", help="YAML config file in the course's shape (env LOTTERY_CONFIG)")
+        p.add_argument("--retries", type=int, help="attempts per request on transient errors (default 10)")
+        p.add_argument("--quiet", action="store_true", default=None, help="only errors on stderr")
+
+    run = commands.add_parser("run", help="upload a file, say done, wait for and print the winners")
+    common(run)
+    run.add_argument("--file", help="agency CSV file (env LOTTERY_BETS_FILE)")
+    run.add_argument("--batch-size", type=int, help=f"bets per chunk (default {DEFAULT_BATCH_SIZE})")
+    run.add_argument("--concurrency", type=int, help=f"chunks in flight (default {DEFAULT_CONCURRENCY})")
+    run.add_argument("--timeout", type=float, help="seconds to wait for the draw (default 600)")
+    run.add_argument("--upload-id", help="resume this upload id (printed when a chunk is rejected)")
+    run.add_argument("--json", action="store_true", default=None, help="winners as JSON on stdout")
+
+    bet = commands.add_parser("bet", help="send a single bet")
+    common(bet)
+    bet.add_argument("--first-name", default=os.environ.get("NOMBRE"))
+    bet.add_argument("--last-name", default=os.environ.get("APELLIDO"))
+    bet.add_argument("--document", default=os.environ.get("DOCUMENTO"))
+    bet.add_argument("--birthdate", default=os.environ.get("NACIMIENTO"), help="YYYY-MM-DD")
+    bet.add_argument("--number", default=os.environ.get("NUMERO"))
+
+    winners = commands.add_parser("winners", help="read this agency's winners")
+    common(winners)
+    winners.add_argument("--wait", action="store_true", default=None, help="poll until the draw")
+    winners.add_argument("--timeout", type=float, help="seconds to wait with --wait (default 600)")
+    winners.add_argument("--json", action="store_true", default=None, help="winners as JSON on stdout")
+
+    gen = commands.add_parser("generate", help="write deterministic demo files agency-N.csv")
+    gen.add_argument("--agencies", type=int, default=5)
+    gen.add_argument("--bets", type=int, default=20_000, help="bets per agency")
+    gen.add_argument("--out", type=Path, required=True)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--winning-number", type=int, default=7574)
+    return parser
+
+
+def _on_sigterm(stop, received: dict) -> None:
+    """SIGTERM stops like Ctrl-C: in-flight chunks give up, the main thread unwinds at once."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        received["signal"] = signum
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _api(options: Options, stop=None):
+    from client.http import Api
+
+    return Api(options.server, options.token, options.retries, options.request_timeout, stop)
+
+
+def wait_for_winners(api, agency: int, timeout: float, wait: bool) -> list[str]:
+    """The agency's winners; with ``wait``, until the draw or ``timeout`` seconds."""
+    from client.http import ClientError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        # Long poll: the server holds the request up to `hold` seconds and answers the
+        # moment the draw happens, so agencies learn it at once without hammering it.
+        hold = int(min(max(deadline - time.monotonic(), 0), 30)) if wait else 0
+        response = api.request("GET", f"/agencies/{agency}/winners", params={"wait": hold},
+                               timeout=api.timeout + hold)
+        if response.status_code == 200:
+            winners = response.json()["winners"]
+            log.info("action: consulta_ganadores | result: success | cant_ganadores: %d", len(winners))
+            return winners
+        if not wait:
+            raise ClientError("the draw has not happened yet (not every agency is done)")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ClientError(f"the draw did not happen within {timeout:g}s")
+        if hold == 0:  # the server did not hold the request: honour its Retry-After
+            retry_after = response.headers.get("retry-after", "1")
+            delay = float(retry_after) if retry_after.isdigit() else 1.0
+            if api.stop.wait(min(delay, left)):
+                raise KeyboardInterrupt
+
+
+def _print_winners(agency: int, winners: list[str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"agency": agency, "winners": winners}))
+    else:
+        for document in winners:
+            print(document)
+
+
+def _require(options: Options, *names: str) -> None:
+    for name in names:
+        if getattr(options, name) is None:
+            env = {"agency": "LOTTERY_AGENCY", "file": "LOTTERY_BETS_FILE"}[name]
+            raise ConfigError(f"--{name} is required (or set {env})")
+
+
+def cmd_run(options: Options, stop) -> int:
+    from client.progress import Progress
+    from client.upload import Uploader
+
+    _require(options, "agency", "file")
+    api = _api(options, stop)
+    progress = None if options.quiet else Progress(options.agency)
+    try:
+        started = time.monotonic()
+        uploader = Uploader(api, options.agency, options.file, options.batch_size, options.concurrency,
+                            options.upload_id, progress)
+        total = uploader.run()
+        if progress:
+            progress.close()
+        elapsed = time.monotonic() - started
+        log.info("action: carga | result: success | agencia: %d | apuestas: %d | enviadas: %d | segundos: %.2f",
+                 options.agency, total, uploader.sent, elapsed)
+        done = api.request("POST", f"/agencies/{options.agency}/done").json()
+        log.info("action: fin_carga | result: success | agencia: %d | finalizadas: %d/%d",
+                 options.agency, done["done"], done["expected"])
+        winners = wait_for_winners(api, options.agency, options.timeout, wait=True)
+        _print_winners(options.agency, winners, options.json)
+        return 0
+    finally:
+        if progress:
+            progress.close()
+        api.close()
+
+
+def cmd_bet(options: Options, args: argparse.Namespace, stop) -> int:
+    _require(options, "agency")
+    fields = {"first_name": args.first_name, "last_name": args.last_name, "document": args.document,
+              "birthdate": args.birthdate, "number": args.number}
+    missing = [k for k, v in fields.items() if v in (None, "")]
+    if missing:
+        raise ConfigError("missing " + ", ".join("--" + m.replace("_", "-") for m in missing) +
+                          " (or NOMBRE, APELLIDO, DOCUMENTO, NACIMIENTO, NUMERO)")
+    try:
+        fields["number"] = int(fields["number"])
+    except ValueError:
+        raise ConfigError(f"--number must be an integer, got {fields['number']!r}") from None
+    api = _api(options, stop)
+    try:
+        # One key per invocation: retries inside this run never store the bet twice.
+        api.request("POST", f"/agencies/{options.agency}/bets", json={"bets": [fields]},
+                    headers={"Idempotency-Key": f"bet-{uuid.uuid4()}"})
+    finally:
+        api.close()
+    log.info("action: apuesta_enviada | result: success | dni: %s | numero: %d", fields["document"], fields["number"])
+    return 0
+
+
+def cmd_winners(options: Options, stop) -> int:
+    _require(options, "agency")
+    api = _api(options, stop)
+    try:
+        winners = wait_for_winners(api, options.agency, options.timeout, wait=bool(options.wait))
+    finally:
+        api.close()
+    _print_winners(options.agency, winners, options.json)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "generate":
+        from client.generate import generate
+
+        for path in generate(args.out, args.agencies, args.bets, args.seed, args.winning_number):
+            print(path)
+        return 0
+    import threading
+
+    cli = {k: v for k, v in vars(args).items() if k not in ("command", "first_name", "last_name", "document",
+                                                             "birthdate", "number")}
+    try:
+        options = resolve(cli)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level="WARNING" if options.quiet else options.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-8s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    from client.http import ClientError, Stopped
+
+    stop = threading.Event()
+    received = {"signal": signal.SIGINT}
+    _on_sigterm(stop, received)
+    try:
+        if args.command == "run":
+            return cmd_run(options, stop)
+        if args.command == "bet":
+            return cmd_bet(options, args, stop)
+        return cmd_winners(options, stop)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ClientError as error:
+        log.error("action: %s | result: fail | error: %s", args.command, error)
+        return 1
+    except (KeyboardInterrupt, Stopped):
+        stop.set()
+        name = signal.Signals(received["signal"]).name
+        log.warning("action: %s | result: interrupted | signal: %s | rerun the same command to resume",
+                    args.command, name)
+        return 128 + received["signal"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

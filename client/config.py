@@ -1,0 +1,149 @@
+"""Uploader options: command line first, then the environment, then a YAML config file.
+
+The config file keeps the course's shape::
+
+    server:
+      address: "127.0.0.1:8000"   # or url: "http://127.0.0.1:8000"
+    agency: 1
+    file: "agency-1.csv"
+    batch:
+      maxAmount: 2000
+      concurrency: 4
+    log:
+      level: "INFO"
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+# Chosen from `make bench` (README "Performance"): bigger chunks amortize the per-chunk
+# lock and fsync; past a few thousand bets the gain flattens while each retry costs more.
+DEFAULT_BATCH_SIZE = 2000
+DEFAULT_CONCURRENCY = 4
+
+
+class ConfigError(Exception):
+    """A bad option: reported as one line, exit code 2."""
+
+
+@dataclass
+class Options:
+    server: str = DEFAULT_SERVER
+    agency: int | None = None
+    file: Path | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+    token: str | None = None
+    timeout: float = 600.0          # seconds to wait for the draw
+    request_timeout: float = 60.0   # seconds for one HTTP request
+    retries: int = 10               # attempts per request on transient failures
+    quiet: bool = False
+    json: bool = False
+    wait: bool = False
+    upload_id: str | None = None
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict)
+
+
+# option name -> environment variable(s), first found wins
+ENV = {
+    "server": ("LOTTERY_SERVER",),
+    "agency": ("LOTTERY_AGENCY", "CLI_ID"),
+    "file": ("LOTTERY_BETS_FILE",),
+    "batch_size": ("LOTTERY_BATCH_SIZE", "CLI_BATCH_MAXAMOUNT"),
+    "concurrency": ("LOTTERY_CONCURRENCY",),
+    "token": ("LOTTERY_TOKEN",),
+    "token_file": ("LOTTERY_TOKEN_FILE",),
+    "timeout": ("LOTTERY_TIMEOUT",),
+    "retries": ("LOTTERY_RETRIES",),
+    "upload_id": ("LOTTERY_UPLOAD_ID",),
+    "log_level": ("LOTTERY_LOG_LEVEL", "CLI_LOG_LEVEL"),
+}
+
+
+def _from_yaml(path: Path) -> dict:
+    import yaml  # only when a config file is used: keeps start-up lean
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping")
+    out: dict = {}
+    server = data.get("server")
+    if isinstance(server, dict):
+        if "url" in server:
+            out["server"] = server["url"]
+        elif "address" in server:
+            out["server"] = str(server["address"])
+    elif isinstance(server, str):
+        out["server"] = server
+    batch = data.get("batch") or {}
+    if "maxAmount" in batch:
+        out["batch_size"] = batch["maxAmount"]
+    if "concurrency" in batch:
+        out["concurrency"] = batch["concurrency"]
+    if isinstance(data.get("log"), dict) and "level" in data["log"]:
+        out["log_level"] = data["log"]["level"]
+    for key in ("agency", "file", "token", "timeout", "retries"):
+        if key in data:
+            out[key] = data[key]
+    return out
+
+
+def _convert(name: str, value: object) -> object:
+    try:
+        if name in ("agency", "batch_size", "concurrency", "retries"):
+            number = int(value)  # type: ignore[arg-type]
+            if number < 1 and name != "retries" or number < 0:
+                raise ValueError
+            return number
+        if name == "timeout":
+            seconds = float(value)  # type: ignore[arg-type]
+            if seconds <= 0:
+                raise ValueError
+            return seconds
+        if name == "file":
+            return Path(str(value))
+        if name == "server":
+            url = str(value).rstrip("/")
+            return url if "://" in url else f"http://{url}"
+        if name == "log_level":
+            level = str(value).upper()
+            if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+                raise ValueError
+            return level
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid value for {name.replace('_', '-')}: {value!r}") from None
+    return value
+
+
+def resolve(cli: dict, environ: dict[str, str] | None = None) -> Options:
+    """Merge the three sources; ``cli`` holds only the options given on the command line."""
+    environ = os.environ if environ is None else environ
+    config_path = cli.pop("config", None) or environ.get("LOTTERY_CONFIG")
+    merged: dict = _from_yaml(Path(config_path)) if config_path else {}
+    for name, variables in ENV.items():
+        for variable in variables:
+            if environ.get(variable):
+                merged[name] = environ[variable]
+                break
+    merged.update({k: v for k, v in cli.items() if v is not None})
+    token_file = merged.pop("token_file", None)
+    if token_file and not merged.get("token"):
+        try:
+            merged["token"] = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(f"cannot read token file {token_file}: {error.strerror}") from None
+    options = Options()
+    for name, value in merged.items():
+        if hasattr(options, name):
+            setattr(options, name, _convert(name, value))
+    return options

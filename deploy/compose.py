@@ -1,0 +1,197 @@
+"""Generate the Docker Compose file for N lottery agencies.
+
+Usage: python deploy/compose.py OUT.yaml N   (normally via ./generar-compose.sh)
+
+One image (lottery:latest) serves both roles: `server` runs gunicorn, and
+`client1`..`clientN` run `python -m client run`, one per agency. Everything
+that may change between runs comes in through the environment, bind mounts
+or secrets, so changing it never needs an image rebuild.
+
+PostgreSQL: the `postgres` service only starts under the `postgres` profile.
+The server switches backend when LOTTERY_DATABASE_URL is set:
+    LOTTERY_DATABASE_URL=postgresql://lottery:lottery@postgres:5432/lottery \
+        docker compose --profile postgres up
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+IMAGE = "lottery:latest"
+SERVER_URL = "http://server:8000"
+
+# Exec-form healthcheck: the slim image has no curl, but it has Python.
+# urlopen raises on connection errors and on 4xx/5xx, so any failure exits 1.
+_HEALTH_PROBE = (
+    "import urllib.request; "
+    "urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=3)"
+)
+
+
+def _server(agencies: int) -> dict:
+    return {
+        "build": ".",
+        "image": IMAGE,
+        # The image only ever comes from this build: never look it up in a
+        # registry, and rebuild (from cache) on `up` so code edits are picked up.
+        "pull_policy": "build",
+        "environment": {
+            # Must match the number of client services, so it is not overridable.
+            "LOTTERY_AGENCIES": str(agencies),
+            "LOTTERY_DATA_DIR": "/srv/data",
+            "LOTTERY_TOKENS_FILE": "/run/secrets/tokens.json",
+            "LOTTERY_WINNING_NUMBER": "${LOTTERY_WINNING_NUMBER:-7574}",
+            "LOTTERY_LOG_LEVEL": "${LOTTERY_LOG_LEVEL:-INFO}",
+            # Empty means "no database": the file backend in LOTTERY_DATA_DIR.
+            "LOTTERY_DATABASE_URL": "${LOTTERY_DATABASE_URL:-}",
+            "GUNICORN_CMD_ARGS": "--bind 0.0.0.0:8000",
+            # No value: passed through from the shell when set, else left unset so
+            # gunicorn.conf.py keeps its own per-core default (an empty string
+            # would crash its int() instead).
+            "WEB_CONCURRENCY": None,
+        },
+        # Loopback only: the clients talk to the server over the compose network.
+        "ports": ["127.0.0.1:8000:8000"],
+        "volumes": ["lottery-data:/srv/data"],
+        "secrets": ["tokens.json"],
+        "healthcheck": {
+            "test": ["CMD", "python", "-c", _HEALTH_PROBE],
+            "interval": "5s",
+            "timeout": "3s",
+            "retries": 5,
+            "start_period": "10s",
+        },
+    }
+
+
+def _client(agency: int) -> dict:
+    bets = f"/data/agency-{agency}.csv"
+    return {
+        "image": IMAGE,
+        # Built by the `server` service; a registry pull could only fail.
+        "pull_policy": "never",
+        "command": ["python", "-m", "client", "run"],
+        "environment": {
+            "LOTTERY_SERVER": SERVER_URL,
+            "LOTTERY_AGENCY": str(agency),
+            "LOTTERY_BETS_FILE": bets,
+            "LOTTERY_TOKEN_FILE": f"/run/secrets/agency-{agency}-token",
+        },
+        # The agency's data is mounted at run time, never baked into the image.
+        "volumes": [f"./.data/agency-{agency}.csv:{bets}:ro"],
+        "secrets": [f"agency-{agency}-token"],
+        "depends_on": {"server": {"condition": "service_healthy"}},
+        # A tiny init reaps and forwards signals, so `docker compose down`
+        # stops a client that is still waiting for the draw without a 10 s wait.
+        "init": True,
+        # An uploader runs once; restarting it would upload the bets again.
+        "restart": "no",
+    }
+
+
+def _postgres() -> dict:
+    return {
+        "image": "postgres:16-alpine",
+        # Opt-in: only started with `--profile postgres`; the server does not
+        # depend on it, so the default file backend works without it.
+        "profiles": ["postgres"],
+        "environment": {
+            "POSTGRES_USER": "lottery",
+            "POSTGRES_PASSWORD": "lottery",
+            "POSTGRES_DB": "lottery",
+        },
+        "volumes": ["pg-data:/var/lib/postgresql/data"],
+        "healthcheck": {
+            "test": ["CMD", "pg_isready", "-U", "lottery", "-d", "lottery"],
+            "interval": "5s",
+            "timeout": "3s",
+            "retries": 5,
+            "start_period": "10s",
+        },
+    }
+
+
+def build_compose(agencies: int) -> dict:
+    """The compose document (a plain dict) for `agencies` uploader services."""
+    # bool is an int subclass; True is not "1 agency".
+    if not isinstance(agencies, int) or isinstance(agencies, bool) or agencies < 1:
+        raise ValueError(f"number of agencies must be an integer >= 1, got {agencies!r}")
+    services = {"server": _server(agencies)}
+    for k in range(1, agencies + 1):
+        services[f"client{k}"] = _client(k)
+    services["postgres"] = _postgres()
+
+    secrets = {"tokens.json": {"file": "./secrets/tokens.json"}}
+    for k in range(1, agencies + 1):
+        secrets[f"agency-{k}-token"] = {"file": f"./secrets/agency-{k}.token"}
+
+    return {
+        # A fixed project name keeps volume names stable (lottery_lottery-data)
+        # whatever the checkout directory is called.
+        "name": "lottery",
+        "services": services,
+        "volumes": {"lottery-data": {}, "pg-data": {}},
+        "secrets": secrets,
+    }
+
+
+def render(agencies: int) -> str:
+    """The compose file text: a header comment plus the YAML document."""
+    import yaml  # imported here so `build_compose` works without PyYAML
+
+    header = (
+        f"# Generated by ./generar-compose.sh (deploy/compose.py) for {agencies} agencies.\n"
+        f"# Do not edit by hand: change deploy/compose.py, then run\n"
+        f"#   ./generar-compose.sh docker-compose.yml {agencies}\n"
+        "# PostgreSQL backend (opt-in):\n"
+        "#   LOTTERY_DATABASE_URL=postgresql://lottery:lottery@postgres:5432/lottery"
+        " docker compose --profile postgres up\n"
+    )
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    # `KEY:` with nothing after it, as the compose docs write a pass-through
+    # variable, rather than `KEY: null`.
+    Dumper.add_representer(
+        type(None), lambda dumper, _: dumper.represent_scalar("tag:yaml.org,2002:null", "")
+    )
+    body = yaml.dump(
+        build_compose(agencies), Dumper=Dumper, sort_keys=False,
+        default_flow_style=False, width=1000,
+    )
+    return header + body
+
+
+def _parse_agencies(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"number of agencies must be an integer >= 1, got {text!r}")
+    return value
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: generar-compose.sh OUT.yaml N   (N = number of agencies, >= 1)",
+              file=sys.stderr)
+        return 2
+    out, n = argv
+    try:
+        agencies = _parse_agencies(n)
+        text = render(agencies)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError:
+        print("error: PyYAML is required (pip install -r requirements.txt)", file=sys.stderr)
+        return 1
+    Path(out).write_text(text, encoding="utf-8")
+    print(f"wrote {out} for {agencies} agencies")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,303 @@
+"""The deployment files, checked by parsing them: no Docker engine needed.
+
+Covers the compose generator (deploy/compose.py and ./generar-compose.sh), the
+committed docker-compose.yml, the Dockerfile and the .dockerignore.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deploy.compose import build_compose, render
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "generar-compose.sh"
+
+
+def generate(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the real ./generar-compose.sh, pinned to this interpreter (which has PyYAML)."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(
+        [str(SCRIPT), str(out), *args], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """(source, target, read_only) for each volume entry, short or long syntax."""
+    result = []
+    for entry in service.get("volumes", []):
+        if isinstance(entry, str):
+            source, target, *mode = entry.split(":")
+            result.append((source, target, "ro" in (mode[0].split(",") if mode else [])))
+        else:
+            result.append((entry["source"], entry["target"], bool(entry.get("read_only"))))
+    return result
+
+
+@pytest.fixture(scope="module", params=[1, 3, 10])
+def compose(request, tmp_path_factory) -> tuple[int, dict]:
+    """A compose file for N agencies, written by the real script and parsed back."""
+    n = request.param
+    out = tmp_path_factory.mktemp("compose") / f"compose-{n}.yaml"
+    proc = generate(out, str(n))
+    assert proc.returncode == 0, proc.stderr
+    return n, yaml.safe_load(out.read_text(encoding="utf-8"))
+
+
+# --- compose: structure -----------------------------------------------------------
+
+
+def test_service_names_are_server_and_one_client_per_agency(compose):
+    n, doc = compose
+    clients = [f"client{k}" for k in range(1, n + 1)]
+    # `postgres` is present but opt-in (profile); everything else is exact.
+    assert list(doc["services"]) == ["server", *clients, "postgres"]
+    assert doc["services"]["postgres"]["profiles"] == ["postgres"]
+    active = [name for name, svc in doc["services"].items() if not svc.get("profiles")]
+    assert active == ["server", *clients]
+
+
+def test_generated_file_equals_build_compose(compose):
+    n, doc = compose
+    assert doc == build_compose(n)
+
+
+def test_server_service(compose):
+    n, doc = compose
+    server = doc["services"]["server"]
+    env = server["environment"]
+    assert server["build"] == "."
+    assert env["LOTTERY_AGENCIES"] == str(n)
+    assert env["LOTTERY_DATA_DIR"] == "/srv/data"
+    assert env["LOTTERY_TOKENS_FILE"] == "/run/secrets/tokens.json"
+    assert env["GUNICORN_CMD_ARGS"] == "--bind 0.0.0.0:8000"
+    assert env["LOTTERY_DATABASE_URL"] == "${LOTTERY_DATABASE_URL:-}"
+    for name in ("LOTTERY_WINNING_NUMBER", "LOTTERY_LOG_LEVEL"):
+        assert env[name].startswith("${" + name + ":-"), name
+    # Pass-through: set from the shell or left unset (gunicorn.conf.py's default).
+    assert "WEB_CONCURRENCY" in env and env["WEB_CONCURRENCY"] is None
+    assert server["ports"] == ["127.0.0.1:8000:8000"]
+    assert "depends_on" not in server  # postgres is opt-in, never required
+
+
+def test_server_data_dir_is_a_named_volume(compose):
+    _, doc = compose
+    data = [(s, t) for s, t, _ in mounts(doc["services"]["server"]) if t == "/srv/data"]
+    assert data == [("lottery-data", "/srv/data")]
+    assert "lottery-data" in doc["volumes"]
+
+
+def test_server_healthcheck_probes_health_without_curl(compose):
+    _, doc = compose
+    check = doc["services"]["server"]["healthcheck"]
+    test = check["test"]
+    assert test[0] == "CMD" and test[1] == "python"
+    probe = " ".join(test)
+    assert "urllib" in probe and "/health" in probe and "curl" not in probe
+    assert {"interval", "timeout", "retries", "start_period"} <= set(check)
+
+
+def test_each_client_uploads_its_own_agency(compose):
+    n, doc = compose
+    image = doc["services"]["server"]["image"]
+    for k in range(1, n + 1):
+        client = doc["services"][f"client{k}"]
+        env = client["environment"]
+        assert client["image"] == image
+        assert "build" not in client  # built once, by `server`
+        assert client["command"] == ["python", "-m", "client", "run"]
+        assert env["LOTTERY_SERVER"] == "http://server:8000"
+        assert env["LOTTERY_AGENCY"] == str(k)
+        assert env["LOTTERY_BETS_FILE"] == f"/data/agency-{k}.csv"
+        assert env["LOTTERY_TOKEN_FILE"] == f"/run/secrets/agency-{k}-token"
+        # The CSV is a read-only bind mount of the host file, not part of the image.
+        assert mounts(client) == [(f"./.data/agency-{k}.csv", f"/data/agency-{k}.csv", True)]
+        assert client["depends_on"] == {"server": {"condition": "service_healthy"}}
+        assert client["restart"] == "no"  # the string, not YAML's boolean
+
+
+def test_secrets_are_wired(compose):
+    n, doc = compose
+    secrets = doc["secrets"]
+    assert doc["services"]["server"]["secrets"] == ["tokens.json"]
+    assert secrets["tokens.json"] == {"file": "./secrets/tokens.json"}
+    for k in range(1, n + 1):
+        name = f"agency-{k}-token"
+        assert doc["services"][f"client{k}"]["secrets"] == [name]
+        assert secrets[name] == {"file": f"./secrets/agency-{k}.token"}
+    assert len(secrets) == n + 1
+
+
+def test_postgres_profile(compose):
+    _, doc = compose
+    pg = doc["services"]["postgres"]
+    assert pg["image"] == "postgres:16-alpine"
+    assert {pg["environment"][v] for v in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")} == {"lottery"}
+    assert ("pg-data", "/var/lib/postgresql/data", False) in mounts(pg)
+    assert "pg-data" in doc["volumes"]
+    assert "pg_isready" in pg["healthcheck"]["test"]
+
+
+# --- the committed file and the generator's edges -------------------------------
+
+
+def test_committed_compose_is_generator_output_for_5():
+    committed = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    assert committed == render(5), "regenerate: ./generar-compose.sh docker-compose.yml 5"
+    assert committed.startswith("# Generated by ./generar-compose.sh")
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "2.5", ""])
+def test_generator_refuses_bad_agency_count(tmp_path, bad):
+    out = tmp_path / "out.yaml"
+    proc = generate(out, bad)
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "agencies" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [[], ["only-one"], ["a", "1", "extra"]])
+def test_script_prints_usage_on_wrong_arguments(args):
+    proc = subprocess.run([str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("usage:")
+
+
+def test_build_compose_refuses_zero():
+    with pytest.raises(ValueError):
+        build_compose(0)
+
+
+def test_script_is_executable_and_strict():
+    assert os.access(SCRIPT, os.X_OK)
+    text = SCRIPT.read_text(encoding="utf-8")
+    assert text.startswith("#!")
+    assert "set -euo pipefail" in text
+
+
+# --- Dockerfile -------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    logical, current = [], ""
+    for raw in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):  # a comment inside a continued instruction
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    pairs = []
+    for line in logical:
+        word, _, rest = line.partition(" ")
+        pairs.append((word.upper(), rest.strip()))
+    return pairs
+
+
+def copy_sources() -> list[str]:
+    """The build-context paths COPY/ADD read (not those copied from another stage)."""
+    sources = []
+    for word, args in dockerfile():
+        if word not in ("COPY", "ADD"):
+            continue
+        parts = shlex.split(args)
+        if any(p.startswith("--from") for p in parts):
+            continue
+        parts = [p for p in parts if not p.startswith("--")]
+        sources += parts[:-1]
+    return sources
+
+
+def test_dockerfile_base_user_and_port():
+    steps = dockerfile()
+    froms = [args.split()[0] for word, args in steps if word == "FROM"]
+    assert froms and all(image == "python:3.11-slim" for image in froms)
+    # The last stage (what runs) switches to a non-root user before CMD.
+    final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM"):]
+    words = [w for w, _ in final]
+    assert "USER" in words and "CMD" in words
+    user = final[words.index("USER")][1]
+    assert user.split(":")[0] not in ("root", "0")
+    assert words.index("USER") < words.index("CMD")
+    assert ("EXPOSE", "8000") in steps
+    assert any(w == "VOLUME" and "/srv/data" in a for w, a in final)
+    assert any(w == "WORKDIR" and a == "/srv" for w, a in final)
+    env = " ".join(a for w, a in final if w == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
+    cmd = final[words.index("CMD")][1]
+    assert "gunicorn" in cmd and "gunicorn.conf.py" in cmd
+    assert "0.0.0.0:8000" in " ".join(a for w, a in final if w in ("ENV", "CMD"))
+
+
+def test_dockerfile_installs_requirements_without_cache():
+    runs = [a for w, a in dockerfile() if w == "RUN"]
+    assert any("pip install" in r and "--no-cache-dir" in r and "requirements.txt" in r for r in runs)
+    assert "requirements.txt" in " ".join(copy_sources())
+
+
+def test_dockerfile_copies_only_code_never_data_or_secrets():
+    for source in copy_sources():
+        top = Path(source).parts[0]
+        assert top not in (".", "data", ".data", "secrets", ".venv"), source
+    assert {Path(s).parts[0] for s in copy_sources()} == {
+        "app", "client", "gunicorn.conf.py", "requirements.txt"
+    }
+
+
+def test_dockerfile_copy_sources_exist_in_repo():
+    # app/, client/ and gunicorn.conf.py are the server's and uploader's code:
+    # this fails until they land in the repo, by design.
+    missing = [s for s in copy_sources() if not (ROOT / s).exists()]
+    assert not missing, f"Dockerfile COPYs paths missing from the repo: {missing}"
+
+
+# --- .dockerignore ----------------------------------------------------------------
+
+
+def ignored(path: str) -> bool:
+    """Docker's rule, simplified: the last pattern matching the path or a parent wins."""
+    patterns = []
+    for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negated = line.startswith("!")
+            patterns.append((negated, line.lstrip("!").strip("/")))
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    verdict = False
+    for negated, pattern in patterns:
+        if any(fnmatch.fnmatchcase(p, pattern) for p in prefixes):
+            verdict = not negated
+    return verdict
+
+
+@pytest.mark.parametrize("path", [
+    ".venv/bin/python", ".git/HEAD", "data/bets.csv", ".data/agency-1.csv",
+    "secrets/tokens.json", "secrets/agency-1.token", ".pytest_cache/v/x",
+    "bench/results.json", "tests/unit/test_x.py", "app/__pycache__/x.cpython-311.pyc",
+])
+def test_dockerignore_keeps_junk_out_of_the_context(path):
+    assert ignored(path)
+
+
+def test_dockerignore_lets_every_copied_path_in():
+    for source in copy_sources():
+        path = source.rstrip("/")
+        assert not ignored(path), source
+        if source.endswith("/"):  # a folder: its modules must get in too
+            assert not ignored(f"{path}/module.py"), source
