@@ -8,7 +8,8 @@ import os
 import sys
 
 wsgi_app = "app.main:app"
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn_worker.UvicornWorker plus a deadline for request headers (slowloris): app/worker.py
+worker_class = "app.worker.LotteryWorker"
 bind = ["127.0.0.1:8000"]
 
 # One async worker per core, and at least 2. Each uvicorn worker is an event loop that
@@ -29,11 +30,10 @@ control_socket_disable = True
 
 
 def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
-    """Validate the settings once in the master: a bad value stops with one line, not N tracebacks."""
-    from app.settings import load_or_exit
+    """Validate settings and tokens once in the master: a bad value stops with one line, not N tracebacks."""
+    from app.settings import preflight
 
     try:
-        load_or_exit()
-    except SystemExit:
+        preflight()
+    finally:
         sys.stderr.flush()
-        raise

@@ -19,6 +19,7 @@ from pathlib import Path
 
 WINNING_NUMBER = 7574
 MAX_NAME_LENGTH = 100
+FORMULA_PREFIXES = frozenset("=+-@")
 MAX_NUMBER = 9999
 FIELDS = ("first_name", "last_name", "document", "birthdate", "number")
 STORED_FIELDS = ("agency", *FIELDS)
@@ -68,6 +69,10 @@ def _clean_name(value: object) -> str:
     name = value.strip()
     if not name:
         raise ValueError("must not be empty")
+    if name[0] in FORMULA_PREFIXES:
+        # Spreadsheet formula injection: bets.csv opened in a spreadsheet would run
+        # "=HYPERLINK(...)". No real name starts with these, so refuse rather than alter it.
+        raise ValueError("must not start with =, +, - or @ (it would run as a spreadsheet formula)")
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters (got {len(name)})")
     # str.isprintable() is False for control and format characters (newline, tab, NUL...)

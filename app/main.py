@@ -13,6 +13,7 @@ from app import logs, problems
 from app.routes import agencies, round
 from app.settings import Settings, get_settings
 from app.store import Store, open_store
+from app.tokens import Tokens
 
 DESCRIPTION = """
 Agencies upload their customers' bets in chunks, say when they are done, and once every
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                                   description=DESCRIPTION)
     app.state.settings = settings
     app.state.store = store or open_store(settings)
+    app.state.tokens = Tokens.load(settings.tokens_file, settings.agencies) if settings.tokens_file else None
     app.include_router(agencies.router)
     app.include_router(round.router)
     problems.install(app)

@@ -47,6 +47,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTimeout(Exception):
+    pass
+
+
 class UnknownAgency(Exception):
     pass
 
@@ -85,6 +89,8 @@ def to_problem(error: Exception) -> Problem:
             return Problem(415, "Unsupported media type", str(error))
         case ingest.TooManyBets() | BodyTooLarge():
             return Problem(413, "Chunk too large", str(error))
+        case BodyTimeout():
+            return Problem(408, "Request timeout", str(error), headers={"Connection": "close"})
         case UnknownAgency():
             return Problem(404, "Unknown agency", str(error))
         case NotDrawnYet():
@@ -126,7 +132,7 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, handle_http)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, handle_validation)  # type: ignore[arg-type]
-    for kind in (Problem, ingest.IngestError, store_errors.StoreError, BodyTooLarge, UnknownAgency,
+    for kind in (Problem, ingest.IngestError, store_errors.StoreError, BodyTooLarge, BodyTimeout, UnknownAgency,
                  NotDrawnYet, Unauthorized, Forbidden, Exception):
         app.add_exception_handler(kind, handle)
 
@@ -141,6 +147,7 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _EXAMPLES = {
+    408: ("The body did not arrive in time", "Request timeout", "the body did not arrive within 30 seconds"),
     400: ("Body cannot be parsed", "Malformed body", "malformed CSV at line 12: unexpected end of data"),
     401: ("Missing or wrong bearer token", "Unauthorized", "a valid 'Authorization: Bearer <token>' header is required"),
     403: ("Token of another agency", "Forbidden", "this token belongs to another agency"),

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     retry_after: int = Field(1, ge=1, le=3600, description="Seconds suggested in Retry-After while the draw has not happened.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the lottery logger.")
     tokens_file: Path | None = Field(None, description="JSON {agency: token}; when set, agency routes need a bearer token.")
+    body_timeout: float = Field(30.0, gt=0, le=3600, description="Seconds a client may take to send a request body (408 after).")
+    header_timeout: float = Field(10.0, gt=0, le=600, description="Seconds a client may take to send a request's headers.")
     database_url: str | None = Field(None, description="postgresql://... selects the PostgreSQL backend instead of files.")
 
 
@@ -54,3 +56,20 @@ def load_or_exit() -> Settings:
     except ValidationError as error:
         print(f"lottery: {describe_error(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def preflight() -> Settings:
+    """What gunicorn's master checks once before forking workers: settings and tokens file."""
+    from app.tokens import Tokens, TokensError
+
+    settings = load_or_exit()
+    if settings.tokens_file is None:
+        print("lottery: WARNING: LOTTERY_TOKENS_FILE is not set: the agency routes are OPEN, any client "
+              "may act for any agency. Generate tokens with `python -m app.tokens` for real use.", file=sys.stderr)
+        return settings
+    try:
+        Tokens.load(settings.tokens_file, settings.agencies)
+    except TokensError as error:
+        print(f"lottery: invalid setting: LOTTERY_TOKENS_FILE: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings

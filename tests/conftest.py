@@ -18,11 +18,3 @@ def dataset() -> Path:
     if not (DATASET / "agency-1.csv").exists():
         pytest.skip(f"course dataset not found at {DATASET} (../shared is absent in a plain clone)")
     return DATASET
-
-
-def read_agency_file(path: Path) -> list[tuple[str, str, str, str, int]]:
-    """The bets of one agency file, as the tests expect them stored (trimmed fields, int number)."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(a.strip(), b.strip(), c, d, int(e)) for a, b, c, d, e in csv.reader(f) if a]

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import AgencyDep, SettingsDep, StoreDep, idempotency_key, read_body, upload_span
+from app.deps import AgencyDep, authorize, SettingsDep, StoreDep, idempotency_key, read_body, upload_span
 from app.ingest import parse_chunk
 from app.problems import NotDrawnYet, documented
 from app.routes.schemas import ChunkStored, DoneState, UploadProgress, Winners, bets_request_body
@@ -22,7 +22,7 @@ from app.store import Chunk, ChunkReceipt, Store, UploadSpan
 
 
 log = logging.getLogger("lottery")
-router = APIRouter(prefix="/agencies/{agency}", tags=["agencies"])
+router = APIRouter(prefix="/agencies/{agency}", tags=["agencies"], dependencies=[Depends(authorize)])
 WINNERS_POLL_SECONDS = 0.05
 
 
@@ -41,7 +41,7 @@ def _receive(store: Store, agency: int, body: bytes, content_type: str | None, m
     openapi_extra=bets_request_body(),
     responses={200: {"description": "A replay: this Idempotency-Key or upload range was already stored; "
                                     "nothing more was stored", "model": ChunkStored},
-               **documented(400, 401, 403, 404, 409, 413, 415, 422, 503)},
+               **documented(400, 401, 403, 404, 408, 409, 413, 415, 422, 503)},
 )
 async def post_bets(
     agency: AgencyDep, request: Request, response: Response, settings: SettingsDep, store: StoreDep,
@@ -58,7 +58,7 @@ async def post_bets(
       upload; a chunk overlapping stored lines gets 409 with the stored ranges.
     """
     try:
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
         receipt = await run_in_threadpool(_receive, store, agency, body, request.headers.get("content-type"),
                                           settings.max_bets_per_chunk, key, upload)
     except Exception:

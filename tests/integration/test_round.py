@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from app.launcher import Server
-from tests.conftest import DATASET_COUNTS, read_agency_file
+from tests.conftest import DATASET_COUNTS
+from tests.helpers import read_agency_file, stored_rows
 
 CHUNK = 1000
 WINNING = 7574
@@ -51,11 +52,6 @@ def _upload(url: str, agency: int, bets, errors: list) -> None:
                 r = client.post(f"/agencies/{agency}/bets", json=_json_body(chunk), headers=headers)
             if r.status_code != 201 or r.json() != {"agency": agency, "stored": len(chunk)}:
                 errors.append((agency, i, r.status_code, r.text))
-
-
-def stored_rows(data_dir: Path) -> Counter:
-    with open(data_dir / "bets.csv", newline="", encoding="utf-8") as f:
-        return Counter((int(a), b, c, d, e, int(n)) for a, b, c, d, e, n in csv.reader(f))
 
 
 def test_five_agencies_one_round(server: Server, dataset: Path) -> None:

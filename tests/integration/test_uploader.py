@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -16,18 +16,13 @@ import pytest
 
 from app.launcher import ROOT, Server
 from client.generate import generate
-from tests.conftest import read_agency_file
-from tests.integration.test_round import stored_rows
+from tests.helpers import expected_rows, stored_rows
 
 
 def uploader(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "client", *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, **(env or {})}, **kwargs)
-
-
-def expected_rows(files: dict[int, Path]) -> Counter:
-    return Counter((a, *bet) for a, path in files.items() for bet in read_agency_file(path))
 
 
 def wait_for_bets(url: str, at_least: int, timeout: float = 60) -> int:
@@ -49,7 +44,7 @@ def test_five_uploaders_on_the_course_dataset(tmp_path: Path, dataset: Path) -> 
         for agency, (out, err, code) in results.items():
             assert code == 0, err
             assert f"action: consulta_ganadores | result: success | cant_ganadores: " in err
-        counts = [len(__import__("json").loads(results[a][0])["winners"]) for a in files]
+        counts = [len(json.loads(results[a][0])["winners"]) for a in files]
         assert counts == [2, 3, 3, 2, 0]
         assert stored_rows(server.data_dir) == expected_rows(files)
         assert server.log().count("action: sorteo | result: success") == 1

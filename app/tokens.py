@@ -1,0 +1,99 @@
+"""Per-agency bearer tokens: load and check them, and ``python -m app.tokens`` to make them.
+
+The tokens file is a JSON object mapping agency id to its token: ``{"1": "...", "2": "..."}``.
+Tokens are compared in constant time against every agency's token, so neither the answer
+time nor the log says which agency a wrong guess was close to. Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+MIN_TOKEN_LENGTH = 16
+
+
+class TokensError(ValueError):
+    """The tokens file is missing, unreadable or malformed."""
+
+
+class Tokens:
+    def __init__(self, by_agency: dict[int, str]):
+        self._by_agency = {agency: token.encode() for agency, token in by_agency.items()}
+
+    @classmethod
+    def load(cls, path: Path, agencies: int) -> Tokens:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as error:
+            raise TokensError(f"cannot read tokens file {path}: {error.strerror}") from None
+        except ValueError as error:
+            raise TokensError(f"tokens file {path} is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise TokensError(f'tokens file {path} must be a JSON object {{"1": "token", ...}}')
+        by_agency: dict[int, str] = {}
+        for key, token in data.items():
+            if not (isinstance(key, str) and key.isdigit() and 1 <= int(key) <= agencies):
+                raise TokensError(f"tokens file {path}: {key!r} is not an agency id from 1 to {agencies}")
+            if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH or not token.isascii() or not token.isprintable():
+                raise TokensError(f"tokens file {path}: the token of agency {key} must be at least "
+                                  f"{MIN_TOKEN_LENGTH} printable ASCII characters")
+            by_agency[int(key)] = token
+        if len(set(by_agency.values())) != len(by_agency):
+            raise TokensError(f"tokens file {path}: two agencies share a token")
+        return cls(by_agency)
+
+    def owner(self, token: str) -> int | None:
+        """The agency this token belongs to, or None. Checks every token, always."""
+        presented = token.encode()
+        found = None
+        for agency, expected in self._by_agency.items():
+            if hmac.compare_digest(presented, expected):
+                found = agency
+        return found
+
+
+def make(agencies: int) -> dict[str, str]:
+    return {str(agency): secrets.token_urlsafe(32) for agency in range(1, agencies + 1)}
+
+
+def write(out: Path, tokens: dict[str, str]) -> None:
+    """tokens.json for the server and agency-N.token for each uploader (compose secrets).
+
+    The folder is private (0700); the files are 0644 because compose mounts file secrets
+    with their host mode, and the containers run as another user.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    files = {"tokens.json": json.dumps(tokens, indent=2) + "\n"}
+    files.update({f"agency-{agency}.token": token + "\n" for agency, token in tokens.items()})
+    for name, text in files.items():
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        os.chmod(path, 0o644)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.tokens", description="Generate per-agency bearer tokens.")
+    parser.add_argument("--agencies", type=int, default=5)
+    parser.add_argument("--out", type=Path, help="write tokens.json and agency-N.token here (default: JSON on stdout)")
+    args = parser.parse_args(argv)
+    if args.agencies < 1:
+        print("error: --agencies must be 1 or more", file=sys.stderr)
+        return 2
+    tokens = make(args.agencies)
+    if args.out is None:
+        print(json.dumps(tokens, indent=2))
+    else:
+        write(args.out, tokens)
+        print(f"wrote {args.out / 'tokens.json'} and {args.agencies} agency-N.token files", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
