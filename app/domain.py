@@ -95,6 +95,15 @@ def _parse_iso_date(value: str) -> date:
     return date.fromisoformat(value)
 
 
+def is_valid_date(value: str) -> bool:
+    """A real calendar date, for a string already shaped YYYY-MM-DD."""
+    try:
+        _parse_iso_date(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _clean_birthdate(value: object, latest: date) -> str:
     if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
         raise ValueError("must be a date as YYYY-MM-DD")
@@ -150,6 +159,11 @@ def encode_rows(rows: Iterable[Row]) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue().encode("utf-8")
+
+
+def decode_rows(payload: bytes) -> list[Row]:
+    """The inverse of :func:`encode_rows`."""
+    return [(int(a), f, l, d, b, int(n)) for a, f, l, d, b, n in csv.reader(io.StringIO(payload.decode("utf-8")))]
 
 
 def row_to_bet(row: list[str]) -> Bet:

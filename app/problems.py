@@ -130,6 +130,7 @@ def install(app: FastAPI) -> None:
     async def handle_validation(request: Request, error: RequestValidationError) -> JSONResponse:
         return problem_response(request, _validation_problem(error))
 
+    add_schema(app)
     app.add_exception_handler(StarletteHTTPException, handle_http)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, handle_validation)  # type: ignore[arg-type]
     for kind in (Problem, ingest.IngestError, store_errors.StoreError, BodyTooLarge, BodyTimeout, UnknownAgency,
@@ -139,11 +140,26 @@ def install(app: FastAPI) -> None:
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the given error statuses, each with a realistic example."""
-    return {status: {"model": ProblemDetails, "description": _EXAMPLES[status][0],
-                     "content": {PROBLEM_JSON: {"example": {"type": "about:blank", "status": status,
+    return {status: {"description": _EXAMPLES[status][0],
+                     "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"},
+                                                "example": {"type": "about:blank", "status": status,
                                                             "title": _EXAMPLES[status][1],
                                                             "detail": _EXAMPLES[status][2]}}}}
             for status in statuses}
+
+
+def add_schema(app: FastAPI) -> None:
+    """Put ProblemDetails in the OpenAPI components, where ``documented`` points to it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetails"] = (
+                ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}"))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 _EXAMPLES = {

@@ -19,6 +19,7 @@ from app.settings import get_settings
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
+    _head_timeout: float | None = None  # read from the settings once per worker
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -38,7 +39,9 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def _arm_head_deadline(self) -> None:
         self._cancel_head_deadline()
-        self._head_timer = self.loop.call_later(get_settings().header_timeout, self._head_too_slow)
+        if HeadDeadlineProtocol._head_timeout is None:
+            HeadDeadlineProtocol._head_timeout = get_settings().header_timeout
+        self._head_timer = self.loop.call_later(HeadDeadlineProtocol._head_timeout, self._head_too_slow)
 
     def _cancel_head_deadline(self) -> None:
         if self._head_timer is not None:

@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from client.config import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, ConfigError, Options, resolve
@@ -173,6 +172,8 @@ def cmd_bet(options: Options, args: argparse.Namespace, stop) -> int:
         raise ConfigError(f"--number must be an integer, got {fields['number']!r}") from None
     api = _api(options, stop)
     try:
+        import uuid
+
         # One key per invocation: retries inside this run never store the bet twice.
         api.request("POST", f"/agencies/{options.agency}/bets", json={"bets": [fields]},
                     headers={"Idempotency-Key": f"bet-{uuid.uuid4()}"})

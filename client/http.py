@@ -13,7 +13,14 @@ import random
 import threading
 from dataclasses import dataclass
 
-import httpx
+import sys
+
+# httpx imports its optional command-line tool (click, rich, pygments) when those happen
+# to be installed; the uploader never uses it, and it is a third of httpx's import time,
+# which dominates a short upload. A None entry makes that optional import fail as httpx
+# expects it might.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+import httpx  # noqa: E402
 
 log = logging.getLogger("client")
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -55,7 +62,10 @@ class Api:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         self.stop = self.stop or threading.Event()
+        # A plain-http server needs no TLS: skipping the CA bundle (verify=False builds a bare
+        # context) saves a tenth of a second at start. https servers are verified as usual.
         self._client = httpx.Client(base_url=self.server, headers=headers, timeout=self.timeout,
+                                    verify=self.server.startswith("https://"),
                                     limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
 
     def close(self) -> None:

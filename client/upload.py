@@ -59,24 +59,30 @@ def _bet_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def scan(path: Path) -> FileScan:
-    """Hash, count and shape-check the file in one streaming pass."""
+    """Hash, count and shape-check the file in one streaming pass each."""
     digest = hashlib.sha256()
     bets = 0
     try:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(READ_BLOCK), b""):
                 digest.update(block)
-        for number, line in _bet_lines(path):
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            line = 1
             try:
-                fields = next(csv.reader([line.decode("utf-8")]))
-            except UnicodeDecodeError:
-                raise ClientError(f"{path}:{number}: malformed CSV: not valid UTF-8") from None
+                for record in reader:
+                    if record:
+                        if len(record) != 5:
+                            raise ClientError(f"{path}:{line}: malformed CSV: {len(record)} fields, expected 5 "
+                                              "(first_name,last_name,document,birthdate,number)")
+                        if reader.line_num != line:
+                            raise ClientError(f"{path}:{line}: malformed CSV: a quoted field spans lines")
+                        bets += 1
+                    line = reader.line_num + 1
             except csv.Error as error:
-                raise ClientError(f"{path}:{number}: malformed CSV: {error}") from None
-            if len(fields) != 5:
-                raise ClientError(f"{path}:{number}: malformed CSV: {len(fields)} fields, expected 5 "
-                                  "(first_name,last_name,document,birthdate,number)")
-            bets += 1
+                raise ClientError(f"{path}:{line}: malformed CSV: {error}") from None
+            except UnicodeDecodeError:
+                raise ClientError(f"{path}: malformed CSV: not valid UTF-8 (after line {line - 1})") from None
     except FileNotFoundError:
         raise ClientError(f"bets file not found: {path}") from None
     except IsADirectoryError:

@@ -28,10 +28,11 @@ WINNERS_POLL_SECONDS = 0.05
 
 def _receive(store: Store, agency: int, body: bytes, content_type: str | None, max_bets: int,
              key: str | None, upload: UploadSpan | None) -> ChunkReceipt:
-    rows = parse_chunk(body, content_type, agency, max_bets)
-    receipt = store.append_chunk(Chunk.build(agency, rows, key, upload))
-    if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:
-        for row in rows:
+    parsed = parse_chunk(body, content_type, agency, max_bets)
+    chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload)
+    receipt = store.append_chunk(chunk)
+    if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
+        for row in chunk.rows:
             log.debug("action: apuesta_almacenada | result: success | dni: %s | numero: %d", row[3], row[5])
     return receipt
 

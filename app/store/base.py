@@ -14,7 +14,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from app.domain import Row, encode_rows
+from app.domain import Row, decode_rows, encode_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,26 +27,31 @@ class UploadSpan:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A validated chunk, serialized once: the stored CSV bytes and their fingerprint."""
+    """A validated chunk, serialized once: the stored CSV bytes, their count and fingerprint."""
 
     agency: int
-    rows: list[Row]
-    payload: bytes
+    payload: bytes        # rows in the stored format, agency first, LF-terminated
+    count: int
     fingerprint: str
     idempotency_key: str | None = None
     upload: UploadSpan | None = None
 
     @classmethod
-    def build(cls, agency: int, rows: list[Row], idempotency_key: str | None = None,
+    def build(cls, agency: int, payload: bytes, count: int, idempotency_key: str | None = None,
               upload: UploadSpan | None = None) -> Chunk:
-        payload = encode_rows(rows)
         # The fingerprint covers what is stored, so the same bets sent as JSON or as CSV
         # count as the same request, and a different body under the same key is caught.
-        return cls(agency, rows, payload, hashlib.sha256(payload).hexdigest(), idempotency_key, upload)
+        return cls(agency, payload, count, hashlib.sha256(payload).hexdigest(), idempotency_key, upload)
+
+    @classmethod
+    def from_rows(cls, agency: int, rows: list[Row], idempotency_key: str | None = None,
+                  upload: UploadSpan | None = None) -> Chunk:
+        return cls.build(agency, encode_rows(rows), len(rows), idempotency_key, upload)
 
     @property
-    def count(self) -> int:
-        return len(self.rows)
+    def rows(self) -> list[Row]:
+        """The rows, parsed back from the payload (for backends that insert row by row, and debug logs)."""
+        return decode_rows(self.payload)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from app.store.base import (
     StorageBusy,
     StorageUnavailable,
     Store,
+    StoreError,
     UploadState,
     merge_ranges,
 )
@@ -78,6 +79,38 @@ class _LedgerIndex:
             self.spans[(agency, record["u"])].append((start, start + count, record["h"]))
 
 
+class _Ticket:
+    """One chunk waiting in its process's queue, and then its outcome."""
+
+    __slots__ = ("chunk", "receipt", "error", "done")
+
+    def __init__(self, chunk: Chunk):
+        self.chunk = chunk
+        self.receipt: ChunkReceipt | None = None
+        self.error: Exception | None = None
+        self.done = False
+
+    def settle(self, outcome: ChunkReceipt | StoreError) -> None:
+        if isinstance(outcome, ChunkReceipt):
+            self.receipt = outcome
+        else:
+            self.error = outcome
+        self.done = True
+
+    def fail(self, error: Exception) -> None:
+        """A failure of the whole batch: each chunk gets its own exception object."""
+        if not isinstance(error, StorageUnavailable):
+            log.exception("action: guardar_apuestas | result: fail", exc_info=error)
+            error = StorageUnavailable(f"storage error: {error}")
+        self.error, self.done = type(error)(str(error)), True
+
+    def outcome(self) -> ChunkReceipt:
+        if self.error is not None:
+            raise self.error
+        assert self.receipt is not None
+        return self.receipt
+
+
 class FileStore(Store):
     def __init__(self, data_dir: Path, agencies: int, winning_number: int, lock_timeout: float = 30.0):
         self.dir = Path(data_dir)
@@ -92,6 +125,8 @@ class FileStore(Store):
         # Threads of one worker queue on a plain lock, so at most one thread per process
         # polls the file lock; the file lock then orders the processes.
         self._thread_lock = threading.Lock()
+        self._queue_guard = threading.Lock()
+        self._queue: list[_Ticket] = []  # chunks of this process waiting for the next commit
         self._file_lock = filelock.FileLock(
             self.dir / LOCK, timeout=lock_timeout, poll_interval=0.002,
             preserve_lock_file=True,  # never unlink: another process may be waiting on that inode
@@ -104,24 +139,42 @@ class FileStore(Store):
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        with self._process_turn(), self._file_turn():
+            yield
+
+    @contextmanager
+    def _process_turn(self, ticket: _Ticket | None = None) -> Iterator[None]:
+        """This process's turn at the storage (threads of one worker queue here)."""
         if not self._thread_lock.acquire(timeout=self.lock_timeout):
-            raise StorageBusy("the storage is busy; retry shortly")
+            with self._queue_guard:
+                if ticket is None or ticket in self._queue:
+                    if ticket is not None:
+                        self._queue.remove(ticket)
+                    raise StorageBusy("the storage is busy; retry shortly")
+            # Another thread already took this chunk into its batch: wait for the outcome,
+            # or a 503 could be answered for a chunk that then gets stored.
+            self._thread_lock.acquire()
         try:
-            try:
-                self._file_lock.acquire()
-            except filelock.Timeout:
-                raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
-            except OSError as error:
-                raise StorageUnavailable(f"cannot lock the data dir: {error.strerror or error}") from None
-            try:
-                self._recover()
-                yield
-            except OSError as error:
-                raise StorageUnavailable(f"storage error: {error.strerror or error}") from None
-            finally:
-                self._file_lock.release()
+            yield
         finally:
             self._thread_lock.release()
+
+    @contextmanager
+    def _file_turn(self) -> Iterator[None]:
+        """The file lock, across processes; the store is repaired and re-read on entry."""
+        try:
+            self._file_lock.acquire()
+        except filelock.Timeout:
+            raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
+        except OSError as error:
+            raise StorageUnavailable(f"cannot lock the data dir: {error.strerror or error}") from None
+        try:
+            self._recover()
+            yield
+        except OSError as error:
+            raise StorageUnavailable(f"storage error: {error.strerror or error}") from None
+        finally:
+            self._file_lock.release()
 
     def _recover(self) -> None:
         """Bring the cache up to date and cut off anything a crashed writer left uncommitted."""
@@ -213,27 +266,85 @@ class FileStore(Store):
     # -- the Store interface --------------------------------------------------------------
 
     def append_chunk(self, chunk: Chunk) -> ChunkReceipt:
-        with self._locked():
-            replay = self._replay(chunk)
-            if replay is not None:
-                return replay
-            if self.winners_path.exists():
-                raise AgencyClosed("the draw has already happened; no more bets are taken")
-            if chunk.agency in self._read_done():
-                raise AgencyClosed(f"agency {chunk.agency} already said done; no more bets are taken from it")
+        """Group commit: the thread whose turn it is commits every chunk its process has queued.
+
+        Under load many chunks wait for the lock at once; writing them with one append and
+        one pair of fsyncs, instead of a pair per chunk, is what makes the disk keep up.
+        Each chunk is still decided on its own (replay, closed agency, range conflict).
+        """
+        ticket = _Ticket(chunk)
+        with self._queue_guard:
+            self._queue.append(ticket)
+        with self._process_turn(ticket):
+            if not ticket.done:
+                with self._queue_guard:
+                    batch, self._queue = self._queue, []
+                try:
+                    with self._file_turn():
+                        self._commit(batch)
+                except Exception as error:
+                    for other in batch:
+                        if not other.done:
+                            other.fail(error)
+        return ticket.outcome()
+
+    def _commit(self, batch: list[_Ticket]) -> None:
+        """Under both locks: decide each chunk, then write the accepted ones in one go."""
+        index = self._index
+        ledger_size, bets_size = index.offset, index.end
+        drawn = self.winners_path.exists()
+        done = self._read_done()
+        accepted: list[tuple[_Ticket, dict]] = []
+        # An answer that rests on a chunk of this very batch (a retry with its key, or an
+        # overlap with its range) may only be given once that chunk is on disk.
+        deferred: list[tuple[_Ticket, ChunkReceipt | StoreError]] = []
+        batch_keys: set[tuple[int, str]] = set()
+        batch_uploads: set[tuple[int, str]] = set()
+        for ticket in batch:
+            chunk = ticket.chunk
+            key = (chunk.agency, chunk.idempotency_key) if chunk.idempotency_key is not None else None
+            upload = (chunk.agency, chunk.upload.upload_id) if chunk.upload is not None else None
+            outcome: ChunkReceipt | StoreError | None
+            try:
+                outcome = self._replay(chunk)
+                if outcome is None and drawn:
+                    outcome = AgencyClosed("the draw has already happened; no more bets are taken")
+                elif outcome is None and chunk.agency in done:
+                    outcome = AgencyClosed(f"agency {chunk.agency} already said done; no more bets are taken from it")
+            except StoreError as error:
+                outcome = error
+            if outcome is not None:
+                if (key is not None and key in batch_keys) or (upload is not None and upload in batch_uploads):
+                    deferred.append((ticket, outcome))
+                else:
+                    ticket.settle(outcome)
+                continue
             record = {"a": chunk.agency, "n": chunk.count, "h": chunk.fingerprint,
-                      "k": chunk.idempotency_key, "end": self._index.end + len(chunk.payload)}
+                      "k": chunk.idempotency_key, "end": index.end + len(chunk.payload)}
             if chunk.upload is not None:
                 record["u"], record["o"] = chunk.upload.upload_id, chunk.upload.offset
-            try:
-                self._append(self.bets_path, chunk.payload)
-                # The commit point: until this line is on disk the bets above do not exist.
-                self._append(self.ledger_path, orjson.dumps(record) + b"\n")
-            except OSError:
-                self._undo_tail()
-                raise
-            self._read_ledger()
-            return ChunkReceipt(chunk.agency, chunk.count)
+            index.apply(record)  # provisional, so later chunks of this batch see it (same key twice)
+            if key is not None:
+                batch_keys.add(key)
+            if upload is not None:
+                batch_uploads.add(upload)
+            accepted.append((ticket, record))
+        if not accepted:
+            return
+        lines = b"".join(orjson.dumps(record) + b"\n" for _, record in accepted)
+        try:
+            self._append(self.bets_path, b"".join(ticket.chunk.payload for ticket, _ in accepted))
+            # The commit point: until these lines are on disk the bets above do not exist.
+            self._append(self.ledger_path, lines)
+        except OSError:
+            self._undo_tail(ledger_size, bets_size)
+            self._index = _LedgerIndex()  # drop the provisional entries: re-read the ledger next time
+            raise  # every ticket not settled yet, deferred ones included, gets the error
+        index.offset += len(lines)
+        for ticket, _ in accepted:
+            ticket.settle(ChunkReceipt(ticket.chunk.agency, ticket.chunk.count))
+        for ticket, outcome in deferred:
+            ticket.settle(outcome)
 
     def _replay(self, chunk: Chunk) -> ChunkReceipt | None:
         """Answer a retry from the ledger; raise if the retry does not match what was stored."""
@@ -257,13 +368,13 @@ class FileStore(Store):
                     raise RangeConflict(f"lines {start}-{end} overlap lines {s}-{e} already stored for this upload", committed)
         return None
 
-    def _undo_tail(self) -> None:
+    def _undo_tail(self, ledger_size: int, bets_size: int) -> None:
         """Best effort after a failed write: put both files back to the last commit.
 
         The ledger goes first: a ledger line whose bets were cut off would make the store
         refuse to serve. If this fails too, the next _recover finishes the job.
         """
-        for path, size in ((self.ledger_path, self._index.offset), (self.bets_path, self._index.end)):
+        for path, size in ((self.ledger_path, ledger_size), (self.bets_path, bets_size)):
             with contextlib.suppress(OSError), open(path, "r+b") as f:
                 f.truncate(size)
 
@@ -342,21 +453,23 @@ def scan_winners(path: Path, end: int, winning_number: int) -> dict[int, list[st
     """
     needle = f",{winning_number}\n".encode()
     winners: dict[int, list[str]] = defaultdict(list)
-    remaining = end
-    carry = b""
+    if end == 0:  # a round without bets: bets.csv may not even exist
+        return {}
+    position = 0
     with open(path, "rb") as f:
-        while remaining > 0:
-            block = f.read(min(SCAN_BLOCK, remaining))
-            if not block:
-                break
-            remaining -= len(block)
-            data = carry + block
-            cut = data.rfind(b"\n") + 1
-            data, carry = data[:cut], data[cut:]
-            hit = data.find(needle)
+        while position < end:
+            block = f.read(min(SCAN_BLOCK, end - position))
+            # Work up to the block's last newline; the partial line after it is read again
+            # with the next block (a seek, not a copy, keeps memory at one block).
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                raise StorageUnavailable(f"{path.name}: a line at byte {position} is longer than {SCAN_BLOCK} bytes")
+            hit = block.find(needle, 0, cut)
             while hit != -1:
-                start = data.rfind(b"\n", 0, hit) + 1
-                row = next(csv.reader([data[start:hit + len(needle) - 1].decode("utf-8")]))
+                start = block.rfind(b"\n", 0, hit) + 1
+                row = next(csv.reader([block[start:hit + len(needle) - 1].decode("utf-8")]))
                 winners[int(row[0])].append(row[3])
-                hit = data.find(needle, hit + len(needle))
+                hit = block.find(needle, hit + len(needle), cut)
+            position += cut
+            f.seek(position)
     return dict(winners)

@@ -1,0 +1,140 @@
+"""``make bench``: every benchmark in one run; prints tables and writes bench/results.json.
+
+    python -m bench                      # everything (about 5 minutes on 2 cores)
+    python -m bench --only rounds,draw   # some sections
+    python -m bench --runs 3             # fewer repetitions
+
+Sections:
+  rounds   whole rounds, our uploader + server vs the raw-TCP reference (bench/rawtcp),
+           alternated run by run, median of --runs: the course dataset and 1M synthetic bets
+  scale    1M bets from 50 concurrent agencies against 1, 2 and 4 workers
+  formats  JSON vs CSV bodies at chunk sizes 100 .. 10,000
+  draw     the draw over 1M and 10M stored bets: seconds and peak RSS
+  pg       the 1M-bet round on PostgreSQL, one and two hosts (needs a database)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from app.launcher import ROOT, Server
+
+DATASET = ROOT.parent / "shared" / "dataset"
+RESULTS = ROOT / "bench" / "results.json"
+
+
+def _machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
+
+
+def _synthetic(where: Path, agencies: int, bets_per_agency: int) -> dict[int, Path]:
+    from client.generate import generate
+
+    return dict(enumerate(generate(where, agencies, bets_per_agency, seed=11), 1))
+
+
+def bench_rounds(runs: int) -> list[dict]:
+    from bench.http_round import run_round as http_round
+    from bench.rawtcp.round import run_round as tcp_round
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-rounds-") as tmp:
+        inputs = {}
+        if (DATASET / "agency-1.csv").exists():
+            inputs["course dataset (78,697 bets, 5 agencies)"] = ({a: DATASET / f"agency-{a}.csv" for a in range(1, 6)}, 0.8)
+        inputs["synthetic 1M bets, 10 agencies"] = (_synthetic(Path(tmp) / "1m", 10, 100_000), 0.4)
+        for name, (files, target) in inputs.items():
+            ours, theirs = [], []
+            for run in range(runs):  # alternate, so drift in the machine's load hits both alike
+                ours.append(http_round(files, Path(tmp) / f"http-{run}" / "data")["seconds"])
+                theirs.append(tcp_round(files, Path(tmp) / f"tcp-{run}" / "data")["seconds"])
+            ratio = statistics.median(ours) / statistics.median(theirs)
+            rows.append({"input": name, "http_s": statistics.median(ours), "rawtcp_s": statistics.median(theirs),
+                         "ratio": ratio, "target": target, "runs": runs, "http_all": ours, "rawtcp_all": theirs})
+            print(f"  {name}: ours {statistics.median(ours):.2f}s, raw TCP {statistics.median(theirs):.2f}s, "
+                  f"ratio {ratio:.2f}x (target <= {target}x)", flush=True)
+    return rows
+
+
+def bench_scale(bets_per_agency: int = 20_000, agencies: int = 50, chunk: int = 2000) -> list[dict]:
+    from bench.load import run_load
+
+    rows = []
+    for workers in (1, 2, 4):
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, \
+                Server(Path(tmp) / "data", workers=workers, agencies=agencies) as server:
+            result = run_load(server.url, agencies, bets_per_agency, chunk)
+        rows.append({"workers": workers, "chunk": chunk, **result})
+        print(f"  {workers} worker(s): {result['bets_per_s']:,.0f} bets/s, p50 {result['p50_ms']:.0f} ms, "
+              f"p99 {result['p99_ms']:.0f} ms", flush=True)
+    return rows
+
+
+def bench_formats(agencies: int = 10, bets_per_agency: int = 20_000) -> list[dict]:
+    from bench.load import run_load
+
+    rows = []
+    for kind in ("csv", "json"):
+        for chunk in (100, 1000, 2000, 5000, 10_000):
+            with tempfile.TemporaryDirectory(prefix="bench-formats-") as tmp, \
+                    Server(Path(tmp) / "data", workers=2, agencies=agencies) as server:
+                result = run_load(server.url, agencies, bets_per_agency, chunk, kind)
+            rows.append({"format": kind, "chunk": chunk, **result})
+            print(f"  {kind:4} chunk {chunk:>6}: {result['bets_per_s']:,.0f} bets/s, p50 {result['p50_ms']:.0f} ms, "
+                  f"p99 {result['p99_ms']:.0f} ms", flush=True)
+    return rows
+
+
+def bench_draw() -> list[dict]:
+    from bench.draw import make_round, measure
+
+    rows = []
+    for bets in (1_000_000, 10_000_000):
+        with tempfile.TemporaryDirectory(prefix="bench-draw-") as tmp:
+            make_round(Path(tmp), bets)
+            result = measure(Path(tmp))
+        rows.append({"bets": bets, **result})
+        print(f"  {bets:>10,} bets ({result['file_mb']:.0f} MB): {result['seconds']:.2f}s, "
+              f"peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+    return rows
+
+
+def bench_pg() -> list[dict]:
+    try:
+        from bench.pg_round import run as pg_run
+    except ImportError as error:
+        print(f"  skipped: {error}")
+        return []
+    return pg_run()
+
+
+SECTIONS = {"rounds": bench_rounds, "scale": bench_scale, "formats": bench_formats, "draw": bench_draw, "pg": bench_pg}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--runs", type=int, default=5, help="runs per round benchmark (median)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    results: dict = {"machine": _machine()}
+    print(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, Python {results['machine']['python']}")
+    for name in args.only.split(","):
+        print(f"\n[{name}]", flush=True)
+        results[name] = SECTIONS[name](args.runs) if name == "rounds" else SECTIONS[name]()
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    args.out.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

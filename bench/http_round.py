@@ -1,0 +1,41 @@
+"""One whole round on our service, timed the same way as bench/rawtcp/round.py.
+
+The server (gunicorn, default settings) is started first and is not timed; the clock runs
+from launching every agency's uploader (`python -m client run`, its defaults, each a
+separate program) to the exit of the last one, so it covers upload, done, draw and winners.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app.launcher import ROOT, Server
+
+
+def run_round(files: dict[int, Path], data_dir: Path, *, workers: int | None = None,
+              env: dict[str, str] | None = None, servers: list[Server] | None = None) -> dict:
+    """Time one round; ``servers`` (already running) lets a caller spread agencies over hosts."""
+    own = servers is None
+    if own:
+        servers = [Server(data_dir, workers=workers or 2, agencies=len(files), env=env,
+                          log_path=data_dir.parent / f"{data_dir.name}.log").start()]
+    try:
+        started = time.perf_counter()
+        procs = {agency: subprocess.Popen(
+            [sys.executable, "-m", "client", "run", "--agency", str(agency), "--file", str(path),
+             "--server", servers[(agency - 1) % len(servers)].url, "--quiet", "--json"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for agency, path in files.items()}
+        outputs = {agency: proc.communicate(timeout=600) for agency, proc in procs.items()}
+        seconds = time.perf_counter() - started
+        for agency, proc in procs.items():
+            if proc.returncode != 0:
+                raise RuntimeError(f"agency {agency} exited {proc.returncode}: {outputs[agency][1].decode()[-2000:]}")
+        winners = {agency: len(json.loads(out)["winners"]) for agency, (out, _) in outputs.items()}
+        return {"seconds": seconds, "winners": winners}
+    finally:
+        if own:
+            servers[0].stop()

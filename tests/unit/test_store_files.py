@@ -1,0 +1,645 @@
+"""The file backend (app/store/files.py) on a temporary dir: commits, replays, the draw, recovery."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+import app.store.files as files
+from app.domain import Row, encode_rows, has_won, load_bets
+from app.store import (
+    AgencyClosed,
+    Chunk,
+    ChunkReceipt,
+    DoneReceipt,
+    IdempotencyMismatch,
+    RangeConflict,
+    RoundStatus,
+    StorageUnavailable,
+    UploadSpan,
+    UploadState,
+)
+from app.store.files import FileStore, scan_winners
+
+WIN = 7574
+
+
+def make_rows(agency: int, n: int, tag: str = "x", start: int = 0, winners: set[int] = frozenset()) -> list[Row]:
+    return [(agency, f"{tag}{i}", f"Last {tag}", f"{agency}{i:06d}", "2000-01-01", WIN if i in winners else i % 7000)
+            for i in range(start, start + n)]
+
+
+def chunk(agency: int, n: int, tag: str = "x", *, key: str | None = None, upload: tuple[str, int] | None = None,
+          start: int = 0, winners: set[int] = frozenset()) -> Chunk:
+    span = UploadSpan(*upload) if upload else None
+    return Chunk.from_rows(agency, make_rows(agency, n, tag, start, winners), key, span)
+
+
+def store(path: Path, agencies: int = 3, winning_number: int = WIN) -> FileStore:
+    return FileStore(path, agencies, winning_number, lock_timeout=10)
+
+
+def ledger_lines(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in (path / "ledger.jsonl").read_bytes().splitlines()]
+
+
+# -- appending ------------------------------------------------------------------------------
+
+def test_fresh_store(tmp_path):
+    s = store(tmp_path / "data")
+    assert s.status() == RoundStatus(expected=3, done=[], drawn=False, bets=0)
+    assert (tmp_path / "data" / "ledger.jsonl").read_bytes() == b""
+    assert s.winners(1) is None
+    s.check_health()
+
+
+def test_append_then_status(tmp_path):
+    s = store(tmp_path)
+    assert s.append_chunk(chunk(1, 3)) == ChunkReceipt(1, 3, replayed=False)
+    assert s.append_chunk(chunk(2, 5)) == ChunkReceipt(2, 5, replayed=False)
+    assert s.append_chunk(chunk(1, 1, "y")) == ChunkReceipt(1, 1, replayed=False)
+    assert s.status() == RoundStatus(expected=3, done=[], drawn=False, bets=9)
+    assert [(r["a"], r["n"]) for r in ledger_lines(tmp_path)] == [(1, 3), (2, 5), (1, 1)]
+    assert len(list(load_bets(tmp_path / "bets.csv"))) == 9
+
+
+def test_chunks_are_contiguous_blocks(tmp_path):
+    s = store(tmp_path)
+    chunks = [chunk(1, 3, "a"), chunk(2, 4, "b"), chunk(1, 2, "c")]
+    for c in chunks:
+        s.append_chunk(c)
+    data = (tmp_path / "bets.csv").read_bytes()
+    assert data == b"".join(c.payload for c in chunks)
+    ends = [r["end"] for r in ledger_lines(tmp_path)]
+    assert ends == [len(chunks[0].payload), len(chunks[0].payload) + len(chunks[1].payload), len(data)]
+
+
+def test_stored_rows_load_back(tmp_path):
+    s = store(tmp_path)
+    rows = [(1, 'Pérez, "Ana"', "O'Brien", "0001", "1999-03-17", 7574),
+            (1, "Zoë\u00a0Ann", "李", "2", "2000-02-29", 0)]
+    s.append_chunk(Chunk.from_rows(1, rows))
+    loaded = [(b.agency, b.first_name, b.last_name, b.document, b.birthdate.isoformat(), b.number)
+              for b in load_bets(tmp_path / "bets.csv")]
+    assert loaded == rows
+
+
+# -- idempotency keys -------------------------------------------------------------------------
+
+def test_key_replay_across_workers_and_restart(tmp_path):
+    first, second = store(tmp_path), store(tmp_path)  # two workers on one dir
+    assert first.append_chunk(chunk(1, 4, key="k1")) == ChunkReceipt(1, 4, replayed=False)
+    before = (tmp_path / "bets.csv").read_bytes()
+    ledger_before = (tmp_path / "ledger.jsonl").read_bytes()
+
+    assert second.append_chunk(chunk(1, 4, key="k1")) == ChunkReceipt(1, 4, replayed=True)
+    assert first.append_chunk(chunk(1, 4, key="k1")) == ChunkReceipt(1, 4, replayed=True)
+    restarted = store(tmp_path)
+    assert restarted.append_chunk(chunk(1, 4, key="k1")) == ChunkReceipt(1, 4, replayed=True)
+
+    assert (tmp_path / "bets.csv").read_bytes() == before
+    assert (tmp_path / "ledger.jsonl").read_bytes() == ledger_before
+    assert restarted.status().bets == 4 and second.status().bets == 4
+
+
+def test_key_replay_answers_the_first_count(tmp_path):
+    s = store(tmp_path)
+    c = chunk(1, 4, key="k1")
+    s.append_chunk(c)
+    # same stored bytes, same fingerprint: the answer comes from the ledger record
+    assert store(tmp_path).append_chunk(Chunk.from_rows(1, list(c.rows), "k1")).stored == 4
+
+
+def test_same_key_different_rows_is_a_mismatch(tmp_path):
+    first, second = store(tmp_path), store(tmp_path)
+    first.append_chunk(chunk(1, 4, key="k1"))
+    before = (tmp_path / "bets.csv").read_bytes()
+    for s, other in ((first, chunk(1, 4, "other", key="k1")), (second, chunk(1, 5, key="k1")),
+                     (store(tmp_path), chunk(1, 3, key="k1"))):
+        with pytest.raises(IdempotencyMismatch):
+            s.append_chunk(other)
+    assert (tmp_path / "bets.csv").read_bytes() == before
+    assert len(ledger_lines(tmp_path)) == 1
+    assert first.status().bets == 4
+
+
+def test_keys_are_per_agency(tmp_path):
+    s = store(tmp_path)
+    assert s.append_chunk(chunk(1, 2, key="same")).replayed is False
+    assert s.append_chunk(chunk(2, 3, key="same")).replayed is False
+    assert s.append_chunk(chunk(2, 3, key="same")) == ChunkReceipt(2, 3, replayed=True)
+    with pytest.raises(IdempotencyMismatch):
+        s.append_chunk(chunk(1, 3, key="same"))
+    assert s.status().bets == 5
+
+
+def test_chunk_without_key_is_stored_again(tmp_path):
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 2))
+    assert s.append_chunk(chunk(1, 2)).replayed is False
+    assert s.status().bets == 4
+
+
+# -- upload spans ----------------------------------------------------------------------------
+
+def test_upload_span_replay_conflict_and_adjacency(tmp_path):
+    first, second = store(tmp_path), store(tmp_path)
+    assert first.append_chunk(chunk(1, 10, upload=("up", 0))).replayed is False
+    # same range, same rows: a replay, from any worker
+    assert second.append_chunk(chunk(1, 10, upload=("up", 0))) == ChunkReceipt(1, 10, replayed=True)
+    # adjacent ranges are fine
+    assert second.append_chunk(chunk(1, 10, upload=("up", 10), start=10)).replayed is False
+    assert first.append_chunk(chunk(1, 5, upload=("up", 30), start=30)).replayed is False
+    before = (tmp_path / "bets.csv").read_bytes()
+
+    # overlapping: the conflict carries the merged stored ranges
+    with pytest.raises(RangeConflict) as caught:
+        first.append_chunk(chunk(1, 10, upload=("up", 15), start=15))
+    assert caught.value.committed == [(0, 20), (30, 35)]
+    with pytest.raises(RangeConflict) as caught:
+        second.append_chunk(chunk(1, 2, upload=("up", 29), start=29))
+    assert caught.value.committed == [(0, 20), (30, 35)]
+
+    # the exact same range with other rows
+    with pytest.raises(IdempotencyMismatch):
+        first.append_chunk(chunk(1, 10, "other", upload=("up", 0)))
+
+    assert (tmp_path / "bets.csv").read_bytes() == before
+    assert first.status().bets == 25
+    # the range just before a stored one, touching it, is fine too
+    assert first.append_chunk(chunk(1, 10, upload=("up", 20), start=20)).replayed is False
+    assert second.upload_state(1, "up") == UploadState("up", [(0, 35)])
+
+
+def test_upload_state_merges_ranges(tmp_path):
+    s = store(tmp_path)
+    for offset, n in ((10, 10), (0, 10), (40, 5), (50, 1)):
+        s.append_chunk(chunk(1, n, upload=("file-a", offset), start=offset))
+    s.append_chunk(chunk(2, 3, upload=("file-a", 0)))
+    state = store(tmp_path).upload_state(1, "file-a")
+    assert state == UploadState("file-a", [(0, 20), (40, 45), (50, 51)])
+    assert state.bets == 26
+    assert s.upload_state(2, "file-a").committed == [(0, 3)]
+    assert s.upload_state(3, "file-a") == UploadState("file-a", [])
+    assert s.upload_state(1, "nope").bets == 0
+
+
+def test_uploads_are_per_agency_and_per_id(tmp_path):
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 5, upload=("u1", 0)))
+    assert s.append_chunk(chunk(2, 5, upload=("u1", 0))).replayed is False
+    assert s.append_chunk(chunk(1, 5, "z", upload=("u2", 0))).replayed is False
+
+
+# -- done and the draw -------------------------------------------------------------------------
+
+def test_done_is_idempotent(tmp_path):
+    s = store(tmp_path)
+    assert s.mark_done(2) == DoneReceipt(2, 1, 3, False)
+    assert s.mark_done(2) == DoneReceipt(2, 1, 3, False)
+    assert store(tmp_path).mark_done(2) == DoneReceipt(2, 1, 3, False)
+    assert s.mark_done(1) == DoneReceipt(1, 2, 3, False)
+    assert s.status() == RoundStatus(3, [1, 2], False, 0)
+    assert orjson.loads((tmp_path / "done.json").read_bytes()) == {"agencies": [1, 2]}
+
+
+def test_bets_after_done_are_refused(tmp_path):
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 2, key="k"))
+    s.mark_done(1)
+    before = (tmp_path / "bets.csv").read_bytes()
+    with pytest.raises(AgencyClosed):
+        s.append_chunk(chunk(1, 2, "new"))
+    with pytest.raises(AgencyClosed):
+        store(tmp_path).append_chunk(chunk(1, 2, "new", key="k2"))
+    # a retry of what was stored before done is still answered
+    assert s.append_chunk(chunk(1, 2, key="k")) == ChunkReceipt(1, 2, replayed=True)
+    # other agencies go on
+    assert s.append_chunk(chunk(2, 2)).replayed is False
+    assert (tmp_path / "bets.csv").read_bytes().startswith(before)
+    assert s.status().bets == 4
+
+
+def test_draw_when_last_agency_is_done(tmp_path):
+    s, other = store(tmp_path), store(tmp_path)
+    s.append_chunk(chunk(1, 20, "a", winners={3, 7}))
+    other.append_chunk(chunk(2, 10, "b"))
+    s.append_chunk(chunk(3, 5, "c", winners={0}))
+    s.append_chunk(chunk(1, 5, "d", start=100, winners={104}))
+    assert s.mark_done(3) == DoneReceipt(3, 1, 3, False)
+    assert s.mark_done(1) == DoneReceipt(1, 2, 3, False)
+    assert s.winners(1) is None and other.winners(2) is None
+    assert not (tmp_path / "winners.json").exists()
+    assert other.status().drawn is False
+
+    assert other.mark_done(2) == DoneReceipt(2, 3, 3, True)
+    assert (tmp_path / "winners.json").exists()
+    assert s.winners(1) == ["1000003", "1000007", "1000104"]
+    assert s.winners(2) == []
+    assert other.winners(3) == ["3000000"]
+    assert store(tmp_path).winners(1) == ["1000003", "1000007", "1000104"]
+    result = orjson.loads((tmp_path / "winners.json").read_bytes())
+    assert result == {"winning_number": WIN, "bets": 40,
+                      "winners": {"1": ["1000003", "1000007", "1000104"], "2": [], "3": ["3000000"]}}
+    assert s.status() == RoundStatus(3, [1, 2, 3], True, 40)
+    assert s.mark_done(1) == DoneReceipt(1, 3, 3, True)
+
+
+def test_draw_with_custom_winning_number(tmp_path):
+    s = store(tmp_path, agencies=1, winning_number=5)
+    s.append_chunk(Chunk.from_rows(1, [(1, "a", "b", "11", "2000-01-01", 5), (1, "a", "b", "12", "2000-01-01", 7574),
+                                   (1, "a", "b", "13", "2000-01-01", 15), (1, "a", "b", "14", "2000-01-01", 5)]))
+    assert s.mark_done(1).drawn is True
+    assert s.winners(1) == ["11", "14"]
+
+
+def test_winners_of_an_agency_outside_the_round(tmp_path):
+    s = store(tmp_path, agencies=1)
+    s.append_chunk(chunk(1, 1))
+    s.mark_done(1)
+    assert s.winners(1) == []
+    assert s.winners(2) == []
+
+
+def test_round_without_any_bet_can_be_drawn(tmp_path):
+    # Every agency says done without sending a single bet: the draw must still happen,
+    # with no winners, instead of failing because bets.csv was never created.
+    s = store(tmp_path, agencies=2)
+    assert s.mark_done(1) == DoneReceipt(1, 1, 2, False)
+    assert s.mark_done(2) == DoneReceipt(2, 2, 2, True)
+    assert s.winners(1) == [] and s.winners(2) == []
+    assert s.status() == RoundStatus(2, [1, 2], True, 0)
+
+
+def test_after_the_draw_replays_answered_new_chunks_refused(tmp_path):
+    s = store(tmp_path, agencies=2)
+    s.append_chunk(chunk(1, 3, key="k"))
+    s.append_chunk(chunk(2, 3, upload=("u", 0)))
+    s.mark_done(1)
+    assert s.mark_done(2).drawn is True
+    before = (tmp_path / "bets.csv").read_bytes()
+    fresh = store(tmp_path, agencies=2)
+    assert fresh.append_chunk(chunk(1, 3, key="k")) == ChunkReceipt(1, 3, replayed=True)
+    assert fresh.append_chunk(chunk(2, 3, upload=("u", 0))) == ChunkReceipt(2, 3, replayed=True)
+    for c in (chunk(1, 3, "new"), chunk(2, 3, "new", key="k2"), chunk(2, 3, upload=("u", 3), start=3)):
+        with pytest.raises(AgencyClosed, match="draw"):
+            fresh.append_chunk(c)
+    with pytest.raises(IdempotencyMismatch):
+        fresh.append_chunk(chunk(1, 3, "other", key="k"))
+    assert (tmp_path / "bets.csv").read_bytes() == before
+
+
+@pytest.fixture
+def lottery_log(caplog, monkeypatch):
+    """Records of the "lottery" logger at INFO, whatever create_app did to it earlier."""
+    logger = logging.getLogger("lottery")
+    monkeypatch.setattr(logger, "propagate", False)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel also clears the isEnabledFor cache
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
+def test_one_draw_log_line_per_round(tmp_path, lottery_log):
+    a, b = store(tmp_path, agencies=2), store(tmp_path, agencies=2)
+    a.append_chunk(chunk(1, 10, winners={1, 2}))
+    b.append_chunk(chunk(2, 10))
+    a.mark_done(1)
+    b.mark_done(2)
+    a.mark_done(2)
+    b.mark_done(2)
+    a.status()
+    b.status()
+    store(tmp_path, agencies=2).status()
+    a.winners(1)
+    draws = [r.getMessage() for r in lottery_log.records if "action: sorteo" in r.getMessage()]
+    assert draws == ["action: sorteo | result: success | apuestas: 20 | cant_ganadores: 2"]
+    assert all(r.name == "lottery" for r in lottery_log.records)
+    done_lines = [r.getMessage() for r in lottery_log.records if "agencia_finalizada" in r.getMessage()]
+    assert len(done_lines) == 2
+
+
+# -- recovery ------------------------------------------------------------------------------
+
+def test_garbage_after_last_commit_is_cut_off(tmp_path, lottery_log):
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 3))
+    s.append_chunk(chunk(2, 3, key="k"))
+    before = (tmp_path / "bets.csv").read_bytes()
+    with open(tmp_path / "bets.csv", "ab") as f:
+        f.write(b'1,half a row,"unterminated')
+    restarted = store(tmp_path)
+    assert (tmp_path / "bets.csv").read_bytes() == before
+    assert restarted.status().bets == 6
+    assert any("action: reparacion" in r.getMessage() for r in lottery_log.records)
+    # and the store goes on: a new chunk lands right after the committed bytes
+    c = chunk(3, 2)
+    restarted.append_chunk(c)
+    assert (tmp_path / "bets.csv").read_bytes() == before + c.payload
+    assert [b.agency for b in load_bets(tmp_path / "bets.csv")] == [1, 1, 1, 2, 2, 2, 3, 3]
+
+
+def test_running_store_repairs_a_crashed_write_of_another_worker(tmp_path):
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 3))
+    before = (tmp_path / "bets.csv").read_bytes()
+    with open(tmp_path / "bets.csv", "ab") as f:
+        f.write(chunk(2, 50).payload)  # a whole chunk whose ledger line never made it
+    assert s.status().bets == 3
+    assert (tmp_path / "bets.csv").read_bytes() == before
+
+
+def test_torn_ledger_line_and_its_bets_are_cut_off(tmp_path):
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 3, key="k1"))
+    s.append_chunk(chunk(2, 2))
+    bets_before = (tmp_path / "bets.csv").read_bytes()
+    ledger_before = (tmp_path / "ledger.jsonl").read_bytes()
+    torn = chunk(3, 4, key="k3")
+    with open(tmp_path / "bets.csv", "ab") as f:
+        f.write(torn.payload)
+    record = orjson.dumps({"a": 3, "n": 4, "h": torn.fingerprint, "k": "k3",
+                           "end": len(bets_before) + len(torn.payload)})
+    with open(tmp_path / "ledger.jsonl", "ab") as f:
+        f.write(record[: len(record) // 2])  # no newline: the commit never finished
+
+    restarted = store(tmp_path)
+    assert (tmp_path / "ledger.jsonl").read_bytes() == ledger_before
+    assert (tmp_path / "bets.csv").read_bytes() == bets_before
+    assert restarted.status().bets == 5
+    # the torn chunk was never committed: sending it again stores it (not a replay)
+    assert restarted.append_chunk(torn) == ChunkReceipt(3, 4, replayed=False)
+    assert store(tmp_path).append_chunk(torn) == ChunkReceipt(3, 4, replayed=True)
+    assert (tmp_path / "bets.csv").read_bytes() == bets_before + torn.payload
+    assert len(ledger_lines(tmp_path)) == 3
+
+
+def test_torn_ledger_line_seen_by_a_running_store(tmp_path):
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 3))
+    bets_before = (tmp_path / "bets.csv").read_bytes()
+    ledger_before = (tmp_path / "ledger.jsonl").read_bytes()
+    with open(tmp_path / "bets.csv", "ab") as f:
+        f.write(b"2,a,b,1,2000-01-01,1\n")
+    with open(tmp_path / "ledger.jsonl", "ab") as f:
+        f.write(b'{"a":2,"n":1,')
+    assert s.append_chunk(chunk(2, 1)).replayed is False
+    assert s.status().bets == 4
+    assert (tmp_path / "bets.csv").read_bytes() == bets_before + chunk(2, 1).payload
+    assert (tmp_path / "ledger.jsonl").read_bytes().startswith(ledger_before)
+    assert len(ledger_lines(tmp_path)) == 2
+
+
+def test_bets_without_ledger_refuses_to_start(tmp_path):
+    (tmp_path / "bets.csv").write_bytes(b"1,a,b,1,2000-01-01,1\n")
+    with pytest.raises(StorageUnavailable, match="ledger"):
+        store(tmp_path)
+    assert (tmp_path / "bets.csv").read_bytes() == b"1,a,b,1,2000-01-01,1\n"
+
+
+def test_empty_bets_without_ledger_is_fine(tmp_path):
+    (tmp_path / "bets.csv").write_bytes(b"")
+    assert store(tmp_path).status().bets == 0
+
+
+def test_bets_shorter_than_ledger_refuses(tmp_path):
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 3))
+    data = (tmp_path / "bets.csv").read_bytes()
+    (tmp_path / "bets.csv").write_bytes(data[:-5])
+    with pytest.raises(StorageUnavailable, match="shorter"):
+        store(tmp_path)
+
+
+def test_crash_between_done_and_draw(tmp_path):
+    s = store(tmp_path, agencies=2)
+    s.append_chunk(chunk(1, 5, winners={2}))
+    s.append_chunk(chunk(2, 5, winners={0, 4}))
+    s.mark_done(1)
+    # the last done.json was written, then the process died before the draw
+    (tmp_path / "done.json").write_bytes(orjson.dumps({"agencies": [1, 2]}))
+    assert not (tmp_path / "winners.json").exists()
+
+    fresh = store(tmp_path, agencies=2)
+    assert fresh.winners(2) == ["2000000", "2000004"]
+    assert (tmp_path / "winners.json").exists()
+    assert fresh.winners(1) == ["1000002"]
+    assert store(tmp_path, agencies=2).status() == RoundStatus(2, [1, 2], True, 10)
+
+
+def test_crash_between_done_and_draw_status_draws(tmp_path):
+    s = store(tmp_path, agencies=1)
+    s.append_chunk(chunk(1, 5, winners={1}))
+    (tmp_path / "done.json").write_bytes(orjson.dumps({"agencies": [1]}))
+    assert store(tmp_path, agencies=1).status() == RoundStatus(1, [1], True, 5)
+    assert s.winners(1) == ["1000001"]
+
+
+def test_health_fails_when_dir_is_gone(tmp_path):
+    import shutil
+
+    s = store(tmp_path / "data")
+    s.check_health()
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".health")] == []
+    shutil.rmtree(tmp_path / "data")
+    with pytest.raises(StorageUnavailable, match="not writable"):
+        s.check_health()
+
+
+# -- the draw's scan ------------------------------------------------------------------------
+
+TRICKY_FIRST = ["Juan,7574", 'Ana "7574"', "Luis 7574", "Pé,rez", '"', "x,7574\u00a0y", "7574", "Zoë", "O'Brien 1"]
+TRICKY_LAST = ["Gómez,7574", "Díaz 7574", ",", '7574"', "Smith", "李,7574", "López 12"]
+
+
+def tricky_rows(n: int, seed: int = 7) -> list[Row]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        number = rng.choice([7574, 7574, 7, 0, 17574 % 10000, 75740 % 10000, 757, 4]) if rng.random() < 0.05 \
+            else rng.randrange(10000)
+        rows.append((rng.randint(1, 5), rng.choice(TRICKY_FIRST) + (str(i) if rng.random() < 0.3 else ""),
+                     rng.choice(TRICKY_LAST), str(rng.randrange(10**10)).zfill(rng.randint(1, 10)),
+                     f"{rng.randint(1900, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}", number))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tricky_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("scan") / "bets.csv"
+    rows = tricky_rows(20_000)
+    with open(path, "wb") as f:
+        for start in range(0, len(rows), 997):
+            f.write(encode_rows(rows[start:start + 997]))
+    return path
+
+
+def expected_winners(path: Path, winning_number: int) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    for bet in load_bets(path):
+        if has_won(bet, winning_number):
+            out[bet.agency].append(bet.document)
+    return dict(out)
+
+
+@pytest.mark.parametrize("block", [200, 1000, 4096, files.SCAN_BLOCK])  # a block holds at least one line
+@pytest.mark.parametrize("winning_number", [7574, 7, 0])
+def test_scan_winners_matches_load_bets(tricky_file, monkeypatch, block, winning_number):
+    monkeypatch.setattr(files, "SCAN_BLOCK", block)
+    expected = expected_winners(tricky_file, winning_number)
+    assert sum(len(v) for v in expected.values()) > 20  # the file really has winners
+    assert scan_winners(tricky_file, tricky_file.stat().st_size, winning_number) == expected
+
+
+def test_scan_winners_reads_only_up_to_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "SCAN_BLOCK", 30)  # just over one line: every line crosses a block boundary
+    committed = encode_rows([(1, "a", "b", "11", "2000-01-01", 7574), (2, "a", "b", "22", "2000-01-01", 1)])
+    path = tmp_path / "bets.csv"
+    path.write_bytes(committed + encode_rows([(3, "a", "b", "33", "2000-01-01", 7574)]))
+    assert scan_winners(path, len(committed), 7574) == {1: ["11"]}
+    assert scan_winners(path, path.stat().st_size, 7574) == {1: ["11"], 3: ["33"]}
+
+
+def test_draw_through_the_store_matches_load_bets(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "SCAN_BLOCK", 1000)
+    rows = tricky_rows(5_000, seed=11)
+    s = store(tmp_path, agencies=5)
+    for agency in range(1, 6):
+        own = [r for r in rows if r[0] == agency]
+        for start in range(0, len(own), 300):
+            s.append_chunk(Chunk.from_rows(agency, own[start:start + 300]))
+    for agency in range(1, 6):
+        s.mark_done(agency)
+    expected = expected_winners(tmp_path / "bets.csv", WIN)
+    assert {a: s.winners(a) for a in range(1, 6)} == {a: expected.get(a, []) for a in range(1, 6)}
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+def test_concurrent_appends_from_two_workers(tmp_path):
+    workers = [store(tmp_path, agencies=8), store(tmp_path, agencies=8)]
+    threads_n, chunks_n, rows_n = 8, 50, 3
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(threads_n)
+
+    def run(t: int) -> None:
+        try:
+            barrier.wait()
+            for c in range(chunks_n):
+                rows = [(t + 1, f"t{t}c{c}", f"r{i}", f"{t}{c:03d}{i}", "2000-01-01", i) for i in range(rows_n)]
+                receipt = workers[(t + c) % 2].append_chunk(Chunk.from_rows(t + 1, rows, idempotency_key=f"t{t}c{c}"))
+                assert receipt == ChunkReceipt(t + 1, rows_n, replayed=False)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert not any(thread.is_alive() for thread in threads)
+
+    bets = list(load_bets(tmp_path / "bets.csv"))
+    assert len(bets) == threads_n * chunks_n * rows_n
+    seen = [(b.first_name, b.last_name) for b in bets]
+    assert len(set(seen)) == len(seen)  # every row exactly once
+    # every chunk is one contiguous block, in its own order
+    for start in range(0, len(bets), rows_n):
+        block = bets[start:start + rows_n]
+        assert len({b.first_name for b in block}) == 1
+        assert [b.last_name for b in block] == [f"r{i}" for i in range(rows_n)]
+    assert {b.first_name for b in bets} == {f"t{t}c{c}" for t in range(threads_n) for c in range(chunks_n)}
+    ledger = ledger_lines(tmp_path)
+    assert len(ledger) == threads_n * chunks_n
+    assert ledger[-1]["end"] == (tmp_path / "bets.csv").stat().st_size
+    assert workers[0].status().bets == workers[1].status().bets == store(tmp_path, agencies=8).status().bets == 1200
+
+
+# -- failed writes -----------------------------------------------------------------------------
+
+def failing_append(fail_on: str, partial: bool = True):
+    """A FileStore._append that writes half of the data to ``fail_on`` and then hits a full disk."""
+    real = FileStore._append
+
+    def append(path: Path, data: bytes) -> None:
+        if Path(path).name == fail_on:
+            if partial:
+                with open(path, "ab") as f:
+                    f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    return staticmethod(append)
+
+
+@pytest.mark.parametrize("fail_on", ["bets.csv", "ledger.jsonl"])
+def test_failed_write_stores_nothing_and_the_store_goes_on(tmp_path, monkeypatch, fail_on):
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 3, key="a"))
+    bets_before = (tmp_path / "bets.csv").read_bytes()
+    ledger_before = (tmp_path / "ledger.jsonl").read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(FileStore, "_append", failing_append(fail_on))
+        with pytest.raises(StorageUnavailable, match="No space left"):
+            s.append_chunk(chunk(2, 4, key="b", upload=("u", 0)))
+    assert (tmp_path / "bets.csv").read_bytes() == bets_before
+    assert (tmp_path / "ledger.jsonl").read_bytes() == ledger_before
+    assert s.status().bets == 3
+    assert s.upload_state(2, "u").committed == []
+    # the failed chunk was not stored, so its retry is stored now (not answered as a replay)
+    assert s.append_chunk(chunk(2, 4, key="b", upload=("u", 0))) == ChunkReceipt(2, 4, replayed=False)
+    assert store(tmp_path).status().bets == 7
+    assert (tmp_path / "bets.csv").read_bytes() == bets_before + chunk(2, 4).payload
+
+
+@pytest.mark.parametrize("second", ["same key", "overlapping range"])
+def test_failed_group_write_tells_no_chunk_of_the_batch_it_is_stored(tmp_path, monkeypatch, second):
+    """Two chunks of one worker committed together; the write fails. Neither may be told its bets are stored.
+
+    Reaches into the group commit (the per-process thread lock and queue) to put both chunks in one
+    batch deterministically: the test holds the lock until both are queued.
+    """
+    s = store(tmp_path)
+    first = chunk(1, 3, key="dup", upload=("u", 0))
+    other = chunk(1, 3, key="dup", upload=("u", 0)) if second == "same key" else chunk(1, 3, upload=("u", 1), start=1)
+    queued = threading.Semaphore(0)
+
+    class Queue(list):
+        def append(self, item):
+            super().append(item)
+            queued.release()
+
+    s._queue = Queue()
+    assert s._thread_lock.acquire(timeout=5)
+    results: list[object] = [None, None]
+
+    def run(i: int, c: Chunk) -> None:
+        try:
+            results[i] = s.append_chunk(c)
+        except Exception as error:  # noqa: BLE001 - the outcome is what is checked
+            results[i] = error
+
+    threads = [threading.Thread(target=run, args=(0, first)), threading.Thread(target=run, args=(1, other))]
+    threads[0].start()
+    assert queued.acquire(timeout=10)
+    threads[1].start()
+    assert queued.acquire(timeout=10)
+    with monkeypatch.context() as patch:
+        patch.setattr(FileStore, "_append", failing_append("bets.csv", partial=False))
+        s._thread_lock.release()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert store(tmp_path).status().bets == 0  # nothing was stored...
+    # ...so no answer may say otherwise: not a replay receipt, not a conflict with "stored" lines.
+    assert [type(r).__name__ for r in results] == ["StorageUnavailable", "StorageUnavailable"], results
