@@ -7,8 +7,8 @@
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+COPY requirements-runtime.txt /tmp/requirements-runtime.txt
+RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements-runtime.txt
 
 # --- runtime stage
 FROM python:3.11-slim

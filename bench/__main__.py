@@ -108,12 +108,21 @@ def bench_draw() -> list[dict]:
 
 
 def bench_pg() -> list[dict]:
+    from bench.pg_round import bench_database_url, run as pg_run
+
     try:
-        from bench.pg_round import run as pg_run
-    except ImportError as error:
-        print(f"  skipped: {error}")
+        import psycopg
+
+        psycopg.connect(bench_database_url(), connect_timeout=3).close()
+    except Exception as error:  # no database here: say so and go on with the rest
+        print(f"  skipped: PostgreSQL not reachable at {bench_database_url()} ({error}); run .ci/postgres.sh")
         return []
-    return pg_run()
+    with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
+        rows = pg_run(Path(tmp))
+    for row in rows:
+        print(f"  1M bets, {row['hosts']} host(s) x {row['workers_per_host']} workers: {row['seconds']:.1f}s = "
+              f"{row['bets_per_s']:,} bets/s", flush=True)
+    return rows
 
 
 SECTIONS = {"rounds": bench_rounds, "scale": bench_scale, "formats": bench_formats, "draw": bench_draw, "pg": bench_pg}

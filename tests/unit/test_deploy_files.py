@@ -246,8 +246,9 @@ def test_dockerfile_base_user_and_port():
 
 def test_dockerfile_installs_requirements_without_cache():
     runs = [a for w, a in dockerfile() if w == "RUN"]
-    assert any("pip install" in r and "--no-cache-dir" in r and "requirements.txt" in r for r in runs)
-    assert "requirements.txt" in " ".join(copy_sources())
+    # The image takes the runtime pins only: test tools stay out of it.
+    assert any("pip install" in r and "--no-cache-dir" in r and "requirements-runtime.txt" in r for r in runs)
+    assert "requirements-runtime.txt" in " ".join(copy_sources())
 
 
 def test_dockerfile_copies_only_code_never_data_or_secrets():
@@ -255,7 +256,7 @@ def test_dockerfile_copies_only_code_never_data_or_secrets():
         top = Path(source).parts[0]
         assert top not in (".", "data", ".data", "secrets", ".venv"), source
     assert {Path(s).parts[0] for s in copy_sources()} == {
-        "app", "client", "gunicorn.conf.py", "requirements.txt"
+        "app", "client", "gunicorn.conf.py", "requirements-runtime.txt"
     }
 
 

@@ -1,0 +1,492 @@
+"""The PostgreSQL backend: several hosts, one round, agreement through one database.
+
+Same answers and guarantees as the file backend (app/store/files.py); what the file lock
+does there, transactions and locks in the database do here (README "PostgreSQL backend"):
+
+``lottery_chunks``  one row per committed chunk: agency, idempotency key (unique per agency),
+                    SHA-256 fingerprint of the stored CSV bytes, count, upload range.
+``lottery_bets``    the bets, one row each, tagged with their chunk: stored order is
+                    ``(chunk_id, id)``. A chunk's row and its bets go in **one transaction**
+                    (the bets by COPY), so a chunk is stored all or nothing, with its key.
+``lottery_done``    the agencies that said done (primary key: an idempotent insert).
+``lottery_round``   one row: ``drawn`` and the winners. The draw runs with this row locked
+                    FOR UPDATE and only while ``drawn`` is false, so it happens once.
+
+Locks (all released at commit or rollback, so a dead host never leaves one behind):
+
+- ``pg_advisory_xact_lock(agency, hash(upload_id))``: chunks of one upload are checked
+  against its stored ranges and inserted one at a time, so no line of an upload is stored
+  twice, whatever the chunk boundaries. Different uploads and agencies do not wait.
+- ``pg_advisory_xact_lock_shared(agency key)`` for every chunk and the exclusive form for
+  that agency's ``done``: done waits for the agency's chunks in flight, and a chunk that
+  comes after done sees it and is refused.
+- the round row FOR UPDATE: whoever completes the set of done agencies, on whichever host,
+  the last of them to take this lock sees every done row and performs the draw.
+
+Every worker process has its own small connection pool. Any database failure (down,
+restarting, read-only, full disk) becomes :class:`StorageUnavailable` (503), never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+import orjson
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from app.store.base import (
+    AgencyClosed,
+    Chunk,
+    ChunkReceipt,
+    DoneReceipt,
+    IdempotencyMismatch,
+    RangeConflict,
+    RoundStatus,
+    StorageBusy,
+    StorageUnavailable,
+    Store,
+    UploadState,
+    merge_ranges,
+)
+
+log = logging.getLogger("lottery")
+
+SCHEMA_VERSION = 1
+# Advisory lock keys. The one-bigint form and the two-int form never collide (PostgreSQL
+# keeps them apart), so agency keys live in the bigint space and upload keys in the pair space.
+SCHEMA_LOCK = 0x4C4F5454_00000001   # "LOTT" | 1: schema creation and migration
+AGENCY_LOCK_BASE = 0x4C4F5454_10000000  # + agency id: chunks (shared) vs done (exclusive)
+POOL_MIN, POOL_MAX = 1, 8
+HEALTH_TIMEOUT = 5.0
+DOWN_TIMEOUT = 1.0  # how long a request waits for a connection while the database seems down
+CONNECT_TIMEOUT = 5
+UNIQUE_RETRIES = 5
+
+BET_COLUMNS = "agency, first_name, last_name, document, birthdate, number"
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS lottery_schema (
+        id int PRIMARY KEY CHECK (id = 1),
+        version int NOT NULL
+    )""",
+    "CREATE SEQUENCE IF NOT EXISTS lottery_chunk_ids",
+    """CREATE TABLE IF NOT EXISTS lottery_chunks (
+        id bigint PRIMARY KEY DEFAULT nextval('lottery_chunk_ids'),
+        agency int NOT NULL,
+        idempotency_key text,
+        fingerprint text NOT NULL,
+        count int NOT NULL,
+        upload_id text,
+        upload_start bigint,
+        upload_end bigint,
+        stored_at timestamptz NOT NULL DEFAULT now(),
+        CHECK ((upload_id IS NULL) = (upload_start IS NULL) AND (upload_id IS NULL) = (upload_end IS NULL))
+    )""",
+    # An Idempotency-Key is unique per agency, in the database.
+    """CREATE UNIQUE INDEX IF NOT EXISTS lottery_chunks_key
+        ON lottery_chunks (agency, idempotency_key) WHERE idempotency_key IS NOT NULL""",
+    # Two non-empty chunks of one upload that start on the same line always overlap: a
+    # safety net under the advisory lock, which checks every overlap.
+    """CREATE UNIQUE INDEX IF NOT EXISTS lottery_chunks_upload
+        ON lottery_chunks (agency, upload_id, upload_start) WHERE upload_id IS NOT NULL AND upload_end > upload_start""",
+    # Finds a chunk's stored neighbours in its upload, and an upload's progress.
+    "CREATE INDEX IF NOT EXISTS lottery_chunks_ranges ON lottery_chunks (agency, upload_id, upload_start)",
+    "ALTER SEQUENCE lottery_chunk_ids OWNED BY lottery_chunks.id",
+    # chunk_id defaults to the chunk row inserted just before in the same session and
+    # transaction, so the COPY of the chunk's CSV bytes needs no extra column. id keeps the
+    # order of the rows inside a chunk; the table has no index, to keep inserts cheap.
+    """CREATE TABLE IF NOT EXISTS lottery_bets (
+        chunk_id bigint NOT NULL DEFAULT currval('lottery_chunk_ids'),
+        id bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000),
+        agency int NOT NULL,
+        first_name text NOT NULL,
+        last_name text NOT NULL,
+        document text NOT NULL,
+        birthdate text NOT NULL,
+        number int NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS lottery_done (
+        agency int PRIMARY KEY,
+        done_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS lottery_round (
+        id int PRIMARY KEY CHECK (id = 1),
+        drawn boolean NOT NULL DEFAULT false,
+        winning_number int,
+        bets bigint,
+        winners jsonb,
+        drawn_at timestamptz
+    )""",
+    "INSERT INTO lottery_round (id) VALUES (1) ON CONFLICT DO NOTHING",
+]
+
+TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_round", "lottery_schema")
+
+
+def _upload_lock_key(upload_id: str) -> int:
+    """A signed 32-bit hash of the upload id (a collision only makes two uploads take turns)."""
+    return zlib.crc32(upload_id.encode()) - 2**31
+
+
+def _describe(error: psycopg.Error) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def ensure_schema(conn: psycopg.Connection) -> None:
+    """Create or migrate the schema; safe when many workers of many hosts start at once.
+
+    Everything runs in one transaction that holds an advisory lock, so the CREATE ... IF
+    NOT EXISTS statements of two starting workers never race, and the version row says
+    which migrations are in. A database of a newer version is refused, never downgraded.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        cur.execute("SELECT to_regclass('lottery_schema') IS NOT NULL")
+        version = 0
+        if cur.fetchone()[0]:
+            cur.execute("SELECT version FROM lottery_schema WHERE id = 1")
+            row = cur.fetchone()
+            version = row[0] if row else 0
+        if version > SCHEMA_VERSION:
+            raise StorageUnavailable(f"the database has schema version {version}; this server knows up to "
+                                     f"{SCHEMA_VERSION}: upgrade the server")
+        if version == SCHEMA_VERSION:
+            return
+        for statement in SCHEMA:  # version 0 -> 1; later versions append their steps here
+            cur.execute(statement)
+        cur.execute("INSERT INTO lottery_schema (id, version) VALUES (1, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET version = excluded.version", (SCHEMA_VERSION,))
+        log.info("action: esquema | result: success | version: %d", SCHEMA_VERSION)
+
+
+class PostgresStore(Store):
+    def __init__(self, database_url: str, agencies: int, winning_number: int, lock_timeout: float = 30.0):
+        self.url = database_url
+        self.expected = agencies
+        self.winning_number = winning_number
+        self.lock_timeout = lock_timeout
+        self._pool: ConnectionPool | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+        self._schema_ready = False
+        self._unreachable: str | None = None  # why the pool's last connection attempt failed
+        self._generation = 0
+        try:
+            self._ensure_schema()
+        except StorageUnavailable as error:
+            # The database may come up after the server (compose, a restart): keep serving
+            # 503 and create the schema on the first request that reaches it.
+            log.warning("action: esquema | result: fail | error: %s", error)
+
+    # -- connections --------------------------------------------------------------------
+
+    def _connect_kwargs(self) -> dict:
+        timeout_ms = int(self.lock_timeout * 1000)
+        return {
+            "autocommit": True,  # every write below is an explicit transaction block
+            "connect_timeout": CONNECT_TIMEOUT,
+            "application_name": f"lottery-{os.getpid()}",
+            # A lock not granted in time (another host's draw, a busy upload) gives 503.
+            "options": f"-c lock_timeout={timeout_ms} -c client_encoding=UTF8",
+        }
+
+    def _new_pool(self) -> ConnectionPool:
+        """A pool whose connection attempts tell this store whether the database answers."""
+        store = self
+        generation = self._generation = self._generation + 1
+
+        class TrackedConnection(psycopg.Connection):
+            @classmethod
+            def connect(cls, *args, **kwargs):  # type: ignore[override]
+                try:
+                    conn = super().connect(*args, **kwargs)
+                except psycopg.OperationalError as error:
+                    if generation == store._generation:  # not a late attempt of a replaced pool
+                        store._unreachable = _describe(error)
+                    raise
+                if generation == store._generation:
+                    store._unreachable = None
+                return conn
+
+        return ConnectionPool(
+            self.url, connection_class=TrackedConnection, kwargs=self._connect_kwargs(),
+            min_size=POOL_MIN, max_size=POOL_MAX, timeout=self.lock_timeout,
+            check=ConnectionPool.check_connection,  # a connection the database dropped is replaced, not used
+            name=f"lottery-{os.getpid()}-{generation}", open=True)
+
+    def _get_pool(self) -> ConnectionPool:
+        # One pool per process: a pool opened before a fork (gunicorn --preload) is not reused.
+        pool = self._pool
+        if pool is not None and self._pool_pid == os.getpid():
+            return pool
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = self._new_pool()
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def _probe(self) -> None:
+        """While the database seems down: one direct attempt, so that a request gets 503 at once
+        instead of waiting for the pool; once it answers again, a fresh pool (the old one
+        may be deep in its reconnection back-off)."""
+        try:
+            psycopg.connect(self.url, **self._connect_kwargs()).close()
+        except psycopg.Error as error:
+            self._unreachable = _describe(error)
+            raise StorageUnavailable(f"database unreachable: {self._unreachable}") from None
+        with self._pool_lock:
+            if self._unreachable is None:
+                return  # another thread got there first
+            old, self._pool, self._unreachable = self._pool, None, None
+        if old is not None and self._pool_pid == os.getpid():
+            old.close(timeout=0)
+        log.info("action: base_de_datos | result: success | detail: reachable again")
+
+    def _getconn(self, pool: ConnectionPool, timeout: float) -> psycopg.Connection:
+        """Wait up to ``timeout`` for a pooled connection, in short slices, so that a database
+        that goes down while we wait is noticed within DOWN_TIMEOUT."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return pool.getconn(timeout=max(0.001, min(DOWN_TIMEOUT, deadline - time.monotonic())))
+            except PoolTimeout:
+                if self._unreachable is not None:
+                    raise StorageUnavailable(f"database unreachable: {self._unreachable}") from None
+                if time.monotonic() >= deadline:
+                    raise StorageBusy("no database connection was free in time; retry shortly") from None
+
+    @contextmanager
+    def _connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+        """A pooled connection; database failures become StorageUnavailable / StorageBusy."""
+        try:
+            if not self._schema_ready:
+                self._ensure_schema()
+            if self._unreachable is not None:
+                self._probe()
+            pool = self._get_pool()
+            conn = self._getconn(pool, timeout or self.lock_timeout)
+            try:
+                with conn:  # a pooled connection is not closed on exit, only handed back below
+                    yield conn
+            finally:
+                pool.putconn(conn)  # a broken connection is discarded and replaced by the pool
+        except pg_errors.UniqueViolation:
+            raise  # append_chunk's business: another host stored the same key meanwhile
+        except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled, pg_errors.DeadlockDetected,
+                pg_errors.SerializationFailure) as error:
+            raise StorageBusy(f"the database is busy: {_describe(error)}; retry shortly") from None
+        except psycopg.Error as error:
+            log.warning("action: base_de_datos | result: fail | error: %s", _describe(error))
+            raise StorageUnavailable(f"database error: {_describe(error)}") from None
+
+    def _ensure_schema(self) -> None:
+        try:
+            with psycopg.connect(self.url, **self._connect_kwargs()) as conn:
+                ensure_schema(conn)
+        except psycopg.Error as error:
+            raise StorageUnavailable(f"database unreachable: {_describe(error)}") from None
+        self._schema_ready = True
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._pool.close()
+            self._pool = None
+
+    # -- chunks --------------------------------------------------------------------------
+
+    def append_chunk(self, chunk: Chunk) -> ChunkReceipt:
+        for _ in range(UNIQUE_RETRIES):
+            try:
+                with self._connection() as conn:
+                    return self._append(conn, chunk)
+            except pg_errors.UniqueViolation:
+                # Another host committed the same key (or range) while this one inserted:
+                # start over, and the replay check answers from its record.
+                continue
+        raise StorageBusy("the chunk kept colliding with concurrent writes; retry shortly")
+
+    def _append(self, conn: psycopg.Connection, chunk: Chunk) -> ChunkReceipt:
+        with conn.transaction(), conn.cursor() as cur:
+            if chunk.upload is not None:
+                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                            (chunk.agency, _upload_lock_key(chunk.upload.upload_id)))
+            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (AGENCY_LOCK_BASE + chunk.agency,))
+            replay = self._replay(cur, chunk)
+            if replay is not None:
+                return replay
+            cur.execute("SELECT (SELECT drawn FROM lottery_round WHERE id = 1), "
+                        "EXISTS (SELECT 1 FROM lottery_done WHERE agency = %s)", (chunk.agency,))
+            drawn, done = cur.fetchone()
+            if drawn:
+                raise AgencyClosed("the draw has already happened; no more bets are taken")
+            if done:
+                raise AgencyClosed(f"agency {chunk.agency} already said done; no more bets are taken from it")
+            upload = chunk.upload
+            cur.execute(
+                "INSERT INTO lottery_chunks (agency, idempotency_key, fingerprint, count, upload_id, upload_start, "
+                "upload_end) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (chunk.agency, chunk.idempotency_key, chunk.fingerprint, chunk.count,
+                 upload.upload_id if upload else None, upload.offset if upload else None,
+                 upload.offset + chunk.count if upload else None))
+            # The payload is already the stored CSV format, which COPY's csv mode reads as is.
+            with cur.copy(f"COPY lottery_bets ({BET_COLUMNS}) FROM STDIN WITH (FORMAT csv)") as copy:
+                copy.write(chunk.payload)
+        return ChunkReceipt(chunk.agency, chunk.count)
+
+    def _replay(self, cur: psycopg.Cursor, chunk: Chunk) -> ChunkReceipt | None:
+        """Answer a retry from the chunks table; raise if it does not match what was stored."""
+        if chunk.idempotency_key is not None:
+            cur.execute("SELECT fingerprint, count FROM lottery_chunks WHERE agency = %s AND idempotency_key = %s",
+                        (chunk.agency, chunk.idempotency_key))
+            seen = cur.fetchone()
+            if seen is not None:
+                if seen[0] != chunk.fingerprint:
+                    raise IdempotencyMismatch("this Idempotency-Key was already used for a different chunk")
+                return ChunkReceipt(chunk.agency, seen[1], replayed=True)
+        if chunk.upload is not None:
+            start, end = chunk.upload.offset, chunk.upload.offset + chunk.count
+            # Only the stored ranges that matter: the same one, or overlapping ones (index lookup,
+            # so a long upload in small chunks does not read all of its ranges for every chunk).
+            cur.execute("SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
+                        "WHERE agency = %s AND upload_id = %s AND ((upload_start = %s AND upload_end = %s) "
+                        "OR (upload_start < %s AND %s < upload_end)) ORDER BY id",
+                        (chunk.agency, chunk.upload.upload_id, start, end, end, start))
+            for s, e, fingerprint in cur.fetchall():
+                if (s, e) == (start, end):
+                    if fingerprint != chunk.fingerprint:
+                        raise IdempotencyMismatch(f"lines {start}-{end} of this upload were stored with different bets")
+                    return ChunkReceipt(chunk.agency, chunk.count, replayed=True)
+                committed = self._committed(cur, chunk.agency, chunk.upload.upload_id)
+                raise RangeConflict(f"lines {start}-{end} overlap lines {s}-{e} already stored for this upload",
+                                    committed)
+        return None
+
+    @staticmethod
+    def _committed(cur: psycopg.Cursor, agency: int, upload_id: str) -> list[tuple[int, int]]:
+        cur.execute("SELECT upload_start, upload_end FROM lottery_chunks WHERE agency = %s AND upload_id = %s",
+                    (agency, upload_id))
+        return merge_ranges([(s, e) for s, e in cur.fetchall()])
+
+    # -- done and the draw ----------------------------------------------------------------
+
+    def mark_done(self, agency: int) -> DoneReceipt:
+        with self._connection() as conn:
+            with conn.transaction(), conn.cursor() as cur:
+                # Waits for this agency's chunks in flight; later chunks will see the done row.
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
+                cur.execute("INSERT INTO lottery_done (agency) VALUES (%s) ON CONFLICT DO NOTHING", (agency,))
+                inserted = cur.rowcount == 1
+                draw = self._draw_if_due(cur)
+                cur.execute("SELECT count(*) FROM lottery_done")
+                done = cur.fetchone()[0]
+        if inserted:
+            log.info("action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
+                     agency, done, self.expected)
+        drawn = self._announce(draw)
+        return DoneReceipt(agency, done, self.expected, drawn)
+
+    def _draw_if_due(self, cur: psycopg.Cursor) -> bool | tuple[int, int]:
+        """In a transaction: draw when every agency is done and nobody drew yet.
+
+        Returns True when the round was already drawn, False when it is not due, and
+        ``(bets, winners)`` when this transaction drew (logged by the caller after commit).
+        """
+        cur.execute("SELECT drawn FROM lottery_round WHERE id = 1 FOR UPDATE")
+        if cur.fetchone()[0]:
+            return True
+        # A new statement, so a new snapshot: every done committed before we got the row lock.
+        cur.execute("SELECT count(*) FROM lottery_done WHERE agency BETWEEN 1 AND %s", (self.expected,))
+        if cur.fetchone()[0] < self.expected:
+            return False
+        winners: dict[str, list[str]] = {str(a): [] for a in range(1, self.expected + 1)}
+        found = 0
+        cur.execute("SELECT agency, document FROM lottery_bets WHERE number = %s ORDER BY chunk_id, id",
+                    (self.winning_number,))
+        for agency, document in cur:
+            winners.setdefault(str(agency), []).append(document)
+            found += 1
+        cur.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks")
+        bets = int(cur.fetchone()[0])
+        cur.execute("UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners = %s::jsonb, "
+                    "drawn_at = now() WHERE id = 1", (self.winning_number, bets, orjson.dumps(winners).decode()))
+        return bets, found
+
+    @staticmethod
+    def _announce(draw: bool | tuple[int, int]) -> bool:
+        """After the commit: the course's log line, once per round (only the drawing call has figures)."""
+        if isinstance(draw, tuple):
+            log.info("action: sorteo | result: success | apuestas: %d | cant_ganadores: %d", *draw)
+            return True
+        return draw
+
+    def _draw_now(self) -> bool:
+        with self._connection() as conn:
+            with conn.transaction(), conn.cursor() as cur:
+                draw = self._draw_if_due(cur)
+        return self._announce(draw)
+
+    def winners(self, agency: int) -> list[str] | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT drawn, winners -> %s, (SELECT count(*) FROM lottery_done WHERE agency BETWEEN 1 AND %s) "
+                "FROM lottery_round WHERE id = 1", (str(agency), self.expected)).fetchone()
+        drawn, mine, done = row
+        if not drawn:
+            if done < self.expected or not self._draw_now():
+                return None
+            # Every agency is done but nobody drew (a crash between the two): drawn just now.
+            with self._connection() as conn:
+                mine = conn.execute("SELECT winners -> %s FROM lottery_round WHERE id = 1",
+                                    (str(agency),)).fetchone()[0]
+        return list(mine) if mine else []
+
+    def status(self) -> RoundStatus:
+        with self._connection() as conn:
+            drawn, done, bets = conn.execute(
+                "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done), "
+                "(SELECT coalesce(sum(count), 0) FROM lottery_chunks) FROM lottery_round WHERE id = 1").fetchone()
+        if not drawn and set(range(1, self.expected + 1)) <= set(done):
+            drawn = self._draw_now()
+            with self._connection() as conn:
+                bets = conn.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks").fetchone()[0]
+        return RoundStatus(self.expected, list(done), drawn, int(bets))
+
+    def upload_state(self, agency: int, upload_id: str) -> UploadState:
+        with self._connection() as conn, conn.cursor() as cur:
+            return UploadState(upload_id, self._committed(cur, agency, upload_id))
+
+    def check_health(self) -> None:
+        with self._connection(timeout=min(HEALTH_TIMEOUT, self.lock_timeout)) as conn:
+            if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                raise StorageUnavailable("the database is a read-only standby: it cannot take writes")
+
+    # -- export ---------------------------------------------------------------------------
+
+    def export(self, out: BinaryIO) -> int:
+        """Write every stored bet to ``out`` as the course's bets.csv, in stored order; returns the bets."""
+        with self._connection() as conn:
+            return export_bets(conn, out)
+
+
+def export_bets(conn: psycopg.Connection, out: BinaryIO) -> int:
+    """The bets in the course's bets.csv format (COPY's csv output is the csv module's, for
+    every valid bet), in stored order: chunk by chunk, each chunk's rows in their order."""
+    bets = 0
+    with conn.transaction(), conn.cursor() as cur, cur.copy(
+            f"COPY (SELECT {BET_COLUMNS} FROM lottery_bets ORDER BY chunk_id, id) TO STDOUT WITH (FORMAT csv)"
+    ) as copy:
+        for block in copy:
+            out.write(block)
+            bets += bytes(block).count(b"\n")  # no field may hold a newline: one line, one bet
+    return bets

@@ -1,0 +1,537 @@
+"""The storage contract, run against every backend: files and PostgreSQL.
+
+Each test gets a fresh round: a new data dir, or the lottery tables dropped in a database
+made for this module. Two store instances on the same storage stand for two workers (files)
+or two hosts (PostgreSQL). The PostgreSQL runs skip, saying why, when no server answers
+(see tests/postgres_db.py and .ci/postgres.sh).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import random
+import subprocess
+import sys
+import threading
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.domain import Row, encode_rows, has_won, load_bets, row_to_bet
+from app.launcher import ROOT, free_port
+from app.store import (
+    AgencyClosed,
+    Chunk,
+    ChunkReceipt,
+    DoneReceipt,
+    IdempotencyMismatch,
+    RangeConflict,
+    RoundStatus,
+    StorageUnavailable,
+    Store,
+    UploadSpan,
+    UploadState,
+)
+from app.store.files import FileStore
+from tests.postgres_db import fresh_database, reset_database
+
+WIN = 7574
+_from_rows = getattr(Chunk, "from_rows", None) or Chunk.build  # Chunk.build(agency, rows, ...) before from_rows
+
+
+def make_rows(agency: int, n: int, tag: str = "x", start: int = 0, winners: set[int] = frozenset()) -> list[Row]:
+    return [(agency, f"{tag}{i}", f"Last {tag}", f"{agency}{i:06d}", "2000-01-01", WIN if i in winners else i % 7000)
+            for i in range(start, start + n)]
+
+
+def chunk(agency: int, n: int, tag: str = "x", *, key: str | None = None, upload: tuple[str, int] | None = None,
+          start: int = 0, winners: set[int] = frozenset()) -> Chunk:
+    return _from_rows(agency, make_rows(agency, n, tag, start, winners), key, UploadSpan(*upload) if upload else None)
+
+
+# -- the backends -------------------------------------------------------------------------------
+
+class Backend:
+    """Makes store instances on one storage, and reads what it holds from outside the store."""
+
+    name: str
+
+    def __init__(self) -> None:
+        self.stores: list[Store] = []
+
+    def make(self, agencies: int = 3, winning_number: int = WIN, lock_timeout: float = 10) -> Store:
+        store = self._open(agencies, winning_number, lock_timeout)
+        self.stores.append(store)
+        return store
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+    def _open(self, agencies: int, winning_number: int, lock_timeout: float) -> Store:
+        raise NotImplementedError
+
+    def bets_csv(self) -> bytes:
+        """The stored bets in the course's bets.csv format, in stored order."""
+        raise NotImplementedError
+
+    def rows(self) -> list[Row]:
+        return [(int(a), f, l, d, b, int(n)) for a, f, l, d, b, n in csv.reader(io.StringIO(self.bets_csv().decode()))]
+
+    def record_done(self, agencies: list[int]) -> None:
+        """What a crash between the last done and the draw leaves behind."""
+        raise NotImplementedError
+
+
+class FilesBackend(Backend):
+    name = "files"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def _open(self, agencies, winning_number, lock_timeout):
+        return FileStore(self.path, agencies, winning_number, lock_timeout=lock_timeout)
+
+    def bets_csv(self) -> bytes:
+        bets = self.path / "bets.csv"
+        return bets.read_bytes() if bets.exists() else b""
+
+    def record_done(self, agencies):
+        (self.path / "done.json").write_bytes(orjson.dumps({"agencies": sorted(agencies)}))
+
+
+class PostgresBackend(Backend):
+    name = "postgres"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def _open(self, agencies, winning_number, lock_timeout):
+        from app.store.postgres import PostgresStore
+
+        return PostgresStore(self.url, agencies, winning_number, lock_timeout=lock_timeout)
+
+    def bets_csv(self) -> bytes:
+        import psycopg
+
+        from app.store.postgres import export_bets
+
+        out = io.BytesIO()
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            export_bets(conn, out)
+        return out.getvalue()
+
+    def record_done(self, agencies):
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for agency in agencies:
+                conn.execute("INSERT INTO lottery_done (agency) VALUES (%s) ON CONFLICT DO NOTHING", (agency,))
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    with fresh_database("lottery_contract") as url:
+        yield url
+
+
+@pytest.fixture(params=["files", "postgres"])
+def backend(request, tmp_path):
+    if request.param == "files":
+        made: Backend = FilesBackend(tmp_path / "data")
+    else:
+        url = request.getfixturevalue("pg_url")
+        reset_database(url)
+        made = PostgresBackend(url)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def store(backend) -> Store:
+    return backend.make()
+
+
+@pytest.fixture
+def lottery_log(caplog, monkeypatch):
+    """Records of the "lottery" logger at INFO, whatever create_app did to it earlier."""
+    logger = logging.getLogger("lottery")
+    monkeypatch.setattr(logger, "propagate", False)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
+def draw_lines(log) -> list[str]:
+    return [r.getMessage() for r in log.records if "action: sorteo" in r.getMessage()]
+
+
+# -- appending ------------------------------------------------------------------------------------
+
+def test_fresh_store(store):
+    assert store.status() == RoundStatus(expected=3, done=[], drawn=False, bets=0)
+    assert store.winners(1) is None
+    assert store.upload_state(1, "u") == UploadState("u", [])
+    store.check_health()
+
+
+def test_append_then_status(backend, store):
+    chunks = [chunk(1, 3, "a"), chunk(2, 5, "b"), chunk(1, 1, "c")]
+    assert [store.append_chunk(c) for c in chunks] == [ChunkReceipt(1, 3), ChunkReceipt(2, 5), ChunkReceipt(1, 1)]
+    assert store.status() == RoundStatus(expected=3, done=[], drawn=False, bets=9)
+    # stored in order, chunk by chunk, exactly the bytes of the course's bets.csv
+    assert backend.bets_csv() == b"".join(c.payload for c in chunks)
+
+
+def test_stored_rows_load_back_exactly(backend, store, tmp_path):
+    rows = [(1, 'Pérez, "Ana"', "O'Brien", "0001", "1999-03-17", 7574), (1, "Zoë\u00a0Ann", "李", "2", "2000-02-29", 0),
+            (1, "a,b", '"', "0000000000", "1900-01-01", 9999), (1, "\\.", "\\N", "3", "2024-02-29", 1)]
+    store.append_chunk(_from_rows(1, rows))
+    path = tmp_path / "export.csv"
+    path.write_bytes(backend.bets_csv())
+    assert path.read_bytes() == encode_rows(rows)
+    loaded = [(b.agency, b.first_name, b.last_name, b.document, b.birthdate.isoformat(), b.number)
+              for b in load_bets(path)]
+    assert loaded == rows
+
+
+def test_key_replay_across_instances_and_restart(backend, store):
+    other = backend.make()
+    assert store.append_chunk(chunk(1, 4, key="k1")) == ChunkReceipt(1, 4, replayed=False)
+    before = backend.bets_csv()
+    assert other.append_chunk(chunk(1, 4, key="k1")) == ChunkReceipt(1, 4, replayed=True)
+    assert store.append_chunk(chunk(1, 4, key="k1")) == ChunkReceipt(1, 4, replayed=True)
+    assert backend.make().append_chunk(chunk(1, 4, key="k1")) == ChunkReceipt(1, 4, replayed=True)
+    assert backend.bets_csv() == before
+    assert other.status().bets == 4
+
+
+def test_same_key_other_bets_is_a_mismatch(backend, store):
+    store.append_chunk(chunk(1, 4, key="k1"))
+    before = backend.bets_csv()
+    for s, c in ((store, chunk(1, 4, "other", key="k1")), (backend.make(), chunk(1, 5, key="k1")),
+                 (backend.make(), chunk(1, 3, key="k1"))):
+        with pytest.raises(IdempotencyMismatch):
+            s.append_chunk(c)
+    assert backend.bets_csv() == before
+    assert store.status().bets == 4
+
+
+def test_keys_are_per_agency_and_keyless_chunks_store_again(store):
+    assert store.append_chunk(chunk(1, 2, key="same")).replayed is False
+    assert store.append_chunk(chunk(2, 3, key="same")).replayed is False
+    assert store.append_chunk(chunk(2, 3, key="same")) == ChunkReceipt(2, 3, replayed=True)
+    with pytest.raises(IdempotencyMismatch):
+        store.append_chunk(chunk(1, 3, key="same"))
+    assert store.append_chunk(chunk(3, 2)).replayed is False
+    assert store.append_chunk(chunk(3, 2)).replayed is False
+    assert store.status().bets == 9
+
+
+def test_upload_ranges_replay_overlap_adjacent(backend, store):
+    other = backend.make()
+    assert store.append_chunk(chunk(1, 10, upload=("up", 0))).replayed is False
+    assert other.append_chunk(chunk(1, 10, upload=("up", 0))) == ChunkReceipt(1, 10, replayed=True)
+    assert other.append_chunk(chunk(1, 10, upload=("up", 10), start=10)).replayed is False  # adjacent
+    assert store.append_chunk(chunk(1, 5, upload=("up", 30), start=30)).replayed is False
+    before = backend.bets_csv()
+    for s, c in ((store, chunk(1, 10, upload=("up", 15), start=15)), (other, chunk(1, 2, upload=("up", 29), start=29)),
+                 (other, chunk(1, 40, upload=("up", 0))), (store, chunk(1, 1, upload=("up", 34), start=34))):
+        with pytest.raises(RangeConflict) as caught:
+            s.append_chunk(c)
+        assert caught.value.committed == [(0, 20), (30, 35)]
+    with pytest.raises(IdempotencyMismatch):
+        store.append_chunk(chunk(1, 10, "other", upload=("up", 0)))
+    assert backend.bets_csv() == before
+    assert store.append_chunk(chunk(1, 10, upload=("up", 20), start=20)).replayed is False  # fills the gap
+    assert other.upload_state(1, "up") == UploadState("up", [(0, 35)])
+    assert store.status().bets == 35
+
+
+def test_upload_state_merges_and_uploads_are_per_agency(store):
+    for offset, n in ((10, 10), (0, 10), (40, 5), (50, 1)):
+        store.append_chunk(chunk(1, n, upload=("file-a", offset), start=offset))
+    assert store.append_chunk(chunk(2, 3, upload=("file-a", 0))).replayed is False
+    assert store.append_chunk(chunk(1, 5, "z", upload=("file-b", 0))).replayed is False
+    state = store.upload_state(1, "file-a")
+    assert state == UploadState("file-a", [(0, 20), (40, 45), (50, 51)]) and state.bets == 26
+    assert store.upload_state(2, "file-a").committed == [(0, 3)]
+    assert store.upload_state(3, "file-a") == UploadState("file-a", [])
+
+
+# -- done and the draw -------------------------------------------------------------------------------
+
+def test_done_is_idempotent(backend, store):
+    assert store.mark_done(2) == DoneReceipt(2, 1, 3, False)
+    assert store.mark_done(2) == DoneReceipt(2, 1, 3, False)
+    assert backend.make().mark_done(2) == DoneReceipt(2, 1, 3, False)
+    assert store.mark_done(1) == DoneReceipt(1, 2, 3, False)
+    assert store.status() == RoundStatus(3, [1, 2], False, 0)
+
+
+def test_closed_after_done_replays_still_answered(backend, store):
+    store.append_chunk(chunk(1, 2, key="k"))
+    store.append_chunk(chunk(1, 2, "u", upload=("u", 0)))
+    store.mark_done(1)
+    before = backend.bets_csv()
+    for c in (chunk(1, 2, "new"), chunk(1, 2, "new", key="k2"), chunk(1, 2, "u", upload=("u", 2), start=2)):
+        with pytest.raises(AgencyClosed, match="done"):
+            backend.make().append_chunk(c)
+    assert store.append_chunk(chunk(1, 2, key="k")) == ChunkReceipt(1, 2, replayed=True)
+    assert store.append_chunk(chunk(1, 2, "u", upload=("u", 0))) == ChunkReceipt(1, 2, replayed=True)
+    with pytest.raises(IdempotencyMismatch):
+        store.append_chunk(chunk(1, 2, "other", key="k"))
+    assert store.append_chunk(chunk(2, 2)).replayed is False  # other agencies go on
+    assert backend.bets_csv().startswith(before)
+    assert store.status().bets == 6
+
+
+def test_one_draw_with_the_right_winners(backend, store, lottery_log):
+    other = backend.make()
+    rng = random.Random(5)
+    for i in range(12):
+        agency = rng.randint(1, 3)
+        rows = make_rows(agency, rng.randint(1, 40), f"c{i}-", start=i * 100,
+                         winners={i * 100 + j for j in range(40) if rng.random() < 0.15})
+        (store if i % 2 else other).append_chunk(_from_rows(agency, rows, f"key-{i}"))
+    assert store.mark_done(3) == DoneReceipt(3, 1, 3, False)
+    assert other.mark_done(1) == DoneReceipt(1, 2, 3, False)
+    assert store.winners(1) is None and other.winners(2) is None  # before the draw: nothing (a 425)
+    assert store.status().drawn is False
+    assert other.mark_done(2) == DoneReceipt(2, 3, 3, True)
+
+    expected: dict[int, list[str]] = defaultdict(list)
+    rows = backend.rows()
+    for row in rows:
+        bet = row_to_bet([str(v) for v in row])
+        if has_won(bet, WIN):
+            expected[bet.agency].append(bet.document)
+    assert sum(map(len, expected.values())) > 3
+    for agency in (1, 2, 3):
+        assert store.winners(agency) == expected[agency] == backend.make().winners(agency)
+    assert store.winners(4) == []  # outside the round: nobody
+    assert store.status() == RoundStatus(3, [1, 2, 3], True, len(rows))
+    assert store.mark_done(1) == DoneReceipt(1, 3, 3, True)
+    assert draw_lines(lottery_log) == [f"action: sorteo | result: success | apuestas: {len(rows)} | "
+                                       f"cant_ganadores: {sum(map(len, expected.values()))}"]
+
+
+def test_draw_with_another_winning_number_and_no_bets(backend):
+    s = backend.make(agencies=2, winning_number=5)
+    s.append_chunk(_from_rows(1, [(1, "a", "b", "11", "2000-01-01", 5), (1, "a", "b", "12", "2000-01-01", 7574),
+                                  (1, "a", "b", "13", "2000-01-01", 15), (1, "a", "b", "14", "2000-01-01", 5)]))
+    assert s.mark_done(2).drawn is False  # agency 2 never sent a bet
+    assert s.mark_done(1).drawn is True
+    assert s.winners(1) == ["11", "14"] and s.winners(2) == []
+
+
+def test_after_the_draw_replays_answered_new_chunks_refused(backend):
+    s = backend.make(agencies=2)
+    s.append_chunk(chunk(1, 3, key="k"))
+    s.append_chunk(chunk(2, 3, upload=("u", 0)))
+    s.mark_done(1)
+    assert s.mark_done(2).drawn is True
+    before = backend.bets_csv()
+    fresh = backend.make(agencies=2)
+    assert fresh.append_chunk(chunk(1, 3, key="k")) == ChunkReceipt(1, 3, replayed=True)
+    assert fresh.append_chunk(chunk(2, 3, upload=("u", 0))) == ChunkReceipt(2, 3, replayed=True)
+    for c in (chunk(1, 3, "new"), chunk(2, 3, "new", key="k2"), chunk(2, 3, upload=("u", 3), start=3)):
+        with pytest.raises(AgencyClosed, match="draw"):
+            fresh.append_chunk(c)
+    with pytest.raises(IdempotencyMismatch):
+        fresh.append_chunk(chunk(1, 3, "other", key="k"))
+    assert backend.bets_csv() == before
+
+
+@pytest.mark.parametrize("asks", ["winners", "status"])
+def test_every_agency_done_but_no_draw_is_drawn_by_the_next_request(backend, lottery_log, asks):
+    s = backend.make(agencies=2)
+    s.append_chunk(chunk(1, 5, winners={2}))
+    s.append_chunk(chunk(2, 5, winners={0, 4}))
+    s.mark_done(1)
+    backend.record_done([1, 2])  # the last done was recorded, then the process died before drawing
+    fresh = backend.make(agencies=2)
+    if asks == "winners":
+        assert fresh.winners(2) == ["2000000", "2000004"]
+    else:
+        assert fresh.status() == RoundStatus(2, [1, 2], True, 10)
+    assert s.winners(1) == ["1000002"]
+    assert len(draw_lines(lottery_log)) == 1
+
+
+# -- many writers at once ------------------------------------------------------------------------------
+
+def test_concurrent_appends_from_two_instances_store_each_chunk_once(backend):
+    """Four threads on two instances send the same chunks, each in its own order."""
+    stores = [backend.make(), backend.make()]
+    chunks = []
+    for i in range(8):
+        chunks.append(chunk(1, 30, "k+u", key=f"a1-{i}", upload=("up1", i * 30), start=i * 30))  # key and range
+        chunks.append(chunk(2, 25, "k", key=f"a2-{i}", start=i * 25))                            # key only
+        chunks.append(chunk(3, 20, "u", upload=("up3", i * 20), start=i * 20))                   # range only
+    receipts: list[list[ChunkReceipt]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def send(n: int) -> None:
+        order = list(range(len(chunks)))
+        random.Random(n).shuffle(order)
+        barrier.wait()
+        try:
+            for i in order:
+                receipts[n].append((i, stores[n % 2].append_chunk(chunks[i])))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    stored_by = Counter(i for per_thread in receipts for i, r in per_thread if not r.replayed)
+    assert stored_by == Counter(range(len(chunks)))  # every chunk stored by exactly one call
+    assert all(r.stored == chunks[i].count for per_thread in receipts for i, r in per_thread)
+    expected = Counter(row for c in chunks for row in c.rows)
+    assert Counter(backend.rows()) == expected
+    assert stores[1].status().bets == sum(expected.values())
+    assert stores[0].upload_state(1, "up1").committed == [(0, 240)]
+
+
+def test_last_agencies_done_at_once_on_two_instances_draw_once(backend, lottery_log):
+    stores = [backend.make(), backend.make()]
+    stores[0].append_chunk(chunk(1, 10, winners={1, 2}))
+    stores[1].append_chunk(chunk(2, 10, winners={3}))
+    stores[0].mark_done(1)
+    barrier = threading.Barrier(6)
+    receipts: list[DoneReceipt] = []
+    errors: list[BaseException] = []
+
+    def done(s: Store, agency: int) -> None:
+        barrier.wait()
+        try:
+            receipts.append(s.mark_done(agency))
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=done, args=(stores[n % 2], agency)) for n, agency in
+               enumerate((2, 3, 3, 2, 2, 3))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(r.agency for r in receipts) == [2, 2, 2, 3, 3, 3]
+    assert any(r.drawn for r in receipts)
+    assert draw_lines(lottery_log) == ["action: sorteo | result: success | apuestas: 20 | cant_ganadores: 3"]
+    assert stores[1].winners(1) == ["1000001", "1000002"] and stores[0].winners(2) == ["2000003"]
+    assert stores[0].status() == RoundStatus(3, [1, 2, 3], True, 20)
+
+
+# -- PostgreSQL only: what files have no counterpart for ---------------------------------------------------
+
+@pytest.fixture
+def pg(pg_url) -> PostgresBackend:
+    reset_database(pg_url)
+    made = PostgresBackend(pg_url)
+    yield made
+    made.close()
+
+
+def test_export_command_writes_the_files_backends_bets_csv(pg, tmp_path):
+    files = FilesBackend(tmp_path / "data")
+    chunks = [_from_rows(a, [(a, f"N{i}, \"x\"", "O'Brien", str(i), "1999-12-31", i % 3 * WIN) for i in range(n)])
+              for a, n in ((1, 5), (2, 7), (1, 3))]
+    for backend in (files, pg):
+        s = backend.make()
+        for c in chunks:
+            s.append_chunk(c)
+    out = tmp_path / "out" / "bets.csv"
+    out.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "app.export", "--out", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "LOTTERY_DATABASE_URL": pg.url}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"lottery export: 15 bets -> {out}"
+    assert out.read_bytes() == (tmp_path / "data" / "bets.csv").read_bytes()
+    assert [b.document for b in load_bets(out)] == [r[3] for c in chunks for r in c.rows]
+
+    unset = subprocess.run([sys.executable, "-m", "app.export"], cwd=ROOT, capture_output=True, text=True,
+                           env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert unset.returncode == 2 and len(unset.stderr.strip().splitlines()) == 1
+    assert "LOTTERY_DATABASE_URL is not set" in unset.stderr
+    files.close()
+
+
+def test_schema_created_once_when_many_start_at_once(pg):
+    import psycopg
+
+    barrier = threading.Barrier(8)
+    made: list[Store] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            s = pg.make()
+            made.append(s)
+            s.status()
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(made) == 8
+    with psycopg.connect(pg.url) as conn:
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(1,)]
+        assert conn.execute("SELECT count(*) FROM lottery_round").fetchone() == (1,)
+
+
+def test_a_newer_schema_is_refused(pg):
+    import psycopg
+
+    pg.make()
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("UPDATE lottery_schema SET version = 99")
+    s = pg.make()  # starts (logs the problem), then answers 503
+    with pytest.raises(StorageUnavailable, match="schema version 99"):
+        s.status()
+
+
+def test_connections_the_database_dropped_are_replaced(pg):
+    import psycopg
+
+    s = pg.make()
+    s.append_chunk(chunk(1, 2))
+    with psycopg.connect(pg.url, autocommit=True) as conn:  # e.g. a database restart or failover
+        killed = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+    assert killed >= 1
+    assert s.append_chunk(chunk(1, 2, "again")).replayed is False
+    assert s.status().bets == 4
+
+
+def test_database_down_gives_storage_unavailable_at_once():
+    import time
+
+    from app.store.postgres import PostgresStore
+
+    started = time.monotonic()
+    down = PostgresStore(f"postgresql://lottery@127.0.0.1:{free_port()}/lottery", 2, WIN, lock_timeout=30)
+    for call in (lambda: down.append_chunk(chunk(1, 2)), lambda: down.mark_done(1), lambda: down.winners(1),
+                 down.status, lambda: down.upload_state(1, "u"), down.check_health):
+        with pytest.raises(StorageUnavailable, match="unreachable"):
+            call()
+    down.close()
+    assert time.monotonic() - started < 10  # 503 at once, not after the 30 s lock timeout
