@@ -51,11 +51,11 @@ def bench_rounds(runs: int) -> list[dict]:
         if (DATASET / "agency-1.csv").exists():
             inputs["course dataset (78,697 bets, 5 agencies)"] = ({a: DATASET / f"agency-{a}.csv" for a in range(1, 6)}, 0.8)
         inputs["synthetic 1M bets, 10 agencies"] = (_synthetic(Path(tmp) / "1m", 10, 100_000), 0.4)
-        for name, (files, target) in inputs.items():
+        for number, (name, (files, target)) in enumerate(inputs.items()):
             ours, theirs = [], []
             for run in range(runs):  # alternate, so drift in the machine's load hits both alike
-                ours.append(http_round(files, Path(tmp) / f"http-{run}" / "data")["seconds"])
-                theirs.append(tcp_round(files, Path(tmp) / f"tcp-{run}" / "data")["seconds"])
+                ours.append(http_round(files, Path(tmp) / f"http-{number}-{run}" / "data")["seconds"])
+                theirs.append(tcp_round(files, Path(tmp) / f"tcp-{number}-{run}" / "data")["seconds"])
             ratio = statistics.median(ours) / statistics.median(theirs)
             rows.append({"input": name, "http_s": statistics.median(ours), "rawtcp_s": statistics.median(theirs),
                          "ratio": ratio, "target": target, "runs": runs, "http_all": ours, "rawtcp_all": theirs})
