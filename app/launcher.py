@@ -43,6 +43,7 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
+        self._log_start = self._log.tell()  # a restart appends: count only this run's lines
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -50,7 +51,7 @@ class Server:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until /health answers 200 and every worker has booted (each opens the store)."""
+        """Until /health answers 200 and every worker has loaded the app (each opens the store)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -64,7 +65,10 @@ class Server:
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
 
     def _booted(self) -> int:
-        return self.log().count("Booting worker with pid")
+        # Not "Booting worker": gunicorn logs that before the worker has loaded the app.
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_start)
+            return f.read().count(b"Application startup complete.")
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None

@@ -172,7 +172,7 @@ _EXAMPLES = {
           "agency 1 already said done; no more bets are taken from it"),
     413: ("Body or chunk over the limit", "Chunk too large", "a chunk may carry at most 100000 bets; split the upload"),
     415: ("Neither JSON nor CSV", "Unsupported media type", "Content-Type 'text/plain' is not supported"),
-    422: ("Invalid bets (none stored), or a reused Idempotency-Key", "Invalid bets",
+    422: ("Invalid bets (none stored), a reused Idempotency-Key, or an invalid parameter", "Invalid bets",
           "1 invalid bet field(s) in a chunk of 250"),
     425: ("The draw has not happened yet (see Retry-After)", "Too early",
           "the draw has not happened yet: every agency must say done first"),

@@ -73,7 +73,7 @@ async def post_bets(
 
 
 @router.post("/done", response_model=DoneState, summary="Say this agency sent everything",
-             responses=documented(401, 403, 404, 503))
+             responses=documented(401, 403, 404, 422, 503))
 async def post_done(agency: AgencyDep, store: StoreDep) -> DoneState:
     """Idempotent. The call that completes the set of agencies performs the draw before answering."""
     receipt = await run_in_threadpool(store.mark_done, agency)
@@ -81,7 +81,7 @@ async def post_done(agency: AgencyDep, store: StoreDep) -> DoneState:
 
 
 @router.get("/winners", response_model=Winners, summary="This agency's winners",
-            responses=documented(401, 403, 404, 425, 503))
+            responses=documented(401, 403, 404, 422, 425, 503))
 async def get_winners(
     agency: AgencyDep, store: StoreDep, settings: SettingsDep,
     wait: Annotated[int, Query(ge=0, le=60, description=(
@@ -98,7 +98,7 @@ async def get_winners(
 
 
 @router.get("/uploads/{upload_id}", response_model=UploadProgress, summary="Which lines of an upload are stored",
-            responses=documented(401, 403, 404, 503))
+            responses=documented(401, 403, 404, 422, 503))
 async def get_upload(agency: AgencyDep, store: StoreDep,
                      upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]) -> UploadProgress:
     """The stored line ranges of one upload (see `Upload-Id`), so a rerun sends only the rest."""

@@ -9,15 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class BetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    first_name: str = Field(examples=["Santiago Lionel"], max_length=100)
-    last_name: str = Field(examples=["Lorca"], max_length=100)
+    first_name: str = Field(examples=["Santiago Lionel"], min_length=1, max_length=100)
+    last_name: str = Field(examples=["Lorca"], min_length=1, max_length=100)
     document: str = Field(examples=["30904465"], pattern=r"^[0-9]{1,10}$")
     birthdate: str = Field(examples=["1999-03-17"], description="YYYY-MM-DD, not in the future")
     number: int = Field(examples=[7574], ge=0, le=9999)
 
 
 class BetsChunkIn(BaseModel):
-    bets: list[BetIn]
+    model_config = ConfigDict(extra="forbid")
+    bets: list[BetIn] = Field(min_length=1)
 
 
 class ChunkStored(BaseModel):

@@ -132,8 +132,14 @@ class FileStore(Store):
             preserve_lock_file=True,  # never unlink: another process may be waiting on that inode
         )
         self._index = _LedgerIndex()
-        with self._locked():
-            pass  # creates the ledger and repairs a torn tail before the first request
+        try:
+            with self._locked():
+                pass  # creates the ledger and repairs a torn tail before the first request
+        except StorageUnavailable as error:
+            # Start anyway: every request retries the repair and answers 503 with the cause
+            # until the disk or the files are fixed. Dying here would make gunicorn stop the
+            # whole server when one worker restarts while the disk is read-only.
+            log.error("action: abrir_almacenamiento | result: fail | error: %s", error)
 
     # -- locking and recovery ---------------------------------------------------------
 

@@ -399,10 +399,14 @@ def test_torn_ledger_line_seen_by_a_running_store(tmp_path):
     assert len(ledger_lines(tmp_path)) == 2
 
 
-def test_bets_without_ledger_refuses_to_start(tmp_path):
+def test_bets_without_ledger_refuses_to_serve(tmp_path, caplog):
     (tmp_path / "bets.csv").write_bytes(b"1,a,b,1,2000-01-01,1\n")
+    s = store(tmp_path)  # opens (a worker must not die on it) but serves nothing
+    assert "has bets but no ledger.jsonl" in caplog.text
     with pytest.raises(StorageUnavailable, match="ledger"):
-        store(tmp_path)
+        s.status()
+    with pytest.raises(StorageUnavailable, match="ledger"):
+        s.append_chunk(chunk(1, 1))
     assert (tmp_path / "bets.csv").read_bytes() == b"1,a,b,1,2000-01-01,1\n"
 
 
@@ -417,7 +421,10 @@ def test_bets_shorter_than_ledger_refuses(tmp_path):
     data = (tmp_path / "bets.csv").read_bytes()
     (tmp_path / "bets.csv").write_bytes(data[:-5])
     with pytest.raises(StorageUnavailable, match="shorter"):
-        store(tmp_path)
+        store(tmp_path).status()
+    with pytest.raises(StorageUnavailable, match="shorter"):
+        s.append_chunk(chunk(1, 1))  # the running store notices it too
+    assert (tmp_path / "bets.csv").read_bytes() == data[:-5]
 
 
 def test_crash_between_done_and_draw(tmp_path):

@@ -1,0 +1,214 @@
+"""A full and a read-only data dir, on a real 2 MiB tmpfs: 503 with the cause, nothing half-written.
+
+Needs root (to mount); skipped with the reason otherwise. The server's log goes to the test's
+own tmp dir, never to the small tmpfs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.launcher import Server
+from tests.faults.support import SORTEO, check_bets_file, digest, wait_workers_loaded
+from tests.figures import lost_and_duplicated, record
+from tests.helpers import stored_rows
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A fresh 2 MiB tmpfs, unmounted afterwards whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (os.geteuid() != 0)")
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(mount_point)], capture_output=True, timeout=30)
+        if subprocess.run(["umount", str(mount_point)], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+
+
+def bets_csv(agency: int, count: int, start: int = 0) -> bytes:
+    """``count`` valid bets with unique documents; one in 500 has the winning number."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for i in range(start, start + count):
+        writer.writerow((f"Ana María {i % 7}", "O'Connor, Núñez", str(agency * 10_000_000 + i), "1990-01-01",
+                         7574 if i % 500 == 0 else i % 10_000))
+    return out.getvalue().encode()
+
+
+def expected(agency: int, body: bytes) -> Counter:
+    return Counter((agency, a, b, c, d, int(e)) for a, b, c, d, e in csv.reader(io.StringIO(body.decode())))
+
+
+def fill(path: Path) -> int:
+    """Write ``path`` until the file system is full, down to the last byte; return its size.
+
+    tmpfs counts whole pages, so what is left free afterwards is the slack at the end of the
+    existing files' last pages: a few hundred bytes to a few KiB. A chunk's append then gets a
+    short write into that slack followed by ENOSPC, the "half-written" case.
+    """
+    size = 0
+    with open(path, "wb", buffering=0) as f:
+        for block in (65536, 4096, 256, 1):
+            try:
+                while True:
+                    size += f.write(b"\0" * block)
+            except OSError as error:
+                assert error.errno == 28, error  # ENOSPC
+    return size
+
+
+def problem(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body
+
+
+def snapshot(data: Path) -> dict[str, str]:
+    return {name: digest(data / name) for name in ("bets.csv", "ledger.jsonl", "done.json", "winners.json")}
+
+
+def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: Path) -> None:
+    data = tmpfs / "data"
+    sent: Counter = Counter()
+    with Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log") as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        wait_workers_loaded(server)
+        first = bets_csv(1, 2_000)
+        assert client.post("/agencies/1/bets", content=first, headers={"Content-Type": "text/csv"}).status_code == 201
+        sent += expected(1, first)
+
+        filler = tmpfs / "filler"
+        fill(filler)
+        before = snapshot(data)
+        chunk = bets_csv(1, 5_000, start=2_000)  # ~200 KB: cannot fit
+        headers = {"Content-Type": "text/csv", "Idempotency-Key": "full-disk-chunk"}
+        body = problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
+        assert "No space left on device" in body["detail"], body
+        assert snapshot(data) == before  # bets.csv and ledger.jsonl unchanged, byte for byte
+        assert "No space left on device" in problem(client.get("/health"), 503)["detail"]
+        # A retry while still full is refused the same way, still storing nothing; so is a
+        # done (done.json is replaced through a temp file, which cannot be written).
+        problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
+        assert "No space left on device" in problem(client.post("/agencies/2/done"), 503)["detail"]
+        assert snapshot(data) == before
+        assert not list(data.glob(".done.json.*"))  # no temp file left behind
+
+        filler.unlink()
+        assert client.get("/health").status_code == 200
+        r = client.post("/agencies/1/bets", content=chunk, headers=headers)
+        assert (r.status_code, r.json()) == (201, {"agency": 1, "stored": 5_000}), r.text
+        r = client.post("/agencies/1/bets", content=chunk, headers=headers)  # and once only
+        assert (r.status_code, r.headers.get("idempotent-replayed")) == (200, "true")
+        sent += expected(1, chunk)
+
+        # The round completes.
+        second = bets_csv(2, 1_000)
+        assert client.post("/agencies/2/bets", content=second, headers={"Content-Type": "text/csv"}).status_code == 201
+        sent += expected(2, second)
+        assert client.post("/agencies/1/done").json()["drawn"] is False
+        assert client.post("/agencies/2/done").json()["drawn"] is True
+        for agency in (1, 2):
+            winners = client.get(f"/agencies/{agency}/winners").json()["winners"]
+            assert winners == [row[3] for row in _file_rows(data) if row[0] == agency and row[5] == 7574]
+            assert len(winners) == {1: 14, 2: 2}[agency]
+    assert server.log().count(SORTEO) == 1
+
+    stored = stored_rows(data)
+    lost, duplicated = lost_and_duplicated(sent, stored)
+    record("full disk (tmpfs ENOSPC)", faults=1, errors_5xx=0, lost=lost, duplicated=duplicated)
+    assert (lost, duplicated) == (0, 0)
+    assert check_bets_file(data / "bets.csv", validate=True) == 8_000
+
+
+def test_read_only_disk_gives_503_and_recovers_when_writable(tmpfs: Path, tmp_path: Path) -> None:
+    data = tmpfs / "data"
+    with Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log") as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        wait_workers_loaded(server)
+        first = bets_csv(1, 500)
+        assert client.post("/agencies/1/bets", content=first, headers={"Content-Type": "text/csv"}).status_code == 201
+        _remount(tmpfs, "ro")
+        before = snapshot(data)
+        chunk = bets_csv(1, 500, start=500)
+        headers = {"Content-Type": "text/csv", "Idempotency-Key": "read-only-chunk"}
+        body = problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
+        assert "Read-only file system" in body["detail"], body
+        assert "Read-only file system" in problem(client.get("/health"), 503)["detail"]
+        assert snapshot(data) == before
+
+        _remount(tmpfs, "rw")
+        assert client.get("/health").status_code == 200
+        assert client.post("/agencies/1/bets", content=chunk, headers=headers).status_code == 201
+        assert client.get("/status").json()["bets"] == 1_000
+    assert stored_rows(data) == expected(1, first) + expected(1, chunk)
+    record("read-only disk (tmpfs remount,ro)", faults=1, errors_5xx=0, lost=0, duplicated=0)
+
+
+def test_worker_restarted_while_disk_is_read_only_keeps_serving_503(tmpfs: Path, tmp_path: Path) -> None:
+    """Found by this suite: a worker (re)booting on a read-only data dir must serve 503, not exit.
+
+    Today FileStore.__init__ takes the lock to recover, the lock file cannot be opened on a
+    read-only file system, the worker fails to boot (exit code 3), and gunicorn's master
+    then shuts the whole server down ("Reason: Worker failed to boot"): one worker crash or
+    restart while the disk is read-only turns a 503 into an outage that outlives the disk
+    problem.
+    """
+    data = tmpfs / "data"
+    server = Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log").start()
+    try:
+        wait_workers_loaded(server)
+        _remount(tmpfs, "ro")
+        victim = server.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)  # e.g. OOM, or gunicorn's own max-requests restart
+        # Until the new worker has loaded the app, or gunicorn has given up on it.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and server.proc.poll() is None:
+            booted = re.findall(r"Booting worker with pid: (\d+)", server.log())
+            if len(booted) >= 3 and f"[{booted[2]}] [INFO] Application startup complete." in server.log():
+                break
+            time.sleep(0.05)
+        assert server.proc is not None and server.proc.poll() is None, (
+            "gunicorn shut down when a worker restarted on the read-only data dir:\n" + server.log()[-1500:])
+        for _ in range(4):  # both workers answer
+            assert "Read-only file system" in problem(httpx.get(server.url + "/health", timeout=10), 503)["detail"]
+        _remount(tmpfs, "rw")
+        assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+        r = httpx.post(server.url + "/agencies/1/bets", content=bets_csv(1, 10), headers={"Content-Type": "text/csv"})
+        assert r.status_code == 201, r.text
+    finally:
+        server.stop()
+
+
+def _remount(mount_point: Path, mode: str) -> None:
+    done = subprocess.run(["mount", "-o", f"remount,{mode}", str(mount_point)], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def _file_rows(data: Path) -> list[tuple]:
+    with open(data / "bets.csv", newline="", encoding="utf-8") as f:
+        return [(int(a), b, c, d, e, int(n)) for a, b, c, d, e, n in csv.reader(f)]

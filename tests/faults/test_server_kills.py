@@ -1,0 +1,231 @@
+"""SIGKILL the whole server (master and workers) mid-upload and mid-draw, then start it again.
+
+A real SIGKILL rarely lands between a chunk's bets.csv write and its ledger line (the
+commit), so after killing the server the tests also write that state explicitly: a torn
+tail on bets.csv and half a ledger line, exactly what a writer killed mid-append leaves.
+A new server on the same data dir must repair it before serving, the uploaders must finish
+with nothing lost or doubled, and the draw must happen exactly once with the right winners.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.launcher import Server
+from client.generate import generate
+from tests.faults.support import (SORTEO, check_bets_file, digest, expected_winners, finish, ledger_end,
+                                  run_uploaders, wait_for_bets, wait_workers_loaded, winners_in_file_order)
+from tests.figures import lost_and_duplicated, record
+from tests.helpers import expected_rows, stored_rows
+
+pytestmark = pytest.mark.faults
+
+AGENCIES = 5
+# What a writer killed mid-append leaves: whole rows past the committed end, then half a row,
+# and half of the ledger line that would have committed them. None of these bets were sent.
+TORN_BETS = b"3,Torn,Tail,99999901,1990-01-01,7574\n3,Torn,Tail,99999902,1990-01-01,12\n3,Torn,Ta"
+TORN_LEDGER = b'{"a":3,"n":3,"h":"0f3c","k":"torn-key","end":'
+
+
+def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path: Path) -> None:
+    files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=20_000, seed=21), 1))
+    data = tmp_path / "data"
+    first = Server(data, workers=3, agencies=AGENCIES, log_path=tmp_path / "first.log").start()
+    # Enough retries to outlast the time the server is down (each waits up to 5 s).
+    procs = run_uploaders(first.url, files, "--batch-size", "500", "--concurrency", "2", "--retries", "30")
+    try:
+        wait_for_bets(first.url, 30_000)
+        first.stop(signal.SIGKILL)  # master and workers at once, mid-upload
+        assert first.log().count(SORTEO) == 0
+
+        committed = ledger_end(data)
+        committed_digest = _prefix_digest(data / "bets.csv", committed)
+        with open(data / "bets.csv", "ab") as f:
+            f.write(TORN_BETS)
+        with open(data / "ledger.jsonl", "ab") as f:
+            f.write(TORN_LEDGER)
+
+        # Same port: the uploaders, still retrying, find the new server where the old one was.
+        second = Server(data, workers=3, agencies=AGENCIES, port=first.port, log_path=tmp_path / "second.log").start()
+        try:
+            wait_workers_loaded(second)
+            assert "action: reparacion | result: success" in second.log()
+            # Cut back to the commit: what was committed is untouched, byte for byte.
+            assert _prefix_digest(data / "bets.csv", committed) == committed_digest
+            results = finish(procs, timeout=120)
+            for agency, (_, err, code) in results.items():
+                assert code == 0, f"uploader {agency} exited {code}:\n{err[-3000:]}"
+                assert "action: reintento" in err  # it met the dead server and retried
+
+            # Run again after the round: each skips everything stored and prints the same winners.
+            again = finish(run_uploaders(second.url, files, "--batch-size", "700"), timeout=60)
+            for agency, (out, err, code) in again.items():
+                assert code == 0, err
+                assert out == results[agency][0]
+        finally:
+            second.stop()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+    expected, stored = expected_rows(files), stored_rows(data)
+    lost, duplicated = lost_and_duplicated(expected, stored)
+    record("server SIGKILL mid-upload + torn tail", faults=2, errors_5xx=_count_5xx(results, again),
+           lost=lost, duplicated=duplicated)
+    assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated"
+    assert b"Torn" not in (data / "bets.csv").read_bytes()
+    assert b"torn-key" not in (data / "ledger.jsonl").read_bytes()
+    assert check_bets_file(data / "bets.csv") == AGENCIES * 20_000
+    assert (data / "bets.csv").stat().st_size == ledger_end(data)
+
+    assert first.log().count(SORTEO) + second.log().count(SORTEO) == 1
+    in_file = winners_in_file_order(data)
+    for agency, (out, _, _) in results.items():
+        winners = json.loads(out)["winners"]
+        assert winners == in_file.get(agency, [])
+        assert Counter(winners) == expected_winners(files)[agency]
+
+
+def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path: Path) -> None:
+    """Every agency is done but winners.json is missing: the next winners query draws, once."""
+    files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=4_000, seed=31), 1))
+    data = tmp_path / "data"
+    first = Server(data, workers=3, agencies=AGENCIES, log_path=tmp_path / "first.log").start()
+    try:
+        with httpx.Client(base_url=first.url, timeout=60) as client:
+            for agency, path in files.items():
+                r = client.post(f"/agencies/{agency}/bets", content=path.read_bytes(),
+                                headers={"Content-Type": "text/csv", "Idempotency-Key": f"file-{agency}"})
+                assert r.status_code == 201, r.text
+            for agency in range(1, AGENCIES):
+                assert client.post(f"/agencies/{agency}/done").json()["drawn"] is False
+    finally:
+        first.stop(signal.SIGKILL)
+    # The crash: the last agency's done.json was replaced (atomically, as the store does it),
+    # and the process died before it could write winners.json.
+    tmp = data / ".done.json.crash.tmp"
+    tmp.write_bytes(json.dumps({"agencies": list(range(1, AGENCIES + 1))}).encode())
+    os.replace(tmp, data / "done.json")
+    assert not (data / "winners.json").exists()
+
+    second = Server(data, workers=3, agencies=AGENCIES, log_path=tmp_path / "second.log").start()
+    try:
+        wait_workers_loaded(second)
+        assert second.log().count(SORTEO) == 0  # starting does not draw; the first query does
+        answers: list[tuple[int, int, object]] = []
+        queries = [a for a in files for _ in range(4)]  # 20 threads, 4 per agency, all at once
+        barrier = threading.Barrier(len(queries))
+
+        def query(agency: int) -> None:
+            with httpx.Client(base_url=second.url, timeout=60) as client:
+                barrier.wait(30)
+                r = client.get(f"/agencies/{agency}/winners")
+                answers.append((agency, r.status_code, r.json()))
+
+        threads = [threading.Thread(target=query, args=(a,)) for a in queries]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        status = httpx.get(second.url + "/status").json()
+    finally:
+        second.stop()
+
+    assert len(answers) == len(queries)
+    errors_5xx = sum(1 for _, code, _ in answers if code >= 500)
+    record("server SIGKILL between done and draw", faults=1, errors_5xx=errors_5xx, lost=0, duplicated=0)
+    in_file = winners_in_file_order(data)
+    expected = expected_winners(files)
+    for agency, code, body in answers:
+        assert code == 200, body
+        assert body == {"agency": agency, "winners": in_file.get(agency, [])}
+        assert Counter(body["winners"]) == expected[agency]
+    assert second.log().count(SORTEO) == 1, f"drew {second.log().count(SORTEO)} times"
+    assert status == {"expected": AGENCIES, "done": list(range(1, AGENCIES + 1)), "drawn": True,
+                      "bets": AGENCIES * 4_000}
+    assert json.loads((data / "winners.json").read_bytes())["bets"] == AGENCIES * 4_000
+
+
+def test_bets_without_ledger_is_refused_with_503_while_running(tmp_path: Path) -> None:
+    """bets.csv without ledger.jsonl cannot say what is committed: 503, and bets.csv is left alone."""
+    data = tmp_path / "data"
+    with Server(data, workers=2, agencies=2) as server:
+        bets = "".join(f"Ana,Gómez,{10_000_000 + i},1990-01-01,{i}\n" for i in range(100))
+        r = httpx.post(server.url + "/agencies/1/bets", content=bets, headers={"Content-Type": "text/csv"})
+        assert r.status_code == 201
+        before = digest(data / "bets.csv")
+        os.rename(data / "ledger.jsonl", tmp_path / "ledger.jsonl.moved")  # lost outside the service
+
+        r = httpx.post(server.url + "/agencies/2/bets", content=bets, headers={"Content-Type": "text/csv"})
+        _assert_no_ledger_problem(r, data)
+        _assert_no_ledger_problem(httpx.get(server.url + "/status"), data)
+        assert digest(data / "bets.csv") == before  # not truncated, not appended to: no guessing
+        assert not (data / "ledger.jsonl").exists()  # and no empty ledger made up
+
+        os.rename(tmp_path / "ledger.jsonl.moved", data / "ledger.jsonl")  # the operator puts it back
+        r = httpx.post(server.url + "/agencies/2/bets", content=bets, headers={"Content-Type": "text/csv"})
+        assert r.status_code == 201, r.text
+        assert httpx.get(server.url + "/status").json()["bets"] == 200
+    record("ledger.jsonl missing", faults=1, errors_5xx=0, lost=0, duplicated=0)
+
+
+def test_server_started_on_bets_without_ledger_answers_503_instead_of_dying(tmp_path: Path) -> None:
+    """Found by this suite: a worker that boots on such a data dir must serve 503, not exit.
+
+    Today FileStore.__init__ raises StorageUnavailable from its first recovery, the worker
+    fails to boot (exit code 3) and gunicorn's master shuts the whole server down with a
+    traceback. The files are left alone either way; the server should say why, per request.
+    """
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "bets.csv").write_bytes(b"1,Ana,G\xc3\xb3mez,10000000,1990-01-01,5\n")
+    before = digest(data / "bets.csv")
+    server = Server(data, workers=2, agencies=2)
+    try:
+        try:
+            server.start(timeout=8)
+        except TimeoutError:
+            pass  # /health need not say 200 on such a dir; the requests below tell
+        except RuntimeError as error:
+            pytest.fail(f"gunicorn exited instead of answering 503 (bets.csv without ledger.jsonl):\n"
+                        f"{str(error)[-1500:]}")
+        assert server.proc is not None and server.proc.poll() is None, "gunicorn exited"
+        r = httpx.post(server.url + "/agencies/1/bets", content="Ana,Gómez,1,1990-01-01,5\n",
+                       headers={"Content-Type": "text/csv"})
+        _assert_no_ledger_problem(r, data)
+        _assert_no_ledger_problem(httpx.get(server.url + "/status"), data)
+    finally:
+        server.stop()
+    assert digest(data / "bets.csv") == before
+    assert not (data / "ledger.jsonl").exists()
+
+
+def _assert_no_ledger_problem(r: httpx.Response, data: Path) -> None:
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "retry-after" in r.headers
+    body = r.json()
+    assert body["status"] == 503 and body["title"] == "Storage unavailable"
+    assert "bets.csv has bets but no ledger.jsonl" in body["detail"], body  # says what is wrong, and where
+    assert str(data) in body["detail"], body
+
+
+def _prefix_digest(path: Path, size: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read(size)).hexdigest()
+
+
+def _count_5xx(*runs: dict[int, tuple[str, str, int]]) -> int:
+    """5xx the uploaders met (each is logged as a retry with its reason)."""
+    return sum(err.count("motivo: HTTP 5") for run in runs for _, err, _ in run.values())
