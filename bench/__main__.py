@@ -9,6 +9,7 @@ Sections:
            alternated run by run, median of --runs: the course dataset and 1M synthetic bets
   scale    1M bets from 50 concurrent agencies against 1, 2 and 4 workers
   formats  JSON vs CSV bodies at chunk sizes 100 .. 10,000
+  uploader whole 1M-bet rounds with the uploader's --batch-size and --concurrency varied
   draw     the draw over 1M and 10M stored bets: seconds and peak RSS
   pg       the 1M-bet round on PostgreSQL, one and two hosts (needs a database)
 """
@@ -93,6 +94,30 @@ def bench_formats(agencies: int = 10, bets_per_agency: int = 20_000) -> list[dic
     return rows
 
 
+def bench_uploader(runs: int = 3) -> list[dict]:
+    """What the uploader's defaults are chosen from: whole rounds, options varied."""
+    from bench.http_round import run_round
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-uploader-") as tmp:
+        files = _synthetic(Path(tmp) / "1m", 10, 100_000)
+        small = {a: DATASET / f"agency-{a}.csv" for a in range(1, 6)} if (DATASET / "agency-1.csv").exists() else None
+        for batch in (1000, 2000, 5000, 10_000):
+            for concurrency in (1, 2, 4):
+                args = ("--batch-size", str(batch), "--concurrency", str(concurrency))
+                big = statistics.median(run_round(files, Path(tmp) / f"r-{batch}-{concurrency}-{i}" / "data",
+                                                  uploader_args=args)["seconds"] for i in range(runs))
+                row = {"batch_size": batch, "concurrency": concurrency, "round_1m_s": big}
+                if small:
+                    row["round_dataset_s"] = statistics.median(
+                        run_round(small, Path(tmp) / f"s-{batch}-{concurrency}-{i}" / "data", uploader_args=args)["seconds"]
+                        for i in range(runs))
+                rows.append(row)
+                print(f"  --batch-size {batch:>6} --concurrency {concurrency}: 1M round {big:.2f}s"
+                      + (f", dataset round {row['round_dataset_s']:.2f}s" if small else ""), flush=True)
+    return rows
+
+
 def bench_draw() -> list[dict]:
     from bench.draw import make_round, measure
 
@@ -125,7 +150,8 @@ def bench_pg() -> list[dict]:
     return rows
 
 
-SECTIONS = {"rounds": bench_rounds, "scale": bench_scale, "formats": bench_formats, "draw": bench_draw, "pg": bench_pg}
+SECTIONS = {"rounds": bench_rounds, "scale": bench_scale, "formats": bench_formats, "uploader": bench_uploader,
+            "draw": bench_draw, "pg": bench_pg}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, Python {results['machine']['python']}")
     for name in args.only.split(","):
         print(f"\n[{name}]", flush=True)
-        results[name] = SECTIONS[name](args.runs) if name == "rounds" else SECTIONS[name]()
+        results[name] = SECTIONS[name](args.runs) if name in ("rounds", "uploader") else SECTIONS[name]()
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     args.out.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -23,7 +23,6 @@ from app.store import Chunk, ChunkReceipt, Store, UploadSpan
 
 log = logging.getLogger("lottery")
 router = APIRouter(prefix="/agencies/{agency}", tags=["agencies"], dependencies=[Depends(authorize)])
-WINNERS_POLL_SECONDS = 0.05
 
 
 def _receive(store: Store, agency: int, body: bytes, content_type: str | None, max_bets: int,
@@ -92,7 +91,7 @@ async def get_winners(
     while (winners := await run_in_threadpool(store.winners, agency)) is None:
         if time.monotonic() >= deadline:
             raise NotDrawnYet(settings.retry_after)
-        await asyncio.sleep(WINNERS_POLL_SECONDS)  # the event loop keeps serving meanwhile
+        await asyncio.sleep(store.winners_poll_interval)  # the event loop keeps serving meanwhile
     log.info("action: consulta_ganadores | result: success | agencia: %d | cant_ganadores: %d", agency, len(winners))
     return Winners(agency=agency, winners=winners)
 

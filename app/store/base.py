@@ -129,6 +129,9 @@ class Store(ABC):
     """What the HTTP layer needs from storage. Every method is blocking: call it off the event loop."""
 
     expected: int
+    # How often a long-polling winners request asks this store whether the draw happened:
+    # cheap for files (a stat), a query for a database.
+    winners_poll_interval: float = 0.05
 
     @abstractmethod
     def append_chunk(self, chunk: Chunk) -> ChunkReceipt:

@@ -112,6 +112,7 @@ class _Ticket:
 
 
 class FileStore(Store):
+    winners_poll_interval = 0.01  # a failed open() of winners.json: microseconds
     def __init__(self, data_dir: Path, agencies: int, winning_number: int, lock_timeout: float = 30.0):
         self.dir = Path(data_dir)
         self.expected = agencies

@@ -170,6 +170,8 @@ def ensure_schema(conn: psycopg.Connection) -> None:
 
 
 class PostgresStore(Store):
+    winners_poll_interval = 0.1  # a query per long-polling request: ten a second is plenty
+
     def __init__(self, database_url: str, agencies: int, winning_number: int, lock_timeout: float = 30.0):
         self.url = database_url
         self.expected = agencies
