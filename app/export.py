@@ -10,11 +10,11 @@ to a temporary name, then renamed). Exit codes: 0 done, 1 database error, 2 bad 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from app.atomicfile import write_atomically
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,20 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export_to_file(conn, path: Path, export) -> int:
-    directory = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            bets = export(conn, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return bets
+    return write_atomically(path.resolve(), lambda f: export(conn, f), mode=0o644)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 Sections:
   rounds   whole rounds, our uploader + server vs the raw-TCP reference (bench/rawtcp),
            alternated run by run, median of --runs: the course dataset and 1M synthetic bets
-  scale    1M bets from 50 concurrent agencies against 1, 2 and 4 workers
+  scale    1M bets from 50 concurrent agencies against 1, 2 and 4 workers (uploader-sized chunks)
   formats  JSON vs CSV bodies at chunk sizes 100 .. 10,000
   uploader whole 1M-bet rounds with the uploader's --batch-size and --concurrency varied
   draw     the draw over 1M and 10M stored bets: seconds and peak RSS
@@ -65,8 +65,11 @@ def bench_rounds(runs: int) -> list[dict]:
     return rows
 
 
-def bench_scale(bets_per_agency: int = 20_000, agencies: int = 50, chunk: int = 2000) -> list[dict]:
+def bench_scale(bets_per_agency: int = 20_000, agencies: int = 50, chunk: int | None = None) -> list[dict]:
     from bench.load import run_load
+    from client.config import DEFAULT_BATCH_SIZE
+
+    chunk = chunk or DEFAULT_BATCH_SIZE  # the chunks the uploader sends
 
     rows = []
     for workers in (1, 2, 4):

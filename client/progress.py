@@ -15,11 +15,11 @@ class Progress:
         self.agency = agency
         self.tty = sys.stderr.isatty() if tty is None else tty
         self._bar = None
-        self._total = self._done = 0
+        self._total = self._done = self._already = 0
         self._started = self._last_log = time.monotonic()
 
     def start(self, total: int, already: int) -> None:
-        self._total, self._done = total, already
+        self._total, self._done, self._already = total, already, already
         self._started = self._last_log = time.monotonic()
         if self.tty:
             from tqdm import tqdm  # only on a terminal
@@ -35,7 +35,7 @@ class Progress:
         now = time.monotonic()
         if now - self._last_log >= LOG_EVERY:
             self._last_log = now
-            rate = self._done / max(now - self._started, 1e-9)
+            rate = (self._done - self._already) / max(now - self._started, 1e-9)  # this run's pace
             log.info("action: progreso | result: in_progress | agencia: %d | enviadas: %d | total: %d | bets_s: %.0f",
                      self.agency, self._done, self._total, rate)
 

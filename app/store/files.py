@@ -32,6 +32,7 @@ from pathlib import Path
 import filelock
 import orjson
 
+from app.atomicfile import fsync_dir, write_atomically
 from app.store.base import (
     AgencyClosed,
     Chunk,
@@ -229,26 +230,11 @@ class FileStore(Store):
         self._fsync_dir()
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.dir)
 
     def _replace_json(self, path: Path, value: object) -> None:
         """Write a small JSON file atomically: readers see the old or the new, never half."""
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(orjson.dumps(value))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        self._fsync_dir()
+        write_atomically(path, lambda f: f.write(orjson.dumps(value)))
 
     @staticmethod
     def _append(path: Path, data: bytes) -> None:

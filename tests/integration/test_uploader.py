@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from app.launcher import ROOT, Server
 from client.generate import generate
@@ -43,7 +42,7 @@ def test_five_uploaders_on_the_course_dataset(tmp_path: Path, dataset: Path) -> 
         results = {a: p.communicate(timeout=120) + (p.returncode,) for a, p in procs.items()}
         for agency, (out, err, code) in results.items():
             assert code == 0, err
-            assert f"action: consulta_ganadores | result: success | cant_ganadores: " in err
+            assert "action: consulta_ganadores | result: success | cant_ganadores: " in err
         counts = [len(json.loads(results[a][0])["winners"]) for a in files]
         assert counts == [2, 3, 3, 2, 0]
         assert stored_rows(server.data_dir) == expected_rows(files)
