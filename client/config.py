@@ -64,7 +64,10 @@ ENV = {
     "retries": ("LOTTERY_RETRIES",),
     "upload_id": ("LOTTERY_UPLOAD_ID",),
     "log_level": ("LOTTERY_LOG_LEVEL", "CLI_LOG_LEVEL"),
+    "quiet": ("LOTTERY_QUIET",),
+    "json": ("LOTTERY_JSON",),
 }
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 def _from_yaml(path: Path) -> dict:
@@ -94,7 +97,7 @@ def _from_yaml(path: Path) -> dict:
         out["concurrency"] = batch["concurrency"]
     if isinstance(data.get("log"), dict) and "level" in data["log"]:
         out["log_level"] = data["log"]["level"]
-    for key in ("agency", "file", "token", "timeout", "retries"):
+    for key in ("agency", "file", "token", "timeout", "retries", "quiet", "json"):
         if key in data:
             out[key] = data[key]
     return out
@@ -117,6 +120,13 @@ def _convert(name: str, value: object) -> object:
         if name == "server":
             url = str(value).rstrip("/")
             return url if "://" in url else f"http://{url}"
+        if name in ("quiet", "json"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in _TRUE + _FALSE:
+                raise ValueError
+            return text in _TRUE
         if name == "log_level":
             level = str(value).upper()
             if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -38,6 +38,14 @@ def test_defaults_and_the_course_variables() -> None:
     assert (options.server, options.agency, options.batch_size) == ("http://127.0.0.1:8000", 2, DEFAULT_BATCH_SIZE)
 
 
+def test_switches_from_the_environment() -> None:
+    assert resolve({}, environ={"LOTTERY_QUIET": "true", "LOTTERY_JSON": "1"}).quiet is True
+    assert resolve({}, environ={"LOTTERY_JSON": "1"}).json is True
+    assert resolve({}, environ={"LOTTERY_QUIET": "no"}).quiet is False
+    with pytest.raises(ConfigError, match="invalid value for quiet: 'maybe'"):
+        resolve({}, environ={"LOTTERY_QUIET": "maybe"})
+
+
 def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
     (tmp_path / "t").write_text("s3cret-token-of-agency\n")
     assert resolve({"token_file": str(tmp_path / "t")}, environ={}).token == "s3cret-token-of-agency"
