@@ -14,12 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import AgencyDep, authorize, SettingsDep, StoreDep, idempotency_key, read_body, upload_span
+from app.deps import AgencyDep, SettingsDep, StoreDep, authorize, idempotency_key, read_body, upload_span
 from app.ingest import parse_chunk
 from app.problems import NotDrawnYet, documented
 from app.routes.schemas import ChunkStored, DoneState, UploadProgress, Winners, bets_request_body
 from app.store import Chunk, ChunkReceipt, Store, UploadSpan
-
 
 log = logging.getLogger("lottery")
 router = APIRouter(prefix="/agencies/{agency}", tags=["agencies"], dependencies=[Depends(authorize)])
@@ -61,8 +60,8 @@ async def post_bets(
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
         receipt = await run_in_threadpool(_receive, store, agency, body, request.headers.get("content-type"),
                                           settings.max_bets_per_chunk, key, upload)
-    except Exception:
-        log.info("action: apuesta_recibida | result: fail | agencia: %d", agency)
+    except Exception as error:
+        log.info("action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", agency, type(error).__name__)
         raise
     if receipt.replayed:
         response.status_code = 200
