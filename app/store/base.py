@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from app.domain import Row, decode_rows, encode_rows
@@ -113,6 +114,38 @@ class StorageUnavailable(StoreError):
 
 class StorageBusy(StorageUnavailable):
     """The storage lock was not granted in time (503 with Retry-After)."""
+
+
+def replay_by_key(chunk: Chunk, stored: tuple[str, int] | None) -> ChunkReceipt | None:
+    """The answer to a chunk whose Idempotency-Key was stored as ``(fingerprint, count)``.
+
+    Every backend decides replays with these two functions, so they answer alike.
+    """
+    if stored is None:
+        return None
+    if stored[0] != chunk.fingerprint:
+        raise IdempotencyMismatch("this Idempotency-Key was already used for a different chunk")
+    return ChunkReceipt(chunk.agency, stored[1], replayed=True)
+
+
+def replay_by_range(chunk: Chunk, spans: Iterable[tuple[int, int, str]],
+                    committed: Callable[[], list[tuple[int, int]]]) -> ChunkReceipt | None:
+    """The answer to a chunk of an upload, given stored ``(start, end, fingerprint)`` spans of it.
+
+    The same range with the same bets is a replay; with other bets, a mismatch; an overlap,
+    a conflict listing the upload's stored ranges (``committed`` is asked only then).
+    """
+    assert chunk.upload is not None
+    start, end = chunk.upload.offset, chunk.upload.offset + chunk.count
+    for s, e, fingerprint in spans:
+        if (s, e) == (start, end):
+            if fingerprint != chunk.fingerprint:
+                raise IdempotencyMismatch(f"lines {start}-{end} of this upload were stored with different bets")
+            return ChunkReceipt(chunk.agency, chunk.count, replayed=True)
+        if s < end and start < e:
+            raise RangeConflict(f"lines {start}-{end} overlap lines {s}-{e} already stored for this upload",
+                                committed())
+    return None
 
 
 def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

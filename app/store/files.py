@@ -38,8 +38,6 @@ from app.store.base import (
     Chunk,
     ChunkReceipt,
     DoneReceipt,
-    IdempotencyMismatch,
-    RangeConflict,
     RoundStatus,
     StorageBusy,
     StorageUnavailable,
@@ -47,6 +45,8 @@ from app.store.base import (
     StoreError,
     UploadState,
     merge_ranges,
+    replay_by_key,
+    replay_by_range,
 )
 
 log = logging.getLogger("lottery")
@@ -343,22 +343,12 @@ class FileStore(Store):
         """Answer a retry from the ledger; raise if the retry does not match what was stored."""
         index = self._index
         if chunk.idempotency_key is not None:
-            seen = index.keys.get((chunk.agency, chunk.idempotency_key))
-            if seen is not None:
-                if seen[0] != chunk.fingerprint:
-                    raise IdempotencyMismatch("this Idempotency-Key was already used for a different chunk")
-                return ChunkReceipt(chunk.agency, seen[1], replayed=True)
+            replay = replay_by_key(chunk, index.keys.get((chunk.agency, chunk.idempotency_key)))
+            if replay is not None:
+                return replay
         if chunk.upload is not None:
-            start, end = chunk.upload.offset, chunk.upload.offset + chunk.count
             spans = index.spans.get((chunk.agency, chunk.upload.upload_id), [])
-            for s, e, fingerprint in spans:
-                if (s, e) == (start, end):
-                    if fingerprint != chunk.fingerprint:
-                        raise IdempotencyMismatch(f"lines {start}-{end} of this upload were stored with different bets")
-                    return ChunkReceipt(chunk.agency, chunk.count, replayed=True)
-                if s < end and start < e:
-                    committed = merge_ranges([(s, e) for s, e, _ in spans])
-                    raise RangeConflict(f"lines {start}-{end} overlap lines {s}-{e} already stored for this upload", committed)
+            return replay_by_range(chunk, spans, lambda: merge_ranges([(s, e) for s, e, _ in spans]))
         return None
 
     def _undo_tail(self, ledger_size: int, bets_size: int) -> None:

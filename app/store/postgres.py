@@ -48,14 +48,14 @@ from app.store.base import (
     Chunk,
     ChunkReceipt,
     DoneReceipt,
-    IdempotencyMismatch,
-    RangeConflict,
     RoundStatus,
     StorageBusy,
     StorageUnavailable,
     Store,
     UploadState,
     merge_ranges,
+    replay_by_key,
+    replay_by_range,
 )
 
 log = logging.getLogger("lottery")
@@ -351,11 +351,9 @@ class PostgresStore(Store):
         if chunk.idempotency_key is not None:
             cur.execute("SELECT fingerprint, count FROM lottery_chunks WHERE agency = %s AND idempotency_key = %s",
                         (chunk.agency, chunk.idempotency_key))
-            seen = cur.fetchone()
-            if seen is not None:
-                if seen[0] != chunk.fingerprint:
-                    raise IdempotencyMismatch("this Idempotency-Key was already used for a different chunk")
-                return ChunkReceipt(chunk.agency, seen[1], replayed=True)
+            replay = replay_by_key(chunk, cur.fetchone())
+            if replay is not None:
+                return replay
         if chunk.upload is not None:
             start, end = chunk.upload.offset, chunk.upload.offset + chunk.count
             # Only the stored ranges that matter: the same one, or overlapping ones (index lookup,
@@ -364,14 +362,8 @@ class PostgresStore(Store):
                         "WHERE agency = %s AND upload_id = %s AND ((upload_start = %s AND upload_end = %s) "
                         "OR (upload_start < %s AND %s < upload_end)) ORDER BY id",
                         (chunk.agency, chunk.upload.upload_id, start, end, end, start))
-            for s, e, fingerprint in cur.fetchall():
-                if (s, e) == (start, end):
-                    if fingerprint != chunk.fingerprint:
-                        raise IdempotencyMismatch(f"lines {start}-{end} of this upload were stored with different bets")
-                    return ChunkReceipt(chunk.agency, chunk.count, replayed=True)
-                committed = self._committed(cur, chunk.agency, chunk.upload.upload_id)
-                raise RangeConflict(f"lines {start}-{end} overlap lines {s}-{e} already stored for this upload",
-                                    committed)
+            upload_id = chunk.upload.upload_id
+            return replay_by_range(chunk, cur.fetchall(), lambda: self._committed(cur, chunk.agency, upload_id))
         return None
 
     @staticmethod
