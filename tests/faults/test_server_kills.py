@@ -33,11 +33,13 @@ AGENCIES = 5
 # What a writer killed mid-append leaves: whole rows past the committed end, then half a row,
 # and half of the ledger line that would have committed them. None of these bets were sent.
 TORN_BETS = b"3,Torn,Tail,99999901,1990-01-01,7574\n3,Torn,Tail,99999902,1990-01-01,12\n3,Torn,Ta"
+MID_UPLOAD_BETS = 40_000  # per agency
 TORN_LEDGER = b'{"a":3,"n":3,"h":"0f3c","k":"torn-key","end":'
 
 
 def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path: Path) -> None:
-    files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=20_000, seed=21), 1))
+    # 200,000 bets, killed at 30,000: a wide margin, however fast the uploads get.
+    files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=MID_UPLOAD_BETS, seed=21), 1))
     data = tmp_path / "data"
     first = Server(data, workers=3, agencies=AGENCIES, log_path=tmp_path / "first.log").start()
     # Enough retries to outlast the time the server is down (each waits up to 5 s).
@@ -86,7 +88,7 @@ def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path:
     assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated"
     assert b"Torn" not in (data / "bets.csv").read_bytes()
     assert b"torn-key" not in (data / "ledger.jsonl").read_bytes()
-    assert check_bets_file(data / "bets.csv") == AGENCIES * 20_000
+    assert check_bets_file(data / "bets.csv") == AGENCIES * MID_UPLOAD_BETS
     assert (data / "bets.csv").stat().st_size == ledger_end(data)
 
     assert first.log().count(SORTEO) + second.log().count(SORTEO) == 1

@@ -31,14 +31,14 @@ from tests.helpers import expected_rows, stored_rows
 pytestmark = pytest.mark.faults
 
 AGENCIES = 5
-BETS = 80_000          # per agency: 160 chunks of 500 each, 800 in all; long enough for the kills
-KILLS = 40             # kills aimed for, at random moments 50-300 ms apart, once the uploads are under way
+BETS = 80_000          # per agency: 320 chunks of 250 each, one at a time: long enough for the kills
+KILLS = 40             # kills aimed for, at random moments 30-200 ms apart, once the uploads are under way
 MIN_KILLS = 20         # kills that must land while the uploaders run
 SEED = 20_261_126      # deterministic choices (victims, delays); the timing itself is real
 
 
 class Killer(threading.Thread):
-    """SIGKILLs a random current worker every 50-300 ms, ``KILLS`` times or until told to stop.
+    """SIGKILLs a random current worker every 30-200 ms, ``KILLS`` times or until told to stop.
 
     The number is bounded because each respawned worker imports the app again: killing
     without end on a 2-core machine would only measure how fast gunicorn can boot workers.
@@ -51,7 +51,7 @@ class Killer(threading.Thread):
         self.kills: list[int] = []
 
     def run(self) -> None:
-        while len(self.kills) < KILLS and not self.stop.wait(self.rng.uniform(0.05, 0.3)):
+        while len(self.kills) < KILLS and not self.stop.wait(self.rng.uniform(0.03, 0.2)):
             pids = sorted(self.server.worker_pids())
             if not pids:
                 continue  # all of them are being respawned right now
@@ -68,7 +68,8 @@ def test_sigkill_random_workers_while_five_agencies_upload(tmp_path: Path) -> No
     server = Server(tmp_path / "data", workers=3, agencies=AGENCIES).start()
     killer = Killer(server, random.Random(SEED))
     try:
-        procs = run_uploaders(server.url, files, "--batch-size", "500", "--concurrency", "2")
+        # Small chunks, one in flight: the uploads must outlast MIN_KILLS kills however fast they get.
+        procs = run_uploaders(server.url, files, "--batch-size", "250", "--concurrency", "1")
         wait_for_bets(server.url, 500)  # the five are under way: kill mid-upload, not at start-up
         killer.start()
         # Keep killing through the uploads, the done calls, the draw and the winners queries.
