@@ -33,25 +33,11 @@ from app.store import (
     RoundStatus,
     StorageUnavailable,
     Store,
-    UploadSpan,
     UploadState,
 )
 from app.store.files import FileStore
+from tests.helpers import WIN, chunk, make_rows
 from tests.postgres_db import fresh_database, reset_database
-
-WIN = 7574
-_from_rows = getattr(Chunk, "from_rows", None) or Chunk.build  # Chunk.build(agency, rows, ...) before from_rows
-
-
-def make_rows(agency: int, n: int, tag: str = "x", start: int = 0, winners: set[int] = frozenset()) -> list[Row]:
-    return [(agency, f"{tag}{i}", f"Last {tag}", f"{agency}{i:06d}", "2000-01-01", WIN if i in winners else i % 7000)
-            for i in range(start, start + n)]
-
-
-def chunk(agency: int, n: int, tag: str = "x", *, key: str | None = None, upload: tuple[str, int] | None = None,
-          start: int = 0, winners: set[int] = frozenset()) -> Chunk:
-    return _from_rows(agency, make_rows(agency, n, tag, start, winners), key, UploadSpan(*upload) if upload else None)
-
 
 # -- the backends -------------------------------------------------------------------------------
 
@@ -195,7 +181,7 @@ def test_append_then_status(backend, store):
 def test_stored_rows_load_back_exactly(backend, store, tmp_path):
     rows = [(1, 'Pérez, "Ana"', "O'Brien", "0001", "1999-03-17", 7574), (1, "Zoë\u00a0Ann", "李", "2", "2000-02-29", 0),
             (1, "a,b", '"', "0000000000", "1900-01-01", 9999), (1, "\\.", "\\N", "3", "2024-02-29", 1)]
-    store.append_chunk(_from_rows(1, rows))
+    store.append_chunk(Chunk.from_rows(1, rows))
     path = tmp_path / "export.csv"
     path.write_bytes(backend.bets_csv())
     assert path.read_bytes() == encode_rows(rows)
@@ -302,7 +288,7 @@ def test_one_draw_with_the_right_winners(backend, store, lottery_log):
         agency = rng.randint(1, 3)
         rows = make_rows(agency, rng.randint(1, 40), f"c{i}-", start=i * 100,
                          winners={i * 100 + j for j in range(40) if rng.random() < 0.15})
-        (store if i % 2 else other).append_chunk(_from_rows(agency, rows, f"key-{i}"))
+        (store if i % 2 else other).append_chunk(Chunk.from_rows(agency, rows, f"key-{i}"))
     assert store.mark_done(3) == DoneReceipt(3, 1, 3, False)
     assert other.mark_done(1) == DoneReceipt(1, 2, 3, False)
     assert store.winners(1) is None and other.winners(2) is None  # before the draw: nothing (a 425)
@@ -327,7 +313,7 @@ def test_one_draw_with_the_right_winners(backend, store, lottery_log):
 
 def test_draw_with_another_winning_number_and_no_bets(backend):
     s = backend.make(agencies=2, winning_number=5)
-    s.append_chunk(_from_rows(1, [(1, "a", "b", "11", "2000-01-01", 5), (1, "a", "b", "12", "2000-01-01", 7574),
+    s.append_chunk(Chunk.from_rows(1, [(1, "a", "b", "11", "2000-01-01", 5), (1, "a", "b", "12", "2000-01-01", 7574),
                                   (1, "a", "b", "13", "2000-01-01", 15), (1, "a", "b", "14", "2000-01-01", 5)]))
     assert s.mark_done(2).drawn is False  # agency 2 never sent a bet
     assert s.mark_done(1).drawn is True
@@ -449,7 +435,7 @@ def pg(pg_url) -> PostgresBackend:
 
 def test_export_command_writes_the_files_backends_bets_csv(pg, tmp_path):
     files = FilesBackend(tmp_path / "data")
-    chunks = [_from_rows(a, [(a, f"N{i}, \"x\"", "O'Brien", str(i), "1999-12-31", i % 3 * WIN) for i in range(n)])
+    chunks = [Chunk.from_rows(a, [(a, f"N{i}, \"x\"", "O'Brien", str(i), "1999-12-31", i % 3 * WIN) for i in range(n)])
               for a, n in ((1, 5), (2, 7), (1, 3))]
     for backend in (files, pg):
         s = backend.make()

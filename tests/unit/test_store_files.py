@@ -23,24 +23,10 @@ from app.store import (
     RangeConflict,
     RoundStatus,
     StorageUnavailable,
-    UploadSpan,
     UploadState,
 )
 from app.store.files import FileStore, scan_winners
-
-WIN = 7574
-
-
-def make_rows(agency: int, n: int, tag: str = "x", start: int = 0, winners: set[int] = frozenset()) -> list[Row]:
-    return [(agency, f"{tag}{i}", f"Last {tag}", f"{agency}{i:06d}", "2000-01-01", WIN if i in winners else i % 7000)
-            for i in range(start, start + n)]
-
-
-def chunk(agency: int, n: int, tag: str = "x", *, key: str | None = None, upload: tuple[str, int] | None = None,
-          start: int = 0, winners: set[int] = frozenset()) -> Chunk:
-    span = UploadSpan(*upload) if upload else None
-    return Chunk.from_rows(agency, make_rows(agency, n, tag, start, winners), key, span)
-
+from tests.helpers import WIN, chunk
 
 def store(path: Path, agencies: int = 3, winning_number: int = WIN) -> FileStore:
     return FileStore(path, agencies, winning_number, lock_timeout=10)
