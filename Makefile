@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test faults bench serve clean
+.PHONY: install demo test lint format faults bench serve clean
 
 install: $(STAMP)
 
@@ -16,11 +16,21 @@ $(STAMP): requirements.txt requirements-runtime.txt
 
 ## A whole lottery round on generated data: server, five agencies, draw, winners.
 demo: $(STAMP)
-	$(PY) -m client.demo
+	$(PY) -m devtools.demo
 
 ## The test suite (fault injection included).
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## Style: ruff's lint rules and formatting, checked (CI runs this).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## Reformat the tree and apply ruff's safe fixes.
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 ## Only the fault-injection tests.
 faults: $(STAMP)

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.problems import BodyTooLarge, BodyTimeout, Forbidden, Problem, Unauthorized, UnknownAgency
+from app.problems import BodyTimeout, BodyTooLarge, Forbidden, Problem, Unauthorized, UnknownAgency
 from app.settings import Settings
 from app.store import Store, UploadSpan
 
@@ -34,7 +34,9 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-async def agency_id(agency: Annotated[int, Path(description="Agency id, 1..N", examples=[1])], settings: SettingsDep) -> int:
+async def agency_id(
+    agency: Annotated[int, Path(description="Agency id, 1..N", examples=[1])], settings: SettingsDep
+) -> int:
     if not 1 <= agency <= settings.agencies:
         raise UnknownAgency(f"agency {agency} does not exist: agencies are 1 to {settings.agencies}")
     return agency
@@ -47,8 +49,9 @@ AgencyDep = Annotated[int, Depends(agency_id)]
 _bearer = HTTPBearer(auto_error=False, description="The agency's token, when the server has LOTTERY_TOKENS_FILE")
 
 
-async def authorize(agency: AgencyDep, request: Request,
-              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+async def authorize(
+    agency: AgencyDep, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
     """With tokens configured: 401 without a valid token, 403 with another agency's token."""
     tokens = request.app.state.tokens
     if tokens is None:
@@ -63,9 +66,16 @@ async def authorize(agency: AgencyDep, request: Request,
 
 
 async def idempotency_key(
-    key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
-        "Optional, 1-255 visible ASCII characters. A retry with the same key stores nothing "
-        "more and gets the original answer; the same key with other bets gets 422."))] = None,
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description=(
+                "Optional, 1-255 visible ASCII characters. A retry with the same key stores nothing "
+                "more and gets the original answer; the same key with other bets gets 422."
+            ),
+        ),
+    ] = None,
 ) -> str | None:
     if key is None:
         return None
@@ -77,10 +87,20 @@ async def idempotency_key(
 
 
 async def upload_span(
-    upload_id: Annotated[str | None, Header(alias="Upload-Id", description=(
-        "Optional: names one file being uploaded (e.g. a hash of it), 1-128 of A-Z a-z 0-9 . _ : -"))] = None,
-    upload_offset: Annotated[str | None, Header(alias="Upload-Offset", description=(
-        "With Upload-Id: index (0-based) of this chunk's first bet in that file."))] = None,
+    upload_id: Annotated[
+        str | None,
+        Header(
+            alias="Upload-Id",
+            description=("Optional: names one file being uploaded (e.g. a hash of it), 1-128 of A-Z a-z 0-9 . _ : -"),
+        ),
+    ] = None,
+    upload_offset: Annotated[
+        str | None,
+        Header(
+            alias="Upload-Offset",
+            description=("With Upload-Id: index (0-based) of this chunk's first bet in that file."),
+        ),
+    ] = None,
 ) -> UploadSpan | None:
     if upload_id is None and upload_offset is None:
         return None

@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 WINNING_NUMBER = 7574
@@ -60,7 +60,7 @@ def latest_birthdate() -> date:
 
     A person born today in Kiribati must not be rejected because the server runs on UTC.
     """
-    return (datetime.now(timezone.utc) + timedelta(hours=14)).date()
+    return (datetime.now(UTC) + timedelta(hours=14)).date()
 
 
 def _clean_name(value: object) -> str:
@@ -131,12 +131,25 @@ def parse_number_text(value: str) -> int:
     return int(value)
 
 
-def validate_bet(agency: int, first_name: object, last_name: object, document: object,
-                 birthdate: object, number: object, latest: date) -> Row:
+def validate_bet(
+    agency: int,
+    first_name: object,
+    last_name: object,
+    document: object,
+    birthdate: object,
+    number: object,
+    latest: date,
+) -> Row:
     """Check every rule and return the row to store; raise :class:`InvalidBet` listing all problems."""
     try:  # fast path: a valid bet costs one call per field and nothing else
-        return (agency, _clean_name(first_name), _clean_name(last_name), _clean_document(document),
-                _clean_birthdate(birthdate, latest), _clean_number(number))
+        return (
+            agency,
+            _clean_name(first_name),
+            _clean_name(last_name),
+            _clean_document(document),
+            _clean_birthdate(birthdate, latest),
+            _clean_number(number),
+        )
     except ValueError:
         pass
     problems: list[tuple[str, str]] = []

@@ -20,14 +20,18 @@ from app.atomicfile import write_atomically
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app.export",
-        description="Write the round's bets from the PostgreSQL backend as the course's bets.csv.")
+        description="Write the round's bets from the PostgreSQL backend as the course's bets.csv.",
+    )
     parser.add_argument("--out", default="bets.csv", help="file to write, or - for stdout (default: bets.csv)")
     parser.add_argument("--database-url", default=None, help="default: LOTTERY_DATABASE_URL")
     args = parser.parse_args(argv)
     url = args.database_url or os.environ.get("LOTTERY_DATABASE_URL") or None
     if not url:
-        print("lottery export: LOTTERY_DATABASE_URL is not set (with the file backend, bets.csv is already in "
-              "LOTTERY_DATA_DIR)", file=sys.stderr)
+        print(
+            "lottery export: LOTTERY_DATABASE_URL is not set (with the file backend, bets.csv is already in "
+            "LOTTERY_DATA_DIR)",
+            file=sys.stderr,
+        )
         return 2
 
     import psycopg
@@ -37,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT, autocommit=True) as conn:
             if conn.execute("SELECT to_regclass('lottery_bets') IS NULL").fetchone()[0]:
-                print("lottery export: the database has no lottery tables (no server has run on it yet)",
-                      file=sys.stderr)
+                print(
+                    "lottery export: the database has no lottery tables (no server has run on it yet)", file=sys.stderr
+                )
                 return 1
             if args.out == "-":
                 bets = export_bets(conn, sys.stdout.buffer)

@@ -46,8 +46,8 @@ class ParsedChunk:
 
 @dataclass(frozen=True, slots=True)
 class BetProblem:
-    index: int            # 0-based position of the bet in the chunk
-    field: str            # offending field, or "bet" when the bet as a whole is wrong
+    index: int  # 0-based position of the bet in the chunk
+    field: str  # offending field, or "bet" when the bet as a whole is wrong
     message: str
     line: int | None = None  # 1-based line in a CSV body
 
@@ -84,7 +84,7 @@ class InvalidChunk(IngestError):
 
     problems: list[BetProblem]
     total: int = 0  # how many problems there were, even past the reporting cap
-    bets: int = 0   # how many bets the chunk had
+    bets: int = 0  # how many bets the chunk had
     detail: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -101,8 +101,7 @@ def parse_chunk(body: bytes, content_type: str | None, agency: int, max_bets: in
         return parse_json(body, agency, max_bets)
     if kind in CSV_TYPES:
         return parse_csv(body, agency, max_bets)
-    raise UnsupportedMediaType(
-        f"Content-Type {kind or '(none)'!r} is not supported; send application/json or text/csv")
+    raise UnsupportedMediaType(f"Content-Type {kind or '(none)'!r} is not supported; send application/json or text/csv")
 
 
 class _Collector:
@@ -156,16 +155,29 @@ def parse_json(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
             continue
         if len(bet) != 5 or not all(name in bet for name in FIELDS):
             missing = [name for name in FIELDS if name not in bet]
-            unknown = [name for name in bet if name not in FIELDS and not (name == "agency" and _is_agency(bet[name], agency))]
+            unknown = [
+                name for name in bet if name not in FIELDS and not (name == "agency" and _is_agency(bet[name], agency))
+            ]
             for name in missing:
                 out.add_problem(index, name, "is required")
             for name in unknown:
-                out.add_problem(index, name, "is not a bet field" if name != "agency" else "does not match the agency in the URL")
+                out.add_problem(
+                    index, name, "is not a bet field" if name != "agency" else "does not match the agency in the URL"
+                )
             if missing or unknown:
                 continue
         try:
-            append(validate_bet(agency, bet["first_name"], bet["last_name"], bet["document"],
-                                bet["birthdate"], bet["number"], latest))
+            append(
+                validate_bet(
+                    agency,
+                    bet["first_name"],
+                    bet["last_name"],
+                    bet["document"],
+                    bet["birthdate"],
+                    bet["number"],
+                    latest,
+                )
+            )
         except InvalidBet as error:
             out.add_invalid(index, error)
     return out.result(len(bets))

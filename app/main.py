@@ -28,8 +28,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     logs.configure(settings.log_level)
     # FastAPIOffline serves the Swagger UI and ReDoc assets from the package, not a CDN,
     # so /docs works on a machine with no internet access.
-    app: FastAPI = FastAPIOffline(title="Lotería Nacional: bet collection", version="1.0.0",
-                                  description=DESCRIPTION)
+    app: FastAPI = FastAPIOffline(title="Lotería Nacional: bet collection", version="1.0.0", description=DESCRIPTION)
     app.state.settings = settings
     app.state.store = store or open_store(settings)
     app.state.tokens = Tokens.load(settings.tokens_file, settings.agencies) if settings.tokens_file else None

@@ -32,7 +32,8 @@ class ProblemDetails(BaseModel):
     detail: str = Field(examples=["2 invalid bet field(s) in a chunk of 250"])
     instance: str | None = Field(None, examples=["/agencies/1/bets"])
     errors: list[dict[str, Any]] | None = Field(
-        None, examples=[[{"index": 3, "line": 4, "field": "birthdate", "message": "must be a date as YYYY-MM-DD"}]])
+        None, examples=[[{"index": 3, "line": 4, "field": "birthdate", "message": "must be a date as YYYY-MM-DD"}]]
+    )
 
 
 class Problem(Exception):
@@ -70,8 +71,14 @@ class Forbidden(Exception):
 
 
 def problem_response(request: Request, problem: Problem) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": problem.title, "status": problem.status,
-                            "detail": problem.detail, "instance": request.url.path, **problem.extra}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": request.url.path,
+        **problem.extra,
+    }
     return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
 
 
@@ -81,8 +88,9 @@ def to_problem(error: Exception) -> Problem:
         case Problem():
             return error
         case ingest.InvalidChunk():
-            return Problem(422, "Invalid bets", str(error), errors=[p.as_dict() for p in error.problems],
-                           error_count=error.total)
+            return Problem(
+                422, "Invalid bets", str(error), errors=[p.as_dict() for p in error.problems], error_count=error.total
+            )
         case ingest.MalformedBody():
             return Problem(400, "Malformed body", str(error))
         case ingest.UnsupportedMediaType():
@@ -124,8 +132,15 @@ def install(app: FastAPI) -> None:
 
     async def handle_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed"}
-        return problem_response(request, Problem(error.status_code, titles.get(error.status_code, "HTTP error"),
-                                                 str(error.detail), headers=getattr(error, "headers", None)))
+        return problem_response(
+            request,
+            Problem(
+                error.status_code,
+                titles.get(error.status_code, "HTTP error"),
+                str(error.detail),
+                headers=getattr(error, "headers", None),
+            ),
+        )
 
     async def handle_validation(request: Request, error: RequestValidationError) -> JSONResponse:
         return problem_response(request, _validation_problem(error))
@@ -133,19 +148,40 @@ def install(app: FastAPI) -> None:
     add_schema(app)
     app.add_exception_handler(StarletteHTTPException, handle_http)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, handle_validation)  # type: ignore[arg-type]
-    for kind in (Problem, ingest.IngestError, store_errors.StoreError, BodyTooLarge, BodyTimeout, UnknownAgency,
-                 NotDrawnYet, Unauthorized, Forbidden, Exception):
+    for kind in (
+        Problem,
+        ingest.IngestError,
+        store_errors.StoreError,
+        BodyTooLarge,
+        BodyTimeout,
+        UnknownAgency,
+        NotDrawnYet,
+        Unauthorized,
+        Forbidden,
+        Exception,
+    ):
         app.add_exception_handler(kind, handle)
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the given error statuses, each with a realistic example."""
-    return {status: {"description": _EXAMPLES[status][0],
-                     "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"},
-                                                "example": {"type": "about:blank", "status": status,
-                                                            "title": _EXAMPLES[status][1],
-                                                            "detail": _EXAMPLES[status][2]}}}}
-            for status in statuses}
+    return {
+        status: {
+            "description": _EXAMPLES[status][0],
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": {"$ref": "#/components/schemas/ProblemDetails"},
+                    "example": {
+                        "type": "about:blank",
+                        "status": status,
+                        "title": _EXAMPLES[status][1],
+                        "detail": _EXAMPLES[status][2],
+                    },
+                }
+            },
+        }
+        for status in statuses
+    }
 
 
 def add_schema(app: FastAPI) -> None:
@@ -156,7 +192,8 @@ def add_schema(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = build()
             schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetails"] = (
-                ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}"))
+                ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+            )
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -165,17 +202,33 @@ def add_schema(app: FastAPI) -> None:
 _EXAMPLES = {
     408: ("The body did not arrive in time", "Request timeout", "the body did not arrive within 30 seconds"),
     400: ("Body cannot be parsed", "Malformed body", "malformed CSV at line 12: unexpected end of data"),
-    401: ("Missing or wrong bearer token", "Unauthorized", "a valid 'Authorization: Bearer <token>' header is required"),
+    401: (
+        "Missing or wrong bearer token",
+        "Unauthorized",
+        "a valid 'Authorization: Bearer <token>' header is required",
+    ),
     403: ("Token of another agency", "Forbidden", "this token belongs to another agency"),
     404: ("Agency outside 1..N", "Unknown agency", "agency 9 does not exist: agencies are 1 to 5"),
-    409: ("Agency done, draw over, or lines already stored", "Agency closed",
-          "agency 1 already said done; no more bets are taken from it"),
+    409: (
+        "Agency done, draw over, or lines already stored",
+        "Agency closed",
+        "agency 1 already said done; no more bets are taken from it",
+    ),
     413: ("Body or chunk over the limit", "Chunk too large", "a chunk may carry at most 100000 bets; split the upload"),
     415: ("Neither JSON nor CSV", "Unsupported media type", "Content-Type 'text/plain' is not supported"),
-    422: ("Invalid bets (none stored), a reused Idempotency-Key, or an invalid parameter", "Invalid bets",
-          "1 invalid bet field(s) in a chunk of 250"),
-    425: ("The draw has not happened yet (see Retry-After)", "Too early",
-          "the draw has not happened yet: every agency must say done first"),
-    503: ("Storage busy or not writable (see Retry-After)", "Storage unavailable",
-          "storage error: No space left on device"),
+    422: (
+        "Invalid bets (none stored), a reused Idempotency-Key, or an invalid parameter",
+        "Invalid bets",
+        "1 invalid bet field(s) in a chunk of 250",
+    ),
+    425: (
+        "The draw has not happened yet (see Retry-After)",
+        "Too early",
+        "the draw has not happened yet: every agency must say done first",
+    ),
+    503: (
+        "Storage busy or not writable (see Retry-After)",
+        "Storage unavailable",
+        "storage error: No space left on device",
+    ),
 }

@@ -24,15 +24,31 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), description="Where bets.csv, the ledger, the done-set and the winners live.")
     agencies: int = Field(5, ge=1, le=10_000, description="Agencies take part in the round: ids 1..N.")
     winning_number: int = Field(7574, ge=0, le=9999, description="A bet wins when its number equals this.")
-    max_body_bytes: int = Field(16 * MiB, ge=1024, le=1024 * MiB, description="Largest request body accepted (413 above).")
+    max_body_bytes: int = Field(
+        16 * MiB, ge=1024, le=1024 * MiB, description="Largest request body accepted (413 above)."
+    )
     max_bets_per_chunk: int = Field(100_000, ge=1, le=10_000_000, description="Most bets in one chunk (413 above).")
-    lock_timeout: float = Field(30.0, gt=0, le=600, description="Seconds to wait for the storage lock before answering 503.")
-    retry_after: int = Field(1, ge=1, le=3600, description="Seconds suggested in Retry-After while the draw has not happened.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the lottery logger.")
-    tokens_file: Path | None = Field(None, description="JSON {agency: token}; when set, agency routes need a bearer token.")
-    body_timeout: float = Field(30.0, gt=0, le=3600, description="Seconds a client may take to send a request body (408 after).")
-    header_timeout: float = Field(10.0, gt=0, le=600, description="Seconds a client may take to send a request's headers.")
-    database_url: str | None = Field(None, description="postgresql://... selects the PostgreSQL backend instead of files.")
+    lock_timeout: float = Field(
+        30.0, gt=0, le=600, description="Seconds to wait for the storage lock before answering 503."
+    )
+    retry_after: int = Field(
+        1, ge=1, le=3600, description="Seconds suggested in Retry-After while the draw has not happened."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the lottery logger."
+    )
+    tokens_file: Path | None = Field(
+        None, description="JSON {agency: token}; when set, agency routes need a bearer token."
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a client may take to send a request body (408 after)."
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds a client may take to send a request's headers."
+    )
+    database_url: str | None = Field(
+        None, description="postgresql://... selects the PostgreSQL backend instead of files."
+    )
 
 
 def describe_error(error: ValidationError) -> str:
@@ -64,8 +80,11 @@ def preflight() -> Settings:
 
     settings = load_or_exit()
     if settings.tokens_file is None:
-        print("lottery: WARNING: LOTTERY_TOKENS_FILE is not set: the agency routes are OPEN, any client "
-              "may act for any agency. Generate tokens with `python -m app.tokens` for real use.", file=sys.stderr)
+        print(
+            "lottery: WARNING: LOTTERY_TOKENS_FILE is not set: the agency routes are OPEN, any client "
+            "may act for any agency. Generate tokens with `python -m app.tokens` for real use.",
+            file=sys.stderr,
+        )
         return settings
     try:
         Tokens.load(settings.tokens_file, settings.agencies)

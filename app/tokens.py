@@ -40,9 +40,16 @@ class Tokens:
         for key, token in data.items():
             if not (isinstance(key, str) and key.isdigit() and 1 <= int(key) <= agencies):
                 raise TokensError(f"tokens file {path}: {key!r} is not an agency id from 1 to {agencies}")
-            if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH or not token.isascii() or not token.isprintable():
-                raise TokensError(f"tokens file {path}: the token of agency {key} must be at least "
-                                  f"{MIN_TOKEN_LENGTH} printable ASCII characters")
+            if (
+                not isinstance(token, str)
+                or len(token) < MIN_TOKEN_LENGTH
+                or not token.isascii()
+                or not token.isprintable()
+            ):
+                raise TokensError(
+                    f"tokens file {path}: the token of agency {key} must be at least "
+                    f"{MIN_TOKEN_LENGTH} printable ASCII characters"
+                )
             by_agency[int(key)] = token
         if len(set(by_agency.values())) != len(by_agency):
             raise TokensError(f"tokens file {path}: two agencies share a token")

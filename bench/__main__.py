@@ -25,14 +25,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from app.launcher import ROOT, Server
+from devtools.server import ROOT, Server
 
 DATASET = ROOT.parent / "shared" / "dataset"
 RESULTS = ROOT / "bench" / "results.json"
 
 
 def _machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
+    )
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
 
 
@@ -50,7 +52,10 @@ def bench_rounds(runs: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-rounds-") as tmp:
         inputs = {}
         if (DATASET / "agency-1.csv").exists():
-            inputs["course dataset (78,697 bets, 5 agencies)"] = ({a: DATASET / f"agency-{a}.csv" for a in range(1, 6)}, 0.8)
+            inputs["course dataset (78,697 bets, 5 agencies)"] = (
+                {a: DATASET / f"agency-{a}.csv" for a in range(1, 6)},
+                0.8,
+            )
         inputs["synthetic 1M bets, 10 agencies"] = (_synthetic(Path(tmp) / "1m", 10, 100_000), 0.4)
         for number, (name, (files, target)) in enumerate(inputs.items()):
             ours, theirs = [], []
@@ -58,10 +63,23 @@ def bench_rounds(runs: int) -> list[dict]:
                 ours.append(http_round(files, Path(tmp) / f"http-{number}-{run}" / "data")["seconds"])
                 theirs.append(tcp_round(files, Path(tmp) / f"tcp-{number}-{run}" / "data")["seconds"])
             ratio = statistics.median(ours) / statistics.median(theirs)
-            rows.append({"input": name, "http_s": statistics.median(ours), "rawtcp_s": statistics.median(theirs),
-                         "ratio": ratio, "target": target, "runs": runs, "http_all": ours, "rawtcp_all": theirs})
-            print(f"  {name}: ours {statistics.median(ours):.2f}s, raw TCP {statistics.median(theirs):.2f}s, "
-                  f"ratio {ratio:.2f}x (target <= {target}x)", flush=True)
+            rows.append(
+                {
+                    "input": name,
+                    "http_s": statistics.median(ours),
+                    "rawtcp_s": statistics.median(theirs),
+                    "ratio": ratio,
+                    "target": target,
+                    "runs": runs,
+                    "http_all": ours,
+                    "rawtcp_all": theirs,
+                }
+            )
+            print(
+                f"  {name}: ours {statistics.median(ours):.2f}s, raw TCP {statistics.median(theirs):.2f}s, "
+                f"ratio {ratio:.2f}x (target <= {target}x)",
+                flush=True,
+            )
     return rows
 
 
@@ -73,12 +91,17 @@ def bench_scale(bets_per_agency: int = 20_000, agencies: int = 50, chunk: int | 
 
     rows = []
     for workers in (1, 2, 4):
-        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, \
-                Server(Path(tmp) / "data", workers=workers, agencies=agencies) as server:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp,
+            Server(Path(tmp) / "data", workers=workers, agencies=agencies) as server,
+        ):
             result = run_load(server.url, agencies, bets_per_agency, chunk)
         rows.append({"workers": workers, "chunk": chunk, **result})
-        print(f"  {workers} worker(s): {result['bets_per_s']:,.0f} bets/s, p50 {result['p50_ms']:.0f} ms, "
-              f"p99 {result['p99_ms']:.0f} ms", flush=True)
+        print(
+            f"  {workers} worker(s): {result['bets_per_s']:,.0f} bets/s, p50 {result['p50_ms']:.0f} ms, "
+            f"p99 {result['p99_ms']:.0f} ms",
+            flush=True,
+        )
     return rows
 
 
@@ -88,12 +111,17 @@ def bench_formats(agencies: int = 10, bets_per_agency: int = 20_000) -> list[dic
     rows = []
     for kind in ("csv", "json"):
         for chunk in (100, 1000, 2000, 5000, 10_000):
-            with tempfile.TemporaryDirectory(prefix="bench-formats-") as tmp, \
-                    Server(Path(tmp) / "data", workers=2, agencies=agencies) as server:
+            with (
+                tempfile.TemporaryDirectory(prefix="bench-formats-") as tmp,
+                Server(Path(tmp) / "data", workers=2, agencies=agencies) as server,
+            ):
                 result = run_load(server.url, agencies, bets_per_agency, chunk, kind)
             rows.append({"format": kind, "chunk": chunk, **result})
-            print(f"  {kind:4} chunk {chunk:>6}: {result['bets_per_s']:,.0f} bets/s, p50 {result['p50_ms']:.0f} ms, "
-                  f"p99 {result['p99_ms']:.0f} ms", flush=True)
+            print(
+                f"  {kind:4} chunk {chunk:>6}: {result['bets_per_s']:,.0f} bets/s, p50 {result['p50_ms']:.0f} ms, "
+                f"p99 {result['p99_ms']:.0f} ms",
+                flush=True,
+            )
     return rows
 
 
@@ -108,16 +136,24 @@ def bench_uploader(runs: int = 3) -> list[dict]:
         for batch in (1000, 2000, 5000, 10_000):
             for concurrency in (1, 2, 4):
                 args = ("--batch-size", str(batch), "--concurrency", str(concurrency))
-                big = statistics.median(run_round(files, Path(tmp) / f"r-{batch}-{concurrency}-{i}" / "data",
-                                                  uploader_args=args)["seconds"] for i in range(runs))
+                big = statistics.median(
+                    run_round(files, Path(tmp) / f"r-{batch}-{concurrency}-{i}" / "data", uploader_args=args)["seconds"]
+                    for i in range(runs)
+                )
                 row = {"batch_size": batch, "concurrency": concurrency, "round_1m_s": big}
                 if small:
                     row["round_dataset_s"] = statistics.median(
-                        run_round(small, Path(tmp) / f"s-{batch}-{concurrency}-{i}" / "data", uploader_args=args)["seconds"]
-                        for i in range(runs))
+                        run_round(small, Path(tmp) / f"s-{batch}-{concurrency}-{i}" / "data", uploader_args=args)[
+                            "seconds"
+                        ]
+                        for i in range(runs)
+                    )
                 rows.append(row)
-                print(f"  --batch-size {batch:>6} --concurrency {concurrency}: 1M round {big:.2f}s"
-                      + (f", dataset round {row['round_dataset_s']:.2f}s" if small else ""), flush=True)
+                print(
+                    f"  --batch-size {batch:>6} --concurrency {concurrency}: 1M round {big:.2f}s"
+                    + (f", dataset round {row['round_dataset_s']:.2f}s" if small else ""),
+                    flush=True,
+                )
     return rows
 
 
@@ -130,13 +166,17 @@ def bench_draw() -> list[dict]:
             make_round(Path(tmp), bets)
             result = measure(Path(tmp))
         rows.append({"bets": bets, **result})
-        print(f"  {bets:>10,} bets ({result['file_mb']:.0f} MB): {result['seconds']:.2f}s, "
-              f"peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"  {bets:>10,} bets ({result['file_mb']:.0f} MB): {result['seconds']:.2f}s, "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
     return rows
 
 
 def bench_pg() -> list[dict]:
-    from bench.pg_round import bench_database_url, run as pg_run
+    from bench.pg_round import bench_database_url
+    from bench.pg_round import run as pg_run
 
     try:
         import psycopg
@@ -148,13 +188,22 @@ def bench_pg() -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
         rows = pg_run(Path(tmp))
     for row in rows:
-        print(f"  1M bets, {row['hosts']} host(s) x {row['workers_per_host']} workers: {row['seconds']:.1f}s = "
-              f"{row['bets_per_s']:,} bets/s", flush=True)
+        print(
+            f"  1M bets, {row['hosts']} host(s) x {row['workers_per_host']} workers: {row['seconds']:.1f}s = "
+            f"{row['bets_per_s']:,} bets/s",
+            flush=True,
+        )
     return rows
 
 
-SECTIONS = {"rounds": bench_rounds, "scale": bench_scale, "formats": bench_formats, "uploader": bench_uploader,
-            "draw": bench_draw, "pg": bench_pg}
+SECTIONS = {
+    "rounds": bench_rounds,
+    "scale": bench_scale,
+    "formats": bench_formats,
+    "uploader": bench_uploader,
+    "draw": bench_draw,
+    "pg": bench_pg,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results: dict = {"machine": _machine()}
-    print(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, Python {results['machine']['python']}")
+    print(
+        f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
+        f"Python {results['machine']['python']}"
+    )
     for name in args.only.split(","):
         print(f"\n[{name}]", flush=True)
         results[name] = SECTIONS[name](args.runs) if name in ("rounds", "uploader") else SECTIONS[name]()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from app.launcher import ROOT
+from devtools.server import ROOT
 
 
 def make_round(data_dir: Path, bets: int, seed: int = 1) -> int:
@@ -25,24 +25,35 @@ def make_round(data_dir: Path, bets: int, seed: int = 1) -> int:
     rng = random.Random(seed)
     block_rows = 100_000
     blocks = []
-    for b in range(10):  # ten different blocks, repeated: realistic lines without 10M random calls
-        blocks.append("".join(
-            f"1,Nombre{rng.randrange(1000)},Apellido {rng.randrange(1000)},{rng.randrange(10**7, 45 * 10**6)},"
-            f"19{rng.randrange(40, 99)}-0{rng.randrange(1, 10)}-1{rng.randrange(0, 10)},{rng.randrange(10_000)}\n"
-            for _ in range(block_rows)).encode())
+    for _b in range(10):  # ten different blocks, repeated: realistic lines without 10M random calls
+        blocks.append(
+            "".join(
+                f"1,Nombre{rng.randrange(1000)},Apellido {rng.randrange(1000)},{rng.randrange(10**7, 45 * 10**6)},"
+                f"19{rng.randrange(40, 99)}-0{rng.randrange(1, 10)}-1{rng.randrange(0, 10)},{rng.randrange(10_000)}\n"
+                for _ in range(block_rows)
+            ).encode()
+        )
     with open(data_dir / "bets.csv", "wb") as f:
         for i in range(bets // block_rows):
             f.write(blocks[i % len(blocks)])
         size = f.tell()
-    (data_dir / "ledger.jsonl").write_bytes(orjson.dumps({"a": 1, "n": bets, "h": "bench", "k": None, "end": size}) + b"\n")
+    (data_dir / "ledger.jsonl").write_bytes(
+        orjson.dumps({"a": 1, "n": bets, "h": "bench", "k": None, "end": size}) + b"\n"
+    )
     for name in ("done.json", "winners.json"):
         (data_dir / name).unlink(missing_ok=True)
     return size
 
 
 def measure(data_dir: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.draw", str(data_dir)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.draw", str(data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return json.loads(out.stdout.splitlines()[-1])
 
 
@@ -57,8 +68,17 @@ def main() -> None:
     winners = len(store.winners(1) or [])
     # VmHWM, not ru_maxrss: after fork+exec, ru_maxrss can still hold the parent's peak.
     peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    print(json.dumps({"drawn": receipt.drawn, "seconds": seconds, "winners": winners, "peak_rss_mb": peak_kib / 1024,
-                      "file_mb": os.path.getsize(data_dir / "bets.csv") / 2**20}))
+    print(
+        json.dumps(
+            {
+                "drawn": receipt.drawn,
+                "seconds": seconds,
+                "winners": winners,
+                "peak_rss_mb": peak_kib / 1024,
+                "file_mb": os.path.getsize(data_dir / "bets.csv") / 2**20,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,26 +13,58 @@ import sys
 import time
 from pathlib import Path
 
-from app.launcher import ROOT, Server
+from devtools.server import ROOT, Server
 
 
-def run_round(files: dict[int, Path], data_dir: Path, *, workers: int | None = None,
-              env: dict[str, str] | None = None, servers: list[Server] | None = None,
-              uploader_args: tuple[str, ...] = ()) -> dict:
+def run_round(
+    files: dict[int, Path],
+    data_dir: Path,
+    *,
+    workers: int | None = None,
+    env: dict[str, str] | None = None,
+    servers: list[Server] | None = None,
+    uploader_args: tuple[str, ...] = (),
+) -> dict:
     """Time one round; ``servers`` (already running) lets a caller spread agencies over hosts.
 
     ``uploader_args`` are extra options for every uploader (e.g. another ``--batch-size``).
     """
     own = servers is None
     if own:
-        servers = [Server(data_dir, workers=workers or 2, agencies=len(files), env=env,
-                          log_path=data_dir.parent / f"{data_dir.name}.log").start()]
+        servers = [
+            Server(
+                data_dir,
+                workers=workers or 2,
+                agencies=len(files),
+                env=env,
+                log_path=data_dir.parent / f"{data_dir.name}.log",
+            ).start()
+        ]
     try:
         started = time.perf_counter()
-        procs = {agency: subprocess.Popen(
-            [sys.executable, "-m", "client", "run", "--agency", str(agency), "--file", str(path),
-             "--server", servers[(agency - 1) % len(servers)].url, "--quiet", "--json", *uploader_args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for agency, path in files.items()}
+        procs = {
+            agency: subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "client",
+                    "run",
+                    "--agency",
+                    str(agency),
+                    "--file",
+                    str(path),
+                    "--server",
+                    servers[(agency - 1) % len(servers)].url,
+                    "--quiet",
+                    "--json",
+                    *uploader_args,
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for agency, path in files.items()
+        }
         outputs = {agency: proc.communicate(timeout=600) for agency, proc in procs.items()}
         seconds = time.perf_counter() - started
         for agency, proc in procs.items():

@@ -28,16 +28,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from app.launcher import Server
 from bench.http_round import run_round
 from client.generate import generate
+from devtools.server import Server
 
 DEFAULT_URL = "postgresql://lottery@127.0.0.1:54329/lottery"
 
 
 def bench_database_url() -> str:
-    return (os.environ.get("LOTTERY_BENCH_DATABASE_URL") or os.environ.get("LOTTERY_TEST_DATABASE_URL")
-            or DEFAULT_URL)
+    return os.environ.get("LOTTERY_BENCH_DATABASE_URL") or os.environ.get("LOTTERY_TEST_DATABASE_URL") or DEFAULT_URL
 
 
 @contextlib.contextmanager
@@ -58,9 +57,16 @@ def round_database(server_url: str) -> Iterator[str]:
 def pg_round(files: dict[int, Path], work: Path, database_url: str, hosts: int, workers: int | None = None) -> dict:
     """One round on ``hosts`` hosts sharing a fresh database: seconds, bets/s, winners, draws."""
     with round_database(database_url) as url:
-        servers = [Server(work / f"h{hosts}-{n}" / "data", workers=workers or 2, agencies=len(files),
-                          log_path=work / f"pg-{hosts}-hosts-{n}.log", env={"LOTTERY_DATABASE_URL": url})
-                   for n in range(1, hosts + 1)]
+        servers = [
+            Server(
+                work / f"h{hosts}-{n}" / "data",
+                workers=workers or 2,
+                agencies=len(files),
+                log_path=work / f"pg-{hosts}-hosts-{n}.log",
+                env={"LOTTERY_DATABASE_URL": url},
+            )
+            for n in range(1, hosts + 1)
+        ]
         try:
             for server in servers:
                 server.data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -74,8 +80,14 @@ def pg_round(files: dict[int, Path], work: Path, database_url: str, hosts: int, 
     bets = status["bets"]
     if not status["drawn"] or draws != 1:
         raise RuntimeError(f"{hosts} host(s): drawn={status['drawn']}, draw lines={draws}")
-    return {"hosts": hosts, "workers_per_host": workers or 2, "bets": bets, "seconds": round(result["seconds"], 2),
-            "bets_per_s": round(bets / result["seconds"]), "winners": sum(result["winners"].values())}
+    return {
+        "hosts": hosts,
+        "workers_per_host": workers or 2,
+        "bets": bets,
+        "seconds": round(result["seconds"], 2),
+        "bets_per_s": round(bets / result["seconds"]),
+        "winners": sum(result["winners"].values()),
+    }
 
 
 def store_ceiling(database_url: str | None = None, *, writers: int = 4, chunks: int = 50, size: int = 2000) -> dict:
@@ -90,16 +102,31 @@ def store_ceiling(database_url: str | None = None, *, writers: int = 4, chunks: 
     from app.store.postgres import PostgresStore
 
     rng = random.Random(1)
-    payloads = {a: encode_rows([(a, "Santiago", "Pérez García", str(rng.randrange(10**7, 45 * 10**6)),
-                                 "1990-01-01", rng.randrange(10_000)) for _ in range(size)])
-                for a in range(1, writers + 1)}
+    payloads = {
+        a: encode_rows(
+            [
+                (
+                    a,
+                    "Santiago",
+                    "Pérez García",
+                    str(rng.randrange(10**7, 45 * 10**6)),
+                    "1990-01-01",
+                    rng.randrange(10_000),
+                )
+                for _ in range(size)
+            ]
+        )
+        for a in range(1, writers + 1)
+    }
     with round_database(database_url or bench_database_url()) as url:
         store = PostgresStore(url, writers, 7574)
         try:
+
             def write(agency: int) -> None:
                 for i in range(chunks):
-                    store.append_chunk(Chunk.build(agency, payloads[agency], size, f"k{i}",
-                                                   UploadSpan("bench", i * size)))
+                    store.append_chunk(
+                        Chunk.build(agency, payloads[agency], size, f"k{i}", UploadSpan("bench", i * size))
+                    )
 
             threads = [threading.Thread(target=write, args=(a,)) for a in payloads]
             started = time.perf_counter()
@@ -114,8 +141,15 @@ def store_ceiling(database_url: str | None = None, *, writers: int = 4, chunks: 
     return {"writers": writers, "bets": bets, "seconds": round(seconds, 2), "bets_per_s": round(bets / seconds)}
 
 
-def run(work: Path, *, database_url: str | None = None, agencies: int = 10, bets: int = 100_000,
-        workers: int | None = None, host_counts: tuple[int, ...] = (1, 2)) -> list[dict]:
+def run(
+    work: Path,
+    *,
+    database_url: str | None = None,
+    agencies: int = 10,
+    bets: int = 100_000,
+    workers: int | None = None,
+    host_counts: tuple[int, ...] = (1, 2),
+) -> list[dict]:
     """The round on PostgreSQL with each number of hosts in ``host_counts``."""
     url = database_url or bench_database_url()
     files = dict(enumerate(generate(work / "agencies", agencies=agencies, bets=bets, seed=1), 1))
@@ -130,14 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="workers per host (default 2)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lottery-pg-bench-") as tmp:
-        results = run(Path(tmp), database_url=args.database_url, agencies=args.agencies, bets=args.bets,
-                      workers=args.workers)
+        results = run(
+            Path(tmp), database_url=args.database_url, agencies=args.agencies, bets=args.bets, workers=args.workers
+        )
     ceiling = store_ceiling(args.database_url)
     for r in results:
-        print(f"PostgreSQL, {r['hosts']} host(s) x {r['workers_per_host']} workers: {r['bets']:,} bets in "
-              f"{r['seconds']:.1f} s = {r['bets_per_s']:,} bets/s ({r['winners']} winners)")
-    print(f"PostgreSQL store alone, {ceiling['writers']} writers: {ceiling['bets']:,} bets in {ceiling['seconds']:.1f} s "
-          f"= {ceiling['bets_per_s']:,} bets/s")
+        print(
+            f"PostgreSQL, {r['hosts']} host(s) x {r['workers_per_host']} workers: {r['bets']:,} bets in "
+            f"{r['seconds']:.1f} s = {r['bets_per_s']:,} bets/s ({r['winners']} winners)"
+        )
+    print(
+        f"PostgreSQL store alone, {ceiling['writers']} writers: {ceiling['bets']:,} bets in {ceiling['seconds']:.1f} s "
+        f"= {ceiling['bets_per_s']:,} bets/s"
+    )
     print(json.dumps({"rounds": results, "store_ceiling": ceiling}))
     return 0
 

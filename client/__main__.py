@@ -96,8 +96,7 @@ def wait_for_winners(api, agency: int, timeout: float, wait: bool) -> list[str]:
         # Long poll: the server holds the request up to `hold` seconds and answers the
         # moment the draw happens, so agencies learn it at once without hammering it.
         hold = int(min(max(deadline - time.monotonic(), 0), 30)) if wait else 0
-        response = api.request("GET", f"/agencies/{agency}/winners", params={"wait": hold},
-                               timeout=api.timeout + hold)
+        response = api.request("GET", f"/agencies/{agency}/winners", params={"wait": hold}, timeout=api.timeout + hold)
         if response.status_code == 200:
             winners = response.json()["winners"]
             log.info("action: consulta_ganadores | result: success | cant_ganadores: %d", len(winners))
@@ -138,17 +137,27 @@ def cmd_run(options: Options, stop) -> int:
     progress = None if options.quiet else Progress(options.agency)
     try:
         started = time.monotonic()
-        uploader = Uploader(api, options.agency, options.file, options.batch_size, options.concurrency,
-                            options.upload_id, progress)
+        uploader = Uploader(
+            api, options.agency, options.file, options.batch_size, options.concurrency, options.upload_id, progress
+        )
         total = uploader.run()
         if progress:
             progress.close()
         elapsed = time.monotonic() - started
-        log.info("action: carga | result: success | agencia: %d | apuestas: %d | enviadas: %d | segundos: %.2f",
-                 options.agency, total, uploader.sent, elapsed)
+        log.info(
+            "action: carga | result: success | agencia: %d | apuestas: %d | enviadas: %d | segundos: %.2f",
+            options.agency,
+            total,
+            uploader.sent,
+            elapsed,
+        )
         done = api.request("POST", f"/agencies/{options.agency}/done").json()
-        log.info("action: fin_carga | result: success | agencia: %d | finalizadas: %d/%d",
-                 options.agency, done["done"], done["expected"])
+        log.info(
+            "action: fin_carga | result: success | agencia: %d | finalizadas: %d/%d",
+            options.agency,
+            done["done"],
+            done["expected"],
+        )
         winners = wait_for_winners(api, options.agency, options.timeout, wait=True)
         _print_winners(options.agency, winners, options.json)
         return 0
@@ -160,12 +169,20 @@ def cmd_run(options: Options, stop) -> int:
 
 def cmd_bet(options: Options, args: argparse.Namespace, stop) -> int:
     _require(options, "agency")
-    fields = {"first_name": args.first_name, "last_name": args.last_name, "document": args.document,
-              "birthdate": args.birthdate, "number": args.number}
+    fields = {
+        "first_name": args.first_name,
+        "last_name": args.last_name,
+        "document": args.document,
+        "birthdate": args.birthdate,
+        "number": args.number,
+    }
     missing = [k for k, v in fields.items() if v in (None, "")]
     if missing:
-        raise ConfigError("missing " + ", ".join("--" + m.replace("_", "-") for m in missing) +
-                          " (or NOMBRE, APELLIDO, DOCUMENTO, NACIMIENTO, NUMERO)")
+        raise ConfigError(
+            "missing "
+            + ", ".join("--" + m.replace("_", "-") for m in missing)
+            + " (or NOMBRE, APELLIDO, DOCUMENTO, NACIMIENTO, NUMERO)"
+        )
     try:
         fields["number"] = int(fields["number"])
     except ValueError:
@@ -175,8 +192,12 @@ def cmd_bet(options: Options, args: argparse.Namespace, stop) -> int:
         import uuid
 
         # One key per invocation: retries inside this run never store the bet twice.
-        api.request("POST", f"/agencies/{options.agency}/bets", json={"bets": [fields]},
-                    headers={"Idempotency-Key": f"bet-{uuid.uuid4()}"})
+        api.request(
+            "POST",
+            f"/agencies/{options.agency}/bets",
+            json={"bets": [fields]},
+            headers={"Idempotency-Key": f"bet-{uuid.uuid4()}"},
+        )
     finally:
         api.close()
     log.info("action: apuesta_enviada | result: success | dni: %s | numero: %d", fields["document"], fields["number"])
@@ -204,15 +225,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import threading
 
-    cli = {k: v for k, v in vars(args).items() if k not in ("command", "first_name", "last_name", "document",
-                                                             "birthdate", "number")}
+    cli = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "first_name", "last_name", "document", "birthdate", "number")
+    }
     try:
         options = resolve(cli)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level="WARNING" if options.quiet else options.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-8s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    logging.basicConfig(
+        level="WARNING" if options.quiet else options.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-8s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     from client.http import ClientError, Stopped
 
@@ -234,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Stopped):
         stop.set()
         name = signal.Signals(received["signal"]).name
-        log.warning("action: %s | result: interrupted | signal: %s | rerun the same command to resume",
-                    args.command, name)
+        log.warning(
+            "action: %s | result: interrupted | signal: %s | rerun the same command to resume", args.command, name
+        )
         return 128 + received["signal"]
 
 

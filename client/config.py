@@ -40,9 +40,9 @@ class Options:
     batch_size: int = DEFAULT_BATCH_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
     token: str | None = None
-    timeout: float = 600.0          # seconds to wait for the draw
-    request_timeout: float = 60.0   # seconds for one HTTP request
-    retries: int = 10               # attempts per request on transient failures
+    timeout: float = 600.0  # seconds to wait for the draw
+    request_timeout: float = 60.0  # seconds for one HTTP request
+    retries: int = 10  # attempts per request on transient failures
     quiet: bool = False
     json: bool = False
     wait: bool = False

@@ -7,10 +7,42 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
-FIRST = ["Santiago", "Valentina", "Martina", "Lautaro", "Tiago", "Nicolás", "Agustín", "Camila",
-         "Sofía", "Mateo", "Benjamín", "Joaquín", "Lucía", "Emilia", "María José", "Juan Pablo"]
-LAST = ["Lorca", "Zambrano", "Rivera", "Fornerón", "Hernández", "Agüero", "Álvarez", "Mamani",
-        "Soto", "Saldaña", "Mejía", "O'Connor", "Pérez García", "Núñez", "Borges", "Leiva"]
+FIRST = [
+    "Santiago",
+    "Valentina",
+    "Martina",
+    "Lautaro",
+    "Tiago",
+    "Nicolás",
+    "Agustín",
+    "Camila",
+    "Sofía",
+    "Mateo",
+    "Benjamín",
+    "Joaquín",
+    "Lucía",
+    "Emilia",
+    "María José",
+    "Juan Pablo",
+]
+LAST = [
+    "Lorca",
+    "Zambrano",
+    "Rivera",
+    "Fornerón",
+    "Hernández",
+    "Agüero",
+    "Álvarez",
+    "Mamani",
+    "Soto",
+    "Saldaña",
+    "Mejía",
+    "O'Connor",
+    "Pérez García",
+    "Núñez",
+    "Borges",
+    "Leiva",
+]
 WINNER_SHARE = 0.0001  # a few planted winners per agency, on top of the 1-in-10,000 chance
 
 
@@ -27,7 +59,14 @@ def generate(out: Path, agencies: int, bets: int, seed: int, winning_number: int
             writer = csv.writer(f, lineterminator="\r\n")  # CRLF, like the course's files
             for _ in range(bets):
                 number = winning_number if rng.random() < WINNER_SHARE else rng.randrange(10_000)
-                writer.writerow((rng.choice(FIRST), rng.choice(LAST), str(rng.randrange(10_000_000, 45_000_000)),
-                                 (oldest + timedelta(days=rng.randrange(span))).isoformat(), number))
+                writer.writerow(
+                    (
+                        rng.choice(FIRST),
+                        rng.choice(LAST),
+                        str(rng.randrange(10_000_000, 45_000_000)),
+                        (oldest + timedelta(days=rng.randrange(span))).isoformat(),
+                        number,
+                    )
+                )
         paths.append(path)
     return paths

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
 from dataclasses import dataclass
-
-import sys
 
 # httpx imports its optional command-line tool (click, rich, pygments) when those happen
 # to be installed; the uploader never uses it, and it is a third of httpx's import time,
@@ -64,9 +63,13 @@ class Api:
         self.stop = self.stop or threading.Event()
         # A plain-http server needs no TLS: skipping the CA bundle (verify=False builds a bare
         # context) saves a tenth of a second at start. https servers are verified as usual.
-        self._client = httpx.Client(base_url=self.server, headers=headers, timeout=self.timeout,
-                                    verify=self.server.startswith("https://"),
-                                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
+        self._client = httpx.Client(
+            base_url=self.server,
+            headers=headers,
+            timeout=self.timeout,
+            verify=self.server.startswith("https://"),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -90,9 +93,13 @@ class Api:
                 reason, wait_at_least = f"HTTP {response.status_code}", _retry_after(response)
             if attempt == self.retries:
                 raise ClientError(f"giving up on {method} {path} after {attempt + 1} attempts: {reason}")
-            delay = max(wait_at_least, random.uniform(0, min(MAX_DELAY, BASE_DELAY * 2 ** attempt)))
-            log.warning("action: reintento | result: in_progress | intento: %d | motivo: %s | espera: %.2fs",
-                        attempt + 1, reason, delay)
+            delay = max(wait_at_least, random.uniform(0, min(MAX_DELAY, BASE_DELAY * 2**attempt)))
+            log.warning(
+                "action: reintento | result: in_progress | intento: %d | motivo: %s | espera: %.2fs",
+                attempt + 1,
+                reason,
+                delay,
+            )
             if self.stop.wait(delay):
                 raise Stopped()
         raise AssertionError("unreachable")

@@ -24,8 +24,15 @@ class Progress:
         if self.tty:
             from tqdm import tqdm  # only on a terminal
 
-            self._bar = tqdm(total=total, initial=already, unit="bets", unit_scale=True,
-                             desc=f"agency {self.agency}", dynamic_ncols=True, smoothing=0.1)
+            self._bar = tqdm(
+                total=total,
+                initial=already,
+                unit="bets",
+                unit_scale=True,
+                desc=f"agency {self.agency}",
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
 
     def advance(self, count: int) -> None:
         self._done += count
@@ -36,8 +43,13 @@ class Progress:
         if now - self._last_log >= LOG_EVERY:
             self._last_log = now
             rate = (self._done - self._already) / max(now - self._started, 1e-9)  # this run's pace
-            log.info("action: progreso | result: in_progress | agencia: %d | enviadas: %d | total: %d | bets_s: %.0f",
-                     self.agency, self._done, self._total, rate)
+            log.info(
+                "action: progreso | result: in_progress | agencia: %d | enviadas: %d | total: %d | bets_s: %.0f",
+                self.agency,
+                self._done,
+                self._total,
+                rate,
+            )
 
     def close(self) -> None:
         if self._bar is not None:

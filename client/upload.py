@@ -42,7 +42,7 @@ class Piece:
     """Bets ``[start, start + len(lines))`` of the file; ``numbers`` are their file line numbers."""
 
     start: int
-    lines: list[bytes]   # without their "\n"
+    lines: list[bytes]  # without their "\n"
     numbers: list[int]
 
     @property
@@ -58,8 +58,8 @@ _ALL_BUT_COMMA_AND_NEWLINE = bytes(b for b in range(256) if b not in b",\n")
 
 @dataclass(frozen=True)
 class _Block:
-    lines: list[bytes]           # the bet lines of one block of whole lines, without "\n"
-    numbers: Sequence[int]       # their line numbers in the file
+    lines: list[bytes]  # the bet lines of one block of whole lines, without "\n"
+    numbers: Sequence[int]  # their line numbers in the file
 
 
 def _blocks(path: Path, digest=None) -> Iterator[_Block]:
@@ -107,14 +107,16 @@ def _check_shape(path: Path, block: _Block) -> None:
     # byte must leave ",,,,\n" once per line (bytes.translate runs in C).
     if b'"' not in data and data.translate(None, _ALL_BUT_COMMA_AND_NEWLINE) == b",,,,\n" * len(block.lines):
         return
-    for number, text in zip(block.numbers, block.lines):  # find the line, and allow quoting
+    for number, text in zip(block.numbers, block.lines, strict=False):  # find the line, and allow quoting
         try:
             fields = next(csv.reader([text.decode("utf-8")], strict=True))
         except csv.Error as error:
             raise ClientError(f"{path}:{number}: malformed CSV: {error}") from None
         if len(fields) != 5:
-            raise ClientError(f"{path}:{number}: malformed CSV: {len(fields)} fields, expected 5 "
-                              "(first_name,last_name,document,birthdate,number)")
+            raise ClientError(
+                f"{path}:{number}: malformed CSV: {len(fields)} fields, expected 5 "
+                "(first_name,last_name,document,birthdate,number)"
+            )
 
 
 def scan(path: Path) -> FileScan:
@@ -137,8 +139,8 @@ def scan(path: Path) -> FileScan:
 def plan(path: Path, batch_size: int, committed: list[tuple[int, int]]) -> Iterator[Piece]:
     """Chunks of unsent bets, never crossing a stored range; streams the file."""
     stored = sorted(committed)
-    r = 0                 # first stored range that may still matter
-    base = 0              # bet index of the current block's first line
+    r = 0  # first stored range that may still matter
+    base = 0  # bet index of the current block's first line
     lines: list[bytes] = []
     numbers: list[int] = []
     start = 0
@@ -159,8 +161,8 @@ def plan(path: Path, batch_size: int, committed: list[tuple[int, int]]) -> Itera
             take = min(free_until - i, batch_size - len(lines))
             if not lines:
                 start = bet
-            lines.extend(block.lines[i:i + take])
-            numbers.extend(block.numbers[i:i + take])
+            lines.extend(block.lines[i : i + take])
+            numbers.extend(block.numbers[i : i + take])
             i += take
             if len(lines) == batch_size:
                 yield Piece(start, lines, numbers)
@@ -171,8 +173,16 @@ def plan(path: Path, batch_size: int, committed: list[tuple[int, int]]) -> Itera
 
 
 class Uploader:
-    def __init__(self, api: Api, agency: int, path: Path, batch_size: int, concurrency: int,
-                 upload_id: str | None = None, progress=None):
+    def __init__(
+        self,
+        api: Api,
+        agency: int,
+        path: Path,
+        batch_size: int,
+        concurrency: int,
+        upload_id: str | None = None,
+        progress=None,
+    ):
         self.api, self.agency, self.path = api, agency, path
         self.batch_size, self.concurrency = batch_size, concurrency
         self.forced_id = upload_id
@@ -187,8 +197,13 @@ class Uploader:
         response = self.api.request("GET", f"/agencies/{self.agency}/uploads/{upload_id}")
         committed = [tuple(r) for r in response.json()["committed"]]
         already = sum(e - s for s, e in committed)
-        log.info("action: carga | result: in_progress | agencia: %d | upload_id: %s | apuestas: %d | ya_almacenadas: %d",
-                 self.agency, upload_id, scanned.bets, already)
+        log.info(
+            "action: carga | result: in_progress | agencia: %d | upload_id: %s | apuestas: %d | ya_almacenadas: %d",
+            self.agency,
+            upload_id,
+            scanned.bets,
+            already,
+        )
         if self.progress:
             self.progress.start(scanned.bets, already)
         self._send_all(upload_id, committed)
@@ -222,11 +237,14 @@ class Uploader:
             future.result()
 
     def _send(self, upload_id: str, piece: Piece) -> None:
-        headers = {"Content-Type": "text/csv", "Upload-Id": upload_id, "Upload-Offset": str(piece.start),
-                   "Idempotency-Key": f"{upload_id}:{piece.start}-{piece.end}"}
+        headers = {
+            "Content-Type": "text/csv",
+            "Upload-Id": upload_id,
+            "Upload-Offset": str(piece.start),
+            "Idempotency-Key": f"{upload_id}:{piece.start}-{piece.end}",
+        }
         try:
-            response = self.api.request("POST", f"/agencies/{self.agency}/bets",
-                                        content=piece.body(), headers=headers)
+            response = self.api.request("POST", f"/agencies/{self.agency}/bets", content=piece.body(), headers=headers)
         except Rejected as error:
             raise ClientError(self._explain(error, piece, upload_id)) from None
         stored = response.json()["stored"]
@@ -243,10 +261,18 @@ class Uploader:
             named = []
             for p in problems[:5]:
                 index = p.get("index")
-                where = f"{self.path}:{piece.numbers[index]}" if isinstance(index, int) and index < len(piece.numbers) else lines
+                where = (
+                    f"{self.path}:{piece.numbers[index]}"
+                    if isinstance(index, int) and index < len(piece.numbers)
+                    else lines
+                )
                 named.append(f"{where}: {p.get('field')} {p.get('message')}")
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-            return (f"chunk {lines} rejected ({error.status}): " + "; ".join(named) + more +
-                    f". Nothing of that chunk was stored; fix the file and rerun with --upload-id {upload_id}"
-                    " to send only what is missing")
+            return (
+                f"chunk {lines} rejected ({error.status}): "
+                + "; ".join(named)
+                + more
+                + f". Nothing of that chunk was stored; fix the file and rerun with --upload-id {upload_id}"
+                " to send only what is missing"
+            )
         return f"chunk {lines} rejected: {error}"

@@ -23,10 +23,7 @@ SERVER_URL = "http://server:8000"
 
 # Exec-form healthcheck: the slim image has no curl, but it has Python.
 # urlopen raises on connection errors and on 4xx/5xx, so any failure exits 1.
-_HEALTH_PROBE = (
-    "import urllib.request; "
-    "urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=3)"
-)
+_HEALTH_PROBE = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=3)"
 
 
 def _server(agencies: int) -> dict:
@@ -148,17 +145,19 @@ def render(agencies: int) -> str:
         "#   LOTTERY_DATABASE_URL=postgresql://lottery:lottery@postgres:5432/lottery"
         " docker compose --profile postgres up\n"
     )
+
     class Dumper(yaml.SafeDumper):
         pass
 
     # `KEY:` with nothing after it, as the compose docs write a pass-through
     # variable, rather than `KEY: null`.
-    Dumper.add_representer(
-        type(None), lambda dumper, _: dumper.represent_scalar("tag:yaml.org,2002:null", "")
-    )
+    Dumper.add_representer(type(None), lambda dumper, _: dumper.represent_scalar("tag:yaml.org,2002:null", ""))
     body = yaml.dump(
-        build_compose(agencies), Dumper=Dumper, sort_keys=False,
-        default_flow_style=False, width=1000,
+        build_compose(agencies),
+        Dumper=Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=1000,
     )
     return header + body
 
@@ -175,8 +174,7 @@ def _parse_agencies(text: str) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: generar-compose.sh OUT.yaml N   (N = number of agencies, >= 1)",
-              file=sys.stderr)
+        print("usage: generar-compose.sh OUT.yaml N   (N = number of agencies, >= 1)", file=sys.stderr)
         return 2
     out, n = argv
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.launcher import ROOT
+from devtools.server import ROOT
 
 DATASET = (ROOT.parent / "shared" / "dataset").resolve()
 DATASET_COUNTS = {1: 26936, 2: 25518, 3: 16014, 4: 9238, 5: 991}

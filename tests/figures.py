@@ -23,8 +23,13 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COLUMNS = (("faults", "faults injected"), ("fuzzed", "inputs fuzzed"), ("errors_5xx", "5xx seen"),
-           ("lost", "bets lost"), ("duplicated", "bets duplicated"))
+COLUMNS = (
+    ("faults", "faults injected"),
+    ("fuzzed", "inputs fuzzed"),
+    ("errors_5xx", "5xx seen"),
+    ("lost", "bets lost"),
+    ("duplicated", "bets duplicated"),
+)
 _start_offset = 0
 
 

@@ -31,12 +31,22 @@ def expected_rows(files: dict[int, Path]) -> Counter:
 
 def make_rows(agency: int, n: int, tag: str = "x", start: int = 0, winners: set[int] = frozenset()) -> list[Row]:
     """``n`` valid rows for ``agency``; the indexes in ``winners`` get the winning number."""
-    return [(agency, f"{tag}{i}", f"Last {tag}", f"{agency}{i:06d}", "2000-01-01", WIN if i in winners else i % 7000)
-            for i in range(start, start + n)]
+    return [
+        (agency, f"{tag}{i}", f"Last {tag}", f"{agency}{i:06d}", "2000-01-01", WIN if i in winners else i % 7000)
+        for i in range(start, start + n)
+    ]
 
 
-def chunk(agency: int, n: int, tag: str = "x", *, key: str | None = None, upload: tuple[str, int] | None = None,
-          start: int = 0, winners: set[int] = frozenset()) -> Chunk:
+def chunk(
+    agency: int,
+    n: int,
+    tag: str = "x",
+    *,
+    key: str | None = None,
+    upload: tuple[str, int] | None = None,
+    start: int = 0,
+    winners: set[int] = frozenset(),
+) -> Chunk:
     """A store-ready chunk of :func:`make_rows`, with an optional key and upload span."""
     span = UploadSpan(*upload) if upload else None
     return Chunk.from_rows(agency, make_rows(agency, n, tag, start, winners), key, span)

@@ -44,8 +44,7 @@ def unreachable_reason() -> str | None:
             conn.execute("SELECT 1")
     except Exception as error:  # noqa: BLE001 - any failure means "skip", with its reason
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return (f"PostgreSQL not reachable at {url} ({first}): set LOTTERY_TEST_DATABASE_URL "
-                f"or run .ci/postgres.sh")
+        return f"PostgreSQL not reachable at {url} ({first}): set LOTTERY_TEST_DATABASE_URL or run .ci/postgres.sh"
     return None
 
 

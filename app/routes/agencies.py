@@ -24,8 +24,15 @@ log = logging.getLogger("lottery")
 router = APIRouter(prefix="/agencies/{agency}", tags=["agencies"], dependencies=[Depends(authorize)])
 
 
-def _receive(store: Store, agency: int, body: bytes, content_type: str | None, max_bets: int,
-             key: str | None, upload: UploadSpan | None) -> ChunkReceipt:
+def _receive(
+    store: Store,
+    agency: int,
+    body: bytes,
+    content_type: str | None,
+    max_bets: int,
+    key: str | None,
+    upload: UploadSpan | None,
+) -> ChunkReceipt:
     parsed = parse_chunk(body, content_type, agency, max_bets)
     chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload)
     receipt = store.append_chunk(chunk)
@@ -36,14 +43,25 @@ def _receive(store: Store, agency: int, body: bytes, content_type: str | None, m
 
 
 @router.post(
-    "/bets", status_code=201, response_model=ChunkStored, summary="Upload a chunk of bets",
+    "/bets",
+    status_code=201,
+    response_model=ChunkStored,
+    summary="Upload a chunk of bets",
     openapi_extra=bets_request_body(),
-    responses={200: {"description": "A replay: this Idempotency-Key or upload range was already stored; "
-                                    "nothing more was stored", "model": ChunkStored},
-               **documented(400, 401, 403, 404, 408, 409, 413, 415, 422, 503)},
+    responses={
+        200: {
+            "description": "A replay: this Idempotency-Key or upload range was already stored; nothing more was stored",
+            "model": ChunkStored,
+        },
+        **documented(400, 401, 403, 404, 408, 409, 413, 415, 422, 503),
+    },
 )
 async def post_bets(
-    agency: AgencyDep, request: Request, response: Response, settings: SettingsDep, store: StoreDep,
+    agency: AgencyDep,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    store: StoreDep,
     key: Annotated[str | None, Depends(idempotency_key)],
     upload: Annotated[UploadSpan | None, Depends(upload_span)],
 ) -> ChunkStored:
@@ -58,8 +76,9 @@ async def post_bets(
     """
     try:
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
-        receipt = await run_in_threadpool(_receive, store, agency, body, request.headers.get("content-type"),
-                                          settings.max_bets_per_chunk, key, upload)
+        receipt = await run_in_threadpool(
+            _receive, store, agency, body, request.headers.get("content-type"), settings.max_bets_per_chunk, key, upload
+        )
     except Exception as error:
         log.info("action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", agency, type(error).__name__)
         raise
@@ -70,20 +89,36 @@ async def post_bets(
     return ChunkStored(agency=agency, stored=receipt.stored)
 
 
-@router.post("/done", response_model=DoneState, summary="Say this agency sent everything",
-             responses=documented(401, 403, 404, 422, 503))
+@router.post(
+    "/done",
+    response_model=DoneState,
+    summary="Say this agency sent everything",
+    responses=documented(401, 403, 404, 422, 503),
+)
 async def post_done(agency: AgencyDep, store: StoreDep) -> DoneState:
     """Idempotent. The call that completes the set of agencies performs the draw before answering."""
     receipt = await run_in_threadpool(store.mark_done, agency)
     return DoneState(agency=agency, done=receipt.done, expected=receipt.expected, drawn=receipt.drawn)
 
 
-@router.get("/winners", response_model=Winners, summary="This agency's winners",
-            responses=documented(401, 403, 404, 422, 425, 503))
+@router.get(
+    "/winners",
+    response_model=Winners,
+    summary="This agency's winners",
+    responses=documented(401, 403, 404, 422, 425, 503),
+)
 async def get_winners(
-    agency: AgencyDep, store: StoreDep, settings: SettingsDep,
-    wait: Annotated[int, Query(ge=0, le=60, description=(
-        "Long poll: hold the request up to this many seconds and answer as soon as the draw happens"))] = 0,
+    agency: AgencyDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    wait: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=60,
+            description=("Long poll: hold the request up to this many seconds and answer as soon as the draw happens"),
+        ),
+    ] = 0,
 ) -> Winners:
     """425 Too Early (with Retry-After) until the draw; then the documents of this agency's winning bets."""
     deadline = time.monotonic() + wait
@@ -95,10 +130,15 @@ async def get_winners(
     return Winners(agency=agency, winners=winners)
 
 
-@router.get("/uploads/{upload_id}", response_model=UploadProgress, summary="Which lines of an upload are stored",
-            responses=documented(401, 403, 404, 422, 503))
-async def get_upload(agency: AgencyDep, store: StoreDep,
-                     upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]) -> UploadProgress:
+@router.get(
+    "/uploads/{upload_id}",
+    response_model=UploadProgress,
+    summary="Which lines of an upload are stored",
+    responses=documented(401, 403, 404, 422, 503),
+)
+async def get_upload(
+    agency: AgencyDep, store: StoreDep, upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+) -> UploadProgress:
     """The stored line ranges of one upload (see `Upload-Id`), so a rerun sends only the rest."""
     state = await run_in_threadpool(store.upload_state, agency, upload_id)
     return UploadProgress(upload_id=state.upload_id, committed=state.committed, bets=state.bets)

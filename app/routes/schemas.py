@@ -35,13 +35,16 @@ class DoneState(BaseModel):
 
 class Winners(BaseModel):
     agency: int = Field(examples=[1])
-    winners: list[str] = Field(examples=[["30876370", "24807259"]], description="Documents of this agency's winning bets")
+    winners: list[str] = Field(
+        examples=[["30876370", "24807259"]], description="Documents of this agency's winning bets"
+    )
 
 
 class UploadProgress(BaseModel):
     upload_id: str = Field(examples=["sha256-3f2a9c"])
-    committed: list[tuple[int, int]] = Field(examples=[[[0, 5000], [7000, 8000]]],
-                                             description="Stored line ranges [start, end), merged")
+    committed: list[tuple[int, int]] = Field(
+        examples=[[[0, 5000], [7000, 8000]]], description="Stored line ranges [start, end), merged"
+    )
     bets: int = Field(examples=[6000])
 
 
@@ -60,12 +63,37 @@ def bets_request_body() -> dict[str, Any]:
     """The bets route reads its body itself (JSON or CSV), so its schema is declared by hand."""
     schema = BetsChunkIn.model_json_schema()
     schema["properties"]["bets"]["items"] = schema.pop("$defs")["BetIn"]
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": schema, "example": {"bets": [
-            {"first_name": "Santiago Lionel", "last_name": "Lorca", "document": "30904465",
-             "birthdate": "1999-03-17", "number": 7574}]}},
-        "text/csv": {"schema": {"type": "string", "description": (
-            "One bet a line: first_name,last_name,document,birthdate,number. No header needed "
-            "(a header line with those names is skipped); LF or CRLF; UTF-8; standard CSV quoting.")},
-            "example": "Santiago Lionel,Lorca,30904465,1999-03-17,7574\nAgustin Emanuel,Zambrano,21689196,2000-05-10,9325\n"},
-    }}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": schema,
+                    "example": {
+                        "bets": [
+                            {
+                                "first_name": "Santiago Lionel",
+                                "last_name": "Lorca",
+                                "document": "30904465",
+                                "birthdate": "1999-03-17",
+                                "number": 7574,
+                            }
+                        ]
+                    },
+                },
+                "text/csv": {
+                    "schema": {
+                        "type": "string",
+                        "description": (
+                            "One bet a line: first_name,last_name,document,birthdate,number. No header needed "
+                            "(a header line with those names is skipped); LF or CRLF; UTF-8; standard CSV quoting."
+                        ),
+                    },
+                    "example": (
+                        "Santiago Lionel,Lorca,30904465,1999-03-17,7574\n"
+                        "Agustin Emanuel,Zambrano,21689196,2000-05-10,9325\n"
+                    ),
+                },
+            },
+        }
+    }

@@ -20,9 +20,20 @@ from app.store.base import (
 )
 
 __all__ = [
-    "AgencyClosed", "Chunk", "ChunkReceipt", "DoneReceipt", "IdempotencyMismatch", "RangeConflict",
-    "RoundStatus", "StorageBusy", "StorageUnavailable", "Store", "StoreError", "UploadSpan",
-    "UploadState", "open_store",
+    "AgencyClosed",
+    "Chunk",
+    "ChunkReceipt",
+    "DoneReceipt",
+    "IdempotencyMismatch",
+    "RangeConflict",
+    "RoundStatus",
+    "StorageBusy",
+    "StorageUnavailable",
+    "Store",
+    "StoreError",
+    "UploadSpan",
+    "UploadState",
+    "open_store",
 ]
 
 

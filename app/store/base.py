@@ -31,22 +31,29 @@ class Chunk:
     """A validated chunk, serialized once: the stored CSV bytes, their count and fingerprint."""
 
     agency: int
-    payload: bytes        # rows in the stored format, agency first, LF-terminated
+    payload: bytes  # rows in the stored format, agency first, LF-terminated
     count: int
     fingerprint: str
     idempotency_key: str | None = None
     upload: UploadSpan | None = None
 
     @classmethod
-    def build(cls, agency: int, payload: bytes, count: int, idempotency_key: str | None = None,
-              upload: UploadSpan | None = None) -> Chunk:
+    def build(
+        cls,
+        agency: int,
+        payload: bytes,
+        count: int,
+        idempotency_key: str | None = None,
+        upload: UploadSpan | None = None,
+    ) -> Chunk:
         # The fingerprint covers what is stored, so the same bets sent as JSON or as CSV
         # count as the same request, and a different body under the same key is caught.
         return cls(agency, payload, count, hashlib.sha256(payload).hexdigest(), idempotency_key, upload)
 
     @classmethod
-    def from_rows(cls, agency: int, rows: list[Row], idempotency_key: str | None = None,
-                  upload: UploadSpan | None = None) -> Chunk:
+    def from_rows(
+        cls, agency: int, rows: list[Row], idempotency_key: str | None = None, upload: UploadSpan | None = None
+    ) -> Chunk:
         return cls.build(agency, encode_rows(rows), len(rows), idempotency_key, upload)
 
     @property
@@ -128,8 +135,9 @@ def replay_by_key(chunk: Chunk, stored: tuple[str, int] | None) -> ChunkReceipt 
     return ChunkReceipt(chunk.agency, stored[1], replayed=True)
 
 
-def replay_by_range(chunk: Chunk, spans: Iterable[tuple[int, int, str]],
-                    committed: Callable[[], list[tuple[int, int]]]) -> ChunkReceipt | None:
+def replay_by_range(
+    chunk: Chunk, spans: Iterable[tuple[int, int, str]], committed: Callable[[], list[tuple[int, int]]]
+) -> ChunkReceipt | None:
     """The answer to a chunk of an upload, given stored ``(start, end, fingerprint)`` spans of it.
 
     The same range with the same bets is a replay; with other bets, a mismatch; an overlap,
@@ -143,8 +151,9 @@ def replay_by_range(chunk: Chunk, spans: Iterable[tuple[int, int, str]],
                 raise IdempotencyMismatch(f"lines {start}-{end} of this upload were stored with different bets")
             return ChunkReceipt(chunk.agency, chunk.count, replayed=True)
         if s < end and start < e:
-            raise RangeConflict(f"lines {start}-{end} overlap lines {s}-{e} already stored for this upload",
-                                committed())
+            raise RangeConflict(
+                f"lines {start}-{end} overlap lines {s}-{e} already stored for this upload", committed()
+            )
     return None
 
 

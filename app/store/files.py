@@ -63,9 +63,9 @@ class _LedgerIndex:
     """What this process knows of the ledger, read up to byte ``offset``."""
 
     def __init__(self) -> None:
-        self.offset = 0           # bytes of ledger.jsonl already read
-        self.end = 0              # committed size of bets.csv
-        self.bets = 0             # committed bets
+        self.offset = 0  # bytes of ledger.jsonl already read
+        self.end = 0  # committed size of bets.csv
+        self.bets = 0  # committed bets
         self.keys: dict[tuple[int, str], tuple[str, int]] = {}  # (agency, key) -> (fingerprint, count)
         self.spans: dict[tuple[int, str], list[tuple[int, int, str]]] = defaultdict(list)
 
@@ -114,6 +114,7 @@ class _Ticket:
 
 class FileStore(Store):
     winners_poll_interval = 0.01  # a failed open() of winners.json: microseconds
+
     def __init__(self, data_dir: Path, agencies: int, winning_number: int, lock_timeout: float = 30.0):
         self.dir = Path(data_dir)
         self.expected = agencies
@@ -130,7 +131,9 @@ class FileStore(Store):
         self._queue_guard = threading.Lock()
         self._queue: list[_Ticket] = []  # chunks of this process waiting for the next commit
         self._file_lock = filelock.FileLock(
-            self.dir / LOCK, timeout=lock_timeout, poll_interval=0.002,
+            self.dir / LOCK,
+            timeout=lock_timeout,
+            poll_interval=0.002,
             preserve_lock_file=True,  # never unlink: another process may be waiting on that inode
         )
         self._index = _LedgerIndex()
@@ -188,7 +191,9 @@ class FileStore(Store):
         """Bring the cache up to date and cut off anything a crashed writer left uncommitted."""
         if not self.ledger_path.exists():
             if self.bets_path.exists() and self.bets_path.stat().st_size:
-                raise StorageUnavailable(f"{self.bets_path} has bets but no {LEDGER}: refusing to guess what is committed")
+                raise StorageUnavailable(
+                    f"{self.bets_path} has bets but no {LEDGER}: refusing to guess what is committed"
+                )
             self._create_empty(self.ledger_path)
         self._read_ledger()
         size = self.bets_path.stat().st_size if self.bets_path.exists() else 0
@@ -199,7 +204,9 @@ class FileStore(Store):
                 os.fsync(f.fileno())
             log.warning("action: reparacion | result: success | bytes_descartados: %d", size - self._index.end)
         elif size < self._index.end:
-            raise StorageUnavailable(f"{BETS} is shorter than the ledger says ({size} < {self._index.end}): data lost outside the service")
+            raise StorageUnavailable(
+                f"{BETS} is shorter than the ledger says ({size} < {self._index.end}): data lost outside the service"
+            )
 
     def _read_ledger(self) -> None:
         index = self._index
@@ -241,7 +248,7 @@ class FileStore(Store):
         with open(path, "ab", buffering=0) as f:
             view = memoryview(data)
             while view:
-                view = view[f.write(view):]
+                view = view[f.write(view) :]
             os.fdatasync(f.fileno())
 
     def _read_done(self) -> set[int]:
@@ -312,8 +319,13 @@ class FileStore(Store):
                 else:
                     ticket.settle(outcome)
                 continue
-            record = {"a": chunk.agency, "n": chunk.count, "h": chunk.fingerprint,
-                      "k": chunk.idempotency_key, "end": index.end + len(chunk.payload)}
+            record = {
+                "a": chunk.agency,
+                "n": chunk.count,
+                "h": chunk.fingerprint,
+                "k": chunk.idempotency_key,
+                "end": index.end + len(chunk.payload),
+            }
             if chunk.upload is not None:
                 record["u"], record["o"] = chunk.upload.upload_id, chunk.upload.offset
             index.apply(record)  # provisional, so later chunks of this batch see it (same key twice)
@@ -367,8 +379,12 @@ class FileStore(Store):
             if agency not in done:
                 done.add(agency)
                 self._replace_json(self.done_path, {"agencies": sorted(done)})
-                log.info("action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
-                         agency, len(done), self.expected)
+                log.info(
+                    "action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
+                    agency,
+                    len(done),
+                    self.expected,
+                )
             drawn = self._draw_if_due(done)
             return DoneReceipt(agency, len(done), self.expected, drawn)
 
@@ -379,14 +395,20 @@ class FileStore(Store):
         if not set(range(1, self.expected + 1)) <= done:
             return False
         winners = scan_winners(self.bets_path, self._index.end, self.winning_number)
-        self._replace_json(self.winners_path, {
-            "winning_number": self.winning_number,
-            "bets": self._index.bets,
-            "winners": {str(a): winners.get(a, []) for a in range(1, self.expected + 1)},
-        })
+        self._replace_json(
+            self.winners_path,
+            {
+                "winning_number": self.winning_number,
+                "bets": self._index.bets,
+                "winners": {str(a): winners.get(a, []) for a in range(1, self.expected + 1)},
+            },
+        )
         # One line per round, in the course's format, with the figures that matter.
-        log.info("action: sorteo | result: success | apuestas: %d | cant_ganadores: %d",
-                 self._index.bets, sum(len(v) for v in winners.values()))
+        log.info(
+            "action: sorteo | result: success | apuestas: %d | cant_ganadores: %d",
+            self._index.bets,
+            sum(len(v) for v in winners.values()),
+        )
         return True
 
     def winners(self, agency: int) -> list[str] | None:
@@ -450,7 +472,7 @@ def scan_winners(path: Path, end: int, winning_number: int) -> dict[int, list[st
             hit = block.find(needle, 0, cut)
             while hit != -1:
                 start = block.rfind(b"\n", 0, hit) + 1
-                row = next(csv.reader([block[start:hit + len(needle) - 1].decode("utf-8")]))
+                row = next(csv.reader([block[start : hit + len(needle) - 1].decode("utf-8")]))
                 winners[int(row[0])].append(row[3])
                 hit = block.find(needle, hit + len(needle), cut)
             position += cut

@@ -63,7 +63,7 @@ log = logging.getLogger("lottery")
 SCHEMA_VERSION = 1
 # Advisory lock keys. The one-bigint form and the two-int form never collide (PostgreSQL
 # keeps them apart), so agency keys live in the bigint space and upload keys in the pair space.
-SCHEMA_LOCK = 0x4C4F5454_00000001   # "LOTT" | 1: schema creation and migration
+SCHEMA_LOCK = 0x4C4F5454_00000001  # "LOTT" | 1: schema creation and migration
 AGENCY_LOCK_BASE = 0x4C4F5454_10000000  # + agency id: chunks (shared) vs done (exclusive)
 POOL_MIN, POOL_MAX = 1, 8
 HEALTH_TIMEOUT = 5.0
@@ -97,7 +97,8 @@ SCHEMA = [
     # Two non-empty chunks of one upload that start on the same line always overlap: a
     # safety net under the advisory lock, which checks every overlap.
     """CREATE UNIQUE INDEX IF NOT EXISTS lottery_chunks_upload
-        ON lottery_chunks (agency, upload_id, upload_start) WHERE upload_id IS NOT NULL AND upload_end > upload_start""",
+        ON lottery_chunks (agency, upload_id, upload_start)
+        WHERE upload_id IS NOT NULL AND upload_end > upload_start""",
     # Finds a chunk's stored neighbours in its upload, and an upload's progress.
     "CREATE INDEX IF NOT EXISTS lottery_chunks_ranges ON lottery_chunks (agency, upload_id, upload_start)",
     "ALTER SEQUENCE lottery_chunk_ids OWNED BY lottery_chunks.id",
@@ -158,14 +159,19 @@ def ensure_schema(conn: psycopg.Connection) -> None:
             row = cur.fetchone()
             version = row[0] if row else 0
         if version > SCHEMA_VERSION:
-            raise StorageUnavailable(f"the database has schema version {version}; this server knows up to "
-                                     f"{SCHEMA_VERSION}: upgrade the server")
+            raise StorageUnavailable(
+                f"the database has schema version {version}; this server knows up to "
+                f"{SCHEMA_VERSION}: upgrade the server"
+            )
         if version == SCHEMA_VERSION:
             return
         for statement in SCHEMA:  # version 0 -> 1; later versions append their steps here
             cur.execute(statement)
-        cur.execute("INSERT INTO lottery_schema (id, version) VALUES (1, %s) "
-                    "ON CONFLICT (id) DO UPDATE SET version = excluded.version", (SCHEMA_VERSION,))
+        cur.execute(
+            "INSERT INTO lottery_schema (id, version) VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            (SCHEMA_VERSION,),
+        )
         log.info("action: esquema | result: success | version: %d", SCHEMA_VERSION)
 
 
@@ -221,10 +227,16 @@ class PostgresStore(Store):
                 return conn
 
         return ConnectionPool(
-            self.url, connection_class=TrackedConnection, kwargs=self._connect_kwargs(),
-            min_size=POOL_MIN, max_size=POOL_MAX, timeout=self.lock_timeout,
+            self.url,
+            connection_class=TrackedConnection,
+            kwargs=self._connect_kwargs(),
+            min_size=POOL_MIN,
+            max_size=POOL_MAX,
+            timeout=self.lock_timeout,
             check=ConnectionPool.check_connection,  # a connection the database dropped is replaced, not used
-            name=f"lottery-{os.getpid()}-{generation}", open=True)
+            name=f"lottery-{os.getpid()}-{generation}",
+            open=True,
+        )
 
     def _get_pool(self) -> ConnectionPool:
         # One pool per process: a pool opened before a fork (gunicorn --preload) is not reused.
@@ -284,8 +296,12 @@ class PostgresStore(Store):
                 pool.putconn(conn)  # a broken connection is discarded and replaced by the pool
         except pg_errors.UniqueViolation:
             raise  # append_chunk's business: another host stored the same key meanwhile
-        except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled, pg_errors.DeadlockDetected,
-                pg_errors.SerializationFailure) as error:
+        except (
+            pg_errors.LockNotAvailable,
+            pg_errors.QueryCanceled,
+            pg_errors.DeadlockDetected,
+            pg_errors.SerializationFailure,
+        ) as error:
             raise StorageBusy(f"the database is busy: {_describe(error)}; retry shortly") from None
         except psycopg.Error as error:
             log.warning("action: base_de_datos | result: fail | error: %s", _describe(error))
@@ -321,14 +337,18 @@ class PostgresStore(Store):
     def _append(self, conn: psycopg.Connection, chunk: Chunk) -> ChunkReceipt:
         with conn.transaction(), conn.cursor() as cur:
             if chunk.upload is not None:
-                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                            (chunk.agency, _upload_lock_key(chunk.upload.upload_id)))
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", (chunk.agency, _upload_lock_key(chunk.upload.upload_id))
+                )
             cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (AGENCY_LOCK_BASE + chunk.agency,))
             replay = self._replay(cur, chunk)
             if replay is not None:
                 return replay
-            cur.execute("SELECT (SELECT drawn FROM lottery_round WHERE id = 1), "
-                        "EXISTS (SELECT 1 FROM lottery_done WHERE agency = %s)", (chunk.agency,))
+            cur.execute(
+                "SELECT (SELECT drawn FROM lottery_round WHERE id = 1), "
+                "EXISTS (SELECT 1 FROM lottery_done WHERE agency = %s)",
+                (chunk.agency,),
+            )
             drawn, done = cur.fetchone()
             if drawn:
                 raise AgencyClosed("the draw has already happened; no more bets are taken")
@@ -338,9 +358,16 @@ class PostgresStore(Store):
             cur.execute(
                 "INSERT INTO lottery_chunks (agency, idempotency_key, fingerprint, count, upload_id, upload_start, "
                 "upload_end) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (chunk.agency, chunk.idempotency_key, chunk.fingerprint, chunk.count,
-                 upload.upload_id if upload else None, upload.offset if upload else None,
-                 upload.offset + chunk.count if upload else None))
+                (
+                    chunk.agency,
+                    chunk.idempotency_key,
+                    chunk.fingerprint,
+                    chunk.count,
+                    upload.upload_id if upload else None,
+                    upload.offset if upload else None,
+                    upload.offset + chunk.count if upload else None,
+                ),
+            )
             # The payload is already the stored CSV format, which COPY's csv mode reads as is.
             with cur.copy(f"COPY lottery_bets ({BET_COLUMNS}) FROM STDIN WITH (FORMAT csv)") as copy:
                 copy.write(chunk.payload)
@@ -349,8 +376,10 @@ class PostgresStore(Store):
     def _replay(self, cur: psycopg.Cursor, chunk: Chunk) -> ChunkReceipt | None:
         """Answer a retry from the chunks table; raise if it does not match what was stored."""
         if chunk.idempotency_key is not None:
-            cur.execute("SELECT fingerprint, count FROM lottery_chunks WHERE agency = %s AND idempotency_key = %s",
-                        (chunk.agency, chunk.idempotency_key))
+            cur.execute(
+                "SELECT fingerprint, count FROM lottery_chunks WHERE agency = %s AND idempotency_key = %s",
+                (chunk.agency, chunk.idempotency_key),
+            )
             replay = replay_by_key(chunk, cur.fetchone())
             if replay is not None:
                 return replay
@@ -358,18 +387,22 @@ class PostgresStore(Store):
             start, end = chunk.upload.offset, chunk.upload.offset + chunk.count
             # Only the stored ranges that matter: the same one, or overlapping ones (index lookup,
             # so a long upload in small chunks does not read all of its ranges for every chunk).
-            cur.execute("SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
-                        "WHERE agency = %s AND upload_id = %s AND ((upload_start = %s AND upload_end = %s) "
-                        "OR (upload_start < %s AND %s < upload_end)) ORDER BY id",
-                        (chunk.agency, chunk.upload.upload_id, start, end, end, start))
+            cur.execute(
+                "SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
+                "WHERE agency = %s AND upload_id = %s AND ((upload_start = %s AND upload_end = %s) "
+                "OR (upload_start < %s AND %s < upload_end)) ORDER BY id",
+                (chunk.agency, chunk.upload.upload_id, start, end, end, start),
+            )
             upload_id = chunk.upload.upload_id
             return replay_by_range(chunk, cur.fetchall(), lambda: self._committed(cur, chunk.agency, upload_id))
         return None
 
     @staticmethod
     def _committed(cur: psycopg.Cursor, agency: int, upload_id: str) -> list[tuple[int, int]]:
-        cur.execute("SELECT upload_start, upload_end FROM lottery_chunks WHERE agency = %s AND upload_id = %s",
-                    (agency, upload_id))
+        cur.execute(
+            "SELECT upload_start, upload_end FROM lottery_chunks WHERE agency = %s AND upload_id = %s",
+            (agency, upload_id),
+        )
         return merge_ranges([(s, e) for s, e in cur.fetchall()])
 
     # -- done and the draw ----------------------------------------------------------------
@@ -385,8 +418,12 @@ class PostgresStore(Store):
                 cur.execute("SELECT count(*) FROM lottery_done")
                 done = cur.fetchone()[0]
         if inserted:
-            log.info("action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
-                     agency, done, self.expected)
+            log.info(
+                "action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
+                agency,
+                done,
+                self.expected,
+            )
         drawn = self._announce(draw)
         return DoneReceipt(agency, done, self.expected, drawn)
 
@@ -405,15 +442,19 @@ class PostgresStore(Store):
             return False
         winners: dict[str, list[str]] = {str(a): [] for a in range(1, self.expected + 1)}
         found = 0
-        cur.execute("SELECT agency, document FROM lottery_bets WHERE number = %s ORDER BY chunk_id, id",
-                    (self.winning_number,))
+        cur.execute(
+            "SELECT agency, document FROM lottery_bets WHERE number = %s ORDER BY chunk_id, id", (self.winning_number,)
+        )
         for agency, document in cur:
             winners.setdefault(str(agency), []).append(document)
             found += 1
         cur.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks")
         bets = int(cur.fetchone()[0])
-        cur.execute("UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners = %s::jsonb, "
-                    "drawn_at = now() WHERE id = 1", (self.winning_number, bets, orjson.dumps(winners).decode()))
+        cur.execute(
+            "UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners = %s::jsonb, "
+            "drawn_at = now() WHERE id = 1",
+            (self.winning_number, bets, orjson.dumps(winners).decode()),
+        )
         return bets, found
 
     @staticmethod
@@ -434,22 +475,26 @@ class PostgresStore(Store):
         with self._connection() as conn:
             row = conn.execute(
                 "SELECT drawn, winners -> %s, (SELECT count(*) FROM lottery_done WHERE agency BETWEEN 1 AND %s) "
-                "FROM lottery_round WHERE id = 1", (str(agency), self.expected)).fetchone()
+                "FROM lottery_round WHERE id = 1",
+                (str(agency), self.expected),
+            ).fetchone()
         drawn, mine, done = row
         if not drawn:
             if done < self.expected or not self._draw_now():
                 return None
             # Every agency is done but nobody drew (a crash between the two): drawn just now.
             with self._connection() as conn:
-                mine = conn.execute("SELECT winners -> %s FROM lottery_round WHERE id = 1",
-                                    (str(agency),)).fetchone()[0]
+                mine = conn.execute("SELECT winners -> %s FROM lottery_round WHERE id = 1", (str(agency),)).fetchone()[
+                    0
+                ]
         return list(mine) if mine else []
 
     def status(self) -> RoundStatus:
         with self._connection() as conn:
             drawn, done, bets = conn.execute(
                 "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done), "
-                "(SELECT coalesce(sum(count), 0) FROM lottery_chunks) FROM lottery_round WHERE id = 1").fetchone()
+                "(SELECT coalesce(sum(count), 0) FROM lottery_chunks) FROM lottery_round WHERE id = 1"
+            ).fetchone()
         if not drawn and set(range(1, self.expected + 1)) <= set(done):
             drawn = self._draw_now()
             with self._connection() as conn:
@@ -477,9 +522,13 @@ def export_bets(conn: psycopg.Connection, out: BinaryIO) -> int:
     """The bets in the course's bets.csv format (COPY's csv output is the csv module's, for
     every valid bet), in stored order: chunk by chunk, each chunk's rows in their order."""
     bets = 0
-    with conn.transaction(), conn.cursor() as cur, cur.copy(
+    with (
+        conn.transaction(),
+        conn.cursor() as cur,
+        cur.copy(
             f"COPY (SELECT {BET_COLUMNS} FROM lottery_bets ORDER BY chunk_id, id) TO STDOUT WITH (FORMAT csv)"
-    ) as copy:
+        ) as copy,
+    ):
         for block in copy:
             out.write(block)
             bets += bytes(block).count(b"\n")  # no field may hold a newline: one line, one bet

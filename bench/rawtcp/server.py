@@ -106,7 +106,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
+def _on_alarm(_signum: int, _frame: FrameType | None) -> None:
     raise TimeoutError(f"no lock on {LOCK_FILE} within {LOCK_TIMEOUT} s")
 
 

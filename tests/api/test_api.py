@@ -31,13 +31,19 @@ def client(tmp_path):
 
 
 def bet(document: str, number: int = 1, first_name: str = "Ana", last_name: str = "López") -> dict:
-    return {"first_name": first_name, "last_name": last_name, "document": document, "birthdate": "1999-03-17",
-            "number": number}
+    return {
+        "first_name": first_name,
+        "last_name": last_name,
+        "document": document,
+        "birthdate": "1999-03-17",
+        "number": number,
+    }
 
 
 def csv_body(*bets: dict) -> bytes:
-    return "".join(f'{b["first_name"]},{b["last_name"]},{b["document"]},{b["birthdate"]},{b["number"]}\n'
-                   for b in bets).encode()
+    return "".join(
+        f"{b['first_name']},{b['last_name']},{b['document']},{b['birthdate']},{b['number']}\n" for b in bets
+    ).encode()
 
 
 def json_body(*bets: dict) -> bytes:
@@ -74,6 +80,7 @@ def stored(client: TestClient) -> int:
 
 # -- 201 / 200 --------------------------------------------------------------------------------
 
+
 def test_json_chunk_201(client):
     response = client.post("/agencies/1/bets", content=json_body(bet("1"), bet("2")), headers=JSON)
     assert response.status_code == 201
@@ -101,8 +108,9 @@ def test_idempotent_replay(client):
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == first.json() == {"agency": 2, "stored": 2}
     # the same bets sent as CSV, and the key as an sf-string, are the same request
-    as_csv = client.post("/agencies/2/bets", content=csv_body(bet("1"), bet("2")),
-                         headers={**CSV, "Idempotency-Key": '"chunk-0001"'})
+    as_csv = client.post(
+        "/agencies/2/bets", content=csv_body(bet("1"), bet("2")), headers={**CSV, "Idempotency-Key": '"chunk-0001"'}
+    )
     assert as_csv.status_code == 200
     assert as_csv.json() == {"agency": 2, "stored": 2}
     assert stored(client) == 2
@@ -111,8 +119,9 @@ def test_idempotent_replay(client):
 def test_same_key_other_body_422(client):
     headers = {**JSON, "Idempotency-Key": "k"}
     assert client.post("/agencies/1/bets", content=json_body(bet("1")), headers=headers).status_code == 201
-    body = assert_problem(client.post("/agencies/1/bets", content=json_body(bet("2")), headers=headers), 422,
-                          "Idempotency key reused")
+    body = assert_problem(
+        client.post("/agencies/1/bets", content=json_body(bet("2")), headers=headers), 422, "Idempotency key reused"
+    )
     assert "Idempotency-Key" in body["detail"]
     assert body["instance"] == "/agencies/1/bets"
     assert stored(client) == 1
@@ -122,14 +131,14 @@ def test_same_key_other_body_422(client):
 
 def test_invalid_csv_422_names_every_problem_and_stores_nothing(client):
     client.post("/agencies/1/bets", content=csv_body(bet("1")), headers=CSV)
-    body = (b"Ana,Lopez,1,1999-03-17,1\n"
-            b"Ana,Lopez,12x,1999-03-17,1\n"
-            b"\n"
-            b",Lopez,1,2099-01-01,1\n"
-            b"Ana,Lopez,1\n")
+    body = b"Ana,Lopez,1,1999-03-17,1\nAna,Lopez,12x,1999-03-17,1\n\n,Lopez,1,2099-01-01,1\nAna,Lopez,1\n"
     problem = assert_problem(client.post("/agencies/1/bets", content=body, headers=CSV), 422, "Invalid bets")
     assert [(e["index"], e["line"], e["field"]) for e in problem["errors"]] == [
-        (1, 2, "document"), (2, 4, "first_name"), (2, 4, "birthdate"), (3, 5, "bet")]
+        (1, 2, "document"),
+        (2, 4, "first_name"),
+        (2, 4, "birthdate"),
+        (3, 5, "bet"),
+    ]
     assert all(isinstance(e["message"], str) and e["message"] for e in problem["errors"])
     assert problem["error_count"] == 4
     assert problem["detail"] == "4 invalid bet field(s) in a chunk of 4"
@@ -146,12 +155,15 @@ def test_invalid_json_422_names_index_and_field(client):
 
 # -- 404 ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("agency", [0, 4, -1, 99999])
 def test_unknown_agency_404(client, agency):
-    for response in (client.post(f"/agencies/{agency}/bets", content=csv_body(bet("1")), headers=CSV),
-                     client.post(f"/agencies/{agency}/done"),
-                     client.get(f"/agencies/{agency}/winners"),
-                     client.get(f"/agencies/{agency}/uploads/u1")):
+    for response in (
+        client.post(f"/agencies/{agency}/bets", content=csv_body(bet("1")), headers=CSV),
+        client.post(f"/agencies/{agency}/done"),
+        client.get(f"/agencies/{agency}/winners"),
+        client.get(f"/agencies/{agency}/uploads/u1"),
+    ):
         body = assert_problem(response, 404, "Unknown agency")
         assert body["detail"] == f"agency {agency} does not exist: agencies are 1 to 3"
     assert stored(client) == 0
@@ -166,6 +178,7 @@ def test_unknown_route_and_method_are_problems(client):
 
 # -- 409 ---------------------------------------------------------------------------------------
 
+
 def test_409_after_done_and_after_draw(client):
     assert send(client, csv_body(bet("1")), key="a").status_code == 201
     assert client.post("/agencies/1/done").status_code == 200
@@ -177,14 +190,16 @@ def test_409_after_done_and_after_draw(client):
     client.post("/agencies/2/done")
     assert client.post("/agencies/3/done").json()["drawn"] is True
     for agency in (1, 2, 3):
-        body = assert_problem(client.post(f"/agencies/{agency}/bets", content=csv_body(bet("9")), headers=CSV),
-                              409, "Agency closed")
+        body = assert_problem(
+            client.post(f"/agencies/{agency}/bets", content=csv_body(bet("9")), headers=CSV), 409, "Agency closed"
+        )
         assert "draw" in body["detail"]
     assert send(client, csv_body(bet("1")), key="a").status_code == 200
     assert stored(client) == 2
 
 
 # -- uploads -----------------------------------------------------------------------------------
+
 
 def test_upload_ranges(client):
     up = {**CSV, "Upload-Id": "sha256-abc", "Upload-Offset": "0"}
@@ -195,8 +210,9 @@ def test_upload_ranges(client):
     assert replay.json() == {"agency": 1, "stored": 5}
     nxt = csv_body(*[bet(str(i)) for i in range(5, 8)])
     assert client.post("/agencies/1/bets", content=nxt, headers={**up, "Upload-Offset": "5"}).status_code == 201
-    conflict = assert_problem(client.post("/agencies/1/bets", content=nxt, headers={**up, "Upload-Offset": "6"}),
-                              409, "Lines already stored")
+    conflict = assert_problem(
+        client.post("/agencies/1/bets", content=nxt, headers={**up, "Upload-Offset": "6"}), 409, "Lines already stored"
+    )
     assert conflict["committed"] == [[0, 8]]
     mismatch = client.post("/agencies/1/bets", content=csv_body(*[bet(str(i)) for i in range(50, 55)]), headers=up)
     assert_problem(mismatch, 422, "Idempotency key reused")
@@ -204,20 +220,26 @@ def test_upload_ranges(client):
     assert progress.status_code == 200
     assert progress.json() == {"upload_id": "sha256-abc", "committed": [[0, 8]], "bets": 8}
     assert client.get("/agencies/2/uploads/sha256-abc").json() == {
-        "upload_id": "sha256-abc", "committed": [], "bets": 0}
+        "upload_id": "sha256-abc",
+        "committed": [],
+        "bets": 0,
+    }
     assert stored(client) == 8
 
 
-@pytest.mark.parametrize("headers", [
-    {"Upload-Id": "u1"},
-    {"Upload-Offset": "0"},
-    {"Upload-Id": "u1", "Upload-Offset": "-1"},
-    {"Upload-Id": "u1", "Upload-Offset": "1.5"},
-    {"Upload-Id": "u1", "Upload-Offset": "1" * 13},
-    {"Upload-Id": "u 1", "Upload-Offset": "0"},
-    {"Upload-Id": "u/1", "Upload-Offset": "0"},
-    {"Upload-Id": "u" * 129, "Upload-Offset": "0"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Upload-Id": "u1"},
+        {"Upload-Offset": "0"},
+        {"Upload-Id": "u1", "Upload-Offset": "-1"},
+        {"Upload-Id": "u1", "Upload-Offset": "1.5"},
+        {"Upload-Id": "u1", "Upload-Offset": "1" * 13},
+        {"Upload-Id": "u 1", "Upload-Offset": "0"},
+        {"Upload-Id": "u/1", "Upload-Offset": "0"},
+        {"Upload-Id": "u" * 129, "Upload-Offset": "0"},
+    ],
+)
 def test_bad_upload_headers_400(client, headers):
     response = client.post("/agencies/1/bets", content=csv_body(bet("1")), headers={**CSV, **headers})
     assert_problem(response, 400, "Bad upload headers")
@@ -225,6 +247,7 @@ def test_bad_upload_headers_400(client, headers):
 
 
 # -- 400 / 413 / 415 ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key", ["k" * 256, "k" * 300, "é".encode(), b"a b", b"", b'""', b"tab\there"])
 def test_bad_idempotency_key_400(client, key):
@@ -292,6 +315,7 @@ def test_too_many_bets_413(tmp_path):
 
 
 # -- done, winners, status, health -------------------------------------------------------------
+
 
 def test_round_done_draw_and_winners(tmp_path):
     with make_client(tmp_path, retry_after=7) as client:
@@ -364,10 +388,16 @@ def test_tokens_401_and_403(tmp_path):
         missing = client.post("/agencies/1/bets", content=body, headers=CSV)
         assert_problem(missing, 401, "Unauthorized")
         assert missing.headers["WWW-Authenticate"].startswith("Bearer")
-        assert_problem(client.post("/agencies/1/bets", content=body,
-                                   headers={**CSV, "Authorization": "Bearer " + "z" * 30}), 401, "Unauthorized")
-        assert_problem(client.post("/agencies/1/bets", content=body,
-                                   headers={**CSV, "Authorization": f"Basic {tokens['1']}"}), 401, "Unauthorized")
+        assert_problem(
+            client.post("/agencies/1/bets", content=body, headers={**CSV, "Authorization": "Bearer " + "z" * 30}),
+            401,
+            "Unauthorized",
+        )
+        assert_problem(
+            client.post("/agencies/1/bets", content=body, headers={**CSV, "Authorization": f"Basic {tokens['1']}"}),
+            401,
+            "Unauthorized",
+        )
         other = {"Authorization": f"Bearer {tokens['2']}"}
         assert_problem(client.post("/agencies/1/bets", content=body, headers={**CSV, **other}), 403, "Forbidden")
         assert_problem(client.post("/agencies/1/done", headers=other), 403, "Forbidden")
@@ -391,6 +421,7 @@ def test_winners_wait_after_the_draw_answers_at_once(client):
 
 
 # -- docs and OpenAPI --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_docs_are_offline(client, page):

@@ -17,7 +17,7 @@ from bench.rawtcp.agency import iter_batches
 from bench.rawtcp.round import dataset_files, run_round
 
 WINNING = 7574
-FIRST = ["Santiago Lionel", "Tiago Nicolás", "María José", "Zoë", "Joaquín", "Ana \"Anita\"", "Ñanco"]
+FIRST = ["Santiago Lionel", "Tiago Nicolás", "María José", "Zoë", "Joaquín", 'Ana "Anita"', "Ñanco"]
 LAST = ["Pérez", "Núñez", "Saldaña", "Fornerón", "O'Brien", "Mejía", "Pérez, Gómez"]  # last one needs quotes
 SIZES = {1: 300, 2: 250, 3: 200}
 WIN_EVERY = {1: 37, 2: 50, 3: 0}  # agency 3 has no winners

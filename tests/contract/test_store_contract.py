@@ -22,7 +22,6 @@ import orjson
 import pytest
 
 from app.domain import Row, encode_rows, has_won, load_bets, row_to_bet
-from app.launcher import ROOT, free_port
 from app.store import (
     AgencyClosed,
     Chunk,
@@ -36,10 +35,12 @@ from app.store import (
     UploadState,
 )
 from app.store.files import FileStore
+from devtools.server import ROOT, free_port
 from tests.helpers import WIN, chunk, make_rows
 from tests.postgres_db import fresh_database, reset_database
 
 # -- the backends -------------------------------------------------------------------------------
+
 
 class Backend:
     """Makes store instances on one storage, and reads what it holds from outside the store."""
@@ -163,6 +164,7 @@ def draw_lines(log) -> list[str]:
 
 # -- appending ------------------------------------------------------------------------------------
 
+
 def test_fresh_store(store):
     assert store.status() == RoundStatus(expected=3, done=[], drawn=False, bets=0)
     assert store.winners(1) is None
@@ -179,14 +181,19 @@ def test_append_then_status(backend, store):
 
 
 def test_stored_rows_load_back_exactly(backend, store, tmp_path):
-    rows = [(1, 'Pérez, "Ana"', "O'Brien", "0001", "1999-03-17", 7574), (1, "Zoë\u00a0Ann", "李", "2", "2000-02-29", 0),
-            (1, "a,b", '"', "0000000000", "1900-01-01", 9999), (1, "\\.", "\\N", "3", "2024-02-29", 1)]
+    rows = [
+        (1, 'Pérez, "Ana"', "O'Brien", "0001", "1999-03-17", 7574),
+        (1, "Zoë\u00a0Ann", "李", "2", "2000-02-29", 0),
+        (1, "a,b", '"', "0000000000", "1900-01-01", 9999),
+        (1, "\\.", "\\N", "3", "2024-02-29", 1),
+    ]
     store.append_chunk(Chunk.from_rows(1, rows))
     path = tmp_path / "export.csv"
     path.write_bytes(backend.bets_csv())
     assert path.read_bytes() == encode_rows(rows)
-    loaded = [(b.agency, b.first_name, b.last_name, b.document, b.birthdate.isoformat(), b.number)
-              for b in load_bets(path)]
+    loaded = [
+        (b.agency, b.first_name, b.last_name, b.document, b.birthdate.isoformat(), b.number) for b in load_bets(path)
+    ]
     assert loaded == rows
 
 
@@ -204,8 +211,11 @@ def test_key_replay_across_instances_and_restart(backend, store):
 def test_same_key_other_bets_is_a_mismatch(backend, store):
     store.append_chunk(chunk(1, 4, key="k1"))
     before = backend.bets_csv()
-    for s, c in ((store, chunk(1, 4, "other", key="k1")), (backend.make(), chunk(1, 5, key="k1")),
-                 (backend.make(), chunk(1, 3, key="k1"))):
+    for s, c in (
+        (store, chunk(1, 4, "other", key="k1")),
+        (backend.make(), chunk(1, 5, key="k1")),
+        (backend.make(), chunk(1, 3, key="k1")),
+    ):
         with pytest.raises(IdempotencyMismatch):
             s.append_chunk(c)
     assert backend.bets_csv() == before
@@ -230,8 +240,12 @@ def test_upload_ranges_replay_overlap_adjacent(backend, store):
     assert other.append_chunk(chunk(1, 10, upload=("up", 10), start=10)).replayed is False  # adjacent
     assert store.append_chunk(chunk(1, 5, upload=("up", 30), start=30)).replayed is False
     before = backend.bets_csv()
-    for s, c in ((store, chunk(1, 10, upload=("up", 15), start=15)), (other, chunk(1, 2, upload=("up", 29), start=29)),
-                 (other, chunk(1, 40, upload=("up", 0))), (store, chunk(1, 1, upload=("up", 34), start=34))):
+    for s, c in (
+        (store, chunk(1, 10, upload=("up", 15), start=15)),
+        (other, chunk(1, 2, upload=("up", 29), start=29)),
+        (other, chunk(1, 40, upload=("up", 0))),
+        (store, chunk(1, 1, upload=("up", 34), start=34)),
+    ):
         with pytest.raises(RangeConflict) as caught:
             s.append_chunk(c)
         assert caught.value.committed == [(0, 20), (30, 35)]
@@ -255,6 +269,7 @@ def test_upload_state_merges_and_uploads_are_per_agency(store):
 
 
 # -- done and the draw -------------------------------------------------------------------------------
+
 
 def test_done_is_idempotent(backend, store):
     assert store.mark_done(2) == DoneReceipt(2, 1, 3, False)
@@ -286,8 +301,13 @@ def test_one_draw_with_the_right_winners(backend, store, lottery_log):
     rng = random.Random(5)
     for i in range(12):
         agency = rng.randint(1, 3)
-        rows = make_rows(agency, rng.randint(1, 40), f"c{i}-", start=i * 100,
-                         winners={i * 100 + j for j in range(40) if rng.random() < 0.15})
+        rows = make_rows(
+            agency,
+            rng.randint(1, 40),
+            f"c{i}-",
+            start=i * 100,
+            winners={i * 100 + j for j in range(40) if rng.random() < 0.15},
+        )
         (store if i % 2 else other).append_chunk(Chunk.from_rows(agency, rows, f"key-{i}"))
     assert store.mark_done(3) == DoneReceipt(3, 1, 3, False)
     assert other.mark_done(1) == DoneReceipt(1, 2, 3, False)
@@ -307,14 +327,24 @@ def test_one_draw_with_the_right_winners(backend, store, lottery_log):
     assert store.winners(4) == []  # outside the round: nobody
     assert store.status() == RoundStatus(3, [1, 2, 3], True, len(rows))
     assert store.mark_done(1) == DoneReceipt(1, 3, 3, True)
-    assert draw_lines(lottery_log) == [f"action: sorteo | result: success | apuestas: {len(rows)} | "
-                                       f"cant_ganadores: {sum(map(len, expected.values()))}"]
+    assert draw_lines(lottery_log) == [
+        f"action: sorteo | result: success | apuestas: {len(rows)} | cant_ganadores: {sum(map(len, expected.values()))}"
+    ]
 
 
 def test_draw_with_another_winning_number_and_no_bets(backend):
     s = backend.make(agencies=2, winning_number=5)
-    s.append_chunk(Chunk.from_rows(1, [(1, "a", "b", "11", "2000-01-01", 5), (1, "a", "b", "12", "2000-01-01", 7574),
-                                  (1, "a", "b", "13", "2000-01-01", 15), (1, "a", "b", "14", "2000-01-01", 5)]))
+    s.append_chunk(
+        Chunk.from_rows(
+            1,
+            [
+                (1, "a", "b", "11", "2000-01-01", 5),
+                (1, "a", "b", "12", "2000-01-01", 7574),
+                (1, "a", "b", "13", "2000-01-01", 15),
+                (1, "a", "b", "14", "2000-01-01", 5),
+            ],
+        )
+    )
     assert s.mark_done(2).drawn is False  # agency 2 never sent a bet
     assert s.mark_done(1).drawn is True
     assert s.winners(1) == ["11", "14"] and s.winners(2) == []
@@ -356,14 +386,15 @@ def test_every_agency_done_but_no_draw_is_drawn_by_the_next_request(backend, lot
 
 # -- many writers at once ------------------------------------------------------------------------------
 
+
 def test_concurrent_appends_from_two_instances_store_each_chunk_once(backend):
     """Four threads on two instances send the same chunks, each in its own order."""
     stores = [backend.make(), backend.make()]
     chunks = []
     for i in range(8):
         chunks.append(chunk(1, 30, "k+u", key=f"a1-{i}", upload=("up1", i * 30), start=i * 30))  # key and range
-        chunks.append(chunk(2, 25, "k", key=f"a2-{i}", start=i * 25))                            # key only
-        chunks.append(chunk(3, 20, "u", upload=("up3", i * 20), start=i * 20))                   # range only
+        chunks.append(chunk(2, 25, "k", key=f"a2-{i}", start=i * 25))  # key only
+        chunks.append(chunk(3, 20, "u", upload=("up3", i * 20), start=i * 20))  # range only
     receipts: list[list[ChunkReceipt]] = [[] for _ in range(4)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(4)
@@ -409,8 +440,9 @@ def test_last_agencies_done_at_once_on_two_instances_draw_once(backend, lottery_
         except BaseException as error:  # noqa: BLE001
             errors.append(error)
 
-    threads = [threading.Thread(target=done, args=(stores[n % 2], agency)) for n, agency in
-               enumerate((2, 3, 3, 2, 2, 3))]
+    threads = [
+        threading.Thread(target=done, args=(stores[n % 2], agency)) for n, agency in enumerate((2, 3, 3, 2, 2, 3))
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -425,6 +457,7 @@ def test_last_agencies_done_at_once_on_two_instances_draw_once(backend, lottery_
 
 # -- PostgreSQL only: what files have no counterpart for ---------------------------------------------------
 
+
 @pytest.fixture
 def pg(pg_url) -> PostgresBackend:
     reset_database(pg_url)
@@ -435,23 +468,37 @@ def pg(pg_url) -> PostgresBackend:
 
 def test_export_command_writes_the_files_backends_bets_csv(pg, tmp_path):
     files = FilesBackend(tmp_path / "data")
-    chunks = [Chunk.from_rows(a, [(a, f"N{i}, \"x\"", "O'Brien", str(i), "1999-12-31", i % 3 * WIN) for i in range(n)])
-              for a, n in ((1, 5), (2, 7), (1, 3))]
+    chunks = [
+        Chunk.from_rows(a, [(a, f'N{i}, "x"', "O'Brien", str(i), "1999-12-31", i % 3 * WIN) for i in range(n)])
+        for a, n in ((1, 5), (2, 7), (1, 3))
+    ]
     for backend in (files, pg):
         s = backend.make()
         for c in chunks:
             s.append_chunk(c)
     out = tmp_path / "out" / "bets.csv"
     out.parent.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "app.export", "--out", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", "LOTTERY_DATABASE_URL": pg.url}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.export", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LOTTERY_DATABASE_URL": pg.url},
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == f"lottery export: 15 bets -> {out}"
     assert out.read_bytes() == (tmp_path / "data" / "bets.csv").read_bytes()
     assert [b.document for b in load_bets(out)] == [r[3] for c in chunks for r in c.rows]
 
-    unset = subprocess.run([sys.executable, "-m", "app.export"], cwd=ROOT, capture_output=True, text=True,
-                           env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    unset = subprocess.run(
+        [sys.executable, "-m", "app.export"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert unset.returncode == 2 and len(unset.stderr.strip().splitlines()) == 1
     assert "LOTTERY_DATABASE_URL is not set" in unset.stderr
     files.close()
@@ -501,8 +548,10 @@ def test_connections_the_database_dropped_are_replaced(pg):
     s = pg.make()
     s.append_chunk(chunk(1, 2))
     with psycopg.connect(pg.url, autocommit=True) as conn:  # e.g. a database restart or failover
-        killed = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                              "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
     assert killed >= 1
     assert s.append_chunk(chunk(1, 2, "again")).replayed is False
     assert s.status().bets == 4
@@ -515,8 +564,14 @@ def test_database_down_gives_storage_unavailable_at_once():
 
     started = time.monotonic()
     down = PostgresStore(f"postgresql://lottery@127.0.0.1:{free_port()}/lottery", 2, WIN, lock_timeout=30)
-    for call in (lambda: down.append_chunk(chunk(1, 2)), lambda: down.mark_done(1), lambda: down.winners(1),
-                 down.status, lambda: down.upload_state(1, "u"), down.check_health):
+    for call in (
+        lambda: down.append_chunk(chunk(1, 2)),
+        lambda: down.mark_done(1),
+        lambda: down.winners(1),
+        down.status,
+        lambda: down.upload_state(1, "u"),
+        down.check_health,
+    ):
         with pytest.raises(StorageUnavailable, match="unreachable"):
             call()
     down.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from app.domain import latest_birthdate, parse_number_text, validate_bet
-from app.launcher import ROOT, Server
+from devtools.server import ROOT, Server
 from tests.helpers import read_agency_file
 
 WINNING = 7574
@@ -25,14 +25,21 @@ SORTEO = "action: sorteo | result: success"
 
 def uploader(*args: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m client ...`` as its own process; stdout/stderr captured as text."""
-    return subprocess.Popen([sys.executable, "-m", "client", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "client", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def run_uploaders(url: str, files: dict[int, Path], *extra: str) -> dict[int, subprocess.Popen]:
-    return {a: uploader("run", "--agency", str(a), "--file", str(p), "--server", url, "--json", *extra)
-            for a, p in files.items()}
+    return {
+        a: uploader("run", "--agency", str(a), "--file", str(p), "--server", url, "--json", *extra)
+        for a, p in files.items()
+    }
 
 
 def finish(procs: dict[int, subprocess.Popen], timeout: float) -> dict[int, tuple[str, str, int]]:
@@ -131,5 +138,5 @@ def digest(path: Path) -> str:
 def ledger_end(data_dir: Path) -> int:
     """``end`` of the last committed ledger line: the committed size of bets.csv."""
     data = (data_dir / "ledger.jsonl").read_bytes()
-    lines = data[:data.rfind(b"\n") + 1].splitlines()  # a torn last line commits nothing
+    lines = data[: data.rfind(b"\n") + 1].splitlines()  # a torn last line commits nothing
     return json.loads(lines[-1])["end"] if lines else 0

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.launcher import Server
+from devtools.server import Server
 from tests.faults.support import SORTEO, check_bets_file, digest, wait_workers_loaded
 from tests.figures import lost_and_duplicated, record
 from tests.helpers import stored_rows
@@ -35,8 +35,9 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a tmpfs needs root (os.geteuid() != 0)")
     mount_point = tmp_path / "tmpfs"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True, timeout=30
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
     try:
@@ -52,8 +53,15 @@ def bets_csv(agency: int, count: int, start: int = 0) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     for i in range(start, start + count):
-        writer.writerow((f"Ana María {i % 7}", "O'Connor, Núñez", str(agency * 10_000_000 + i), "1990-01-01",
-                         7574 if i % 500 == 0 else i % 10_000))
+        writer.writerow(
+            (
+                f"Ana María {i % 7}",
+                "O'Connor, Núñez",
+                str(agency * 10_000_000 + i),
+                "1990-01-01",
+                7574 if i % 500 == 0 else i % 10_000,
+            )
+        )
     return out.getvalue().encode()
 
 
@@ -94,8 +102,10 @@ def snapshot(data: Path) -> dict[str, str]:
 def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: Path) -> None:
     data = tmpfs / "data"
     sent: Counter = Counter()
-    with Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log") as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log") as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         wait_workers_loaded(server)
         first = bets_csv(1, 2_000)
         assert client.post("/agencies/1/bets", content=first, headers={"Content-Type": "text/csv"}).status_code == 201
@@ -146,8 +156,10 @@ def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: 
 
 def test_read_only_disk_gives_503_and_recovers_when_writable(tmpfs: Path, tmp_path: Path) -> None:
     data = tmpfs / "data"
-    with Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log") as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log") as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         wait_workers_loaded(server)
         first = bets_csv(1, 500)
         assert client.post("/agencies/1/bets", content=first, headers={"Content-Type": "text/csv"}).status_code == 201
@@ -192,7 +204,8 @@ def test_worker_restarted_while_disk_is_read_only_keeps_serving_503(tmpfs: Path,
                 break
             time.sleep(0.05)
         assert server.proc is not None and server.proc.poll() is None, (
-            "gunicorn shut down when a worker restarted on the read-only data dir:\n" + server.log()[-1500:])
+            "gunicorn shut down when a worker restarted on the read-only data dir:\n" + server.log()[-1500:]
+        )
         for _ in range(4):  # both workers answer
             assert "Read-only file system" in problem(httpx.get(server.url + "/health", timeout=10), 503)["detail"]
         _remount(tmpfs, "rw")
@@ -204,8 +217,9 @@ def test_worker_restarted_while_disk_is_read_only_keeps_serving_503(tmpfs: Path,
 
 
 def _remount(mount_point: Path, mode: str) -> None:
-    done = subprocess.run(["mount", "-o", f"remount,{mode}", str(mount_point)], capture_output=True, text=True,
-                          timeout=30)
+    done = subprocess.run(
+        ["mount", "-o", f"remount,{mode}", str(mount_point)], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
 
 

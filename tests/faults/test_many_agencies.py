@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.launcher import Server
+from devtools.server import Server
 from tests.faults.support import check_bets_file, wait_workers_loaded
 from tests.figures import lost_and_duplicated, record
 from tests.helpers import stored_rows
@@ -33,9 +33,16 @@ LAST = ["O'Connor", "Pérez García", "de la Fuente, Jr.", "Smith", "Ōtsuka"]
 
 def chunk_bets(agency: int, chunk: int) -> list[tuple[str, str, str, str, int]]:
     """Bets whose document encodes where they come from: 9 + agency + chunk + position."""
-    return [(FIRST[(chunk + i) % 5], LAST[(agency + i) % 5], f"9{agency:02d}{chunk:02d}{i}",
-             f"19{50 + (agency + chunk + i) % 50}-0{1 + i}-1{i}", (agency * 131 + chunk * 7 + i) % 10_000)
-            for i in range(PER_CHUNK)]
+    return [
+        (
+            FIRST[(chunk + i) % 5],
+            LAST[(agency + i) % 5],
+            f"9{agency:02d}{chunk:02d}{i}",
+            f"19{50 + (agency + chunk + i) % 50}-0{1 + i}-1{i}",
+            (agency * 131 + chunk * 7 + i) % 10_000,
+        )
+        for i in range(PER_CHUNK)
+    ]
 
 
 def post_all(url: str, agency: int, barrier: threading.Barrier, failures: list) -> None:
@@ -46,11 +53,14 @@ def post_all(url: str, agency: int, barrier: threading.Barrier, failures: list) 
             if chunk % 2:
                 out = io.StringIO()
                 csv.writer(out, lineterminator="\r\n").writerows(bets)
-                r = client.post(f"/agencies/{agency}/bets", content=out.getvalue().encode(),
-                                headers={"Content-Type": "text/csv"})
+                r = client.post(
+                    f"/agencies/{agency}/bets", content=out.getvalue().encode(), headers={"Content-Type": "text/csv"}
+                )
             else:
                 keys = ("first_name", "last_name", "document", "birthdate", "number")
-                r = client.post(f"/agencies/{agency}/bets", json={"bets": [dict(zip(keys, b)) for b in bets]})
+                r = client.post(
+                    f"/agencies/{agency}/bets", json={"bets": [dict(zip(keys, b, strict=False)) for b in bets]}
+                )
             if r.status_code != 201:
                 failures.append((agency, chunk, r.status_code, r.text))
 
@@ -61,8 +71,9 @@ def test_fifty_agencies_posting_small_chunks_at_once(tmp_path: Path) -> None:
     with Server(data, workers=3, agencies=AGENCIES) as server:
         wait_workers_loaded(server)
         barrier = threading.Barrier(AGENCIES)
-        threads = [threading.Thread(target=post_all, args=(server.url, a, barrier, failures))
-                   for a in range(1, AGENCIES + 1)]
+        threads = [
+            threading.Thread(target=post_all, args=(server.url, a, barrier, failures)) for a in range(1, AGENCIES + 1)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -70,8 +81,12 @@ def test_fifty_agencies_posting_small_chunks_at_once(tmp_path: Path) -> None:
         assert not any(t.is_alive() for t in threads), "some agency was still posting after 120 s"
         status = httpx.get(server.url + "/status").json()
 
-    sent = Counter((a, f.strip(), l.strip(), d, b, n) for a in range(1, AGENCIES + 1) for c in range(CHUNKS)
-                   for f, l, d, b, n in chunk_bets(a, c))
+    sent = Counter(
+        (a, f.strip(), l.strip(), d, b, n)
+        for a in range(1, AGENCIES + 1)
+        for c in range(CHUNKS)
+        for f, l, d, b, n in chunk_bets(a, c)
+    )
     stored = stored_rows(data)
     lost, duplicated = lost_and_duplicated(sent, stored)
     errors_5xx = sum(1 for f in failures if f[2] >= 500)

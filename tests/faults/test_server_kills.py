@@ -20,10 +20,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.launcher import Server
 from client.generate import generate
-from tests.faults.support import (SORTEO, check_bets_file, digest, expected_winners, finish, ledger_end,
-                                  run_uploaders, wait_for_bets, wait_workers_loaded, winners_in_file_order)
+from devtools.server import Server
+from tests.faults.support import (
+    SORTEO,
+    check_bets_file,
+    digest,
+    expected_winners,
+    finish,
+    ledger_end,
+    run_uploaders,
+    wait_for_bets,
+    wait_workers_loaded,
+    winners_in_file_order,
+)
 from tests.figures import lost_and_duplicated, record
 from tests.helpers import expected_rows, stored_rows
 
@@ -83,8 +93,13 @@ def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path:
 
     expected, stored = expected_rows(files), stored_rows(data)
     lost, duplicated = lost_and_duplicated(expected, stored)
-    record("server SIGKILL mid-upload + torn tail", faults=2, errors_5xx=_count_5xx(results, again),
-           lost=lost, duplicated=duplicated)
+    record(
+        "server SIGKILL mid-upload + torn tail",
+        faults=2,
+        errors_5xx=_count_5xx(results, again),
+        lost=lost,
+        duplicated=duplicated,
+    )
     assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated"
     assert b"Torn" not in (data / "bets.csv").read_bytes()
     assert b"torn-key" not in (data / "ledger.jsonl").read_bytes()
@@ -107,8 +122,11 @@ def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path
     try:
         with httpx.Client(base_url=first.url, timeout=60) as client:
             for agency, path in files.items():
-                r = client.post(f"/agencies/{agency}/bets", content=path.read_bytes(),
-                                headers={"Content-Type": "text/csv", "Idempotency-Key": f"file-{agency}"})
+                r = client.post(
+                    f"/agencies/{agency}/bets",
+                    content=path.read_bytes(),
+                    headers={"Content-Type": "text/csv", "Idempotency-Key": f"file-{agency}"},
+                )
                 assert r.status_code == 201, r.text
             for agency in range(1, AGENCIES):
                 assert client.post(f"/agencies/{agency}/done").json()["drawn"] is False
@@ -154,8 +172,12 @@ def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path
         assert body == {"agency": agency, "winners": in_file.get(agency, [])}
         assert Counter(body["winners"]) == expected[agency]
     assert second.log().count(SORTEO) == 1, f"drew {second.log().count(SORTEO)} times"
-    assert status == {"expected": AGENCIES, "done": list(range(1, AGENCIES + 1)), "drawn": True,
-                      "bets": AGENCIES * 4_000}
+    assert status == {
+        "expected": AGENCIES,
+        "done": list(range(1, AGENCIES + 1)),
+        "drawn": True,
+        "bets": AGENCIES * 4_000,
+    }
     assert json.loads((data / "winners.json").read_bytes())["bets"] == AGENCIES * 4_000
 
 
@@ -200,11 +222,13 @@ def test_server_started_on_bets_without_ledger_answers_503_instead_of_dying(tmp_
         except TimeoutError:
             pass  # /health need not say 200 on such a dir; the requests below tell
         except RuntimeError as error:
-            pytest.fail(f"gunicorn exited instead of answering 503 (bets.csv without ledger.jsonl):\n"
-                        f"{str(error)[-1500:]}")
+            pytest.fail(
+                f"gunicorn exited instead of answering 503 (bets.csv without ledger.jsonl):\n{str(error)[-1500:]}"
+            )
         assert server.proc is not None and server.proc.poll() is None, "gunicorn exited"
-        r = httpx.post(server.url + "/agencies/1/bets", content="Ana,Gómez,1,1990-01-01,5\n",
-                       headers={"Content-Type": "text/csv"})
+        r = httpx.post(
+            server.url + "/agencies/1/bets", content="Ana,Gómez,1,1990-01-01,5\n", headers={"Content-Type": "text/csv"}
+        )
         _assert_no_ledger_problem(r, data)
         _assert_no_ledger_problem(httpx.get(server.url + "/status"), data)
     finally:

@@ -21,20 +21,27 @@ from pathlib import Path
 
 import pytest
 
-from app.launcher import Server
 from client.generate import generate
-from tests.faults.support import (SORTEO, check_bets_file, finish, run_uploaders, wait_for_bets, winners_in_file_order,
-                                  winners_of)
+from devtools.server import Server
+from tests.faults.support import (
+    SORTEO,
+    check_bets_file,
+    finish,
+    run_uploaders,
+    wait_for_bets,
+    winners_in_file_order,
+    winners_of,
+)
 from tests.figures import lost_and_duplicated, record
 from tests.helpers import expected_rows, stored_rows
 
 pytestmark = pytest.mark.faults
 
 AGENCIES = 5
-BETS = 80_000          # per agency: 320 chunks of 250 each, one at a time: long enough for the kills
-KILLS = 40             # kills aimed for, at random moments 30-200 ms apart, once the uploads are under way
-MIN_KILLS = 20         # kills that must land while the uploaders run
-SEED = 20_261_126      # deterministic choices (victims, delays); the timing itself is real
+BETS = 80_000  # per agency: 320 chunks of 250 each, one at a time: long enough for the kills
+KILLS = 40  # kills aimed for, at random moments 30-200 ms apart, once the uploads are under way
+MIN_KILLS = 20  # kills that must land while the uploaders run
+SEED = 20_261_126  # deterministic choices (victims, delays); the timing itself is real
 
 
 class Killer(threading.Thread):
@@ -93,8 +100,15 @@ def test_sigkill_random_workers_while_five_agencies_upload(tmp_path: Path) -> No
     # The uploaders log every retry with its reason: a 5xx would show as "motivo: HTTP 5..".
     errors_5xx = sum(err.count("motivo: HTTP 5") for _, err, _ in results.values())
     retries = sum(err.count("action: reintento") for _, err, _ in results.values())
-    record("worker SIGKILLs during upload", faults=kills, errors_5xx=errors_5xx, lost=lost, duplicated=duplicated,
-           retries=retries, torn_tails_repaired=log.count("action: reparacion"))
+    record(
+        "worker SIGKILLs during upload",
+        faults=kills,
+        errors_5xx=errors_5xx,
+        lost=lost,
+        duplicated=duplicated,
+        retries=retries,
+        torn_tails_repaired=log.count("action: reparacion"),
+    )
     assert kills >= MIN_KILLS, f"only {kills} workers were killed while the uploaders ran"
     assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated after {kills} worker kills"
     assert stored == expected
@@ -108,4 +122,3 @@ def test_sigkill_random_workers_while_five_agencies_upload(tmp_path: Path) -> No
         winners = json.loads(out)["winners"]
         assert winners == in_file.get(agency, [])
         assert Counter(winners) == sent.get(agency, Counter())
-

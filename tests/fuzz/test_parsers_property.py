@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.domain import FIELDS, latest_birthdate
-from app.ingest import IngestError, InvalidChunk, parse_json, parse_csv
+from app.ingest import IngestError, InvalidChunk, parse_csv, parse_json
 from app.main import create_app
 from app.settings import Settings
 from tests.figures import record
@@ -39,16 +39,22 @@ FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 # Characters a name may hold: letters with accents, other scripts, digits, punctuation that
 # needs CSV quoting, symbols, the no-break space. Control characters are for the broken cases.
 NAME_CHARS = st.sampled_from(
-    string.ascii_letters + string.digits + " ,.'\"()/&_-=+@#;:!?*%$[]{}<>|~^`"
-    + "áéíóúñÑüÜçÇøÅßōŌ" + "ЖжΩλ中文字日本語한국어עבריתعربي" + "€£¥©®°±×÷…–—‘’“”«»¿¡" + "\u00a0\u2009"
+    string.ascii_letters
+    + string.digits
+    + " ,.'\"()/&_-=+@#;:!?*%$[]{}<>|~^`"
+    + "áéíóúñÑüÜçÇøÅßōŌ"
+    + "ЖжΩλ中文字日本語한국어עבריתعربي"
+    + "€£¥©®°±×÷…–—‘’“”«»¿¡"
+    + "\u00a0\u2009"
 )
 PADDING = st.sampled_from(["", " ", "  ", "\t", "\u00a0", " \u3000"])  # trimmed when stored
 
 
 @st.composite
 def valid_names(draw) -> str:
-    core = draw(st.text(NAME_CHARS, min_size=1, max_size=100).filter(
-        lambda s: s.strip() and s.strip()[0] not in "=+-@"))
+    core = draw(
+        st.text(NAME_CHARS, min_size=1, max_size=100).filter(lambda s: s.strip() and s.strip()[0] not in "=+-@")
+    )
     return draw(PADDING) + core + draw(PADDING)
 
 
@@ -61,24 +67,47 @@ BROKEN = {
     "first_name": ["", "   ", "=HYPERLINK(1)", "+54", "-x", "@me", "Ana\nMaría", "Ana\x00", "x" * 101, "\u2028"],
     "last_name": ["", "\t", "a\rb", "b\x1bc", "y" * 101, "\u200bZ"],
     "document": ["", "12345678901", "12a", "１２３", " 123", "-1", "1.0"],
-    "birthdate": ["1990-02-30", "1990-1-1", "19900101", "1990-01-01T00:00", "", "0000-01-01",
-                  (date.today() + timedelta(days=2)).isoformat(), "２０００-01-01"],
+    "birthdate": [
+        "1990-02-30",
+        "1990-1-1",
+        "19900101",
+        "1990-01-01T00:00",
+        "",
+        "0000-01-01",
+        (date.today() + timedelta(days=2)).isoformat(),
+        "２０００-01-01",
+    ],
     "number": ["10000", "-1", " 5", "5.0", "", "０", "12345", "1e3"],
 }
-BROKEN_JSON_ONLY = {"first_name": [5, None, ["Ana"]], "document": [30904465, None], "birthdate": [19900101],
-                    "number": ["5", 5.0, True, None, 10_000, -1, 2**63]}
+BROKEN_JSON_ONLY = {
+    "first_name": [5, None, ["Ana"]],
+    "document": [30904465, None],
+    "birthdate": [19900101],
+    "number": ["5", 5.0, True, None, 10_000, -1, 2**63],
+}
 
 
 @st.composite
 def valid_bets(draw) -> dict:
-    return {"first_name": draw(valid_names()), "last_name": draw(valid_names()), "document": draw(documents),
-            "birthdate": draw(birthdates), "number": draw(numbers)}
+    return {
+        "first_name": draw(valid_names()),
+        "last_name": draw(valid_names()),
+        "document": draw(documents),
+        "birthdate": draw(birthdates),
+        "number": draw(numbers),
+    }
 
 
 def stored_form(agency: int, bet: dict) -> tuple:
     """What bets.csv must hold for a valid bet: names trimmed, number an int."""
-    return (agency, bet["first_name"].strip(), bet["last_name"].strip(), bet["document"], bet["birthdate"],
-            int(bet["number"]))
+    return (
+        agency,
+        bet["first_name"].strip(),
+        bet["last_name"].strip(),
+        bet["document"],
+        bet["birthdate"],
+        int(bet["number"]),
+    )
 
 
 @st.composite
@@ -131,16 +160,21 @@ def csv_body(bets: list[dict], data: st.DataObject) -> bytes:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(
-        st.sampled_from([*FIELDS, "bets", "agency", "x", ""]) | st.text(max_size=8), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.sampled_from([*FIELDS, "bets", "agency", "x", ""]) | st.text(max_size=8), children, max_size=6
+        )
+    ),
     max_leaves=12,
 )
 json_documents = st.one_of(
     json_values,
     st.fixed_dictionaries({"bets": st.lists(json_values, max_size=5)}),
     st.fixed_dictionaries({"bets": st.lists(st.fixed_dictionaries({f: json_values for f in FIELDS}), max_size=5)}),
-    st.fixed_dictionaries({"bets": st.lists(valid_bets(), max_size=3)},
-                          optional={"extra": json_values, "agency": st.integers(0, 3)}),
+    st.fixed_dictionaries(
+        {"bets": st.lists(valid_bets(), max_size=3)}, optional={"extra": json_values, "agency": st.integers(0, 3)}
+    ),
 )
 
 # -- the parsers alone ---------------------------------------------------------------------------
@@ -223,8 +257,16 @@ def test_valid_chunks_are_accepted_exactly_and_a_broken_bet_is_named() -> None:
 
 # -- through the app ------------------------------------------------------------------------------
 
-CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "text/csv", "TEXT/CSV; charset=utf-8",
-                 "application/csv", "application/merge-patch+json", "text/plain", None]
+CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "text/csv",
+    "TEXT/CSV; charset=utf-8",
+    "application/csv",
+    "application/merge-patch+json",
+    "text/plain",
+    None,
+]
 
 
 @pytest.fixture(scope="module")
@@ -243,8 +285,12 @@ def test_app_never_5xx_stores_nothing_rejected_and_everything_accepted_exactly(a
     @settings(FAST, max_examples=200, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     # Mostly requests that could be accepted (an agency of the round, the right Content-Type),
     # so that both the accepted and the rejected paths get plenty of examples.
-    @given(st.sampled_from([1, 2, 3, 1, 2, 3, 0, 4]), st.sampled_from(["json", "csv", "json", "csv", "bytes", "many"]),
-           st.sampled_from([False, False, False, True]), st.data())
+    @given(
+        st.sampled_from([1, 2, 3, 1, 2, 3, 0, 4]),
+        st.sampled_from(["json", "csv", "json", "csv", "bytes", "many"]),
+        st.sampled_from([False, False, False, True]),
+        st.data(),
+    )
     def run(agency: int, kind: str, broken: bool, data_: st.DataObject) -> None:
         seen["inputs"] += 1
         bets, _, _ = data_.draw(chunks(broken and kind != "bytes"))
@@ -258,9 +304,15 @@ def test_app_never_5xx_stores_nothing_rejected_and_everything_accepted_exactly(a
             body, content_type = data_.draw(st.binary(max_size=300)), None
         content_type = data_.draw(st.sampled_from([content_type] * 8 + CONTENT_TYPES))
         headers = {"content-type": content_type} if content_type else {}
-        key = data_.draw(st.one_of(st.none(), st.none(), st.uuids().map(str),
-                                   st.sampled_from(["k1", "k2", '"k1"', "", " ", "k" * 256]),
-                                   st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12)))
+        key = data_.draw(
+            st.one_of(
+                st.none(),
+                st.none(),
+                st.uuids().map(str),
+                st.sampled_from(["k1", "k2", '"k1"', "", " ", "k" * 256]),
+                st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12),
+            )
+        )
         if key is not None:
             headers["Idempotency-Key"] = key
         size_before = bets_path.stat().st_size if bets_path.exists() else 0
@@ -293,6 +345,11 @@ def test_app_never_5xx_stores_nothing_rejected_and_everything_accepted_exactly(a
             keys[(agency, bare)] = stored
 
     run()
-    record("app: POST bets in process (hypothesis)", fuzzed=seen["inputs"], errors_5xx=seen[5],
-           accepted=seen[2], rejected=seen[4])
+    record(
+        "app: POST bets in process (hypothesis)",
+        fuzzed=seen["inputs"],
+        errors_5xx=seen[5],
+        accepted=seen[2],
+        rejected=seen[4],
+    )
     assert seen[2] >= 15 and seen[4] >= 15, f"too few accepted or rejected chunks to mean anything: {dict(seen)}"

@@ -37,14 +37,14 @@ import httpx
 import pytest
 
 from app import tokens as tokens_module
-from app.launcher import Server
+from devtools.server import Server
 from tests.faults.support import check_bets_file
 from tests.figures import lost_and_duplicated, record
 
 AGENCY = 1
-MAX_EXAMPLES = 60       # per operation and phase
-SEED = 7574             # fixed: CI explores the same cases each run; change it to explore others
-RUN_TIMEOUT = 90        # seconds per schemathesis run, whatever happens
+MAX_EXAMPLES = 60  # per operation and phase
+SEED = 7574  # fixed: CI explores the same cases each run; change it to explore others
+RUN_TIMEOUT = 90  # seconds per schemathesis run, whatever happens
 
 
 @dataclass
@@ -84,6 +84,7 @@ def schema_for_schemathesis(schema: dict) -> dict:
     reports the schema itself as invalid, so that operation would only "error" (schemathesis
     issues #3842, #4099). An array of two integers is the same promise here.
     """
+
     def fix(node: object) -> None:
         if isinstance(node, dict):
             items = node.pop("prefixItems", None)
@@ -104,21 +105,42 @@ def schema_for_schemathesis(schema: dict) -> dict:
 def run_schemathesis(name: str, root: Path, url: str, token: str, *selection: str) -> FuzzRun:
     report = root / f"{name}.ndjson"
     command = [
-        schemathesis_bin(), "run", str(root / "openapi.json"), "--url", url,
-        "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-        "--max-response-time", "10",       # long polls are never held here (see module doc)
-        "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED),
-        "--workers", "1",                   # threads trip a CPython 3.11 ast bug inside hypothesis
-        "--continue-on-failure", "--request-timeout", "30",
-        "--header", f"Authorization: Bearer {token}",
-        "--report", "ndjson", "--report-ndjson-path", str(report),
+        schemathesis_bin(),
+        "run",
+        str(root / "openapi.json"),
+        "--url",
+        url,
+        "--checks",
+        "all",
+        "--exclude-checks",
+        "positive_data_acceptance",
+        "--max-response-time",
+        "10",  # long polls are never held here (see module doc)
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--workers",
+        "1",  # threads trip a CPython 3.11 ast bug inside hypothesis
+        "--continue-on-failure",
+        "--request-timeout",
+        "30",
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(report),
         *selection,
     ]
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                          env={**os.environ, "NO_COLOR": "1"})
+    done = subprocess.run(
+        command, cwd=root, capture_output=True, text=True, timeout=RUN_TIMEOUT, env={**os.environ, "NO_COLOR": "1"}
+    )
     result = parse_report(report)
-    result.outputs.append(f"$ schemathesis run ... ({name}) -> exit {done.returncode}\n"
-                          + (done.stdout[-1500:] + done.stderr[-1000:]).replace(token, "[token]"))
+    result.outputs.append(
+        f"$ schemathesis run ... ({name}) -> exit {done.returncode}\n"
+        + (done.stdout[-1500:] + done.stderr[-1000:]).replace(token, "[token]")
+    )
     return result
 
 
@@ -138,17 +160,26 @@ def parse_report(path: Path) -> FuzzRun:
             for check in checks:
                 if check["status"] != "success":
                     failure = check.get("failure_info", {}).get("failure", {})
-                    run.failures.append(f"{check['name']} ({failure.get('code')}) {failure.get('operation')}: "
-                                        f"{failure.get('title')}: {failure.get('message', '')[:200]}")
+                    run.failures.append(
+                        f"{check['name']} ({failure.get('code')}) {failure.get('operation')}: "
+                        f"{failure.get('title')}: {failure.get('message', '')[:200]}"
+                    )
         for interaction in recorder.get("interactions", {}).values():
             response = interaction.get("response")
             if response is None:
                 continue
             request = interaction["request"]
-            run.interactions.append(Interaction(
-                request["method"], request["uri"], request.get("headers") or {}, _body(request.get("body")),
-                response["status_code"], {k.lower(): v for k, v in (response.get("headers") or {}).items()},
-                _body(response.get("content")) or b""))
+            run.interactions.append(
+                Interaction(
+                    request["method"],
+                    request["uri"],
+                    request.get("headers") or {},
+                    _body(request.get("body")),
+                    response["status_code"],
+                    {k.lower(): v for k, v in (response.get("headers") or {}).items()},
+                    _body(response.get("content")) or b"",
+                )
+            )
     return run
 
 
@@ -168,23 +199,27 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> FuzzRun:
     tokens = tokens_module.make(1)
     tokens_module.write(root / "secrets", tokens)
     token = tokens[str(AGENCY)]
-    server = Server(root / "data", workers=2, agencies=1,
-                    env={"LOTTERY_TOKENS_FILE": str(root / "secrets" / "tokens.json")}).start()
+    server = Server(
+        root / "data", workers=2, agencies=1, env={"LOTTERY_TOKENS_FILE": str(root / "secrets" / "tokens.json")}
+    ).start()
     try:
         live = httpx.get(server.url + "/openapi.json", timeout=10)
         assert live.status_code == 200
         (root / "openapi.json").write_text(json.dumps(schema_for_schemathesis(live.json())))
 
-        open_round = run_schemathesis("open-round", root, server.url, token,
-                                         "--exclude-path-regex", "/(done|winners)$")
+        open_round = run_schemathesis("open-round", root, server.url, token, "--exclude-path-regex", "/(done|winners)$")
         assert httpx.get(server.url + "/status").json()["drawn"] is False
         drawn = httpx.post(f"{server.url}/agencies/{AGENCY}/done", headers={"Authorization": f"Bearer {token}"})
         assert drawn.json()["drawn"] is True
         after_draw = run_schemathesis("after-draw", root, server.url, token)
 
-        result = FuzzRun(open_round.interactions + after_draw.interactions, open_round.cases + after_draw.cases,
-                         open_round.failures + after_draw.failures, open_round.errors + after_draw.errors,
-                         open_round.outputs + after_draw.outputs)
+        result = FuzzRun(
+            open_round.interactions + after_draw.interactions,
+            open_round.cases + after_draw.cases,
+            open_round.failures + after_draw.failures,
+            open_round.errors + after_draw.errors,
+            open_round.outputs + after_draw.outputs,
+        )
         result.status = httpx.get(server.url + "/status").json()
         result.data_dir = server.data_dir
         log = server.log()
@@ -193,15 +228,25 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> FuzzRun:
     assert token not in log
     errors_5xx = sum(1 for i in result.interactions if i.status >= 500)
     lost, duplicated = lost_and_duplicated(accepted_bets(result), stored(result.data_dir))
-    record("schemathesis on /openapi.json", fuzzed=result.cases, errors_5xx=errors_5xx, lost=lost,
-           duplicated=duplicated, requests=len(result.interactions))
+    record(
+        "schemathesis on /openapi.json",
+        fuzzed=result.cases,
+        errors_5xx=errors_5xx,
+        lost=lost,
+        duplicated=duplicated,
+        requests=len(result.interactions),
+    )
     return result
 
 
 def test_schemathesis_ran_every_operation(fuzzed: FuzzRun) -> None:
     operations = Counter((i.method, _route(i.url)) for i in fuzzed.interactions)
-    for route in [("POST", "/agencies/{agency}/bets"), ("POST", "/agencies/{agency}/done"),
-                  ("GET", "/agencies/{agency}/winners"), ("GET", "/agencies/{agency}/uploads/{upload_id}")]:
+    for route in [
+        ("POST", "/agencies/{agency}/bets"),
+        ("POST", "/agencies/{agency}/done"),
+        ("GET", "/agencies/{agency}/winners"),
+        ("GET", "/agencies/{agency}/uploads/{upload_id}"),
+    ]:
         assert operations[route] >= 20, (route, operations)
     assert operations[("GET", "/status")] and operations[("GET", "/health")]  # no parameters: few cases
     assert fuzzed.cases >= 500, fuzzed.cases
@@ -210,8 +255,9 @@ def test_schemathesis_ran_every_operation(fuzzed: FuzzRun) -> None:
 
 
 def test_no_input_gives_a_5xx(fuzzed: FuzzRun) -> None:
-    server_errors = [f"{i.method} {i.url} -> {i.status}: {i.body[:300]!r}" for i in fuzzed.interactions
-                     if i.status >= 500]
+    server_errors = [
+        f"{i.method} {i.url} -> {i.status}: {i.body[:300]!r}" for i in fuzzed.interactions if i.status >= 500
+    ]
     assert server_errors == []
     assert not [f for f in fuzzed.failures if f.startswith("not_a_server_error")]
 
@@ -224,8 +270,13 @@ def test_every_4xx_is_a_problem_json(fuzzed: FuzzRun) -> None:
         content_type = (i.headers.get("content-type") or [""])[0]
         try:
             body = json.loads(i.body)
-            ok = (content_type == "application/problem+json" and body["status"] == i.status
-                  and isinstance(body["title"], str) and isinstance(body["detail"], str) and body["detail"])
+            ok = (
+                content_type == "application/problem+json"
+                and body["status"] == i.status
+                and isinstance(body["title"], str)
+                and isinstance(body["detail"], str)
+                and body["detail"]
+            )
         except (ValueError, KeyError, TypeError):
             ok = False
         if not ok:
@@ -244,8 +295,11 @@ def test_responses_conform_to_the_documented_schema(fuzzed: FuzzRun) -> None:
     """Every schemathesis check passes: status codes, content types, headers and bodies as documented."""
     failures = sorted(set(fuzzed.failures))
     assert failures == [] and fuzzed.errors == [], (
-        f"{len(failures)} distinct check failures, {len(fuzzed.errors)} errors:\n" + "\n".join(failures + fuzzed.errors)
-        + "\n\n" + "\n".join(fuzzed.outputs))
+        f"{len(failures)} distinct check failures, {len(fuzzed.errors)} errors:\n"
+        + "\n".join(failures + fuzzed.errors)
+        + "\n\n"
+        + "\n".join(fuzzed.outputs)
+    )
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -283,12 +337,19 @@ def accepted_bets(run: FuzzRun) -> Counter:
         content_type = next((v[0] for k, v in i.request_headers.items() if k.lower() == "content-type"), "")
         text = (i.request_body or b"").decode("utf-8")
         if "json" in content_type:
-            bets = [(b["first_name"], b["last_name"], b["document"], b["birthdate"], b["number"])
-                    for b in json.loads(text)["bets"]]
+            bets = [
+                (b["first_name"], b["last_name"], b["document"], b["birthdate"], b["number"])
+                for b in json.loads(text)["bets"]
+            ]
         else:
             records = [r for r in csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")) if r]
-            if records and [f.strip().lower() for f in records[0]] == ["first_name", "last_name", "document",
-                                                                       "birthdate", "number"]:
+            if records and [f.strip().lower() for f in records[0]] == [
+                "first_name",
+                "last_name",
+                "document",
+                "birthdate",
+                "number",
+            ]:
                 records = records[1:]
             bets = [(f, l, d, b, int(n)) for f, l, d, b, n in records]
         out.update((agency, f.strip(), l.strip(), d, b, int(n)) for f, l, d, b, n in bets)

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from app.launcher import Server
+from devtools.server import Server
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,7 @@ def test_a_silent_connection_is_cut_off(server: Server) -> None:
 
 
 def test_a_body_that_trickles_gets_408_problem(server: Server) -> None:
-    head = (b"POST /agencies/1/bets HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-            b"Content-Length: 1000\r\n\r\nAna,G")
+    head = b"POST /agencies/1/bets HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 1000\r\n\r\nAna,G"
     reply, took = _exchange(server, head)
     status, _, rest = reply.partition(b"\r\n")
     assert status == b"HTTP/1.1 408 Request Timeout"
@@ -57,16 +56,18 @@ def test_a_body_that_trickles_gets_408_problem(server: Server) -> None:
 
 def test_an_oversized_body_is_refused_before_it_is_sent(server: Server) -> None:
     # Only the head is sent: the 413 must come from Content-Length alone.
-    head = (b"POST /agencies/1/bets HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-            b"Content-Length: 20000000\r\n\r\n")
+    head = b"POST /agencies/1/bets HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 20000000\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(head)
         reply = sock.recv(65536)
         while b"\r\n\r\n" not in reply:
             reply += sock.recv(65536)
         head_part, _, body = reply.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head_part.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:")))
+        length = int(
+            next(
+                line.split(b":")[1] for line in head_part.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            )
+        )
         while len(body) < length:  # the body may come in a segment of its own
             body += sock.recv(65536)
     assert reply.startswith(b"HTTP/1.1 413 ")

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.launcher import Server
+from devtools.server import Server
 from tests.conftest import DATASET_COUNTS
 from tests.helpers import read_agency_file, stored_rows
 
@@ -31,7 +31,11 @@ def server(tmp_path: Path):
 
 
 def _json_body(bets):
-    return {"bets": [dict(zip(("first_name", "last_name", "document", "birthdate", "number"), b)) for b in bets]}
+    return {
+        "bets": [
+            dict(zip(("first_name", "last_name", "document", "birthdate", "number"), b, strict=False)) for b in bets
+        ]
+    }
 
 
 def _csv_body(bets) -> bytes:
@@ -43,11 +47,14 @@ def _csv_body(bets) -> bytes:
 def _upload(url: str, agency: int, bets, errors: list) -> None:
     with httpx.Client(base_url=url, timeout=60) as client:
         for i, start in enumerate(range(0, len(bets), CHUNK)):
-            chunk = bets[start:start + CHUNK]
+            chunk = bets[start : start + CHUNK]
             headers = {"Idempotency-Key": f"agency-{agency}-chunk-{i}"}
             if i % 2:
-                r = client.post(f"/agencies/{agency}/bets", content=_csv_body(chunk),
-                                headers={**headers, "Content-Type": "text/csv"})
+                r = client.post(
+                    f"/agencies/{agency}/bets",
+                    content=_csv_body(chunk),
+                    headers={**headers, "Content-Type": "text/csv"},
+                )
             else:
                 r = client.post(f"/agencies/{agency}/bets", json=_json_body(chunk), headers=headers)
             if r.status_code != 201 or r.json() != {"agency": agency, "stored": len(chunk)}:
@@ -73,8 +80,11 @@ def test_five_agencies_one_round(server: Server, dataset: Path) -> None:
     assert errors == []
 
     # A retried chunk (same Idempotency-Key, sent as CSV this time) is answered, not stored.
-    replay = httpx.post(f"{url}/agencies/2/bets", content=_csv_body(files[2][:CHUNK]),
-                        headers={"Idempotency-Key": "agency-2-chunk-0", "Content-Type": "text/csv"})
+    replay = httpx.post(
+        f"{url}/agencies/2/bets",
+        content=_csv_body(files[2][:CHUNK]),
+        headers={"Idempotency-Key": "agency-2-chunk-0", "Content-Type": "text/csv"},
+    )
     assert (replay.status_code, replay.json()) == (200, {"agency": 2, "stored": CHUNK})
     assert replay.headers["idempotent-replayed"] == "true"
 
@@ -82,8 +92,9 @@ def test_five_agencies_one_round(server: Server, dataset: Path) -> None:
     bad = [("Ana", "Gómez", "12345678", "1990-01-01", "1"), ("Luis", "Pérez", "12x", "1990-01-01", "2")]
     rejected = httpx.post(f"{url}/agencies/3/bets", content=_csv_body(bad), headers={"Content-Type": "text/csv"})
     assert rejected.status_code == 422
-    assert rejected.json()["errors"] == [{"index": 1, "line": 2, "field": "document",
-                                          "message": 'must be a string of 1 to 10 digits, e.g. "30904465"'}]
+    assert rejected.json()["errors"] == [
+        {"index": 1, "line": 2, "field": "document", "message": 'must be a string of 1 to 10 digits, e.g. "30904465"'}
+    ]
 
     # All five say done at the same moment; exactly one of them performs the draw.
     answers: list[dict] = []
@@ -126,8 +137,10 @@ def test_settings_errors_stop_the_server_with_one_line(tmp_path: Path) -> None:
         server.start(timeout=20)
     server.stop()
     lines = [line for line in server.log().splitlines() if "invalid setting" in line]
-    assert lines == ["lottery: invalid setting: LOTTERY_AGENCIES='zero': Input should be a valid integer, "
-                     "unable to parse string as an integer"]
+    assert lines == [
+        "lottery: invalid setting: LOTTERY_AGENCIES='zero': Input should be a valid integer, "
+        "unable to parse string as an integer"
+    ]
     assert "Traceback" not in str(failure.value)
 
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from app import tokens as tokens_module
-from app.launcher import ROOT, Server
 from client.generate import generate
+from devtools.server import ROOT, Server
 from tests.helpers import read_agency_file
 
 AGENCIES = 3
@@ -42,8 +42,14 @@ def secured(tmp_path_factory: pytest.TempPathFactory):
 def uploader(*args: str) -> subprocess.Popen:
     """The uploader, with no LOTTERY_* variable of this shell leaking a token or a server into it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
-    return subprocess.Popen([sys.executable, "-m", "client", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "client", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -66,8 +72,14 @@ def test_every_agency_route_needs_that_agencys_token(secured) -> None:
     server, tokens, _ = secured
     agency, other = 3, tokens["1"]
     routes = [
-        ("POST", f"/agencies/{agency}/bets", {"content": b"Ana,G\xc3\xb3mez,30904465,1999-03-17,7574\n",
-                                              "headers": {"Content-Type": "text/csv", "Idempotency-Key": "t-1"}}),
+        (
+            "POST",
+            f"/agencies/{agency}/bets",
+            {
+                "content": b"Ana,G\xc3\xb3mez,30904465,1999-03-17,7574\n",
+                "headers": {"Content-Type": "text/csv", "Idempotency-Key": "t-1"},
+            },
+        ),
         ("GET", f"/agencies/{agency}/uploads/{UPLOAD_ID}", {}),
         ("GET", f"/agencies/{agency}/winners", {}),
         ("POST", f"/agencies/{agency}/done", {}),
@@ -116,14 +128,26 @@ def test_uploader_with_token_file_runs_the_round_and_without_token_exits_1(secur
     assert len(errors) == 1 and "a valid token is required" in errors[0], err
     assert "Traceback" not in err
 
-    procs = [uploader("run", "--agency", str(a), "--file", str(p), "--server", server.url, "--json",
-                      "--token-file", str(root / "secrets" / f"agency-{a}.token"))
-             for a, p in files.items()]
+    procs = [
+        uploader(
+            "run",
+            "--agency",
+            str(a),
+            "--file",
+            str(p),
+            "--server",
+            server.url,
+            "--json",
+            "--token-file",
+            str(root / "secrets" / f"agency-{a}.token"),
+        )
+        for a, p in files.items()
+    ]
     with httpx.Client(base_url=server.url, timeout=30) as client:
         # The round needs all three: agency 3 says done (again, if the test above ran: idempotent).
         assert client.post("/agencies/3/done", headers=bearer(tokens["3"])).status_code == 200
         outputs = [proc.communicate(timeout=60) + (proc.returncode,) for proc in procs]
-        for agency, (out, err, code) in zip(files, outputs):
+        for agency, (out, err, code) in zip(files, outputs, strict=False):
             assert code == 0, err
             expected = [bet[2] for bet in read_agency_file(files[agency]) if bet[4] == 7574]
             assert json.loads(out)["winners"] == expected
@@ -141,8 +165,11 @@ def test_tokens_never_reach_the_log(secured) -> None:
         for agency in tokens:  # every token, presented to its agency and to the others
             for token in tokens.values():
                 client.get(f"/agencies/{agency}/uploads/{UPLOAD_ID}", headers=bearer(token))
-                client.post(f"/agencies/{agency}/bets", content=b"x,y,1,1990-01-01,1\n",
-                            headers={**bearer(token), "Content-Type": "text/csv"})
+                client.post(
+                    f"/agencies/{agency}/bets",
+                    content=b"x,y,1,1990-01-01,1\n",
+                    headers={**bearer(token), "Content-Type": "text/csv"},
+                )
     log = server.log()
     assert "action: apuesta_recibida" in log  # the log is there and has seen the requests
     for agency, token in tokens.items():

@@ -26,15 +26,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.launcher import ROOT, Server
 from client.generate import generate
+from devtools.server import ROOT, Server
 from tests.postgres_db import fresh_database, require_postgres
 
 AGENCIES = 5
-BETS = 8_000      # per agency
-CHUNK = 500       # bets per chunk
+BETS = 8_000  # per agency
+CHUNK = 500  # bets per chunk
 WINNING = 7574
-WORKERS = 2       # per host: two hosts of two workers on a two-core machine
+WORKERS = 2  # per host: two hosts of two workers on a two-core machine
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,16 @@ def database():
 
 
 def start_hosts(tmp_path: Path, url: str) -> list[Server]:
-    hosts = [Server(tmp_path / f"host-{n}" / "data", workers=WORKERS, agencies=AGENCIES,
-                    log_path=tmp_path / f"host-{n}.log", env={"LOTTERY_DATABASE_URL": url}) for n in (1, 2)]
+    hosts = [
+        Server(
+            tmp_path / f"host-{n}" / "data",
+            workers=WORKERS,
+            agencies=AGENCIES,
+            log_path=tmp_path / f"host-{n}.log",
+            env={"LOTTERY_DATABASE_URL": url},
+        )
+        for n in (1, 2)
+    ]
     for host in hosts:
         host.data_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -99,10 +107,14 @@ class Uploader(threading.Thread):
                 client.close()
 
     def send(self, clients: list[httpx.Client], i: int, offset: int) -> None:
-        body = "".join(self.lines[offset:offset + CHUNK]).encode()
+        body = "".join(self.lines[offset : offset + CHUNK]).encode()
         count = body.count(b"\n")
-        headers = {"Content-Type": "text/csv", "Idempotency-Key": f"{self.upload_id}:{offset}+{count}",
-                   "Upload-Id": self.upload_id, "Upload-Offset": str(offset)}
+        headers = {
+            "Content-Type": "text/csv",
+            "Idempotency-Key": f"{self.upload_id}:{offset}+{count}",
+            "Upload-Id": self.upload_id,
+            "Upload-Offset": str(offset),
+        }
         for attempt in range(40):
             host = (i + attempt) % 2  # first the chunk's own host, then the other, in turns
             try:
@@ -135,8 +147,14 @@ def upload_all(files: dict[int, Path], urls: list[str], while_running=None) -> l
 
 
 def export(url: str, out: Path) -> Counter:
-    proc = subprocess.run([sys.executable, "-m", "app.export", "--out", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "LOTTERY_DATABASE_URL": url}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.export", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOTTERY_DATABASE_URL": url},
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     with open(out, newline="", encoding="utf-8") as f:
         return Counter((int(a), b, c, d, e, int(n)) for a, b, c, d, e, n in csv.reader(f))
@@ -189,8 +207,9 @@ def test_two_hosts_one_round(tmp_path, database, agency_files):
             for url in urls:
                 r = httpx.get(f"{url}/agencies/{agency}/winners")
                 assert r.json() == {"agency": agency, "winners": winners[agency]}
-        late = httpx.post(urls[0] + "/agencies/1/bets", content=b"Ana,Gomez,1,1990-01-01,1\n",
-                          headers={"Content-Type": "text/csv"})
+        late = httpx.post(
+            urls[0] + "/agencies/1/bets", content=b"Ana,Gomez,1,1990-01-01,1\n", headers={"Content-Type": "text/csv"}
+        )
         assert late.status_code == 409
         assert draws(hosts) == 1
     finally:

@@ -13,15 +13,21 @@ from pathlib import Path
 
 import httpx
 
-from app.launcher import ROOT, Server
 from client.generate import generate
+from devtools.server import ROOT, Server
 from tests.helpers import expected_rows, stored_rows
 
 
 def uploader(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "client", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})}, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "client", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
 
 
 def wait_for_bets(url: str, at_least: int, timeout: float = 60) -> int:
@@ -37,10 +43,12 @@ def wait_for_bets(url: str, at_least: int, timeout: float = 60) -> int:
 def test_five_uploaders_on_the_course_dataset(tmp_path: Path, dataset: Path) -> None:
     files = {a: dataset / f"agency-{a}.csv" for a in range(1, 6)}
     with Server(tmp_path / "data", workers=3) as server:
-        procs = {a: uploader("run", "--agency", str(a), "--file", str(p), "--server", server.url, "--json")
-                 for a, p in files.items()}
+        procs = {
+            a: uploader("run", "--agency", str(a), "--file", str(p), "--server", server.url, "--json")
+            for a, p in files.items()
+        }
         results = {a: p.communicate(timeout=120) + (p.returncode,) for a, p in procs.items()}
-        for agency, (out, err, code) in results.items():
+        for _agency, (_out, err, code) in results.items():
             assert code == 0, err
             assert "action: consulta_ganadores | result: success | cant_ganadores: " in err
         counts = [len(json.loads(results[a][0])["winners"]) for a in files]
@@ -52,17 +60,42 @@ def test_five_uploaders_on_the_course_dataset(tmp_path: Path, dataset: Path) -> 
 def test_killed_uploader_rerun_with_other_batch_size_stores_each_bet_once(tmp_path: Path) -> None:
     files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=150_000, seed=7), 1))
     with Server(tmp_path / "data", workers=3, agencies=1) as server:
-        first = uploader("run", "--agency", "1", "--file", str(files[1]), "--server", server.url,
-                         "--batch-size", "1000", "--concurrency", "2")
+        first = uploader(
+            "run",
+            "--agency",
+            "1",
+            "--file",
+            str(files[1]),
+            "--server",
+            server.url,
+            "--batch-size",
+            "1000",
+            "--concurrency",
+            "2",
+        )
         wait_for_bets(server.url, 20_000)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
         partial = httpx.get(server.url + "/status").json()["bets"]
         assert 0 < partial < 150_000
 
-        again = uploader("run", "--agency", "1", "--file", str(files[1]), "--server", server.url,
-                         "--batch-size", "777", "--concurrency", "3")
-        out, err, = again.communicate(timeout=120)
+        again = uploader(
+            "run",
+            "--agency",
+            "1",
+            "--file",
+            str(files[1]),
+            "--server",
+            server.url,
+            "--batch-size",
+            "777",
+            "--concurrency",
+            "3",
+        )
+        (
+            out,
+            err,
+        ) = again.communicate(timeout=120)
         assert again.returncode == 0, err
         assert f"ya_almacenadas: {partial}" in err  # it skipped what was stored instead of resending
         assert stored_rows(server.data_dir) == expected_rows(files)
@@ -79,8 +112,22 @@ def test_server_restart_during_upload_loses_and_doubles_nothing(tmp_path: Path) 
     files = dict(enumerate(generate(tmp_path / "in", agencies=2, bets=100_000, seed=3), 1))
     server = Server(tmp_path / "data", workers=3, agencies=2).start()
     try:
-        procs = [uploader("run", "--agency", str(a), "--file", str(p), "--server", server.url,
-                          "--batch-size", "1000", "--concurrency", "2") for a, p in files.items()]
+        procs = [
+            uploader(
+                "run",
+                "--agency",
+                str(a),
+                "--file",
+                str(p),
+                "--server",
+                server.url,
+                "--batch-size",
+                "1000",
+                "--concurrency",
+                "2",
+            )
+            for a, p in files.items()
+        ]
         wait_for_bets(server.url, 20_000)
         server.stop(signal.SIGTERM)
         time.sleep(0.5)  # the uploaders meet a closed port and back off
@@ -101,8 +148,19 @@ def test_rejected_chunk_names_the_file_line_and_stores_nothing_of_it(tmp_path: P
     lines[149] = "Ana,Gómez,12345678,1990-02-30,5\n"  # line 150: no February 30th
     path.write_text("".join(lines), encoding="utf-8")
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
-        proc = uploader("run", "--agency", "1", "--file", str(path), "--server", server.url,
-                        "--batch-size", "100", "--concurrency", "1")
+        proc = uploader(
+            "run",
+            "--agency",
+            "1",
+            "--file",
+            str(path),
+            "--server",
+            server.url,
+            "--batch-size",
+            "100",
+            "--concurrency",
+            "1",
+        )
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 1
         assert f"{path}:150: birthdate is not a valid calendar date" in err
@@ -125,14 +183,22 @@ def test_malformed_csv_fails_before_sending_anything(tmp_path: Path) -> None:
 
 def test_single_bet_mode_with_the_course_variables(tmp_path: Path) -> None:
     with Server(tmp_path / "data", workers=2, agencies=2) as server:
-        env = {"NOMBRE": "Santiago Lionel", "APELLIDO": "Lorca", "DOCUMENTO": "30904465",
-               "NACIMIENTO": "1999-03-17", "NUMERO": "7574", "LOTTERY_SERVER": server.url, "LOTTERY_AGENCY": "2"}
+        env = {
+            "NOMBRE": "Santiago Lionel",
+            "APELLIDO": "Lorca",
+            "DOCUMENTO": "30904465",
+            "NACIMIENTO": "1999-03-17",
+            "NUMERO": "7574",
+            "LOTTERY_SERVER": server.url,
+            "LOTTERY_AGENCY": "2",
+        }
         proc = uploader("bet", env=env)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "action: apuesta_enviada | result: success | dni: 30904465 | numero: 7574" in err
         assert list(csv.reader(open(server.data_dir / "bets.csv", encoding="utf-8"))) == [
-            ["2", "Santiago Lionel", "Lorca", "30904465", "1999-03-17", "7574"]]
+            ["2", "Santiago Lionel", "Lorca", "30904465", "1999-03-17", "7574"]
+        ]
 
 
 def test_clear_errors(tmp_path: Path) -> None:
@@ -142,9 +208,11 @@ def test_clear_errors(tmp_path: Path) -> None:
 
     path = tmp_path / "a.csv"
     path.write_text("Ana,Gómez,1,1990-01-01,5\n")
-    from app.launcher import free_port
-    down = uploader("run", "--agency", "1", "--file", str(path), "--server", f"http://127.0.0.1:{free_port()}",
-                    "--retries", "1")
+    from devtools.server import free_port
+
+    down = uploader(
+        "run", "--agency", "1", "--file", str(path), "--server", f"http://127.0.0.1:{free_port()}", "--retries", "1"
+    )
     _, err = down.communicate(timeout=30)
     assert down.returncode == 1 and "server unreachable" in err
 
@@ -156,8 +224,19 @@ def test_clear_errors(tmp_path: Path) -> None:
 def test_sigterm_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=150_000, seed=5), 1))
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
-        proc = uploader("run", "--agency", "1", "--file", str(files[1]), "--server", server.url,
-                        "--batch-size", "1000", "--concurrency", "2")
+        proc = uploader(
+            "run",
+            "--agency",
+            "1",
+            "--file",
+            str(files[1]),
+            "--server",
+            server.url,
+            "--batch-size",
+            "1000",
+            "--concurrency",
+            "2",
+        )
         wait_for_bets(server.url, 10_000)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

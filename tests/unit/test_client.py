@@ -14,16 +14,24 @@ from client.http import ClientError
 from client.progress import Progress
 from client.upload import plan, scan
 
-
 # -- options -----------------------------------------------------------------------------
+
 
 def test_command_line_beats_environment_beats_config_file(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("server:\n  address: 'server:12345'\nagency: 3\nfile: a.csv\n"
-                      "batch:\n  maxAmount: 100\n  concurrency: 2\nlog:\n  level: debug\n")
+    config.write_text(
+        "server:\n  address: 'server:12345'\nagency: 3\nfile: a.csv\n"
+        "batch:\n  maxAmount: 100\n  concurrency: 2\nlog:\n  level: debug\n"
+    )
     from_file = resolve({"config": str(config)}, environ={})
-    assert (from_file.server, from_file.agency, from_file.file, from_file.batch_size, from_file.concurrency,
-            from_file.log_level) == ("http://server:12345", 3, Path("a.csv"), 100, 2, "DEBUG")
+    assert (
+        from_file.server,
+        from_file.agency,
+        from_file.file,
+        from_file.batch_size,
+        from_file.concurrency,
+        from_file.log_level,
+    ) == ("http://server:12345", 3, Path("a.csv"), 100, 2, "DEBUG")
 
     env = {"LOTTERY_CONFIG": str(config), "LOTTERY_BATCH_SIZE": "250", "LOTTERY_AGENCY": "4"}
     from_env = resolve({}, environ=env)
@@ -51,13 +59,16 @@ def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
     assert resolve({"token_file": str(tmp_path / "t")}, environ={}).token == "s3cret-token-of-agency"
 
 
-@pytest.mark.parametrize("cli, message", [
-    ({"batch_size": 0}, "invalid value for batch-size: 0"),
-    ({"agency": -1}, "invalid value for agency: -1"),
-    ({"timeout": "soon"}, "invalid value for timeout: 'soon'"),
-    ({"token_file": "/nonexistent/token"}, "cannot read token file /nonexistent/token"),
-    ({"config": "/nonexistent/config.yaml"}, "cannot read config file /nonexistent/config.yaml"),
-])
+@pytest.mark.parametrize(
+    "cli, message",
+    [
+        ({"batch_size": 0}, "invalid value for batch-size: 0"),
+        ({"agency": -1}, "invalid value for agency: -1"),
+        ({"timeout": "soon"}, "invalid value for timeout: 'soon'"),
+        ({"token_file": "/nonexistent/token"}, "cannot read token file /nonexistent/token"),
+        ({"config": "/nonexistent/config.yaml"}, "cannot read config file /nonexistent/config.yaml"),
+    ],
+)
 def test_bad_options_are_one_line_errors(cli: dict, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         resolve(cli, environ={})
@@ -66,6 +77,7 @@ def test_bad_options_are_one_line_errors(cli: dict, message: str) -> None:
 
 
 # -- scanning ------------------------------------------------------------------------------
+
 
 def test_scan_counts_bets_skips_blank_lines_and_names_a_bad_line(tmp_path: Path) -> None:
     good = tmp_path / "good.csv"
@@ -91,6 +103,7 @@ def test_scan_counts_bets_skips_blank_lines_and_names_a_bad_line(tmp_path: Path)
 
 # -- planning ------------------------------------------------------------------------------
 
+
 def _write(tmp_path: Path, lines: list[str]) -> Path:
     path = tmp_path / "agency.csv"
     path.write_text("".join(lines), encoding="utf-8")
@@ -98,10 +111,15 @@ def _write(tmp_path: Path, lines: list[str]) -> Path:
 
 
 @settings(max_examples=150, deadline=None)
-@given(bets=st.integers(1, 60), blanks=st.sets(st.integers(0, 70), max_size=8), batch=st.integers(1, 13),
-       stored=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 15)), max_size=4))
+@given(
+    bets=st.integers(1, 60),
+    blanks=st.sets(st.integers(0, 70), max_size=8),
+    batch=st.integers(1, 13),
+    stored=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 15)), max_size=4),
+)
 def test_plan_sends_every_unstored_bet_once_in_order_within_the_batch_size(
-        tmp_path_factory, bets: int, blanks: set[int], batch: int, stored: list[tuple[int, int]]) -> None:
+    tmp_path_factory, bets: int, blanks: set[int], batch: int, stored: list[tuple[int, int]]
+) -> None:
     lines, numbers, bet_lines = [], {}, []
     for position in range(bets + len(blanks)):
         if position in blanks:
@@ -124,7 +142,7 @@ def test_plan_sends_every_unstored_bet_once_in_order_within_the_batch_size(
     for piece in pieces:
         assert 1 <= len(piece.lines) <= batch
         assert not skipped & set(range(piece.start, piece.end))  # never crosses a stored range
-        assert piece.body() == "".join(bet_lines[piece.start:piece.end]).encode()
+        assert piece.body() == "".join(bet_lines[piece.start : piece.end]).encode()
         assert piece.numbers == [numbers[i] for i in range(piece.start, piece.end)]  # the file's line numbers
 
 
@@ -141,6 +159,7 @@ def test_plan_reads_the_file_a_block_at_a_time(tmp_path: Path, monkeypatch) -> N
 
 # -- progress ------------------------------------------------------------------------------
 
+
 def test_progress_logs_course_lines_when_not_a_terminal(monkeypatch, caplog) -> None:
     import client.progress
 
@@ -149,10 +168,11 @@ def test_progress_logs_course_lines_when_not_a_terminal(monkeypatch, caplog) -> 
     progress = Progress(agency=3, tty=False)
     with caplog.at_level(logging.INFO, logger="client"):
         progress.start(total=1000, already=100)
-        progress.advance(200)   # 1 s in: too soon for a line
-        progress.advance(300)   # 6 s in: a line
+        progress.advance(200)  # 1 s in: too soon for a line
+        progress.advance(300)  # 6 s in: a line
     assert [r.getMessage() for r in caplog.records] == [
-        "action: progreso | result: in_progress | agencia: 3 | enviadas: 600 | total: 1000 | bets_s: 83"]
+        "action: progreso | result: in_progress | agencia: 3 | enviadas: 600 | total: 1000 | bets_s: 83"
+    ]
 
 
 def test_progress_draws_a_bar_on_a_terminal(capsys) -> None:

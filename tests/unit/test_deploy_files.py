@@ -26,8 +26,12 @@ def generate(out: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the real ./generar-compose.sh, pinned to this interpreter (which has PyYAML)."""
     env = {**os.environ, "PYTHON": sys.executable}
     return subprocess.run(
-        [str(SCRIPT), str(out), *args], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=60,
+        [str(SCRIPT), str(out), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -228,7 +232,7 @@ def test_dockerfile_base_user_and_port():
     froms = [args.split()[0] for word, args in steps if word == "FROM"]
     assert froms and all(image == "python:3.11-slim" for image in froms)
     # The last stage (what runs) switches to a non-root user before CMD.
-    final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM"):]
+    final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
     words = [w for w, _ in final]
     assert "USER" in words and "CMD" in words
     user = final[words.index("USER")][1]
@@ -256,7 +260,10 @@ def test_dockerfile_copies_only_code_never_data_or_secrets():
         top = Path(source).parts[0]
         assert top not in (".", "data", ".data", "secrets", ".venv"), source
     assert {Path(s).parts[0] for s in copy_sources()} == {
-        "app", "client", "gunicorn.conf.py", "requirements-runtime.txt"
+        "app",
+        "client",
+        "gunicorn.conf.py",
+        "requirements-runtime.txt",
     }
 
 
@@ -287,11 +294,21 @@ def ignored(path: str) -> bool:
     return verdict
 
 
-@pytest.mark.parametrize("path", [
-    ".venv/bin/python", ".git/HEAD", "data/bets.csv", ".data/agency-1.csv",
-    "secrets/tokens.json", "secrets/agency-1.token", ".pytest_cache/v/x",
-    "bench/results.json", "tests/unit/test_x.py", "app/__pycache__/x.cpython-311.pyc",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "data/bets.csv",
+        ".data/agency-1.csv",
+        "secrets/tokens.json",
+        "secrets/agency-1.token",
+        ".pytest_cache/v/x",
+        "bench/results.json",
+        "tests/unit/test_x.py",
+        "app/__pycache__/x.cpython-311.pyc",
+    ],
+)
 def test_dockerignore_keeps_junk_out_of_the_context(path):
     assert ignored(path)
 

@@ -42,6 +42,7 @@ def csv_rows(body: bytes, agency: int = 3, max_bets: int = 1000):
 def json_rows(body: bytes, agency: int = 3, max_bets: int = 1000):
     return rows_of(parse_json(body, agency, max_bets))
 
+
 ROW1 = ("Santiago Lionel", "Lorca", "30904465", "1999-03-17", 2201)
 ROW2 = ("Agustin Emanuel", "Zambrano", "21689196", "2000-05-10", 9325)
 CSV2 = b"Santiago Lionel,Lorca,30904465,1999-03-17,2201\nAgustin Emanuel,Zambrano,21689196,2000-05-10,9325\n"
@@ -50,8 +51,13 @@ EXPECTED2 = [(3, *ROW1), (3, *ROW2)]
 
 def bet_json(row=ROW1, **changes) -> dict:
     first_name, last_name, document, birthdate, number = row
-    out = {"first_name": first_name, "last_name": last_name, "document": document, "birthdate": birthdate,
-           "number": number}
+    out = {
+        "first_name": first_name,
+        "last_name": last_name,
+        "document": document,
+        "birthdate": birthdate,
+        "number": number,
+    }
     out.update(changes)
     return out
 
@@ -74,21 +80,25 @@ def invalid_csv(body: bytes, agency: int = 3, max_bets: int = 1000) -> InvalidCh
 
 # -- CSV -----------------------------------------------------------------------------------
 
+
 def test_csv_happy_path():
     assert csv_rows(CSV2, 3, 1000) == EXPECTED2
 
 
-@pytest.mark.parametrize("body", [
-    CSV2,
-    CSV2.replace(b"\n", b"\r\n"),
-    CSV2.rstrip(b"\n"),                          # no final newline
-    b"\xef\xbb\xbf" + CSV2,                      # UTF-8 BOM
-    b"\xef\xbb\xbf" + CSV2.replace(b"\n", b"\r\n"),
-    b"first_name,last_name,document,birthdate,number\n" + CSV2,
-    b"\xef\xbb\xbfFirst_Name, last_name ,DOCUMENT,birthdate,number\r\n" + CSV2.replace(b"\n", b"\r\n"),
-    b"\n\n" + CSV2.replace(b"\n", b"\n\n") + b"\n\r\n",  # blank lines anywhere
-    b"\n" + b"first_name,last_name,document,birthdate,number\n\n" + CSV2,
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        CSV2,
+        CSV2.replace(b"\n", b"\r\n"),
+        CSV2.rstrip(b"\n"),  # no final newline
+        b"\xef\xbb\xbf" + CSV2,  # UTF-8 BOM
+        b"\xef\xbb\xbf" + CSV2.replace(b"\n", b"\r\n"),
+        b"first_name,last_name,document,birthdate,number\n" + CSV2,
+        b"\xef\xbb\xbfFirst_Name, last_name ,DOCUMENT,birthdate,number\r\n" + CSV2.replace(b"\n", b"\r\n"),
+        b"\n\n" + CSV2.replace(b"\n", b"\n\n") + b"\n\r\n",  # blank lines anywhere
+        b"\n" + b"first_name,last_name,document,birthdate,number\n\n" + CSV2,
+    ],
+)
 def test_csv_variants_give_the_same_rows(body):
     assert csv_rows(body, 3, 1000) == EXPECTED2
 
@@ -116,36 +126,52 @@ def test_csv_wrong_field_count_reports_line():
     body = CSV2 + b"only,three,fields\n" + CSV2 + b"a,b,1,2000-01-01,1,extra\n"
     error = invalid_csv(body)
     assert [p.as_dict() for p in error.problems] == [
-        {"index": 2, "line": 3, "field": "bet",
-         "message": "has 3 fields, expected 5: first_name,last_name,document,birthdate,number"},
-        {"index": 5, "line": 6, "field": "bet",
-         "message": "has 6 fields, expected 5: first_name,last_name,document,birthdate,number"},
+        {
+            "index": 2,
+            "line": 3,
+            "field": "bet",
+            "message": "has 3 fields, expected 5: first_name,last_name,document,birthdate,number",
+        },
+        {
+            "index": 5,
+            "line": 6,
+            "field": "bet",
+            "message": "has 6 fields, expected 5: first_name,last_name,document,birthdate,number",
+        },
     ]
     assert (error.total, error.bets) == (2, 6)
 
 
 def test_csv_line_numbers_count_header_blank_lines_and_crlf():
-    body = (b"first_name,last_name,document,birthdate,number\r\n"  # line 1
-            b"\r\n"                                                 # line 2
-            b"Ana,Lopez,1,2000-01-01,1\r\n"                          # line 3, index 0
-            b"Ana,Lopez,x,2000-01-01,1\r\n"                          # line 4, index 1
-            b"\r\n"                                                 # line 5
-            b'"Ana",Lopez,1,2000-13-01,10000\r\n')                   # line 6, index 2
+    body = (
+        b"first_name,last_name,document,birthdate,number\r\n"  # line 1
+        b"\r\n"  # line 2
+        b"Ana,Lopez,1,2000-01-01,1\r\n"  # line 3, index 0
+        b"Ana,Lopez,x,2000-01-01,1\r\n"  # line 4, index 1
+        b"\r\n"  # line 5
+        b'"Ana",Lopez,1,2000-13-01,10000\r\n'
+    )  # line 6, index 2
     error = invalid_csv(body)
     assert [(p.index, p.line, p.field) for p in error.problems] == [
-        (1, 4, "document"), (2, 6, "birthdate"), (2, 6, "number")]
+        (1, 4, "document"),
+        (2, 6, "birthdate"),
+        (2, 6, "number"),
+    ]
     assert (error.total, error.bets) == (3, 3)
     assert str(error) == "3 invalid bet field(s) in a chunk of 3"
 
 
 def test_csv_several_bad_bets_each_named():
-    body = (b"Ana,Lopez,1,2000-01-01,1\n"
-            b",Lopez,1,2000-01-01,1\n"
-            b"Ana,Lopez,1,2000-01-01,1\n"
-            b"Ana,,12345678901,2000-01-01,-1\n")
+    body = (
+        b"Ana,Lopez,1,2000-01-01,1\n,Lopez,1,2000-01-01,1\nAna,Lopez,1,2000-01-01,1\nAna,,12345678901,2000-01-01,-1\n"
+    )
     error = invalid_csv(body)
     assert [(p.index, p.line, p.field) for p in error.problems] == [
-        (1, 2, "first_name"), (3, 4, "last_name"), (3, 4, "document"), (3, 4, "number")]
+        (1, 2, "first_name"),
+        (3, 4, "last_name"),
+        (3, 4, "document"),
+        (3, 4, "number"),
+    ]
 
 
 @pytest.mark.parametrize("number", [b"-1", b"10000", b"1.5", b"+7", b" 7", b"", b"7e0", "٧".encode(), b"00000"])
@@ -172,10 +198,13 @@ def test_csv_not_utf8_names_the_line():
     assert "UTF-8" in str(caught.value)
 
 
-@pytest.mark.parametrize("body", [
-    b'Ana,"Lopez,1,2000-01-01,1\n',
-    b'Ana,Lopez,1,2000-01-01,1\n"Ana,Lopez,1,2000-01-01,1\nBea,Lopez,1,2000-01-01,1\n',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'Ana,"Lopez,1,2000-01-01,1\n',
+        b'Ana,Lopez,1,2000-01-01,1\n"Ana,Lopez,1,2000-01-01,1\nBea,Lopez,1,2000-01-01,1\n',
+    ],
+)
 def test_csv_unterminated_quote_is_malformed(body):
     with pytest.raises(MalformedBody) as caught:
         parse_csv(body, 1, 10)
@@ -188,8 +217,9 @@ def test_csv_stray_quote_is_malformed_and_names_line():
     assert "line 2" in str(caught.value)
 
 
-@pytest.mark.parametrize("body", [b"", b"\n", b"\r\n\r\n", b"\xef\xbb\xbf",
-                                  b"first_name,last_name,document,birthdate,number\n"])
+@pytest.mark.parametrize(
+    "body", [b"", b"\n", b"\r\n\r\n", b"\xef\xbb\xbf", b"first_name,last_name,document,birthdate,number\n"]
+)
 def test_csv_empty_chunk(body):
     error = invalid_csv(body)
     assert (error.problems, error.total, error.bets) == ([], 0, 0)
@@ -224,38 +254,46 @@ def test_csv_nul_byte_is_a_bad_name_not_a_crash():
 # Plain bodies (the shape of the real agency files) may take a faster route; the answers
 # must be the same as for any other body.
 
+
 def test_plain_csv_future_birthdate_rejected():
     future = (latest_birthdate() + timedelta(days=1)).isoformat().encode()
     error = invalid_csv(CSV2 + b"Ana,Lopez,1," + future + b",1\n")
     assert [(p.index, p.line, p.field, p.message) for p in error.problems] == [
-        (2, 3, "birthdate", "must not be in the future")]
+        (2, 3, "birthdate", "must not be in the future")
+    ]
 
 
-@pytest.mark.parametrize("line, field", [
-    (b"Ana,Lopez,1,2020-02-30,1", "birthdate"),
-    (b"Ana,Lopez,1,2021-13-01,1", "birthdate"),
-    (b"=HYPERLINK(x),Lopez,1,2000-01-01,1", "first_name"),
-    (b"Ana,@SUM(A1),1,2000-01-01,1", "last_name"),
-    (b"+Ana,Lopez,1,2000-01-01,1", "first_name"),
-    (b"-Ana,Lopez,1,2000-01-01,1", "first_name"),
-    (b"A" * 101 + b",Lopez,1,2000-01-01,1", "first_name"),
-    (b"Ana,Lo\tpez,1,2000-01-01,1", "last_name"),
-    (b"Ana,Lopez,12345678901,2000-01-01,1", "document"),
-    (b"Ana,Lopez,1,2000-01-01,10000", "number"),
-])
+@pytest.mark.parametrize(
+    "line, field",
+    [
+        (b"Ana,Lopez,1,2020-02-30,1", "birthdate"),
+        (b"Ana,Lopez,1,2021-13-01,1", "birthdate"),
+        (b"=HYPERLINK(x),Lopez,1,2000-01-01,1", "first_name"),
+        (b"Ana,@SUM(A1),1,2000-01-01,1", "last_name"),
+        (b"+Ana,Lopez,1,2000-01-01,1", "first_name"),
+        (b"-Ana,Lopez,1,2000-01-01,1", "first_name"),
+        (b"A" * 101 + b",Lopez,1,2000-01-01,1", "first_name"),
+        (b"Ana,Lo\tpez,1,2000-01-01,1", "last_name"),
+        (b"Ana,Lopez,12345678901,2000-01-01,1", "document"),
+        (b"Ana,Lopez,1,2000-01-01,10000", "number"),
+    ],
+)
 def test_plain_csv_bad_field(line, field):
     error = invalid_csv(CSV2 + line + b"\n" + CSV2)
     assert [(p.index, p.line, p.field) for p in error.problems] == [(2, 3, field)]
 
 
-@pytest.mark.parametrize("line, row", [
-    (b"Ana,2099-01-01,1,2000-01-01,5", ("Ana", "2099-01-01", "1", "2000-01-01", 5)),    # a date-shaped name
-    (b"Ana,2020-02-30,1,2000-01-01,5", ("Ana", "2020-02-30", "1", "2000-01-01", 5)),
-    (b"Ana,Lopez,1,2000-01-01,0007", ("Ana", "Lopez", "1", "2000-01-01", 7)),
-    (b"Ana-Mar\xc3\xada,O'Brien,007,2000-01-01,0", ("Ana-María", "O'Brien", "007", "2000-01-01", 0)),
-    (b"Ana\xc2\xa0Mar\xc3\xada,Lopez,1,2000-01-01,9999", ("Ana\u00a0María", "Lopez", "1", "2000-01-01", 9999)),
-    (b"A" * 100 + b",Lopez,1,2000-01-01,1", ("A" * 100, "Lopez", "1", "2000-01-01", 1)),
-])
+@pytest.mark.parametrize(
+    "line, row",
+    [
+        (b"Ana,2099-01-01,1,2000-01-01,5", ("Ana", "2099-01-01", "1", "2000-01-01", 5)),  # a date-shaped name
+        (b"Ana,2020-02-30,1,2000-01-01,5", ("Ana", "2020-02-30", "1", "2000-01-01", 5)),
+        (b"Ana,Lopez,1,2000-01-01,0007", ("Ana", "Lopez", "1", "2000-01-01", 7)),
+        (b"Ana-Mar\xc3\xada,O'Brien,007,2000-01-01,0", ("Ana-María", "O'Brien", "007", "2000-01-01", 0)),
+        (b"Ana\xc2\xa0Mar\xc3\xada,Lopez,1,2000-01-01,9999", ("Ana\u00a0María", "Lopez", "1", "2000-01-01", 9999)),
+        (b"A" * 100 + b",Lopez,1,2000-01-01,1", ("A" * 100, "Lopez", "1", "2000-01-01", 1)),
+    ],
+)
 def test_plain_csv_edge_rows_accepted(line, row):
     assert csv_rows(CSV2 + line + b"\n", 3, 10) == [*EXPECTED2, (3, *row)]
     assert csv_rows(line, 3, 10) == [(3, *row)]
@@ -269,12 +307,13 @@ def test_plain_csv_too_many_bets():
 
 # -- JSON ----------------------------------------------------------------------------------
 
+
 def test_json_happy_path():
     assert json_rows(json_body(bet_json(ROW1), bet_json(ROW2)), 3, 1000) == EXPECTED2
 
 
 def test_json_keeps_text_exactly():
-    body = json_body(bet_json(("  Pérez, \"Ana\"  ", "O'Brien\u00a0Jr", "0001", "2000-02-29", 0)))
+    body = json_body(bet_json(('  Pérez, "Ana"  ', "O'Brien\u00a0Jr", "0001", "2000-02-29", 0)))
     assert json_rows(body, 1, 10) == [(1, 'Pérez, "Ana"', "O'Brien\u00a0Jr", "0001", "2000-02-29", 0)]
 
 
@@ -283,26 +322,40 @@ def test_json_whitespace_and_bom_free_pretty_body():
     assert json_rows(body, 3, 10) == [EXPECTED2[0]]
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"not json", b'{"bets": [}', b"{'bets': []}", b"\xff\xfe{}",
-                                  b"[" * 5000 + b"]" * 5000, b'{"bets": [1e999]}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"{",
+        b"not json",
+        b'{"bets": [}',
+        b"{'bets': []}",
+        b"\xff\xfe{}",
+        b"[" * 5000 + b"]" * 5000,
+        b'{"bets": [1e999]}',
+    ],
+)
 def test_json_malformed(body):
     with pytest.raises(MalformedBody) as caught:
         parse_json(body, 1, 10)
     assert str(caught.value).startswith("body is not valid JSON")
 
 
-@pytest.mark.parametrize("body, detail", [
-    (b"[]", 'body must be a JSON object {"bets": [...]}'),
-    (b"null", 'body must be a JSON object {"bets": [...]}'),
-    (b'"bets"', 'body must be a JSON object {"bets": [...]}'),
-    (b"{}", 'body must be a JSON object {"bets": [...]}'),
-    (b'{"bets": null}', 'body must be a JSON object {"bets": [...]}'),
-    (b'{"bets": {}}', 'body must be a JSON object {"bets": [...]}'),
-    (b'{"Bets": []}', 'body must be a JSON object {"bets": [...]}'),
-    (b'{"bets": [], "agency": 1}', "unknown top-level field(s): agency"),
-    (b'{"bets": [], "z": 1, "a": 2}', "unknown top-level field(s): a, z"),
-    (b'{"bets": []}', "the chunk has no bets"),
-])
+@pytest.mark.parametrize(
+    "body, detail",
+    [
+        (b"[]", 'body must be a JSON object {"bets": [...]}'),
+        (b"null", 'body must be a JSON object {"bets": [...]}'),
+        (b'"bets"', 'body must be a JSON object {"bets": [...]}'),
+        (b"{}", 'body must be a JSON object {"bets": [...]}'),
+        (b'{"bets": null}', 'body must be a JSON object {"bets": [...]}'),
+        (b'{"bets": {}}', 'body must be a JSON object {"bets": [...]}'),
+        (b'{"Bets": []}', 'body must be a JSON object {"bets": [...]}'),
+        (b'{"bets": [], "agency": 1}', "unknown top-level field(s): agency"),
+        (b'{"bets": [], "z": 1, "a": 2}', "unknown top-level field(s): a, z"),
+        (b'{"bets": []}', "the chunk has no bets"),
+    ],
+)
 def test_json_wrong_shape(body, detail):
     error = invalid_json(body)
     assert str(error) == detail
@@ -311,22 +364,32 @@ def test_json_wrong_shape(body, detail):
 
 def test_json_bet_problems():
     bets = [
-        bet_json(),                                         # 0 ok
-        [1, 2],                                             # 1 not an object
-        {k: v for k, v in bet_json().items() if k != "document"},   # 2 missing field
-        {**bet_json(), "nickname": "x"},                    # 3 unknown field
-        {**bet_json(), "agency": 3},                        # 4 agency equal to the URL: fine
-        {**bet_json(), "agency": 2},                        # 5 agency differs
-        bet_json(number="7"),                               # 6 string number
-        None,                                               # 7 not an object
-        {},                                                 # 8 every field missing
-        bet_json(first_name="", birthdate="2020-02-30"),    # 9 two invalid fields
+        bet_json(),  # 0 ok
+        [1, 2],  # 1 not an object
+        {k: v for k, v in bet_json().items() if k != "document"},  # 2 missing field
+        {**bet_json(), "nickname": "x"},  # 3 unknown field
+        {**bet_json(), "agency": 3},  # 4 agency equal to the URL: fine
+        {**bet_json(), "agency": 2},  # 5 agency differs
+        bet_json(number="7"),  # 6 string number
+        None,  # 7 not an object
+        {},  # 8 every field missing
+        bet_json(first_name="", birthdate="2020-02-30"),  # 9 two invalid fields
     ]
     error = invalid_json(json_body(*bets))
     assert [(p.index, p.field) for p in error.problems] == [
-        (1, "bet"), (2, "document"), (3, "nickname"), (5, "agency"), (6, "number"), (7, "bet"),
-        (8, "first_name"), (8, "last_name"), (8, "document"), (8, "birthdate"), (8, "number"),
-        (9, "first_name"), (9, "birthdate"),
+        (1, "bet"),
+        (2, "document"),
+        (3, "nickname"),
+        (5, "agency"),
+        (6, "number"),
+        (7, "bet"),
+        (8, "first_name"),
+        (8, "last_name"),
+        (8, "document"),
+        (8, "birthdate"),
+        (8, "number"),
+        (9, "first_name"),
+        (9, "birthdate"),
     ]
     by_index = {(p.index, p.field): p.message for p in error.problems}
     assert by_index[(2, "document")] == "is required"
@@ -345,7 +408,8 @@ def test_json_agency_field_equal_to_url_is_accepted():
 def test_json_agency_field_not_the_url_agency(agency_value):
     error = invalid_json(json_body({**bet_json(), "agency": agency_value}))
     assert [(p.index, p.field, p.message) for p in error.problems] == [
-        (0, "agency", "does not match the agency in the URL")]
+        (0, "agency", "does not match the agency in the URL")
+    ]
 
 
 def test_json_agency_field_true_is_not_agency_1():
@@ -379,25 +443,55 @@ def test_json_too_many_bets():
         parse_json(json_body(*[None] * 11), 1, 10)
 
 
-@pytest.mark.parametrize("number", ["true", "1.5", "7.0", '"7"', "null", "-1", "10000", "18446744073709551616",
-                                    "1" + "0" * 30, "-0.0", "7e0", "[7]", "{}"])
+@pytest.mark.parametrize(
+    "number",
+    [
+        "true",
+        "1.5",
+        "7.0",
+        '"7"',
+        "null",
+        "-1",
+        "10000",
+        "18446744073709551616",
+        "1" + "0" * 30,
+        "-0.0",
+        "7e0",
+        "[7]",
+        "{}",
+    ],
+)
 def test_json_number_types(number):
-    body = (b'{"bets": [{"first_name": "a", "last_name": "b", "document": "1", "birthdate": "2000-01-01", '
-            b'"number": ' + number.encode() + b"}]}")
+    body = (
+        b'{"bets": [{"first_name": "a", "last_name": "b", "document": "1", "birthdate": "2000-01-01", '
+        b'"number": ' + number.encode() + b"}]}"
+    )
     error = invalid_json(body)
     assert [(p.index, p.field) for p in error.problems] == [(0, "number")]
 
 
 def test_json_lone_surrogate_is_malformed():
     with pytest.raises(MalformedBody):
-        parse_json(b'{"bets": [{"first_name": "\\ud800", "last_name": "a", "document": "1", '
-                   b'"birthdate": "2000-01-01", "number": 1}]}', 1, 10)
+        parse_json(
+            b'{"bets": [{"first_name": "\\ud800", "last_name": "a", "document": "1", '
+            b'"birthdate": "2000-01-01", "number": 1}]}',
+            1,
+            10,
+        )
 
 
 # -- parse_chunk and media types -----------------------------------------------------------
 
-@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
-                                          "Application/JSON ; charset=UTF-8", "application/vnd.lottery+json"])
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON ; charset=UTF-8",
+        "application/vnd.lottery+json",
+    ],
+)
 def test_parse_chunk_json(content_type):
     assert rows_of(parse_chunk(json_body(bet_json(ROW1), bet_json(ROW2)), content_type, 3, 100)) == EXPECTED2
 
@@ -407,8 +501,18 @@ def test_parse_chunk_csv(content_type):
     assert rows_of(parse_chunk(CSV2, content_type, 3, 100)) == EXPECTED2
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "", None,
-                                          "multipart/form-data; boundary=x", "text/csvx", "application/jsonl"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "",
+        None,
+        "multipart/form-data; boundary=x",
+        "text/csvx",
+        "application/jsonl",
+    ],
+)
 def test_parse_chunk_unsupported(content_type):
     with pytest.raises(UnsupportedMediaType) as caught:
         parse_chunk(CSV2, content_type, 3, 100)
@@ -434,19 +538,28 @@ def test_parse_chunk_too_many_both_formats():
 # paragraph separators; spaces (Zs) are allowed inside a name.
 NAME_CHARS = st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 FORMULA_PREFIXES = ("=", "+", "-", "@")  # refused as the first character of a name (spreadsheet formulas)
-NAMES = st.one_of(
-    st.text(NAME_CHARS, min_size=1, max_size=100),
-    st.text(st.sampled_from(',"\' 7574-' + string.ascii_letters), min_size=1, max_size=20),
-    st.from_regex(r"[A-Za-z][A-Za-z ]{0,30}[a-z]", fullmatch=True),  # the shape of real agency files
-).map(str.strip).filter(lambda s: 0 < len(s) <= 100 and not s.startswith(FORMULA_PREFIXES))
+NAMES = (
+    st.one_of(
+        st.text(NAME_CHARS, min_size=1, max_size=100),
+        st.text(st.sampled_from(",\"' 7574-" + string.ascii_letters), min_size=1, max_size=20),
+        st.from_regex(r"[A-Za-z][A-Za-z ]{0,30}[a-z]", fullmatch=True),  # the shape of real agency files
+    )
+    .map(str.strip)
+    .filter(lambda s: 0 < len(s) <= 100 and not s.startswith(FORMULA_PREFIXES))
+)
 DOCUMENTS = st.text(st.sampled_from("0123456789"), min_size=1, max_size=10)
 DATES = st.dates(min_value=date(1, 1, 1), max_value=latest_birthdate() - timedelta(days=1)).map(date.isoformat)
 BETS = st.tuples(NAMES, NAMES, DOCUMENTS, DATES, st.integers(0, 9999))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(bets=st.lists(BETS, min_size=1, max_size=20), agency=st.integers(1, 10_000),
-       crlf=st.booleans(), header=st.booleans(), bom=st.booleans())
+@given(
+    bets=st.lists(BETS, min_size=1, max_size=20),
+    agency=st.integers(1, 10_000),
+    crlf=st.booleans(),
+    header=st.booleans(),
+    bom=st.booleans(),
+)
 def test_csv_and_json_agree(bets, agency, crlf, header, bom):
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n" if crlf else "\n")
@@ -454,8 +567,14 @@ def test_csv_and_json_agree(bets, agency, crlf, header, bom):
         writer.writerow(["first_name", "last_name", "document", "birthdate", "number"])
     writer.writerows(bets)
     csv_body = ("\ufeff" if bom else "") + buffer.getvalue()
-    json_payload = orjson.dumps({"bets": [dict(zip(("first_name", "last_name", "document", "birthdate", "number"),
-                                                   bet, strict=True)) for bet in bets]})
+    json_payload = orjson.dumps(
+        {
+            "bets": [
+                dict(zip(("first_name", "last_name", "document", "birthdate", "number"), bet, strict=True))
+                for bet in bets
+            ]
+        }
+    )
     expected = [(agency, *bet) for bet in bets]
     from_csv = parse_csv(csv_body.encode("utf-8"), agency, 20)
     from_json = parse_json(json_payload, agency, 20)

@@ -26,10 +26,17 @@ def general_path(body: bytes, agency: int = 3) -> ParsedChunk | Exception:
 
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=105)
-dates = st.one_of(st.dates(date(1900, 1, 1), date.today() + timedelta(days=3)).map(date.isoformat),
-                  st.sampled_from(["2001-02-29", "2000-02-29", "1999-13-01", "1999-1-01", "20000101"]))
-bets = st.tuples(names, names, st.from_regex(r"[0-9]{0,11}", fullmatch=True), dates,
-                 st.one_of(st.integers(0, 10_050).map(str), st.sampled_from(["0042", "00", "-1", "7574"])))
+dates = st.one_of(
+    st.dates(date(1900, 1, 1), date.today() + timedelta(days=3)).map(date.isoformat),
+    st.sampled_from(["2001-02-29", "2000-02-29", "1999-13-01", "1999-1-01", "20000101"]),
+)
+bets = st.tuples(
+    names,
+    names,
+    st.from_regex(r"[0-9]{0,11}", fullmatch=True),
+    dates,
+    st.one_of(st.integers(0, 10_050).map(str), st.sampled_from(["0042", "00", "-1", "7574"])),
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -50,26 +57,32 @@ def test_real_agency_file_takes_the_fast_path(dataset) -> None:
     assert general_path(body, 5) == fast
 
 
-@pytest.mark.parametrize("body", [
-    "Ana,Gómez,1,1990-01-01,5\n\nLuis,Pérez,2,1990-01-01,6\n",     # blank line
-    "first_name,last_name,document,birthdate,number\nAna,Gómez,1,1990-01-01,5\n",  # header
-    " Ana,Gómez,1,1990-01-01,5\n",                                   # to be trimmed
-    "Ana,Gómez,1,1990-01-01,0042\n",                                 # leading zeros
-    "Ana\u00a0María,Gómez,1,1990-01-01,5\n",                         # no-break space
-    '"Ana, María",Gómez,1,1990-01-01,5\n',                           # quoted comma
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Ana,Gómez,1,1990-01-01,5\n\nLuis,Pérez,2,1990-01-01,6\n",  # blank line
+        "first_name,last_name,document,birthdate,number\nAna,Gómez,1,1990-01-01,5\n",  # header
+        " Ana,Gómez,1,1990-01-01,5\n",  # to be trimmed
+        "Ana,Gómez,1,1990-01-01,0042\n",  # leading zeros
+        "Ana\u00a0María,Gómez,1,1990-01-01,5\n",  # no-break space
+        '"Ana, María",Gómez,1,1990-01-01,5\n',  # quoted comma
+    ],
+)
 def test_valid_but_unusual_bodies_take_the_general_path_and_are_accepted(body: str) -> None:
     assert _parse_plain_csv(body, 1, 100) is None
     assert isinstance(parse_csv(body.encode(), 1, 100), ParsedChunk)
 
 
-@pytest.mark.parametrize("body", [
-    "Ana,Gómez,1,1990-02-30,5\n",      # no such day
-    "Ana,Gómez,1,2999-01-01,5\n",      # future
-    "Ana,Gó\x00mez,1,1990-01-01,5\n",  # control character
-    "=cmd,Gómez,1,1990-01-01,5\n",     # formula
-    "A" * 101 + ",Gómez,1,1990-01-01,5\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Ana,Gómez,1,1990-02-30,5\n",  # no such day
+        "Ana,Gómez,1,2999-01-01,5\n",  # future
+        "Ana,Gó\x00mez,1,1990-01-01,5\n",  # control character
+        "=cmd,Gómez,1,1990-01-01,5\n",  # formula
+        "A" * 101 + ",Gómez,1,1990-01-01,5\n",
+    ],
+)
 def test_invalid_bodies_are_rejected_by_the_general_path(body: str) -> None:
     assert _parse_plain_csv(body, 1, 100) is None
     with pytest.raises(ingest.InvalidChunk):

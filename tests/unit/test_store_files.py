@@ -28,6 +28,7 @@ from app.store import (
 from app.store.files import FileStore, scan_winners
 from tests.helpers import WIN, chunk
 
+
 def store(path: Path, agencies: int = 3, winning_number: int = WIN) -> FileStore:
     return FileStore(path, agencies, winning_number, lock_timeout=10)
 
@@ -37,6 +38,7 @@ def ledger_lines(path: Path) -> list[dict]:
 
 
 # -- appending ------------------------------------------------------------------------------
+
 
 def test_fresh_store(tmp_path):
     s = store(tmp_path / "data")
@@ -69,15 +71,17 @@ def test_chunks_are_contiguous_blocks(tmp_path):
 
 def test_stored_rows_load_back(tmp_path):
     s = store(tmp_path)
-    rows = [(1, 'Pérez, "Ana"', "O'Brien", "0001", "1999-03-17", 7574),
-            (1, "Zoë\u00a0Ann", "李", "2", "2000-02-29", 0)]
+    rows = [(1, 'Pérez, "Ana"', "O'Brien", "0001", "1999-03-17", 7574), (1, "Zoë\u00a0Ann", "李", "2", "2000-02-29", 0)]
     s.append_chunk(Chunk.from_rows(1, rows))
-    loaded = [(b.agency, b.first_name, b.last_name, b.document, b.birthdate.isoformat(), b.number)
-              for b in load_bets(tmp_path / "bets.csv")]
+    loaded = [
+        (b.agency, b.first_name, b.last_name, b.document, b.birthdate.isoformat(), b.number)
+        for b in load_bets(tmp_path / "bets.csv")
+    ]
     assert loaded == rows
 
 
 # -- idempotency keys -------------------------------------------------------------------------
+
 
 def test_key_replay_across_workers_and_restart(tmp_path):
     first, second = store(tmp_path), store(tmp_path)  # two workers on one dir
@@ -107,8 +111,11 @@ def test_same_key_different_rows_is_a_mismatch(tmp_path):
     first, second = store(tmp_path), store(tmp_path)
     first.append_chunk(chunk(1, 4, key="k1"))
     before = (tmp_path / "bets.csv").read_bytes()
-    for s, other in ((first, chunk(1, 4, "other", key="k1")), (second, chunk(1, 5, key="k1")),
-                     (store(tmp_path), chunk(1, 3, key="k1"))):
+    for s, other in (
+        (first, chunk(1, 4, "other", key="k1")),
+        (second, chunk(1, 5, key="k1")),
+        (store(tmp_path), chunk(1, 3, key="k1")),
+    ):
         with pytest.raises(IdempotencyMismatch):
             s.append_chunk(other)
     assert (tmp_path / "bets.csv").read_bytes() == before
@@ -134,6 +141,7 @@ def test_chunk_without_key_is_stored_again(tmp_path):
 
 
 # -- upload spans ----------------------------------------------------------------------------
+
 
 def test_upload_span_replay_conflict_and_adjacency(tmp_path):
     first, second = store(tmp_path), store(tmp_path)
@@ -186,6 +194,7 @@ def test_uploads_are_per_agency_and_per_id(tmp_path):
 
 # -- done and the draw -------------------------------------------------------------------------
 
+
 def test_done_is_idempotent(tmp_path):
     s = store(tmp_path)
     assert s.mark_done(2) == DoneReceipt(2, 1, 3, False)
@@ -232,16 +241,28 @@ def test_draw_when_last_agency_is_done(tmp_path):
     assert other.winners(3) == ["3000000"]
     assert store(tmp_path).winners(1) == ["1000003", "1000007", "1000104"]
     result = orjson.loads((tmp_path / "winners.json").read_bytes())
-    assert result == {"winning_number": WIN, "bets": 40,
-                      "winners": {"1": ["1000003", "1000007", "1000104"], "2": [], "3": ["3000000"]}}
+    assert result == {
+        "winning_number": WIN,
+        "bets": 40,
+        "winners": {"1": ["1000003", "1000007", "1000104"], "2": [], "3": ["3000000"]},
+    }
     assert s.status() == RoundStatus(3, [1, 2, 3], True, 40)
     assert s.mark_done(1) == DoneReceipt(1, 3, 3, True)
 
 
 def test_draw_with_custom_winning_number(tmp_path):
     s = store(tmp_path, agencies=1, winning_number=5)
-    s.append_chunk(Chunk.from_rows(1, [(1, "a", "b", "11", "2000-01-01", 5), (1, "a", "b", "12", "2000-01-01", 7574),
-                                   (1, "a", "b", "13", "2000-01-01", 15), (1, "a", "b", "14", "2000-01-01", 5)]))
+    s.append_chunk(
+        Chunk.from_rows(
+            1,
+            [
+                (1, "a", "b", "11", "2000-01-01", 5),
+                (1, "a", "b", "12", "2000-01-01", 7574),
+                (1, "a", "b", "13", "2000-01-01", 15),
+                (1, "a", "b", "14", "2000-01-01", 5),
+            ],
+        )
+    )
     assert s.mark_done(1).drawn is True
     assert s.winners(1) == ["11", "14"]
 
@@ -316,6 +337,7 @@ def test_one_draw_log_line_per_round(tmp_path, lottery_log):
 
 # -- recovery ------------------------------------------------------------------------------
 
+
 def test_garbage_after_last_commit_is_cut_off(tmp_path, lottery_log):
     s = store(tmp_path)
     s.append_chunk(chunk(1, 3))
@@ -353,8 +375,9 @@ def test_torn_ledger_line_and_its_bets_are_cut_off(tmp_path):
     torn = chunk(3, 4, key="k3")
     with open(tmp_path / "bets.csv", "ab") as f:
         f.write(torn.payload)
-    record = orjson.dumps({"a": 3, "n": 4, "h": torn.fingerprint, "k": "k3",
-                           "end": len(bets_before) + len(torn.payload)})
+    record = orjson.dumps(
+        {"a": 3, "n": 4, "h": torn.fingerprint, "k": "k3", "end": len(bets_before) + len(torn.payload)}
+    )
     with open(tmp_path / "ledger.jsonl", "ab") as f:
         f.write(record[: len(record) // 2])  # no newline: the commit never finished
 
@@ -458,11 +481,21 @@ def tricky_rows(n: int, seed: int = 7) -> list[Row]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        number = rng.choice([7574, 7574, 7, 0, 17574 % 10000, 75740 % 10000, 757, 4]) if rng.random() < 0.05 \
+        number = (
+            rng.choice([7574, 7574, 7, 0, 17574 % 10000, 75740 % 10000, 757, 4])
+            if rng.random() < 0.05
             else rng.randrange(10000)
-        rows.append((rng.randint(1, 5), rng.choice(TRICKY_FIRST) + (str(i) if rng.random() < 0.3 else ""),
-                     rng.choice(TRICKY_LAST), str(rng.randrange(10**10)).zfill(rng.randint(1, 10)),
-                     f"{rng.randint(1900, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}", number))
+        )
+        rows.append(
+            (
+                rng.randint(1, 5),
+                rng.choice(TRICKY_FIRST) + (str(i) if rng.random() < 0.3 else ""),
+                rng.choice(TRICKY_LAST),
+                str(rng.randrange(10**10)).zfill(rng.randint(1, 10)),
+                f"{rng.randint(1900, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                number,
+            )
+        )
     return rows
 
 
@@ -472,7 +505,7 @@ def tricky_file(tmp_path_factory) -> Path:
     rows = tricky_rows(20_000)
     with open(path, "wb") as f:
         for start in range(0, len(rows), 997):
-            f.write(encode_rows(rows[start:start + 997]))
+            f.write(encode_rows(rows[start : start + 997]))
     return path
 
 
@@ -509,7 +542,7 @@ def test_draw_through_the_store_matches_load_bets(tmp_path, monkeypatch):
     for agency in range(1, 6):
         own = [r for r in rows if r[0] == agency]
         for start in range(0, len(own), 300):
-            s.append_chunk(Chunk.from_rows(agency, own[start:start + 300]))
+            s.append_chunk(Chunk.from_rows(agency, own[start : start + 300]))
     for agency in range(1, 6):
         s.mark_done(agency)
     expected = expected_winners(tmp_path / "bets.csv", WIN)
@@ -517,6 +550,7 @@ def test_draw_through_the_store_matches_load_bets(tmp_path, monkeypatch):
 
 
 # -- concurrency ----------------------------------------------------------------------------
+
 
 def test_concurrent_appends_from_two_workers(tmp_path):
     workers = [store(tmp_path, agencies=8), store(tmp_path, agencies=8)]
@@ -548,7 +582,7 @@ def test_concurrent_appends_from_two_workers(tmp_path):
     assert len(set(seen)) == len(seen)  # every row exactly once
     # every chunk is one contiguous block, in its own order
     for start in range(0, len(bets), rows_n):
-        block = bets[start:start + rows_n]
+        block = bets[start : start + rows_n]
         assert len({b.first_name for b in block}) == 1
         assert [b.last_name for b in block] == [f"r{i}" for i in range(rows_n)]
     assert {b.first_name for b in bets} == {f"t{t}c{c}" for t in range(threads_n) for c in range(chunks_n)}
@@ -559,6 +593,7 @@ def test_concurrent_appends_from_two_workers(tmp_path):
 
 
 # -- failed writes -----------------------------------------------------------------------------
+
 
 def failing_append(fail_on: str, partial: bool = True):
     """A FileStore._append that writes half of the data to ``fail_on`` and then hits a full disk."""

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from app.launcher import Server
 from client.generate import generate
+from devtools.server import Server
 
 AGENCIES = 5
 BETS_PER_AGENCY = 20_000
@@ -33,10 +33,27 @@ def main() -> int:
             print(f"Server up at {server.url} (gunicorn, 3 workers, data in {server.data_dir})\n")
             started = time.monotonic()
             uploaders = [
-                subprocess.Popen([sys.executable, "-m", "client", "run", "--agency", str(agency),
-                                  "--file", str(path), "--server", server.url, "--json", "--quiet"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for agency, path in enumerate(files, 1)]
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "client",
+                        "run",
+                        "--agency",
+                        str(agency),
+                        "--file",
+                        str(path),
+                        "--server",
+                        server.url,
+                        "--json",
+                        "--quiet",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for agency, path in enumerate(files, 1)
+            ]
             results = [p.communicate(timeout=120) + (p.returncode,) for p in uploaders]
             elapsed = time.monotonic() - started
             failed = False
@@ -49,8 +66,10 @@ def main() -> int:
                 print(f"agency {agency}: {len(winners)} winner(s) {', '.join(winners) or '-'}")
             status = httpx.get(f"{server.url}/status").json()
             draws = [line for line in server.log().splitlines() if "action: sorteo" in line]
-        print(f"\nRound: {status['bets']:,} bets from {len(status['done'])}/{status['expected']} agencies "
-              f"in {elapsed:.1f}s; drawn: {status['drawn']}")
+        print(
+            f"\nRound: {status['bets']:,} bets from {len(status['done'])}/{status['expected']} agencies "
+            f"in {elapsed:.1f}s; drawn: {status['drawn']}"
+        )
         print("Draw log:", *draws, sep="\n  ")
         return 1 if failed or not status["drawn"] or len(draws) != 1 else 0
 

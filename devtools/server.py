@@ -29,15 +29,28 @@ def free_port() -> int:
 class Server:
     """One gunicorn master with ``workers`` uvicorn workers; stderr goes to ``log_path``."""
 
-    def __init__(self, data_dir: Path, *, workers: int = 3, agencies: int = 5, port: int | None = None,
-                 log_path: Path | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        workers: int = 3,
+        agencies: int = 5,
+        port: int | None = None,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.data_dir = Path(data_dir)
         self.workers = workers
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or self.data_dir.parent / f"gunicorn-{self.port}.log"
-        self.env = {**os.environ, "LOTTERY_DATA_DIR": str(self.data_dir), "LOTTERY_AGENCIES": str(agencies),
-                    "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port} --workers {workers}", **(env or {})}
+        self.env = {
+            **os.environ,
+            "LOTTERY_DATA_DIR": str(self.data_dir),
+            "LOTTERY_AGENCIES": str(agencies),
+            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port} --workers {workers}",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
@@ -46,7 +59,12 @@ class Server:
         self._log_start = self._log.tell()  # a restart appends: count only this run's lines
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.wait_ready(timeout)
         return self
 

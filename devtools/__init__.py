@@ -1,0 +1,1 @@
+"""The developers' harness: start real servers for the demo, the benchmarks and the tests."""
