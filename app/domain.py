@@ -22,7 +22,6 @@ MAX_NAME_LENGTH = 100
 FORMULA_PREFIXES = frozenset("=+-@")
 MAX_NUMBER = 9999
 FIELDS = ("first_name", "last_name", "document", "birthdate", "number")
-STORED_FIELDS = ("agency", *FIELDS)
 
 _DOCUMENT = re.compile(r"[0-9]{1,10}")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

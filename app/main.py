@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import logs, problems
-from app.routes import agencies, round
+from app.routes import agencies, status
 from app.settings import Settings, get_settings
 from app.store import Store, open_store
 from app.tokens import Tokens
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = store or open_store(settings)
     app.state.tokens = Tokens.load(settings.tokens_file, settings.agencies) if settings.tokens_file else None
     app.include_router(agencies.router)
-    app.include_router(round.router)
+    app.include_router(status.router)
     problems.install(app)
     return app
 

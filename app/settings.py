@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.domain import WINNING_NUMBER
+
 MiB = 1024 * 1024
 
 
@@ -23,7 +25,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./data"), description="Where bets.csv, the ledger, the done-set and the winners live.")
     agencies: int = Field(5, ge=1, le=10_000, description="Agencies take part in the round: ids 1..N.")
-    winning_number: int = Field(7574, ge=0, le=9999, description="A bet wins when its number equals this.")
+    winning_number: int = Field(WINNING_NUMBER, ge=0, le=9999, description="A bet wins when its number equals this.")
     max_body_bytes: int = Field(
         16 * MiB, ge=1024, le=1024 * MiB, description="Largest request body accepted (413 above)."
     )

@@ -21,8 +21,13 @@ import time
 from pathlib import Path
 
 from client.config import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, ConfigError, Options, resolve
+from client.generate import WINNING_NUMBER
 
 log = logging.getLogger("client")
+# The course's log line, as the server writes it (app/logs.py; the uploader never imports
+# app/): tests/unit/test_one_source.py checks that the two agree.
+LOG_FORMAT = "%(asctime)s %(levelname)-8s %(message)s"
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--bets", type=int, default=20_000, help="bets per agency")
     gen.add_argument("--out", type=Path, required=True)
     gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--winning-number", type=int, default=7574)
+    gen.add_argument("--winning-number", type=int, default=WINNING_NUMBER)
     return parser
 
 
@@ -238,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level="WARNING" if options.quiet else options.log_level,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)-8s %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
+        format=LOG_FORMAT,
+        datefmt=LOG_DATEFMT,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     from client.http import ClientError, Stopped

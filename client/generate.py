@@ -7,6 +7,10 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
+# The course's winning number. The server's own is app.domain.WINNING_NUMBER (the uploader
+# never imports app/); tests/unit/test_one_source.py checks that the two agree.
+WINNING_NUMBER = 7574
+
 FIRST = [
     "Santiago",
     "Valentina",
@@ -46,7 +50,7 @@ LAST = [
 WINNER_SHARE = 0.0001  # a few planted winners per agency, on top of the 1-in-10,000 chance
 
 
-def generate(out: Path, agencies: int, bets: int, seed: int, winning_number: int = 7574) -> list[Path]:
+def generate(out: Path, agencies: int, bets: int, seed: int, winning_number: int = WINNING_NUMBER) -> list[Path]:
     """Write ``bets`` bets per agency; the same seed always gives the same files."""
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
