@@ -22,6 +22,8 @@ def dataset() -> Path:
 
 # -- Reliability figures (tests/figures.py) ------------------------------------------------
 
+_outcomes: dict[str, str] = {}  # node id -> outcome so far, until its teardown
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001 - pytest's hook signature
     from tests import figures
@@ -29,14 +31,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001 - pyte
     figures.begin_session()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ARG001
-    """Print what the fault and fuzz tests measured, for the README's "Reliability" section."""
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Join each test's outcome to the figures it recorded, once its teardown is over."""
     from tests import figures
 
+    outcome = _outcomes.get(report.nodeid, "passed")
+    if report.failed:
+        outcome = "failed" if report.when == "call" else "error"
+    elif report.skipped and outcome == "passed":
+        outcome = "skipped"
+    _outcomes[report.nodeid] = outcome
+    if report.when == "teardown":
+        figures.finish_test(report.nodeid, _outcomes.pop(report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ARG001
+    """Print what the fault and fuzz tests measured, with each test's outcome (README "Reliability")."""
+    from tests import figures
+
+    figures.finish_session()
     records = figures.session_records()
     if not records:
         return
     terminalreporter.write_sep("=", "Reliability figures")
     for line in figures.table(records):
         terminalreporter.write_line(line)
-    terminalreporter.write_line(f"(one JSON line per test in {figures.path()})")
+    terminalreporter.write_line(f"(one JSON line per test in {figures.path()}; '-': not measured by that test)")
