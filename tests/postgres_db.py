@@ -1,8 +1,10 @@
 """A PostgreSQL for the tests: where it is, whether it answers, and a fresh database per use.
 
-``LOTTERY_TEST_DATABASE_URL`` names the server (``.ci/postgres.sh`` prints it); when it is
-unset the tests try the address that script uses, and skip with a plain message when no
-server answers there.
+``LOTTERY_TEST_DATABASE_URL`` names the server (``.ci/postgres.sh`` prints it, CI sets it).
+When it is set, a server that cannot be reached or used FAILS the tests that need it: the
+run was asked to test PostgreSQL, so a skip would hide the failure. When it is unset (a
+plain clone), the tests try the address that script uses and skip, with a plain message,
+when no server answers there.
 """
 
 from __future__ import annotations
@@ -33,26 +35,33 @@ def with_database(url: str, dbname: str) -> str:
     return make_conninfo(url, dbname=dbname)
 
 
+def configured() -> bool:
+    """Whether the run was told where PostgreSQL is (and so must test it)."""
+    return bool(os.environ.get("LOTTERY_TEST_DATABASE_URL"))
+
+
 @functools.cache
 def unreachable_reason() -> str | None:
-    """None when the test server answers; otherwise the skip message."""
+    """None when the test server answers; otherwise why not, in one line."""
     url = server_url()
     try:
         import psycopg
 
         with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
             conn.execute("SELECT 1")
-    except Exception as error:  # noqa: BLE001 - any failure means "skip", with its reason
+    except Exception as error:  # noqa: BLE001 - reported as is: a failure when configured, else a skip
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return f"PostgreSQL not reachable at {url} ({first}): set LOTTERY_TEST_DATABASE_URL or run .ci/postgres.sh"
+        return f"PostgreSQL not reachable at {url} ({type(error).__name__}: {first})"
     return None
 
 
 def require_postgres() -> str:
-    """The server URL, or skip the calling test with the reason."""
+    """The server URL; else fail the calling test (URL configured) or skip it (not configured)."""
     reason = unreachable_reason()
+    if reason and configured():
+        pytest.fail(f"LOTTERY_TEST_DATABASE_URL is set, but {reason}", pytrace=False)
     if reason:
-        pytest.skip(reason)
+        pytest.skip(f"{reason}: set LOTTERY_TEST_DATABASE_URL or run .ci/postgres.sh")
     return server_url()
 
 
