@@ -5,7 +5,7 @@
     python -m bench --runs 3             # fewer repetitions
 
 Sections:
-  rounds   whole rounds, our uploader + server vs the raw-TCP reference (bench/rawtcp),
+  rounds   whole rounds, our uploader + server vs the raw-TCP reference (reference/rawtcp),
            alternated run by run, median of --runs: the course dataset and 1M synthetic bets
   scale    1M bets from 50 concurrent agencies against 1, 2 and 4 workers (uploader-sized chunks)
   formats  JSON vs CSV bodies at chunk sizes 100 .. 10,000
@@ -46,7 +46,7 @@ def _synthetic(where: Path, agencies: int, bets_per_agency: int) -> dict[int, Pa
 
 def bench_rounds(runs: int) -> list[dict]:
     from bench.http_round import run_round as http_round
-    from bench.rawtcp.round import run_round as tcp_round
+    from reference.rawtcp.round import run_round as tcp_round
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-rounds-") as tmp:

@@ -1,4 +1,4 @@
-"""One whole round on our service, timed the same way as bench/rawtcp/round.py.
+"""One whole round on our service, timed the same way as reference/rawtcp/round.py.
 
 The server (gunicorn, default settings) is started first and is not timed; the clock runs
 from launching every agency's uploader (`python -m client run`, its defaults, each a

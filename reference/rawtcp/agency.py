@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m bench.rawtcp.agency --host 127.0.0.1 --port P --agency K --file agency-K.csv
+    python -m reference.rawtcp.agency --host 127.0.0.1 --port P --agency K --file agency-K.csv
 
 The file (CSV lines ``first_name,last_name,document,birthdate,number``, LF or CRLF)
 is streamed, never loaded whole: as many whole lines as fit are packed into each
@@ -26,7 +26,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.rawtcp import protocol as proto
+from app.logs import DATEFMT, FORMAT
+from reference.rawtcp import protocol as proto
 
 CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 300.0
@@ -142,7 +143,7 @@ def _loopback(host: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.rawtcp.agency", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m reference.rawtcp.agency", description=__doc__.splitlines()[0])
     parser.add_argument("--host", type=_loopback, default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--agency", type=int, required=True)
@@ -154,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-8s %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
+        format=FORMAT,
+        datefmt=DATEFMT,
     )
     try:
         documents = run(

@@ -2,11 +2,11 @@
 
 Usage::
 
-    python -m bench.rawtcp.server --host 127.0.0.1 --port 0 --data-dir DIR \\
-        --agencies N [--winning-number 7574] [--port-file FILE]
+    python -m reference.rawtcp.server --host 127.0.0.1 --port 0 --data-dir DIR \\
+        --agencies N [--winning-number N] [--port-file FILE]
 
 The parent only accepts connections and forks one child per connection (one
-connection = one agency, see :mod:`bench.rawtcp.protocol`); on SIGCHLD it reaps
+connection = one agency, see :mod:`reference.rawtcp.protocol`); on SIGCHLD it reaps
 them with ``waitpid(WNOHANG)``, so no zombies pile up. Children share state only through files in DIR, guarded by
 ``flock(LOCK_EX)`` on ``DIR/bets.lock``:
 
@@ -44,7 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench.rawtcp import protocol as proto
+from app.atomicfile import fsync_dir, write_atomically
+from app.domain import WINNING_NUMBER
+from app.logs import DATEFMT, FORMAT
+from reference.rawtcp import protocol as proto
 
 BETS_FILE = "bets.csv"
 DONE_FILE = "done.txt"
@@ -79,24 +82,9 @@ class BadRequest(Exception):
 # --------------------------------------------------------------------------- files
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make the directory entries (file creation, rename) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     """Durably replace ``path`` with ``data``: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_atomically(path, lambda f: f.write(data))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -118,7 +106,7 @@ def prepare_data_dir(data_dir: Path) -> None:
     with open(data_dir / BETS_FILE, "wb") as f:
         os.fsync(f.fileno())
     (data_dir / LOCK_FILE).touch()
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
 
 
 class Store:
@@ -437,12 +425,12 @@ def _loopback(host: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.rawtcp.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m reference.rawtcp.server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", type=_loopback, default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--port", type=int, default=0, help="0 = pick an ephemeral port")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--agencies", type=int, required=True, help="agencies in the round (ids 1..N)")
-    parser.add_argument("--winning-number", type=int, default=7574)
+    parser.add_argument("--winning-number", type=int, default=WINNING_NUMBER)
     parser.add_argument("--port-file", type=Path, help="write the bound port here")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -452,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-8s %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
+        format=FORMAT,
+        datefmt=DATEFMT,
     )
     cfg = Config(args.data_dir, args.agencies, args.winning_number)
     prepare_data_dir(cfg.data_dir)

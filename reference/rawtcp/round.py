@@ -1,7 +1,7 @@
 """Run and time one lottery round of the raw-TCP reference implementation.
 
-Starts :mod:`bench.rawtcp.server` on an ephemeral 127.0.0.1 port, launches one
-:mod:`bench.rawtcp.agency` process per bets file all at once, waits for them,
+Starts :mod:`reference.rawtcp.server` on an ephemeral 127.0.0.1 port, launches one
+:mod:`reference.rawtcp.agency` process per bets file all at once, waits for them,
 stops the server and reports::
 
     {"seconds": <launch of the agencies -> exit of the last one>,
@@ -9,7 +9,7 @@ stops the server and reports::
 
 Command line::
 
-    python -m bench.rawtcp.round --dataset DIR [--data-dir OUT]
+    python -m reference.rawtcp.round --dataset DIR [--data-dir OUT]
 
 where DIR holds ``agency-<K>.csv`` files (K = 1..N). Logs of the server and of
 each agency are kept in ``<data dir>/logs/``.
@@ -31,7 +31,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.rawtcp.server import BETS_FILE
+from reference.rawtcp.server import BETS_FILE
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def _tail(path: Path, limit: int = 2000) -> str:
 
 
 def _child_env() -> dict[str, str]:
-    """Environment for the subprocesses: make ``bench`` importable from any cwd."""
+    """Environment for the subprocesses: make ``reference`` and ``app`` importable from any cwd."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
@@ -160,7 +160,7 @@ def run_round(
     agencies: dict[int, subprocess.Popen[bytes]] = {}
     with ExitStack() as stack:
         server = subprocess.Popen(
-            [python, "-m", "bench.rawtcp.server", "--host", HOST, "--port", "0",
+            [python, "-m", "reference.rawtcp.server", "--host", HOST, "--port", "0",
              "--data-dir", str(data_dir), "--agencies", str(len(ids)), "--port-file", str(port_file)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -172,7 +172,7 @@ def run_round(
             started = time.perf_counter()
             for k in ids:
                 agencies[k] = subprocess.Popen(
-                    [python, "-m", "bench.rawtcp.agency", "--host", HOST, "--port", str(port),
+                    [python, "-m", "reference.rawtcp.agency", "--host", HOST, "--port", str(port),
                      "--agency", str(k), "--file", str(files[k]), "--timeout", str(timeout)],
                     stdin=subprocess.DEVNULL,
                     stdout=stack.enter_context(open(logs / f"agency-{k}.out", "wb")),
@@ -220,7 +220,7 @@ def dataset_files(dataset: Path) -> dict[int, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.rawtcp.round", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m reference.rawtcp.round", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, required=True, help="directory with agency-<K>.csv files")
     parser.add_argument("--data-dir", type=Path, help="server data dir (default: a temporary one, removed after)")
     parser.add_argument("--timeout", type=float, default=ROUND_TIMEOUT, help="seconds")

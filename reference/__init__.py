@@ -1,0 +1,1 @@
+"""Reference designs kept to compare the service against (not part of the product)."""
