@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.domain import WINNING_NUMBER as WINNING
 from devtools.server import Server
 from tests.conftest import DATASET_COUNTS
 from tests.helpers import read_agency_file, stored_rows
 
 CHUNK = 1000
-WINNING = 7574
 
 
 @pytest.fixture
