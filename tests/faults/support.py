@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -11,16 +12,41 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
+from app.domain import WINNING_NUMBER as WINNING
 from app.domain import latest_birthdate, parse_number_text, validate_bet
 from devtools.server import ROOT, Server
 from tests.helpers import read_agency_file
 
-WINNING = 7574
 SORTEO = "action: sorteo | result: success"
+
+
+class Unexpected5xx:
+    """An httpx response hook counting 5xx answers, except those provoked on purpose.
+
+    ``client = httpx.Client(event_hooks={"response": [five]})``; requests made inside
+    ``with five.provoked():`` (a full disk must answer 503) are not counted.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._provoking = False
+
+    def __call__(self, response: httpx.Response) -> None:
+        if response.status_code >= 500 and not self._provoking:
+            self.count += 1
+
+    @contextlib.contextmanager
+    def provoked(self) -> Iterator[None]:
+        self._provoking = True
+        try:
+            yield
+        finally:
+            self._provoking = False
 
 
 def uploader(*args: str, env: dict | None = None) -> subprocess.Popen:

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from devtools.server import Server
-from tests.faults.support import SORTEO, check_bets_file, digest, wait_workers_loaded
+from tests.faults.support import SORTEO, WINNING, Unexpected5xx, check_bets_file, digest, wait_workers_loaded
 from tests.figures import lost_and_duplicated, record
 from tests.helpers import stored_rows
 
@@ -59,7 +59,7 @@ def bets_csv(agency: int, count: int, start: int = 0) -> bytes:
                 "O'Connor, Núñez",
                 str(agency * 10_000_000 + i),
                 "1990-01-01",
-                7574 if i % 500 == 0 else i % 10_000,
+                WINNING if i % 500 == 0 else i % 10_000,
             )
         )
     return out.getvalue().encode()
@@ -100,11 +100,14 @@ def snapshot(data: Path) -> dict[str, str]:
 
 
 def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: Path) -> None:
+    figure = "full disk (tmpfs ENOSPC), then space freed"
+    record(figure)  # the row shows, with the outcome, even if the test fails before measuring
     data = tmpfs / "data"
     sent: Counter = Counter()
+    five = Unexpected5xx()
     with (
         Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log") as server,
-        httpx.Client(base_url=server.url, timeout=30) as client,
+        httpx.Client(base_url=server.url, timeout=30, event_hooks={"response": [five]}) as client,
     ):
         wait_workers_loaded(server)
         first = bets_csv(1, 2_000)
@@ -116,14 +119,15 @@ def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: 
         before = snapshot(data)
         chunk = bets_csv(1, 5_000, start=2_000)  # ~200 KB: cannot fit
         headers = {"Content-Type": "text/csv", "Idempotency-Key": "full-disk-chunk"}
-        body = problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
-        assert "No space left on device" in body["detail"], body
-        assert snapshot(data) == before  # bets.csv and ledger.jsonl unchanged, byte for byte
-        assert "No space left on device" in problem(client.get("/health"), 503)["detail"]
-        # A retry while still full is refused the same way, still storing nothing; so is a
-        # done (done.json is replaced through a temp file, which cannot be written).
-        problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
-        assert "No space left on device" in problem(client.post("/agencies/2/done"), 503)["detail"]
+        with five.provoked():
+            body = problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
+            assert "No space left on device" in body["detail"], body
+            assert snapshot(data) == before  # bets.csv and ledger.jsonl unchanged, byte for byte
+            assert "No space left on device" in problem(client.get("/health"), 503)["detail"]
+            # A retry while still full is refused the same way, still storing nothing; so is a
+            # done (done.json is replaced through a temp file, which cannot be written).
+            problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
+            assert "No space left on device" in problem(client.post("/agencies/2/done"), 503)["detail"]
         assert snapshot(data) == before
         assert not list(data.glob(".done.json.*"))  # no temp file left behind
 
@@ -141,24 +145,27 @@ def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: 
         sent += expected(2, second)
         assert client.post("/agencies/1/done").json()["drawn"] is False
         assert client.post("/agencies/2/done").json()["drawn"] is True
-        for agency in (1, 2):
-            winners = client.get(f"/agencies/{agency}/winners").json()["winners"]
-            assert winners == [row[3] for row in _file_rows(data) if row[0] == agency and row[5] == 7574]
-            assert len(winners) == {1: 14, 2: 2}[agency]
-    assert server.log().count(SORTEO) == 1
+        winners = {agency: client.get(f"/agencies/{agency}/winners").json()["winners"] for agency in (1, 2)}
 
-    stored = stored_rows(data)
-    lost, duplicated = lost_and_duplicated(sent, stored)
-    record("full disk (tmpfs ENOSPC)", faults=1, errors_5xx=0, lost=lost, duplicated=duplicated)
+    lost, duplicated = lost_and_duplicated(sent, stored_rows(data))
+    record(figure, faults=1, errors_5xx=five.count, lost=lost, duplicated=duplicated)
+    assert five.count == 0
     assert (lost, duplicated) == (0, 0)
     assert check_bets_file(data / "bets.csv", validate=True) == 8_000
+    assert server.log().count(SORTEO) == 1
+    for agency in (1, 2):
+        assert winners[agency] == [row[3] for row in _file_rows(data) if row[0] == agency and row[5] == WINNING]
+        assert len(winners[agency]) == {1: 14, 2: 2}[agency]
 
 
 def test_read_only_disk_gives_503_and_recovers_when_writable(tmpfs: Path, tmp_path: Path) -> None:
+    figure = "read-only disk (tmpfs remount,ro), then rw"
+    record(figure)
     data = tmpfs / "data"
+    five = Unexpected5xx()
     with (
         Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log") as server,
-        httpx.Client(base_url=server.url, timeout=30) as client,
+        httpx.Client(base_url=server.url, timeout=30, event_hooks={"response": [five]}) as client,
     ):
         wait_workers_loaded(server)
         first = bets_csv(1, 500)
@@ -167,53 +174,72 @@ def test_read_only_disk_gives_503_and_recovers_when_writable(tmpfs: Path, tmp_pa
         before = snapshot(data)
         chunk = bets_csv(1, 500, start=500)
         headers = {"Content-Type": "text/csv", "Idempotency-Key": "read-only-chunk"}
-        body = problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
-        assert "Read-only file system" in body["detail"], body
-        assert "Read-only file system" in problem(client.get("/health"), 503)["detail"]
+        with five.provoked():
+            body = problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
+            assert "Read-only file system" in body["detail"], body
+            assert "Read-only file system" in problem(client.get("/health"), 503)["detail"]
         assert snapshot(data) == before
 
         _remount(tmpfs, "rw")
         assert client.get("/health").status_code == 200
         assert client.post("/agencies/1/bets", content=chunk, headers=headers).status_code == 201
-        assert client.get("/status").json()["bets"] == 1_000
-    assert stored_rows(data) == expected(1, first) + expected(1, chunk)
-    record("read-only disk (tmpfs remount,ro)", faults=1, errors_5xx=0, lost=0, duplicated=0)
+        status = client.get("/status").json()
+    lost, duplicated = lost_and_duplicated(expected(1, first) + expected(1, chunk), stored_rows(data))
+    record(figure, faults=1, errors_5xx=five.count, lost=lost, duplicated=duplicated)
+    assert five.count == 0
+    assert (lost, duplicated) == (0, 0)
+    assert status["bets"] == 1_000
 
 
 def test_worker_restarted_while_disk_is_read_only_keeps_serving_503(tmpfs: Path, tmp_path: Path) -> None:
-    """Found by this suite: a worker (re)booting on a read-only data dir must serve 503, not exit.
+    """A worker (re)booting on a read-only data dir serves 503, and the server stays up.
 
-    Today FileStore.__init__ takes the lock to recover, the lock file cannot be opened on a
-    read-only file system, the worker fails to boot (exit code 3), and gunicorn's master
-    then shuts the whole server down ("Reason: Worker failed to boot"): one worker crash or
-    restart while the disk is read-only turns a 503 into an outage that outlives the disk
-    problem.
+    A regression test for a bug this suite found: FileStore.__init__ took the lock to
+    recover, the lock file could not be opened on a read-only file system, the worker failed
+    to boot (exit code 3), and gunicorn's master then shut the whole server down ("Reason:
+    Worker failed to boot"): one worker crash or restart while the disk was read-only turned
+    a 503 into an outage that outlived the disk problem.
     """
+    figure = "worker SIGKILLed and respawned while the disk is read-only"
+    record(figure)
     data = tmpfs / "data"
+    five = Unexpected5xx()
     server = Server(data, workers=2, agencies=2, log_path=tmp_path / "gunicorn.log").start()
     try:
+        client = httpx.Client(base_url=server.url, timeout=10, event_hooks={"response": [five]})
         wait_workers_loaded(server)
         _remount(tmpfs, "ro")
         victim = server.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)  # e.g. OOM, or gunicorn's own max-requests restart
-        # Until the new worker has loaded the app, or gunicorn has given up on it.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and server.proc.poll() is None:
+        # Until the new (third) worker has loaded the app, or gunicorn has given up on it.
+        new_worker_loaded = False
+        deadline = time.monotonic() + 60
+        while not new_worker_loaded and server.proc.poll() is None and time.monotonic() < deadline:
             booted = re.findall(r"Booting worker with pid: (\d+)", server.log())
-            if len(booted) >= 3 and f"[{booted[2]}] [INFO] Application startup complete." in server.log():
-                break
+            new_worker_loaded = (
+                len(booted) >= 3 and f"[{booted[2]}] [INFO] Application startup complete." in server.log()
+            )
             time.sleep(0.05)
-        assert server.proc is not None and server.proc.poll() is None, (
+        server_alive = server.proc.poll() is None
+        assert server_alive, (
             "gunicorn shut down when a worker restarted on the read-only data dir:\n" + server.log()[-1500:]
         )
-        for _ in range(4):  # both workers answer
-            assert "Read-only file system" in problem(httpx.get(server.url + "/health", timeout=10), 503)["detail"]
+        assert new_worker_loaded, "the respawned worker did not load the app within 60 s:\n" + server.log()[-1500:]
+        with five.provoked():
+            for _ in range(4):  # both workers answer
+                assert "Read-only file system" in problem(client.get("/health"), 503)["detail"]
         _remount(tmpfs, "rw")
-        assert httpx.get(server.url + "/health", timeout=10).status_code == 200
-        r = httpx.post(server.url + "/agencies/1/bets", content=bets_csv(1, 10), headers={"Content-Type": "text/csv"})
-        assert r.status_code == 201, r.text
+        healthy = client.get("/health").status_code
+        sent = bets_csv(1, 10)
+        stored_status = client.post("/agencies/1/bets", content=sent, headers={"Content-Type": "text/csv"}).status_code
+        client.close()
     finally:
         server.stop()
+    lost, duplicated = lost_and_duplicated(expected(1, sent), stored_rows(data))
+    record(figure, faults=2, errors_5xx=five.count, lost=lost, duplicated=duplicated)  # read-only disk + SIGKILL
+    assert (healthy, stored_status) == (200, 201)
+    assert five.count == 0
+    assert (lost, duplicated) == (0, 0)
 
 
 def _remount(mount_point: Path, mode: str) -> None:

@@ -1,8 +1,9 @@
 """SIGKILL the whole server (master and workers) mid-upload and mid-draw, then start it again.
 
 A real SIGKILL rarely lands between a chunk's bets.csv write and its ledger line (the
-commit), so after killing the server the tests also write that state explicitly: a torn
-tail on bets.csv and half a ledger line, exactly what a writer killed mid-append leaves.
+commit), so after killing the server the tests also craft that state by hand: a torn tail
+on bets.csv and half a ledger line, exactly what a writer killed mid-append leaves. A
+crafted state is not an injected fault: the figures count it as ``crafted_states``.
 A new server on the same data dir must repair it before serving, the uploaders must finish
 with nothing lost or doubled, and the draw must happen exactly once with the right winners.
 """
@@ -24,6 +25,7 @@ from client.generate import generate
 from devtools.server import Server
 from tests.faults.support import (
     SORTEO,
+    Unexpected5xx,
     check_bets_file,
     digest,
     expected_winners,
@@ -48,16 +50,17 @@ TORN_LEDGER = b'{"a":3,"n":3,"h":"0f3c","k":"torn-key","end":'
 
 
 def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path: Path) -> None:
-    # 200,000 bets, killed at 30,000: a wide margin, however fast the uploads get.
+    figure = "server SIGKILL mid-upload, torn tail crafted, restart"
+    record(figure)  # the row shows, with the outcome, even if the test fails before measuring
     files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=MID_UPLOAD_BETS, seed=21), 1))
     data = tmp_path / "data"
     first = Server(data, workers=3, agencies=AGENCIES, log_path=tmp_path / "first.log").start()
     # Enough retries to outlast the time the server is down (each waits up to 5 s).
     procs = run_uploaders(first.url, files, "--batch-size", "500", "--concurrency", "2", "--retries", "30")
     try:
+        # Killed once 30,000 of the 200,000 bets are stored (observed): the uploads are mid-way.
         wait_for_bets(first.url, 30_000)
         first.stop(signal.SIGKILL)  # master and workers at once, mid-upload
-        assert first.log().count(SORTEO) == 0
 
         committed = ledger_end(data)
         committed_digest = _prefix_digest(data / "bets.csv", committed)
@@ -70,19 +73,11 @@ def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path:
         second = Server(data, workers=3, agencies=AGENCIES, port=first.port, log_path=tmp_path / "second.log").start()
         try:
             wait_workers_loaded(second)
-            assert "action: reparacion | result: success" in second.log()
-            # Cut back to the commit: what was committed is untouched, byte for byte.
-            assert _prefix_digest(data / "bets.csv", committed) == committed_digest
+            repaired = "action: reparacion | result: success" in second.log()
+            committed_kept = _prefix_digest(data / "bets.csv", committed) == committed_digest
             results = finish(procs, timeout=120)
-            for agency, (_, err, code) in results.items():
-                assert code == 0, f"uploader {agency} exited {code}:\n{err[-3000:]}"
-                assert "action: reintento" in err  # it met the dead server and retried
-
             # Run again after the round: each skips everything stored and prints the same winners.
             again = finish(run_uploaders(second.url, files, "--batch-size", "700"), timeout=60)
-            for agency, (out, err, code) in again.items():
-                assert code == 0, err
-                assert out == results[agency][0]
         finally:
             second.stop()
     finally:
@@ -94,12 +89,22 @@ def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path:
     expected, stored = expected_rows(files), stored_rows(data)
     lost, duplicated = lost_and_duplicated(expected, stored)
     record(
-        "server SIGKILL mid-upload + torn tail",
-        faults=2,
+        figure,
+        faults=1,  # the SIGKILL; the torn tail is crafted
+        crafted_states=1,
         errors_5xx=_count_5xx(results, again),
         lost=lost,
         duplicated=duplicated,
     )
+    assert first.log().count(SORTEO) == 0  # killed before the draw
+    assert repaired
+    assert committed_kept  # cut back to the commit: what was committed is untouched, byte for byte
+    for agency, (_, err, code) in results.items():
+        assert code == 0, f"uploader {agency} exited {code}:\n{err[-3000:]}"
+        assert "action: reintento" in err  # it met the dead server and retried
+    for agency, (out, err, code) in again.items():
+        assert code == 0, err
+        assert out == results[agency][0]
     assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated"
     assert b"Torn" not in (data / "bets.csv").read_bytes()
     assert b"torn-key" not in (data / "ledger.jsonl").read_bytes()
@@ -116,6 +121,8 @@ def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path:
 
 def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path: Path) -> None:
     """Every agency is done but winners.json is missing: the next winners query draws, once."""
+    figure = "server SIGKILL, done-set without draw crafted, restart"
+    record(figure)
     files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=4_000, seed=31), 1))
     data = tmp_path / "data"
     first = Server(data, workers=3, agencies=AGENCIES, log_path=tmp_path / "first.log").start()
@@ -162,9 +169,11 @@ def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path
     finally:
         second.stop()
 
-    assert len(answers) == len(queries)
     errors_5xx = sum(1 for _, code, _ in answers if code >= 500)
-    record("server SIGKILL between done and draw", faults=1, errors_5xx=errors_5xx, lost=0, duplicated=0)
+    lost, duplicated = lost_and_duplicated(expected_rows(files), stored_rows(data))
+    record(figure, faults=1, crafted_states=1, errors_5xx=errors_5xx, lost=lost, duplicated=duplicated)
+    assert len(answers) == len(queries)
+    assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated"
     in_file = winners_in_file_order(data)
     expected = expected_winners(files)
     for agency, code, body in answers:
@@ -183,33 +192,52 @@ def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path
 
 def test_bets_without_ledger_is_refused_with_503_while_running(tmp_path: Path) -> None:
     """bets.csv without ledger.jsonl cannot say what is committed: 503, and bets.csv is left alone."""
+    figure = "ledger.jsonl deleted under a running server"
+    record(figure)
     data = tmp_path / "data"
-    with Server(data, workers=2, agencies=2) as server:
-        bets = "".join(f"Ana,Gómez,{10_000_000 + i},1990-01-01,{i}\n" for i in range(100))
-        r = httpx.post(server.url + "/agencies/1/bets", content=bets, headers={"Content-Type": "text/csv"})
-        assert r.status_code == 201
+    five = Unexpected5xx()
+    bets = "".join(f"Ana,Gómez,{10_000_000 + i},1990-01-01,{i}\n" for i in range(100))
+    sent = Counter(
+        (agency, "Ana", "Gómez", str(10_000_000 + i), "1990-01-01", i) for agency in (1, 2) for i in range(100)
+    )
+    with (
+        Server(data, workers=2, agencies=2) as server,
+        httpx.Client(base_url=server.url, timeout=30, event_hooks={"response": [five]}) as client,
+    ):
+        first = client.post("/agencies/1/bets", content=bets, headers={"Content-Type": "text/csv"})
         before = digest(data / "bets.csv")
         os.rename(data / "ledger.jsonl", tmp_path / "ledger.jsonl.moved")  # lost outside the service
 
-        r = httpx.post(server.url + "/agencies/2/bets", content=bets, headers={"Content-Type": "text/csv"})
-        _assert_no_ledger_problem(r, data)
-        _assert_no_ledger_problem(httpx.get(server.url + "/status"), data)
-        assert digest(data / "bets.csv") == before  # not truncated, not appended to: no guessing
-        assert not (data / "ledger.jsonl").exists()  # and no empty ledger made up
+        with five.provoked():
+            refused = client.post("/agencies/2/bets", content=bets, headers={"Content-Type": "text/csv"})
+            status_refused = client.get("/status")
+        after_refusal = digest(data / "bets.csv")
+        ledger_made_up = (data / "ledger.jsonl").exists()
 
         os.rename(tmp_path / "ledger.jsonl.moved", data / "ledger.jsonl")  # the operator puts it back
-        r = httpx.post(server.url + "/agencies/2/bets", content=bets, headers={"Content-Type": "text/csv"})
-        assert r.status_code == 201, r.text
-        assert httpx.get(server.url + "/status").json()["bets"] == 200
-    record("ledger.jsonl missing", faults=1, errors_5xx=0, lost=0, duplicated=0)
+        second = client.post("/agencies/2/bets", content=bets, headers={"Content-Type": "text/csv"})
+        status = client.get("/status").json()
+    lost, duplicated = lost_and_duplicated(sent, stored_rows(data))
+    record(figure, faults=1, errors_5xx=five.count, lost=lost, duplicated=duplicated)
+
+    assert first.status_code == 201, first.text
+    _assert_no_ledger_problem(refused, data)
+    _assert_no_ledger_problem(status_refused, data)
+    assert after_refusal == before  # not truncated, not appended to: no guessing
+    assert not ledger_made_up  # and no empty ledger made up
+    assert second.status_code == 201, second.text
+    assert status["bets"] == 200
+    assert five.count == 0
+    assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated"
 
 
 def test_server_started_on_bets_without_ledger_answers_503_instead_of_dying(tmp_path: Path) -> None:
-    """Found by this suite: a worker that boots on such a data dir must serve 503, not exit.
+    """A worker that boots on such a data dir serves 503, and the server stays up.
 
-    Today FileStore.__init__ raises StorageUnavailable from its first recovery, the worker
-    fails to boot (exit code 3) and gunicorn's master shuts the whole server down with a
-    traceback. The files are left alone either way; the server should say why, per request.
+    A regression test for a bug this suite found: FileStore.__init__ used to raise
+    StorageUnavailable from its first recovery, so the worker failed to boot (exit code 3)
+    and gunicorn's master shut the whole server down. The files are left alone, and the
+    server says why, per request. The data dir is crafted (no fault injected): no figure.
     """
     data = tmp_path / "data"
     data.mkdir()

@@ -1,11 +1,13 @@
 """SIGKILL random gunicorn workers, again and again, while five agencies upload.
 
 Real gunicorn (3 workers), five uploader processes (`python -m client run`, which retry
-with backoff), and a killer thread that SIGKILLs a random current worker at random moments.
-Gunicorn respawns each one; a worker killed between its bets.csv write and its ledger line
-leaves a torn tail that the next worker to take the lock cuts off. Afterwards no bet may be
-lost or stored twice, bets.csv must parse end to end, and the draw must have happened once
-with the right winners.
+with backoff), and a killer that SIGKILLs a random current worker each time the stored
+count passes the next mark (read from /status), and once more when the first agency says
+done. The kills follow what the server stored, not the clock, so however fast or slow the
+uploads run, every kill lands while the uploaders run. Gunicorn respawns each worker; a
+worker killed between its bets.csv write and its ledger line leaves a torn tail that the
+next worker to take the lock cuts off. Afterwards no bet may be lost or stored twice,
+bets.csv must parse end to end, and the draw must have happened once with the right winners.
 """
 
 from __future__ import annotations
@@ -38,70 +40,79 @@ from tests.helpers import expected_rows, stored_rows
 pytestmark = pytest.mark.faults
 
 AGENCIES = 5
-BETS = 80_000  # per agency: 320 chunks of 250 each, one at a time: long enough for the kills
-KILLS = 40  # kills aimed for, at random moments 30-200 ms apart, once the uploads are under way
-MIN_KILLS = 20  # kills that must land while the uploaders run
-SEED = 20_261_126  # deterministic choices (victims, delays); the timing itself is real
+BETS = 20_000  # per agency: 80 chunks of 250 each, one at a time
+UPLOAD_KILLS = 20  # one each time the stored count passes another 1/21 of all the bets
+SEED = 20_261_126  # deterministic victims; when they die follows the stored count
+FIGURE = "worker SIGKILLs during upload and done"
 
 
 class Killer(threading.Thread):
-    """SIGKILLs a random current worker every 30-200 ms, ``KILLS`` times or until told to stop.
-
-    The number is bounded because each respawned worker imports the app again: killing
-    without end on a 2-core machine would only measure how fast gunicorn can boot workers.
-    """
+    """Kills a random current worker at each mark of the stored count, then at the first done."""
 
     def __init__(self, server: Server, rng: random.Random):
         super().__init__(name="killer", daemon=True)
         self.server, self.rng = server, rng
-        self.stop = threading.Event()
         self.kills: list[int] = []
+        self.error: BaseException | None = None
 
     def run(self) -> None:
-        while len(self.kills) < KILLS and not self.stop.wait(self.rng.uniform(0.03, 0.2)):
-            pids = sorted(self.server.worker_pids())
-            if not pids:
-                continue  # all of them are being respawned right now
-            victim = self.rng.choice(pids)
-            try:
-                os.kill(victim, signal.SIGKILL)
-            except ProcessLookupError:
-                continue  # it died on its own meanwhile: not our kill
-            self.kills.append(victim)
+        try:
+            total = AGENCIES * BETS
+            for mark in range(1, UPLOAD_KILLS + 1):
+                wait_for_bets(self.server.url, total * mark // (UPLOAD_KILLS + 1), timeout=180)
+                self.kill_one()
+            self.wait_for_log("action: agencia_finalizada", timeout=180)  # the done calls have begun
+            self.kill_one()
+        except BaseException as error:  # noqa: BLE001 - the test reports it
+            self.error = error
+
+    def kill_one(self) -> None:
+        """SIGKILL one live worker; retried until one dies by our hand (not already dying)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pids = sorted(set(self.server.worker_pids()) - set(self.kills))
+            if pids:
+                victim = self.rng.choice(pids)
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue  # it died on its own meanwhile: not our kill
+                self.kills.append(victim)
+                return
+            time.sleep(0.02)  # every worker is being respawned right now
+        raise TimeoutError("no live worker to kill for 60 s")
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.server.log():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not logged after {timeout}s")
+            time.sleep(0.02)
 
 
 def test_sigkill_random_workers_while_five_agencies_upload(tmp_path: Path) -> None:
+    record(FIGURE)  # the row shows, with the outcome, even if the test fails before measuring
     files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=BETS, seed=11), 1))
     server = Server(tmp_path / "data", workers=3, agencies=AGENCIES).start()
     killer = Killer(server, random.Random(SEED))
     try:
-        # Small chunks, one in flight: the uploads must outlast MIN_KILLS kills however fast they get.
+        # Small chunks, one in flight: many requests for the kills to land in.
         procs = run_uploaders(server.url, files, "--batch-size", "250", "--concurrency", "1")
-        wait_for_bets(server.url, 500)  # the five are under way: kill mid-upload, not at start-up
         killer.start()
-        # Keep killing through the uploads, the done calls, the draw and the winners queries.
-        deadline = time.monotonic() + 180
-        while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        killer.stop.set()
-        killer.join(10)
+        killer.join(400)
         results = finish(procs, timeout=180)
     finally:
-        killer.stop.set()
         server.stop()
     log = server.log()
 
     kills = len(killer.kills)
-    for agency, (_, err, code) in results.items():
-        assert code == 0, f"uploader {agency} exited {code} after {kills} kills:\n{err[-3000:]}"
-
     expected, stored = expected_rows(files), stored_rows(server.data_dir)
     lost, duplicated = lost_and_duplicated(expected, stored)
     # The uploaders log every retry with its reason: a 5xx would show as "motivo: HTTP 5..".
     errors_5xx = sum(err.count("motivo: HTTP 5") for _, err, _ in results.values())
     retries = sum(err.count("action: reintento") for _, err, _ in results.values())
     record(
-        "worker SIGKILLs during upload",
+        FIGURE,
         faults=kills,
         errors_5xx=errors_5xx,
         lost=lost,
@@ -109,14 +120,18 @@ def test_sigkill_random_workers_while_five_agencies_upload(tmp_path: Path) -> No
         retries=retries,
         torn_tails_repaired=log.count("action: reparacion"),
     )
-    assert kills >= MIN_KILLS, f"only {kills} workers were killed while the uploaders ran"
+    assert killer.error is None, repr(killer.error)
+    assert not killer.is_alive()
+    assert kills == UPLOAD_KILLS + 1, f"{kills} kills"
+    for agency, (_, err, code) in results.items():
+        assert code == 0, f"uploader {agency} exited {code} after {kills} kills:\n{err[-3000:]}"
     assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated after {kills} worker kills"
     assert stored == expected
     assert check_bets_file(server.data_dir / "bets.csv") == AGENCIES * BETS
 
     assert log.count(SORTEO) == 1, f"the draw was logged {log.count(SORTEO)} times"
     assert errors_5xx == 0
-    assert log.count("was sent SIGKILL") >= MIN_KILLS  # gunicorn saw the kills and respawned the workers
+    assert log.count("was sent SIGKILL") == kills  # gunicorn saw each kill and respawned the worker
     in_file, sent = winners_in_file_order(server.data_dir), winners_of(expected)
     for agency, (out, _, _) in results.items():
         winners = json.loads(out)["winners"]
