@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from app.domain import WINNING_NUMBER as WINNING
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import DATASET_COUNTS
 
 PROBLEM = "application/problem+json"
 CSV = {"content-type": "text/csv"}
@@ -535,8 +536,6 @@ def test_nasty_bodies_never_5xx(client, content_type):
 
 
 # -- the course's dataset ------------------------------------------------------------------------
-
-DATASET_COUNTS = {1: 26936, 2: 25518, 3: 16014, 4: 9238, 5: 991}
 
 
 def test_dataset_round(tmp_path, dataset):

@@ -5,10 +5,12 @@ Five uploaders spread their chunks over both hosts (chunk i goes to host i % 2) 
 uploader's headers (Idempotency-Key, Upload-Id, Upload-Offset); `done` reaches both hosts
 at the same moment. Then: every bet is stored exactly once (checked on the course's
 bets.csv written by `python -m app.export`), one draw across both hosts' logs, and the same
-right winners from either host. And when one host is SIGKILLed mid-upload, the uploaders
-retry on the other and finish there, without a bet twice.
+right winners from either host. And when one host is SIGKILLed mid-upload (every uploader
+paused after the same chunk, the stored count observed, then the kill), the uploaders move
+the dead host's chunks to the other and finish there, without a bet twice.
 
-Skips, saying why, when no PostgreSQL answers (see tests/postgres_db.py, .ci/postgres.sh).
+Needs PostgreSQL: fails when LOTTERY_TEST_DATABASE_URL is set but unusable, skips (saying
+why) when it is unset and none answers (tests/postgres_db.py, .ci/postgres.sh).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.domain import WINNING_NUMBER as WINNING
 from client.generate import generate
 from devtools.server import ROOT, Server
 from tests.postgres_db import fresh_database, require_postgres
@@ -33,7 +36,7 @@ from tests.postgres_db import fresh_database, require_postgres
 AGENCIES = 5
 BETS = 8_000  # per agency
 CHUNK = 500  # bets per chunk
-WINNING = 7574
+CHUNKS = BETS // CHUNK  # per agency
 WORKERS = 2  # per host: two hosts of two workers on a two-core machine
 
 
@@ -86,7 +89,7 @@ def file_bets(path: Path) -> list[tuple[str, str, str, str, int]]:
 class Uploader(threading.Thread):
     """One agency's uploader that sends chunk i to host i % 2, and a failed chunk to the other host."""
 
-    def __init__(self, agency: int, path: Path, urls: list[str]):
+    def __init__(self, agency: int, path: Path, urls: list[str], pause_after: int | None = None):
         super().__init__(name=f"uploader-{agency}")
         self.agency, self.urls = agency, urls
         self.lines = read_lines(path)
@@ -94,11 +97,17 @@ class Uploader(threading.Thread):
         self.statuses: Counter = Counter()
         self.moved = 0  # chunks that had to go to the other host
         self.error: BaseException | None = None
+        # After ``pause_after`` chunks: set ``paused`` and wait for ``resume`` (the test kills meanwhile).
+        self.pause_after, self.paused, self.resume = pause_after, threading.Event(), threading.Event()
 
     def run(self) -> None:
         clients = [httpx.Client(base_url=url, timeout=30) for url in self.urls]
         try:
             for i, offset in enumerate(range(0, len(self.lines), CHUNK)):
+                if i == self.pause_after:
+                    self.paused.set()
+                    if not self.resume.wait(120):
+                        raise TimeoutError("never resumed")
                 self.send(clients, i, offset)
         except BaseException as error:  # noqa: BLE001 - the test reports it
             self.error = error
@@ -133,12 +142,18 @@ class Uploader(threading.Thread):
         raise AssertionError(f"agency {self.agency}: chunk at {offset} never stored")
 
 
-def upload_all(files: dict[int, Path], urls: list[str], while_running=None) -> list[Uploader]:
-    uploaders = [Uploader(agency, path, urls) for agency, path in files.items()]
+def upload_all(files: dict[int, Path], urls: list[str], pause_after=None, while_paused=None) -> list[Uploader]:
+    uploaders = [Uploader(agency, path, urls, pause_after) for agency, path in files.items()]
     for u in uploaders:
         u.start()
-    if while_running is not None:
-        while_running()
+    if pause_after is not None:
+        try:
+            for u in uploaders:
+                assert u.paused.wait(120), f"agency {u.agency} never reached chunk {pause_after}"
+            while_paused()
+        finally:
+            for u in uploaders:
+                u.resume.set()
     for u in uploaders:
         u.join(120)
         assert not u.is_alive()
@@ -219,19 +234,27 @@ def test_two_hosts_one_round(tmp_path, database, agency_files):
 
 def test_a_host_killed_mid_upload_the_other_finishes(tmp_path, database, agency_files):
     hosts = start_hosts(tmp_path, database)
+    pause_after = 6  # chunks 0..5 sent; chunks 6..15 after the kill, the odd ones meant for host 2
     try:
         urls = [h.url for h in hosts]
+        killed: dict = {}
 
-        def kill_second_host_midway() -> None:
-            deadline = time.monotonic() + 60
-            while httpx.get(urls[0] + "/status", timeout=5).json()["bets"] < AGENCIES * BETS // 3:
-                assert time.monotonic() < deadline, "the upload did not progress"
-                time.sleep(0.01)
+        def kill_second_host() -> None:
+            # Every uploader is paused after the same chunk: the stored count says so exactly.
+            killed["bets_before"] = httpx.get(urls[0] + "/status", timeout=5).json()["bets"]
+            killed["pid"] = hosts[1].proc.pid
             hosts[1].stop(signal.SIGKILL)
 
-        uploaders = upload_all(agency_files, urls, kill_second_host_midway)
-        assert hosts[1].proc is None  # killed, and stayed down
-        assert sum(u.moved for u in uploaders) > 0  # chunks meant for the dead host went to the other
+        uploaders = upload_all(agency_files, urls, pause_after, kill_second_host)
+        assert killed["bets_before"] == AGENCIES * pause_after * CHUNK
+        with pytest.raises(ProcessLookupError):  # the master is gone (reaped by stop())
+            os.kill(killed["pid"], 0)
+        with pytest.raises(httpx.ConnectError):  # and nothing answers on its port
+            httpx.get(urls[1] + "/health", timeout=5)
+        # Each chunk meant for the dead host (odd index) went to the other on its first failure.
+        moved_per_agency = len([i for i in range(pause_after, CHUNKS) if i % 2 == 1])
+        assert [u.moved for u in uploaders] == [moved_per_agency] * AGENCIES
+        assert all(set(u.statuses) == {201} for u in uploaders)  # none stored twice, none replayed
         assert httpx.get(urls[0] + "/status").json()["bets"] == AGENCIES * BETS
         for agency in agency_files:
             assert httpx.post(f"{urls[0]}/agencies/{agency}/done").status_code == 200
