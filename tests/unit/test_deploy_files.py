@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.compose import build_compose, render
+from deploy.compose import build_compose, mounted_files, render
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "generar-compose.sh"
@@ -52,6 +52,9 @@ def compose(request, tmp_path_factory) -> tuple[int, dict]:
     """A compose file for N agencies, written by the real script and parsed back."""
     n = request.param
     out = tmp_path_factory.mktemp("compose") / f"compose-{n}.yaml"
+    for name in mounted_files(build_compose(n)):  # the script checks they exist
+        (out.parent / name).parent.mkdir(parents=True, exist_ok=True)
+        (out.parent / name).write_text("x")
     proc = generate(out, str(n))
     assert proc.returncode == 0, proc.stderr
     return n, yaml.safe_load(out.read_text(encoding="utf-8"))
