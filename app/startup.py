@@ -16,7 +16,8 @@ def where(settings: Settings) -> str:
     if settings.database_url:
         scheme, _, rest = settings.database_url.partition("://")
         return f"{scheme}://{rest.rpartition('@')[2]}"
-    return str(settings.data_dir)
+    text = str(settings.data_dir)
+    return text if settings.data_dir.is_absolute() or text.startswith(".") else f"./{text}"
 
 
 def log_round_state(store: Store, settings: Settings) -> None:
