@@ -23,12 +23,13 @@ def where(settings: Settings) -> str:
 def log_round_state(store: Store, settings: Settings) -> None:
     """One line: ``action: ronda | result: success | id: 1 | state: drawn | bets: 78697 | done: 5/5 ...``."""
     try:
-        status = store.status()
+        status = store.status(draw=False)  # starting never draws: the first query after it does
     except StoreError as error:  # the server still starts and answers 503 until storage is back
         log.warning("action: ronda | result: fail | storage: %s | error: %s", where(settings), error)
         return
     round_id = getattr(status, "round_id", 1)  # one round per data dir or database
-    state = "drawn" if status.drawn else "open"
+    all_done = len(status.done) == status.expected
+    state = "drawn" if status.drawn else "closed, the first query draws" if all_done else "open"
     line = (
         f"action: ronda | result: success | id: {round_id} | state: {state} | bets: {status.bets} | "
         f"done: {len(status.done)}/{status.expected} {status.done} | storage: {where(settings)}"

@@ -6,15 +6,19 @@ of the log instead of finding out from the agencies.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.main import create_app
 from app.settings import Settings
+from tests.postgres_db import fresh_database, require_postgres
 
 
 class Lines(logging.Handler):
@@ -69,3 +73,45 @@ def test_database_password_is_not_logged():
 
     config = Settings(data_dir=Path("x"), database_url="postgresql://lottery:s3cret@db:5432/lottery")
     assert where(config) == "postgresql://db:5432/lottery"
+
+
+def crash_before_the_draw(backend: str, tmp_path: Path, database_url: str | None) -> Settings:
+    """A round whose agencies are all done but which was never drawn (a crash in between)."""
+    config = Settings(data_dir=tmp_path / "data", agencies=2, database_url=database_url)
+    with TestClient(create_app(config)) as client:
+        body = "Ana,Paz,1,1990-01-01,7574\nLuis,Paz,2,1990-01-01,1\n"
+        assert client.post("/agencies/1/bets", content=body, headers={"content-type": "text/csv"}).status_code == 201
+        assert client.post("/agencies/1/done").json()["drawn"] is False
+    if backend == "files":
+        (config.data_dir / "done.json").write_text(json.dumps({"agencies": [1, 2]}))
+    else:
+        import psycopg
+
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO lottery_done (agency) VALUES (2)")
+    return config
+
+
+@pytest.mark.parametrize("backend", ["files", "postgres"])
+def test_starting_never_draws_it_says_the_first_query_will(tmp_path, backend):
+    with contextlib.ExitStack() as stack:
+        url = None
+        if backend == "postgres":
+            require_postgres()
+            url = stack.enter_context(fresh_database())
+        config = crash_before_the_draw(backend, tmp_path, url)
+        handler = Lines()
+        logger = logging.getLogger("lottery")
+        logger.addHandler(handler)
+        try:
+            app = create_app(config)  # what each worker does at start
+            started = list(handler.lines)
+            with TestClient(app) as client:
+                status = client.get("/status").json()
+        finally:
+            logger.removeHandler(handler)
+    [line] = round_lines(started)
+    assert "| state: closed, the first query draws | bets: 2 | done: 2/2 [1, 2] |" in line, line
+    assert not [x for x in started if "action: sorteo" in x]  # the start did not draw
+    assert status["drawn"] is True  # the first query did
+    assert len([x for x in handler.lines if "action: sorteo" in x]) == 1
