@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Course entry point: ./generar-compose.sh OUT.yaml N
-# Writes a Docker Compose file with one server and N agency uploaders.
+# Course entry point: ./generar-compose.sh OUT.yaml N [--no-check]
+# Writes a Docker Compose file (Compose v2) with one server and N agency uploaders, after
+# checking that the agency files and secrets it mounts exist (--no-check skips that).
 # The logic lives in deploy/compose.py; this wrapper only finds a Python.
 set -euo pipefail
 
-if [[ $# -ne 2 ]]; then
-    echo "usage: $0 OUT.yaml N   (N = number of agencies, >= 1)" >&2
+if [[ $# -ne 2 && ! ($# -eq 3 && "${3:-}" == "--no-check") ]]; then
+    echo "usage: $0 OUT.yaml N [--no-check]   (N = number of agencies, >= 1)" >&2
     exit 2
 fi
 
@@ -23,4 +24,4 @@ else
     exit 1
 fi
 
-exec "$py" "$here/deploy/compose.py" "$1" "$2"
+exec "$py" "$here/deploy/compose.py" "$@"

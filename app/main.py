@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import logs, problems
+from app import logs, openapi, problems, startup
 from app.routes import agencies, status
 from app.settings import Settings, get_settings
 from app.store import Store, open_store
@@ -35,6 +35,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(agencies.router)
     app.include_router(status.router)
     problems.install(app)
+    openapi.install(app, settings)
+    startup.log_round_state(app.state.store, settings)
     return app
 
 

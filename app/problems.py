@@ -8,7 +8,7 @@ generic 500 handler: that would be a bug, and it is logged as one.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,8 +23,11 @@ log = logging.getLogger("lottery")
 PROBLEM_JSON = "application/problem+json"
 
 
+Range = Annotated[list[int], Field(min_length=2, max_length=2)]  # [start, end): a plain array schema tools accept
+
+
 class ProblemDetails(BaseModel):
-    """RFC 9457 problem details, plus ``errors`` for bad bets and ``committed`` for range conflicts."""
+    """RFC 9457 problem details, plus ``errors``/``error_count`` for bad bets and ``committed`` for range conflicts."""
 
     type: str = Field("about:blank", examples=["about:blank"])
     title: str = Field(examples=["Invalid bets"])
@@ -32,7 +35,17 @@ class ProblemDetails(BaseModel):
     detail: str = Field(examples=["2 invalid bet field(s) in a chunk of 250"])
     instance: str | None = Field(None, examples=["/agencies/1/bets"])
     errors: list[dict[str, Any]] | None = Field(
-        None, examples=[[{"index": 3, "line": 4, "field": "birthdate", "message": "must be a date as YYYY-MM-DD"}]]
+        None,
+        description="Each problem found (at most 100): index and CSV line of the bet, field, message",
+        examples=[[{"index": 3, "line": 4, "field": "birthdate", "message": "must be a date as YYYY-MM-DD"}]],
+    )
+    error_count: int | None = Field(
+        None, description="How many problems the chunk has in all (errors lists at most 100)", examples=[2]
+    )
+    committed: list[Range] | None = Field(
+        None,
+        description="On 409 'Lines already stored': the upload's stored line ranges [start, end)",
+        examples=[[[0, 5000]]],
     )
 
 
@@ -122,7 +135,11 @@ def to_problem(error: Exception) -> Problem:
 
 
 def _validation_problem(error: RequestValidationError) -> Problem:
-    errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in error.errors()]
+    errors = []
+    for e in error.errors():
+        item = {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+        if item not in errors:  # a parameter two dependencies read (the agency id) is reported once
+            errors.append(item)
     return Problem(422, "Invalid request", "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
 
 
@@ -145,7 +162,6 @@ def install(app: FastAPI) -> None:
     async def handle_validation(request: Request, error: RequestValidationError) -> JSONResponse:
         return problem_response(request, _validation_problem(error))
 
-    add_schema(app)
     app.add_exception_handler(StarletteHTTPException, handle_http)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, handle_validation)  # type: ignore[arg-type]
     for kind in (
@@ -164,7 +180,11 @@ def install(app: FastAPI) -> None:
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the given error statuses, each with a realistic example."""
+    """OpenAPI ``responses`` for the given error statuses, each with a realistic example.
+
+    The ProblemDetails schema they point to, and each route's own 422 example, are put in
+    by app/openapi.py.
+    """
     return {
         status: {
             "description": _EXAMPLES[status][0],
@@ -184,21 +204,6 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def add_schema(app: FastAPI) -> None:
-    """Put ProblemDetails in the OpenAPI components, where ``documented`` points to it."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetails"] = (
-                ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
-            )
-        return app.openapi_schema  # type: ignore[return-value]
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 _EXAMPLES = {
     408: ("The body did not arrive in time", "Request timeout", "the body did not arrive within 30 seconds"),
     400: ("Body cannot be parsed", "Malformed body", "malformed CSV at line 12: unexpected end of data"),
@@ -216,11 +221,7 @@ _EXAMPLES = {
     ),
     413: ("Body or chunk over the limit", "Chunk too large", "a chunk may carry at most 100000 bets; split the upload"),
     415: ("Neither JSON nor CSV", "Unsupported media type", "Content-Type 'text/plain' is not supported"),
-    422: (
-        "Invalid bets (none stored), a reused Idempotency-Key, or an invalid parameter",
-        "Invalid bets",
-        "1 invalid bet field(s) in a chunk of 250",
-    ),
+    422: ("A parameter is invalid", "Invalid request", "path.agency: Input should be a valid integer"),
     425: (
         "The draw has not happened yet (see Retry-After)",
         "Too early",

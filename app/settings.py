@@ -23,30 +23,38 @@ class Settings(BaseSettings):
     # env_ignore_empty: `LOTTERY_TOKENS_FILE=` (as compose passes an unset variable) means "not set".
     model_config = SettingsConfigDict(env_prefix="LOTTERY_", frozen=True, extra="ignore", env_ignore_empty=True)
 
-    data_dir: Path = Field(Path("./data"), description="Where bets.csv, the ledger, the done-set and the winners live.")
-    agencies: int = Field(5, ge=1, le=10_000, description="Agencies take part in the round: ids 1..N.")
+    data_dir: Path = Field(
+        Path("./data"), description="Where bets.csv and the round's other files live; created if missing."
+    )
+    agencies: int = Field(5, ge=1, le=10_000, description="Agencies in the round: ids 1..N.")
     winning_number: int = Field(WINNING_NUMBER, ge=0, le=9999, description="A bet wins when its number equals this.")
     max_body_bytes: int = Field(
-        16 * MiB, ge=1024, le=1024 * MiB, description="Largest request body accepted (413 above)."
+        16 * MiB,
+        ge=1024,
+        le=1024 * MiB,
+        description="Largest request body, in bytes; 413 above, refused before reading it.",
     )
-    max_bets_per_chunk: int = Field(100_000, ge=1, le=10_000_000, description="Most bets in one chunk (413 above).")
+    max_bets_per_chunk: int = Field(100_000, ge=1, le=10_000_000, description="Most bets in one chunk; 413 above.")
     lock_timeout: float = Field(
         30.0, gt=0, le=600, description="Seconds to wait for the storage lock before answering 503."
     )
     retry_after: int = Field(
-        1, ge=1, le=3600, description="Seconds suggested in Retry-After while the draw has not happened."
+        1, ge=1, le=3600, description="Seconds in the Retry-After of a 425 (winners before the draw)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Log level of the lottery logger."
+        "INFO", description="Log level of the lottery logger; DEBUG adds one line per stored bet."
     )
     tokens_file: Path | None = Field(
-        None, description="JSON {agency: token}; when set, agency routes need a bearer token."
+        None, description='JSON {"1": "token", ...}; when set, the agency routes need a bearer token.'
     )
     body_timeout: float = Field(
-        30.0, gt=0, le=3600, description="Seconds a client may take to send a request body (408 after)."
+        30.0, gt=0, le=3600, description="Seconds a client may take to send a request body; 408 after."
     )
     header_timeout: float = Field(
-        10.0, gt=0, le=600, description="Seconds a client may take to send a request's headers."
+        10.0,
+        gt=0,
+        le=600,
+        description="Seconds a client may take to send a request's headers; then the connection is closed.",
     )
     database_url: str | None = Field(
         None, description="postgresql://... selects the PostgreSQL backend instead of files."

@@ -1,6 +1,9 @@
 """Generate the Docker Compose file for N lottery agencies.
 
-Usage: python deploy/compose.py OUT.yaml N   (normally via ./generar-compose.sh)
+Usage: python deploy/compose.py OUT.yaml N [--no-check]   (normally via ./generar-compose.sh)
+
+It refuses (exit 1, naming each one) when a file the compose file mounts is missing next to
+OUT.yaml: the agency files in ./.data/ and the tokens in ./secrets/. ``--no-check`` skips that.
 
 One image (lottery:latest) serves both roles: `server` runs gunicorn, and
 `client1`..`clientN` run `python -m client run`, one per agency. Everything
@@ -162,6 +165,35 @@ def render(agencies: int) -> str:
     return header + body
 
 
+def mounted_files(doc: dict) -> list[str]:
+    """Every host file the compose document mounts (secrets and bind mounts), as written in it."""
+    files = [secret["file"] for secret in doc.get("secrets", {}).values() if "file" in secret]
+    for service in doc["services"].values():
+        for entry in service.get("volumes", []):
+            source = entry.split(":", 1)[0] if isinstance(entry, str) else entry.get("source", "")
+            if source.startswith(("./", "../", "/")):
+                files.append(source)
+    return list(dict.fromkeys(files))
+
+
+def missing_files(doc: dict, base: Path) -> list[str]:
+    """The mounted files that are not there: compose resolves them against the compose file's folder."""
+    return [name for name in mounted_files(doc) if not (base / name).is_file()]
+
+
+def _missing_message(missing: list[str], base: Path, agencies: int) -> str:
+    return "\n".join(
+        [
+            f"error: these files are mounted by the compose file but do not exist (relative to {base}):",
+            *(f"  {name}" for name in missing),
+            "Create them first:",
+            f"  agency data: python -m client generate --agencies {agencies} --out .data  (or copy the course dataset)",
+            f"  tokens:      python -m app.tokens --agencies {agencies} --out secrets",
+            "or add --no-check to write the compose file anyway.",
+        ]
+    )
+
+
 def _parse_agencies(text: str) -> int:
     try:
         value = int(text, 10)
@@ -173,8 +205,10 @@ def _parse_agencies(text: str) -> int:
 
 
 def main(argv: list[str]) -> int:
+    check = "--no-check" not in argv
+    argv = [a for a in argv if a != "--no-check"]
     if len(argv) != 2:
-        print("usage: generar-compose.sh OUT.yaml N   (N = number of agencies, >= 1)", file=sys.stderr)
+        print("usage: generar-compose.sh OUT.yaml N [--no-check]   (N = number of agencies, >= 1)", file=sys.stderr)
         return 2
     out, n = argv
     try:
@@ -185,6 +219,11 @@ def main(argv: list[str]) -> int:
         return 2
     except ImportError:
         print("error: PyYAML is required (pip install -r requirements.txt)", file=sys.stderr)
+        return 1
+    base = Path(out).resolve().parent
+    missing = missing_files(build_compose(agencies), base) if check else []
+    if missing:
+        print(_missing_message(missing, base, agencies), file=sys.stderr)
         return 1
     Path(out).write_text(text, encoding="utf-8")
     print(f"wrote {out} for {agencies} agencies")

@@ -1,16 +1,22 @@
 """``make demo``: a whole lottery round on generated data, start to finish, on loopback.
 
-Generates five agency files, starts gunicorn (3 workers) on a free port with a temporary
-data dir, runs five uploaders at once as separate programs, shows each agency's winners
-and the draw, stops the server.
+Generates five agency files, starts gunicorn (3 workers) on a free port with a new data
+dir, runs five uploaders at once as separate programs and shows their log lines as they
+come (the course's format, each prefixed with its agency), then each agency's winners and
+the draw. The data dir, the agency files and the server log are kept, and their paths
+printed. With ``--keep`` (``make demo KEEP=1``) the server stays up after the round, until
+Ctrl-C, so the round can be looked at in the browser (``/docs``) or with curl.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -21,57 +27,89 @@ from devtools.server import Server
 
 AGENCIES = 5
 BETS_PER_AGENCY = 20_000
+WORKERS = 3
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="lottery-demo-") as tmp:
-        work = Path(tmp)
-        files = generate(work / "agencies", AGENCIES, BETS_PER_AGENCY, seed=1)
-        print(f"Generated {AGENCIES} agency files with {BETS_PER_AGENCY:,} bets each in {work / 'agencies'}")
-        server = Server(work / "data", workers=3, agencies=AGENCIES, log_path=work / "server.log")
-        with server:
-            print(f"Server up at {server.url} (gunicorn, 3 workers, data in {server.data_dir})\n")
-            started = time.monotonic()
-            uploaders = [
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "client",
-                        "run",
-                        "--agency",
-                        str(agency),
-                        "--file",
-                        str(path),
-                        "--server",
-                        server.url,
-                        "--json",
-                        "--quiet",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                for agency, path in enumerate(files, 1)
-            ]
-            results = [p.communicate(timeout=120) + (p.returncode,) for p in uploaders]
-            elapsed = time.monotonic() - started
-            failed = False
-            for agency, (out, err, code) in enumerate(results, 1):
-                if code != 0:
-                    failed = True
-                    print(f"agency {agency}: FAILED (exit {code})\n{err}")
-                    continue
-                winners = json.loads(out)["winners"]  # what the uploader itself printed
-                print(f"agency {agency}: {len(winners)} winner(s) {', '.join(winners) or '-'}")
-            status = httpx.get(f"{server.url}/status").json()
-            draws = [line for line in server.log().splitlines() if "action: sorteo" in line]
+def relay(agency: int, stream, lock: threading.Lock) -> None:
+    """Print an uploader's stderr lines (its course-style log) as they come, tagged with its agency."""
+    for line in stream:
+        with lock:
+            print(f"  agency {agency} | {line.rstrip()}", flush=True)
+
+
+def run_uploaders(server: Server, files: list[Path]) -> list[tuple[str, int]]:
+    """Run one uploader per agency at once; their (stdout, exit code), in agency order."""
+    lock = threading.Lock()
+    uploaders = []
+    relays = []
+    for agency, path in enumerate(files, 1):
+        command = [sys.executable, "-m", "client", "run", "--agency", str(agency), "--file", str(path)]
+        process = subprocess.Popen(
+            [*command, "--server", server.url, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        thread = threading.Thread(target=relay, args=(agency, process.stderr, lock), daemon=True)
+        thread.start()
+        uploaders.append(process)
+        relays.append(thread)
+    outputs = [(p.communicate(timeout=300)[0], p.returncode) for p in uploaders]
+    for thread in relays:
+        thread.join(timeout=5)
+    return outputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A whole lottery round on generated data.")
+    parser.add_argument("--keep", action="store_true", help="keep the server up after the round, until Ctrl-C")
+    args = parser.parse_args(argv)
+    # Stopped by a signal, the demo still stops its server (gunicorn runs in its own session).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    work = Path(tempfile.mkdtemp(prefix="lottery-demo-"))  # kept: the round can be looked at afterwards
+    files = generate(work / "agencies", AGENCIES, BETS_PER_AGENCY, seed=1)
+    print(f"Generated {AGENCIES} agency files with {BETS_PER_AGENCY:,} bets each in {work / 'agencies'}")
+    server = Server(work / "data", workers=WORKERS, agencies=AGENCIES, log_path=work / "server.log")
+    with server:
+        print(f"Server up at {server.url} (gunicorn, {WORKERS} workers, data in {server.data_dir})")
+        print("Uploaders' log lines (stderr of `python -m client run`), as they come:\n")
+        started = time.monotonic()
+        results = run_uploaders(server, files)
+        elapsed = time.monotonic() - started
+        print()
+        failed = False
+        for agency, (out, code) in enumerate(results, 1):
+            if code != 0:
+                failed = True
+                print(f"agency {agency}: FAILED (exit {code}); its log lines are above")
+                continue
+            winners = sorted(json.loads(out)["winners"])  # what the uploader itself printed, in a stable order
+            print(f"agency {agency}: {len(winners)} winner(s) {', '.join(winners) or '-'}")
+        status = httpx.get(f"{server.url}/status").json()
+        draws = [line for line in server.log().splitlines() if "action: sorteo" in line]
         print(
             f"\nRound: {status['bets']:,} bets from {len(status['done'])}/{status['expected']} agencies "
             f"in {elapsed:.1f}s; drawn: {status['drawn']}"
         )
         print("Draw log:", *draws, sep="\n  ")
-        return 1 if failed or not status["drawn"] or len(draws) != 1 else 0
+        print(f"\nKept for a look: data in {server.data_dir}, server log {server.log_path},")
+        print(f"  agency files in {work / 'agencies'} (delete {work} when done)")
+        if args.keep:
+            keep_serving(server)
+    return 1 if failed or not status["drawn"] or len(draws) != 1 else 0
+
+
+def keep_serving(server: Server) -> None:
+    print(f"\nThe server stays up at {server.url} (docs: {server.url}/docs). Ctrl-C stops it.", flush=True)
+    try:
+        while server.proc is not None and server.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nStopping the server.")
+    else:
+        print("The server exited; its log is kept.")
 
 
 if __name__ == "__main__":

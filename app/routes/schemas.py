@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,7 +42,8 @@ class Winners(BaseModel):
 
 class UploadProgress(BaseModel):
     upload_id: str = Field(examples=["sha256-3f2a9c"])
-    committed: list[tuple[int, int]] = Field(
+    # Arrays of two integers (minItems/maxItems), not a prefixItems tuple: schema tools then check it too.
+    committed: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
         examples=[[[0, 5000], [7000, 8000]]], description="Stored line ranges [start, end), merged"
     )
     bets: int = Field(examples=[6000])
@@ -59,28 +60,47 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+# The docs page's "Try it out" sends these bets for real, so none of them wins with the default
+# number (app/openapi.py swaps the numbers when a server's LOTTERY_WINNING_NUMBER is one of them).
+EXAMPLE_NUMBERS = (1234, 9325)
+
+TRY_IT_OUT_WARNING = (
+    "**Try it out stores these bets for real** in this server's current round (the example's "
+    "numbers do not win). Send an `Idempotency-Key` so that pressing Execute twice stores them once."
+)
+
+
+def example_bets(numbers: tuple[int, int] = EXAMPLE_NUMBERS) -> tuple[dict[str, Any], str]:
+    """The JSON and the CSV example chunk: one bet and two bets, with these numbers."""
+    as_json = {
+        "bets": [
+            {
+                "first_name": "Santiago Lionel",
+                "last_name": "Lorca",
+                "document": "30904465",
+                "birthdate": "1999-03-17",
+                "number": numbers[0],
+            }
+        ]
+    }
+    as_csv = (
+        f"Santiago Lionel,Lorca,30904465,1999-03-17,{numbers[0]}\n"
+        f"Agustin Emanuel,Zambrano,21689196,2000-05-10,{numbers[1]}\n"
+    )
+    return as_json, as_csv
+
+
 def bets_request_body() -> dict[str, Any]:
     """The bets route reads its body itself (JSON or CSV), so its schema is declared by hand."""
     schema = BetsChunkIn.model_json_schema()
     schema["properties"]["bets"]["items"] = schema.pop("$defs")["BetIn"]
+    as_json, as_csv = example_bets()
     return {
         "requestBody": {
             "required": True,
+            "description": TRY_IT_OUT_WARNING,
             "content": {
-                "application/json": {
-                    "schema": schema,
-                    "example": {
-                        "bets": [
-                            {
-                                "first_name": "Santiago Lionel",
-                                "last_name": "Lorca",
-                                "document": "30904465",
-                                "birthdate": "1999-03-17",
-                                "number": 7574,
-                            }
-                        ]
-                    },
-                },
+                "application/json": {"schema": schema, "example": as_json},
                 "text/csv": {
                     "schema": {
                         "type": "string",
@@ -89,10 +109,7 @@ def bets_request_body() -> dict[str, Any]:
                             "(a header line with those names is skipped); LF or CRLF; UTF-8; standard CSV quoting."
                         ),
                     },
-                    "example": (
-                        "Santiago Lionel,Lorca,30904465,1999-03-17,7574\n"
-                        "Agustin Emanuel,Zambrano,21689196,2000-05-10,9325\n"
-                    ),
+                    "example": as_csv,
                 },
             },
         }

@@ -188,7 +188,9 @@ class Store(ABC):
         """The agency's winning documents, or None while the draw has not happened."""
 
     @abstractmethod
-    def status(self) -> RoundStatus: ...
+    def status(self, *, draw: bool = True) -> RoundStatus:
+        """The round's state. ``draw=False`` only reads: a round whose agencies are all done but
+        not drawn yet (a crash in between) stays undrawn, so a starting worker can report it."""
 
     @abstractmethod
     def upload_state(self, agency: int, upload_id: str) -> UploadState: ...

@@ -424,10 +424,10 @@ class FileStore(Store):
                 return None
         return result["winners"].get(str(agency), [])
 
-    def status(self) -> RoundStatus:
+    def status(self, *, draw: bool = True) -> RoundStatus:
         with self._locked():
             done = self._read_done()
-            drawn = self._draw_if_due(done)
+            drawn = self._draw_if_due(done) if draw else self.winners_path.exists()
             return RoundStatus(self.expected, sorted(done), drawn, self._index.bets)
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:

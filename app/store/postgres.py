@@ -489,13 +489,13 @@ class PostgresStore(Store):
                 ]
         return list(mine) if mine else []
 
-    def status(self) -> RoundStatus:
+    def status(self, *, draw: bool = True) -> RoundStatus:
         with self._connection() as conn:
             drawn, done, bets = conn.execute(
                 "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done), "
                 "(SELECT coalesce(sum(count), 0) FROM lottery_chunks) FROM lottery_round WHERE id = 1"
             ).fetchone()
-        if not drawn and set(range(1, self.expected + 1)) <= set(done):
+        if draw and not drawn and set(range(1, self.expected + 1)) <= set(done):
             drawn = self._draw_now()
             with self._connection() as conn:
                 bets = conn.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks").fetchone()[0]
