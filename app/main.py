@@ -9,8 +9,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import logs, problems
-from app.routes import agencies, round
+from app import logs, metrics, problems
+from app.routes import agencies, operator, round
+from app.routes import metrics as metrics_route
 from app.settings import Settings, get_settings
 from app.store import Store, open_store
 from app.tokens import Tokens
@@ -34,6 +35,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.tokens = Tokens.load(settings.tokens_file, settings.agencies) if settings.tokens_file else None
     app.include_router(agencies.router)
     app.include_router(round.router)
+    # The operator's page (GET /), its data and static files; /metrics; request durations.
+    operator.install(app)
+    app.include_router(metrics_route.router)
+    app.add_middleware(metrics.RequestDurationMiddleware)
     problems.install(app)
     return app
 
