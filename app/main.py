@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import logs, metrics, problems
-from app.routes import agencies, operator, round
+from app.routes import agencies, operator, redoc, round
 from app.routes import metrics as metrics_route
 from app.settings import Settings, get_settings
 from app.store import Store, open_store
@@ -29,7 +29,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     logs.configure(settings.log_level)
     # FastAPIOffline serves the Swagger UI and ReDoc assets from the package, not a CDN,
     # so /docs works on a machine with no internet access.
-    app: FastAPI = FastAPIOffline(title="Lotería Nacional: bet collection", version="1.0.0", description=DESCRIPTION)
+    # ReDoc's page is app/routes/redoc.py: the package's would fetch a logo from a CDN.
+    app: FastAPI = FastAPIOffline(
+        title="Lotería Nacional: bet collection", version="1.0.0", description=DESCRIPTION, redoc_url=None
+    )
     app.state.settings = settings
     app.state.store = store or open_store(settings)
     app.state.tokens = Tokens.load(settings.tokens_file, settings.agencies) if settings.tokens_file else None
@@ -37,6 +40,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(round.router)
     # The operator's page (GET /), its data and static files; /metrics; request durations.
     operator.install(app)
+    app.include_router(redoc.router)
     app.include_router(metrics_route.router)
     app.add_middleware(metrics.RequestDurationMiddleware)
     problems.install(app)

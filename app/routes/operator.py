@@ -238,8 +238,12 @@ PAGE = """<!doctype html>
       </table>
     </section>
     <section>
-      <h2>Ingest rate <span class="muted">(bets/s, last 5 minutes)</span></h2>
-      <svg id="rate" viewBox="0 0 600 120" preserveAspectRatio="none" role="img" aria-label="ingest rate"></svg>
+      <h2>Ingest rate <span class="muted">(bets per second, up to the last 5 minutes)</span></h2>
+      <div class="chart">
+        <span class="axis" id="rate-peak"></span>
+        <svg id="rate" viewBox="0 0 600 120" preserveAspectRatio="none" role="img" aria-label="ingest rate"></svg>
+        <div class="axis x"><span id="rate-from"></span><span>now</span></div>
+      </div>
       <p class="muted" id="rate-now"></p>
     </section>
     <section>

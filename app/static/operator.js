@@ -50,7 +50,7 @@ function renderAgencies(agencies) {
     cell(row, 1, number.format(a.bets));
     cell(row, 2, number.format(a.chunks));
     cell(row, 3, clockTime(a.last_activity));
-    cell(row, 4, a.done ? "done" : "uploading", a.done ? "done" : "");
+    cell(row, 4, a.done ? "done" : "not yet", a.done ? "done" : "");
     cell(row, 5, a.winners === null ? "—" : number.format(a.winners));
     row.dataset.done = String(a.done);
   }
@@ -138,19 +138,21 @@ function rates() {
 }
 
 function drawRate(now) {
-  const svg = $("rate");
-  const points = rates();
+  // The window grows with the time the page has been open: from 1 minute up to 5.
+  const span = Math.min(RATE_WINDOW_S, Math.max(60, now - samples[0].t));
+  const points = rates().filter((p) => p.t >= now - span);
   const peak = Math.max(10, ...points.map((p) => p.rate));
-  const x = (t) => (600 * (t - (now - RATE_WINDOW_S))) / RATE_WINDOW_S;
-  const y = (rate) => 112 - (100 * rate) / peak;
+  const x = (t) => ((600 * (t - (now - span))) / span).toFixed(1);
+  const y = (rate) => (118 - (108 * rate) / peak).toFixed(1);
   const ns = "http://www.w3.org/2000/svg";
+  const coords = points.map((p) => `${x(p.t)},${y(p.rate)}`);
   const line = document.createElementNS(ns, "polyline");
-  line.setAttribute("points", points.map((p) => `${x(p.t).toFixed(1)},${y(p.rate).toFixed(1)}`).join(" "));
-  const label = document.createElementNS(ns, "text");
-  label.setAttribute("x", "4");
-  label.setAttribute("y", "12");
-  label.textContent = `${number.format(Math.round(peak))} bets/s`;
-  svg.replaceChildren(line, label);
+  line.setAttribute("points", coords.join(" "));
+  const area = document.createElementNS(ns, "polygon");
+  if (points.length) area.setAttribute("points", `${x(points[0].t)},118 ${coords.join(" ")} ${x(now)},118`);
+  $("rate").replaceChildren(area, line);
+  $("rate-peak").textContent = `${number.format(Math.round(peak))} bets/s`;
+  $("rate-from").textContent = `${Math.round(span / 60)} min ago`;
   const current = points.length ? points[points.length - 1].rate : 0;
   $("rate-now").textContent = `now ${number.format(Math.round(current))} bets/s`;
 }
@@ -209,6 +211,7 @@ function start() {
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    $("token").value = ""; // kept in session storage only, not in the form
     $("login-error").textContent = "";
     follow();
   });
