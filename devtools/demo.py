@@ -2,11 +2,13 @@
 
 Generates five agency files, starts gunicorn (3 workers) on a free port with a temporary
 data dir, runs five uploaders at once as separate programs, shows each agency's winners
-and the draw, stops the server.
+and the draw, stops the server (``--keep``, or ``make demo KEEP=1``: after the round, keeps
+it up until Ctrl-C, for a look at the operator's page).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -23,14 +25,16 @@ AGENCIES = 5
 BETS_PER_AGENCY = 20_000
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    keep = "--keep" in (sys.argv[1:] if argv is None else argv)  # `make demo KEEP=1`
     with tempfile.TemporaryDirectory(prefix="lottery-demo-") as tmp:
         work = Path(tmp)
         files = generate(work / "agencies", AGENCIES, BETS_PER_AGENCY, seed=1)
         print(f"Generated {AGENCIES} agency files with {BETS_PER_AGENCY:,} bets each in {work / 'agencies'}")
         server = Server(work / "data", workers=3, agencies=AGENCIES, log_path=work / "server.log")
         with server:
-            print(f"Server up at {server.url} (gunicorn, 3 workers, data in {server.data_dir})\n")
+            print(f"Server up at {server.url} (gunicorn, 3 workers, data in {server.data_dir})")
+            print(f"Operator page: {server.url}/  (the round live; API docs at {server.url}/docs)\n")
             started = time.monotonic()
             uploaders = [
                 subprocess.Popen(
@@ -66,6 +70,10 @@ def main() -> int:
                 print(f"agency {agency}: {len(winners)} winner(s) {', '.join(winners) or '-'}")
             status = httpx.get(f"{server.url}/status").json()
             draws = [line for line in server.log().splitlines() if "action: sorteo" in line]
+            if keep:
+                print(f"\nThe server stays up for a look: {server.url}/  (Ctrl-C stops it)", flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    server.proc.wait()
         print(
             f"\nRound: {status['bets']:,} bets from {len(status['done'])}/{status['expected']} agencies "
             f"in {elapsed:.1f}s; drawn: {status['drawn']}"
