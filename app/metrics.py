@@ -14,6 +14,8 @@ Only aggregates are exported: no label holds a document, a name or a token.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -59,6 +61,26 @@ _OUTCOME_BY_ERROR = {
 }
 
 
+def _never_raises(record: Callable[..., None]) -> Callable[..., None]:
+    """Metrics must never fail a request or leave a lock held: a failure is logged once and ignored."""
+
+    @functools.wraps(record)
+    def safe(*args: Any) -> None:
+        global _warned
+        try:
+            record(*args)
+        except Exception as error:  # e.g. the metrics dir is full or gone
+            if not _warned:
+                _warned = True
+                logging.getLogger("lottery").warning("action: metricas | result: fail | error: %s", error)
+
+    return safe
+
+
+_warned = False
+
+
+@_never_raises
 def chunk_stored(agency: int, stored: int, replayed: bool) -> None:
     if replayed:
         CHUNKS.labels("replayed").inc()
@@ -67,18 +89,27 @@ def chunk_stored(agency: int, stored: int, replayed: bool) -> None:
     BETS_STORED.labels(str(agency)).inc(stored)
 
 
+@_never_raises
 def chunk_failed(error: BaseException) -> None:
     CHUNKS.labels(_OUTCOME_BY_ERROR.get(type(error).__name__, "rejected")).inc()
 
 
+@_never_raises
 def observe_lock_wait(seconds: float) -> None:
     LOCK_WAIT.observe(seconds)
 
 
+@_never_raises
 def observe_draw(seconds: float) -> None:
     DRAW_DURATION.observe(seconds)
 
 
+@_never_raises
+def observe_request(route: str, status: int, seconds: float) -> None:
+    REQUEST_DURATION.labels(route, str(status)).observe(seconds)
+
+
+@_never_raises
 def set_round_state(round_id: int, agencies_done: int) -> None:
     ROUND.set(round_id)
     AGENCIES_DONE.set(agencies_done)
@@ -136,4 +167,4 @@ class RequestDurationMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            REQUEST_DURATION.labels(self._template(scope), str(status)).observe(time.perf_counter() - started)
+            observe_request(self._template(scope), status, time.perf_counter() - started)

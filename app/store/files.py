@@ -182,11 +182,11 @@ class FileStore(Store):
         waiting = time.perf_counter()
         try:
             self._file_lock.acquire()
-            metrics.observe_lock_wait(time.perf_counter() - waiting)
         except filelock.Timeout:
             raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
         except OSError as error:
             raise StorageUnavailable(f"cannot lock the data dir: {error.strerror or error}") from None
+        metrics.observe_lock_wait(time.perf_counter() - waiting)  # never raises
         try:
             self._recover()
             yield
