@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-runtime.txt
 	touch $(STAMP)
 
 ## A whole lottery round on generated data: server, five agencies, draw, winners.
-## `make demo KEEP=1` keeps the server up after the round, until Ctrl-C.
+## `make demo KEEP=1` keeps the server up afterwards for a look at its page (Ctrl-C stops it).
 demo: $(STAMP)
 	$(PY) -m devtools.demo $(if $(KEEP),--keep)
 

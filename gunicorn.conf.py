@@ -5,7 +5,9 @@ Gunicorn's own knobs still win over this file: ``GUNICORN_CMD_ARGS="--bind 127.0
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 wsgi_app = "app.main:app"
 # uvicorn_worker.UvicornWorker plus a deadline for request headers (slowloris): app/worker.py
@@ -37,3 +39,36 @@ def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
         preflight()
     finally:
         sys.stderr.flush()
+    _prepare_metrics_dir()
+
+
+# -- Prometheus multiprocess mode (app/metrics.py) ----------------------------------------
+# Workers write their metrics to files in PROMETHEUS_MULTIPROC_DIR and a scrape sums them.
+# The variable is set here, in the master, before the first fork and before anything imports
+# prometheus_client (which picks its storage at import), so every worker inherits it. The
+# directory must start empty: old files would add a previous run's counts.
+_created_metrics_dir = None
+
+
+def _prepare_metrics_dir():
+    global _created_metrics_dir
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = _created_metrics_dir = tempfile.mkdtemp(prefix="lottery-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):  # only prometheus_client's files: the directory may be shared
+            os.unlink(os.path.join(path, name))
+
+
+def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    """A dead worker's live gauges go; its counters stay in the sums, as they must."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ARG001 - gunicorn's hook signature
+    if _created_metrics_dir:
+        shutil.rmtree(_created_metrics_dir, ignore_errors=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import logs, openapi, problems, startup
-from app.routes import agencies, status
+from app import logs, metrics, openapi, problems, startup
+from app.routes import agencies, operator, redoc, status
+from app.routes import metrics as metrics_route
 from app.settings import Settings, get_settings
 from app.store import Store, open_store
 from app.tokens import Tokens
@@ -28,12 +29,20 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     logs.configure(settings.log_level)
     # FastAPIOffline serves the Swagger UI and ReDoc assets from the package, not a CDN,
     # so /docs works on a machine with no internet access.
-    app: FastAPI = FastAPIOffline(title="Lotería Nacional: bet collection", version="1.0.0", description=DESCRIPTION)
+    # ReDoc's page is app/routes/redoc.py: the package's would fetch a logo from a CDN.
+    app: FastAPI = FastAPIOffline(
+        title="Lotería Nacional: bet collection", version="1.0.0", description=DESCRIPTION, redoc_url=None
+    )
     app.state.settings = settings
     app.state.store = store or open_store(settings)
     app.state.tokens = Tokens.load(settings.tokens_file, settings.agencies) if settings.tokens_file else None
     app.include_router(agencies.router)
     app.include_router(status.router)
+    # The operator's page (GET /), its data and static files; /metrics; request durations.
+    operator.install(app)
+    app.include_router(redoc.router)
+    app.include_router(metrics_route.router)
+    app.add_middleware(metrics.RequestDurationMiddleware)
     problems.install(app)
     openapi.install(app, settings)
     startup.log_round_state(app.state.store, settings)

@@ -1,6 +1,8 @@
 """Per-agency bearer tokens: load and check them, and ``python -m app.tokens`` to make them.
 
-The tokens file is a JSON object mapping agency id to its token: ``{"1": "...", "2": "..."}``.
+The tokens file is a JSON object mapping agency id to its token: ``{"1": "...", "2": "..."}``,
+plus optionally ``"operator"``: a token that opens the operator's page (``GET /``) and
+nothing else.
 Tokens are compared in constant time against every agency's token, so neither the answer
 time nor the log says which agency a wrong guess was close to. Tokens are never logged.
 """
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 MIN_TOKEN_LENGTH = 16
+OPERATOR = "operator"  # the key of the operator's token in the tokens file
 
 
 class TokensError(ValueError):
@@ -23,8 +26,9 @@ class TokensError(ValueError):
 
 
 class Tokens:
-    def __init__(self, by_agency: dict[int, str]):
+    def __init__(self, by_agency: dict[int, str], operator: str | None = None):
         self._by_agency = {agency: token.encode() for agency, token in by_agency.items()}
+        self._operator = operator.encode() if operator is not None else None
 
     @classmethod
     def load(cls, path: Path, agencies: int) -> Tokens:
@@ -37,8 +41,9 @@ class Tokens:
         if not isinstance(data, dict):
             raise TokensError(f'tokens file {path} must be a JSON object {{"1": "token", ...}}')
         by_agency: dict[int, str] = {}
+        operator: str | None = None
         for key, token in data.items():
-            if not (isinstance(key, str) and key.isdigit() and 1 <= int(key) <= agencies):
+            if key != OPERATOR and not (isinstance(key, str) and key.isdigit() and 1 <= int(key) <= agencies):
                 raise TokensError(f"tokens file {path}: {key!r} is not an agency id from 1 to {agencies}")
             if (
                 not isinstance(token, str)
@@ -46,14 +51,20 @@ class Tokens:
                 or not token.isascii()
                 or not token.isprintable()
             ):
+                owner = "the operator" if key == OPERATOR else f"agency {key}"
                 raise TokensError(
-                    f"tokens file {path}: the token of agency {key} must be at least "
+                    f"tokens file {path}: the token of {owner} must be at least "
                     f"{MIN_TOKEN_LENGTH} printable ASCII characters"
                 )
-            by_agency[int(key)] = token
+            if key == OPERATOR:
+                operator = token
+            else:
+                by_agency[int(key)] = token
         if len(set(by_agency.values())) != len(by_agency):
             raise TokensError(f"tokens file {path}: two agencies share a token")
-        return cls(by_agency)
+        if operator is not None and operator in by_agency.values():
+            raise TokensError(f"tokens file {path}: the operator shares a token with an agency")
+        return cls(by_agency, operator)
 
     def owner(self, token: str) -> int | None:
         """The agency this token belongs to, or None. Checks every token, always."""
@@ -63,6 +74,11 @@ class Tokens:
             if hmac.compare_digest(presented, expected):
                 found = agency
         return found
+
+    def may_view(self, token: str) -> bool:
+        """Whether this token may see the round's counts: the operator's or any agency's."""
+        operator = self._operator is not None and hmac.compare_digest(token.encode(), self._operator)
+        return self.owner(token) is not None or operator
 
 
 def make(agencies: int) -> dict[str, str]:

@@ -12,6 +12,7 @@ Sections:
   uploader whole 1M-bet rounds with the uploader's --batch-size and --concurrency varied
   draw     the draw over 1M and 10M stored bets: seconds and peak RSS
   pg       the 1M-bet round on PostgreSQL, one and two hosts (needs a database)
+  operator what 50 open operator pages cost the server (percent of a core)
 """
 
 from __future__ import annotations
@@ -196,6 +197,19 @@ def bench_pg() -> list[dict]:
     return rows
 
 
+def bench_operator() -> list[dict]:
+    from bench.operator_page import run
+
+    row = run()
+    print(
+        f"  {row['pages']} operator pages: {row['pages_cost_core_percent']:.1f}% of a core "
+        f"({row['with_pages_core_percent']:.1f}% with, {row['baseline_core_percent']:.1f}% without; "
+        f"{row['updates_per_page_per_s']:.2f} updates/page/s)",
+        flush=True,
+    )
+    return [row]
+
+
 SECTIONS = {
     "rounds": bench_rounds,
     "scale": bench_scale,
@@ -203,6 +217,7 @@ SECTIONS = {
     "uploader": bench_uploader,
     "draw": bench_draw,
     "pg": bench_pg,
+    "operator": bench_operator,
 }
 
 

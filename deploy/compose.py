@@ -10,6 +10,9 @@ One image (lottery:latest) serves both roles: `server` runs gunicorn, and
 that may change between runs comes in through the environment, bind mounts
 or secrets, so changing it never needs an image rebuild.
 
+Prometheus: the `prometheus` service (deploy/prometheus.yml) only starts under the
+`metrics` profile: `docker compose --profile metrics up`, then http://127.0.0.1:9090.
+
 PostgreSQL: the `postgres` service only starts under the `postgres` profile.
 The server switches backend when LOTTERY_DATABASE_URL is set:
     LOTTERY_DATABASE_URL=postgresql://lottery:lottery@postgres:5432/lottery \
@@ -112,6 +115,18 @@ def _postgres() -> dict:
     }
 
 
+def _prometheus() -> dict:
+    return {
+        "image": "prom/prometheus:v3.5.0",
+        # Opt-in: only started with `--profile metrics`; scrapes server:8000/metrics.
+        "profiles": ["metrics"],
+        "command": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.retention.time=15d"],
+        "volumes": ["./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro", "prometheus-data:/prometheus"],
+        "ports": ["127.0.0.1:9090:9090"],
+        "depends_on": {"server": {"condition": "service_healthy"}},
+    }
+
+
 def build_compose(agencies: int) -> dict:
     """The compose document (a plain dict) for `agencies` uploader services."""
     # bool is an int subclass; True is not "1 agency".
@@ -121,6 +136,7 @@ def build_compose(agencies: int) -> dict:
     for k in range(1, agencies + 1):
         services[f"client{k}"] = _client(k)
     services["postgres"] = _postgres()
+    services["prometheus"] = _prometheus()
 
     secrets = {"tokens.json": {"file": "./secrets/tokens.json"}}
     for k in range(1, agencies + 1):
@@ -131,7 +147,7 @@ def build_compose(agencies: int) -> dict:
         # whatever the checkout directory is called.
         "name": "lottery",
         "services": services,
-        "volumes": {"lottery-data": {}, "pg-data": {}},
+        "volumes": {"lottery-data": {}, "pg-data": {}, "prometheus-data": {}},
         "secrets": secrets,
     }
 

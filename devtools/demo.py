@@ -5,7 +5,7 @@ dir, runs five uploaders at once as separate programs and shows their log lines 
 come (the course's format, each prefixed with its agency), then each agency's winners and
 the draw. The data dir, the agency files and the server log are kept, and their paths
 printed. With ``--keep`` (``make demo KEEP=1``) the server stays up after the round, until
-Ctrl-C, so the round can be looked at in the browser (``/docs``) or with curl.
+Ctrl-C, so the round can be looked at in the browser (the operator's page at ``/``, ``/docs``) or with curl.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(work / "data", workers=WORKERS, agencies=AGENCIES, log_path=work / "server.log")
     with server:
         print(f"Server up at {server.url} (gunicorn, {WORKERS} workers, data in {server.data_dir})")
+        print(f"Operator page: {server.url}/  (the round live; API docs at {server.url}/docs)")
         print("Uploaders' log lines (stderr of `python -m client run`), as they come:\n")
         started = time.monotonic()
         results = run_uploaders(server, files)

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app import metrics
 from app.deps import AgencyDep, SettingsDep, StoreDep, authorize, idempotency_key, read_body, upload_span
 from app.ingest import parse_chunk
 from app.problems import NotDrawnYet, documented
@@ -80,8 +81,10 @@ async def post_bets(
             _receive, store, agency, body, request.headers.get("content-type"), settings.max_bets_per_chunk, key, upload
         )
     except Exception as error:
+        metrics.chunk_failed(error)
         log.info("action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", agency, type(error).__name__)
         raise
+    metrics.chunk_stored(agency, receipt.stored, receipt.replayed)
     if receipt.replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"

@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from pathlib import Path
 import filelock
 import orjson
 
+from app import metrics
 from app.atomicfile import fsync_dir, write_atomically
 from app.store.base import (
     AgencyClosed,
@@ -48,6 +50,7 @@ from app.store.base import (
     replay_by_key,
     replay_by_range,
 )
+from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
 
@@ -68,11 +71,14 @@ class _LedgerIndex:
         self.bets = 0  # committed bets
         self.keys: dict[tuple[int, str], tuple[str, int]] = {}  # (agency, key) -> (fingerprint, count)
         self.spans: dict[tuple[int, str], list[tuple[int, int, str]]] = defaultdict(list)
+        self.by_agency: dict[int, list] = {}  # agency -> [bets, chunks, when this process saw its last chunk]
 
     def apply(self, record: dict) -> None:
         agency, count = record["a"], record["n"]
         self.end = record["end"]
         self.bets += count
+        seen = self.by_agency.setdefault(agency, [0, 0, 0.0])
+        seen[0], seen[1], seen[2] = seen[0] + count, seen[1] + 1, time.time()
         if record.get("k") is not None:
             self.keys[(agency, record["k"])] = (record["h"], count)
         if record.get("u") is not None:
@@ -173,12 +179,14 @@ class FileStore(Store):
     @contextmanager
     def _file_turn(self) -> Iterator[None]:
         """The file lock, across processes; the store is repaired and re-read on entry."""
+        waiting = time.perf_counter()
         try:
             self._file_lock.acquire()
         except filelock.Timeout:
             raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
         except OSError as error:
             raise StorageUnavailable(f"cannot lock the data dir: {error.strerror or error}") from None
+        metrics.observe_lock_wait(time.perf_counter() - waiting)  # never raises
         try:
             self._recover()
             yield
@@ -394,7 +402,9 @@ class FileStore(Store):
             return True
         if not set(range(1, self.expected + 1)) <= done:
             return False
+        drawing = time.perf_counter()
         winners = scan_winners(self.bets_path, self._index.end, self.winning_number)
+        metrics.observe_draw(time.perf_counter() - drawing)
         self._replace_json(
             self.winners_path,
             {
@@ -446,6 +456,25 @@ class FileStore(Store):
                 os.unlink(tmp)
         except OSError as error:
             raise StorageUnavailable(f"data dir {self.dir} is not writable: {error.strerror or error}") from None
+
+    def agency_stats(self) -> RoundStats:
+        """Per-agency bets, chunks and last activity from the ledger index: no read of bets.csv.
+
+        Read-only (never draws). Last activity is when this process first saw the chunk in
+        the ledger: within a moment of the commit while it serves, its start time after a restart.
+        """
+        with self._locked():
+            agencies = {
+                a: AgencyStats(a, bets, chunks, seen) for a, (bets, chunks, seen) in self._index.by_agency.items()
+            }
+        done = sorted(self._read_done())
+        try:  # lock-free: the file is replaced atomically; its mtime is the draw's time
+            drawn_at = self.winners_path.stat().st_mtime
+            result = self._read_winners()
+        except FileNotFoundError:
+            drawn_at, result = None, None
+        winners = {int(a): len(docs) for a, docs in result["winners"].items()} if result else None
+        return RoundStats(self.expected, done, agencies, drawn_at if result else None, winners)
 
 
 def scan_winners(path: Path, end: int, winning_number: int) -> dict[int, list[str]]:

@@ -43,6 +43,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from app import metrics
 from app.store.base import (
     AgencyClosed,
     Chunk,
@@ -57,6 +58,7 @@ from app.store.base import (
     replay_by_key,
     replay_by_range,
 )
+from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
 
@@ -440,6 +442,7 @@ class PostgresStore(Store):
         cur.execute("SELECT count(*) FROM lottery_done WHERE agency BETWEEN 1 AND %s", (self.expected,))
         if cur.fetchone()[0] < self.expected:
             return False
+        drawing = time.perf_counter()
         winners: dict[str, list[str]] = {str(a): [] for a in range(1, self.expected + 1)}
         found = 0
         cur.execute(
@@ -455,6 +458,7 @@ class PostgresStore(Store):
             "drawn_at = now() WHERE id = 1",
             (self.winning_number, bets, orjson.dumps(winners).decode()),
         )
+        metrics.observe_draw(time.perf_counter() - drawing)
         return bets, found
 
     @staticmethod
@@ -509,6 +513,25 @@ class PostgresStore(Store):
         with self._connection(timeout=min(HEALTH_TIMEOUT, self.lock_timeout)) as conn:
             if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 raise StorageUnavailable("the database is a read-only standby: it cannot take writes")
+
+    def agency_stats(self) -> RoundStats:
+        """Per-agency bets, chunks and last activity from the chunks table (never the bets)."""
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT agency, sum(count), count(*), extract(epoch FROM max(stored_at)) FROM lottery_chunks "
+                "GROUP BY agency"
+            )
+            agencies = {a: AgencyStats(a, int(bets), chunks, float(last)) for a, bets, chunks, last in cur.fetchall()}
+            cur.execute("SELECT agency FROM lottery_done ORDER BY agency")
+            done = [row[0] for row in cur.fetchall()]
+            cur.execute(
+                "SELECT extract(epoch FROM drawn_at), (SELECT jsonb_object_agg(key, jsonb_array_length(value)) "
+                "FROM jsonb_each(winners)) FROM lottery_round WHERE id = 1 AND drawn"
+            )
+            row = cur.fetchone()
+        if row is None:
+            return RoundStats(self.expected, done, agencies)
+        return RoundStats(self.expected, done, agencies, float(row[0]), {int(a): n for a, n in (row[1] or {}).items()})
 
     # -- export ---------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ def test_every_mounted_file_is_listed():
         "./secrets/agency-2.token",
         "./.data/agency-1.csv",
         "./.data/agency-2.csv",
+        "./deploy/prometheus.yml",  # the optional Prometheus service's config, shipped in the repository
     ]
 
 

@@ -66,9 +66,10 @@ def compose(request, tmp_path_factory) -> tuple[int, dict]:
 def test_service_names_are_server_and_one_client_per_agency(compose):
     n, doc = compose
     clients = [f"client{k}" for k in range(1, n + 1)]
-    # `postgres` is present but opt-in (profile); everything else is exact.
-    assert list(doc["services"]) == ["server", *clients, "postgres"]
+    # `postgres` and `prometheus` are present but opt-in (profiles); everything else is exact.
+    assert list(doc["services"]) == ["server", *clients, "postgres", "prometheus"]
     assert doc["services"]["postgres"]["profiles"] == ["postgres"]
+    assert doc["services"]["prometheus"]["profiles"] == ["metrics"]
     active = [name for name, svc in doc["services"].items() if not svc.get("profiles")]
     assert active == ["server", *clients]
 
@@ -129,7 +130,15 @@ services:
       timeout: 3s
       retries: 5
       start_period: 10s
-volumes: {lottery-data: {}, pg-data: {}}
+  prometheus:
+    image: prom/prometheus:v3.5.0
+    profiles: [metrics]
+    command: [--config.file=/etc/prometheus/prometheus.yml, --storage.tsdb.retention.time=15d]
+    volumes: ["./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro", "prometheus-data:/prometheus"]
+    ports: ["127.0.0.1:9090:9090"]
+    depends_on:
+      server: {condition: service_healthy}
+volumes: {lottery-data: {}, pg-data: {}, prometheus-data: {}}
 secrets:
   tokens.json: {file: ./secrets/tokens.json}
   agency-1-token: {file: ./secrets/agency-1.token}
@@ -217,6 +226,17 @@ def test_postgres_profile(compose):
     assert ("pg-data", "/var/lib/postgresql/data", False) in mounts(pg)
     assert "pg-data" in doc["volumes"]
     assert "pg_isready" in pg["healthcheck"]["test"]
+
+
+def test_prometheus_profile_scrapes_the_server(compose):
+    _, doc = compose
+    prometheus = doc["services"]["prometheus"]
+    assert ("./deploy/prometheus.yml", "/etc/prometheus/prometheus.yml", True) in mounts(prometheus)
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]  # loopback only, like the server
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
+    [job] = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"] == [{"targets": ["server:8000"]}]
 
 
 # --- the committed file and the generator's edges -------------------------------

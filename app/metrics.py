@@ -1,0 +1,170 @@
+"""Prometheus metrics, correct across gunicorn's worker processes.
+
+Under gunicorn every worker is a separate process with its own memory, so a scrape answered
+by one worker would show only that worker's share. prometheus_client's multiprocess mode
+fixes that: each process writes its values to memory-mapped files in
+``PROMETHEUS_MULTIPROC_DIR`` and a scrape sums the files of every process, dead ones
+included (a counter must not drop when a worker restarts). gunicorn.conf.py creates and
+wipes that directory in the master before the first fork, and forgets a dead worker's live
+gauges in ``child_exit`` (https://prometheus.github.io/client_python/multiprocess/).
+
+Without the variable (tests that build the app in-process) the default registry is used.
+Only aggregates are exported: no label holds a document, a name or a token.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import generate_latest as _generate_latest
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Seconds; from a fast lock (a few ms) to the lock timeout's order of magnitude.
+_LOCK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_DRAW_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+BETS_STORED = Counter("lottery_bets_stored", "Bets stored, by agency (replays not counted).", ["agency"])
+CHUNKS = Counter(
+    "lottery_chunks",
+    "Chunks received, by outcome: stored, replayed, conflict (409), rejected (4xx), unavailable (503).",
+    ["outcome"],
+)
+REQUEST_DURATION = Histogram(
+    "lottery_request_duration_seconds",
+    "HTTP request duration, by route template and status.",
+    ["route", "status"],
+)
+LOCK_WAIT = Histogram("lottery_lock_wait_seconds", "Time waiting for the storage lock.", buckets=_LOCK_BUCKETS)
+DRAW_DURATION = Histogram("lottery_draw_duration_seconds", "Duration of the draw.", buckets=_DRAW_BUCKETS)
+# Gauges: "max" for the round (every worker agrees), "mostrecent" for the done count (set
+# by whichever worker looked last, so a scrape from any worker gives the latest value).
+ROUND = Gauge("lottery_round", "Id of the current round.", multiprocess_mode="max")
+AGENCIES_DONE = Gauge(
+    "lottery_agencies_done", "Agencies of the current round that said done.", multiprocess_mode="mostrecent"
+)
+
+# Chunk outcomes by exception class name: kept as names so this module needs no import of
+# the store or ingest (they import this module).
+_OUTCOME_BY_ERROR = {
+    "RangeConflict": "conflict",
+    "AgencyClosed": "conflict",
+    "StorageUnavailable": "unavailable",
+    "StorageBusy": "unavailable",
+}
+
+
+def _never_raises(record: Callable[..., None]) -> Callable[..., None]:
+    """Metrics must never fail a request or leave a lock held: a failure is logged once and ignored."""
+
+    @functools.wraps(record)
+    def safe(*args: Any) -> None:
+        global _warned
+        try:
+            record(*args)
+        except Exception as error:  # e.g. the metrics dir is full or gone
+            if not _warned:
+                _warned = True
+                logging.getLogger("lottery").warning("action: metricas | result: fail | error: %s", error)
+
+    return safe
+
+
+_warned = False
+
+
+@_never_raises
+def chunk_stored(agency: int, stored: int, replayed: bool) -> None:
+    if replayed:
+        CHUNKS.labels("replayed").inc()
+        return
+    CHUNKS.labels("stored").inc()
+    BETS_STORED.labels(str(agency)).inc(stored)
+
+
+@_never_raises
+def chunk_failed(error: BaseException) -> None:
+    CHUNKS.labels(_OUTCOME_BY_ERROR.get(type(error).__name__, "rejected")).inc()
+
+
+@_never_raises
+def observe_lock_wait(seconds: float) -> None:
+    LOCK_WAIT.observe(seconds)
+
+
+@_never_raises
+def observe_draw(seconds: float) -> None:
+    DRAW_DURATION.observe(seconds)
+
+
+@_never_raises
+def observe_request(route: str, status: int, seconds: float) -> None:
+    REQUEST_DURATION.labels(route, str(status)).observe(seconds)
+
+
+@_never_raises
+def set_round_state(round_id: int, agencies_done: int) -> None:
+    ROUND.set(round_id)
+    AGENCIES_DONE.set(agencies_done)
+
+
+def render() -> bytes:
+    """The text exposition of every process's metrics (or this process's, outside gunicorn)."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path:
+        return _generate_latest(REGISTRY)
+    registry = CollectorRegistry()  # a fresh one per scrape, as the docs ask: it reads the files
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return _generate_latest(registry)
+
+
+# -- the request-duration middleware ------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
+
+
+class RequestDurationMiddleware:
+    """Times every HTTP request; labels it with its route *template* (``/agencies/{agency}/bets``).
+
+    A path that matches no route is labelled ``unmatched``, so random URLs cannot grow the
+    number of series. A plain ASGI middleware: Starlette's BaseHTTPMiddleware costs a task
+    per request.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    @staticmethod
+    def _template(scope: Scope) -> str:
+        route = scope.get("route")  # FastAPI puts the matched APIRoute here
+        if route is not None:
+            return getattr(route, "path_format", None) or route.path
+        if scope.get("endpoint") is not None:  # a mount (static files): its prefix
+            return scope.get("root_path", "") + "/{path}"
+        return "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets when the app raises past every handler
+
+        async def send_with_status(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            observe_request(self._template(scope), status, time.perf_counter() - started)

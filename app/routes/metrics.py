@@ -1,0 +1,32 @@
+"""``GET /metrics``: Prometheus text format, the sum of every worker (see app/metrics.py).
+
+Open like ``/health``: aggregates only (counts per agency and outcome, durations), never a
+document or a token. Restrict it at the proxy when the server faces the internet.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app import metrics
+from app.routes.operator import CURRENT_ROUND
+from app.store import StoreError
+
+router = APIRouter(tags=["round"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    responses={200: {"content": {"text/plain": {}}}},
+    response_class=Response,
+)
+async def get_metrics(request: Request) -> Response:
+    """Counters and histograms of every worker process, and the round's gauges, read fresh from the store."""
+    try:
+        stats = await run_in_threadpool(request.app.state.store.agency_stats)
+        metrics.set_round_state(CURRENT_ROUND, len(stats.done))
+    except StoreError:
+        pass  # storage down: the counters matter most now; the gauges keep their last values
+    return Response(await run_in_threadpool(metrics.render), media_type=metrics.CONTENT_TYPE)

@@ -1,0 +1,254 @@
+"""The operator's page: ``GET /`` shows the round live; ``/operator/state`` and ``/operator/events`` feed it.
+
+The page is a server-rendered shell plus ``/static/operator.js`` (no build step, no CDN).
+Its data is counts only: bets, chunks, done, winners *count* per agency; never a document
+or a token. With tokens configured the data needs a bearer token (the operator's, or any
+agency's), which the page asks for in a form and keeps in ``sessionStorage``.
+
+Cost: every open page costs one long-lived streamed response. Each worker keeps *one*
+snapshot of the round, refreshed at most twice a second from what the store already keeps
+in memory or in small tables (``Store.agency_stats``: the ledger index, the chunks table),
+and every stream of that worker sends that same snapshot, only when it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from app import metrics
+from app.problems import Unauthorized, documented
+from app.store.stats import RoundStats
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+CURRENT_ROUND = 1  # one round per server until rounds over time exist (issue 11)
+REFRESH_SECONDS = 0.5  # a snapshot is at most this old: the page updates within a second
+HEARTBEAT_SECONDS = 10.0  # a comment line on a quiet stream, so proxies keep it open
+# A stream ends after this long and the page reconnects at once: a server stopping
+# gracefully then waits at most this long for open pages.
+STREAM_SECONDS = 15.0
+# Only this origin: the page loads nothing from anywhere else, and nobody may frame it.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+router = APIRouter(tags=["operator"])
+_bearer = HTTPBearer(auto_error=False, description="The operator's token (or an agency's), with LOTTERY_TOKENS_FILE")
+
+
+async def viewer(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """With tokens configured: 401 unless the bearer token is the operator's or an agency's."""
+    tokens = request.app.state.tokens
+    if tokens is None:
+        return
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+    if not tokens.may_view(credentials.credentials):
+        raise Unauthorized("the bearer token is not valid")
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def past_rounds(request: Request) -> list[dict[str, Any]]:  # noqa: ARG001 - the extension point's signature
+    """The rounds before the current one, newest first: ``{round, bets, winners, opened_at, drawn_at}``.
+
+    Empty: this server holds one round. When rounds over time exist (issue 11), this reads
+    the store's round list; the page already renders whatever it returns.
+    """
+    return []
+
+
+def snapshot(stats: RoundStats, round_id: int = CURRENT_ROUND) -> dict[str, Any]:
+    """The page's data: counts per agency, and the draw's time and winners count once drawn."""
+    done = set(stats.done)
+    agencies = []
+    for agency in range(1, stats.expected + 1):
+        seen = stats.agencies.get(agency)
+        agencies.append(
+            {
+                "agency": agency,
+                "bets": seen.bets if seen else 0,
+                "chunks": seen.chunks if seen else 0,
+                "last_activity": _iso(seen.last_activity if seen else None),
+                "done": agency in done,
+                "winners": None if stats.winners is None else stats.winners.get(agency, 0),
+            }
+        )
+    drawn = stats.drawn_at is not None
+    return {
+        "round": round_id,
+        "state": "drawn" if drawn else "open",
+        "expected": stats.expected,
+        "done": len(done & set(range(1, stats.expected + 1))),
+        "bets": stats.bets,
+        "agencies": agencies,
+        "drawn_at": _iso(stats.drawn_at),
+        "winners": sum(stats.winners.values()) if stats.winners is not None else None,
+    }
+
+
+class Snapshots:
+    """This worker's latest snapshot, as JSON bytes, shared by every page it serves."""
+
+    def __init__(self) -> None:
+        self._data = b""
+        self._at = float("-inf")
+        self._lock: asyncio.Lock | None = None
+
+    async def latest(self, request: Request) -> bytes:
+        if time.monotonic() - self._at < REFRESH_SECONDS:
+            return self._data
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:  # one refresh at a time; the others get its result
+            if time.monotonic() - self._at >= REFRESH_SECONDS:
+                stats = await run_in_threadpool(request.app.state.store.agency_stats)
+                metrics.set_round_state(CURRENT_ROUND, len(stats.done))
+                data = {**snapshot(stats), "past_rounds": past_rounds(request)}
+                self._data, self._at = orjson.dumps(data), time.monotonic()
+        return self._data
+
+
+def _snapshots(request: Request) -> Snapshots:
+    return request.app.state.operator_snapshots
+
+
+@router.get("/", include_in_schema=False)
+async def page(request: Request) -> HTMLResponse:
+    """The page's shell. Without tokens it carries the first snapshot, so it shows data at once."""
+    initial = b"null"
+    if request.app.state.tokens is None:
+        initial = await _snapshots(request).latest(request)
+    body = PAGE.format(
+        title=html.escape(request.app.title),
+        auth="required" if request.app.state.tokens is not None else "open",
+        # In a JSON script block only "</" could end the block early; orjson never writes it escaped.
+        initial=initial.decode().replace("</", "<\\/"),
+    )
+    return HTMLResponse(body, headers=SECURITY_HEADERS)
+
+
+@router.get(
+    "/operator/state",
+    summary="The round, for the operator's page",
+    dependencies=[Depends(viewer)],
+    responses=documented(401, 503),
+)
+async def state(request: Request) -> Response:
+    """Counts only: per agency its bets, chunks, last activity and done; after the draw, its winners count."""
+    return Response(await _snapshots(request).latest(request), media_type="application/json", headers=SECURITY_HEADERS)
+
+
+# Not in the OpenAPI schema: a page-internal stream (fuzzers would wait out every one).
+@router.get("/operator/events", dependencies=[Depends(viewer)], include_in_schema=False)
+async def events(request: Request) -> StreamingResponse:
+    """`data: <the state's JSON>` whenever it changes (checked twice a second); ends after a while: reconnect."""
+    hub = _snapshots(request)
+    first = await hub.latest(request)  # a storage error is a 503 problem here, before the stream starts
+
+    async def stream() -> AsyncIterator[bytes]:
+        sent, started = first, time.monotonic()
+        quiet_since = started
+        yield b"retry: 1000\n\ndata: " + first + b"\n\n"
+        while time.monotonic() - started < STREAM_SECONDS:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                data = await hub.latest(request)
+            except Exception:  # storage down mid-stream: end it; the page reconnects and sees the 503
+                return
+            if data != sent:
+                sent, quiet_since = data, time.monotonic()
+                yield b"data: " + data + b"\n\n"
+            elif time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                quiet_since = time.monotonic()
+                yield b": quiet\n\n"
+
+    headers = {**SECURITY_HEADERS, "X-Accel-Buffering": "no"}  # nginx: pass each event on at once
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """The page, its data routes and its static files (``/static``, from app/static)."""
+    app.state.operator_snapshots = Snapshots()
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    metrics.ROUND.set(CURRENT_ROUND)
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Round · {title}</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/operator.css">
+<script src="/static/operator.js" defer></script>
+</head>
+<body data-auth="{auth}">
+<header>
+  <h1>Lotería Nacional <span class="muted">· operator</span></h1>
+  <nav><a href="/docs">API docs</a> · <a href="/redoc">ReDoc</a> · <a href="/metrics">metrics</a></nav>
+</header>
+<main>
+  <form id="login" hidden>
+    <p>This server needs a token to show the round: the operator's token (or an agency's).
+    It stays in this browser tab only (session storage).</p>
+    <label>Token <input id="token" type="password" autocomplete="off" required></label>
+    <button type="submit">Show the round</button>
+    <p id="login-error" class="error" role="alert"></p>
+  </form>
+  <div id="round" hidden>
+    <section class="summary">
+      <h2>Round <span id="round-id"></span>: <span id="round-state" data-testid="round-state"></span></h2>
+      <p><span id="total-bets" data-testid="total-bets">0</span> bets stored ·
+         <span id="done-count" data-testid="done-count">0</span> of <span id="expected"></span> agencies done
+         <span id="connection" class="muted"></span></p>
+      <div class="bar" role="progressbar" aria-valuemin="0" id="progress"><div id="progress-fill"></div></div>
+      <p id="draw" data-testid="draw" hidden></p>
+    </section>
+    <section>
+      <h2>Agencies</h2>
+      <table id="agencies">
+        <thead><tr><th>Agency</th><th>Bets</th><th>Chunks</th><th>Last activity</th><th>Done</th>
+        <th>Winners</th></tr></thead>
+        <tbody></tbody>
+      </table>
+    </section>
+    <section>
+      <h2>Ingest rate <span class="muted">(bets per second, up to the last 5 minutes)</span></h2>
+      <div class="chart">
+        <span class="axis" id="rate-peak"></span>
+        <svg id="rate" viewBox="0 0 600 120" preserveAspectRatio="none" role="img" aria-label="ingest rate"></svg>
+        <div class="axis x"><span id="rate-from"></span><span>now</span></div>
+      </div>
+      <p class="muted" id="rate-now"></p>
+    </section>
+    <section>
+      <h2>Past rounds</h2>
+      <div id="past"></div>
+    </section>
+  </div>
+</main>
+<script type="application/json" id="initial">{initial}</script>
+</body>
+</html>
+"""

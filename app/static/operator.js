@@ -1,0 +1,226 @@
+// The operator's page: reads /operator/events (server-sent events over fetch, so the token
+// can go in a header, never in a URL) and draws the round. No library, no build step.
+"use strict";
+
+const TOKEN_KEY = "lottery.operator.token"; // sessionStorage: gone when the tab closes
+const RATE_WINDOW_S = 300; // the chart's span
+const RATE_SMOOTH_S = 3; // each point is the mean rate over this many seconds
+const number = new Intl.NumberFormat("en-US");
+const $ = (id) => document.getElementById(id);
+
+let latest = null; // the last snapshot received
+const samples = []; // {t, bets}: what the rate chart is computed from
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function headers() {
+  const t = token();
+  return t ? { Authorization: "Bearer " + t } : {};
+}
+
+function showLogin(message) {
+  $("round").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  $("token").focus();
+}
+
+function clockTime(iso) {
+  return iso ? new Date(iso).toLocaleTimeString("en-GB") : "—";
+}
+
+function cell(row, index, text, className) {
+  const td = row.cells[index];
+  if (td.textContent !== text) td.textContent = text;
+  td.className = className || "";
+}
+
+function renderAgencies(agencies) {
+  const body = $("agencies").tBodies[0];
+  for (const a of agencies) {
+    let row = body.querySelector(`tr[data-agency="${a.agency}"]`);
+    if (!row) {
+      row = body.insertRow();
+      row.dataset.agency = String(a.agency);
+      for (let i = 0; i < 6; i++) row.insertCell();
+      row.cells[0].textContent = `Agency ${a.agency}`;
+    }
+    cell(row, 1, number.format(a.bets));
+    cell(row, 2, number.format(a.chunks));
+    cell(row, 3, clockTime(a.last_activity));
+    cell(row, 4, a.done ? "done" : "not yet", a.done ? "done" : "");
+    cell(row, 5, a.winners === null ? "—" : number.format(a.winners));
+    row.dataset.done = String(a.done);
+  }
+}
+
+function renderPast(rounds) {
+  const box = $("past");
+  box.replaceChildren();
+  if (!rounds.length) {
+    const p = document.createElement("p");
+    p.className = "muted";
+    p.textContent = "No past rounds: this server holds a single round.";
+    box.append(p);
+    return;
+  }
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  for (const title of ["Round", "Bets", "Winners", "Opened", "Drawn"]) {
+    const th = document.createElement("th");
+    th.textContent = title;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const r of rounds) {
+    const row = body.insertRow();
+    for (const text of [
+      String(r.round),
+      number.format(r.bets),
+      number.format(r.winners),
+      r.opened_at ? new Date(r.opened_at).toLocaleString("en-GB") : "—",
+      r.drawn_at ? new Date(r.drawn_at).toLocaleString("en-GB") : "—",
+    ]) {
+      row.insertCell().textContent = text;
+    }
+  }
+  box.append(table);
+}
+
+function render(state) {
+  latest = state;
+  $("login").hidden = true;
+  $("round").hidden = false;
+  $("round-id").textContent = String(state.round);
+  const roundState = $("round-state");
+  roundState.textContent = state.state === "drawn" ? "drawn" : "open, taking bets";
+  roundState.className = state.state;
+  $("total-bets").textContent = number.format(state.bets);
+  $("done-count").textContent = String(state.done);
+  $("expected").textContent = String(state.expected);
+  const progress = $("progress");
+  progress.setAttribute("aria-valuemax", String(state.expected));
+  progress.setAttribute("aria-valuenow", String(state.done));
+  $("progress-fill").style.width = `${(100 * state.done) / state.expected}%`;
+  const draw = $("draw");
+  draw.hidden = state.state !== "drawn";
+  if (state.state === "drawn") {
+    draw.textContent =
+      `Drawn at ${new Date(state.drawn_at).toLocaleString("en-GB")}: ` +
+      `${number.format(state.winners)} winner${state.winners === 1 ? "" : "s"} in total`;
+  }
+  renderAgencies(state.agencies);
+  renderPast(state.past_rounds || []);
+  sample();
+}
+
+// -- the ingest rate chart ------------------------------------------------------------------
+
+function sample() {
+  if (!latest) return;
+  const now = Date.now() / 1000;
+  samples.push({ t: now, bets: latest.bets });
+  while (samples.length && samples[0].t < now - RATE_WINDOW_S - RATE_SMOOTH_S) samples.shift();
+  drawRate(now);
+}
+
+function rates() {
+  const points = [];
+  let j = 0;
+  for (let i = 0; i < samples.length; i++) {
+    while (samples[j].t < samples[i].t - RATE_SMOOTH_S) j++;
+    const dt = samples[i].t - samples[j].t;
+    if (dt > 0.2) points.push({ t: samples[i].t, rate: (samples[i].bets - samples[j].bets) / dt });
+  }
+  return points;
+}
+
+function drawRate(now) {
+  // The window grows with the time the page has been open: from 1 minute up to 5.
+  const span = Math.min(RATE_WINDOW_S, Math.max(60, now - samples[0].t));
+  const points = rates().filter((p) => p.t >= now - span);
+  const peak = Math.max(10, ...points.map((p) => p.rate));
+  const x = (t) => ((600 * (t - (now - span))) / span).toFixed(1);
+  const y = (rate) => (118 - (108 * rate) / peak).toFixed(1);
+  const ns = "http://www.w3.org/2000/svg";
+  const coords = points.map((p) => `${x(p.t)},${y(p.rate)}`);
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", coords.join(" "));
+  const area = document.createElementNS(ns, "polygon");
+  if (points.length) area.setAttribute("points", `${x(points[0].t)},118 ${coords.join(" ")} ${x(now)},118`);
+  $("rate").replaceChildren(area, line);
+  $("rate-peak").textContent = `${number.format(Math.round(peak))} bets/s`;
+  $("rate-from").textContent = `${Math.round(span / 60)} min ago`;
+  const current = points.length ? points[points.length - 1].rate : 0;
+  $("rate-now").textContent = `now ${number.format(Math.round(current))} bets/s`;
+}
+
+// -- the connection -------------------------------------------------------------------------
+
+function status(text) {
+  $("connection").textContent = text ? `· ${text}` : "";
+}
+
+async function follow() {
+  // One stream at a time; when it ends (the server closes it every few seconds), reconnect.
+  for (;;) {
+    try {
+      const response = await fetch("/operator/events", { headers: headers(), cache: "no-store" });
+      if (response.status === 401) {
+        const hadToken = token() !== null;
+        sessionStorage.removeItem(TOKEN_KEY);
+        showLogin(hadToken ? "That token is not valid." : "");
+        return;
+      }
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      status("");
+      await readEvents(response.body);
+    } catch (error) {
+      status(`reconnecting (${error.message})`);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+}
+
+async function readEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block
+        .split("\n")
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).trimStart())
+        .join("\n");
+      if (data) render(JSON.parse(data));
+    }
+  }
+}
+
+function start() {
+  const initial = JSON.parse($("initial").textContent);
+  if (initial) render(initial);
+  $("login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    $("token").value = ""; // kept in session storage only, not in the form
+    $("login-error").textContent = "";
+    follow();
+  });
+  setInterval(sample, 1000); // the chart moves on even while nothing changes
+  if (document.body.dataset.auth === "required" && !token()) {
+    showLogin("");
+    return;
+  }
+  follow();
+}
+
+document.addEventListener("DOMContentLoaded", start);

@@ -1,0 +1,223 @@
+"""The operator's page and the API docs in a real browser: Debian's chromium, driven by Playwright.
+
+Real gunicorn (3 workers, tokens configured), real uploader processes on small generated
+files, and assertions on what a person sees: nothing before the token, then one row per
+agency turning done, the bets total reaching what was uploaded, the draw with its winners
+count. Every request the browser makes is recorded: none may leave 127.0.0.1 (no CDN).
+
+Needs ``apt-get install chromium`` (the browser is never downloaded: no ``playwright install``).
+Screenshots go to ``.pytest_cache/artifacts/browser/`` (the path is printed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from app import tokens as tokens_module
+from devtools.server import ROOT, Server
+from tests.postgres_db import fresh_database
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / ".pytest_cache" / "artifacts" / "browser"
+AGENCIES = 3
+BETS = 4000  # per agency: a few chunks each at --batch-size 500
+SEE = 10_000  # ms a person may wait for the page to show something (it updates within a second)
+
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements.txt")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+
+
+def shot(page, name: str, full_page: bool = True) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    print(f"screenshot: {path}")
+    return path
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator:
+    """A fresh chromium profile; yields a page whose every request URL is recorded in ``page.requested``."""
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1100, "height": 900},
+        )
+        try:
+            page = context.new_page()
+            page.requested = []
+            page.errors = []
+            page.on("request", lambda request: page.requested.append(request.url))
+            page.on("pageerror", lambda error: page.errors.append(str(error)))
+            yield page
+        finally:
+            context.close()
+
+
+def assert_only_loopback(requested: list[str]) -> None:
+    assert requested, "the browser made no request at all"
+    away = [
+        url
+        for url in requested
+        if urlsplit(url).scheme not in ("data", "blob") and urlsplit(url).hostname != "127.0.0.1"
+    ]
+    assert away == [], f"requests that left 127.0.0.1: {away}"
+
+
+@pytest.fixture(params=["files", "postgres"])
+def secured(request, tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+    tokens = {**tokens_module.make(AGENCIES), "operator": "operator-" + "x" * 24}
+    (tmp_path / "tokens.json").write_text(json.dumps(tokens), encoding="utf-8")
+    env = {"LOTTERY_TOKENS_FILE": str(tmp_path / "tokens.json")}
+    with ExitStack() as stack:
+        if request.param == "postgres":
+            env["LOTTERY_DATABASE_URL"] = stack.enter_context(fresh_database())
+        yield stack.enter_context(Server(tmp_path / "data", workers=3, agencies=AGENCIES, env=env)), tokens
+
+
+def uploader(server: Server, agency: int, path: Path, token: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "client", "run", "--server", server.url, "--agency", str(agency), "--file", str(path)]
+        + ["--token", token, "--batch-size", "500", "--quiet", "--json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_log(server: Server, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, f"the server never logged {text!r}"
+        time.sleep(0.05)
+
+
+def generated_files(where: Path) -> list[Path]:
+    subprocess.run(
+        [sys.executable, "-m", "client", "generate", "--agencies", str(AGENCIES), "--bets", str(BETS)]
+        + ["--out", str(where), "--seed", "12"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return [where / f"agency-{a}.csv" for a in range(1, AGENCIES + 1)]
+
+
+def test_a_round_as_the_operator_sees_it(secured, browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    server, tokens = secured
+    page = browser
+    files = generated_files(tmp_path / "agencies")
+    row = page.locator("#agencies tbody tr")
+
+    # Before a token: the form, and nothing of the round.
+    page.goto(server.url + "/")
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#round")).to_be_hidden()
+    assert row.count() == 0
+    assert "Agency 1" not in page.content()
+    shot(page, "1-token-form")
+
+    page.fill("#token", "not-a-valid-token-at-all")
+    page.click("#login button")
+    expect(page.locator("#login-error")).to_have_text("That token is not valid.", timeout=SEE)
+    expect(page.locator("#round")).to_be_hidden()
+
+    page.fill("#token", tokens["operator"])
+    page.click("#login button")
+    expect(row).to_have_count(AGENCIES, timeout=SEE)
+    expect(page.locator("[data-testid=total-bets]")).to_have_text("0")
+    expect(page.locator("[data-testid=round-state]")).to_have_text("open, taking bets")
+    for agency in range(1, AGENCIES + 1):
+        expect(page.locator(f'tr[data-agency="{agency}"] td').nth(4)).to_have_text("not yet")
+    # The token lives in this tab's session storage only, and not in the page.
+    assert page.evaluate("sessionStorage.getItem('lottery.operator.token')") == tokens["operator"]
+    assert page.evaluate("localStorage.length") == 0
+    assert tokens["operator"] not in page.content()
+
+    # Two agencies upload and say done: their rows turn done; the round stays open.
+    first = [uploader(server, a, files[a - 1], tokens[str(a)]) for a in (1, 2)]
+    for agency in (1, 2):
+        # The server's word first (uploaders may start slowly on a busy machine); then the page's.
+        wait_for_log(server, f"action: agencia_finalizada | result: success | agencia: {agency} |")
+        expect(page.locator(f'tr[data-agency="{agency}"] td').nth(4)).to_have_text("done", timeout=SEE)
+        expect(page.locator(f'tr[data-agency="{agency}"] td').nth(1)).to_have_text(f"{BETS:,}", timeout=SEE)
+    expect(page.locator("[data-testid=done-count]")).to_have_text("2")
+    expect(page.locator(f'tr[data-agency="{AGENCIES}"] td').nth(4)).to_have_text("not yet")
+    expect(page.locator("[data-testid=round-state]")).to_have_text("open, taking bets")
+    expect(page.locator("[data-testid=draw]")).to_be_hidden()
+    assert page.locator("#rate polyline").get_attribute("points"), "the ingest rate chart drew nothing"
+    shot(page, "2-two-agencies-done")
+
+    # The last agency: every row done, the total is what was uploaded, the draw is shown.
+    last = uploader(server, AGENCIES, files[-1], tokens[str(AGENCIES)])
+    results = {}
+    for agency, proc in zip(range(1, AGENCIES + 1), [*first, last], strict=True):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results[agency] = json.loads(out)["winners"]
+    expect(page.locator("[data-testid=total-bets]")).to_have_text(f"{AGENCIES * BETS:,}", timeout=SEE)
+    expect(page.locator("[data-testid=round-state]")).to_have_text("drawn", timeout=SEE)
+    expect(page.locator("[data-testid=done-count]")).to_have_text(str(AGENCIES))
+    total = sum(len(w) for w in results.values())
+    expect(page.locator("[data-testid=draw]")).to_contain_text(f"{total} winner")
+    expect(page.locator("[data-testid=draw]")).to_contain_text("Drawn at")
+    for agency, winners in results.items():
+        cells = page.locator(f'tr[data-agency="{agency}"] td')
+        expect(cells.nth(4)).to_have_text("done")
+        expect(cells.nth(5)).to_have_text(str(len(winners)))  # the count, never the documents
+    html = page.content()
+    for document in (d for winners in results.values() for d in winners):
+        assert document not in html
+    for token in tokens.values():
+        assert token not in html
+    expect(page.locator("#past")).to_contain_text("No past rounds")
+    shot(page, "3-drawn")
+    assert_only_loopback(page.requested)
+    assert page.errors == []
+
+
+def test_docs_render_offline(tmp_path: Path, browser) -> None:
+    from playwright.sync_api import expect
+
+    page = browser
+    with Server(tmp_path / "data", workers=2, agencies=2) as server:
+        page.goto(server.url + "/")
+        page.click("text=API docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Lotería Nacional", timeout=SEE)
+        expect(page.locator(".opblock-summary-path").first).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        shot(page, "docs-swagger", full_page=False)
+        page.goto(server.url + "/redoc")
+        expect(page.locator("h1").first).to_contain_text("Lotería Nacional", timeout=SEE)
+        page.wait_for_load_state("networkidle")
+        shot(page, "docs-redoc", full_page=False)
+    assert_only_loopback(page.requested)
+    assert any(url.endswith("/docs") for url in page.requested)

@@ -1,0 +1,150 @@
+"""``GET /metrics`` against real gunicorn with 4 workers: the course dataset through real uploaders.
+
+Each worker is a process with its own memory; a scrape is answered by whichever worker
+accepts it. The totals must be the sum over every worker (prometheus_client's multiprocess
+mode): every scrape, on a fresh connection, sums ``lottery_bets_stored_total`` to 78,697,
+agency by agency, even after a worker was killed and replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from devtools.server import ROOT, Server
+from tests.conftest import DATASET_COUNTS
+from tests.postgres_db import fresh_database
+
+WORKERS = 4
+SCRAPES = 24
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """One scrape on a new connection: {(sample name, sorted labels): value}."""
+    with httpx.Client(base_url=url, timeout=30) as client:  # a new connection: any worker may answer
+        response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def bets_by_agency(samples: dict) -> dict[int, float]:
+    return {
+        int(dict(labels)["agency"]): value
+        for (name, labels), value in samples.items()
+        if name == "lottery_bets_stored_total"
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def run_uploaders(url: str, files: dict[int, Path]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
+    procs = [
+        subprocess.Popen(
+            # Small chunks: many of them, so that every worker stores some.
+            [sys.executable, "-m", "client", "run", "--server", url, "--agency", str(agency), "--file", str(path)]
+            + ["--batch-size", "1000", "--quiet", "--json"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for agency, path in files.items()
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+
+
+@pytest.fixture(params=["files", "postgres"])
+def server(request, tmp_path: Path):
+    with ExitStack() as stack:
+        env = {}
+        if request.param == "postgres":
+            env["LOTTERY_DATABASE_URL"] = stack.enter_context(fresh_database())
+        yield stack.enter_context(Server(tmp_path / "data", workers=WORKERS, agencies=5, env=env))
+
+
+def test_a_scrape_from_any_worker_sums_every_worker(server: Server, dataset: Path) -> None:
+    before = scrape(server.url)
+    assert bets_by_agency(before) == {}
+    assert value(before, "lottery_round") == 1
+    assert value(before, "lottery_agencies_done") == 0
+
+    run_uploaders(server.url, {a: dataset / f"agency-{a}.csv" for a in range(1, 6)})
+
+    chunks_per_worker = set()
+    for _ in range(SCRAPES):
+        samples = scrape(server.url)
+        assert bets_by_agency(samples) == DATASET_COUNTS
+        assert sum(bets_by_agency(samples).values()) == 78_697
+        assert value(samples, "lottery_agencies_done") == 5
+        assert value(samples, "lottery_round") == 1
+        assert value(samples, "lottery_draw_duration_seconds_count") == 1  # drawn once, by one worker
+        stored = value(samples, "lottery_chunks_total", outcome="stored")
+        chunks_per_worker.add(stored)
+        # Every stored chunk was one 201 answered by some worker, and timed there.
+        assert (
+            value(samples, "lottery_request_duration_seconds_count", route="/agencies/{agency}/bets", status="201")
+            == stored
+        )
+        if not server.env.get("LOTTERY_DATABASE_URL"):  # the file lock; PostgreSQL locks in the database
+            assert value(samples, "lottery_lock_wait_seconds_count") > 0
+    assert chunks_per_worker == {sum(-(-n // 1000) for n in DATASET_COUNTS.values())}  # the same from every scrape
+
+    # A worker killed and replaced by gunicorn: what it counted stays in the sums.
+    victim = server.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while victim in server.worker_pids() or len(server.worker_pids()) < WORKERS:
+        assert time.monotonic() < deadline, "gunicorn did not replace the killed worker"
+        time.sleep(0.05)
+    server.wait_ready()
+    for _ in range(SCRAPES // 2):
+        assert bets_by_agency(scrape(server.url)) == DATASET_COUNTS
+
+
+def test_chunk_outcomes_and_unmatched_routes_are_counted(tmp_path: Path) -> None:
+    with Server(tmp_path / "data", workers=2, agencies=2) as server, httpx.Client(base_url=server.url) as client:
+        bet = b"Ana,Perez,30904465,1999-03-17,7574\n"
+        headers = {"Content-Type": "text/csv", "Idempotency-Key": "k1"}
+        assert client.post("/agencies/1/bets", content=bet, headers=headers).status_code == 201
+        assert client.post("/agencies/1/bets", content=bet, headers=headers).status_code == 200  # replayed
+        bad = {"Content-Type": "text/csv"}
+        assert client.post("/agencies/1/bets", content=b"Ana,Perez,x,1999-03-17,1\n", headers=bad).status_code == 422
+        assert client.post("/agencies/1/done").status_code == 200
+        assert client.post("/agencies/1/bets", content=bet, headers=bad).status_code == 409  # agency closed
+        for path in ("/no/such/page", "/another/random/path"):
+            assert client.get(path).status_code == 404
+        samples = scrape(server.url)
+    assert {
+        o: value(samples, "lottery_chunks_total", outcome=o) for o in ("stored", "replayed", "rejected", "conflict")
+    } == {
+        "stored": 1,
+        "replayed": 1,
+        "rejected": 1,
+        "conflict": 1,
+    }
+    assert bets_by_agency(samples) == {1: 1}
+    assert value(samples, "lottery_agencies_done") == 1
+    # Random paths share one series: the label is the route template, never the raw path.
+    assert value(samples, "lottery_request_duration_seconds_count", route="unmatched", status="404") == 2
+    routes = {dict(labels).get("route") for (name, labels) in samples if name.startswith("lottery_request_duration")}
+    assert not any("random" in (r or "") or "such" in (r or "") for r in routes)
