@@ -168,7 +168,7 @@ def draw_lines(log) -> list[str]:
 def test_fresh_store(store):
     assert store.status() == RoundStatus(expected=3, done=[], drawn=False, bets=0)
     assert store.winners(1) is None
-    assert store.upload_state(1, "u") == UploadState("u", [])
+    assert store.upload_state(1, "u") == UploadState("u")
     store.check_health()
 
 
@@ -253,7 +253,7 @@ def test_upload_ranges_replay_overlap_adjacent(backend, store):
         store.append_chunk(chunk(1, 10, "other", upload=("up", 0)))
     assert backend.bets_csv() == before
     assert store.append_chunk(chunk(1, 10, upload=("up", 20), start=20)).replayed is False  # fills the gap
-    assert other.upload_state(1, "up") == UploadState("up", [(0, 35)])
+    assert other.upload_state(1, "up").committed == [(0, 35)]
     assert store.status().bets == 35
 
 
@@ -263,9 +263,9 @@ def test_upload_state_merges_and_uploads_are_per_agency(store):
     assert store.append_chunk(chunk(2, 3, upload=("file-a", 0))).replayed is False
     assert store.append_chunk(chunk(1, 5, "z", upload=("file-b", 0))).replayed is False
     state = store.upload_state(1, "file-a")
-    assert state == UploadState("file-a", [(0, 20), (40, 45), (50, 51)]) and state.bets == 26
+    assert state.upload_id == "file-a" and state.committed == [(0, 20), (40, 45), (50, 51)] and state.bets == 26
     assert store.upload_state(2, "file-a").committed == [(0, 3)]
-    assert store.upload_state(3, "file-a") == UploadState("file-a", [])
+    assert store.upload_state(3, "file-a") == UploadState("file-a")
 
 
 # -- done and the draw -------------------------------------------------------------------------------
@@ -507,6 +507,8 @@ def test_export_command_writes_the_files_backends_bets_csv(pg, tmp_path):
 def test_schema_created_once_when_many_start_at_once(pg):
     import psycopg
 
+    from app.store.postgres import SCHEMA_VERSION
+
     barrier = threading.Barrier(8)
     made: list[Store] = []
     errors: list[BaseException] = []
@@ -527,7 +529,7 @@ def test_schema_created_once_when_many_start_at_once(pg):
         t.join(60)
     assert errors == [] and len(made) == 8
     with psycopg.connect(pg.url) as conn:
-        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(SCHEMA_VERSION,)]
         assert conn.execute("SELECT count(*) FROM lottery_round").fetchone() == (1,)
 
 
