@@ -9,6 +9,8 @@ or two hosts (PostgreSQL). The PostgreSQL runs skip, saying why, when no server 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import logging
 import random
@@ -32,7 +34,9 @@ from app.store import (
     RoundStatus,
     StorageUnavailable,
     Store,
+    StoredSpan,
     UploadState,
+    UploadSummary,
 )
 from app.store.files import FileStore
 from devtools.server import ROOT, free_port
@@ -578,3 +582,138 @@ def test_database_down_gives_storage_unavailable_at_once():
             call()
     down.close()
     assert time.monotonic() - started < 10  # 503 at once, not after the 30 s lock timeout
+
+
+# -- digests per stored range, and an agency's uploads (CONTRACT-uploads.md) ---------------------------
+
+
+def test_each_stored_range_keeps_its_first_deliverys_digest(backend, store):
+    other = backend.make()
+    digest = {name: hashlib.sha256(name.encode()).hexdigest() for name in ("a", "b", "c", "d")}
+    with_digest = dataclasses.replace  # the same chunk, as if its body had been sent another way
+    first = chunk(1, 5, upload=("up", 5), start=5)
+    assert store.append_chunk(with_digest(first, digest=digest["a"])).replayed is False
+    assert other.append_chunk(with_digest(chunk(1, 5, upload=("up", 0)), digest=digest["b"])).replayed is False
+    # the same bets again (say CRLF instead of LF): a replay, and the first digest stays
+    assert other.append_chunk(with_digest(first, digest=digest["c"])) == ChunkReceipt(1, 5, replayed=True)
+    assert store.append_chunk(chunk(1, 2, upload=("up", 20), start=20)).replayed is False  # no digest known
+    assert other.append_chunk(with_digest(chunk(2, 3, upload=("up", 0)), digest=digest["d"])).replayed is False
+    for s in (store, other, backend.make()):
+        state = s.upload_state(1, "up")
+        assert state.spans == (
+            StoredSpan(0, 5, digest["b"]),
+            StoredSpan(5, 10, digest["a"]),
+            StoredSpan(20, 22, None),
+        )
+        assert state.committed == [(0, 10), (20, 22)] and state.bets == 12
+        assert s.upload_state(2, "up").spans == (StoredSpan(0, 3, digest["d"]),)
+
+
+def test_an_agencys_uploads_in_first_stored_order(backend, store):
+    store.append_chunk(chunk(1, 4, "z", upload=("zeta", 0)))
+    store.append_chunk(chunk(1, 3, upload=("alpha", 0)))
+    store.append_chunk(chunk(1, 2, "z", upload=("zeta", 10), start=10))
+    store.append_chunk(chunk(2, 5, upload=("alpha", 0)))
+    store.append_chunk(chunk(1, 6, "plain"))  # no upload: not listed
+    store.append_chunk(chunk(1, 6, "keyed", key="k"))
+    for s in (store, backend.make()):
+        assert s.uploads(1) == [UploadSummary("zeta", 6, 2), UploadSummary("alpha", 3, 1)]
+        assert s.uploads(2) == [UploadSummary("alpha", 5, 1)]
+        assert s.uploads(3) == []
+
+
+# -- the round's parameters are pinned when it starts (issue 9, item 3) -----------------------------------
+
+
+def test_a_restart_with_other_settings_keeps_the_rounds_parameters(backend):
+    """3 agencies, all with bets (agency 3 has the winner), 1 and 2 done; restarted with 2 agencies
+    and another winning number: no draw until agency 3 is done, and its winner is reported."""
+    s = backend.make(agencies=3, winning_number=WIN)
+    s.append_chunk(chunk(1, 4))
+    s.append_chunk(chunk(2, 4))
+    s.append_chunk(chunk(3, 4, winners={2}))
+    s.mark_done(1)
+    s.mark_done(2)
+    s.close()
+
+    restarted = backend.make(agencies=2, winning_number=WIN + 1)
+    assert (restarted.agencies, restarted.winning_number) == (3, WIN)
+    assert restarted.status() == RoundStatus(3, [1, 2], False, 12)
+    assert restarted.winners(1) is None
+    assert restarted.append_chunk(chunk(3, 2, "more", winners={0})).replayed is False
+    assert restarted.mark_done(3) == DoneReceipt(3, 3, 3, True)
+    assert restarted.winners(3) == ["3000002", "3000000"]
+    assert restarted.winners(1) == [] and restarted.winners(2) == []
+
+
+def test_an_agency_outside_the_recorded_round_stores_nothing(backend):
+    backend.make(agencies=2).append_chunk(chunk(1, 3))
+    more = backend.make(agencies=5)
+    assert more.agencies == 2
+    for call in (lambda: more.append_chunk(chunk(3, 3)), lambda: more.mark_done(3)):
+        with pytest.raises(AgencyClosed, match="agency 3 is not part of this round"):
+            call()
+    more.mark_done(1)
+    assert more.mark_done(2).drawn is True
+    assert more.status() == RoundStatus(2, [1, 2], True, 3)
+
+
+def make_v1_database(url: str, drawn_with: int | None = None) -> None:
+    """A database as today's release (schema version 1) leaves it: one upload chunk stored."""
+    import psycopg
+
+    from app.store.postgres import SCHEMA
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in SCHEMA:
+            conn.execute(statement)
+        conn.execute("INSERT INTO lottery_schema (id, version) VALUES (1, 1)")
+        c = chunk(1, 3, upload=("old", 0), winners={1})
+        conn.execute(
+            "INSERT INTO lottery_chunks (agency, fingerprint, count, upload_id, upload_start, upload_end) "
+            "VALUES (1, %s, 3, 'old', 0, 3)",
+            (c.fingerprint,),
+        )
+        with conn.cursor().copy(
+            "COPY lottery_bets (agency, first_name, last_name, document, birthdate, number) FROM STDIN (FORMAT csv)"
+        ) as copy:
+            copy.write(c.payload)
+        if drawn_with is not None:
+            conn.execute("UPDATE lottery_round SET drawn = true, winning_number = %s, winners = '{}'", (drawn_with,))
+
+
+def test_a_version_1_database_is_migrated_by_the_workers_that_start_on_it(pg):
+    import psycopg
+
+    make_v1_database(pg.url)
+    barrier = threading.Barrier(4)
+    made: list[Store] = []
+
+    def start() -> None:
+        barrier.wait()
+        made.append(pg.make(agencies=2, winning_number=WIN))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(made) == 4 and all((s.agencies, s.winning_number) == (2, WIN) for s in made)
+    with psycopg.connect(pg.url) as conn:
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(2,)]
+    s = made[0]
+    assert s.upload_state(1, "old").spans == (StoredSpan(0, 3, None),)  # stored before digests existed
+    assert s.append_chunk(dataclasses.replace(chunk(1, 3, upload=("old", 0), winners={1}), digest="x")).replayed
+    assert s.append_chunk(dataclasses.replace(chunk(1, 2, upload=("old", 3), start=3), digest="d" * 64)).stored == 2
+    assert s.upload_state(1, "old").spans == (StoredSpan(0, 3, None), StoredSpan(3, 5, "d" * 64))
+    # recorded at that first start: a later start with other settings keeps them
+    assert (pg.make(agencies=4, winning_number=1).agencies, pg.make(agencies=4).winning_number) == (2, WIN)
+    s.mark_done(1)
+    assert s.mark_done(2).drawn and s.winners(1) == ["1000001"]
+
+
+def test_a_drawn_version_1_round_keeps_the_number_it_was_drawn_with(pg):
+    make_v1_database(pg.url, drawn_with=1234)
+    s = pg.make(agencies=3, winning_number=WIN)
+    assert (s.agencies, s.winning_number) == (3, 1234)
+    assert s.status().drawn is True
