@@ -28,10 +28,9 @@ def crlf(rows: list[bytes]) -> bytes:
 
 
 @pytest.fixture
-def client(request, tmp_path):
-    made: Backend = request.getfixturevalue("backend")  # files and PostgreSQL
+def client(backend: Backend, tmp_path):  # noqa: F811 - the imported fixture: files and PostgreSQL
     settings = Settings(data_dir=tmp_path / "app-data", agencies=3)
-    with TestClient(create_app(settings, made.make())) as c:
+    with TestClient(create_app(settings, backend.make())) as c:
         yield c
 
 
