@@ -299,9 +299,7 @@ class FileStore(Store):
         """Bring the cache up to date and cut off anything a crashed writer left uncommitted."""
         if not self.ledger_path.exists():
             if self.bets_path.exists() and self.bets_path.stat().st_size:
-                raise StorageUnavailable(
-                    f"{self.bets_path} has bets but no {LEDGER}: refusing to guess what is committed"
-                )
+                raise DataCorrupt(f"{self.bets_path} has bets but no {LEDGER}: refusing to guess what is committed")
             self._create_empty(self.ledger_path)
         self._read_ledger()
         if not self._round_known:
@@ -314,7 +312,7 @@ class FileStore(Store):
                 os.fsync(f.fileno())
             log.warning("action: reparacion | result: success | bytes_descartados: %d", size - self._index.end)
         elif size < self._index.end:
-            raise StorageUnavailable(
+            raise DataCorrupt(
                 f"{BETS} is shorter than the ledger says ({size} < {self._index.end}): data lost outside the service"
             )
 
@@ -432,7 +430,7 @@ class FileStore(Store):
         """Under both locks: decide each chunk, then write the accepted ones in one go."""
         index = self._index
         ledger_size, bets_size = index.offset, index.end
-        drawn = self.winners_path.exists()
+        drawn = self._read_winners() is not None  # read, not only seen: a corrupt one is refused
         done = self._read_done()
         accepted: list[tuple[_Ticket, dict]] = []
         # An answer that rests on a chunk of this very batch (a retry with its key, or an
@@ -524,6 +522,7 @@ class FileStore(Store):
     def mark_done(self, agency: int) -> DoneReceipt:
         with self._locked():
             self._refuse_outside_round(agency)
+            self._verify()  # winners.json too, before done.json is written
             done = self._read_done()
             if agency not in done:
                 done.add(agency)
@@ -539,7 +538,7 @@ class FileStore(Store):
 
     def _draw_if_due(self, done: set[int]) -> bool:
         """Under the lock: draw when every agency is done and nobody drew yet. True when drawn."""
-        if self.winners_path.exists():
+        if self._read_winners() is not None:
             return True
         if not set(range(1, self.agencies + 1)) <= done:
             return False
@@ -582,11 +581,13 @@ class FileStore(Store):
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:
         with self._locked():
+            self._verify()  # an upload's progress needs only the ledger, but no answer comes from a corrupt store
             spans = self._index.spans.get((agency, upload_id))
             return UploadState(upload_id, spans.stored() if spans is not None else ())
 
     def uploads(self, agency: int) -> list[UploadSummary]:
         with self._locked():
+            self._verify()
             return [
                 UploadSummary(upload_id, sum(e - s for s, e, _, _ in spans), len(spans))
                 for (owner, upload_id), spans in self._index.spans.items()
