@@ -597,6 +597,13 @@ class FileStore(Store):
     def check_health(self) -> None:
         self._recheck_fault()
         try:
+            unread = self.ledger_path.stat().st_size != self._index.offset
+        except OSError:
+            unread = True
+        if unread:  # other processes committed since: read it, so a corrupt line is reported here too
+            with self._locked():
+                self._verify()
+        try:
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".health.")
             try:
                 os.write(fd, b"ok")
