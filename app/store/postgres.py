@@ -144,6 +144,12 @@ SCHEMA_V2 = [
 ]
 MIGRATIONS = {1: SCHEMA, 2: SCHEMA_V2}  # version -> the steps that reach it from the one before
 
+# The one stored span of an upload that can decide a chunk ending at %s (see PostgresStore._replay).
+NEIGHBOUR_SPAN = (
+    "SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
+    "WHERE agency = %s AND upload_id = %s AND upload_start < %s ORDER BY upload_start DESC LIMIT 1"
+)
+
 TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_round", "lottery_schema")
 
 
@@ -443,11 +449,7 @@ class PostgresStore(Store):
             # Stored ranges of an upload never overlap and are never empty, so the only one that
             # can equal or overlap [start, end) is the last to start before end: one backward
             # step of the lottery_chunks_ranges index, however many chunks the upload has.
-            cur.execute(
-                "SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
-                "WHERE agency = %s AND upload_id = %s AND upload_start < %s ORDER BY upload_start DESC LIMIT 1",
-                (chunk.agency, chunk.upload.upload_id, end),
-            )
+            cur.execute(NEIGHBOUR_SPAN, (chunk.agency, chunk.upload.upload_id, end))
             upload_id = chunk.upload.upload_id
             return replay_by_range(chunk, cur.fetchall(), lambda: self._committed(cur, chunk.agency, upload_id))
         return None

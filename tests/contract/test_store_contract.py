@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -717,3 +718,26 @@ def test_a_drawn_version_1_round_keeps_the_number_it_was_drawn_with(pg):
     s = pg.make(agencies=3, winning_number=WIN)
     assert (s.agencies, s.winning_number) == (3, 1234)
     assert s.status().drawn is True
+
+
+def test_a_chunk_of_a_long_upload_is_decided_by_one_index_step(pg):
+    """The query that decides a chunk reads one entry of the ranges index, not the upload's every range."""
+    import psycopg
+
+    from app.store.postgres import NEIGHBOUR_SPAN
+
+    s = pg.make()
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO lottery_chunks (agency, fingerprint, count, upload_id, upload_start, upload_end) "
+            "SELECT 1 + g % 2, 'f', 1, 'long', g / 2, g / 2 + 1 FROM generate_series(0, 39999) g"
+        )
+        conn.execute("ANALYZE lottery_chunks")
+        plan = "\n".join(
+            row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + NEIGHBOUR_SPAN, (1, "long", 20_001))
+        )
+    assert "Index Scan Backward using lottery_chunks_ranges" in plan, plan
+    assert re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=1 loops=1", plan), plan
+    assert s.append_chunk(chunk(1, 2, upload=("long", 20_000), start=20_000)).stored == 2
+    with pytest.raises(RangeConflict):
+        s.append_chunk(chunk(1, 2, upload=("long", 19_999), start=19_999))
