@@ -599,7 +599,7 @@ class FileStore(Store):
         try:
             unread = self.ledger_path.stat().st_size != self._index.offset
         except OSError:
-            unread = True
+            unread = False  # no ledger to read (the dir is gone?): the write below tells what is wrong
         if unread:  # other processes committed since: read it, so a corrupt line is reported here too
             with self._locked():
                 self._verify()
