@@ -219,8 +219,8 @@ def pin_round(conn: psycopg.Connection, settings: RoundParameters) -> RoundParam
 
 def recorded_round(url: str) -> RoundParameters | None:
     """The parameters recorded for the round in the database; None when none (or unreachable)."""
-    try:
-        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT, autocommit=True) as conn:
+    try:  # a short timeout: the gunicorn master asks this once before starting, and must not hang
+        with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
             if conn.execute("SELECT to_regclass('lottery_round') IS NULL").fetchone()[0]:
                 return None
             row = conn.execute("SELECT to_jsonb(r) FROM lottery_round r WHERE id = 1").fetchone()

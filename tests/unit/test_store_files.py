@@ -911,3 +911,22 @@ def test_deciding_a_chunk_looks_at_one_stored_span_however_many_there_are(tmp_pa
     with pytest.raises(RangeConflict):
         s.append_chunk(chunk(1, 2, upload=("long", 301), start=301))
     assert max(seen) == 1 and len(seen) == 301  # every chunk but the upload's first, decided on one span
+
+
+def test_the_app_closes_its_store_when_it_shuts_down(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    closed: list[bool] = []
+
+    class Closing(FileStore):
+        def close(self) -> None:
+            closed.append(True)
+
+    app = create_app(Settings(data_dir=tmp_path, agencies=3), Closing(tmp_path, 3, WIN))
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert closed == []
+    assert closed == [True]
