@@ -741,3 +741,17 @@ def test_a_chunk_of_a_long_upload_is_decided_by_one_index_step(pg):
     assert s.append_chunk(chunk(1, 2, upload=("long", 20_000), start=20_000)).stored == 2
     with pytest.raises(RangeConflict):
         s.append_chunk(chunk(1, 2, upload=("long", 19_999), start=19_999))
+
+
+def test_the_master_warns_when_the_database_round_has_other_parameters(pg):
+    from app.settings import Settings
+    from app.store import round_settings_warning
+
+    assert round_settings_warning(Settings(database_url=pg.url, agencies=2)) is None  # no round yet
+    pg.make(agencies=3, winning_number=WIN)
+    assert round_settings_warning(Settings(database_url=pg.url, agencies=3, winning_number=WIN)) is None
+    warning = round_settings_warning(Settings(database_url=pg.url, agencies=2, winning_number=WIN))
+    assert warning is not None and "(recorded in the database)" in warning
+    assert "LOTTERY_AGENCIES=3 LOTTERY_WINNING_NUMBER=7574" in warning and "LOTTERY_AGENCIES=2" in warning
+    down = f"postgresql://lottery@127.0.0.1:{free_port()}/lottery"
+    assert round_settings_warning(Settings(database_url=down, agencies=2)) is None  # the workers will say why
