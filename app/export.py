@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 bets = export_bets(conn, sys.stdout.buffer)
                 sys.stdout.buffer.flush()
             else:
-                bets = _export_to_file(conn, Path(args.out), export_bets)
+                bets = write_atomically(Path(args.out).resolve(), lambda f: export_bets(conn, f), mode=0o644)
     except psycopg.Error as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         print(f"lottery export: database error: {first}", file=sys.stderr)
@@ -59,10 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"lottery export: {bets} bets -> {args.out}", file=sys.stderr)
     return 0
-
-
-def _export_to_file(conn, path: Path, export) -> int:
-    return write_atomically(path.resolve(), lambda f: export(conn, f), mode=0o644)
 
 
 if __name__ == "__main__":

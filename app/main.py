@@ -6,6 +6,9 @@ store itself (which repairs a torn tail left by a crash before serving).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
@@ -29,12 +32,26 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     logs.configure(settings.log_level)
     # FastAPIOffline serves the Swagger UI and ReDoc assets from the package, not a CDN,
     # so /docs works on a machine with no internet access.
+    store = store or open_store(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()  # the worker stops: hand its database connections back
+
     # ReDoc's page is app/routes/redoc.py: the package's would fetch a logo from a CDN.
     app: FastAPI = FastAPIOffline(
-        title="Lotería Nacional: bet collection", version="1.0.0", description=DESCRIPTION, redoc_url=None
+        title="Lotería Nacional: bet collection",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
     )
+    # The round keeps the parameters recorded when it started (a restart with other settings
+    # does not change them), so the agency ids it takes are the round's, not the settings'.
+    settings = settings.model_copy(update={"agencies": store.agencies, "winning_number": store.winning_number})
     app.state.settings = settings
-    app.state.store = store or open_store(settings)
+    app.state.store = store
     app.state.tokens = Tokens.load(settings.tokens_file, settings.agencies) if settings.tokens_file else None
     app.include_router(agencies.router)
     app.include_router(status.router)

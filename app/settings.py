@@ -89,6 +89,10 @@ def preflight() -> Settings:
     from app.tokens import Tokens, TokensError
 
     settings = load_or_exit()
+    from app.store import round_settings_warning
+
+    if warning := round_settings_warning(settings):
+        print(warning, file=sys.stderr)
     if settings.tokens_file is None:
         print(
             "lottery: WARNING: LOTTERY_TOKENS_FILE is not set: the agency routes are OPEN, any client "

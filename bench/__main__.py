@@ -11,6 +11,7 @@ Sections:
   formats  JSON vs CSV bodies at chunk sizes 100 .. 10,000
   uploader whole 1M-bet rounds with the uploader's --batch-size and --concurrency varied
   draw     the draw over 1M and 10M stored bets: seconds and peak RSS
+  ranges   ms per chunk of one upload in 1-bet chunks, at first and after 30,000 stored ranges
   pg       the 1M-bet round on PostgreSQL, one and two hosts (needs a database)
   operator what 50 open operator pages cost the server (percent of a core)
 """
@@ -175,6 +176,18 @@ def bench_draw() -> list[dict]:
     return rows
 
 
+def bench_ranges() -> list[dict]:
+    from bench.ranges import measure
+
+    result = measure()
+    print(
+        f"  one upload in 1-bet chunks ({result['storage']}): {result['ms_per_chunk_first']:.3f} ms per chunk at "
+        f"first, {result['ms_per_chunk_after']:.3f} ms after {result['chunks_stored_before_last_window']:,} ranges",
+        flush=True,
+    )
+    return [result]
+
+
 def bench_pg() -> list[dict]:
     from bench.pg_round import bench_database_url
     from bench.pg_round import run as pg_run
@@ -216,6 +229,7 @@ SECTIONS = {
     "formats": bench_formats,
     "uploader": bench_uploader,
     "draw": bench_draw,
+    "ranges": bench_ranges,
     "pg": bench_pg,
     "operator": bench_operator,
 }

@@ -18,8 +18,17 @@ from app import metrics
 from app.deps import AgencyDep, SettingsDep, StoreDep, authorize, idempotency_key, read_body, upload_span
 from app.ingest import parse_chunk
 from app.problems import NotDrawnYet, documented
-from app.routes.schemas import ChunkStored, DoneState, UploadProgress, Winners, bets_request_body
-from app.store import Chunk, ChunkReceipt, Store, UploadSpan
+from app.routes.schemas import (
+    ChunkStored,
+    DoneState,
+    StoredChunk,
+    UploadList,
+    UploadProgress,
+    UploadSummary,
+    Winners,
+    bets_request_body,
+)
+from app.store import Chunk, ChunkReceipt, Store, UploadSpan, body_digest
 
 log = logging.getLogger("lottery")
 router = APIRouter(prefix="/agencies/{agency}", tags=["agencies"], dependencies=[Depends(authorize)])
@@ -35,7 +44,8 @@ def _receive(
     upload: UploadSpan | None,
 ) -> ChunkReceipt:
     parsed = parse_chunk(body, content_type, agency, max_bets)
-    chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload)
+    digest = body_digest(body) if upload is not None else None  # kept with the range: see CONTRACT
+    chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest)
     receipt = store.append_chunk(chunk)
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
         for row in chunk.rows:
@@ -142,6 +152,27 @@ async def get_winners(
 async def get_upload(
     agency: AgencyDep, store: StoreDep, upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 ) -> UploadProgress:
-    """The stored line ranges of one upload (see `Upload-Id`), so a rerun sends only the rest."""
+    """The stored bet ranges of one upload (see `Upload-Id`), so a rerun sends only the rest.
+
+    `committed` is merged; `spans` are the chunks as stored, each with the SHA-256 of its body
+    (LF-normalized), so a rerun can prove its file still holds those bets before sending more.
+    """
     state = await run_in_threadpool(store.upload_state, agency, upload_id)
-    return UploadProgress(upload_id=state.upload_id, committed=state.committed, bets=state.bets)
+    return UploadProgress(
+        upload_id=state.upload_id,
+        committed=state.committed,
+        bets=state.bets,
+        spans=[StoredChunk(start=s.start, end=s.end, digest=s.digest) for s in state.spans],
+    )
+
+
+@router.get(
+    "/uploads",
+    response_model=UploadList,
+    summary="This agency's uploads in the round",
+    responses=documented(401, 403, 404, 422, 503),
+)
+async def list_uploads(agency: AgencyDep, store: StoreDep) -> UploadList:
+    """Every upload of this agency with stored bets, in the order each was first stored."""
+    uploads = await run_in_threadpool(store.uploads, agency)
+    return UploadList(uploads=[UploadSummary(upload_id=u.upload_id, bets=u.bets, chunks=u.chunks) for u in uploads])

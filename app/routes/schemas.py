@@ -40,13 +40,33 @@ class Winners(BaseModel):
     )
 
 
+class StoredChunk(BaseModel):
+    start: int = Field(examples=[0], description="First bet of the chunk (0-based bet index in the file)")
+    end: int = Field(examples=[5000], description="One past its last bet")
+    digest: str | None = Field(
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+        description="SHA-256 (hex) of the chunk's body with CRLF made LF; null if stored by an older release",
+    )
+
+
 class UploadProgress(BaseModel):
     upload_id: str = Field(examples=["sha256-3f2a9c"])
     # Arrays of two integers (minItems/maxItems), not a prefixItems tuple: schema tools then check it too.
     committed: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
-        examples=[[[0, 5000], [7000, 8000]]], description="Stored line ranges [start, end), merged"
+        examples=[[[0, 5000], [7000, 8000]]], description="Stored bet ranges [start, end), merged"
     )
     bets: int = Field(examples=[6000])
+    spans: list[StoredChunk] = Field(description="The stored chunks as stored, sorted by start, unmerged")
+
+
+class UploadSummary(BaseModel):
+    upload_id: str = Field(examples=["sha256-3f2a9c"])
+    bets: int = Field(examples=[6000], description="Bets stored for this upload")
+    chunks: int = Field(examples=[2], description="Chunks stored for this upload")
+
+
+class UploadList(BaseModel):
+    uploads: list[UploadSummary]
 
 
 class RoundState(BaseModel):

@@ -7,33 +7,44 @@ from app.store.base import (
     AgencyClosed,
     Chunk,
     ChunkReceipt,
+    DataCorrupt,
     DoneReceipt,
     IdempotencyMismatch,
     RangeConflict,
+    RoundParameters,
     RoundStatus,
     StorageBusy,
     StorageUnavailable,
     Store,
+    StoredSpan,
     StoreError,
     UploadSpan,
     UploadState,
+    UploadSummary,
+    body_digest,
 )
 
 __all__ = [
     "AgencyClosed",
     "Chunk",
     "ChunkReceipt",
+    "DataCorrupt",
     "DoneReceipt",
     "IdempotencyMismatch",
     "RangeConflict",
+    "RoundParameters",
     "RoundStatus",
     "StorageBusy",
     "StorageUnavailable",
     "Store",
     "StoreError",
+    "StoredSpan",
     "UploadSpan",
     "UploadState",
+    "UploadSummary",
+    "body_digest",
     "open_store",
+    "round_settings_warning",
 ]
 
 
@@ -45,3 +56,30 @@ def open_store(settings: Settings) -> Store:
     from app.store.files import FileStore
 
     return FileStore(settings.data_dir, settings.agencies, settings.winning_number, settings.lock_timeout)
+
+
+def round_settings_warning(settings: Settings) -> str | None:
+    """One loud line when the stored round was started with other settings than these, else None.
+
+    The gunicorn master prints it once at start (app.settings.preflight): the round keeps
+    its recorded parameters whatever the settings say now.
+    """
+    if settings.database_url:
+        from app.store.postgres import recorded_round
+
+        recorded, where = recorded_round(settings.database_url), "the database"
+    else:
+        from app.store.files import ROUND, recorded_round
+
+        recorded, where = recorded_round(settings.data_dir), str(settings.data_dir / ROUND)
+    if recorded is None or (recorded.agencies, recorded.winning_number) == (
+        settings.agencies,
+        settings.winning_number,
+    ):
+        return None
+    return (
+        f"lottery: WARNING: the round in progress was started with LOTTERY_AGENCIES={recorded.agencies} "
+        f"LOTTERY_WINNING_NUMBER={recorded.winning_number} (recorded in {where}); the settings now say "
+        f"LOTTERY_AGENCIES={settings.agencies} LOTTERY_WINNING_NUMBER={settings.winning_number}. "
+        "The round KEEPS its recorded values until it ends; start a new round to use the new ones."
+    )

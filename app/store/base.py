@@ -10,10 +10,11 @@ the answers and guarantees are the same for all of them:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from app.domain import Row, decode_rows, encode_rows
 
@@ -36,6 +37,9 @@ class Chunk:
     fingerprint: str
     idempotency_key: str | None = None
     upload: UploadSpan | None = None
+    # SHA-256 of the request body as sent, LF-normalized (see body_digest): stored with the
+    # upload range so that a rerun can prove its file still holds those lines.
+    digest: str | None = None
 
     @classmethod
     def build(
@@ -45,16 +49,22 @@ class Chunk:
         count: int,
         idempotency_key: str | None = None,
         upload: UploadSpan | None = None,
+        digest: str | None = None,
     ) -> Chunk:
         # The fingerprint covers what is stored, so the same bets sent as JSON or as CSV
         # count as the same request, and a different body under the same key is caught.
-        return cls(agency, payload, count, hashlib.sha256(payload).hexdigest(), idempotency_key, upload)
+        return cls(agency, payload, count, hashlib.sha256(payload).hexdigest(), idempotency_key, upload, digest)
 
     @classmethod
     def from_rows(
-        cls, agency: int, rows: list[Row], idempotency_key: str | None = None, upload: UploadSpan | None = None
+        cls,
+        agency: int,
+        rows: list[Row],
+        idempotency_key: str | None = None,
+        upload: UploadSpan | None = None,
+        digest: str | None = None,
     ) -> Chunk:
-        return cls.build(agency, encode_rows(rows), len(rows), idempotency_key, upload)
+        return cls.build(agency, encode_rows(rows), len(rows), idempotency_key, upload, digest)
 
     @property
     def rows(self) -> list[Row]:
@@ -85,14 +95,52 @@ class RoundStatus:
     bets: int
 
 
+def body_digest(body: bytes) -> str:
+    """The digest of a chunk's body kept with its upload range: SHA-256 of the body with every
+    CRLF made LF (the uploader recomputes it over its file's lines; no copy without a CR)."""
+    return hashlib.sha256(body if b"\r" not in body else body.replace(b"\r\n", b"\n")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSpan:
+    """One stored chunk of an upload: bets ``[start, end)``, and its body digest (None when an
+    older release stored it)."""
+
+    start: int
+    end: int
+    digest: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class UploadState:
     upload_id: str
-    committed: list[tuple[int, int]] = field(default_factory=list)  # merged [start, end) line ranges
+    spans: tuple[StoredSpan, ...] = ()  # the stored chunks as stored, sorted by start, unmerged
+
+    @property
+    def committed(self) -> list[tuple[int, int]]:
+        """The stored ranges, merged."""
+        return merge_ranges([(span.start, span.end) for span in self.spans])
 
     @property
     def bets(self) -> int:
-        return sum(end - start for start, end in self.committed)
+        return sum(span.end - span.start for span in self.spans)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSummary:
+    """One upload of an agency in this round: its id, bets stored and chunks stored."""
+
+    upload_id: str
+    bets: int
+    chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoundParameters:
+    """What a round is pinned to when it starts: a restart with other settings keeps these."""
+
+    agencies: int
+    winning_number: int
 
 
 class StoreError(Exception):
@@ -119,6 +167,11 @@ class StorageUnavailable(StoreError):
     """The storage cannot be written or read right now (503); nothing was half-stored."""
 
 
+class DataCorrupt(StorageUnavailable):
+    """A file or row of the store is not what the store wrote (a power cut, a hand edit): every
+    request answers 503 naming it and where, and nothing is guessed, until it is repaired."""
+
+
 class StorageBusy(StorageUnavailable):
     """The storage lock was not granted in time (503 with Retry-After)."""
 
@@ -142,10 +195,12 @@ def replay_by_range(
 
     The same range with the same bets is a replay; with other bets, a mismatch; an overlap,
     a conflict listing the upload's stored ranges (``committed`` is asked only then).
+    ``spans`` may be every stored span of the upload or only :meth:`SpanIndex.neighbour`'s:
+    the answer is the same.
     """
     assert chunk.upload is not None
     start, end = chunk.upload.offset, chunk.upload.offset + chunk.count
-    for s, e, fingerprint in spans:
+    for s, e, fingerprint, *_ in spans:
         if (s, e) == (start, end):
             if fingerprint != chunk.fingerprint:
                 raise IdempotencyMismatch(f"lines {start}-{end} of this upload were stored with different bets")
@@ -155,6 +210,45 @@ def replay_by_range(
                 f"lines {start}-{end} overlap lines {s}-{e} already stored for this upload", committed()
             )
     return None
+
+
+class SpanIndex:
+    """The stored spans of one upload, ``(start, end, fingerprint, digest)``, sorted by start.
+
+    Stored spans never overlap and are never empty (an empty chunk is refused before it
+    gets here), so the one span that can equal or overlap a new range ``[start, end)`` is
+    the one with the greatest start below ``end``: a bisection finds it, and deciding a
+    chunk costs O(log n) however many chunks the upload already has.
+    """
+
+    __slots__ = ("_starts", "_spans")
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._spans: list[tuple[int, int, str, str | None]] = []
+
+    def add(self, start: int, end: int, fingerprint: str, digest: str | None = None) -> None:
+        at = bisect.bisect_left(self._starts, start)  # uploads usually go forward: an append
+        self._starts.insert(at, start)
+        self._spans.insert(at, (start, end, fingerprint, digest))
+
+    def neighbour(self, end: int) -> list[tuple[int, int, str, str | None]]:
+        """The only stored span that may decide a range ending at ``end``: the last one to start
+        before it (as a list: none or one)."""
+        at = bisect.bisect_left(self._starts, end) - 1
+        return [self._spans[at]] if at >= 0 else []
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return merge_ranges([(s, e) for s, e, _, _ in self._spans])
+
+    def stored(self) -> tuple[StoredSpan, ...]:
+        return tuple(StoredSpan(s, e, d) for s, e, _, d in self._spans)
+
+    def __iter__(self) -> Iterator[tuple[int, int, str, str | None]]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)
 
 
 def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -170,7 +264,10 @@ def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 class Store(ABC):
     """What the HTTP layer needs from storage. Every method is blocking: call it off the event loop."""
 
-    expected: int
+    # The round's parameters: the recorded ones once the store has read its round (a restart
+    # with other settings keeps them), the settings' until then.
+    agencies: int
+    winning_number: int
     # How often a long-polling winners request asks this store whether the draw happened:
     # cheap for files (a stat), a query for a database.
     winners_poll_interval: float = 0.05
@@ -196,8 +293,25 @@ class Store(ABC):
     def upload_state(self, agency: int, upload_id: str) -> UploadState: ...
 
     @abstractmethod
+    def uploads(self, agency: int) -> list[UploadSummary]:
+        """The agency's uploads in this round, in the order they were first stored."""
+
+    @abstractmethod
     def check_health(self) -> None:
         """Raise StorageUnavailable when the store cannot take writes."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or handles."""
+
+    @property
+    def expected(self) -> int:
+        # Read-only alias of ``agencies`` (its old name), kept while branches still in review
+        # use it; remove once nothing reads it.
+        return self.agencies
+
+    def _refuse_outside_round(self, agency: int) -> None:
+        if not 1 <= agency <= self.agencies:
+            raise AgencyClosed(
+                f"agency {agency} is not part of this round: its agencies are 1 to {self.agencies}, "
+                "recorded when the round started"
+            )

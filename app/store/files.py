@@ -9,7 +9,13 @@ Files in the data dir (see README "Storage and synchronization"):
                   past the last ``end`` belong to a write that crashed and are cut off.
 ``done.json``     the agencies that said done, replaced atomically (temp file + rename).
 ``winners.json``  the draw's result, replaced atomically; its presence means "drawn".
+``round.json``    the round's parameters (agencies, winning number), written once when the
+                  round starts: a restart with other settings keeps them.
 ``.lock``         the filelock every writer holds.
+
+A file that is not what the store wrote (a ledger line that is not a valid record, JSON that
+does not parse) is never guessed around: every request answers 503 naming the file and the
+byte offset, until an operator repairs it.
 
 Workers share nothing in memory. Each keeps a *cache* of the ledger (keys, upload ranges,
 totals), always brought up to date by reading the ledger's new lines while holding the
@@ -18,7 +24,6 @@ lock, so a decision is never taken on stale state.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import os
@@ -26,8 +31,9 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import filelock
@@ -39,14 +45,17 @@ from app.store.base import (
     AgencyClosed,
     Chunk,
     ChunkReceipt,
+    DataCorrupt,
     DoneReceipt,
+    RoundParameters,
     RoundStatus,
+    SpanIndex,
     StorageBusy,
     StorageUnavailable,
     Store,
     StoreError,
     UploadState,
-    merge_ranges,
+    UploadSummary,
     replay_by_key,
     replay_by_range,
 )
@@ -58,6 +67,7 @@ BETS = "bets.csv"
 LEDGER = "ledger.jsonl"
 DONE = "done.json"
 WINNERS = "winners.json"
+ROUND = "round.json"
 LOCK = ".lock"
 SCAN_BLOCK = 8 * 1024 * 1024  # the draw reads bets.csv in blocks of this size: flat memory
 
@@ -70,7 +80,7 @@ class _LedgerIndex:
         self.end = 0  # committed size of bets.csv
         self.bets = 0  # committed bets
         self.keys: dict[tuple[int, str], tuple[str, int]] = {}  # (agency, key) -> (fingerprint, count)
-        self.spans: dict[tuple[int, str], list[tuple[int, int, str]]] = defaultdict(list)
+        self.spans: dict[tuple[int, str], SpanIndex] = {}  # (agency, upload id), in first-stored order
         self.by_agency: dict[int, list] = {}  # agency -> [bets, chunks, when this process saw its last chunk]
 
     def apply(self, record: dict) -> None:
@@ -83,7 +93,87 @@ class _LedgerIndex:
             self.keys[(agency, record["k"])] = (record["h"], count)
         if record.get("u") is not None:
             start = record["o"]
-            self.spans[(agency, record["u"])].append((start, start + count, record["h"]))
+            spans = self.spans.get((agency, record["u"]))
+            if spans is None:
+                spans = self.spans[(agency, record["u"])] = SpanIndex()
+            spans.add(start, start + count, record["h"], record.get("d"))
+
+
+_REQUIRED = (("a", int), ("n", int), ("h", str), ("end", int))
+_OPTIONAL = (("k", str), ("u", str), ("d", str))
+
+
+def ledger_record(line: bytes, end_before: int) -> dict:
+    """A ledger line as a record, or ValueError saying what is wrong with it."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON at its byte {error.pos}: {error.msg}") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    for name, kind in _REQUIRED:
+        if type(record.get(name)) is not kind:  # `type is`: a bool is not a count
+            raise ValueError(f"field {name!r} is missing or not {kind.__name__}")
+    for name, kind in _OPTIONAL:
+        if record.get(name) is not None and type(record[name]) is not kind:
+            raise ValueError(f"field {name!r} is not {kind.__name__}")
+    if record.get("u") is not None and (type(record.get("o")) is not int or record["o"] < 0):
+        raise ValueError("field 'o' (the upload offset) is missing or not a whole number")
+    if record["n"] < 1 or record["end"] < end_before:
+        raise ValueError(f"count {record['n']} or end {record['end']} is impossible after end {end_before}")
+    return record
+
+
+def _done_problem(value: object) -> str | None:
+    agencies = value.get("agencies") if isinstance(value, dict) else None
+    if not isinstance(agencies, list) or not all(type(a) is int for a in agencies):
+        return 'expected {"agencies": [whole numbers]}'
+    return None
+
+
+def _winners_problem(value: object) -> str | None:
+    winners = value.get("winners") if isinstance(value, dict) else None
+    if not isinstance(winners, dict) or not all(
+        isinstance(v, list) and all(isinstance(d, str) for d in v) for v in winners.values()
+    ):
+        return 'expected {"winners": {agency: [documents]}, ...}'
+    return None
+
+
+def _round_problem(value: object) -> str | None:
+    if not isinstance(value, dict) or not all(type(value.get(name)) is int for name in ("agencies", "winning_number")):
+        return 'expected {"agencies": N, "winning_number": N, ...}'
+    if not (value["agencies"] >= 1 and 0 <= value["winning_number"] <= 9999):
+        return f"agencies {value['agencies']} or winning number {value['winning_number']} out of range"
+    return None
+
+
+def read_json(path: Path, problem: Callable[[object], str | None]) -> object | None:
+    """A small JSON file of the store, None when absent; DataCorrupt when it is not what we wrote."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise DataCorrupt(
+            f"{path} is not valid JSON (at byte {error.pos}: {error.msg}): refusing to guess; "
+            "restore or repair the file"
+        ) from None
+    reason = problem(value)
+    if reason:
+        raise DataCorrupt(f"{path} is not what the store wrote (at byte 0: {reason}): refusing to guess") from None
+    return value
+
+
+def recorded_round(data_dir: Path) -> RoundParameters | None:
+    """The parameters recorded for the round in ``data_dir``; None when none (or unreadable)."""
+    try:
+        value = read_json(Path(data_dir) / ROUND, _round_problem)
+    except (OSError, StorageUnavailable):
+        return None
+    return None if value is None else RoundParameters(value["agencies"], value["winning_number"])
 
 
 class _Ticket:
@@ -123,14 +213,17 @@ class FileStore(Store):
 
     def __init__(self, data_dir: Path, agencies: int, winning_number: int, lock_timeout: float = 30.0):
         self.dir = Path(data_dir)
-        self.expected = agencies
-        self.winning_number = winning_number
+        self.settings = RoundParameters(agencies, winning_number)  # for a round that starts now
+        self.agencies, self.winning_number = agencies, winning_number  # the round's, once read
+        self._round_known = False
+        self._fault: str | None = None  # a corrupt file seen: re-checked by health and winners
         self.lock_timeout = lock_timeout
         self.dir.mkdir(parents=True, exist_ok=True)
         self.bets_path = self.dir / BETS
         self.ledger_path = self.dir / LEDGER
         self.done_path = self.dir / DONE
         self.winners_path = self.dir / WINNERS
+        self.round_path = self.dir / ROUND
         # Threads of one worker queue on a plain lock, so at most one thread per process
         # polls the file lock; the file lock then orders the processes.
         self._thread_lock = threading.Lock()
@@ -145,7 +238,7 @@ class FileStore(Store):
         self._index = _LedgerIndex()
         try:
             with self._locked():
-                pass  # creates the ledger and repairs a torn tail before the first request
+                self._verify()  # creates the ledger, repairs a torn tail, checks every file
         except StorageUnavailable as error:
             # Start anyway: every request retries the repair and answers 503 with the cause
             # until the disk or the files are fixed. Dying here would make gunicorn stop the
@@ -192,18 +285,33 @@ class FileStore(Store):
             yield
         except OSError as error:
             raise StorageUnavailable(f"storage error: {error.strerror or error}") from None
+        except DataCorrupt as error:
+            self._fault = str(error)
+            raise
         finally:
             self._file_lock.release()
+
+    def _verify(self) -> None:
+        """Under the lock: read every file of the store, so a corrupt one is known now."""
+        self._read_done()
+        self._read_winners()
+        self._fault = None
+
+    def _recheck_fault(self) -> None:
+        """After a corrupt file was seen: 503 until it is repaired (checked again under the lock)."""
+        if self._fault is not None:
+            with self._locked():
+                self._verify()
 
     def _recover(self) -> None:
         """Bring the cache up to date and cut off anything a crashed writer left uncommitted."""
         if not self.ledger_path.exists():
             if self.bets_path.exists() and self.bets_path.stat().st_size:
-                raise StorageUnavailable(
-                    f"{self.bets_path} has bets but no {LEDGER}: refusing to guess what is committed"
-                )
+                raise DataCorrupt(f"{self.bets_path} has bets but no {LEDGER}: refusing to guess what is committed")
             self._create_empty(self.ledger_path)
         self._read_ledger()
+        if not self._round_known:
+            self._read_round()
         size = self.bets_path.stat().st_size if self.bets_path.exists() else 0
         if size > self._index.end:
             # A writer died between writing its bets and committing them: drop the tail.
@@ -212,23 +320,54 @@ class FileStore(Store):
                 os.fsync(f.fileno())
             log.warning("action: reparacion | result: success | bytes_descartados: %d", size - self._index.end)
         elif size < self._index.end:
-            raise StorageUnavailable(
+            raise DataCorrupt(
                 f"{BETS} is shorter than the ledger says ({size} < {self._index.end}): data lost outside the service"
             )
+
+    def _read_round(self) -> None:
+        """The round's parameters, recorded when it started (now, if this is its start)."""
+        value = self._read_json(self.round_path, _round_problem)
+        if value is None:
+            # A new round, or a data dir of a release that did not record them: pin the settings.
+            value = {
+                "agencies": self.settings.agencies,
+                "winning_number": self.settings.winning_number,
+                "opened_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            self._replace_json(self.round_path, value)
+            log.info(
+                "action: ronda_registrada | result: success | agencias: %d | numero_ganador: %d",
+                value["agencies"],
+                value["winning_number"],
+            )
+        self.agencies, self.winning_number = value["agencies"], value["winning_number"]
+        self._round_known = True
 
     def _read_ledger(self) -> None:
         index = self._index
         size = self.ledger_path.stat().st_size
         if size < index.offset:  # the ledger was replaced (a new round): start over
             index = self._index = _LedgerIndex()
+            self._round_known = False
         if size == index.offset:
             return
         with open(self.ledger_path, "rb") as f:
             f.seek(index.offset)
             data = f.read()
         complete = data.rfind(b"\n") + 1
-        for line in data[:complete].splitlines():
-            index.apply(orjson.loads(line))
+        position = 0
+        while position < complete:
+            newline = data.index(b"\n", position)
+            try:
+                record = ledger_record(data[position:newline], index.end)
+            except ValueError as error:
+                index.offset += position  # the records before it stay read, and are not read twice
+                raise DataCorrupt(
+                    f"{self.ledger_path}: the line at byte {index.offset} is not a valid ledger record ({error}): "
+                    "refusing to guess what is committed; repair or restore the file"
+                ) from None
+            index.apply(record)
+            position = newline + 1
         index.offset += complete
         if complete < len(data):
             # A torn ledger line (crash mid-append): not committed, so it goes, and so do
@@ -242,9 +381,6 @@ class FileStore(Store):
     def _create_empty(self, path: Path) -> None:
         with open(path, "ab") as f:
             os.fsync(f.fileno())
-        self._fsync_dir()
-
-    def _fsync_dir(self) -> None:
         fsync_dir(self.dir)
 
     def _replace_json(self, path: Path, value: object) -> None:
@@ -259,17 +395,19 @@ class FileStore(Store):
                 view = view[f.write(view) :]
             os.fdatasync(f.fileno())
 
-    def _read_done(self) -> set[int]:
+    def _read_json(self, path: Path, problem: Callable[[object], str | None]) -> object | None:
         try:
-            return set(orjson.loads(self.done_path.read_bytes())["agencies"])
-        except FileNotFoundError:
-            return set()
+            return read_json(path, problem)
+        except DataCorrupt as error:
+            self._fault = str(error)  # also read without the lock: remember it here
+            raise
+
+    def _read_done(self) -> set[int]:
+        value = self._read_json(self.done_path, _done_problem)
+        return set() if value is None else set(value["agencies"])  # type: ignore[index]
 
     def _read_winners(self) -> dict | None:
-        try:
-            return orjson.loads(self.winners_path.read_bytes())
-        except FileNotFoundError:
-            return None
+        return self._read_json(self.winners_path, _winners_problem)  # type: ignore[return-value]
 
     # -- the Store interface --------------------------------------------------------------
 
@@ -300,7 +438,7 @@ class FileStore(Store):
         """Under both locks: decide each chunk, then write the accepted ones in one go."""
         index = self._index
         ledger_size, bets_size = index.offset, index.end
-        drawn = self.winners_path.exists()
+        drawn = self._read_winners() is not None  # read, not only seen: a corrupt one is refused
         done = self._read_done()
         accepted: list[tuple[_Ticket, dict]] = []
         # An answer that rests on a chunk of this very batch (a retry with its key, or an
@@ -314,6 +452,7 @@ class FileStore(Store):
             upload = (chunk.agency, chunk.upload.upload_id) if chunk.upload is not None else None
             outcome: ChunkReceipt | StoreError | None
             try:
+                self._refuse_outside_round(chunk.agency)
                 outcome = self._replay(chunk)
                 if outcome is None and drawn:
                     outcome = AgencyClosed("the draw has already happened; no more bets are taken")
@@ -335,7 +474,7 @@ class FileStore(Store):
                 "end": index.end + len(chunk.payload),
             }
             if chunk.upload is not None:
-                record["u"], record["o"] = chunk.upload.upload_id, chunk.upload.offset
+                record["u"], record["o"], record["d"] = chunk.upload.upload_id, chunk.upload.offset, chunk.digest
             index.apply(record)  # provisional, so later chunks of this batch see it (same key twice)
             if key is not None:
                 batch_keys.add(key)
@@ -367,22 +506,31 @@ class FileStore(Store):
             if replay is not None:
                 return replay
         if chunk.upload is not None:
-            spans = index.spans.get((chunk.agency, chunk.upload.upload_id), [])
-            return replay_by_range(chunk, spans, lambda: merge_ranges([(s, e) for s, e, _ in spans]))
+            spans = index.spans.get((chunk.agency, chunk.upload.upload_id))
+            if spans is None:
+                return None
+            return replay_by_range(chunk, spans.neighbour(chunk.upload.offset + chunk.count), spans.ranges)
         return None
 
     def _undo_tail(self, ledger_size: int, bets_size: int) -> None:
         """Best effort after a failed write: put both files back to the last commit.
 
         The ledger goes first: a ledger line whose bets were cut off would make the store
-        refuse to serve. If this fails too, the next _recover finishes the job.
+        refuse to serve. So if the ledger cannot be cut, bets.csv is left alone: the next
+        _recover either finds the ledger line whole (the chunk is committed after all) or
+        torn, and then cuts both itself.
         """
         for path, size in ((self.ledger_path, ledger_size), (self.bets_path, bets_size)):
-            with contextlib.suppress(OSError), open(path, "r+b") as f:
-                f.truncate(size)
+            try:
+                with open(path, "r+b") as f:
+                    f.truncate(size)
+            except OSError:
+                return
 
     def mark_done(self, agency: int) -> DoneReceipt:
         with self._locked():
+            self._refuse_outside_round(agency)
+            self._verify()  # winners.json too, before done.json is written
             done = self._read_done()
             if agency not in done:
                 done.add(agency)
@@ -391,16 +539,16 @@ class FileStore(Store):
                     "action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
                     agency,
                     len(done),
-                    self.expected,
+                    self.agencies,
                 )
             drawn = self._draw_if_due(done)
-            return DoneReceipt(agency, len(done), self.expected, drawn)
+            return DoneReceipt(agency, len(done), self.agencies, drawn)
 
     def _draw_if_due(self, done: set[int]) -> bool:
         """Under the lock: draw when every agency is done and nobody drew yet. True when drawn."""
-        if self.winners_path.exists():
+        if self._read_winners() is not None:
             return True
-        if not set(range(1, self.expected + 1)) <= done:
+        if not set(range(1, self.agencies + 1)) <= done:
             return False
         drawing = time.perf_counter()
         winners = scan_winners(self.bets_path, self._index.end, self.winning_number)
@@ -410,7 +558,7 @@ class FileStore(Store):
             {
                 "winning_number": self.winning_number,
                 "bets": self._index.bets,
-                "winners": {str(a): winners.get(a, []) for a in range(1, self.expected + 1)},
+                "winners": {str(a): winners.get(a, []) for a in range(1, self.agencies + 1)},
             },
         )
         # One line per round, in the course's format, with the figures that matter.
@@ -422,9 +570,10 @@ class FileStore(Store):
         return True
 
     def winners(self, agency: int) -> list[str] | None:
+        self._recheck_fault()
         result = self._read_winners()  # lock-free: the file is replaced atomically
         if result is None:
-            if len(self._read_done()) < self.expected:
+            if len(self._read_done()) < self.agencies:
                 return None
             # Every agency is done but nobody drew (a crash between the two): draw now.
             with self._locked():
@@ -437,15 +586,33 @@ class FileStore(Store):
     def status(self, *, draw: bool = True) -> RoundStatus:
         with self._locked():
             done = self._read_done()
-            drawn = self._draw_if_due(done) if draw else self.winners_path.exists()
-            return RoundStatus(self.expected, sorted(done), drawn, self._index.bets)
+            drawn = self._draw_if_due(done) if draw else self._read_winners() is not None
+            return RoundStatus(self.agencies, sorted(done), drawn, self._index.bets)
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:
         with self._locked():
-            spans = self._index.spans.get((agency, upload_id), [])
-            return UploadState(upload_id, merge_ranges([(s, e) for s, e, _ in spans]))
+            self._verify()  # an upload's progress needs only the ledger, but no answer comes from a corrupt store
+            spans = self._index.spans.get((agency, upload_id))
+            return UploadState(upload_id, spans.stored() if spans is not None else ())
+
+    def uploads(self, agency: int) -> list[UploadSummary]:
+        with self._locked():
+            self._verify()
+            return [
+                UploadSummary(upload_id, sum(e - s for s, e, _, _ in spans), len(spans))
+                for (owner, upload_id), spans in self._index.spans.items()
+                if owner == agency
+            ]
 
     def check_health(self) -> None:
+        self._recheck_fault()
+        try:
+            unread = self.ledger_path.stat().st_size != self._index.offset
+        except OSError:
+            unread = False  # no ledger to read (the dir is gone?): the write below tells what is wrong
+        if unread:  # other processes committed since: read it, so a corrupt line is reported here too
+            with self._locked():
+                self._verify()
         try:
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".health.")
             try:
@@ -474,7 +641,7 @@ class FileStore(Store):
         except FileNotFoundError:
             drawn_at, result = None, None
         winners = {int(a): len(docs) for a, docs in result["winners"].items()} if result else None
-        return RoundStats(self.expected, done, agencies, drawn_at if result else None, winners)
+        return RoundStats(self.agencies, done, agencies, drawn_at if result else None, winners)
 
 
 def scan_winners(path: Path, end: int, winning_number: int) -> dict[int, list[str]]:

@@ -9,8 +9,10 @@ does there, transactions and locks in the database do here (README "PostgreSQL b
                     ``(chunk_id, id)``. A chunk's row and its bets go in **one transaction**
                     (the bets by COPY), so a chunk is stored all or nothing, with its key.
 ``lottery_done``    the agencies that said done (primary key: an idempotent insert).
-``lottery_round``   one row: ``drawn`` and the winners. The draw runs with this row locked
-                    FOR UPDATE and only while ``drawn`` is false, so it happens once.
+``lottery_round``   one row: the round's agencies and winning number (recorded when it
+                    starts: a restart with other settings keeps them), ``drawn`` and the
+                    winners. The draw runs with this row locked FOR UPDATE and only while
+                    ``drawn`` is false, so it happens once.
 
 Locks (all released at commit or rollback, so a dead host never leaves one behind):
 
@@ -49,11 +51,14 @@ from app.store.base import (
     Chunk,
     ChunkReceipt,
     DoneReceipt,
+    RoundParameters,
     RoundStatus,
     StorageBusy,
     StorageUnavailable,
     Store,
+    StoredSpan,
     UploadState,
+    UploadSummary,
     merge_ranges,
     replay_by_key,
     replay_by_range,
@@ -62,7 +67,7 @@ from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Advisory lock keys. The one-bigint form and the two-int form never collide (PostgreSQL
 # keeps them apart), so agency keys live in the bigint space and upload keys in the pair space.
 SCHEMA_LOCK = 0x4C4F5454_00000001  # "LOTT" | 1: schema creation and migration
@@ -132,6 +137,21 @@ SCHEMA = [
     "INSERT INTO lottery_round (id) VALUES (1) ON CONFLICT DO NOTHING",
 ]
 
+# Version 1 -> 2: each upload chunk keeps the digest of its body (so a rerun can prove its file
+# still holds the stored lines; NULL for chunks stored before), and the round records its
+# parameters when it starts (filled by pin_round; winning_number was only set by the draw).
+SCHEMA_V2 = [
+    "ALTER TABLE lottery_chunks ADD COLUMN IF NOT EXISTS body_digest text",
+    "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS agencies int, ADD COLUMN IF NOT EXISTS opened_at timestamptz",
+]
+MIGRATIONS = {1: SCHEMA, 2: SCHEMA_V2}  # version -> the steps that reach it from the one before
+
+# The one stored span of an upload that can decide a chunk ending at %s (see PostgresStore._replay).
+NEIGHBOUR_SPAN = (
+    "SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
+    "WHERE agency = %s AND upload_id = %s AND upload_start < %s ORDER BY upload_start DESC LIMIT 1"
+)
+
 TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_round", "lottery_schema")
 
 
@@ -167,8 +187,9 @@ def ensure_schema(conn: psycopg.Connection) -> None:
             )
         if version == SCHEMA_VERSION:
             return
-        for statement in SCHEMA:  # version 0 -> 1; later versions append their steps here
-            cur.execute(statement)
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[step]:
+                cur.execute(statement)
         cur.execute(
             "INSERT INTO lottery_schema (id, version) VALUES (1, %s) "
             "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
@@ -177,13 +198,49 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         log.info("action: esquema | result: success | version: %d", SCHEMA_VERSION)
 
 
+def pin_round(conn: psycopg.Connection, settings: RoundParameters) -> RoundParameters:
+    """The round's parameters: recorded now from ``settings`` if the round has none yet (a new
+    round, or a database of a release that did not record them), else the recorded ones."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "UPDATE lottery_round SET agencies = %s, winning_number = coalesce(winning_number, %s), "
+            "opened_at = now() WHERE id = 1 AND agencies IS NULL",
+            (settings.agencies, settings.winning_number),
+        )
+        pinned = cur.rowcount == 1
+        cur.execute("SELECT agencies, winning_number FROM lottery_round WHERE id = 1")
+        recorded = RoundParameters(*cur.fetchone())
+    if pinned:
+        log.info(
+            "action: ronda_registrada | result: success | agencias: %d | numero_ganador: %d",
+            recorded.agencies,
+            recorded.winning_number,
+        )
+    return recorded
+
+
+def recorded_round(url: str) -> RoundParameters | None:
+    """The parameters recorded for the round in the database; None when none (or unreachable)."""
+    try:  # a short timeout: the gunicorn master asks this once before starting, and must not hang
+        with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass('lottery_round') IS NULL").fetchone()[0]:
+                return None
+            row = conn.execute("SELECT to_jsonb(r) FROM lottery_round r WHERE id = 1").fetchone()
+    except psycopg.Error:
+        return None
+    fields = row[0] if row else {}
+    if fields.get("agencies") is None or fields.get("winning_number") is None:
+        return None  # not recorded yet: the first worker records the settings
+    return RoundParameters(fields["agencies"], fields["winning_number"])
+
+
 class PostgresStore(Store):
     winners_poll_interval = 0.1  # a query per long-polling request: ten a second is plenty
 
     def __init__(self, database_url: str, agencies: int, winning_number: int, lock_timeout: float = 30.0):
         self.url = database_url
-        self.expected = agencies
-        self.winning_number = winning_number
+        self.settings = RoundParameters(agencies, winning_number)  # for a round that starts now
+        self.agencies, self.winning_number = agencies, winning_number  # the round's, once read
         self.lock_timeout = lock_timeout
         self._pool: ConnectionPool | None = None
         self._pool_pid = 0
@@ -313,6 +370,8 @@ class PostgresStore(Store):
         try:
             with psycopg.connect(self.url, **self._connect_kwargs()) as conn:
                 ensure_schema(conn)
+                recorded = pin_round(conn, self.settings)
+                self.agencies, self.winning_number = recorded.agencies, recorded.winning_number
         except psycopg.Error as error:
             raise StorageUnavailable(f"database unreachable: {_describe(error)}") from None
         self._schema_ready = True
@@ -337,6 +396,7 @@ class PostgresStore(Store):
         raise StorageBusy("the chunk kept colliding with concurrent writes; retry shortly")
 
     def _append(self, conn: psycopg.Connection, chunk: Chunk) -> ChunkReceipt:
+        self._refuse_outside_round(chunk.agency)
         with conn.transaction(), conn.cursor() as cur:
             if chunk.upload is not None:
                 cur.execute(
@@ -359,7 +419,7 @@ class PostgresStore(Store):
             upload = chunk.upload
             cur.execute(
                 "INSERT INTO lottery_chunks (agency, idempotency_key, fingerprint, count, upload_id, upload_start, "
-                "upload_end) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "upload_end, body_digest) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     chunk.agency,
                     chunk.idempotency_key,
@@ -368,6 +428,7 @@ class PostgresStore(Store):
                     upload.upload_id if upload else None,
                     upload.offset if upload else None,
                     upload.offset + chunk.count if upload else None,
+                    chunk.digest if upload else None,
                 ),
             )
             # The payload is already the stored CSV format, which COPY's csv mode reads as is.
@@ -386,15 +447,11 @@ class PostgresStore(Store):
             if replay is not None:
                 return replay
         if chunk.upload is not None:
-            start, end = chunk.upload.offset, chunk.upload.offset + chunk.count
-            # Only the stored ranges that matter: the same one, or overlapping ones (index lookup,
-            # so a long upload in small chunks does not read all of its ranges for every chunk).
-            cur.execute(
-                "SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
-                "WHERE agency = %s AND upload_id = %s AND ((upload_start = %s AND upload_end = %s) "
-                "OR (upload_start < %s AND %s < upload_end)) ORDER BY id",
-                (chunk.agency, chunk.upload.upload_id, start, end, end, start),
-            )
+            end = chunk.upload.offset + chunk.count
+            # Stored ranges of an upload never overlap and are never empty, so the only one that
+            # can equal or overlap [start, end) is the last to start before end: one backward
+            # step of the lottery_chunks_ranges index, however many chunks the upload has.
+            cur.execute(NEIGHBOUR_SPAN, (chunk.agency, chunk.upload.upload_id, end))
             upload_id = chunk.upload.upload_id
             return replay_by_range(chunk, cur.fetchall(), lambda: self._committed(cur, chunk.agency, upload_id))
         return None
@@ -411,6 +468,7 @@ class PostgresStore(Store):
 
     def mark_done(self, agency: int) -> DoneReceipt:
         with self._connection() as conn:
+            self._refuse_outside_round(agency)
             with conn.transaction(), conn.cursor() as cur:
                 # Waits for this agency's chunks in flight; later chunks will see the done row.
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
@@ -424,10 +482,10 @@ class PostgresStore(Store):
                 "action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
                 agency,
                 done,
-                self.expected,
+                self.agencies,
             )
         drawn = self._announce(draw)
-        return DoneReceipt(agency, done, self.expected, drawn)
+        return DoneReceipt(agency, done, self.agencies, drawn)
 
     def _draw_if_due(self, cur: psycopg.Cursor) -> bool | tuple[int, int]:
         """In a transaction: draw when every agency is done and nobody drew yet.
@@ -439,11 +497,11 @@ class PostgresStore(Store):
         if cur.fetchone()[0]:
             return True
         # A new statement, so a new snapshot: every done committed before we got the row lock.
-        cur.execute("SELECT count(*) FROM lottery_done WHERE agency BETWEEN 1 AND %s", (self.expected,))
-        if cur.fetchone()[0] < self.expected:
+        cur.execute("SELECT count(*) FROM lottery_done WHERE agency BETWEEN 1 AND %s", (self.agencies,))
+        if cur.fetchone()[0] < self.agencies:
             return False
         drawing = time.perf_counter()
-        winners: dict[str, list[str]] = {str(a): [] for a in range(1, self.expected + 1)}
+        winners: dict[str, list[str]] = {str(a): [] for a in range(1, self.agencies + 1)}
         found = 0
         cur.execute(
             "SELECT agency, document FROM lottery_bets WHERE number = %s ORDER BY chunk_id, id", (self.winning_number,)
@@ -480,11 +538,11 @@ class PostgresStore(Store):
             row = conn.execute(
                 "SELECT drawn, winners -> %s, (SELECT count(*) FROM lottery_done WHERE agency BETWEEN 1 AND %s) "
                 "FROM lottery_round WHERE id = 1",
-                (str(agency), self.expected),
+                (str(agency), self.agencies),
             ).fetchone()
         drawn, mine, done = row
         if not drawn:
-            if done < self.expected or not self._draw_now():
+            if done < self.agencies or not self._draw_now():
                 return None
             # Every agency is done but nobody drew (a crash between the two): drawn just now.
             with self._connection() as conn:
@@ -499,15 +557,29 @@ class PostgresStore(Store):
                 "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done), "
                 "(SELECT coalesce(sum(count), 0) FROM lottery_chunks) FROM lottery_round WHERE id = 1"
             ).fetchone()
-        if draw and not drawn and set(range(1, self.expected + 1)) <= set(done):
+        if draw and not drawn and set(range(1, self.agencies + 1)) <= set(done):
             drawn = self._draw_now()
             with self._connection() as conn:
                 bets = conn.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks").fetchone()[0]
-        return RoundStatus(self.expected, list(done), drawn, int(bets))
+        return RoundStatus(self.agencies, list(done), drawn, int(bets))
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:
-        with self._connection() as conn, conn.cursor() as cur:
-            return UploadState(upload_id, self._committed(cur, agency, upload_id))
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT upload_start, upload_end, body_digest FROM lottery_chunks "
+                "WHERE agency = %s AND upload_id = %s ORDER BY upload_start",
+                (agency, upload_id),
+            ).fetchall()
+        return UploadState(upload_id, tuple(StoredSpan(*row) for row in rows))
+
+    def uploads(self, agency: int) -> list[UploadSummary]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT upload_id, sum(count), count(*) FROM lottery_chunks "
+                "WHERE agency = %s AND upload_id IS NOT NULL GROUP BY upload_id ORDER BY min(id)",
+                (agency,),
+            ).fetchall()
+        return [UploadSummary(upload_id, int(bets), chunks) for upload_id, bets, chunks in rows]
 
     def check_health(self) -> None:
         with self._connection(timeout=min(HEALTH_TIMEOUT, self.lock_timeout)) as conn:
@@ -530,15 +602,8 @@ class PostgresStore(Store):
             )
             row = cur.fetchone()
         if row is None:
-            return RoundStats(self.expected, done, agencies)
-        return RoundStats(self.expected, done, agencies, float(row[0]), {int(a): n for a, n in (row[1] or {}).items()})
-
-    # -- export ---------------------------------------------------------------------------
-
-    def export(self, out: BinaryIO) -> int:
-        """Write every stored bet to ``out`` as the course's bets.csv, in stored order; returns the bets."""
-        with self._connection() as conn:
-            return export_bets(conn, out)
+            return RoundStats(self.agencies, done, agencies)
+        return RoundStats(self.agencies, done, agencies, float(row[0]), {int(a): n for a, n in (row[1] or {}).items()})
 
 
 def export_bets(conn: psycopg.Connection, out: BinaryIO) -> int:

@@ -9,9 +9,12 @@ or two hosts (PostgreSQL). The PostgreSQL runs skip, saying why, when no server 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import logging
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -32,7 +35,9 @@ from app.store import (
     RoundStatus,
     StorageUnavailable,
     Store,
+    StoredSpan,
     UploadState,
+    UploadSummary,
 )
 from app.store.files import FileStore
 from devtools.server import ROOT, free_port
@@ -168,7 +173,7 @@ def draw_lines(log) -> list[str]:
 def test_fresh_store(store):
     assert store.status() == RoundStatus(expected=3, done=[], drawn=False, bets=0)
     assert store.winners(1) is None
-    assert store.upload_state(1, "u") == UploadState("u", [])
+    assert store.upload_state(1, "u") == UploadState("u")
     store.check_health()
 
 
@@ -253,7 +258,7 @@ def test_upload_ranges_replay_overlap_adjacent(backend, store):
         store.append_chunk(chunk(1, 10, "other", upload=("up", 0)))
     assert backend.bets_csv() == before
     assert store.append_chunk(chunk(1, 10, upload=("up", 20), start=20)).replayed is False  # fills the gap
-    assert other.upload_state(1, "up") == UploadState("up", [(0, 35)])
+    assert other.upload_state(1, "up").committed == [(0, 35)]
     assert store.status().bets == 35
 
 
@@ -263,9 +268,9 @@ def test_upload_state_merges_and_uploads_are_per_agency(store):
     assert store.append_chunk(chunk(2, 3, upload=("file-a", 0))).replayed is False
     assert store.append_chunk(chunk(1, 5, "z", upload=("file-b", 0))).replayed is False
     state = store.upload_state(1, "file-a")
-    assert state == UploadState("file-a", [(0, 20), (40, 45), (50, 51)]) and state.bets == 26
+    assert state.upload_id == "file-a" and state.committed == [(0, 20), (40, 45), (50, 51)] and state.bets == 26
     assert store.upload_state(2, "file-a").committed == [(0, 3)]
-    assert store.upload_state(3, "file-a") == UploadState("file-a", [])
+    assert store.upload_state(3, "file-a") == UploadState("file-a")
 
 
 # -- done and the draw -------------------------------------------------------------------------------
@@ -507,6 +512,8 @@ def test_export_command_writes_the_files_backends_bets_csv(pg, tmp_path):
 def test_schema_created_once_when_many_start_at_once(pg):
     import psycopg
 
+    from app.store.postgres import SCHEMA_VERSION
+
     barrier = threading.Barrier(8)
     made: list[Store] = []
     errors: list[BaseException] = []
@@ -527,7 +534,7 @@ def test_schema_created_once_when_many_start_at_once(pg):
         t.join(60)
     assert errors == [] and len(made) == 8
     with psycopg.connect(pg.url) as conn:
-        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(SCHEMA_VERSION,)]
         assert conn.execute("SELECT count(*) FROM lottery_round").fetchone() == (1,)
 
 
@@ -576,3 +583,175 @@ def test_database_down_gives_storage_unavailable_at_once():
             call()
     down.close()
     assert time.monotonic() - started < 10  # 503 at once, not after the 30 s lock timeout
+
+
+# -- digests per stored range, and an agency's uploads (CONTRACT-uploads.md) ---------------------------
+
+
+def test_each_stored_range_keeps_its_first_deliverys_digest(backend, store):
+    other = backend.make()
+    digest = {name: hashlib.sha256(name.encode()).hexdigest() for name in ("a", "b", "c", "d")}
+    with_digest = dataclasses.replace  # the same chunk, as if its body had been sent another way
+    first = chunk(1, 5, upload=("up", 5), start=5)
+    assert store.append_chunk(with_digest(first, digest=digest["a"])).replayed is False
+    assert other.append_chunk(with_digest(chunk(1, 5, upload=("up", 0)), digest=digest["b"])).replayed is False
+    # the same bets again (say CRLF instead of LF): a replay, and the first digest stays
+    assert other.append_chunk(with_digest(first, digest=digest["c"])) == ChunkReceipt(1, 5, replayed=True)
+    assert store.append_chunk(chunk(1, 2, upload=("up", 20), start=20)).replayed is False  # no digest known
+    assert other.append_chunk(with_digest(chunk(2, 3, upload=("up", 0)), digest=digest["d"])).replayed is False
+    for s in (store, other, backend.make()):
+        state = s.upload_state(1, "up")
+        assert state.spans == (
+            StoredSpan(0, 5, digest["b"]),
+            StoredSpan(5, 10, digest["a"]),
+            StoredSpan(20, 22, None),
+        )
+        assert state.committed == [(0, 10), (20, 22)] and state.bets == 12
+        assert s.upload_state(2, "up").spans == (StoredSpan(0, 3, digest["d"]),)
+
+
+def test_an_agencys_uploads_in_first_stored_order(backend, store):
+    store.append_chunk(chunk(1, 4, "z", upload=("zeta", 0)))
+    store.append_chunk(chunk(1, 3, upload=("alpha", 0)))
+    store.append_chunk(chunk(1, 2, "z", upload=("zeta", 10), start=10))
+    store.append_chunk(chunk(2, 5, upload=("alpha", 0)))
+    store.append_chunk(chunk(1, 6, "plain"))  # no upload: not listed
+    store.append_chunk(chunk(1, 6, "keyed", key="k"))
+    for s in (store, backend.make()):
+        assert s.uploads(1) == [UploadSummary("zeta", 6, 2), UploadSummary("alpha", 3, 1)]
+        assert s.uploads(2) == [UploadSummary("alpha", 5, 1)]
+        assert s.uploads(3) == []
+
+
+# -- the round's parameters are pinned when it starts (issue 9, item 3) -----------------------------------
+
+
+def test_a_restart_with_other_settings_keeps_the_rounds_parameters(backend):
+    """3 agencies, all with bets (agency 3 has the winner), 1 and 2 done; restarted with 2 agencies
+    and another winning number: no draw until agency 3 is done, and its winner is reported."""
+    s = backend.make(agencies=3, winning_number=WIN)
+    s.append_chunk(chunk(1, 4))
+    s.append_chunk(chunk(2, 4))
+    s.append_chunk(chunk(3, 4, winners={2}))
+    s.mark_done(1)
+    s.mark_done(2)
+    s.close()
+
+    restarted = backend.make(agencies=2, winning_number=WIN + 1)
+    assert (restarted.agencies, restarted.winning_number) == (3, WIN)
+    assert restarted.status() == RoundStatus(3, [1, 2], False, 12)
+    assert restarted.winners(1) is None
+    assert restarted.append_chunk(chunk(3, 2, "more", winners={0})).replayed is False
+    assert restarted.mark_done(3) == DoneReceipt(3, 3, 3, True)
+    assert restarted.winners(3) == ["3000002", "3000000"]
+    assert restarted.winners(1) == [] and restarted.winners(2) == []
+
+
+def test_an_agency_outside_the_recorded_round_stores_nothing(backend):
+    backend.make(agencies=2).append_chunk(chunk(1, 3))
+    more = backend.make(agencies=5)
+    assert more.agencies == 2
+    for call in (lambda: more.append_chunk(chunk(3, 3)), lambda: more.mark_done(3)):
+        with pytest.raises(AgencyClosed, match="agency 3 is not part of this round"):
+            call()
+    more.mark_done(1)
+    assert more.mark_done(2).drawn is True
+    assert more.status() == RoundStatus(2, [1, 2], True, 3)
+
+
+def make_v1_database(url: str, drawn_with: int | None = None) -> None:
+    """A database as today's release (schema version 1) leaves it: one upload chunk stored."""
+    import psycopg
+
+    from app.store.postgres import SCHEMA
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in SCHEMA:
+            conn.execute(statement)
+        conn.execute("INSERT INTO lottery_schema (id, version) VALUES (1, 1)")
+        c = chunk(1, 3, upload=("old", 0), winners={1})
+        conn.execute(
+            "INSERT INTO lottery_chunks (agency, fingerprint, count, upload_id, upload_start, upload_end) "
+            "VALUES (1, %s, 3, 'old', 0, 3)",
+            (c.fingerprint,),
+        )
+        with conn.cursor().copy(
+            "COPY lottery_bets (agency, first_name, last_name, document, birthdate, number) FROM STDIN (FORMAT csv)"
+        ) as copy:
+            copy.write(c.payload)
+        if drawn_with is not None:
+            conn.execute("UPDATE lottery_round SET drawn = true, winning_number = %s, winners = '{}'", (drawn_with,))
+
+
+def test_a_version_1_database_is_migrated_by_the_workers_that_start_on_it(pg):
+    import psycopg
+
+    make_v1_database(pg.url)
+    barrier = threading.Barrier(4)
+    made: list[Store] = []
+
+    def start() -> None:
+        barrier.wait()
+        made.append(pg.make(agencies=2, winning_number=WIN))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(made) == 4 and all((s.agencies, s.winning_number) == (2, WIN) for s in made)
+    with psycopg.connect(pg.url) as conn:
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(2,)]
+    s = made[0]
+    assert s.upload_state(1, "old").spans == (StoredSpan(0, 3, None),)  # stored before digests existed
+    assert s.append_chunk(dataclasses.replace(chunk(1, 3, upload=("old", 0), winners={1}), digest="x")).replayed
+    assert s.append_chunk(dataclasses.replace(chunk(1, 2, upload=("old", 3), start=3), digest="d" * 64)).stored == 2
+    assert s.upload_state(1, "old").spans == (StoredSpan(0, 3, None), StoredSpan(3, 5, "d" * 64))
+    # recorded at that first start: a later start with other settings keeps them
+    assert (pg.make(agencies=4, winning_number=1).agencies, pg.make(agencies=4).winning_number) == (2, WIN)
+    s.mark_done(1)
+    assert s.mark_done(2).drawn and s.winners(1) == ["1000001"]
+
+
+def test_a_drawn_version_1_round_keeps_the_number_it_was_drawn_with(pg):
+    make_v1_database(pg.url, drawn_with=1234)
+    s = pg.make(agencies=3, winning_number=WIN)
+    assert (s.agencies, s.winning_number) == (3, 1234)
+    assert s.status().drawn is True
+
+
+def test_a_chunk_of_a_long_upload_is_decided_by_one_index_step(pg):
+    """The query that decides a chunk reads one entry of the ranges index, not the upload's every range."""
+    import psycopg
+
+    from app.store.postgres import NEIGHBOUR_SPAN
+
+    s = pg.make()
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO lottery_chunks (agency, fingerprint, count, upload_id, upload_start, upload_end) "
+            "SELECT 1 + g % 2, 'f', 1, 'long', g / 2, g / 2 + 1 FROM generate_series(0, 39999) g"
+        )
+        conn.execute("ANALYZE lottery_chunks")
+        plan = "\n".join(
+            row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + NEIGHBOUR_SPAN, (1, "long", 20_001))
+        )
+    assert "Index Scan Backward using lottery_chunks_ranges" in plan, plan
+    assert re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=1 loops=1", plan), plan
+    assert s.append_chunk(chunk(1, 2, upload=("long", 20_000), start=20_000)).stored == 2
+    with pytest.raises(RangeConflict):
+        s.append_chunk(chunk(1, 2, upload=("long", 19_999), start=19_999))
+
+
+def test_the_master_warns_when_the_database_round_has_other_parameters(pg):
+    from app.settings import Settings
+    from app.store import round_settings_warning
+
+    assert round_settings_warning(Settings(database_url=pg.url, agencies=2)) is None  # no round yet
+    pg.make(agencies=3, winning_number=WIN)
+    assert round_settings_warning(Settings(database_url=pg.url, agencies=3, winning_number=WIN)) is None
+    warning = round_settings_warning(Settings(database_url=pg.url, agencies=2, winning_number=WIN))
+    assert warning is not None and "(recorded in the database)" in warning
+    assert "LOTTERY_AGENCIES=3 LOTTERY_WINNING_NUMBER=7574" in warning and "LOTTERY_AGENCIES=2" in warning
+    down = f"postgresql://lottery@127.0.0.1:{free_port()}/lottery"
+    assert round_settings_warning(Settings(database_url=down, agencies=2)) is None  # the workers will say why

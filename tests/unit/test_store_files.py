@@ -5,12 +5,16 @@ from __future__ import annotations
 import errno
 import logging
 import random
+import re
 import threading
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import app.store.files as files
 from app.domain import Row, encode_rows, has_won, load_bets
@@ -23,10 +27,12 @@ from app.store import (
     RangeConflict,
     RoundStatus,
     StorageUnavailable,
+    UploadSpan,
     UploadState,
 )
+from app.store.base import SpanIndex, merge_ranges, replay_by_range
 from app.store.files import FileStore, scan_winners
-from tests.helpers import WIN, chunk
+from tests.helpers import WIN, chunk, make_rows
 
 
 def store(path: Path, agencies: int = 3, winning_number: int = WIN) -> FileStore:
@@ -169,7 +175,7 @@ def test_upload_span_replay_conflict_and_adjacency(tmp_path):
     assert first.status().bets == 25
     # the range just before a stored one, touching it, is fine too
     assert first.append_chunk(chunk(1, 10, upload=("up", 20), start=20)).replayed is False
-    assert second.upload_state(1, "up") == UploadState("up", [(0, 35)])
+    assert second.upload_state(1, "up").committed == [(0, 35)]
 
 
 def test_upload_state_merges_ranges(tmp_path):
@@ -178,10 +184,10 @@ def test_upload_state_merges_ranges(tmp_path):
         s.append_chunk(chunk(1, n, upload=("file-a", offset), start=offset))
     s.append_chunk(chunk(2, 3, upload=("file-a", 0)))
     state = store(tmp_path).upload_state(1, "file-a")
-    assert state == UploadState("file-a", [(0, 20), (40, 45), (50, 51)])
+    assert state.upload_id == "file-a" and state.committed == [(0, 20), (40, 45), (50, 51)]
     assert state.bets == 26
     assert s.upload_state(2, "file-a").committed == [(0, 3)]
-    assert s.upload_state(3, "file-a") == UploadState("file-a", [])
+    assert s.upload_state(3, "file-a") == UploadState("file-a")
     assert s.upload_state(1, "nope").bets == 0
 
 
@@ -671,3 +677,256 @@ def test_failed_group_write_tells_no_chunk_of_the_batch_it_is_stored(tmp_path, m
     assert store(tmp_path).status().bets == 0  # nothing was stored...
     # ...so no answer may say otherwise: not a replay receipt, not a conflict with "stored" lines.
     assert [type(r).__name__ for r in results] == ["StorageUnavailable", "StorageUnavailable"], results
+
+
+# -- a corrupt data dir is refused, never guessed around (issue 9, item 5) ----------------------------
+
+
+def stored_round(path: Path) -> tuple[FileStore, bytes]:
+    """A round with two committed chunks, agency 1 done; returns the store and its ledger."""
+    s = store(path)
+    s.append_chunk(chunk(1, 3, key="a", upload=("u", 0)))
+    s.append_chunk(chunk(2, 2))
+    s.mark_done(1)
+    return s, (path / "ledger.jsonl").read_bytes()
+
+
+def valid_record(path: Path) -> bytes:
+    end = (path / "bets.csv").stat().st_size
+    return orjson.dumps({"a": 2, "n": 1, "h": "0" * 64, "k": None, "end": end}) + b"\n"
+
+
+# What a power cut, a full disk or a hand edit can leave in the ledger, after its committed lines:
+# each is a complete line (it ends in a newline) that is not a record the store wrote.
+BAD_LEDGER_LINES = {
+    "NUL bytes": b"\0" * 37 + b"\n",
+    "not JSON": b'{"a": 1, "n": \n',
+    "not an object": b"[1, 2, 3]\n",
+    "empty line": b"\n",
+    "a field missing": b'{"a": 1, "h": "x", "end": 10}\n',
+    "count of the wrong type": b'{"a": 1, "n": "3", "h": "x", "end": 10}\n',
+    "count as a boolean": b'{"a": 1, "n": true, "h": "x", "end": 10}\n',
+    "upload without offset": b'{"a": 1, "n": 3, "h": "x", "u": "up", "end": 999999}\n',
+    "end going back": b'{"a": 1, "n": 3, "h": "x", "end": 1}\n',
+}
+
+
+EVERY_CALL = [
+    lambda s: s.append_chunk(chunk(3, 1)),
+    lambda s: s.mark_done(2),
+    lambda s: s.status(),
+    lambda s: s.upload_state(1, "u"),
+    lambda s: s.uploads(1),
+    lambda s: s.winners(1),
+    lambda s: s.check_health(),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_LEDGER_LINES.values(), ids=BAD_LEDGER_LINES.keys())
+def test_a_complete_but_invalid_ledger_line_answers_503_naming_file_and_offset(tmp_path, caplog, bad):
+    running, ledger = stored_round(tmp_path)
+    bets = (tmp_path / "bets.csv").read_bytes()
+    with open(tmp_path / "ledger.jsonl", "ab") as f:
+        f.write(bad + valid_record(tmp_path))  # a valid record after it: the bad line is not a torn tail
+    where = rf"ledger\.jsonl: the line at byte {len(ledger)} is not a valid ledger record"
+    fresh = store(tmp_path)  # a worker booting on it: starts, and says why it will not serve
+    assert re.search(where, caplog.text)
+    for s in (fresh, running):
+        for call in EVERY_CALL:
+            with pytest.raises(StorageUnavailable, match=where):
+                call(s)
+    assert (tmp_path / "bets.csv").read_bytes() == bets  # nothing cut, nothing guessed
+    assert (tmp_path / "ledger.jsonl").read_bytes().startswith(ledger + bad)
+
+    (tmp_path / "ledger.jsonl").write_bytes(ledger)  # the operator repairs it
+    for s in (fresh, running):
+        s.check_health()
+        assert s.status() == RoundStatus(3, [1], False, 5)
+    assert fresh.append_chunk(chunk(1, 3, key="a", upload=("u", 0))).replayed  # the index was not read twice
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where"),
+    [
+        ("done.json", b"\0\0\0\0", "not valid JSON (at byte 0"),
+        ("done.json", b'{"agencies": [1, "2"]}', "at byte 0: expected"),
+        ("done.json", b'{"agencies": [1, 2', "not valid JSON (at byte 18"),
+        ("winners.json", b'{"winners": {"1": [1]}}', "at byte 0: expected"),
+        ("winners.json", b"", "not valid JSON (at byte 0"),
+        ("round.json", b'{"agencies": 3}', "at byte 0: expected"),
+        ("round.json", b'{"agencies": 0, "winning_number": 7574}', "out of range"),
+        ("round.json", b"\0" * 8, "not valid JSON (at byte 0"),
+    ],
+)
+def test_a_corrupt_json_file_answers_503_naming_it(tmp_path, name, content, where):
+    running, _ = stored_round(tmp_path)
+    good = (tmp_path / name).read_bytes() if (tmp_path / name).exists() else None
+    (tmp_path / name).write_bytes(content)
+    fresh = store(tmp_path)
+    message = re.escape(f"{tmp_path / name}") + ".*" + re.escape(where)
+    for s in (fresh, running) if name != "round.json" else (fresh,):  # a running store read it already
+        for call in EVERY_CALL:
+            with pytest.raises(StorageUnavailable, match=message):
+                call(s)
+    if good is None:
+        (tmp_path / name).unlink()
+    else:
+        (tmp_path / name).write_bytes(good)
+    fresh.check_health()
+    assert fresh.status() == RoundStatus(3, [1], False, 5)
+
+
+@pytest.mark.parametrize("ledger_line", ["whole", "torn"])
+def test_undo_never_cuts_bets_when_the_ledger_cannot_be_cut(tmp_path, monkeypatch, ledger_line):
+    """The write of the ledger fails after writing its line (whole: fdatasync failed; torn: disk
+    full), and then cutting the ledger back fails too. bets.csv must stay as it is: cutting it
+    would leave a ledger line pointing past its end, and the store refusing to serve for good."""
+    s = store(tmp_path)
+    s.append_chunk(chunk(1, 3, key="a"))
+    bets_before = (tmp_path / "bets.csv").read_bytes()
+    real_append, real_open = FileStore._append, open
+
+    def append(path: Path, data: bytes) -> None:
+        if Path(path).name == "ledger.jsonl":
+            with real_open(path, "ab") as f:
+                f.write(data if ledger_line == "whole" else data[: len(data) // 2])
+            raise OSError(errno.EIO, "Input/output error")
+        real_append(path, data)
+
+    def open_failing_ledger(path, mode="r", *args, **kwargs):
+        if Path(path).name == "ledger.jsonl" and mode == "r+b":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, mode, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FileStore, "_append", staticmethod(append))
+        patch.setattr("builtins.open", open_failing_ledger)
+        with pytest.raises(StorageUnavailable, match="Input/output error"):
+            s.append_chunk(chunk(2, 4, key="b"))
+        assert (tmp_path / "bets.csv").read_bytes() == bets_before + chunk(2, 4).payload  # not cut
+    # The next turn at the store settles it either way, and the store serves.
+    if ledger_line == "whole":  # the chunk is committed after all: its retry is a replay
+        assert s.append_chunk(chunk(2, 4, key="b")) == ChunkReceipt(2, 4, replayed=True)
+        assert store(tmp_path).status().bets == 7
+    else:  # a torn line: not committed, cut off with its bets
+        assert store(tmp_path).status().bets == 3
+        assert (tmp_path / "bets.csv").read_bytes() == bets_before
+        assert s.append_chunk(chunk(2, 4, key="b")) == ChunkReceipt(2, 4, replayed=False)
+    assert len(ledger_lines(tmp_path)) == 2
+
+
+# -- the round's parameters (issue 9, item 3) ------------------------------------------------------
+
+
+def test_the_round_records_its_parameters_on_first_open(tmp_path):
+    s = store(tmp_path, agencies=3, winning_number=42)
+    recorded = orjson.loads((tmp_path / "round.json").read_bytes())
+    assert {k: recorded[k] for k in ("agencies", "winning_number")} == {"agencies": 3, "winning_number": 42}
+    assert datetime.fromisoformat(recorded["opened_at"]).tzinfo is not None
+    assert (s.agencies, s.winning_number, s.expected) == (3, 42, 3)
+    again = store(tmp_path, agencies=7, winning_number=1)
+    assert (again.agencies, again.winning_number) == (3, 42)
+    assert (tmp_path / "round.json").read_bytes() == orjson.dumps(recorded)
+
+
+def test_a_data_dir_of_the_previous_release_records_the_settings_at_first_start(tmp_path):
+    stored_round(tmp_path)
+    (tmp_path / "round.json").unlink()  # as the previous release left it
+    s = store(tmp_path, agencies=4, winning_number=9)
+    assert (s.agencies, s.winning_number) == (4, 9)
+    assert store(tmp_path, agencies=2).agencies == 4
+    assert s.status() == RoundStatus(4, [1], False, 5)
+
+
+def test_the_master_warns_once_when_the_settings_differ_from_the_round(tmp_path):
+    from app.settings import Settings
+    from app.store import round_settings_warning
+
+    def settings(agencies: int, winning_number: int = WIN) -> Settings:
+        return Settings(data_dir=tmp_path, agencies=agencies, winning_number=winning_number)
+
+    assert round_settings_warning(settings(3)) is None  # no round yet
+    store(tmp_path, agencies=3)
+    assert round_settings_warning(settings(3)) is None
+    warning = round_settings_warning(settings(2, 1234))
+    assert warning is not None and len(warning.splitlines()) == 1
+    for part in (
+        "WARNING",
+        "LOTTERY_AGENCIES=3 LOTTERY_WINNING_NUMBER=7574",
+        str(tmp_path / "round.json"),
+        "LOTTERY_AGENCIES=2 LOTTERY_WINNING_NUMBER=1234",
+        "KEEPS its recorded values",
+    ):
+        assert part in warning
+    (tmp_path / "round.json").write_bytes(b"\0")
+    assert round_settings_warning(settings(2)) is None  # unreadable: the workers answer 503 and say why
+
+
+# -- deciding a chunk of an upload: the indexed spans answer as the full scan does (item 6) ----------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 60), st.integers(1, 12), st.booleans()),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_indexed_spans_decide_every_chunk_as_the_full_scan_does(chunks):
+    """Random chunks of one upload (offset, count, same bets or other bets), each decided twice:
+    against every stored span (the old way) and against the one SpanIndex.neighbour picks."""
+    index, naive = SpanIndex(), []
+    for offset, count, other_bets in chunks:
+        c = Chunk.from_rows(1, make_rows(1, count, "o" if other_bets else "x", offset), upload=UploadSpan("u", offset))
+
+        def decide(spans, c=c):
+            try:
+                return replay_by_range(c, spans, lambda: merge_ranges([(s, e) for s, e, *_ in naive]))
+            except (RangeConflict, IdempotencyMismatch) as error:  # the message may name another overlapped span
+                return type(error).__name__, getattr(error, "committed", None)
+
+        answer = decide(naive)
+        assert decide(index.neighbour(offset + count)) == answer
+        if answer is None:  # accepted: both remember it
+            naive.append((offset, offset + count, c.fingerprint, None))
+            index.add(offset, offset + count, c.fingerprint)
+    assert list(index) == sorted(naive) and index.ranges() == merge_ranges([(s, e) for s, e, *_ in naive])
+
+
+def test_deciding_a_chunk_looks_at_one_stored_span_however_many_there_are(tmp_path, monkeypatch):
+    seen: list[int] = []
+    real = files.replay_by_range
+
+    def counting(chunk_, spans, committed):
+        spans = list(spans)
+        seen.append(len(spans))
+        return real(chunk_, spans, committed)
+
+    monkeypatch.setattr(files, "replay_by_range", counting)
+    s = store(tmp_path)
+    for offset in range(0, 600, 2):
+        s.append_chunk(chunk(1, 2, upload=("long", offset), start=offset))
+    s.append_chunk(chunk(1, 2, upload=("long", 100), start=100))  # a replay in the middle
+    with pytest.raises(RangeConflict):
+        s.append_chunk(chunk(1, 2, upload=("long", 301), start=301))
+    assert max(seen) == 1 and len(seen) == 301  # every chunk but the upload's first, decided on one span
+
+
+def test_the_app_closes_its_store_when_it_shuts_down(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    closed: list[bool] = []
+
+    class Closing(FileStore):
+        def close(self) -> None:
+            closed.append(True)
+
+    app = create_app(Settings(data_dir=tmp_path, agencies=3), Closing(tmp_path, 3, WIN))
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert closed == []
+    assert closed == [True]
