@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import logs, problems
+from app.draw_watch import DrawWatch
+from app.limits import BodyBudget
 from app.routes import agencies, round
 from app.settings import Settings, get_settings
 from app.store import Store, open_store
@@ -32,6 +34,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.store = store or open_store(settings)
     app.state.tokens = Tokens.load(settings.tokens_file, settings.agencies) if settings.tokens_file else None
+    # Per worker: the body memory budget and the long polls' draw watcher (app/limits.py, app/draw_watch.py).
+    app.state.body_budget = BodyBudget(settings.body_budget, settings.retry_after)
+    app.state.draw_watch = DrawWatch(app.state.store)
     app.include_router(agencies.router)
     app.include_router(round.router)
     problems.install(app)

@@ -7,11 +7,12 @@ the server with one line naming the variable, instead of a traceback from a work
 from __future__ import annotations
 
 import functools
+import resource
 import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -49,12 +50,55 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="postgresql://... selects the PostgreSQL backend instead of files."
     )
+    body_budget_bytes: int | None = Field(
+        None,
+        ge=1024,
+        le=64 * 1024 * MiB,
+        description=(
+            "Bytes of request bodies one worker holds at once (read, parsed or being stored); a body that "
+            "does not fit waits up to 2 s, then gets 503 + Retry-After before it is read. "
+            "Default: 2 x LOTTERY_MAX_BODY_BYTES."
+        ),
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Connections one worker serves at once; a request over it gets 503. "
+            "Default: the worker's open-file limit (ulimit -n) minus 64."
+        ),
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) file: with LOTTERY_TLS_KEY, serve HTTPS.")
+    tls_key: Path | None = Field(None, description="PEM private key of LOTTERY_TLS_CERT.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.body_budget_bytes is not None and self.body_budget_bytes < self.max_body_bytes:
+            raise ValueError("LOTTERY_BODY_BUDGET_BYTES must be at least LOTTERY_MAX_BODY_BYTES")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("LOTTERY_TLS_CERT and LOTTERY_TLS_KEY go together: set both or neither")
+        return self
+
+    @property
+    def body_budget(self) -> int:
+        return self.body_budget_bytes if self.body_budget_bytes is not None else 2 * self.max_body_bytes
+
+    @property
+    def connection_limit(self) -> int:
+        if self.max_connections is not None:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(16, soft - 64) if soft != resource.RLIM_INFINITY else 100_000
 
 
 def describe_error(error: ValidationError) -> str:
     """One line naming each bad variable, e.g. ``LOTTERY_AGENCIES='x': Input should be a valid integer``."""
     parts = []
     for item in error.errors():
+        if not item["loc"]:  # a rule across settings: its message names them
+            parts.append(item["msg"].removeprefix("Value error, "))
+            continue
         name = "LOTTERY_" + "_".join(str(p) for p in item["loc"]).upper()
         parts.append(f"{name}={item.get('input')!r}: {item['msg']}")
     return "invalid setting: " + "; ".join(parts)
