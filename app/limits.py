@@ -80,6 +80,8 @@ class BodyBudget:
         if not self.fits(size):
             await self._wait_for(size)
         self.used += size
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("action: cuerpo_admitido | result: success | bytes: %d | en_uso: %d", size, self.used)
         held = Reservation(self, size)
         try:
             yield held
@@ -111,3 +113,48 @@ def _malloc_trim():  # noqa: ANN202 - a ctypes function or None
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
+
+
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
+_NO_BODY_PROBLEM = (
+    b'{"type":"about:blank","title":"Body not allowed","status":413,'
+    b'"detail":"this method takes no request body; send none"}'
+)
+
+
+class RefuseUnexpectedBody:
+    """ASGI middleware: a GET (or HEAD, DELETE...) that announces a body gets 413 at once.
+
+    No route of this API reads a body on those methods, so one that comes is never read:
+    it is refused from its head and the connection closed, instead of being trickled in
+    (the worker's body deadline also ends it, but only after ``LOTTERY_BODY_TIMEOUT``).
+    """
+
+    def __init__(self, app):  # noqa: ANN001 - any ASGI app
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI signature
+        if scope["type"] == "http" and scope["method"] in _BODYLESS_METHODS and _announces_body(scope["headers"]):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(_NO_BODY_PROBLEM)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": _NO_BODY_PROBLEM})
+            return
+        await self.app(scope, receive, send)
+
+
+def _announces_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-length" and value.strip() not in (b"", b"0"):
+            return True
+        if name == b"transfer-encoding":
+            return True
+    return False

@@ -11,7 +11,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import logs, problems
 from app.draw_watch import DrawWatch
-from app.limits import BodyBudget
+from app.limits import BodyBudget, RefuseUnexpectedBody
 from app.routes import agencies, round
 from app.settings import Settings, get_settings
 from app.store import Store, open_store
@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(agencies.router)
     app.include_router(round.router)
     problems.install(app)
+    # A GET or HEAD announcing a body is refused from its head (app/limits.py).
+    app.add_middleware(RefuseUnexpectedBody)
     return app
 
 

@@ -146,6 +146,7 @@ async def get_winners(
     """
     winners = await run_in_threadpool(store.winners, agency)
     if winners is None and wait:
+        log.debug("action: consulta_ganadores | result: en_espera | agencia: %d | espera: %d", agency, wait)
         woken = await request.app.state.draw_watch.wait(wait, lambda: _client_left(request))
         if woken is Wake.DISCONNECTED:
             client_gone("long poll", agency)
