@@ -12,6 +12,7 @@ Sections:
   uploader whole 1M-bet rounds with the uploader's --batch-size and --concurrency varied
   draw     the draw over 1M and 10M stored bets: seconds and peak RSS
   pg       the 1M-bet round on PostgreSQL, one and two hosts (needs a database)
+  bounds   memory, /health latency and CPU under hostile load: held 16 MiB bodies, 4 MB chunks, polls
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ SECTIONS = {
     "uploader": bench_uploader,
     "draw": bench_draw,
     "pg": bench_pg,
+    "bounds": lambda: __import__("bench.load_bounds", fromlist=["run"]).run(),  # bench/load_bounds.py
 }
 
 
