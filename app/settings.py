@@ -118,11 +118,32 @@ def load_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
+def tls_problem(cert: Path, key: Path) -> str | None:
+    """Why this certificate and key cannot serve HTTPS, or None when they can."""
+    import ssl
+
+    for path in (cert, key):
+        if not path.is_file():
+            return f"{path} is not a readable file"
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        return f"{cert} and {key} are not a PEM certificate and its private key ({error.reason or error})"
+    except OSError as error:
+        return f"cannot read {error.filename}: {error.strerror}"
+    return None
+
+
 def preflight() -> Settings:
     """What gunicorn's master checks once before forking workers: settings and tokens file."""
     from app.tokens import Tokens, TokensError
 
     settings = load_or_exit()
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        problem = tls_problem(settings.tls_cert, settings.tls_key)
+        if problem:
+            print(f"lottery: invalid setting: LOTTERY_TLS_CERT/LOTTERY_TLS_KEY: {problem}", file=sys.stderr)
+            raise SystemExit(2)
     if settings.tokens_file is None:
         print(
             "lottery: WARNING: LOTTERY_TOKENS_FILE is not set: the agency routes are OPEN, any client "
