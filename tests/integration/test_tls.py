@@ -7,14 +7,16 @@ handshake. A certificate without its key stops the server with one line.
 
 from __future__ import annotations
 
+import shutil
 import ssl
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 import trustme
 
-from devtools.server import Server
+from devtools.server import ROOT, Server
 
 
 def trusting(ca: Path) -> ssl.SSLContext:
@@ -95,3 +97,17 @@ def test_a_certificate_without_a_key_stops_the_server_with_one_line(tmp_path: Pa
     server.stop()
     lines = [line for line in server.log().splitlines() if "invalid setting" in line]
     assert lines == ["lottery: invalid setting: LOTTERY_TLS_CERT and LOTTERY_TLS_KEY go together: set both or neither"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="deploy/make-tls.sh needs the openssl command")
+def test_the_certificates_of_make_tls_serve_https(tmp_path: Path) -> None:
+    """./deploy/make-tls.sh (what compose mounts as secrets) makes a CA and a certificate that work."""
+    subprocess.run([str(ROOT / "deploy" / "make-tls.sh"), str(tmp_path / "secrets")], check=True, capture_output=True)
+    secrets = tmp_path / "secrets"
+    env = {"LOTTERY_TLS_CERT": str(secrets / "tls.crt"), "LOTTERY_TLS_KEY": str(secrets / "tls.key")}
+    ca = trusting(secrets / "tls-ca.crt")
+    with Server(tmp_path / "data", workers=1, agencies=1, env=env, verify=ca) as server:
+        assert httpx.get(server.url + "/health", verify=ca).status_code == 200
+        localhost = server.url.replace("127.0.0.1", "localhost")  # the name compose's healthcheck uses
+        assert httpx.get(localhost + "/health", verify=ca).status_code == 200
+    assert oct((secrets / "tls-ca.key").stat().st_mode & 0o777) == "0o600"

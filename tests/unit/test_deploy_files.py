@@ -83,6 +83,7 @@ def test_server_service(compose):
     assert env["LOTTERY_AGENCIES"] == str(n)
     assert env["LOTTERY_DATA_DIR"] == "/srv/data"
     assert env["LOTTERY_TOKENS_FILE"] == "/run/secrets/tokens.json"
+    assert (env["LOTTERY_TLS_CERT"], env["LOTTERY_TLS_KEY"]) == ("/run/secrets/tls.crt", "/run/secrets/tls.key")
     assert env["GUNICORN_CMD_ARGS"] == "--bind 0.0.0.0:8000"
     assert env["LOTTERY_DATABASE_URL"] == "${LOTTERY_DATABASE_URL:-}"
     for name in ("LOTTERY_WINNING_NUMBER", "LOTTERY_LOG_LEVEL"):
@@ -107,6 +108,7 @@ def test_server_healthcheck_probes_health_without_curl(compose):
     assert test[0] == "CMD" and test[1] == "python"
     probe = " ".join(test)
     assert "urllib" in probe and "/health" in probe and "curl" not in probe
+    assert "https://localhost:8000/health" in probe and "cafile='/run/secrets/tls-ca.crt'" in probe
     assert {"interval", "timeout", "retries", "start_period"} <= set(check)
 
 
@@ -119,7 +121,8 @@ def test_each_client_uploads_its_own_agency(compose):
         assert client["image"] == image
         assert "build" not in client  # built once, by `server`
         assert client["command"] == ["python", "-m", "client", "run"]
-        assert env["LOTTERY_SERVER"] == "http://server:8000"
+        assert env["LOTTERY_SERVER"] == "https://server:8000"
+        assert env["LOTTERY_CACERT"] == "/run/secrets/tls-ca.crt"
         assert env["LOTTERY_AGENCY"] == str(k)
         assert env["LOTTERY_BETS_FILE"] == f"/data/agency-{k}.csv"
         assert env["LOTTERY_TOKEN_FILE"] == f"/run/secrets/agency-{k}-token"
@@ -132,13 +135,16 @@ def test_each_client_uploads_its_own_agency(compose):
 def test_secrets_are_wired(compose):
     n, doc = compose
     secrets = doc["secrets"]
-    assert doc["services"]["server"]["secrets"] == ["tokens.json"]
+    tls = ["tls.crt", "tls.key", "tls-ca.crt"]
+    assert doc["services"]["server"]["secrets"] == ["tokens.json", *tls]
     assert secrets["tokens.json"] == {"file": "./secrets/tokens.json"}
+    for name in tls:  # written by ./deploy/make-tls.sh secrets
+        assert secrets[name] == {"file": f"./secrets/{name}"}
     for k in range(1, n + 1):
         name = f"agency-{k}-token"
-        assert doc["services"][f"client{k}"]["secrets"] == [name]
+        assert doc["services"][f"client{k}"]["secrets"] == [name, "tls-ca.crt"]  # the CA, never the key
         assert secrets[name] == {"file": f"./secrets/agency-{k}.token"}
-    assert len(secrets) == n + 1
+    assert len(secrets) == n + 4
 
 
 def test_postgres_profile(compose):
