@@ -27,6 +27,7 @@ log = logging.getLogger("lottery")
 
 BUDGET_WAIT = 2.0  # seconds a body may wait for room in the budget before 503
 TRIM_AFTER = 1024 * 1024  # bodies at least this large give their memory back when done
+TRIM_DELAY = 0.5  # seconds after such a body's answer, once no body is in flight
 
 # Clients that closed the connection in the middle of their request (a body or a long poll),
 # counted per worker since it started.
@@ -71,6 +72,7 @@ class BodyBudget:
         self.used = 0
         self._freed = asyncio.Condition()
         self._trim = _malloc_trim()
+        self._trim_timer: asyncio.TimerHandle | None = None
 
     def fits(self, size: int) -> bool:
         return self.used + size <= self.capacity
@@ -87,10 +89,18 @@ class BodyBudget:
             yield held
         finally:
             self.used -= held.size
-            if held.size >= TRIM_AFTER and self._trim is not None and self.used == 0:
-                self._trim(0)
+            if held.size >= TRIM_AFTER and self._trim is not None and self._trim_timer is None:
+                # Later, not now: the parsed rows and the stored batch are freed after the answer.
+                self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_if_idle)
             async with self._freed:
                 self._freed.notify_all()
+
+    def _trim_if_idle(self) -> None:
+        self._trim_timer = None
+        if self.used == 0:
+            self._trim(0)  # a few milliseconds for a few hundred MB
+        else:  # bodies are still in flight: they will schedule the trim again
+            self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_if_idle)
 
     async def _wait_for(self, size: int) -> None:
         deadline = time.monotonic() + self.wait
@@ -102,6 +112,26 @@ class BodyBudget:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):
                         await self._freed.wait()
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+MALLOC_ARENAS = 2  # glibc's default is 8 per core: each thread-pool thread's peak stays in its arena
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas in this process (call before threads start); False without glibc.
+
+    Bodies are parsed in the thread pool; with an arena per thread, the memory of each
+    thread's last large chunk stays mapped (measured: 123-159 MB after a spike of 4 MB
+    chunks instead of 54-76 MB with 2 arenas; `python -m bench.load_bounds chunks`).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))
 
 
 def _malloc_trim():  # noqa: ANN202 - a ctypes function or None

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         description=(
             "Bytes of request bodies one worker holds at once (read, parsed or being stored); a body that "
             "does not fit waits up to 2 s, then gets 503 + Retry-After before it is read. "
-            "Default: 2 x LOTTERY_MAX_BODY_BYTES."
+            "Default: LOTTERY_MAX_BODY_BYTES (one body at the limit, or many smaller ones)."
         ),
     )
     max_connections: int | None = Field(
@@ -82,7 +82,9 @@ class Settings(BaseSettings):
 
     @property
     def body_budget(self) -> int:
-        return self.body_budget_bytes if self.body_budget_bytes is not None else 2 * self.max_body_bytes
+        # One body at the limit per worker: parsing costs about 13x a CSV body's size (measured,
+        # bench/load_bounds.py), so a second one would double the peak for no throughput.
+        return self.body_budget_bytes if self.body_budget_bytes is not None else self.max_body_bytes
 
     @property
     def connection_limit(self) -> int:

@@ -28,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from app import draw_watch
+from app.limits import limit_malloc_arenas
 from app.settings import get_settings
 
 _BODY_GRACE = 1.0  # the app's own 408 for a slow /bets body comes first
@@ -122,3 +123,7 @@ class LotteryWorker(UvicornWorker):
         # Per instance: the settings are read in the worker, after the master validated them.
         self.CONFIG_KWARGS = {**LotteryWorker.CONFIG_KWARGS, "limit_concurrency": get_settings().connection_limit}
         super().__init__(*args, **kwargs)
+
+    def init_process(self) -> None:
+        limit_malloc_arenas()  # in the worker, before its thread pool exists (app/limits.py)
+        super().init_process()

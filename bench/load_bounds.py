@@ -26,6 +26,8 @@ import httpx
 from devtools.server import Server
 
 MiB = 1024 * 1024
+# Extra server environment for an experiment: BOUNDS_ENV="LOTTERY_BODY_BUDGET_BYTES=33554432 ..."
+EXTRA_ENV = dict(item.split("=", 1) for item in os.environ.get("BOUNDS_ENV", "").split() if item)
 LINE = b"Ana,Gomez,30904465,1999-03-17,7574\n"
 
 
@@ -116,12 +118,13 @@ def _measure(server: Server, load) -> dict:  # noqa: ANN001 - a callable running
         "after_rss_mb": [round(_status(p, "VmRSS") / 1e6) for p in pids],
         "health_slowest_s": round(probe.slowest, 3),
         "health_failures": probe.failures,
+        "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),  # other work on the machine skews latency
     }
 
 
 def held_bodies(where: Path) -> dict:
     body = (LINE * (16 * MiB // len(LINE) + 1))[: 16 * MiB - 1]
-    with Server(where / "held" / "data", workers=2, agencies=40) as server:
+    with Server(where / "held" / "data", workers=2, agencies=40, env=EXTRA_ENV) as server:
 
         def load() -> dict:
             answers = _run_clients(server.port, [(a, body) for a in range(1, 41)])
@@ -134,7 +137,7 @@ def four_mb_chunks(where: Path) -> dict:
     # 4 MB of valid bets, under the 100,000-bet chunk limit: 95,000 lines of 44 bytes.
     lines = [f"Ana,Gomez{i % 10_000:05d},{30_000_000 + i},1999-03-17,{i % 10_000}\n" for i in range(95_000)]
     body = "".join(lines).encode()
-    with Server(where / "chunks" / "data", workers=2, agencies=10) as server:
+    with Server(where / "chunks" / "data", workers=2, agencies=10, env=EXTRA_ENV) as server:
 
         def load() -> dict:
             answers = []
@@ -146,7 +149,7 @@ def four_mb_chunks(where: Path) -> dict:
 
 
 def long_polls(where: Path, abandoned: int = 300, live: int = 200, window: float = 5.0) -> dict:
-    with Server(where / "polls" / "data", workers=2, agencies=2) as server:
+    with Server(where / "polls" / "data", workers=2, agencies=2, env=EXTRA_ENV) as server:
         pids = server.worker_pids()
         request = b"GET /agencies/1/winners?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n"
         for _ in range(abandoned):
