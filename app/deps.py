@@ -79,10 +79,12 @@ def parse_agency(text: str, agencies: int) -> int:
 async def agency_id(
     agency: Annotated[
         str,
+        # Read as text and checked by parse_agency (404, after the token), not by FastAPI (422,
+        # before it); the schema still says what it is: a whole number from 1.
         Path(
             description="Agency id, 1..N, in plain digits",
-            examples=["1"],
-            json_schema_extra={"pattern": "^[1-9][0-9]*$"},
+            examples=[1],
+            json_schema_extra={"type": "integer", "minimum": 1},
         ),
     ],
     request: Request,
