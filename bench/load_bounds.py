@@ -1,10 +1,12 @@
 """Bounds under hostile or heavy load (issue 10), with the default settings and 2 workers.
 
     python -m bench.load_bounds            # every scenario (about a minute)
+    python -m bench.load_bounds held polls # some of them (parse, held, chunks, polls)
     python -m bench --only bounds          # the same, inside `make bench`
 
 - ``held``: 40 connections each send a 16 MiB - 1 byte /bets body (bet lines) and hold.
 - ``chunks``: ten agencies send a 4 MB CSV chunk at once, twice.
+- ``parse``: peak memory of parsing one body, as a multiple of its size (a fresh process).
 - ``polls``: 300 long polls (?wait=60) whose clients leave at once, then 200 that stay.
 
 For each: every worker's peak RSS (the kernel's VmHWM), its RSS after the load, the slowest
@@ -180,10 +182,46 @@ def long_polls(where: Path, abandoned: int = 300, live: int = 200, window: float
         }
 
 
+_PARSE_PEAK = """
+import sys
+from app.ingest import parse_chunk
+body = bytearray(sys.stdin.buffer.read())
+def mb(key): return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) / 1024
+base = mb("VmRSS")
+try:
+    parse_chunk(body, "text/csv", 1, 100_000)
+    outcome = "stored"
+except Exception as error:
+    outcome = type(error).__name__
+print(outcome, mb("VmHWM") - base)
+"""
+
+
+def parse_multiple(where: Path) -> dict:  # noqa: ARG001 - every scenario takes the scratch folder
+    """Peak memory of parsing one body, over the body's size, each in a fresh process (VmHWM)."""
+    import subprocess
+
+    from devtools.server import ROOT
+
+    bodies = {
+        "4 MB of valid bets": "".join(
+            f"Ana,Gomez{i % 10_000:05d},{30_000_000 + i},1999-03-17,{i % 10_000}\n" for i in range(95_000)
+        ).encode(),
+        "16 MiB-1 of bet lines (over the bet limit)": (LINE * (16 * MiB // len(LINE) + 1))[: 16 * MiB - 1],
+    }
+    row: dict = {"scenario": "parse peak / body size (ingest)"}
+    for name, body in bodies.items():
+        out = subprocess.run(
+            [sys.executable, "-c", _PARSE_PEAK], input=body, capture_output=True, cwd=ROOT, check=True
+        ).stdout.split()
+        row[name] = f"{out[0].decode()}: x{float(out[1]) * MiB / len(body):.1f}"
+    return row
+
+
 def run() -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-bounds-") as tmp:
-        for scenario in (held_bodies, four_mb_chunks, long_polls):
+        for scenario in (parse_multiple, held_bodies, four_mb_chunks, long_polls):
             row = scenario(Path(tmp))
             rows.append(row)
             print("  " + ", ".join(f"{k}: {v}" for k, v in row.items()), flush=True)
@@ -191,8 +229,8 @@ def run() -> list[dict]:
 
 
 if __name__ == "__main__":
-    only = sys.argv[1:] or ["held", "chunks", "polls"]
-    names = {"held": held_bodies, "chunks": four_mb_chunks, "polls": long_polls}
+    only = sys.argv[1:] or ["parse", "held", "chunks", "polls"]
+    names = {"parse": parse_multiple, "held": held_bodies, "chunks": four_mb_chunks, "polls": long_polls}
     with tempfile.TemporaryDirectory(prefix="bench-bounds-") as tmp:
         for name in only:
             print(names[name](Path(tmp)), flush=True)
