@@ -21,6 +21,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from starlette.routing import Match
+
 from app.problems import Problem
 
 log = logging.getLogger("lottery")
@@ -153,18 +155,23 @@ _NO_BODY_PROBLEM = (
 
 
 class RefuseUnexpectedBody:
-    """ASGI middleware: a GET (or HEAD, DELETE...) that announces a body gets 413 at once.
+    """ASGI middleware: a GET (or HEAD...) of a route that announces a body gets 413 at once.
 
     No route of this API reads a body on those methods, so one that comes is never read:
     it is refused from its head and the connection closed, instead of being trickled in
     (the worker's body deadline also ends it, but only after ``LOTTERY_BODY_TIMEOUT``).
     """
 
-    def __init__(self, app):  # noqa: ANN001 - any ASGI app
-        self.app = app
+    def __init__(self, app, router):  # noqa: ANN001 - any ASGI app, and the app's Starlette router
+        self.app, self.router = app, router
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI signature
-        if scope["type"] == "http" and scope["method"] in _BODYLESS_METHODS and _announces_body(scope["headers"]):
+        if (
+            scope["type"] == "http"
+            and scope["method"] in _BODYLESS_METHODS
+            and _announces_body(scope["headers"])
+            and self._has_route(scope)  # else the usual 404 or 405 (the body deadline still holds)
+        ):
             await send(
                 {
                     "type": "http.response.start",
@@ -179,6 +186,9 @@ class RefuseUnexpectedBody:
             await send({"type": "http.response.body", "body": _NO_BODY_PROBLEM})
             return
         await self.app(scope, receive, send)
+
+    def _has_route(self, scope) -> bool:  # noqa: ANN001 - an ASGI scope
+        return any(route.matches(scope)[0] is Match.FULL for route in self.router.routes)
 
 
 def _announces_body(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(round.router)
     problems.install(app)
     # A GET or HEAD announcing a body is refused from its head (app/limits.py).
-    app.add_middleware(RefuseUnexpectedBody)
+    app.add_middleware(RefuseUnexpectedBody, router=app.router)
     return app
 
 
