@@ -7,7 +7,8 @@
 - ``held``: 40 connections each send a 16 MiB - 1 byte /bets body (bet lines) and hold.
 - ``chunks``: ten agencies send a 4 MB CSV chunk at once, twice.
 - ``parse``: peak memory of parsing one body, as a multiple of its size (a fresh process).
-- ``polls``: 300 long polls (?wait=60) whose clients leave at once, then 200 that stay.
+- ``polls``: 300 long polls (?wait=60) whose clients leave at once, then 200 that stay,
+  then SIGTERM with those 200 open (how long until gunicorn exits).
 
 For each: every worker's peak RSS (the kernel's VmHWM), its RSS after the load, the slowest
 /health answer seen meanwhile (probed every 100 ms), and the workers' CPU for the polls.
@@ -16,6 +17,7 @@ For each: every worker's peak RSS (the kernel's VmHWM), its RSS after the load, 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -171,6 +173,12 @@ def long_polls(where: Path, abandoned: int = 300, live: int = 200, window: float
         time.sleep(window)
         live_share = (sum(_cpu_seconds(p) for p in pids) - before) / window
         health = httpx.get(server.url + "/health", timeout=5).status_code
+        assert server.proc is not None
+        started = time.monotonic()  # SIGTERM with the live polls open: each gets 503 at once
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(60)
+        stop_seconds = time.monotonic() - started
+        answers = [sock.recv(64).split(b"\r\n")[0] for sock in socks]
         for sock in socks:
             sock.close()
         return {
@@ -179,6 +187,8 @@ def long_polls(where: Path, abandoned: int = 300, live: int = 200, window: float
             "live_cpu_pct": round(100 * live_share, 2),
             "target_cpu_pct": 5,
             "health_during": health,
+            "sigterm_to_exit_s": round(stop_seconds, 2),
+            "polls_answered_503": sum(a.startswith(b"HTTP/1.1 503") for a in answers),
         }
 
 
