@@ -26,6 +26,11 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 5
 
+# HTTPS with gunicorn's own TLS (the uvicorn worker takes these over): a PEM certificate
+# (chain) and its key, from LOTTERY_TLS_CERT and LOTTERY_TLS_KEY; checked in on_starting.
+certfile = os.environ.get("LOTTERY_TLS_CERT") or None
+keyfile = os.environ.get("LOTTERY_TLS_KEY") or None
+
 # Gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), which
 # two servers on one machine (tests, the two-host setup) would fight over. We do not use it.
 control_socket_disable = True

@@ -13,7 +13,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 
+from app.limits import Reservation
 from app.problems import BodyTimeout, BodyTooLarge, Forbidden, Problem, Unauthorized, UnknownAgency
 from app.settings import Settings
 from app.store import Store, UploadSpan
@@ -34,35 +36,79 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-async def agency_id(
-    agency: Annotated[int, Path(description="Agency id, 1..N", examples=[1])], settings: SettingsDep
-) -> int:
-    if not 1 <= agency <= settings.agencies:
-        raise UnknownAgency(f"agency {agency} does not exist: agencies are 1 to {settings.agencies}")
-    return agency
-
-
-AgencyDep = Annotated[int, Depends(agency_id)]
-
 # auto_error=False: a missing header is our 401 problem, not FastAPI's 403. Declaring the
 # scheme also gives the docs page its Authorize button.
 _bearer = HTTPBearer(auto_error=False, description="The agency's token, when the server has LOTTERY_TOKENS_FILE")
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+_MAX_AGENCY_DIGITS = 5  # agencies are 1..10,000 (LOTTERY_AGENCIES): never an int() of a huge string
 
 
-async def authorize(
-    agency: AgencyDep, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """With tokens configured: 401 without a valid token, 403 with another agency's token."""
+def token_owner(request: Request, credentials: HTTPAuthorizationCredentials | None) -> int | None:
+    """The agency whose token came with the request; None when tokens are off; 401 otherwise."""
     tokens = request.app.state.tokens
     if tokens is None:
-        return
+        return None
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
     owner = tokens.owner(credentials.credentials)
     if owner is None:
         raise Unauthorized("the bearer token is not valid")
-    if owner != agency:
-        raise Forbidden(f"this token belongs to another agency, not to agency {agency}")
+    return owner
+
+
+async def any_token(request: Request, credentials: CredentialsDep) -> None:
+    """With tokens configured: 401 without a valid token of some agency."""
+    token_owner(request, credentials)
+
+
+def parse_agency(text: str, agencies: int) -> int:
+    """The agency named by ``text``: plain ASCII digits without leading zeros, 1..agencies; 404 otherwise.
+
+    ``int()`` alone would also read ``1.0``, ``+1``, `` 1`` or ``1_0`` (as agencies 1 and 10):
+    one agency has one name. Leading zeros are refused too, so that ``01`` and ``1`` are
+    never two paths (in logs, caches or proxies' rules) to one agency.
+    """
+    canonical = 0 < len(text) <= _MAX_AGENCY_DIGITS and text.isascii() and text.isdigit() and text[0] != "0"
+    if not canonical or int(text) > agencies:
+        shown = text if len(text) <= 20 and text.isprintable() and text.strip() == text else repr(text[:20])
+        raise UnknownAgency(f"agency {shown} does not exist: agencies are 1 to {agencies}")
+    return int(text)
+
+
+async def agency_id(
+    agency: Annotated[
+        str,
+        # Read as text and checked by parse_agency (404, after the token), not by FastAPI (422,
+        # before it); the schema still says what it is: a whole number from 1.
+        Path(
+            description="Agency id, 1..N, in plain digits",
+            examples=[1],
+            json_schema_extra={"type": "integer", "minimum": 1},
+        ),
+    ],
+    request: Request,
+    store: StoreDep,
+    credentials: CredentialsDep,
+) -> int:
+    """The checked agency id; with tokens, only after the token is checked.
+
+    Authentication comes first, so a caller without a valid token learns nothing about
+    which agencies exist (401 for every id). The round's own agency count (as the store
+    recorded it) decides which ids exist, not this process's settings.
+    """
+    owner = token_owner(request, credentials)
+    number = parse_agency(agency, store.agencies)
+    if owner is not None and owner != number:
+        raise Forbidden(f"this token belongs to another agency, not to agency {number}")
+    return number
+
+
+AgencyDep = Annotated[int, Depends(agency_id)]
+
+
+async def authorize(agency: AgencyDep) -> None:  # noqa: ARG001 - running agency_id is the point
+    """Every agency route checks the token and the id, even one that does not use the id."""
 
 
 async def idempotency_key(
@@ -113,25 +159,41 @@ async def upload_span(
     return UploadSpan(upload_id, int(upload_offset))
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+def declared_length(request: Request, limit: int) -> int | None:
+    """The body's Content-Length, or None (chunked); 413 at once when it is over ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isascii() or not declared.isdigit():
+        return None  # uvicorn's parser has already refused a malformed Content-Length
+    if int(declared) > limit:
+        raise BodyTooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
+    return int(declared)
+
+
+async def read_body(request: Request, limit: int, timeout: float, declared: int | None, held: Reservation) -> bytearray:
     """The request body, refused with 413 as soon as it is known to pass ``limit`` bytes.
 
-    A declared Content-Length over the limit is refused before a byte is read; a chunked
-    body is counted as it arrives and dropped the moment it goes over. A client that
-    trickles its body gets 408 after ``timeout`` seconds instead of holding a slot forever.
+    A body with a Content-Length is read into one buffer of that size (no list of parts
+    joined at the end: that doubles the peak); a chunked body grows its buffer and its
+    budget reservation (``held``) as it arrives and is dropped the moment it goes over. A
+    client that trickles its body gets 408 after ``timeout`` seconds instead of holding a
+    slot forever. ``ClientDisconnect`` reaches the caller when the client leaves midway.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
-    parts: list[bytes] = []
+    body = bytearray(declared or 0)
     size = 0
     try:
         async with asyncio.timeout(timeout):
             async for part in request.stream():
-                size += len(part)
-                if size > limit:
+                end = size + len(part)
+                if end > limit:
                     raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
-                parts.append(part)
+                if declared is None:
+                    held.grow(len(part))
+                    body += part
+                else:
+                    body[size:end] = part  # a slice of the same length: in place
+                size = end
     except TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {timeout:g} seconds") from None
-    return b"".join(parts)
+    if size != len(body):  # uvicorn's parser enforces Content-Length; this is a guard
+        raise ClientDisconnect()
+    return body

@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import logs, metrics, openapi, problems, startup
+from app.draw_watch import DrawWatch
+from app.limits import BodyBudget, RefuseUnexpectedBody
 from app.routes import agencies, operator, redoc, status
 from app.routes import metrics as metrics_route
 from app.settings import Settings, get_settings
@@ -53,6 +55,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.store = store
     app.state.tokens = Tokens.load(settings.tokens_file, settings.agencies) if settings.tokens_file else None
+    # Per worker: the body memory budget and the long polls' draw watcher (app/limits.py, app/draw_watch.py).
+    app.state.body_budget = BodyBudget(settings.body_budget, settings.retry_after)
+    app.state.draw_watch = DrawWatch(app.state.store)
     app.include_router(agencies.router)
     app.include_router(status.router)
     # The operator's page (GET /), its data and static files; /metrics; request durations.
@@ -61,6 +66,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(metrics_route.router)
     app.add_middleware(metrics.RequestDurationMiddleware)
     problems.install(app)
+    # A GET or HEAD announcing a body is refused from its head (app/limits.py).
+    app.add_middleware(RefuseUnexpectedBody, router=app.router)
     openapi.install(app, settings)
     startup.log_round_state(app.state.store, settings)
     return app

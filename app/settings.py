@@ -7,11 +7,12 @@ the server with one line naming the variable, instead of a traceback from a work
 from __future__ import annotations
 
 import functools
+import resource
 import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.domain import WINNING_NUMBER
@@ -59,12 +60,57 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="postgresql://... selects the PostgreSQL backend instead of files."
     )
+    body_budget_bytes: int | None = Field(
+        None,
+        ge=1024,
+        le=64 * 1024 * MiB,
+        description=(
+            "Bytes of request bodies one worker holds at once (read, parsed or being stored); a body that "
+            "does not fit waits up to 2 s, then gets 503 + Retry-After before it is read. "
+            "Default: LOTTERY_MAX_BODY_BYTES (one body at the limit, or many smaller ones)."
+        ),
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Connections one worker serves at once; a request over it gets 503. "
+            "Default: the worker's open-file limit (ulimit -n) minus 64."
+        ),
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) file: with LOTTERY_TLS_KEY, serve HTTPS.")
+    tls_key: Path | None = Field(None, description="PEM private key of LOTTERY_TLS_CERT.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.body_budget_bytes is not None and self.body_budget_bytes < self.max_body_bytes:
+            raise ValueError("LOTTERY_BODY_BUDGET_BYTES must be at least LOTTERY_MAX_BODY_BYTES")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("LOTTERY_TLS_CERT and LOTTERY_TLS_KEY go together: set both or neither")
+        return self
+
+    @property
+    def body_budget(self) -> int:
+        # One body at the limit per worker: parsing costs about 13x a CSV body's size (measured,
+        # bench/load_bounds.py), so a second one would double the peak for no throughput.
+        return self.body_budget_bytes if self.body_budget_bytes is not None else self.max_body_bytes
+
+    @property
+    def connection_limit(self) -> int:
+        if self.max_connections is not None:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(16, soft - 64) if soft != resource.RLIM_INFINITY else 100_000
 
 
 def describe_error(error: ValidationError) -> str:
     """One line naming each bad variable, e.g. ``LOTTERY_AGENCIES='x': Input should be a valid integer``."""
     parts = []
     for item in error.errors():
+        if not item["loc"]:  # a rule across settings: its message names them
+            parts.append(item["msg"].removeprefix("Value error, "))
+            continue
         name = "LOTTERY_" + "_".join(str(p) for p in item["loc"]).upper()
         parts.append(f"{name}={item.get('input')!r}: {item['msg']}")
     return "invalid setting: " + "; ".join(parts)
@@ -84,6 +130,22 @@ def load_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
+def tls_problem(cert: Path, key: Path) -> str | None:
+    """Why this certificate and key cannot serve HTTPS, or None when they can."""
+    import ssl
+
+    for path in (cert, key):
+        if not path.is_file():
+            return f"{path} is not a readable file"
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        return f"{cert} and {key} are not a PEM certificate and its private key ({error.reason or error})"
+    except OSError as error:
+        return f"cannot read {error.filename}: {error.strerror}"
+    return None
+
+
 def preflight() -> Settings:
     """What gunicorn's master checks once before forking workers: settings and tokens file."""
     from app.tokens import Tokens, TokensError
@@ -93,6 +155,11 @@ def preflight() -> Settings:
 
     if warning := round_settings_warning(settings):
         print(warning, file=sys.stderr)
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        problem = tls_problem(settings.tls_cert, settings.tls_key)
+        if problem:
+            print(f"lottery: invalid setting: LOTTERY_TLS_CERT/LOTTERY_TLS_KEY: {problem}", file=sys.stderr)
+            raise SystemExit(2)
     if settings.tokens_file is None:
         print(
             "lottery: WARNING: LOTTERY_TOKENS_FILE is not set: the agency routes are OPEN, any client "

@@ -14,6 +14,7 @@ Sections:
   ranges   ms per chunk of one upload in 1-bet chunks, at first and after 30,000 stored ranges
   pg       the 1M-bet round on PostgreSQL, one and two hosts (needs a database)
   operator what 50 open operator pages cost the server (percent of a core)
+  bounds   memory, /health latency and CPU under hostile load: held 16 MiB bodies, 4 MB chunks, polls
 """
 
 from __future__ import annotations
@@ -232,6 +233,7 @@ SECTIONS = {
     "ranges": bench_ranges,
     "pg": bench_pg,
     "operator": bench_operator,
+    "bounds": lambda: __import__("bench.load_bounds", fromlist=["run"]).run(),  # bench/load_bounds.py
 }
 
 

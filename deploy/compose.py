@@ -25,11 +25,18 @@ import sys
 from pathlib import Path
 
 IMAGE = "lottery:latest"
-SERVER_URL = "http://server:8000"
+SERVER_URL = "https://server:8000"
+# HTTPS everywhere: ./deploy/make-tls.sh secrets writes the private CA and the server's
+# certificate and key; the server gets all three, each uploader the CA to verify it.
+TLS_SECRETS = {"tls.crt": "./secrets/tls.crt", "tls.key": "./secrets/tls.key", "tls-ca.crt": "./secrets/tls-ca.crt"}
 
 # Exec-form healthcheck: the slim image has no curl, but it has Python.
-# urlopen raises on connection errors and on 4xx/5xx, so any failure exits 1.
-_HEALTH_PROBE = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=3)"
+# urlopen raises on connection errors and on 4xx/5xx, so any failure exits 1. It checks
+# the server's certificate against the private CA, as the uploaders do.
+_HEALTH_PROBE = (
+    "import ssl, urllib.request; urllib.request.urlopen('https://localhost:8000/health', timeout=3, "
+    "context=ssl.create_default_context(cafile='/run/secrets/tls-ca.crt'))"
+)
 
 
 def _server(agencies: int) -> dict:
@@ -44,6 +51,8 @@ def _server(agencies: int) -> dict:
             "LOTTERY_AGENCIES": str(agencies),
             "LOTTERY_DATA_DIR": "/srv/data",
             "LOTTERY_TOKENS_FILE": "/run/secrets/tokens.json",
+            "LOTTERY_TLS_CERT": "/run/secrets/tls.crt",
+            "LOTTERY_TLS_KEY": "/run/secrets/tls.key",
             "LOTTERY_WINNING_NUMBER": "${LOTTERY_WINNING_NUMBER:-7574}",
             "LOTTERY_LOG_LEVEL": "${LOTTERY_LOG_LEVEL:-INFO}",
             # Empty means "no database": the file backend in LOTTERY_DATA_DIR.
@@ -57,7 +66,7 @@ def _server(agencies: int) -> dict:
         # Loopback only: the clients talk to the server over the compose network.
         "ports": ["127.0.0.1:8000:8000"],
         "volumes": ["lottery-data:/srv/data"],
-        "secrets": ["tokens.json"],
+        "secrets": ["tokens.json", *TLS_SECRETS],
         "healthcheck": {
             "test": ["CMD", "python", "-c", _HEALTH_PROBE],
             "interval": "5s",
@@ -80,10 +89,11 @@ def _client(agency: int) -> dict:
             "LOTTERY_AGENCY": str(agency),
             "LOTTERY_BETS_FILE": bets,
             "LOTTERY_TOKEN_FILE": f"/run/secrets/agency-{agency}-token",
+            "LOTTERY_CACERT": "/run/secrets/tls-ca.crt",
         },
         # The agency's data is mounted at run time, never baked into the image.
         "volumes": [f"./.data/agency-{agency}.csv:{bets}:ro"],
-        "secrets": [f"agency-{agency}-token"],
+        "secrets": [f"agency-{agency}-token", "tls-ca.crt"],
         "depends_on": {"server": {"condition": "service_healthy"}},
         # A tiny init reaps and forwards signals, so `docker compose down`
         # stops a client that is still waiting for the draw without a 10 s wait.
@@ -118,11 +128,12 @@ def _postgres() -> dict:
 def _prometheus() -> dict:
     return {
         "image": "prom/prometheus:v3.5.0",
-        # Opt-in: only started with `--profile metrics`; scrapes server:8000/metrics.
+        # Opt-in: only started with `--profile metrics`; scrapes https://server:8000/metrics.
         "profiles": ["metrics"],
         "command": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.retention.time=15d"],
         "volumes": ["./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro", "prometheus-data:/prometheus"],
         "ports": ["127.0.0.1:9090:9090"],
+        "secrets": ["tls-ca.crt"],  # it scrapes https://server:8000 and checks the certificate
         "depends_on": {"server": {"condition": "service_healthy"}},
     }
 
@@ -139,6 +150,7 @@ def build_compose(agencies: int) -> dict:
     services["prometheus"] = _prometheus()
 
     secrets = {"tokens.json": {"file": "./secrets/tokens.json"}}
+    secrets.update({name: {"file": path} for name, path in TLS_SECRETS.items()})
     for k in range(1, agencies + 1):
         secrets[f"agency-{k}-token"] = {"file": f"./secrets/agency-{k}.token"}
 
@@ -205,6 +217,7 @@ def _missing_message(missing: list[str], base: Path, agencies: int) -> str:
             "Create them first:",
             f"  agency data: python -m client generate --agencies {agencies} --out .data  (or copy the course dataset)",
             f"  tokens:      python -m app.tokens --agencies {agencies} --out secrets",
+            "  TLS:         ./deploy/make-tls.sh secrets",
             "or add --no-check to write the compose file anyway.",
         ]
     )

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,11 +39,15 @@ class Server:
         port: int | None = None,
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ):
         self.data_dir = Path(data_dir)
         self.workers = workers
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # HTTPS when the server is given a certificate; ``verify`` (a CA file) checks it.
+        scheme = "https" if (env or {}).get("LOTTERY_TLS_CERT") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.verify = verify
         self.log_path = log_path or self.data_dir.parent / f"gunicorn-{self.port}.log"
         self.env = {
             **os.environ,
@@ -75,7 +80,10 @@ class Server:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200 and self._booted() >= self.workers:
+                if (
+                    httpx.get(self.url + "/health", timeout=1, verify=self.verify).status_code == 200
+                    and self._booted() >= self.workers
+                ):
                     return
             except httpx.HTTPError:
                 pass

@@ -6,18 +6,28 @@ since both block), shape the answer. Status codes for errors live in app/problem
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from app import metrics
-from app.deps import AgencyDep, SettingsDep, StoreDep, authorize, idempotency_key, read_body, upload_span
+from app.deps import (
+    AgencyDep,
+    SettingsDep,
+    StoreDep,
+    authorize,
+    declared_length,
+    idempotency_key,
+    read_body,
+    upload_span,
+)
+from app.draw_watch import Wake
 from app.ingest import parse_chunk
-from app.problems import NotDrawnYet, documented
+from app.limits import client_gone
+from app.problems import NotDrawnYet, Problem, documented
 from app.routes.schemas import (
     ChunkStored,
     DoneState,
@@ -44,7 +54,9 @@ def _receive(
     upload: UploadSpan | None,
 ) -> ChunkReceipt:
     parsed = parse_chunk(body, content_type, agency, max_bets)
-    digest = body_digest(body) if upload is not None else None  # kept with the range: see CONTRACT
+    digest = (
+        body_digest(body) if upload is not None else None
+    )  # kept with the range: a resume proves its file still matches
     chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest)
     receipt = store.append_chunk(chunk)
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
@@ -86,10 +98,18 @@ async def post_bets(
       upload; a chunk overlapping stored lines gets 409 with the stored ranges.
     """
     try:
-        body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
-        receipt = await run_in_threadpool(
-            _receive, store, agency, body, request.headers.get("content-type"), settings.max_bets_per_chunk, key, upload
-        )
+        declared = declared_length(request, settings.max_body_bytes)
+        # The body's bytes are held against this worker's budget until its answer is decided.
+        async with request.app.state.body_budget.reserve(declared or 0) as held:
+            body = await read_body(request, settings.max_body_bytes, settings.body_timeout, declared, held)
+            content_type = request.headers.get("content-type")
+            receipt = await run_in_threadpool(
+                _receive, store, agency, body, content_type, settings.max_bets_per_chunk, key, upload
+            )
+            del body
+    except ClientDisconnect:
+        client_gone("body", agency)
+        raise Problem(400, "Client disconnected", "the client closed the connection before its body arrived") from None
     except Exception as error:
         metrics.chunk_failed(error)
         log.info("action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", agency, type(error).__name__)
@@ -122,6 +142,7 @@ async def post_done(agency: AgencyDep, store: StoreDep) -> DoneState:
 )
 async def get_winners(
     agency: AgencyDep,
+    request: Request,
     store: StoreDep,
     settings: SettingsDep,
     wait: Annotated[
@@ -133,14 +154,36 @@ async def get_winners(
         ),
     ] = 0,
 ) -> Winners:
-    """425 Too Early (with Retry-After) until the draw; then the documents of this agency's winning bets."""
-    deadline = time.monotonic() + wait
-    while (winners := await run_in_threadpool(store.winners, agency)) is None:
-        if time.monotonic() >= deadline:
-            raise NotDrawnYet(settings.retry_after)
-        await asyncio.sleep(store.winners_poll_interval)  # the event loop keeps serving meanwhile
+    """425 Too Early (with Retry-After) until the draw; then the documents of this agency's winning bets.
+
+    With `wait`, the answer comes the moment the draw happens (or 425 after `wait` seconds);
+    a server that is stopping answers an open poll at once with 503 and Retry-After.
+    """
+    winners = await run_in_threadpool(store.winners, agency)
+    if winners is None and wait:
+        log.debug("action: consulta_ganadores | result: en_espera | agencia: %d | espera: %d", agency, wait)
+        woken = await request.app.state.draw_watch.wait(wait, lambda: _client_left(request))
+        if woken is Wake.DISCONNECTED:
+            client_gone("long poll", agency)
+        elif woken is Wake.STOPPING:
+            raise Problem(
+                503,
+                "Server stopping",
+                "the server is restarting; ask again shortly",
+                headers={"Retry-After": str(settings.retry_after)},
+            )
+        elif woken is Wake.DRAWN:
+            winners = await run_in_threadpool(store.winners, agency)
+    if winners is None:
+        raise NotDrawnYet(settings.retry_after)
     log.info("action: consulta_ganadores | result: success | agencia: %d | cant_ganadores: %d", agency, len(winners))
     return Winners(agency=agency, winners=winners)
+
+
+async def _client_left(request: Request) -> None:
+    """Returns when the client closes its connection (uvicorn says so on the receive channel)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.get(

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import StoreDep
+from app.deps import StoreDep, any_token
 from app.problems import documented
 from app.routes.schemas import Health, RoundState
 
 router = APIRouter(tags=["round"])
 
 
-@router.get("/status", response_model=RoundState, summary="Round state", responses=documented(503))
+@router.get(
+    "/status",
+    response_model=RoundState,
+    summary="Round state",
+    responses=documented(401, 503),
+    dependencies=[Depends(any_token)],
+)
 async def get_status(store: StoreDep) -> RoundState:
-    """Expected agencies, which are done, whether the draw happened, and bets stored."""
+    """Expected agencies, which are done, whether the draw happened, and bets stored.
+
+    With tokens on, any agency's token is needed: the round's progress is not public."""
     status = await run_in_threadpool(store.status)
     return RoundState(expected=status.expected, done=status.done, drawn=status.drawn, bets=status.bets)
 

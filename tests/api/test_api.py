@@ -175,7 +175,7 @@ def test_unknown_agency_404(client, agency):
 def test_unknown_route_and_method_are_problems(client):
     assert_problem(client.get("/nope"), 404, "Not found")
     assert_problem(client.get("/agencies/1/bets"), 405, "Method not allowed")
-    assert_problem(client.post("/agencies/abc/bets", content=b"", headers=CSV), 422, "Invalid request")
+    assert_problem(client.post("/agencies/abc/bets", content=b"", headers=CSV), 404, "Unknown agency")
 
 
 # -- 409 ---------------------------------------------------------------------------------------
@@ -409,11 +409,12 @@ def test_tokens_401_and_403(tmp_path):
         assert_problem(client.post("/agencies/1/bets", content=body, headers={**CSV, **other}), 403, "Forbidden")
         assert_problem(client.post("/agencies/1/done", headers=other), 403, "Forbidden")
         assert_problem(client.get("/agencies/1/winners", headers=other), 403, "Forbidden")
-        assert stored(client) == 0  # /status needs no token
+        assert_problem(client.get("/status"), 401, "Unauthorized")  # the round's progress needs a token
         own = {"Authorization": f"Bearer {tokens['1']}"}
+        assert client.get("/status", headers=other).json()["bets"] == 0  # any agency's token
         assert send(client, body, headers=own).json() == {"agency": 1, "stored": 1}
         assert client.post("/agencies/1/done", headers=own).json()["done"] == 1
-        assert client.get("/status").json()["done"] == [1]
+        assert client.get("/status", headers=own).json()["done"] == [1]
         assert client.get("/health").status_code == 200
 
 

@@ -72,7 +72,10 @@ def test_bearer_auth_is_declared_only_when_the_server_has_tokens(tmp_path, token
     assert with_tokens["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     for method, path in AGENCY_ROUTES:
         assert with_tokens["paths"][path][method]["security"] == [{"HTTPBearer": []}]
-    assert "security" not in with_tokens["paths"]["/status"]["get"]
+    assert with_tokens["paths"]["/status"]["get"]["security"] == [
+        {"HTTPBearer": []}
+    ]  # the round's progress is not public
+    assert "security" not in with_tokens["paths"]["/health"]["get"]
 
 
 def test_header_parameters_are_plain_schemas_with_patterns_and_lengths(tmp_path):
@@ -158,13 +161,22 @@ REQUESTS_422 = {
         content=b"Ana,Gomez,01234567,1990-01-01,42\nLuis,Paz,12a,1990-01-01,42\n",
         headers={"content-type": "text/csv"},
     ),
-    ("post", "/agencies/{agency}/done"): lambda c: c.post("/agencies/x/done"),
     ("get", "/agencies/{agency}/winners"): lambda c: c.get("/agencies/1/winners", params={"wait": 61}),
     ("get", "/agencies/{agency}/uploads/{upload_id}"): lambda c: c.get("/agencies/1/uploads/bad%20id"),
 }
 
 
-@pytest.mark.parametrize("route", AGENCY_ROUTES, ids=lambda r: f"{r[0]} {r[1]}")
+ROUTES_WITH_422 = [route for route in AGENCY_ROUTES if route in REQUESTS_422]
+
+
+def test_done_documents_no_422_and_a_bad_agency_id_is_404(tmp_path):
+    doc = document(tmp_path)
+    assert "422" not in doc["paths"]["/agencies/{agency}/done"]["post"]["responses"]
+    with make_client(tmp_path / "real") as client:
+        assert client.post("/agencies/x/done").status_code == 404
+
+
+@pytest.mark.parametrize("route", ROUTES_WITH_422, ids=lambda r: f"{r[0]} {r[1]}")
 def test_each_route_documents_its_own_real_422(tmp_path, route):
     method, path = route
     doc = document(tmp_path)
@@ -182,9 +194,9 @@ def test_the_bets_422_example_lists_the_errors(tmp_path):
     assert example["errors"] and example["error_count"] == len(example["errors"])
     others = [
         document(tmp_path)["paths"][p][m]["responses"]["422"]["content"][PROBLEM]["example"]
-        for m, p in AGENCY_ROUTES[1:]
+        for m, p in ROUTES_WITH_422[1:]
     ]
-    assert len({e["detail"] for e in others} | {example["detail"]}) == len(AGENCY_ROUTES)  # no copies
+    assert len({e["detail"] for e in others} | {example["detail"]}) == len(ROUTES_WITH_422)  # no copies
 
 
 def test_every_documented_example_fits_its_schema(tmp_path, tokens_file):

@@ -210,7 +210,8 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> FuzzRun:
         assert live.status_code == 200
         (root / "openapi.json").write_text(live.text)  # what the reports are checked against
         open_round = run_schemathesis("open-round", root, server.url, token, "--exclude-path-regex", "/(done|winners)$")
-        assert httpx.get(server.url + "/status").json()["drawn"] is False
+        auth = {"Authorization": f"Bearer {token}"}  # /status needs a token when tokens are on
+        assert httpx.get(server.url + "/status", headers=auth).json()["drawn"] is False
         drawn = httpx.post(f"{server.url}/agencies/{AGENCY}/done", headers={"Authorization": f"Bearer {token}"})
         assert drawn.json()["drawn"] is True
         after_draw = run_schemathesis("after-draw", root, server.url, token)
@@ -223,7 +224,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> FuzzRun:
             open_round.outputs + after_draw.outputs,
             mislabeled=open_round.mislabeled + after_draw.mislabeled,
         )
-        result.status = httpx.get(server.url + "/status").json()
+        result.status = httpx.get(server.url + "/status", headers=auth).json()
         result.data_dir = server.data_dir
         log = server.log()
     finally:

@@ -93,6 +93,19 @@ def test_ordinary_keep_alive_clients_are_not_affected(server: Server) -> None:
             time.sleep(0.6)  # idle between requests, under the keep-alive timeout
 
 
+@pytest.mark.parametrize("agency", ["%2531", "%201", "1%2E0", "%2B1", "1_0", "01", "%EF%BC%91", "1%00"])
+def test_only_plain_digits_name_an_agency_over_the_wire(server: Server, agency: str) -> None:
+    # Raw paths, percent-encoded as a client may send them; the in-process test cannot send
+    # '%25' faithfully (Starlette's TestClient unquotes twice), the real server can.
+    request = (
+        f"POST /agencies/{agency}/bets HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+        f"Content-Length: 35\r\nConnection: close\r\n\r\nAna,Gomez,30904465,1999-03-17,7574\n"
+    ).encode()
+    reply, _ = _exchange(server, request)
+    assert reply.startswith(b"HTTP/1.1 404 "), reply
+    assert httpx.get(server.url + "/status").json()["bets"] == 0
+
+
 def test_no_slow_or_oversized_client_caused_a_traceback(server: Server) -> None:
     # Runs last in this module, after every slow and oversized client above.
     assert "Traceback" not in server.log()

@@ -81,6 +81,7 @@ def test_every_agency_route_needs_that_agencys_token(secured) -> None:
             },
         ),
         ("GET", f"/agencies/{agency}/uploads/{UPLOAD_ID}", {}),
+        ("GET", f"/agencies/{agency}/uploads", {}),
         ("GET", f"/agencies/{agency}/winners", {}),
         ("POST", f"/agencies/{agency}/done", {}),
     ]
@@ -99,22 +100,25 @@ def test_every_agency_route_needs_that_agencys_token(secured) -> None:
                 assert r.status_code == status, f"{method} {path} with {name}: {r.status_code} {r.text}"
                 assert_problem(r, status)
         # Nothing of the refused requests happened.
-        assert client.get("/status").json() == {"expected": AGENCIES, "done": [], "drawn": False, "bets": 0}
+        status = client.get("/status", headers=bearer(tokens["1"])).json()
+        assert status == {"expected": AGENCIES, "done": [], "drawn": False, "bets": 0}
 
         right = bearer(tokens[str(agency)])
         method, path, kwargs = routes[0]
         r = client.request(method, path, **{**kwargs, "headers": {**kwargs["headers"], **right}})
         assert (r.status_code, r.json()) == (201, {"agency": agency, "stored": 1})
         r = client.get(f"/agencies/{agency}/uploads/{UPLOAD_ID}", headers=right)
-        assert (r.status_code, r.json()) == (200, {"upload_id": UPLOAD_ID, "committed": [], "bets": 0})
+        assert (r.status_code, r.json()) == (200, {"upload_id": UPLOAD_ID, "committed": [], "bets": 0, "spans": []})
         assert_problem(client.get(f"/agencies/{agency}/winners", headers=right), 425)  # authorized, too early
         r = client.post(f"/agencies/{agency}/done", headers=right)
         assert (r.status_code, r.json()["done"]) == (200, 1)
-        # The round's routes are not an agency's: no token needed.
-        assert client.get("/status").status_code == 200
+        # The round's progress needs a token, any agency's; liveness (load balancers) needs none.
+        assert_problem(client.get("/status"), 401)
+        assert client.get("/status", headers=bearer(other)).status_code == 200
         assert client.get("/health").status_code == 200
-        # An unknown agency is 404 whatever the token.
+        # An unknown agency is 404 with a valid token, and 401 without: no token, no list of agencies.
         assert_problem(client.get("/agencies/99/winners", headers=right), 404)
+        assert_problem(client.get("/agencies/99/winners"), 401)
 
 
 def test_uploader_with_token_file_runs_the_round_and_without_token_exits_1(secured, tmp_path: Path) -> None:

@@ -29,6 +29,9 @@ def generate(out: Path, *args: str) -> subprocess.CompletedProcess:
 def test_every_mounted_file_is_listed():
     assert mounted_files(build_compose(2)) == [
         "./secrets/tokens.json",
+        "./secrets/tls.crt",
+        "./secrets/tls.key",
+        "./secrets/tls-ca.crt",
         "./secrets/agency-1.token",
         "./secrets/agency-2.token",
         "./.data/agency-1.csv",

@@ -92,15 +92,19 @@ services:
       LOTTERY_DATABASE_URL: ${LOTTERY_DATABASE_URL:-}
       GUNICORN_CMD_ARGS: --bind 0.0.0.0:8000
       WEB_CONCURRENCY:
+      LOTTERY_TLS_CERT: /run/secrets/tls.crt
+      LOTTERY_TLS_KEY: /run/secrets/tls.key
     ports: ["127.0.0.1:8000:8000"]
     volumes: ["lottery-data:/srv/data"]
-    secrets: [tokens.json]
+    secrets: [tokens.json, tls.crt, tls.key, tls-ca.crt]
     healthcheck:
       test:
       - CMD
       - python
       - -c
-      - import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=3)
+      - >-
+        import ssl, urllib.request; urllib.request.urlopen('https://localhost:8000/health', timeout=3,
+        context=ssl.create_default_context(cafile='/run/secrets/tls-ca.crt'))
       interval: 5s
       timeout: 3s
       retries: 5
@@ -110,12 +114,13 @@ services:
     pull_policy: never
     command: [python, -m, client, run]
     environment:
-      LOTTERY_SERVER: http://server:8000
+      LOTTERY_SERVER: https://server:8000
       LOTTERY_AGENCY: '1'
       LOTTERY_BETS_FILE: /data/agency-1.csv
       LOTTERY_TOKEN_FILE: /run/secrets/agency-1-token
+      LOTTERY_CACERT: /run/secrets/tls-ca.crt
     volumes: ["./.data/agency-1.csv:/data/agency-1.csv:ro"]
-    secrets: [agency-1-token]
+    secrets: [agency-1-token, tls-ca.crt]
     depends_on: {server: {condition: service_healthy}}
     init: true
     restart: 'no'
@@ -136,11 +141,15 @@ services:
     command: [--config.file=/etc/prometheus/prometheus.yml, --storage.tsdb.retention.time=15d]
     volumes: ["./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro", "prometheus-data:/prometheus"]
     ports: ["127.0.0.1:9090:9090"]
+    secrets: [tls-ca.crt]
     depends_on:
       server: {condition: service_healthy}
 volumes: {lottery-data: {}, pg-data: {}, prometheus-data: {}}
 secrets:
   tokens.json: {file: ./secrets/tokens.json}
+  tls.crt: {file: ./secrets/tls.crt}
+  tls.key: {file: ./secrets/tls.key}
+  tls-ca.crt: {file: ./secrets/tls-ca.crt}
   agency-1-token: {file: ./secrets/agency-1.token}
 """
 
@@ -160,6 +169,7 @@ def test_server_service(compose):
     assert env["LOTTERY_AGENCIES"] == str(n)
     assert env["LOTTERY_DATA_DIR"] == "/srv/data"
     assert env["LOTTERY_TOKENS_FILE"] == "/run/secrets/tokens.json"
+    assert (env["LOTTERY_TLS_CERT"], env["LOTTERY_TLS_KEY"]) == ("/run/secrets/tls.crt", "/run/secrets/tls.key")
     assert env["GUNICORN_CMD_ARGS"] == "--bind 0.0.0.0:8000"
     assert env["LOTTERY_DATABASE_URL"] == "${LOTTERY_DATABASE_URL:-}"
     for name in ("LOTTERY_WINNING_NUMBER", "LOTTERY_LOG_LEVEL"):
@@ -184,6 +194,7 @@ def test_server_healthcheck_probes_health_without_curl(compose):
     assert test[0] == "CMD" and test[1] == "python"
     probe = " ".join(test)
     assert "urllib" in probe and "/health" in probe and "curl" not in probe
+    assert "https://localhost:8000/health" in probe and "cafile='/run/secrets/tls-ca.crt'" in probe
     assert {"interval", "timeout", "retries", "start_period"} <= set(check)
 
 
@@ -196,7 +207,8 @@ def test_each_client_uploads_its_own_agency(compose):
         assert client["image"] == image
         assert "build" not in client  # built once, by `server`
         assert client["command"] == ["python", "-m", "client", "run"]
-        assert env["LOTTERY_SERVER"] == "http://server:8000"
+        assert env["LOTTERY_SERVER"] == "https://server:8000"
+        assert env["LOTTERY_CACERT"] == "/run/secrets/tls-ca.crt"
         assert env["LOTTERY_AGENCY"] == str(k)
         assert env["LOTTERY_BETS_FILE"] == f"/data/agency-{k}.csv"
         assert env["LOTTERY_TOKEN_FILE"] == f"/run/secrets/agency-{k}-token"
@@ -209,13 +221,16 @@ def test_each_client_uploads_its_own_agency(compose):
 def test_secrets_are_wired(compose):
     n, doc = compose
     secrets = doc["secrets"]
-    assert doc["services"]["server"]["secrets"] == ["tokens.json"]
+    tls = ["tls.crt", "tls.key", "tls-ca.crt"]
+    assert doc["services"]["server"]["secrets"] == ["tokens.json", *tls]
     assert secrets["tokens.json"] == {"file": "./secrets/tokens.json"}
+    for name in tls:  # written by ./deploy/make-tls.sh secrets
+        assert secrets[name] == {"file": f"./secrets/{name}"}
     for k in range(1, n + 1):
         name = f"agency-{k}-token"
-        assert doc["services"][f"client{k}"]["secrets"] == [name]
+        assert doc["services"][f"client{k}"]["secrets"] == [name, "tls-ca.crt"]  # the CA, never the key
         assert secrets[name] == {"file": f"./secrets/agency-{k}.token"}
-    assert len(secrets) == n + 1
+    assert len(secrets) == n + 4
 
 
 def test_postgres_profile(compose):

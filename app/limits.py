@@ -1,0 +1,200 @@
+"""Bounds on what one worker holds for its clients: request bodies in flight, and their memory.
+
+A body is read whole before it is parsed (a chunk is all or nothing), so memory follows the
+bodies in flight. Each worker has a budget of body bytes (``LOTTERY_BODY_BUDGET_BYTES``): a
+body reserves its declared size before a byte of it is read and keeps it until its answer
+is decided; one that does not fit waits up to ``BUDGET_WAIT`` seconds for room, then gets
+503 with Retry-After, unread. A body without Content-Length (chunked) reserves as it grows
+and gets the same 503 the moment it would not fit.
+
+After a large body the worker hands freed heap back to the system (``malloc_trim``):
+parsing leaves many small objects behind, and glibc keeps their pages otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from starlette.routing import Match
+
+from app.problems import Problem
+
+log = logging.getLogger("lottery")
+
+BUDGET_WAIT = 2.0  # seconds a body may wait for room in the budget before 503
+TRIM_AFTER = 1024 * 1024  # bodies at least this large give their memory back when done
+TRIM_DELAY = 0.5  # seconds after such a body's answer, once no body is in flight
+
+# Clients that closed the connection in the middle of their request (a body or a long poll),
+# counted per worker since it started.
+disconnects = 0
+
+
+def client_gone(what: str, agency: int) -> None:
+    """One info line and a count for a client that left mid-request: not an error of ours."""
+    global disconnects
+    disconnects += 1
+    log.info("action: cliente_desconectado | result: fail | agencia: %d | durante: %s", agency, what)
+
+
+class BudgetExhausted(Problem):
+    def __init__(self, capacity: int, retry_after: int):
+        super().__init__(
+            503,
+            "Server busy",
+            f"this worker already holds {capacity} bytes of request bodies; retry shortly",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class Reservation:
+    """Bytes of the budget held by one body; ``grow`` for a body of unknown size."""
+
+    def __init__(self, budget: BodyBudget, size: int):
+        self.budget, self.size = budget, size
+
+    def grow(self, more: int) -> None:
+        if not self.budget.fits(more):
+            raise BudgetExhausted(self.budget.capacity, self.budget.retry_after)
+        self.budget.used += more
+        self.size += more
+
+
+class BodyBudget:
+    """Body bytes held at once by this worker's event loop (single-threaded: plain counters)."""
+
+    def __init__(self, capacity: int, retry_after: int = 1, wait: float = BUDGET_WAIT):
+        self.capacity, self.retry_after, self.wait = capacity, retry_after, wait
+        self.used = 0
+        self._freed = asyncio.Condition()
+        self._trim = _malloc_trim()
+        self._trim_timer: asyncio.TimerHandle | None = None
+
+    def fits(self, size: int) -> bool:
+        return self.used + size <= self.capacity
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, size: int) -> AsyncIterator[Reservation]:
+        if not self.fits(size):
+            await self._wait_for(size)
+        self.used += size
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("action: cuerpo_admitido | result: success | bytes: %d | en_uso: %d", size, self.used)
+        held = Reservation(self, size)
+        try:
+            yield held
+        finally:
+            self.used -= held.size
+            if held.size >= TRIM_AFTER and self._trim is not None and self._trim_timer is None:
+                # Later, not now: the parsed rows and the stored batch are freed after the answer.
+                self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_if_idle)
+            async with self._freed:
+                self._freed.notify_all()
+
+    def _trim_if_idle(self) -> None:
+        self._trim_timer = None
+        if self.used == 0:
+            self._trim(0)  # a few milliseconds for a few hundred MB
+        else:  # bodies are still in flight: they will schedule the trim again
+            self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_if_idle)
+
+    async def _wait_for(self, size: int) -> None:
+        deadline = time.monotonic() + self.wait
+        async with self._freed:
+            while not self.fits(size):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BudgetExhausted(self.capacity, self.retry_after)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._freed.wait()
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+MALLOC_ARENAS = 2  # glibc's default is 8 per core: each thread-pool thread's peak stays in its arena
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas in this process (call before threads start); False without glibc.
+
+    Bodies are parsed in the thread pool; with an arena per thread, the memory of each
+    thread's last large chunk stays mapped (measured: 123-159 MB after a spike of 4 MB
+    chunks instead of 54-76 MB with 2 arenas; `python -m bench.load_bounds chunks`).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
+def _malloc_trim():  # noqa: ANN202 - a ctypes function or None
+    """glibc's malloc_trim, or None where there is none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
+_NO_BODY_PROBLEM = (
+    b'{"type":"about:blank","title":"Body not allowed","status":413,'
+    b'"detail":"this method takes no request body; send none"}'
+)
+
+
+class RefuseUnexpectedBody:
+    """ASGI middleware: a GET (or HEAD...) of a route that announces a body gets 413 at once.
+
+    No route of this API reads a body on those methods, so one that comes is never read:
+    it is refused from its head and the connection closed, instead of being trickled in
+    (the worker's body deadline also ends it, but only after ``LOTTERY_BODY_TIMEOUT``).
+    """
+
+    def __init__(self, app, router):  # noqa: ANN001 - any ASGI app, and the app's Starlette router
+        self.app, self.router = app, router
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI signature
+        if (
+            scope["type"] == "http"
+            and scope["method"] in _BODYLESS_METHODS
+            and _announces_body(scope["headers"])
+            and self._has_route(scope)  # else the usual 404 or 405 (the body deadline still holds)
+        ):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(_NO_BODY_PROBLEM)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": _NO_BODY_PROBLEM})
+            return
+        await self.app(scope, receive, send)
+
+    def _has_route(self, scope) -> bool:  # noqa: ANN001 - an ASGI scope
+        return any(route.matches(scope)[0] is Match.FULL for route in self.router.routes)
+
+
+def _announces_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-length" and value.strip() not in (b"", b"0"):
+            return True
+        if name == b"transfer-encoding":
+            return True
+    return False
