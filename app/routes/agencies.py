@@ -33,7 +33,7 @@ def _receive(
     key: str | None,
     upload: UploadSpan | None,
 ) -> ChunkReceipt:
-    parsed = parse_chunk(body, content_type, agency, max_bets)
+    parsed = parse_chunk(body, content_type, agency, max_bets, only_bets=upload is not None)
     chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload)
     receipt = store.append_chunk(chunk)
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
