@@ -10,18 +10,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from dataclasses import dataclass, field
 
 import orjson
 
+from app import csv_fast
 from app.domain import (
     FIELDS,
     InvalidBet,
     Row,
     decode_rows,
     encode_rows,
-    is_valid_date,
     latest_birthdate,
     parse_number_text,
     validate_bet,
@@ -259,47 +258,17 @@ def parse_json(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
     return out.result(len(bets))
 
 
-# The CSV fast path. A body in the plain shape of real agency files (no quoting, no header,
-# no blank lines, names without surrounding spaces or formula prefixes, numbers without
-# leading zeros) is validated by one regular expression over the whole body plus a few
-# whole-text checks, all in C, and stored by prefixing each line with the agency: no
-# per-bet Python at all. Anything else, valid or not, takes the general path below, which
-# gives the same rows and names every problem. tests/unit/test_ingest_fastpath.py checks
-# that both paths agree.
-_NAME = r'[^\s",=+\-@][^",\r\n]{0,99}(?<!\s)'
-_LINE = rf"{_NAME},{_NAME},[0-9]{{1,10}},[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}},(?:0|[1-9][0-9]{{0,3}})"
-_PLAIN_BODY = re.compile(rf"(?:{_LINE}\r?\n)*(?:{_LINE})?")
-_BIRTHDATES = re.compile(r",([0-9]{4}-[0-9]{2}-[0-9]{2}),")  # only the birthdate field has this shape
-_CALENDAR_DATES: set[str] = set()  # YYYY-MM-DD strings already known to be real dates
+def parse_plain_csv(body: bytes, agency: int, max_bets: int) -> ParsedChunk | None:
+    """The chunk if ``body`` is plain bet lines, all valid (app/csv_fast.py); None to take the general path.
 
-
-def _parse_plain_csv(text: str, agency: int, max_bets: int) -> ParsedChunk | None:
-    """The chunk if ``text`` is a plain, valid body; None to send it down the general path."""
-    if not text or not _PLAIN_BODY.fullmatch(text):
+    A plain body holds only bet lines, so ``only_bets`` changes nothing here."""
+    plain = csv_fast.parse_plain(body, agency)
+    if plain is None:
         return None
-    text = text.replace("\r\n", "\n")
-    if not text.endswith("\n"):
-        text += "\n"
-    count = text.count("\n")
-    if count > max_bets:
+    payload, count = plain
+    if count > max_bets:  # every line is a valid bet: the general path would say the same
         raise TooManyBets(max_bets)
-    # Control characters anywhere (the regex lets any other character through in names).
-    # isprintable() is also False for spaces other than U+0020: those go the general way.
-    if not text.replace("\n", "").isprintable():
-        return None
-    dates = set(_BIRTHDATES.findall(text))
-    latest = latest_birthdate().isoformat()
-    if max(dates) > latest:  # ISO dates sort as text
-        return None
-    unseen = dates - _CALENDAR_DATES  # a set difference in C: after warm-up, usually empty
-    if unseen:
-        if not all(is_valid_date(d) for d in unseen):
-            return None
-        if len(_CALENDAR_DATES) > 200_000:  # bounded: birthdates of a century are ~37,000
-            _CALENDAR_DATES.clear()
-        _CALENDAR_DATES.update(unseen)
-    prefix = f"{agency},"
-    return ParsedChunk((prefix + text.replace("\n", "\n" + prefix)[: -len(prefix)]).encode("utf-8"), count)
+    return ParsedChunk(payload, count)
 
 
 def _not_a_bet(line: int, what: str) -> InvalidChunk:
@@ -308,14 +277,14 @@ def _not_a_bet(line: int, what: str) -> InvalidChunk:
 
 
 def parse_csv(body: bytes, agency: int, max_bets: int, only_bets: bool = False) -> ParsedChunk:
+    plain = parse_plain_csv(body, agency, max_bets)
+    if plain is not None:
+        return plain
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         line = body.count(b"\n", 0, error.start) + 1
         raise MalformedBody(f"body is not valid UTF-8 (line {line}, byte {error.start})") from None
-    plain = _parse_plain_csv(text, agency, max_bets)
-    if plain is not None:
-        return plain
     if text.startswith("\ufeff"):  # a BOM from spreadsheet exports is not part of the first name
         text = text[1:]
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
