@@ -280,6 +280,11 @@ def parse_csv(body: bytes, agency: int, max_bets: int, only_bets: bool = False) 
     plain = parse_plain_csv(body, agency, max_bets)
     if plain is not None:
         return plain
+    return parse_csv_general(body, agency, max_bets, only_bets)
+
+
+def parse_csv_general(body: bytes, agency: int, max_bets: int, only_bets: bool = False) -> ParsedChunk:
+    """Any CSV body, bet by bet: the rows, or every problem named."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
