@@ -81,13 +81,13 @@ DATASET_ALPHABET = " 'ABCDEFGHIJKLMNOPQRSTUVZabcdefghijklmnopqrstuvxyzÁàáéí
 # Near misses for a name's edges or middle: every kind of whitespace Python's strip() removes
 # (incl. U+001C..U+001F), controls, format characters, CSV syntax, formula prefixes, and code
 # points unassigned in this Python's Unicode but assigned in newer ones (U+1F6DC).
-TRICKY = (
-    [chr(p) for p in range(sys.maxunicode + 1) if chr(p).isspace()]
-    + list(',"=+-@\x00\x7f\u200b\u200e\ufeff\ufffe\U0001f6dc\U000e0001\ue000\U0010fffd')
-    + BY_CATEGORY["Cn"][:10]
-    + BY_CATEGORY["Co"][:4]
-    + BY_CATEGORY["Cf"]
-)
+TRICKY_GROUPS = [
+    [chr(p) for p in range(sys.maxunicode + 1) if chr(p).isspace()],
+    list(',"=+-@'),
+    [*map(chr, range(0x20)), "\x7f", "\x85", "\u200b", "\u200e", "\ufeff"],
+    BY_CATEGORY["Cf"],
+    ["\ufffe", "\U0001f6dc", "\ue000", "\U0010fffd", *BY_CATEGORY["Cn"][:10], *BY_CATEGORY["Co"][:4]],
+]
 
 TEXT_CHARS = [c for category in TEXT_CATEGORIES for c in BY_CATEGORY[category] if c not in ',"']
 TRICKY_MONTH_DAYS = [(2, 29), (2, 30), (4, 31), (0, 1), (13, 1), (1, 0), (1, 32)]
@@ -115,7 +115,7 @@ def make_name(rng: random.Random, clean: bool) -> str:
         last = rng.choice("aeinoz") if rng.random() < 0.5 else rng.choice(TEXT_CHARS)
         name = first + "".join(_text_char(rng) for _ in range(size)) + last
     if not clean:
-        where, odd = rng.choice(["start", "end", "middle", "pad", "long"]), rng.choice(TRICKY)
+        where, odd = rng.choice(["start", "end", "middle", "pad", "long"]), rng.choice(rng.choice(TRICKY_GROUPS))
         if where == "start":
             name = odd + name
         elif where == "end":
@@ -131,23 +131,28 @@ def make_name(rng: random.Random, clean: bool) -> str:
 
 
 def make_birthdate(rng: random.Random, clean: bool, latest: date) -> str:
+    if not clean:  # a near miss: each a date the general path refuses, or one right at an edge
+        year = rng.choice(TRICKY_YEARS)
+        return rng.choice(
+            [
+                (latest + timedelta(days=rng.randint(-1, 2))).isoformat(),
+                f"{latest.year + rng.randint(0, 1):04d}-{latest.month:02d}-{latest.day:02d}",
+                f"{year:04d}-02-29",
+                f"{year:04d}-{rng.choice(TRICKY_MONTH_DAYS)[0]:02d}-{rng.choice(TRICKY_MONTH_DAYS)[1]:02d}",
+                f"{year:04d}-{rng.randint(1, 9)}-{rng.randint(10, 28)}",
+            ]
+        )
     kind = rng.choice(["tricky", "tricky", "random", "near today"])
     if kind == "near today":
-        return (latest + timedelta(days=rng.randint(-3, 0 if clean else 3))).isoformat()
+        return (latest - timedelta(days=rng.randint(0, 3))).isoformat()
     years = [*TRICKY_YEARS, latest.year - 1, latest.year]
-    year, month, day = (
-        rng.choice(years) if kind == "tricky" else rng.randint(1, 9999),
-        rng.randint(1, 12),
-        rng.randint(1, 31),
-    )
-    if clean:
-        year = max(year, 1)
-        if (year, month) > (latest.year, latest.month):
-            year = latest.year - 1
-        month_days = [31, 29 if _is_leap(year) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
-        day = min(day, month_days, latest.day if (year, month) == (latest.year, latest.month) else 31)
-    elif rng.random() < 0.5:
-        month, day = rng.choice(TRICKY_MONTH_DAYS)
+    year = rng.choice(years) if kind == "tricky" else rng.randint(1, 9999)
+    month, day = rng.randint(1, 12), rng.randint(1, 31)
+    year = max(year, 1)
+    if (year, month) > (latest.year, latest.month):
+        year = latest.year - 1
+    month_days = [31, 29 if _is_leap(year) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+    day = min(day, month_days, latest.day if (year, month) == (latest.year, latest.month) else 31)
     return f"{year:04d}-{month:02d}-{day:02d}"
 
 
@@ -173,8 +178,9 @@ def make_body(rng: random.Random) -> tuple[bytes, str]:
         rng.randrange(count),
     )
     if kind == "near miss" and edit == "row":
-        field = rng.randrange(5)
-        lines[at][field] = make_row(rng, False, latest)[field]
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            field = rng.choice([0, 1, 2, 3, 3, 3, 4])  # birthdates have the most edges
+            lines[rng.randrange(count)][field] = make_row(rng, False, latest)[field]
     if kind == "near miss" and edit == "quoted":
         lines[at][0] = '"' + lines[at][0].replace('"', '""') + '"'
     text_lines = [",".join(line) for line in lines]
