@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.domain import encode_rows, latest_birthdate
+from app.domain import latest_birthdate
 from app.ingest import (
     MAX_REPORTED_PROBLEMS,
     BetProblem,
@@ -27,11 +27,22 @@ from app.ingest import (
 )
 
 
+def stored_csv(rows) -> bytes:
+    """The stored form, written out here rather than taken from app.domain.encode_rows: fields
+    joined by commas, one row a line (LF); a field holding , " CR or LF quoted, quotes doubled."""
+
+    def field(value) -> str:
+        text = str(value)
+        return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+    return "".join(",".join(map(field, row)) + "\n" for row in rows).encode()
+
+
 def rows_of(parsed):
-    """The rows of a parsed chunk, checking that its payload is exactly their stored encoding."""
+    """The rows of a parsed chunk, checking that its payload is exactly their stored form."""
     rows = parsed.rows
     assert parsed.count == len(rows)
-    assert parsed.payload == encode_rows(rows)
+    assert parsed.payload == stored_csv(rows)
     return rows
 
 
@@ -83,6 +94,9 @@ def invalid_csv(body: bytes, agency: int = 3, max_bets: int = 1000) -> InvalidCh
 
 def test_csv_happy_path():
     assert csv_rows(CSV2, 3, 1000) == EXPECTED2
+    assert parse_csv(CSV2, 3, 1000).payload == (
+        b"3,Santiago Lionel,Lorca,30904465,1999-03-17,2201\n3,Agustin Emanuel,Zambrano,21689196,2000-05-10,9325\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -581,7 +595,7 @@ def test_csv_and_json_agree(bets, agency, crlf, header, bom):
     assert rows_of(from_csv) == expected
     assert rows_of(from_json) == expected
     # byte-identical payloads: the same bets as CSV or JSON have one fingerprint (idempotency)
-    assert from_csv.payload == from_json.payload == encode_rows(expected)
+    assert from_csv.payload == from_json.payload == stored_csv(expected)
     assert from_csv.count == from_json.count == len(bets)
 
 
