@@ -156,9 +156,8 @@ def parse_plain(body: bytes, agency: int) -> tuple[bytes, int] | None:
             return None
     if b"\r" in body:  # the pattern lets "\r" in only right before "\n"
         body = body.replace(b"\r\n", b"\n")
-    count = body.count(b"\n")
     if not body.endswith(b"\n"):
         body += b"\n"
-        count += 1
     prefix = b"%d," % agency
-    return prefix + body.replace(b"\n", b"\n" + prefix, count - 1), count
+    rows = prefix + body.replace(b"\n", b"\n" + prefix)  # one prefix too many, after the last line
+    return rows[: -len(prefix)], (len(rows) - len(body)) // len(prefix) - 1  # each line gained one prefix

@@ -12,6 +12,7 @@ Sections:
   uploader whole 1M-bet rounds with the uploader's --batch-size and --concurrency varied
   draw     the draw over 1M and 10M stored bets: seconds and peak RSS
   pg       the 1M-bet round on PostgreSQL, one and two hosts (needs a database)
+  cpu      server CPU per bet from /proc (1M bets, 5,000-bet CSV chunks) and the fixed cost of a request
 """
 
 from __future__ import annotations
@@ -196,6 +197,12 @@ def bench_pg() -> list[dict]:
     return rows
 
 
+def bench_cpu() -> dict:
+    from bench.server_cpu import main as server_cpu
+
+    return server_cpu([])
+
+
 SECTIONS = {
     "rounds": bench_rounds,
     "scale": bench_scale,
@@ -203,6 +210,7 @@ SECTIONS = {
     "uploader": bench_uploader,
     "draw": bench_draw,
     "pg": bench_pg,
+    "cpu": bench_cpu,
 }
 
 
