@@ -130,18 +130,17 @@ class _Validator:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: date | None = None
-        self._pattern: re2._Regexp | None = None
+        self._current: tuple[date, re2._Regexp] | None = None  # one tuple: threads never see a mix
 
     def fullmatch(self, body: bytes, latest: date) -> bool:
-        pattern = self._pattern
-        if self._latest != latest or pattern is None:
+        current = self._current
+        if current is None or current[0] != latest:  # any change, even a clock set back
             with self._lock:
-                if self._latest != latest or self._pattern is None:
-                    self._pattern = re2.compile(body_pattern(latest), _options())
-                    self._latest = latest
-                pattern = self._pattern
-        return pattern.fullmatch(body) is not None
+                current = self._current
+                if current is None or current[0] != latest:
+                    current = self._current = (latest, re2.compile(body_pattern(latest), _options()))
+                    re2.purge()  # re2.compile caches every pattern it made: let yesterday's go
+        return current[1].fullmatch(body) is not None
 
 
 _VALIDATOR = _Validator()
