@@ -3,6 +3,10 @@
 A chunk is all or nothing, so parsing collects *every* bad bet (up to a cap) before
 answering, and nothing here touches storage. Rows come out ready for
 :func:`app.domain.encode_rows` or a database COPY.
+
+Ambiguous input is refused, never guessed at: a charset other than UTF-8 (415), a JSON key
+given twice in one object (422). A CSV body of plain bet lines takes the compiled fast path
+(app/csv_fast.py); every other body the general path, which names each problem.
 """
 
 from __future__ import annotations
@@ -179,7 +183,7 @@ def _may_repeat_keys(body: bytes, document: object) -> bool:
     orjson keeps the last of repeated keys silently. Every member of a JSON object has one
     ``:`` outside strings, and orjson writes colons inside strings as they are, so the body
     and ``orjson.dumps(document)`` have as many colons exactly when no key was dropped,
-    unless a colon was written as an escape (``\u003a``) in the body: then look closer.
+    unless a colon was written as an escape (``\\u003a``) in the body: then look closer.
     """
     if b"\\u003" in body:
         return True
