@@ -96,15 +96,6 @@ def _parse_iso_date(value: str) -> date:
     return date.fromisoformat(value)
 
 
-def is_valid_date(value: str) -> bool:
-    """A real calendar date, for a string already shaped YYYY-MM-DD."""
-    try:
-        _parse_iso_date(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _clean_birthdate(value: object, latest: date) -> str:
     if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
         raise ValueError("must be a date as YYYY-MM-DD")

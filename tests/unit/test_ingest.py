@@ -663,6 +663,14 @@ def test_json_deeply_nested_duplicate_is_still_found():
     assert [(p.index, p.field) for p in error.problems] == [(0, "first_name")]
 
 
+@pytest.mark.parametrize("depth", [10, 900, 1024])
+def test_json_nested_body_that_takes_the_exact_parse_never_crashes(depth):
+    # "\\u0030" sends the body through the exact (stdlib) parse, whose nesting limit is lower
+    nested = b"[" * depth + b'"\\u0030"' + b"]" * depth
+    with pytest.raises((InvalidChunk, MalformedBody)):
+        parse_json(b'{"bets": [' + nested + b"]}", 1, 10)
+
+
 @pytest.mark.parametrize(
     "content_type",
     [
