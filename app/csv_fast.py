@@ -112,17 +112,30 @@ def body_pattern(latest: date) -> str:
     return f"(?:{line}\\r?\\n)*{line}(?:\\r?\\n)?"
 
 
-def _options(latin1: bool = False) -> re2.Options:
+def _options() -> re2.Options:
     options = re2.Options()
     options.never_capture = True
-    if latin1:
-        options.encoding = re2.Options.Encoding.LATIN1
     return options
 
 
-# A field of more than MAX_NAME_LENGTH bytes may be a name of more than MAX_NAME_LENGTH
-# characters: those few are decoded and counted. (RE2 releases the GIL while it scans.)
-_LONG_FIELD = re2.compile(rf"[^,\n]{{{MAX_NAME_LENGTH + 1},}}".encode(), _options(latin1=True))
+# Name length, checked apart from the pattern. A field of more than MAX_NAME_LENGTH bytes may
+# be a name of more than MAX_NAME_LENGTH characters: those few are decoded and counted. They
+# are found by mapping every byte to "\n" (a field separator) or "x" (anything else) and
+# searching for a run of x's: two C loops, twice as fast as a second automaton.
+_SEPARATORS = bytes(0x0A if byte in b",\n" else 0x78 for byte in range(256))
+_LONG_RUN = b"x" * (MAX_NAME_LENGTH + 1)
+
+
+def _has_long_name(body: bytes) -> bool:
+    marks = body.translate(_SEPARATORS)
+    start = marks.find(_LONG_RUN)  # the leftmost run of a field is where that field starts
+    while start != -1:
+        end = marks.find(b"\n", start)
+        end = len(marks) if end == -1 else end
+        if len(body[start:end].decode()) > MAX_NAME_LENGTH:
+            return True
+        start = marks.find(_LONG_RUN, end)
+    return False
 
 
 class _Validator:
@@ -150,9 +163,8 @@ def parse_plain(body: bytes, agency: int) -> tuple[bytes, int] | None:
     """``(stored rows, count)`` if ``body`` is plain bet lines that are all valid; else None."""
     if not _VALIDATOR.fullmatch(body, latest_birthdate()):
         return None
-    for field in _LONG_FIELD.finditer(body):
-        if len(field.group().decode()) > MAX_NAME_LENGTH:
-            return None
+    if _has_long_name(body):
+        return None
     if b"\r" in body:  # the pattern lets "\r" in only right before "\n"
         body = body.replace(b"\r\n", b"\n")
     if not body.endswith(b"\n"):
