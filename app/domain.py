@@ -20,12 +20,14 @@ from pathlib import Path
 WINNING_NUMBER = 7574
 MAX_NAME_LENGTH = 100
 FORMULA_PREFIXES = frozenset("=+-@")
-MAX_NUMBER = 9999
+MAX_NUMBER = 9999  # numbers are 0..MAX_NUMBER
+MAX_DOCUMENT_DIGITS = 10
 FIELDS = ("first_name", "last_name", "document", "birthdate", "number")
 
-_DOCUMENT = re.compile(r"[0-9]{1,10}")
+DOCUMENT_PATTERN = rf"[0-9]{{1,{MAX_DOCUMENT_DIGITS}}}"  # ASCII digits only, kept as text (leading zeros too)
+_DOCUMENT = re.compile(DOCUMENT_PATTERN)
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_NUMBER = re.compile(r"[0-9]{1,4}")
+_NUMBER = re.compile(rf"[0-9]{{1,{len(str(MAX_NUMBER))}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ def _clean_name(value: object) -> str:
 
 def _clean_document(value: object) -> str:
     if not isinstance(value, str) or not _DOCUMENT.fullmatch(value):
-        raise ValueError('must be a string of 1 to 10 digits, e.g. "30904465"')
+        raise ValueError(f'must be a string of 1 to {MAX_DOCUMENT_DIGITS} digits, e.g. "30904465"')
     return value
 
 
@@ -92,15 +94,6 @@ def _clean_document(value: object) -> str:
 def _parse_iso_date(value: str) -> date:
     # Cached: real files repeat birthdates a lot, and this sits on the ingest hot path.
     return date.fromisoformat(value)
-
-
-def is_valid_date(value: str) -> bool:
-    """A real calendar date, for a string already shaped YYYY-MM-DD."""
-    try:
-        _parse_iso_date(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _clean_birthdate(value: object, latest: date) -> str:

@@ -3,24 +3,28 @@
 A chunk is all or nothing, so parsing collects *every* bad bet (up to a cap) before
 answering, and nothing here touches storage. Rows come out ready for
 :func:`app.domain.encode_rows` or a database COPY.
+
+Ambiguous input is refused, never guessed at: a charset other than UTF-8 (415), a JSON key
+given twice in one object (422). A CSV body of plain bet lines takes the compiled fast path
+(app/csv_fast.py); every other body the general path, which names each problem.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
+import json
 from dataclasses import dataclass, field
 
 import orjson
 
+from app import csv_fast
 from app.domain import (
     FIELDS,
     InvalidBet,
     Row,
     decode_rows,
     encode_rows,
-    is_valid_date,
     latest_birthdate,
     parse_number_text,
     validate_bet,
@@ -95,12 +99,31 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def parse_chunk(body: bytes, content_type: str | None, agency: int, max_bets: int) -> ParsedChunk:
+def _check_charset(content_type: str) -> None:
+    """Bodies are UTF-8: a declared charset must say so, never be decoded as UTF-8 regardless."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() != "charset":
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if value.lower() != "utf-8":
+            raise UnsupportedMediaType(f"charset {value!r} is not supported; send the body as charset=utf-8")
+
+
+def parse_chunk(
+    body: bytes, content_type: str | None, agency: int, max_bets: int, only_bets: bool = False
+) -> ParsedChunk:
+    """``only_bets``: the chunk belongs to an upload (``Upload-Id``), whose chunks carry bet lines
+    and nothing else; a header or blank line then refuses the chunk instead of being skipped."""
     kind = media_type(content_type)
     if kind in JSON_TYPES or kind.endswith("+json"):
+        _check_charset(content_type or "")
         return parse_json(body, agency, max_bets)
     if kind in CSV_TYPES:
-        return parse_csv(body, agency, max_bets)
+        _check_charset(content_type or "")
+        return parse_csv(body, agency, max_bets, only_bets)
     raise UnsupportedMediaType(f"Content-Type {kind or '(none)'!r} is not supported; send application/json or text/csv")
 
 
@@ -133,11 +156,63 @@ def _is_agency(value: object, agency: int) -> bool:
     return type(value) is int and value == agency  # not True, not 1.0: the same strictness as "number"
 
 
-def parse_json(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
+class _DuplicateKeys(dict):
+    """A JSON object that named some key more than once (``keys``): refused, never last-wins."""
+
+    def __init__(self, pairs: list[tuple[str, object]], keys: list[str]):
+        super().__init__(pairs)
+        self.keys_repeated = keys
+
+
+def _object_from_pairs(pairs: list[tuple[str, object]]) -> dict:
+    document = dict(pairs)
+    if len(document) == len(pairs):
+        return document
+    seen: set[str] = set()
+    repeated = [key for key, _ in pairs if key in seen or seen.add(key)]  # type: ignore[func-returns-value]
+    return _DuplicateKeys(pairs, list(dict.fromkeys(repeated)))
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _may_repeat_keys(body: bytes, document: object) -> bool:
+    """False only when ``body`` certainly has no object with a repeated key.
+
+    orjson keeps the last of repeated keys silently. Every member of a JSON object has one
+    ``:`` outside strings, and orjson writes colons inside strings as they are, so the body
+    and ``orjson.dumps(document)`` have as many colons exactly when no key was dropped,
+    unless a colon was written as an escape (``\\u003a``) in the body: then look closer.
+    """
+    if b"\\u003" in body:
+        return True
+    try:
+        return orjson.dumps(document).count(b":") != body.count(b":")
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes
+        return True
+
+
+def _load_json(body: bytes) -> object:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise MalformedBody(f"body is not valid JSON: {error}") from None
+    if not _may_repeat_keys(body, document):
+        return document
+    # The exact (slower) parse, only for the rare body that may repeat a key: it keeps every
+    # object's pairs, so a repeated key is named instead of silently replaced.
+    try:
+        return json.loads(body.decode("utf-8"), object_pairs_hook=_object_from_pairs, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:
+        raise MalformedBody(f"body is not valid JSON: {error}") from None
+
+
+def parse_json(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
+    document = _load_json(body)
+    if isinstance(document, _DuplicateKeys):
+        key = document.keys_repeated[0]
+        raise InvalidChunk([], 0, 0, f'the top-level key "{key}" is given more than once')
     if not isinstance(document, dict) or not isinstance(document.get("bets"), list):
         raise InvalidChunk([], 0, 0, 'body must be a JSON object {"bets": [...]}')
     extra = set(document) - {"bets"}
@@ -150,8 +225,12 @@ def parse_json(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
     out = _Collector()
     append = out.rows.append
     for index, bet in enumerate(bets):
-        if not isinstance(bet, dict):
-            out.add_problem(index, "bet", "must be a JSON object")
+        if type(bet) is not dict:
+            if isinstance(bet, _DuplicateKeys):
+                for name in bet.keys_repeated:
+                    out.add_problem(index, name, "is given more than once")
+            else:
+                out.add_problem(index, "bet", "must be a JSON object")
             continue
         if len(bet) != 5 or not all(name in bet for name in FIELDS):
             missing = [name for name in FIELDS if name not in bet]
@@ -183,58 +262,38 @@ def parse_json(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
     return out.result(len(bets))
 
 
-# The CSV fast path. A body in the plain shape of real agency files (no quoting, no header,
-# no blank lines, names without surrounding spaces or formula prefixes, numbers without
-# leading zeros) is validated by one regular expression over the whole body plus a few
-# whole-text checks, all in C, and stored by prefixing each line with the agency: no
-# per-bet Python at all. Anything else, valid or not, takes the general path below, which
-# gives the same rows and names every problem. tests/unit/test_ingest_fastpath.py checks
-# that both paths agree.
-_NAME = r'[^\s",=+\-@][^",\r\n]{0,99}(?<!\s)'
-_LINE = rf"{_NAME},{_NAME},[0-9]{{1,10}},[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}},(?:0|[1-9][0-9]{{0,3}})"
-_PLAIN_BODY = re.compile(rf"(?:{_LINE}\r?\n)*(?:{_LINE})?")
-_BIRTHDATES = re.compile(r",([0-9]{4}-[0-9]{2}-[0-9]{2}),")  # only the birthdate field has this shape
-_CALENDAR_DATES: set[str] = set()  # YYYY-MM-DD strings already known to be real dates
+def parse_plain_csv(body: bytes, agency: int, max_bets: int) -> ParsedChunk | None:
+    """The chunk if ``body`` is plain bet lines, all valid (app/csv_fast.py); None to take the general path.
 
-
-def _parse_plain_csv(text: str, agency: int, max_bets: int) -> ParsedChunk | None:
-    """The chunk if ``text`` is a plain, valid body; None to send it down the general path."""
-    if not text or not _PLAIN_BODY.fullmatch(text):
+    A plain body holds only bet lines, so ``only_bets`` changes nothing here."""
+    plain = csv_fast.parse_plain(body, agency)
+    if plain is None:
         return None
-    text = text.replace("\r\n", "\n")
-    if not text.endswith("\n"):
-        text += "\n"
-    count = text.count("\n")
-    if count > max_bets:
+    payload, count = plain
+    if count > max_bets:  # every line is a valid bet: the general path would say the same
         raise TooManyBets(max_bets)
-    # Control characters anywhere (the regex lets any other character through in names).
-    # isprintable() is also False for spaces other than U+0020: those go the general way.
-    if not text.replace("\n", "").isprintable():
-        return None
-    dates = set(_BIRTHDATES.findall(text))
-    latest = latest_birthdate().isoformat()
-    if max(dates) > latest:  # ISO dates sort as text
-        return None
-    unseen = dates - _CALENDAR_DATES  # a set difference in C: after warm-up, usually empty
-    if unseen:
-        if not all(is_valid_date(d) for d in unseen):
-            return None
-        if len(_CALENDAR_DATES) > 200_000:  # bounded: birthdates of a century are ~37,000
-            _CALENDAR_DATES.clear()
-        _CALENDAR_DATES.update(unseen)
-    prefix = f"{agency},"
-    return ParsedChunk((prefix + text.replace("\n", "\n" + prefix)[: -len(prefix)]).encode("utf-8"), count)
+    return ParsedChunk(payload, count)
 
 
-def parse_csv(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
+def _not_a_bet(line: int, what: str) -> InvalidChunk:
+    message = f"line {line} is {what}, not a bet: a chunk with Upload-Id carries bet lines only"
+    return InvalidChunk([BetProblem(0, "bet", message, line)], 1, 0, message)
+
+
+def parse_csv(body: bytes, agency: int, max_bets: int, only_bets: bool = False) -> ParsedChunk:
+    plain = parse_plain_csv(body, agency, max_bets)
+    if plain is not None:
+        return plain
+    return parse_csv_general(body, agency, max_bets, only_bets)
+
+
+def parse_csv_general(body: bytes, agency: int, max_bets: int, only_bets: bool = False) -> ParsedChunk:
+    """Any CSV body, bet by bet: the rows, or every problem named."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         line = body.count(b"\n", 0, error.start) + 1
         raise MalformedBody(f"body is not valid UTF-8 (line {line}, byte {error.start})") from None
-    plain = _parse_plain_csv(text, agency, max_bets)
-    if plain is not None:
-        return plain
     if text.startswith("\ufeff"):  # a BOM from spreadsheet exports is not part of the first name
         text = text[1:]
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -245,10 +304,14 @@ def parse_csv(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
     line = 1  # line where the current record starts
     try:
         for record in reader:
-            if not record:  # blank line
+            if not record or (only_bets and len(record) == 1 and not record[0].strip()):
+                if only_bets:
+                    raise _not_a_bet(line, "a blank line")
                 line = reader.line_num + 1
                 continue
-            if index == 0 and not out.rows and [f.strip().lower() for f in record] == _HEADER:
+            if (only_bets or (index == 0 and not out.rows)) and [f.strip().lower() for f in record] == _HEADER:
+                if only_bets:
+                    raise _not_a_bet(line, "a header line")
                 line = reader.line_num + 1
                 continue  # an optional header row is accepted and skipped
             if index >= max_bets:

@@ -15,6 +15,7 @@ Sections:
   pg       the 1M-bet round on PostgreSQL, one and two hosts (needs a database)
   operator what 50 open operator pages cost the server (percent of a core)
   bounds   memory, /health latency and CPU under hostile load: held 16 MiB bodies, 4 MB chunks, polls
+  cpu      server CPU per bet from /proc (1M bets, 5,000-bet CSV chunks) and the fixed cost of a request
 """
 
 from __future__ import annotations
@@ -224,6 +225,12 @@ def bench_operator() -> list[dict]:
     return [row]
 
 
+def bench_cpu() -> dict:
+    from bench.server_cpu import main as server_cpu
+
+    return server_cpu([])
+
+
 SECTIONS = {
     "rounds": bench_rounds,
     "scale": bench_scale,
@@ -234,6 +241,7 @@ SECTIONS = {
     "pg": bench_pg,
     "operator": bench_operator,
     "bounds": lambda: __import__("bench.load_bounds", fromlist=["run"]).run(),  # bench/load_bounds.py
+    "cpu": bench_cpu,
 }
 
 

@@ -53,10 +53,9 @@ def _receive(
     key: str | None,
     upload: UploadSpan | None,
 ) -> ChunkReceipt:
-    parsed = parse_chunk(body, content_type, agency, max_bets)
-    digest = (
-        body_digest(body) if upload is not None else None
-    )  # kept with the range: a resume proves its file still matches
+    parsed = parse_chunk(body, content_type, agency, max_bets, only_bets=upload is not None)
+    # Kept with the range, so a resumed upload can prove its file still holds these bets.
+    digest = body_digest(body) if upload is not None else None
     chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest)
     receipt = store.append_chunk(chunk)
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for

@@ -6,14 +6,18 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.domain import DOCUMENT_PATTERN, MAX_NAME_LENGTH, MAX_NUMBER
+
 
 class BetIn(BaseModel):
+    """The documented shape of a bet; the rules themselves live in app/domain.py (one source)."""
+
     model_config = ConfigDict(extra="forbid")
-    first_name: str = Field(examples=["Santiago Lionel"], min_length=1, max_length=100)
-    last_name: str = Field(examples=["Lorca"], min_length=1, max_length=100)
-    document: str = Field(examples=["30904465"], pattern=r"^[0-9]{1,10}$")
+    first_name: str = Field(examples=["Santiago Lionel"], min_length=1, max_length=MAX_NAME_LENGTH)
+    last_name: str = Field(examples=["Lorca"], min_length=1, max_length=MAX_NAME_LENGTH)
+    document: str = Field(examples=["30904465"], pattern=f"^{DOCUMENT_PATTERN}$")
     birthdate: str = Field(examples=["1999-03-17"], description="YYYY-MM-DD, not in the future")
-    number: int = Field(examples=[7574], ge=0, le=9999)
+    number: int = Field(examples=[7574], ge=0, le=MAX_NUMBER)
 
 
 class BetsChunkIn(BaseModel):

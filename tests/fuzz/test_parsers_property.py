@@ -255,6 +255,46 @@ def test_valid_chunks_are_accepted_exactly_and_a_broken_bet_is_named() -> None:
     record("parsers: valid and broken chunks (hypothesis)", fuzzed=seen["inputs"])
 
 
+def test_only_bets_refuses_exactly_the_chunks_with_a_line_that_is_not_a_bet() -> None:
+    """An upload's chunk (``only_bets``) is refused at its first header or blank line, named by
+    line number; without a skipped line it stores exactly what the plain parser stores."""
+    seen = Counter()
+
+    @settings(FAST, max_examples=200)
+    @given(st.lists(valid_bets(), min_size=1, max_size=8), st.data())
+    def run(bets: list[dict], data: st.DataObject) -> None:
+        seen["inputs"] += 1
+        newline = data.draw(st.sampled_from(["\n", "\r\n"]))
+        lines = [",".join(csv_field(bet[f], False) for f in FIELDS) for bet in bets]
+        extra = data.draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, len(lines)),
+                    st.sampled_from(
+                        ["", " ", "\t", ",".join(FIELDS), " First_Name ,LAST_NAME,document,birthdate,number"]
+                    ),
+                ),
+                max_size=2,
+            )
+        )
+        skipped = []  # 1-based line numbers of the lines that are not bets, in the final body
+        for position, text in extra:
+            lines.insert(position, text)
+            skipped = [n + (n > position) for n in skipped] + [position + 1]
+        body = (newline.join(lines) + newline).encode()
+        if not skipped:
+            assert rows_of(parse_csv(body, 1, MAX_BETS, only_bets=True)) == [stored_form(1, b) for b in bets]
+            return
+        with pytest.raises(InvalidChunk) as refused:
+            parse_csv(body, 1, MAX_BETS, only_bets=True)
+        first = min(skipped)
+        assert [(p.line, p.field) for p in refused.value.problems] == [(first, "bet")]
+        assert str(refused.value).startswith(f"line {first} is a ")
+
+    run()
+    record("parsers: only_bets chunks (hypothesis)", fuzzed=seen["inputs"])
+
+
 # -- through the app ------------------------------------------------------------------------------
 
 CONTENT_TYPES = [

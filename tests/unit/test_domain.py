@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
@@ -20,6 +20,7 @@ from app.domain import (
     store_bets,
     validate_bet,
 )
+from app.routes.schemas import BetIn
 
 LATEST = date(2024, 6, 15)  # a fixed "latest birthdate" keeps most cases independent of the clock
 GOOD = {"first_name": "Ana", "last_name": "Pérez", "document": "30904465", "birthdate": "1999-03-17", "number": 7574}
@@ -223,9 +224,21 @@ def test_today_accepted_with_real_clock():
     assert validate_bet(1, "a", "b", "1", today, 1, latest_birthdate())[4] == today
 
 
-def test_latest_birthdate_is_not_before_today():
-    assert latest_birthdate() >= date.today()
-    assert latest_birthdate() <= date.today() + timedelta(days=2)
+def test_latest_birthdate_is_the_date_at_utc_plus_14():
+    kiribati = timezone(timedelta(hours=14))  # Line Islands: the first place where a day begins
+    before = datetime.now(kiribati).date()
+    latest = latest_birthdate()
+    after = datetime.now(kiribati).date()
+    assert latest in (before, after)  # (both are the same day unless midnight passed in between)
+
+
+def test_bet_schema_documents_the_domain_rules():
+    """The OpenAPI shape of a bet says what validate_bet enforces (the values written out here)."""
+    schema = BetIn.model_json_schema()["properties"]
+    assert (schema["first_name"]["minLength"], schema["first_name"]["maxLength"]) == (1, 100)
+    assert (schema["last_name"]["minLength"], schema["last_name"]["maxLength"]) == (1, 100)
+    assert schema["document"]["pattern"] == "^[0-9]{1,10}$"
+    assert (schema["number"]["minimum"], schema["number"]["maximum"]) == (0, 9999)
 
 
 # -- number --------------------------------------------------------------------------------
@@ -304,7 +317,16 @@ def test_store_and_load_round_trip(tmp_path):
     store_bets(path, TRICKY[:2])
     store_bets(path, TRICKY[2:])  # appends
     assert list(load_bets(path)) == TRICKY
-    assert path.read_bytes() == encode_rows(bet_to_row(b) for b in TRICKY)
+    assert (
+        path.read_bytes()
+        == (
+            '1,"Ana, María","Pérez ""la"" Gómez",0001,1999-03-17,7574\n'
+            "2,O'Brien,Ñandú,30904465,2000-02-29,0\n"
+            '3,"""",",",9999999999,1900-01-01,9999\n'
+            "4,Zoë\u00a0Ann,李,5,2024-01-01,1\n"
+            '5,ends in 7574,"x,7574",12,2001-01-01,7574\n'
+        ).encode()
+    )
 
 
 def test_load_bets_is_a_lazy_generator(tmp_path):

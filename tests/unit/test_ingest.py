@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.domain import encode_rows, latest_birthdate
+from app.domain import latest_birthdate
 from app.ingest import (
     MAX_REPORTED_PROBLEMS,
     BetProblem,
@@ -27,11 +27,22 @@ from app.ingest import (
 )
 
 
+def stored_csv(rows) -> bytes:
+    """The stored form, written out here rather than taken from app.domain.encode_rows: fields
+    joined by commas, one row a line (LF); a field holding , " CR or LF quoted, quotes doubled."""
+
+    def field(value) -> str:
+        text = str(value)
+        return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+    return "".join(",".join(map(field, row)) + "\n" for row in rows).encode()
+
+
 def rows_of(parsed):
-    """The rows of a parsed chunk, checking that its payload is exactly their stored encoding."""
+    """The rows of a parsed chunk, checking that its payload is exactly their stored form."""
     rows = parsed.rows
     assert parsed.count == len(rows)
-    assert parsed.payload == encode_rows(rows)
+    assert parsed.payload == stored_csv(rows)
     return rows
 
 
@@ -83,6 +94,9 @@ def invalid_csv(body: bytes, agency: int = 3, max_bets: int = 1000) -> InvalidCh
 
 def test_csv_happy_path():
     assert csv_rows(CSV2, 3, 1000) == EXPECTED2
+    assert parse_csv(CSV2, 3, 1000).payload == (
+        b"3,Santiago Lionel,Lorca,30904465,1999-03-17,2201\n3,Agustin Emanuel,Zambrano,21689196,2000-05-10,9325\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -581,5 +595,158 @@ def test_csv_and_json_agree(bets, agency, crlf, header, bom):
     assert rows_of(from_csv) == expected
     assert rows_of(from_json) == expected
     # byte-identical payloads: the same bets as CSV or JSON have one fingerprint (idempotency)
-    assert from_csv.payload == from_json.payload == encode_rows(expected)
+    assert from_csv.payload == from_json.payload == stored_csv(expected)
     assert from_csv.count == from_json.count == len(bets)
+
+
+# -- ambiguous input is refused (issue 9, item 7) -------------------------------------------
+
+BET_FIELDS_TEXT = b'"first_name": "Ana", "last_name": "Lopez", "document": "1", "birthdate": "2000-01-01"'
+
+
+@pytest.mark.parametrize(
+    "bet, key",
+    [
+        (b'{"number": 1, ' + BET_FIELDS_TEXT + b', "number": 7574}', "number"),
+        (b'{"number": 7574, ' + BET_FIELDS_TEXT + b', "number": 7574}', "number"),  # even with the same value
+        (b'{"first_name": "Bea", ' + BET_FIELDS_TEXT + b', "number": 1}', "first_name"),
+        (b'{"x": 1, "x": 2, ' + BET_FIELDS_TEXT + b', "number": 1}', "x"),
+        (b'{"doc\\u0075ment": "2", ' + BET_FIELDS_TEXT + b', "number": 1}', "document"),  # escaped, same key
+    ],
+)
+def test_json_duplicate_key_in_a_bet_is_refused_and_named(bet, key):
+    ok = orjson.dumps(bet_json())
+    error = invalid_json(b'{"bets": [' + ok + b", " + bet + b"]}")
+    assert [(p.index, p.field, p.message) for p in error.problems] == [(1, key, "is given more than once")]
+
+
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        (b'{"bets": [], "bets": [' + orjson.dumps(bet_json()) + b"]}", "bets"),
+        (b'{"bets": [' + orjson.dumps(bet_json()) + b'], "bets": []}', "bets"),
+    ],
+)
+def test_json_duplicate_top_level_key_is_refused_and_named(body, key):
+    error = invalid_json(body)
+    assert str(error) == f'the top-level key "{key}" is given more than once'
+
+
+def test_json_colons_inside_strings_do_not_look_like_duplicates():
+    row = ("Ana: la", "Lopez:", "1", "2000-01-01", 5)
+    body = orjson.dumps({"bets": [bet_json(row), bet_json(row)]})
+    assert json_rows(body) == [(3, *row), (3, *row)]
+    escaped = body.replace(b"Ana: la", b"Ana\\u003a la")  # one colon fewer in the raw text than in the strings
+    assert json_rows(escaped) == [(3, *row), (3, *row)]
+
+
+def test_json_escaped_colon_does_not_hide_a_duplicate():
+    # one escaped colon in a string and one duplicate key: the raw text has as many colons as
+    # the parsed document, so counting colons alone would miss the duplicate
+    bet = b'{"first_name": "Ana\\u003a", "last_name": "L", "document": "1", "birthdate": "2000-01-01", '
+    error = invalid_json(b'{"bets": [' + bet + b'"number": 1, "number": 2}]}')
+    assert [(p.index, p.field) for p in error.problems] == [(0, "number")]
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_json_nan_and_infinity_are_malformed(constant):
+    with pytest.raises(MalformedBody):
+        parse_json(b'{"bets": [{"number": ' + constant + b"}]}", 1, 10)
+
+
+def test_json_deeply_nested_duplicate_is_still_found():
+    nested = b'{"a": 1, "a": 2}'
+    for _ in range(300):  # deeper than orjson.dumps goes
+        nested = b"[" + nested + b"]"
+    bet = b'{"first_name": ' + nested + b', "last_name": "L", "document": "1", "birthdate": "2000-01-01", "number": 1}'
+    error = invalid_json(b'{"bets": [' + bet + b"]}")
+    assert [(p.index, p.field) for p in error.problems] == [(0, "first_name")]
+
+
+@pytest.mark.parametrize("depth", [10, 900, 1024])
+def test_json_nested_body_that_takes_the_exact_parse_never_crashes(depth):
+    # "\\u0030" sends the body through the exact (stdlib) parse, whose nesting limit is lower
+    nested = b"[" * depth + b'"\\u0030"' + b"]" * depth
+    with pytest.raises((InvalidChunk, MalformedBody)):
+        parse_json(b'{"bets": [' + nested + b"]}", 1, 10)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/csv; charset=latin-1",
+        "text/csv; charset=ISO-8859-1",
+        'text/csv; charset="latin-1"',
+        "text/csv;charset=utf-16",
+        "application/csv; charset=windows-1252",
+        "application/json; charset=utf-16",
+        "application/json; charset=UTF-32",
+        "application/vnd.lottery+json; charset=latin1",
+        "text/csv; charset=utf-8; charset=latin-1",
+        "text/csv; charset=",
+        "text/csv; charset=utf8",
+    ],
+)
+def test_charset_other_than_utf8_is_415_naming_utf8(content_type):
+    with pytest.raises(UnsupportedMediaType) as caught:
+        parse_chunk(CSV2 if "csv" in content_type else json_body(bet_json()), content_type, 3, 100)
+    assert "utf-8" in str(caught.value)
+    assert "charset" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/csv; charset=utf-8", "text/csv; charset=UTF-8", 'text/csv; charset="utf-8"', "text/csv;CHARSET=Utf-8"],
+)
+def test_charset_utf8_accepted_however_written(content_type):
+    assert rows_of(parse_chunk(CSV2, content_type, 3, 100)) == EXPECTED2
+
+
+# -- only_bets: a chunk of an upload holds only bet lines (CONTRACT-uploads.md) ------------------
+
+HEADER_LINE = b"first_name,last_name,document,birthdate,number"
+
+
+@pytest.mark.parametrize(
+    "body, line, why, skipped_today",
+    [
+        (HEADER_LINE + b"\n" + CSV2, 1, "a header line", True),
+        (CSV2 + HEADER_LINE + b"\n", 3, "a header line", False),  # today: an invalid bet (422 either way)
+        (CSV2 + b" First_Name , LAST_NAME,document,birthdate,number\r\n" + CSV2, 3, "a header line", False),
+        (b"\n" + CSV2, 1, "a blank line", True),
+        (CSV2 + b"\n", 3, "a blank line", True),
+        (CSV2.replace(b"\n", b"\r\n") + b"\r\n", 3, "a blank line", True),
+        (CSV2 + b"   \n" + CSV2, 3, "a blank line", False),  # only whitespace: blank for the uploader
+        (CSV2 + b"\r" + CSV2, 3, "a blank line", True),  # a lone "\r"
+        (CSV2[:47] + b"\n" + CSV2[47:], 2, "a blank line", True),  # between two bets
+        (b"\xef\xbb\xbf\n" + CSV2, 1, "a blank line", True),  # a BOM then nothing
+    ],
+)
+def test_only_bets_refuses_any_line_that_is_not_a_bet(body, line, why, skipped_today):
+    with pytest.raises(InvalidChunk) as caught:
+        parse_chunk(body, "text/csv", 3, 100, only_bets=True)
+    error = caught.value
+    assert str(error).startswith(f"line {line} is {why}"), str(error)
+    assert [(p.line, p.field, p.message) for p in error.problems] == [(line, "bet", str(error))]
+    if skipped_today:  # without only_bets the same body is accepted and the line skipped, as before
+        assert rows_of(parse_chunk(body, "text/csv", 3, 100)) == EXPECTED2 * body.count(b"Santiago")
+
+
+@pytest.mark.parametrize(
+    "body", [CSV2, CSV2.replace(b"\n", b"\r\n"), CSV2.rstrip(b"\n"), b'"Santiago Lionel",' + CSV2[16:]]
+)
+def test_only_bets_accepts_bet_lines(body):
+    assert rows_of(parse_chunk(body, "text/csv", 3, 100, only_bets=True)) == EXPECTED2
+
+
+def test_only_bets_reports_the_first_skipped_line_even_with_bad_bets():
+    body = b"Ana,Lopez,x,2000-01-01,1\n\n" + CSV2
+    with pytest.raises(InvalidChunk) as caught:
+        parse_chunk(body, "text/csv", 3, 100, only_bets=True)
+    assert "line 2" in str(caught.value)
+
+
+def test_only_bets_leaves_json_alone():
+    assert rows_of(
+        parse_chunk(json_body(bet_json(ROW1), bet_json(ROW2)), "application/json", 3, 100, only_bets=True)
+    ) == (EXPECTED2)

@@ -1,0 +1,22 @@
+"""Two minimal apps for the fixed cost of a request (bench/server_cpu.py): the same answer from
+a FastAPI route and from a raw ASGI callable, served by the server's gunicorn config."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+fastapi_app = FastAPI()
+
+
+@fastapi_app.get("/ping")
+async def ping() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def raw_app(scope, receive, send) -> None:  # noqa: ANN001 - the ASGI signature
+    if scope["type"] != "http":  # lifespan: nothing to set up
+        message = await receive()
+        await send({"type": message["type"] + ".complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
