@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="seconds to wait for the draw (default 600)")
     run.add_argument("--upload-id", help="resume this upload id (printed when a chunk is rejected)")
     run.add_argument("--json", action="store_true", default=None, help="winners as JSON on stdout")
+    run.add_argument(
+        "--another-file",
+        action="store_true",
+        default=None,
+        help="this file is not a new version of one already uploaded this round: store its bets as well",
+    )
 
     bet = commands.add_parser("bet", help="send a single bet")
     common(bet)
@@ -138,7 +144,14 @@ def cmd_run(options: Options, stop) -> int:
     try:
         started = time.monotonic()
         uploader = Uploader(
-            api, options.agency, options.file, options.batch_size, options.concurrency, options.upload_id, progress
+            api,
+            options.agency,
+            options.file,
+            options.batch_size,
+            options.concurrency,
+            options.upload_id,
+            progress,
+            another_file=options.another_file,
         )
         total = uploader.run()
         if progress:

@@ -16,7 +16,7 @@ The config file keeps the course's shape::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -48,7 +48,7 @@ class Options:
     wait: bool = False
     upload_id: str | None = None
     log_level: str = "INFO"
-    extra: dict = field(default_factory=dict)
+    another_file: bool = False
 
 
 # option name -> environment variable(s), first found wins
@@ -120,7 +120,7 @@ def _convert(name: str, value: object) -> object:
         if name == "server":
             url = str(value).rstrip("/")
             return url if "://" in url else f"http://{url}"
-        if name in ("quiet", "json"):
+        if name in ("quiet", "json", "another_file"):
             if isinstance(value, bool):
                 return value
             text = str(value).strip().lower()

@@ -55,6 +55,7 @@ class Api:
     retries: int = 10
     timeout: float = 60.0
     stop: threading.Event | None = None
+    transport: httpx.BaseTransport | None = None  # tests: a fake server (httpx.MockTransport)
 
     def __post_init__(self) -> None:
         headers = {"User-Agent": "lottery-uploader/1.0"}
@@ -69,6 +70,7 @@ class Api:
             timeout=self.timeout,
             verify=self.server.startswith("https://"),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            transport=self.transport,
         )
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from hypothesis import strategies as st
 
 from client.config import DEFAULT_BATCH_SIZE, ConfigError, resolve
 from client.http import ClientError
+from client.lines import line_kind
 from client.progress import Progress
+from client.resume import check_ranges
 from client.upload import plan, scan
 
 # -- options -----------------------------------------------------------------------------
@@ -126,8 +129,8 @@ def test_plan_sends_every_unstored_bet_once_in_order_within_the_batch_size(
             lines.append("\r\n")
             continue
         index = len(bet_lines)
-        bet_lines.append(f"N{index},L,{index},1990-01-01,{index % 10}\r\n")
-        lines.append(bet_lines[-1])
+        bet_lines.append(f"N{index},L,{index},1990-01-01,{index % 10}\n")
+        lines.append(bet_lines[-1][:-1] + "\r\n")
         numbers[index] = position + 1
         if len(bet_lines) == bets:
             break
@@ -140,21 +143,111 @@ def test_plan_sends_every_unstored_bet_once_in_order_within_the_batch_size(
     sent = [i for piece in pieces for i in range(piece.start, piece.end)]
     assert sent == [i for i in range(len(bet_lines)) if i not in skipped]
     for piece in pieces:
-        assert 1 <= len(piece.lines) <= batch
+        assert 1 <= piece.end - piece.start <= batch
         assert not skipped & set(range(piece.start, piece.end))  # never crosses a stored range
-        assert piece.body() == "".join(bet_lines[piece.start : piece.end]).encode()
-        assert piece.numbers == [numbers[i] for i in range(piece.start, piece.end)]  # the file's line numbers
+        assert piece.body == "".join(bet_lines[piece.start : piece.end]).encode()  # LF-normalized
+        assert list(piece.numbers) == [numbers[i] for i in range(piece.start, piece.end)]  # the file's line numbers
 
 
 def test_plan_reads_the_file_a_block_at_a_time(tmp_path: Path, monkeypatch) -> None:
-    import client.upload
+    import client.lines
 
-    monkeypatch.setattr(client.upload, "READ_BLOCK", 64)  # lines straddle every block boundary
+    monkeypatch.setattr(client.lines, "READ_BLOCK", 64)  # lines straddle every block boundary
     lines = [f"Nombre {i},Apellido,{i},1990-01-01,{i}\n" for i in range(200)]
     path = _write(tmp_path, lines)
     pieces = list(plan(path, 30, [(40, 90)]))
-    assert b"".join(p.body() for p in pieces) == "".join(lines[:40] + lines[90:]).encode()
+    assert b"".join(p.body for p in pieces) == "".join(lines[:40] + lines[90:]).encode()
     assert scan(path).bets == 200
+
+
+# -- lines that are not bets (CONTRACT-uploads "Ranges count bets, never other lines") ----------
+
+_NAME_CHARS = "abcXYZ \u00e1\u00f1_-'"
+_names = st.text(alphabet=_NAME_CHARS, min_size=1, max_size=6).filter(lambda n: n.strip())
+_bet_lines = st.builds(
+    lambda first, last, quoted, doc, day, number: (
+        (f'"{first}, {last}"' if quoted else first) + f",{last},{doc},1990-01-{day:02d},{number}"
+    ),
+    _names,
+    _names,
+    st.booleans(),
+    st.integers(1, 99_999_999),
+    st.integers(1, 28),
+    st.integers(0, 9999),
+)
+_headers = st.builds(
+    lambda fields, spaces, upper: ",".join((" " * spaces + (f.upper() if upper else f) + " " * spaces) for f in fields),
+    st.just(["first_name", "last_name", "document", "birthdate", "number"]),
+    st.integers(0, 2),
+    st.booleans(),
+)
+_blanks = st.sampled_from(["", " ", "\t", "  \t ", "\u00a0", "\r"])
+_items = st.one_of(
+    _bet_lines.map(lambda line: ("bet", line)),
+    _headers.map(lambda line: ("header", line)),
+    _blanks.map(lambda line: ("blank", line)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.lists(st.tuples(_items, st.sampled_from(["\n", "\r\n"])), min_size=1, max_size=40),
+    bom=st.booleans(),
+    final_newline=st.booleans(),
+    block=st.sampled_from([16, 100, 1 << 20]),
+    batch=st.integers(1, 7),
+    stored=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 6)), max_size=3),
+)
+def test_only_bet_lines_are_numbered_and_sent_whatever_else_the_file_holds(
+    tmp_path_factory, items, bom: bool, final_newline: bool, block: int, batch: int, stored
+) -> None:
+    """Headers anywhere, blank and whitespace-only lines, CRLF, a BOM: never sent, never counted."""
+    import client.lines
+
+    text = "".join(line + ending for (_, line), ending in items)
+    if not final_newline:
+        text = text.removesuffix(items[-1][1])
+    path = tmp_path_factory.mktemp("kinds") / "agency.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    bets = [(line, number) for number, ((kind, line), _) in enumerate(items, 1) if kind == "bet"]
+    committed = sorted({(s, min(s + n, len(bets))) for s, n in stored if s < len(bets)})
+    merged: list[tuple[int, int]] = []
+    for s, e in committed:  # disjoint ranges, as a server stores them
+        if not merged or s >= merged[-1][1]:
+            merged.append((s, e))
+
+    saved, client.lines.READ_BLOCK = client.lines.READ_BLOCK, block
+    try:
+        assert scan(path).bets == len(bets)
+        pieces = list(plan(path, batch, merged))
+        checks, count = check_ranges(path, merged)
+    finally:
+        client.lines.READ_BLOCK = saved
+
+    skipped = {i for s, e in merged for i in range(s, e)}
+    assert [i for p in pieces for i in range(p.start, p.end)] == [i for i in range(len(bets)) if i not in skipped]
+    for piece in pieces:
+        expected = "".join(line + "\n" for line, _ in bets[piece.start : piece.end]).encode()
+        assert piece.body == expected  # bet lines only, each ended by LF, nothing else
+        assert list(piece.numbers) == [number for _, number in bets[piece.start : piece.end]]
+        assert all(line_kind(line) == "bet" for line in piece.body.split(b"\n")[:-1])
+    assert count == len(bets)
+    for (s, e), check in zip(merged, checks, strict=True):  # the digest the server computes for that range
+        body = "".join(line + "\n" for line, _ in bets[s:e]).encode()
+        assert check.digest == hashlib.sha256(body).hexdigest()
+        assert (check.first_line, check.last_line) == (bets[s][1], bets[e - 1][1])
+
+
+def test_a_digest_does_not_depend_on_line_endings(tmp_path: Path) -> None:
+    lf, crlf = tmp_path / "lf.csv", tmp_path / "crlf.csv"
+    lines = [f"Ana,Gomez,{i},1990-01-01,{i}" for i in range(10)]
+    lf.write_bytes("".join(line + "\n" for line in lines).encode())
+    crlf.write_bytes(("first_name,last_name,document,birthdate,number\r\n\r\n" + "\r\n".join(lines)).encode())
+    (from_lf,), _ = check_ranges(lf, [(2, 7)])
+    (from_crlf,), bets = check_ranges(crlf, [(2, 7)])
+    assert from_lf.digest == from_crlf.digest and bets == 10
+    assert (from_lf.first_line, from_crlf.first_line) == (3, 5)  # each file's own line numbers
+    assert check_ranges(crlf, [(2, 7), (9, 11)])[0][1].digest is None  # past the end of the file
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -182,3 +275,185 @@ def test_progress_draws_a_bar_on_a_terminal(capsys) -> None:
     progress.close()
     err = capsys.readouterr().err
     assert "agency 1" in err and "2.50k/10.0k" in err and "25%" in err
+
+
+# -- verification before sending (CONTRACT-uploads steps 2 and 3), against a fake server -----------
+
+
+class FakeServer:
+    """Contract-shaped answers for the routes the uploader reads; records every request."""
+
+    def __init__(self, uploads: dict[str, list[dict]], *, lists_uploads: bool = True):
+        self.uploads = uploads
+        self.lists_uploads = lists_uploads
+        self.requests: list[tuple[str, str]] = []
+
+    def handler(self, request):
+        import httpx
+
+        self.requests.append((request.method, request.url.path))
+        parts = request.url.path.strip("/").split("/")
+        if request.method == "GET" and parts[-1] == "uploads":
+            if not self.lists_uploads:
+                return httpx.Response(404, json={"title": "Not Found"})
+            listed = [
+                {"upload_id": u, "bets": sum(s["end"] - s["start"] for s in spans), "chunks": len(spans)}
+                for u, spans in self.uploads.items()
+            ]
+            return httpx.Response(200, json={"uploads": listed})
+        if request.method == "GET" and parts[-2] == "uploads":
+            spans = self.uploads.get(parts[-1], [])
+            committed = [[s["start"], s["end"]] for s in spans]
+            return httpx.Response(
+                200,
+                json={
+                    "upload_id": parts[-1],
+                    "committed": committed,
+                    "bets": sum(e - s for s, e in committed),
+                    "spans": spans,
+                },
+            )
+        return httpx.Response(201, json={"stored": len(request.content.splitlines())})
+
+    def api(self):
+        import httpx
+
+        from client.http import Api
+
+        return Api("http://lottery.test", retries=0, transport=httpx.MockTransport(self.handler))
+
+    def posts(self) -> int:
+        return sum(1 for method, _ in self.requests if method == "POST")
+
+
+def _agency_file(tmp_path: Path, bets: int, name: str = "agency.csv", header: bool = True) -> tuple[Path, list[str]]:
+    lines = [f"Ana {i},{name.split('.')[0]},{i},1990-01-01,{i}" for i in range(bets)]
+    path = tmp_path / name
+    path.write_text((HEADER + "\r\n" if header else "") + "\r\n".join(lines) + "\r\n", encoding="utf-8")
+    return path, lines
+
+
+HEADER = "first_name,last_name,document,birthdate,number"
+
+
+def _span(lines: list[str], start: int, end: int, digest: bool = True) -> dict:
+    body = "".join(line + "\n" for line in lines[start:end]).encode()
+    return {"start": start, "end": end, "digest": hashlib.sha256(body).hexdigest() if digest else None}
+
+
+def _uploader(fake: FakeServer, path: Path, **kwargs):
+    from client.upload import Uploader
+
+    return Uploader(fake.api(), 1, path, batch_size=4, concurrency=2, **kwargs)
+
+
+def test_stored_spans_that_match_the_file_resume_it(tmp_path: Path) -> None:
+    path, lines = _agency_file(tmp_path, 20)
+    own = scan(path).upload_id
+    fake = FakeServer({own: [_span(lines, 0, 4), _span(lines, 8, 12)]})
+    assert _uploader(fake, path).run() == 20
+    assert fake.posts() == 3  # [4, 8), [12, 16), [16, 20)
+
+
+def test_a_span_that_no_longer_matches_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    path, lines = _agency_file(tmp_path, 20)
+    old = list(lines)
+    del lines[5]  # a line deleted: every later bet moves
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fake = FakeServer({"sha256-old": [_span(old, 0, 4), _span(old, 4, 8), _span(old, 12, 16)]})
+    with pytest.raises(ClientError) as error:
+        _uploader(fake, path, upload_id="sha256-old").run()
+    message = str(error.value)
+    assert message.startswith(f"upload sha256-old: bets 4-7 (numbered from 0), lines 5-8 of {path}, do not match")
+    assert "put those lines back as they were" in message
+    assert "correcting a rejected line in place, keeping the same lines in the same order, resumes cleanly" in message
+    assert fake.posts() == 0
+
+
+def test_a_span_past_the_end_of_the_file_is_refused(tmp_path: Path) -> None:
+    path, lines = _agency_file(tmp_path, 20)
+    longer = lines + ["Zoe,Z,99,1990-01-01,1"] * 4
+    fake = FakeServer({"sha256-old": [_span(longer, 0, 4), _span(longer, 20, 24)]})
+    with pytest.raises(ClientError, match=r"bets 20-23 \(numbered from 0\) are stored on the server but this file"):
+        _uploader(fake, path, upload_id="sha256-old").run()
+    assert fake.posts() == 0
+
+
+def test_spans_without_a_digest_are_accepted_with_a_warning(tmp_path: Path, caplog) -> None:
+    path, lines = _agency_file(tmp_path, 8)
+    own = scan(path).upload_id
+    fake = FakeServer({own: [_span(lines, 0, 4, digest=False)]})
+    with caplog.at_level(logging.WARNING, logger="client"):
+        assert _uploader(fake, path).run() == 8
+    assert "stored by an older server, cannot be checked against the file" in caplog.text
+    assert fake.posts() == 1
+
+
+def test_the_one_other_upload_that_matches_is_resumed(tmp_path: Path, caplog) -> None:
+    path, lines = _agency_file(tmp_path, 20)  # e.g. the old file with a rejected line fixed in place
+    other, other_lines = _agency_file(tmp_path, 6, "other.csv")
+    fake = FakeServer(
+        {"sha256-fixed": [_span(lines, 0, 4), _span(lines, 8, 12)], "sha256-unrelated": [_span(other_lines, 0, 6)]}
+    )
+    uploader = _uploader(fake, path)
+    with caplog.at_level(logging.INFO, logger="client"):
+        uploader.run()
+    assert uploader.upload_id == "sha256-fixed"
+    assert "result: resuming | agencia: 1 | upload_id: sha256-fixed" in caplog.text
+    assert fake.posts() == 3
+    assert all(path.endswith("/bets") for method, path in fake.requests if method == "POST")
+
+
+@pytest.mark.parametrize("matching", [0, 2])
+def test_other_uploads_are_refused_unless_exactly_one_matches(tmp_path: Path, matching: int) -> None:
+    path, lines = _agency_file(tmp_path, 12)
+    _, other_lines = _agency_file(tmp_path, 6, "other.csv")
+    uploads = {"sha256-unrelated": [_span(other_lines, 0, 6)]}
+    for n in range(matching):
+        uploads[f"sha256-match{n}"] = [_span(lines, 0, 4)]
+    fake = FakeServer(uploads)
+    with pytest.raises(ClientError) as error:
+        _uploader(fake, path).run()
+    message = str(error.value)
+    assert "agency 1 has other uploads this round: sha256-unrelated (6 bets)" in message
+    assert ("more than one of them matches" if matching else "none of them matches this file") in message
+    assert "Rerun with --upload-id ID to continue one of them, or with --another-file" in message
+    assert fake.posts() == 0
+    # The user says it is really another file: it is stored under its own id.
+    fake.requests.clear()
+    uploader = _uploader(fake, path, another_file=True)
+    uploader.run()
+    assert uploader.upload_id == scan(path).upload_id and fake.posts() == 3
+
+
+def test_an_other_upload_without_digests_is_never_resumed_on_a_guess(tmp_path: Path) -> None:
+    path, lines = _agency_file(tmp_path, 12)
+    fake = FakeServer({"sha256-old": [_span(lines, 0, 4, digest=False)]})
+    with pytest.raises(ClientError, match="none of them matches this file"):
+        _uploader(fake, path).run()
+
+
+def test_an_older_server_without_the_uploads_list_still_uploads(tmp_path: Path) -> None:
+    path, _ = _agency_file(tmp_path, 9)
+    fake = FakeServer({}, lists_uploads=False)
+    assert _uploader(fake, path).run() == 9
+    assert fake.posts() == 3
+
+
+def test_the_rejection_advice_says_fix_in_place_and_names_the_line(tmp_path: Path) -> None:
+    import httpx
+
+    from client.http import Rejected
+    from client.upload import Piece, explain_rejection
+
+    problem = {
+        "detail": "1 invalid bet",
+        "errors": [{"index": 1, "field": "birthdate", "message": "is not a valid date"}],
+    }
+    error = Rejected(httpx.Response(422, json=problem))
+    text = explain_rejection(error, Path("a.csv"), Piece(5, 8, b"", [7, 9, 10]), "sha256-x")
+    assert text == (
+        "chunk a.csv:7-10 rejected (422): a.csv:9: birthdate is not a valid date. Nothing of that chunk was stored. "
+        "Fix the bad line in place (keep the same lines in the same order: do not delete or insert lines) and "
+        "rerun with --upload-id sha256-x to send only what is missing"
+    )
