@@ -49,6 +49,8 @@ class Options:
     upload_id: str | None = None
     log_level: str = "INFO"
     another_file: bool = False
+    cacert: Path | None = None  # CA certificate file to trust for an https server
+    insecure: bool = False  # allow the token over plain http to another machine
 
 
 # option name -> environment variable(s), first found wins
@@ -66,6 +68,8 @@ ENV = {
     "log_level": ("LOTTERY_LOG_LEVEL", "CLI_LOG_LEVEL"),
     "quiet": ("LOTTERY_QUIET",),
     "json": ("LOTTERY_JSON",),
+    "cacert": ("LOTTERY_CACERT",),
+    "insecure": ("LOTTERY_INSECURE",),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
@@ -97,7 +101,7 @@ def _from_yaml(path: Path) -> dict:
         out["concurrency"] = batch["concurrency"]
     if isinstance(data.get("log"), dict) and "level" in data["log"]:
         out["log_level"] = data["log"]["level"]
-    for key in ("agency", "file", "token", "timeout", "retries", "quiet", "json"):
+    for key in ("agency", "file", "token", "token_file", "cacert", "insecure", "timeout", "retries", "quiet", "json"):
         if key in data:
             out[key] = data[key]
     return out
@@ -115,12 +119,12 @@ def _convert(name: str, value: object) -> object:
             if seconds <= 0:
                 raise ValueError
             return seconds
-        if name == "file":
+        if name in ("file", "cacert"):
             return Path(str(value))
         if name == "server":
             url = str(value).rstrip("/")
             return url if "://" in url else f"http://{url}"
-        if name in ("quiet", "json", "another_file"):
+        if name in ("quiet", "json", "another_file", "insecure"):
             if isinstance(value, bool):
                 return value
             text = str(value).strip().lower()
@@ -138,16 +142,28 @@ def _convert(name: str, value: object) -> object:
 
 
 def resolve(cli: dict, environ: dict[str, str] | None = None) -> Options:
-    """Merge the three sources; ``cli`` holds only the options given on the command line."""
+    """Merge the three sources; ``cli`` holds only the options given on the command line.
+
+    Every option, the token included, comes from the first source that gives it: the command
+    line, then the environment, then the config file. ``--token-file`` is a form of the token,
+    so a token file on the command line beats ``LOTTERY_TOKEN`` in the environment.
+    """
     environ = os.environ if environ is None else environ
+    cli = dict(cli)
     config_path = cli.pop("config", None) or environ.get("LOTTERY_CONFIG")
-    merged: dict = _from_yaml(Path(config_path)) if config_path else {}
+    from_env: dict = {}
     for name, variables in ENV.items():
         for variable in variables:
             if environ.get(variable):
-                merged[name] = environ[variable]
+                from_env[name] = environ[variable]
                 break
-    merged.update({k: v for k, v in cli.items() if v is not None})
+    merged: dict = {}
+    for layer in (_from_yaml(Path(config_path)) if config_path else {}, from_env, cli):
+        layer = {k: v for k, v in layer.items() if v is not None}
+        if "token" in layer or "token_file" in layer:  # a higher source's token replaces both forms
+            merged.pop("token", None)
+            merged.pop("token_file", None)
+        merged.update(layer)
     token_file = merged.pop("token_file", None)
     if token_file and not merged.get("token"):
         try:

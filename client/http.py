@@ -8,11 +8,15 @@ because every chunk carries an Idempotency-Key and an upload range.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import ssl
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 # httpx imports its optional command-line tool (click, rich, pygments) when those happen
 # to be installed; the uploader never uses it, and it is a third of httpx's import time,
@@ -48,6 +52,52 @@ class Stopped(Exception):
     """SIGTERM or Ctrl-C arrived while waiting."""
 
 
+class InsecureServer(ClientError):
+    """The options would send a token in clear, or name a CA file that cannot be used."""
+
+
+def is_loopback(server: str) -> bool:
+    host = urlsplit(server).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(server: str, token: str | None, insecure: bool) -> None:
+    """A token never crosses the network in clear: plain http only to this machine, or when told."""
+    if token and server.startswith("http://") and not insecure and not is_loopback(server):
+        raise InsecureServer(
+            f"refusing to send the agency token in clear text to {server}: use an https:// server URL "
+            "(--cacert FILE if it has a private CA), or pass --insecure if this network is trusted"
+        )
+
+
+def tls_verify(server: str, cacert: Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies the server with: a context trusting ``cacert``, the default CAs, or nothing for http."""
+    if not server.startswith("https://"):
+        # No TLS: skipping the CA bundle (verify=False builds a bare context) saves a tenth of a second.
+        return False
+    if cacert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
+        raise InsecureServer(f"cannot use CA certificate file {cacert}: {reason}") from None
+
+
+def _untrusted(error: Exception) -> ssl.SSLCertVerificationError | None:
+    seen = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @dataclass
 class Api:
     server: str
@@ -55,20 +105,21 @@ class Api:
     retries: int = 10
     timeout: float = 60.0
     stop: threading.Event | None = None
+    cacert: Path | None = None  # a private CA to trust for an https server
+    insecure: bool = False  # allow a token over plain http to another machine
     transport: httpx.BaseTransport | None = None  # tests: a fake server (httpx.MockTransport)
 
     def __post_init__(self) -> None:
+        check_transport(self.server, self.token, self.insecure)
         headers = {"User-Agent": "lottery-uploader/1.0"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         self.stop = self.stop or threading.Event()
-        # A plain-http server needs no TLS: skipping the CA bundle (verify=False builds a bare
-        # context) saves a tenth of a second at start. https servers are verified as usual.
         self._client = httpx.Client(
             base_url=self.server,
             headers=headers,
             timeout=self.timeout,
-            verify=self.server.startswith("https://"),
+            verify=tls_verify(self.server, self.cacert),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
             transport=self.transport,
         )
@@ -84,7 +135,9 @@ class Api:
             try:
                 response = self._client.request(method, path, **kwargs)
             except httpx.TransportError as error:
-                reason, wait_at_least = _describe(error), 0.0
+                if untrusted := _untrusted(error):  # retrying cannot make a certificate trusted
+                    raise ClientError(self._untrusted_message(untrusted)) from None
+                reason, wait_at_least = self._describe(error), 0.0
             else:
                 if response.status_code in ok or response.status_code == 425:
                     return response
@@ -92,7 +145,7 @@ class Api:
                     raise ClientError(_auth_message(response))
                 if response.status_code not in RETRY_STATUSES:
                     raise Rejected(response)
-                reason, wait_at_least = f"HTTP {response.status_code}", _retry_after(response)
+                reason, wait_at_least = f"HTTP {response.status_code}", retry_after(response, 0.0)
             if attempt == self.retries:
                 raise ClientError(f"giving up on {method} {path} after {attempt + 1} attempts: {reason}")
             delay = max(wait_at_least, random.uniform(0, min(MAX_DELAY, BASE_DELAY * 2**attempt)))
@@ -106,18 +159,25 @@ class Api:
                 raise Stopped()
         raise AssertionError("unreachable")
 
+    def _describe(self, error: httpx.TransportError) -> str:
+        if isinstance(error, httpx.ConnectError):
+            return f"server unreachable at {self.server}"
+        if isinstance(error, httpx.TimeoutException):
+            return f"timed out waiting for {self.server}"
+        return f"connection error with {self.server} ({type(error).__name__})"
 
-def _retry_after(response: httpx.Response) -> float:
-    value = response.headers.get("retry-after", "")
-    return min(float(value), 60.0) if value.isdigit() else 0.0
+    def _untrusted_message(self, error: ssl.SSLCertVerificationError) -> str:
+        if self.cacert is None:
+            hint = "if it uses a private CA, pass that CA's certificate with --cacert FILE (or LOTTERY_CACERT)"
+        else:
+            hint = f"the CA in {self.cacert} did not sign it: pass the CA certificate that did with --cacert FILE"
+        return f"the certificate of {self.server} is not trusted ({error.verify_message or error.reason}): {hint}"
 
 
-def _describe(error: httpx.TransportError) -> str:
-    if isinstance(error, httpx.ConnectError):
-        return "server unreachable"
-    if isinstance(error, httpx.TimeoutException):
-        return "timed out"
-    return f"connection error ({type(error).__name__})"
+def retry_after(response: httpx.Response, default: float) -> float:
+    """Seconds the server asks to wait (``Retry-After`` in seconds, capped at a minute), else ``default``."""
+    value = response.headers.get("retry-after", "").strip()
+    return min(float(value), 60.0) if value.isdigit() else default
 
 
 def _auth_message(response: httpx.Response) -> str:

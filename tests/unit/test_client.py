@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.config import DEFAULT_BATCH_SIZE, ConfigError, resolve
+from client.config import DEFAULT_BATCH_SIZE, ConfigError, Options, resolve
 from client.http import ClientError
 from client.lines import line_kind
 from client.progress import Progress
@@ -457,3 +457,249 @@ def test_the_rejection_advice_says_fix_in_place_and_names_the_line(tmp_path: Pat
         "Fix the bad line in place (keep the same lines in the same order: do not delete or insert lines) and "
         "rerun with --upload-id sha256-x to send only what is missing"
     )
+
+
+# -- options: every one of them, command line > environment > config file ------------------------
+
+EVERY_OPTION = {
+    # option: (YAML key and value, environment variable and value, command line value, resolved from each)
+    "server": (("server", {"url": "http://yaml:1"}), ("LOTTERY_SERVER", "http://env:2"), "http://cli:3"),
+    "agency": (("agency", 1), ("LOTTERY_AGENCY", "2"), 3),
+    "file": (("file", "y.csv"), ("LOTTERY_BETS_FILE", "e.csv"), "c.csv"),
+    "batch_size": (("batch", {"maxAmount": 1}), ("LOTTERY_BATCH_SIZE", "2"), 3),
+    "concurrency": (("batch", {"concurrency": 1}), ("LOTTERY_CONCURRENCY", "2"), 3),
+    "timeout": (("timeout", 1), ("LOTTERY_TIMEOUT", "2"), 3.0),
+    "retries": (("retries", 1), ("LOTTERY_RETRIES", "2"), 3),
+    "log_level": (("log", {"level": "debug"}), ("LOTTERY_LOG_LEVEL", "warning"), None),
+    "token": (("token", "yaml-token"), ("LOTTERY_TOKEN", "env-token"), "cli-token"),
+    "cacert": (("cacert", "y.pem"), ("LOTTERY_CACERT", "e.pem"), "c.pem"),
+    "quiet": (("quiet", False), ("LOTTERY_QUIET", "true"), None),
+    "insecure": (("insecure", False), ("LOTTERY_INSECURE", "1"), None),
+}
+
+
+@pytest.mark.parametrize("name", EVERY_OPTION)
+def test_every_option_command_line_beats_environment_beats_config_file(tmp_path: Path, name: str) -> None:
+    import yaml
+
+    (key, value), (variable, env_value), cli_value = EVERY_OPTION[name]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({key: value}))
+    from_yaml = getattr(resolve({"config": str(config)}, environ={}), name)
+    from_env = getattr(resolve({"config": str(config)}, environ={variable: env_value}), name)
+    assert from_yaml != from_env != Options().__dict__[name] or name in ("quiet", "insecure")
+    if cli_value is not None:
+        from_cli = getattr(resolve({"config": str(config), name: cli_value}, environ={variable: env_value}), name)
+        assert from_cli not in (from_yaml, from_env)
+        assert str(from_cli).endswith(str(cli_value).removeprefix("c"))
+
+
+def test_a_token_file_on_the_command_line_beats_the_token_in_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "cli").write_text("token-from-the-cli-file\n")
+    (tmp_path / "env").write_text("token-from-the-env-file\n")
+    (tmp_path / "c.yaml").write_text("token: token-from-yaml\n")
+    env = {"LOTTERY_TOKEN": "token-from-env", "LOTTERY_CONFIG": str(tmp_path / "c.yaml")}
+    assert resolve({"token_file": str(tmp_path / "cli")}, environ=env).token == "token-from-the-cli-file"
+    assert resolve({}, environ=env).token == "token-from-env"
+    env_file = {"LOTTERY_TOKEN_FILE": str(tmp_path / "env"), "LOTTERY_CONFIG": str(tmp_path / "c.yaml")}
+    assert resolve({}, environ=env_file).token == "token-from-the-env-file"
+    assert resolve({"token": "t-cli"}, environ=env_file).token == "t-cli"
+    assert resolve({}, environ={"LOTTERY_CONFIG": str(tmp_path / "c.yaml")}).token == "token-from-yaml"
+
+
+# -- the command line's help and messages (issue 13) -----------------------------------------------
+
+
+def _help(capsys, *argv: str) -> str:
+    from client.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_texts_describe_every_command_and_option(capsys) -> None:
+    top = _help(capsys)
+    assert "`" not in top
+    for name in ("run", "bet", "winners", "generate"):
+        text = _help(capsys, name)
+        description = text.split("\n\n")[1]
+        assert not description.startswith(("options:", "positional")), f"{name} has no description"
+    run = _help(capsys, "run")
+    assert "required (on the command line, in the environment or in --config):" in run
+    required = run.split("required (on the command line")[1]
+    assert "--agency" in required and "--file" in required
+    assert "retries of a request after its first attempt" in run and "at most 11 attempts" in run
+    bet = _help(capsys, "bet")
+    for variable in ("NOMBRE", "APELLIDO", "DOCUMENTO", "NACIMIENTO", "NUMERO"):
+        assert variable in bet
+    from client.__main__ import _parser
+
+    commands = next(a for a in _parser()._actions if a.dest == "command")
+    for name, sub in commands.choices.items():  # every option of every command says what it is
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
+
+
+def _fake_api(handler, **kwargs):
+    import httpx
+
+    from client.http import Api
+
+    return Api("http://lottery.test", transport=httpx.MockTransport(handler), **kwargs)
+
+
+def test_retries_n_means_n_retries_after_the_first_attempt(caplog) -> None:
+    import httpx
+
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        return httpx.Response(503, headers={"Retry-After": "0"})
+
+    api = _fake_api(handler, retries=2)
+    with pytest.raises(ClientError, match=r"giving up on GET /status after 3 attempts: HTTP 503"):
+        api.request("GET", "/status")
+    assert len(calls) == 3
+    assert caplog.text.count("action: reintento") == 2
+
+
+def test_an_unreachable_server_is_named() -> None:
+    import httpx
+
+    def handler(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(ClientError, match=r"after 1 attempts: server unreachable at http://lottery.test$"):
+        _fake_api(handler, retries=0).request("GET", "/status")
+
+
+def test_the_retry_after_header_is_read_in_one_place() -> None:
+    import httpx
+
+    from client.http import retry_after
+
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "7"}), 0.0) == 7.0
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "999"}), 0.0) == 60.0
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "Fri, 27 Nov 2026 10:00:00 GMT"}), 1.5) == 1.5
+    assert retry_after(httpx.Response(503), 2.0) == 2.0
+    import client.__main__
+
+    source = Path(client.__main__.__file__).read_text()
+    assert "retry-after" not in source.lower().replace("retry_after", "")
+
+
+def test_waiting_for_the_draw_says_for_how_many_agencies(caplog) -> None:
+    import httpx
+
+    from client.__main__ import wait_for_winners
+
+    polls = []
+
+    def handler(request):
+        if request.url.path == "/status":
+            return httpx.Response(200, json={"expected": 5, "done": list(range(1, 2 + len(polls))), "drawn": False})
+        polls.append(int(request.url.params["wait"]))
+        if len(polls) < 3:
+            return httpx.Response(425, headers={"Retry-After": "0"}, json={"detail": "not yet"})
+        return httpx.Response(200, json={"agency": 1, "winners": ["30904465"]})
+
+    with caplog.at_level(logging.INFO, logger="client"):
+        assert wait_for_winners(_fake_api(handler), 1, timeout=100, wait=True) == ["30904465"]
+    assert polls[0] == 0 and all(0 < hold <= 30 for hold in polls[1:])  # then long polls
+    lines = [r.getMessage() for r in caplog.records if "espera_sorteo" in r.getMessage()]
+    assert len(lines) == 2
+    assert "finalizadas: 2/5 | esperando_agencias: 3" in lines[0]
+    assert "finalizadas: 3/5 | esperando_agencias: 2" in lines[1]
+
+
+def test_winners_before_the_draw_points_to_wait() -> None:
+    import httpx
+
+    from client.__main__ import wait_for_winners
+
+    api = _fake_api(lambda request: httpx.Response(425, headers={"Retry-After": "1"}, json={"detail": "not yet"}))
+    with pytest.raises(ClientError, match=r"the draw has not happened yet .*: use --wait to wait for it"):
+        wait_for_winners(api, 1, timeout=10, wait=False)
+
+
+# -- TLS decisions (issue 10, the uploader's side) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "server, token, insecure, refused",
+    [
+        ("http://lottery.example:8000", "t", False, True),
+        ("http://10.0.0.5:8000", "t", False, True),
+        ("http://lottery.example:8000", "t", True, False),
+        ("http://lottery.example:8000", None, False, False),
+        ("https://lottery.example", "t", False, False),
+        ("http://127.0.0.1:8000", "t", False, False),
+        ("http://127.3.4.5:8000", "t", False, False),
+        ("http://localhost:8000", "t", False, False),
+        ("http://[::1]:8000", "t", False, False),
+    ],
+)
+def test_a_token_is_never_sent_in_clear_to_another_machine(server, token, insecure, refused) -> None:
+    from client.http import InsecureServer, check_transport
+
+    if refused:
+        with pytest.raises(InsecureServer) as error:
+            check_transport(server, token, insecure)
+        assert str(error.value) == (
+            f"refusing to send the agency token in clear text to {server}: use an https:// server URL "
+            "(--cacert FILE if it has a private CA), or pass --insecure if this network is trusted"
+        )
+    else:
+        check_transport(server, token, insecure)
+
+
+def test_the_command_line_refuses_a_token_over_plain_http(tmp_path: Path, capsys) -> None:
+    from client.__main__ import main
+
+    (tmp_path / "a.csv").write_text("Ana,Gomez,1,1990-01-01,5\n")
+    argv = ["run", "--agency", "1", "--file", str(tmp_path / "a.csv"), "--server", "http://lottery.example"]
+    assert main([*argv, "--token", "secret"]) == 2
+    assert "refusing to send the agency token in clear text to http://lottery.example" in capsys.readouterr().err
+
+
+def test_what_the_server_certificate_is_verified_with(tmp_path: Path) -> None:
+    import ssl
+
+    from client.http import InsecureServer, tls_verify
+
+    assert tls_verify("http://127.0.0.1:8000", tmp_path / "ca.pem") is False  # no TLS, no CA bundle to load
+    assert tls_verify("https://lottery.example", None) is True  # the default CAs
+    with pytest.raises(InsecureServer, match=f"cannot use CA certificate file {tmp_path}/ca.pem: "):
+        tls_verify("https://lottery.example", tmp_path / "ca.pem")
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    with pytest.raises(InsecureServer, match="cannot use CA certificate file"):
+        tls_verify("https://lottery.example", tmp_path / "ca.pem")
+    certifi = pytest.importorskip("certifi")
+    context = tls_verify("https://lottery.example", Path(certifi.where()))
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_an_untrusted_certificate_is_one_clear_error_not_retried() -> None:
+    import ssl
+
+    import httpx
+
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+        error.verify_message = "unable to get local issuer certificate"
+        raise httpx.ConnectError("certificate verify failed", request=request) from error
+
+    api = _fake_api(handler, retries=5)
+    with pytest.raises(ClientError) as error:
+        api.request("GET", "/status")
+    assert str(error.value) == (
+        "the certificate of http://lottery.test is not trusted (unable to get local issuer certificate): "
+        "if it uses a private CA, pass that CA's certificate with --cacert FILE (or LOTTERY_CACERT)"
+    )
+    assert len(calls) == 1
