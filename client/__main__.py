@@ -34,8 +34,8 @@ WHERE_FROM = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m client", description=DESCRIPTION, epilog=WHERE_FROM)
+def _parser(prog: str = "python -m client") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=WHERE_FROM)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,bet,winners,generate}")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
@@ -305,8 +305,8 @@ def cmd_winners(options: Options, stop) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
+    args = _parser(prog).parse_args(argv)
     if args.command == "generate":
         from client.generate import generate
 
