@@ -16,8 +16,6 @@ The config file keeps the course's shape::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 # Chosen from `make bench`'s "uploader" section (README "Performance"): every request costs
@@ -32,25 +30,27 @@ class ConfigError(Exception):
     """A bad option: reported as one line, exit code 2."""
 
 
-@dataclass
 class Options:
-    server: str = DEFAULT_SERVER
-    agency: int | None = None
-    file: Path | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    concurrency: int = DEFAULT_CONCURRENCY
-    token: str | None = None
-    timeout: float = 600.0  # seconds to wait for the draw
-    request_timeout: float = 60.0  # seconds for one HTTP request
-    retries: int = 10  # attempts per request on transient failures
-    quiet: bool = False
-    json: bool = False
-    wait: bool = False
-    upload_id: str | None = None
-    log_level: str = "INFO"
-    another_file: bool = False
-    cacert: Path | None = None  # CA certificate file to trust for an https server
-    insecure: bool = False  # allow the token over plain http to another machine
+    """Every option with its default; files are plain path strings (no pathlib: start-up is counted)."""
+
+    def __init__(self) -> None:
+        self.server: str = DEFAULT_SERVER
+        self.agency: int | None = None
+        self.file: str | None = None
+        self.batch_size: int = DEFAULT_BATCH_SIZE
+        self.concurrency: int = DEFAULT_CONCURRENCY
+        self.token: str | None = None
+        self.timeout: float = 600.0  # seconds to wait for the draw
+        self.request_timeout: float = 60.0  # seconds for one HTTP request
+        self.retries: int = 10  # retries per request on transient failures, after the first attempt
+        self.quiet: bool = False
+        self.json: bool = False
+        self.wait: bool = False
+        self.upload_id: str | None = None
+        self.log_level: str = "INFO"
+        self.another_file: bool = False
+        self.cacert: str | None = None  # CA certificate file to trust for an https server
+        self.insecure: bool = False  # allow the token over plain http to another machine
 
 
 # option name -> environment variable(s), first found wins
@@ -74,11 +74,16 @@ ENV = {
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
-def _from_yaml(path: Path) -> dict:
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _from_yaml(path: str) -> dict:
     import yaml  # only when a config file is used: keeps start-up lean
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(_read(path)) or {}
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
@@ -120,7 +125,7 @@ def _convert(name: str, value: object) -> object:
                 raise ValueError
             return seconds
         if name in ("file", "cacert"):
-            return Path(str(value))
+            return str(value)
         if name == "server":
             url = str(value).rstrip("/")
             return url if "://" in url else f"http://{url}"
@@ -158,7 +163,7 @@ def resolve(cli: dict, environ: dict[str, str] | None = None) -> Options:
                 from_env[name] = environ[variable]
                 break
     merged: dict = {}
-    for layer in (_from_yaml(Path(config_path)) if config_path else {}, from_env, cli):
+    for layer in (_from_yaml(str(config_path)) if config_path else {}, from_env, cli):
         layer = {k: v for k, v in layer.items() if v is not None}
         if "token" in layer or "token_file" in layer:  # a higher source's token replaces both forms
             merged.pop("token", None)
@@ -167,7 +172,7 @@ def resolve(cli: dict, environ: dict[str, str] | None = None) -> Options:
     token_file = merged.pop("token_file", None)
     if token_file and not merged.get("token"):
         try:
-            merged["token"] = Path(token_file).read_text(encoding="utf-8").strip()
+            merged["token"] = _read(token_file).strip()
         except OSError as error:
             raise ConfigError(f"cannot read token file {token_file}: {error.strerror}") from None
     options = Options()

@@ -1,4 +1,4 @@
-"""The uploader's HTTP side: one connection pool, retries with backoff, one-line errors.
+"""The uploader's HTTP side: keep-alive connections (client/wire.py), retries with backoff, one-line errors.
 
 Retried: connection errors, timeouts, 429 and 5xx, waiting an exponentially growing,
 jittered delay ("full jitter"), and at least what ``Retry-After`` asks. Never retried: any
@@ -8,22 +8,16 @@ because every chunk carries an Idempotency-Key and an upload range.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import random
-import ssl
-import sys
 import threading
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit
 
-# httpx imports its optional command-line tool (click, rich, pygments) when those happen
-# to be installed; the uploader never uses it, and it is a third of httpx's import time,
-# which dominates a short upload. A None entry makes that optional import fail as httpx
-# expects it might.
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-import httpx  # noqa: E402
+from client.wire import ConnectError, Request, Response, Timeout, TransportError, Wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Callable
+    from pathlib import Path
 
 log = logging.getLogger("client")
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -38,7 +32,7 @@ class ClientError(Exception):
 class Rejected(ClientError):
     """The server refused a request for good (4xx other than 429)."""
 
-    def __init__(self, response: httpx.Response):
+    def __init__(self, response: Response):
         self.status = response.status_code
         try:
             self.problem = response.json()
@@ -57,6 +51,9 @@ class InsecureServer(ClientError):
 
 
 def is_loopback(server: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
     host = urlsplit(server).hostname or ""
     if host == "localhost":
         return True
@@ -75,21 +72,31 @@ def check_transport(server: str, token: str | None, insecure: bool) -> None:
         )
 
 
-def tls_verify(server: str, cacert: Path | None) -> ssl.SSLContext | bool:
-    """What httpx verifies the server with: a context trusting ``cacert``, the default CAs, or nothing for http."""
+def tls_context(server: str, cacert: Path | None) -> ssl.SSLContext | None:
+    """What the server's certificate is verified with: ``cacert`` when given, else the system's CAs
+    (and certifi's bundle when it is installed); None for plain http (no TLS, nothing loaded)."""
     if not server.startswith("https://"):
-        # No TLS: skipping the CA bundle (verify=False builds a bare context) saves a tenth of a second.
-        return False
-    if cacert is None:
-        return True
+        return None
+    import ssl
+
     try:
-        return ssl.create_default_context(cafile=str(cacert))
+        if cacert is not None:
+            return ssl.create_default_context(cafile=str(cacert))
+        context = ssl.create_default_context()
     except (OSError, ssl.SSLError) as error:
         reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
         raise InsecureServer(f"cannot use CA certificate file {cacert}: {reason}") from None
+    try:
+        import certifi
+    except ImportError:
+        return context
+    context.load_verify_locations(cafile=certifi.where())
+    return context
 
 
 def _untrusted(error: Exception) -> ssl.SSLCertVerificationError | None:
+    import ssl
+
     seen = error
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
@@ -98,43 +105,40 @@ def _untrusted(error: Exception) -> ssl.SSLCertVerificationError | None:
     return None
 
 
-@dataclass
 class Api:
-    server: str
-    token: str | None = None
-    retries: int = 10
-    timeout: float = 60.0
-    stop: threading.Event | None = None
-    cacert: Path | None = None  # a private CA to trust for an https server
-    insecure: bool = False  # allow a token over plain http to another machine
-    transport: httpx.BaseTransport | None = None  # tests: a fake server (httpx.MockTransport)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        retries: int = 10,
+        timeout: float = 60.0,
+        stop: threading.Event | None = None,
+        *,
+        cacert: Path | None = None,  # a private CA to trust for an https server
+        insecure: bool = False,  # allow a token over plain http to another machine
+        transport: Callable[[Request], Response] | None = None,  # tests: a fake server instead of the network
+    ):
+        self.server, self.token, self.retries, self.timeout = server, token, retries, timeout
+        self.stop, self.cacert, self.insecure, self.transport = stop, cacert, insecure, transport
         check_transport(self.server, self.token, self.insecure)
         headers = {"User-Agent": "lottery-uploader/1.0"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         self.stop = self.stop or threading.Event()
-        self._client = httpx.Client(
-            base_url=self.server,
-            headers=headers,
-            timeout=self.timeout,
-            verify=tls_verify(self.server, self.cacert),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-            transport=self.transport,
-        )
+        context = tls_context(self.server, self.cacert)
+        self._client = Wire(self.server, headers, self.timeout, context, self.transport)
 
     def close(self) -> None:
         self._client.close()
 
-    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs) -> httpx.Response:
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs) -> Response:
         """Send with retries; return a response whose status is in ``ok`` (or 425, for the caller)."""
         for attempt in range(self.retries + 1):
             if self.stop.is_set():
                 raise Stopped()
             try:
                 response = self._client.request(method, path, **kwargs)
-            except httpx.TransportError as error:
+            except TransportError as error:
                 if untrusted := _untrusted(error):  # retrying cannot make a certificate trusted
                     raise ClientError(self._untrusted_message(untrusted)) from None
                 reason, wait_at_least = self._describe(error), 0.0
@@ -148,6 +152,8 @@ class Api:
                 reason, wait_at_least = f"HTTP {response.status_code}", retry_after(response, 0.0)
             if attempt == self.retries:
                 raise ClientError(f"giving up on {method} {path} after {attempt + 1} attempts: {reason}")
+            import random  # only when something failed
+
             delay = max(wait_at_least, random.uniform(0, min(MAX_DELAY, BASE_DELAY * 2**attempt)))
             log.warning(
                 "action: reintento | result: in_progress | intento: %d | motivo: %s | espera: %.2fs",
@@ -159,10 +165,10 @@ class Api:
                 raise Stopped()
         raise AssertionError("unreachable")
 
-    def _describe(self, error: httpx.TransportError) -> str:
-        if isinstance(error, httpx.ConnectError):
+    def _describe(self, error: TransportError) -> str:
+        if isinstance(error, ConnectError):
             return f"server unreachable at {self.server}"
-        if isinstance(error, httpx.TimeoutException):
+        if isinstance(error, Timeout):
             return f"timed out waiting for {self.server}"
         return f"connection error with {self.server} ({type(error).__name__})"
 
@@ -174,13 +180,13 @@ class Api:
         return f"the certificate of {self.server} is not trusted ({error.verify_message or error.reason}): {hint}"
 
 
-def retry_after(response: httpx.Response, default: float) -> float:
+def retry_after(response: Response, default: float) -> float:
     """Seconds the server asks to wait (``Retry-After`` in seconds, capped at a minute), else ``default``."""
     value = response.headers.get("retry-after", "").strip()
     return min(float(value), 60.0) if value.isdigit() else default
 
 
-def _auth_message(response: httpx.Response) -> str:
+def _auth_message(response: Response) -> str:
     if response.status_code == 401:
         return "server answered 401: a valid token is required (--token, LOTTERY_TOKEN or LOTTERY_TOKEN_FILE)"
     return "server answered 403: this token belongs to another agency"

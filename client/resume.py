@@ -13,33 +13,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from collections import namedtuple
 
-from client.http import Api, ClientError, Rejected
+from client.http import ClientError, Rejected
 from client.lines import bet_blocks
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from client.http import Api
 
 log = logging.getLogger("client")
 
 FIX_IN_PLACE = "correcting a rejected line in place, keeping the same lines in the same order, resumes cleanly"
 
 
-@dataclass(frozen=True)
-class Span:
-    """Bets ``[start, end)`` of an upload, stored as one chunk; ``digest`` None if unknown."""
-
-    start: int
-    end: int
-    digest: str | None
-
-
-@dataclass(frozen=True)
-class RangeCheck:
-    """What the current file holds for one range: its digest and file lines (None: past the end)."""
-
-    digest: str | None
-    first_line: int | None
-    last_line: int | None
+# Bets ``[start, end)`` of an upload, stored as one chunk; ``digest`` None if unknown.
+Span = namedtuple("Span", "start end digest")
+# What the current file holds for one range: its digest and file lines (digest None: past the end).
+RangeCheck = namedtuple("RangeCheck", "digest first_line last_line")
 
 
 def fetch_spans(api: Api, agency: int, upload_id: str) -> list[Span]:
@@ -64,22 +57,21 @@ def list_uploads(api: Api, agency: int) -> list[tuple[str, int]] | None:
     return [(u["upload_id"], int(u["bets"])) for u in answer["uploads"]]
 
 
-def check_ranges(path: Path, ranges: list[tuple[int, int]]) -> tuple[list[RangeCheck], int]:
+def check_ranges(path: Path, ranges: list[tuple[int, int]], blocks: list | None = None) -> tuple[list[RangeCheck], int]:
     """The digest of each of ``ranges`` (sorted, disjoint) over the file's bets, in one pass; and the bet count."""
     hashers = [hashlib.sha256() for _ in ranges]
     first: list[int | None] = [None] * len(ranges)
     last: list[int | None] = [None] * len(ranges)
     r = 0
     base = 0
-    for block in bet_blocks(path):
-        count = len(block.lines)
+    for block in bet_blocks(path) if blocks is None else blocks:
+        count = block.count
         top = base + count
         while r < len(ranges) and ranges[r][0] < top:
             start, end = ranges[r]
             a, b = max(start, base) - base, min(end, top) - base
             if a < b:
-                hashers[r].update(b"\n".join(block.lines[a:b]))
-                hashers[r].update(b"\n")
+                hashers[r].update(block.body(a, b))
                 if first[r] is None:
                     first[r] = block.numbers[a]
                 last[r] = block.numbers[b - 1]
@@ -94,9 +86,9 @@ def check_ranges(path: Path, ranges: list[tuple[int, int]]) -> tuple[list[RangeC
     return checks, base
 
 
-def first_mismatch(path: Path, spans: list[Span]) -> str | None:
+def first_mismatch(path: Path, spans: list[Span], blocks: list | None = None) -> str | None:
     """None when every span with a digest matches the file; else a message naming the first that does not."""
-    checks, bets = check_ranges(path, [(s.start, s.end) for s in spans])
+    checks, bets = check_ranges(path, [(s.start, s.end) for s in spans], blocks)
     for span, check in zip(spans, checks, strict=True):
         where = f"bets {span.start}-{span.end - 1} (numbered from 0)"
         if check.digest is None:
@@ -112,9 +104,9 @@ def first_mismatch(path: Path, spans: list[Span]) -> str | None:
     return None
 
 
-def verify(path: Path, upload_id: str, spans: list[Span]) -> None:
+def verify(path: Path, upload_id: str, spans: list[Span], blocks: list | None = None) -> None:
     """Refuse (ClientError) unless every stored span is still this file's; warn for unknown digests."""
-    problem = first_mismatch(path, spans)
+    problem = first_mismatch(path, spans, blocks) if spans else None
     if problem:
         raise ClientError(f"upload {upload_id}: {problem}. Nothing was sent")
     unknown = [s for s in spans if s.digest is None]
@@ -128,12 +120,12 @@ def verify(path: Path, upload_id: str, spans: list[Span]) -> None:
 
 
 def choose_upload(
-    api: Api, agency: int, path: Path, own_id: str, *, forced: bool, another_file: bool
+    api: Api, agency: int, path: Path, own_id: str, *, forced: bool, another_file: bool, blocks: list | None = None
 ) -> tuple[str, list[Span]]:
     """The upload id to send under and its stored spans, verified against the file (steps 2 and 3)."""
     spans = fetch_spans(api, agency, own_id)
     if spans or forced or another_file:
-        verify(path, own_id, spans)
+        verify(path, own_id, spans, blocks)
         return own_id, spans
     others = [(u, bets) for u, bets in list_uploads(api, agency) or [] if u != own_id and bets > 0]
     if not others:
@@ -141,7 +133,11 @@ def choose_upload(
     matching = []
     for upload_id, _ in others:
         candidate = fetch_spans(api, agency, upload_id)
-        if candidate and all(s.digest is not None for s in candidate) and first_mismatch(path, candidate) is None:
+        if (
+            candidate
+            and all(s.digest is not None for s in candidate)
+            and first_mismatch(path, candidate, blocks) is None
+        ):
             matching.append((upload_id, candidate))
     if len(matching) == 1:
         upload_id, candidate = matching[0]

@@ -20,47 +20,67 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from pathlib import Path
 
-from client.http import Api, ClientError, Rejected, Stopped
-from client.lines import MalformedFile, bet_blocks
+from client.http import ClientError, Rejected, Stopped
+from client.lines import Block, MalformedFile, bet_blocks
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
+
+    from client.http import Api
 
 log = logging.getLogger("client")
 
 
-@dataclass(frozen=True)
+# A file up to this size is read once: the blocks read to hash it are kept and sent from memory.
+KEEP_IN_MEMORY = 64 << 20
+
+
 class FileScan:
-    upload_id: str
-    bets: int
+    __slots__ = ("upload_id", "bets", "blocks")
+
+    def __init__(self, upload_id: str, bets: int, blocks: list[Block] | None = None):
+        self.upload_id, self.bets = upload_id, bets
+        self.blocks = blocks  # the file's bet lines, when small enough to keep
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FileScan) and (self.upload_id, self.bets) == (other.upload_id, other.bets)
 
 
-@dataclass(frozen=True)
 class Piece:
     """Bets ``[start, end)`` of the file as one LF-normalized body; ``numbers`` are their file lines."""
 
-    start: int
-    end: int
-    body: bytes
-    numbers: Sequence[int]
+    __slots__ = ("start", "end", "body", "numbers")
+
+    def __init__(self, start: int, end: int, body: bytes, numbers: Sequence[int]):
+        self.start, self.end, self.body, self.numbers = start, end, body, numbers
 
 
 def scan(path: Path) -> FileScan:
-    """Hash, count and shape-check the file in one streaming pass."""
+    """Hash, count and shape-check the file in one streaming pass (keeping it when small)."""
     digest = hashlib.sha256()
-    bets = 0
+    bets = size = 0
+    blocks: list[Block] | None = []
     try:
         for block in bet_blocks(path, digest):
-            bets += len(block.lines)
+            bets += block.count
+            if blocks is not None:
+                size += len(block.data)
+                if size <= KEEP_IN_MEMORY:
+                    blocks.append(block)
+                else:
+                    blocks = None
     except MalformedFile as error:
         raise ClientError(str(error)) from None
-    return FileScan("sha256-" + digest.hexdigest()[:40], bets)
+    return FileScan("sha256-" + digest.hexdigest()[:40], bets, blocks)
 
 
-def plan(path: Path, batch_size: int, committed: list[tuple[int, int]]) -> Iterator[Piece]:
-    """Chunks of unsent bets, never crossing a stored range; streams the file."""
+def plan(
+    path: Path, batch_size: int, committed: list[tuple[int, int]], blocks: list[Block] | None = None
+) -> Iterator[Piece]:
+    """Chunks of unsent bets, never crossing a stored range; from ``blocks`` or streamed from the file."""
     stored = sorted(committed)
     r = 0  # first stored range that may still matter
     base = 0  # bet index of the current block's first line
@@ -74,8 +94,8 @@ def plan(path: Path, batch_size: int, committed: list[tuple[int, int]]) -> Itera
         return Piece(start, start + taken, body, lines)
 
     try:
-        for block in bet_blocks(path):
-            count = len(block.lines)
+        for block in bet_blocks(path) if blocks is None else blocks:
+            count = block.count
             i = 0
             while i < count:
                 bet = base + i
@@ -91,7 +111,7 @@ def plan(path: Path, batch_size: int, committed: list[tuple[int, int]]) -> Itera
                 take = min(free_until - i, batch_size - taken)
                 if not taken:
                     start = bet
-                parts.append(b"\n".join(block.lines[i : i + take]) + b"\n")
+                parts.append(block.body(i, i + take))
                 numbers.append(block.numbers[i : i + take])
                 taken += take
                 i += take
@@ -138,6 +158,7 @@ class Uploader:
             self.forced_id or scanned.upload_id,
             forced=self.forced_id is not None,
             another_file=self.another_file,
+            blocks=scanned.blocks,
         )
         self.upload_id = upload_id
         committed = [(s.start, s.end) for s in spans]
@@ -151,35 +172,53 @@ class Uploader:
         )
         if self.progress:
             self.progress.start(scanned.bets, already)
-        self._send_all(upload_id, committed)
+        self._send_all(upload_id, committed, scanned.blocks)
         return scanned.bets
 
-    def _send_all(self, upload_id: str, committed: list[tuple[int, int]]) -> None:
-        # At most `concurrency` chunks in flight plus the one being read: memory stays flat.
-        slots = threading.BoundedSemaphore(self.concurrency)
-        pending: set[Future] = set()
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="chunk") as pool:
-            try:
-                for piece in plan(self.path, self.batch_size, committed):
-                    while not slots.acquire(timeout=0.2):
-                        self._raise_failures(pending)
-                        if self.api.stop.is_set():
-                            raise Stopped()
-                    self._raise_failures(pending)
-                    future = pool.submit(self._send, upload_id, piece)
-                    future.add_done_callback(lambda _: slots.release())
-                    pending.add(future)
-                wait(pending, return_when=FIRST_EXCEPTION)
-                self._raise_failures(pending)
-            except BaseException:
-                self.api.stop.set()  # let in-flight chunks give up their retries
-                raise
+    def _send_all(self, upload_id: str, committed: list[tuple[int, int]], blocks: list[Block] | None) -> None:
+        """``concurrency`` sender threads; at most that many chunks in flight plus the one being read."""
+        import queue
 
-    @staticmethod
-    def _raise_failures(pending: set[Future]) -> None:
-        for future in [f for f in pending if f.done()]:
-            pending.discard(future)
-            future.result()
+        slots = threading.BoundedSemaphore(self.concurrency)
+        work: queue.SimpleQueue = queue.SimpleQueue()
+        failures: list[BaseException] = []
+
+        def sender() -> None:
+            while (piece := work.get()) is not None:
+                try:
+                    if not failures:
+                        self._send(upload_id, piece)
+                except BaseException as error:  # handed to the main thread, which raises it
+                    failures.append(error)
+                finally:
+                    slots.release()
+
+        def take_slot() -> None:
+            while not slots.acquire(timeout=0.2):
+                if failures:
+                    raise failures[0]
+                if self.api.stop.is_set():
+                    raise Stopped()
+            if failures:
+                raise failures[0]
+
+        threads = [threading.Thread(target=sender, name=f"chunk-{i}", daemon=True) for i in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        try:
+            for piece in plan(self.path, self.batch_size, committed, blocks):
+                take_slot()
+                work.put(piece)
+            for _ in threads:  # every slot back: every chunk acknowledged
+                take_slot()
+        except BaseException:
+            self.api.stop.set()  # let in-flight chunks give up their retries
+            raise
+        finally:
+            for _ in threads:
+                work.put(None)
+            for thread in threads:
+                thread.join()
 
     def _send(self, upload_id: str, piece: Piece) -> None:
         headers = {

@@ -30,7 +30,7 @@ def agency_tool(tmp_path_factory) -> Path:
 
 
 def test_the_bare_python_has_none_of_the_uploaders_dependencies() -> None:
-    for module in ("httpx", "yaml", "tqdm", "client"):
+    for module in ("yaml", "tqdm", "certifi", "client"):
         probe = subprocess.run([*BARE_PYTHON, "-c", f"import {module}"], capture_output=True, cwd="/")
         assert probe.returncode == 1, module
 
@@ -40,7 +40,7 @@ def test_the_bundle_holds_no_compiled_extension(agency_tool: Path) -> None:
 
     names = zipfile.ZipFile(agency_tool).namelist()
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
-    assert "client/__main__.py" in names and "httpx/__init__.py" in names
+    assert "client/__main__.py" in names and "yaml/__init__.py" in names and "certifi/cacert.pem" in names
     assert not [n for n in names if n.startswith(("app/", "devtools/", "tests/"))]  # only the uploader
 
 

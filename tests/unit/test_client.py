@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from client.lines import line_kind
 from client.progress import Progress
 from client.resume import check_ranges
 from client.upload import plan, scan
+from client.wire import ConnectError, Response
 
 # -- options -----------------------------------------------------------------------------
 
@@ -34,7 +36,7 @@ def test_command_line_beats_environment_beats_config_file(tmp_path: Path) -> Non
         from_file.batch_size,
         from_file.concurrency,
         from_file.log_level,
-    ) == ("http://server:12345", 3, Path("a.csv"), 100, 2, "DEBUG")
+    ) == ("http://server:12345", 3, "a.csv", 100, 2, "DEBUG")
 
     env = {"LOTTERY_CONFIG": str(config), "LOTTERY_BATCH_SIZE": "250", "LOTTERY_AGENCY": "4"}
     from_env = resolve({}, environ=env)
@@ -218,9 +220,15 @@ def test_only_bet_lines_are_numbered_and_sent_whatever_else_the_file_holds(
 
     saved, client.lines.READ_BLOCK = client.lines.READ_BLOCK, block
     try:
-        assert scan(path).bets == len(bets)
+        scanned = scan(path)
+        assert scanned.bets == len(bets)
         pieces = list(plan(path, batch, merged))
         checks, count = check_ranges(path, merged)
+        from_memory = list(plan(path, batch, merged, scanned.blocks))  # the blocks scan kept, sent as read
+        assert [(p.start, p.end, p.body, list(p.numbers)) for p in from_memory] == [
+            (p.start, p.end, p.body, list(p.numbers)) for p in pieces
+        ]
+        assert check_ranges(path, merged, scanned.blocks) == (checks, count)
     finally:
         client.lines.READ_BLOCK = saved
 
@@ -289,38 +297,34 @@ class FakeServer:
         self.requests: list[tuple[str, str]] = []
 
     def handler(self, request):
-        import httpx
-
-        self.requests.append((request.method, request.url.path))
-        parts = request.url.path.strip("/").split("/")
+        self.requests.append((request.method, urlsplit(request.path).path))
+        parts = urlsplit(request.path).path.strip("/").split("/")
         if request.method == "GET" and parts[-1] == "uploads":
             if not self.lists_uploads:
-                return httpx.Response(404, json={"title": "Not Found"})
+                return Response.of_json(404, {"title": "Not Found"})
             listed = [
                 {"upload_id": u, "bets": sum(s["end"] - s["start"] for s in spans), "chunks": len(spans)}
                 for u, spans in self.uploads.items()
             ]
-            return httpx.Response(200, json={"uploads": listed})
+            return Response.of_json(200, {"uploads": listed})
         if request.method == "GET" and parts[-2] == "uploads":
             spans = self.uploads.get(parts[-1], [])
             committed = [[s["start"], s["end"]] for s in spans]
-            return httpx.Response(
+            return Response.of_json(
                 200,
-                json={
+                {
                     "upload_id": parts[-1],
                     "committed": committed,
                     "bets": sum(e - s for s, e in committed),
                     "spans": spans,
                 },
             )
-        return httpx.Response(201, json={"stored": len(request.content.splitlines())})
+        return Response.of_json(201, {"stored": len(request.content.splitlines())})
 
     def api(self):
-        import httpx
-
         from client.http import Api
 
-        return Api("http://lottery.test", retries=0, transport=httpx.MockTransport(self.handler))
+        return Api("http://lottery.test", retries=0, transport=self.handler)
 
     def posts(self) -> int:
         return sum(1 for method, _ in self.requests if method == "POST")
@@ -441,8 +445,6 @@ def test_an_older_server_without_the_uploads_list_still_uploads(tmp_path: Path) 
 
 
 def test_the_rejection_advice_says_fix_in_place_and_names_the_line(tmp_path: Path) -> None:
-    import httpx
-
     from client.http import Rejected
     from client.upload import Piece, explain_rejection
 
@@ -450,7 +452,7 @@ def test_the_rejection_advice_says_fix_in_place_and_names_the_line(tmp_path: Pat
         "detail": "1 invalid bet",
         "errors": [{"index": 1, "field": "birthdate", "message": "is not a valid date"}],
     }
-    error = Rejected(httpx.Response(422, json=problem))
+    error = Rejected(Response.of_json(422, problem))
     text = explain_rejection(error, Path("a.csv"), Piece(5, 8, b"", [7, 9, 10]), "sha256-x")
     assert text == (
         "chunk a.csv:7-10 rejected (422): a.csv:9: birthdate is not a valid date. Nothing of that chunk was stored. "
@@ -543,21 +545,17 @@ def test_help_texts_describe_every_command_and_option(capsys) -> None:
 
 
 def _fake_api(handler, **kwargs):
-    import httpx
-
     from client.http import Api
 
-    return Api("http://lottery.test", transport=httpx.MockTransport(handler), **kwargs)
+    return Api("http://lottery.test", transport=handler, **kwargs)
 
 
 def test_retries_n_means_n_retries_after_the_first_attempt(caplog) -> None:
-    import httpx
-
     calls = []
 
     def handler(request):
         calls.append(request)
-        return httpx.Response(503, headers={"Retry-After": "0"})
+        return Response(503, {"retry-after": "0"})
 
     api = _fake_api(handler, retries=2)
     with pytest.raises(ClientError, match=r"giving up on GET /status after 3 attempts: HTTP 503"):
@@ -567,24 +565,20 @@ def test_retries_n_means_n_retries_after_the_first_attempt(caplog) -> None:
 
 
 def test_an_unreachable_server_is_named() -> None:
-    import httpx
-
     def handler(request):
-        raise httpx.ConnectError("connection refused", request=request)
+        raise ConnectError("connection refused")
 
     with pytest.raises(ClientError, match=r"after 1 attempts: server unreachable at http://lottery.test$"):
         _fake_api(handler, retries=0).request("GET", "/status")
 
 
 def test_the_retry_after_header_is_read_in_one_place() -> None:
-    import httpx
-
     from client.http import retry_after
 
-    assert retry_after(httpx.Response(503, headers={"Retry-After": "7"}), 0.0) == 7.0
-    assert retry_after(httpx.Response(503, headers={"Retry-After": "999"}), 0.0) == 60.0
-    assert retry_after(httpx.Response(503, headers={"Retry-After": "Fri, 27 Nov 2026 10:00:00 GMT"}), 1.5) == 1.5
-    assert retry_after(httpx.Response(503), 2.0) == 2.0
+    assert retry_after(Response(503, {"retry-after": "7"}), 0.0) == 7.0
+    assert retry_after(Response(503, {"retry-after": "999"}), 0.0) == 60.0
+    assert retry_after(Response(503, {"retry-after": "Fri, 27 Nov 2026 10:00:00 GMT"}), 1.5) == 1.5
+    assert retry_after(Response(503), 2.0) == 2.0
     import client.__main__
 
     source = Path(client.__main__.__file__).read_text()
@@ -592,19 +586,17 @@ def test_the_retry_after_header_is_read_in_one_place() -> None:
 
 
 def test_waiting_for_the_draw_says_for_how_many_agencies(caplog) -> None:
-    import httpx
-
     from client.__main__ import wait_for_winners
 
     polls = []
 
     def handler(request):
-        if request.url.path == "/status":
-            return httpx.Response(200, json={"expected": 5, "done": list(range(1, 2 + len(polls))), "drawn": False})
-        polls.append(int(request.url.params["wait"]))
+        if urlsplit(request.path).path == "/status":
+            return Response.of_json(200, {"expected": 5, "done": list(range(1, 2 + len(polls))), "drawn": False})
+        polls.append(int(parse_qs(urlsplit(request.path).query)["wait"][0]))
         if len(polls) < 3:
-            return httpx.Response(425, headers={"Retry-After": "0"}, json={"detail": "not yet"})
-        return httpx.Response(200, json={"agency": 1, "winners": ["30904465"]})
+            return Response.of_json(425, {"detail": "not yet"}, {"Retry-After": "0"})
+        return Response.of_json(200, {"agency": 1, "winners": ["30904465"]})
 
     with caplog.at_level(logging.INFO, logger="client"):
         assert wait_for_winners(_fake_api(handler), 1, timeout=100, wait=True) == ["30904465"]
@@ -616,11 +608,9 @@ def test_waiting_for_the_draw_says_for_how_many_agencies(caplog) -> None:
 
 
 def test_winners_before_the_draw_points_to_wait() -> None:
-    import httpx
-
     from client.__main__ import wait_for_winners
 
-    api = _fake_api(lambda request: httpx.Response(425, headers={"Retry-After": "1"}, json={"detail": "not yet"}))
+    api = _fake_api(lambda request: Response.of_json(425, {"detail": "not yet"}, {"Retry-After": "1"}))
     with pytest.raises(ClientError, match=r"the draw has not happened yet .*: use --wait to wait for it"):
         wait_for_winners(api, 1, timeout=10, wait=False)
 
@@ -668,24 +658,24 @@ def test_the_command_line_refuses_a_token_over_plain_http(tmp_path: Path, capsys
 def test_what_the_server_certificate_is_verified_with(tmp_path: Path) -> None:
     import ssl
 
-    from client.http import InsecureServer, tls_verify
+    from client.http import InsecureServer, tls_context
 
-    assert tls_verify("http://127.0.0.1:8000", tmp_path / "ca.pem") is False  # no TLS, no CA bundle to load
-    assert tls_verify("https://lottery.example", None) is True  # the default CAs
+    assert tls_context("http://127.0.0.1:8000", tmp_path / "ca.pem") is None  # no TLS, nothing loaded
+    default = tls_context("https://lottery.example", None)  # the system's CAs (and certifi's, if installed)
+    assert default.verify_mode == ssl.CERT_REQUIRED and default.check_hostname
     with pytest.raises(InsecureServer, match=f"cannot use CA certificate file {tmp_path}/ca.pem: "):
-        tls_verify("https://lottery.example", tmp_path / "ca.pem")
+        tls_context("https://lottery.example", tmp_path / "ca.pem")
     (tmp_path / "ca.pem").write_text("not a certificate")
     with pytest.raises(InsecureServer, match="cannot use CA certificate file"):
-        tls_verify("https://lottery.example", tmp_path / "ca.pem")
-    certifi = pytest.importorskip("certifi")
-    context = tls_verify("https://lottery.example", Path(certifi.where()))
-    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+        tls_context("https://lottery.example", tmp_path / "ca.pem")
+    trustme = pytest.importorskip("trustme")
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    context = tls_context("https://lottery.example", tmp_path / "ca.pem")
+    assert context.verify_mode == ssl.CERT_REQUIRED and len(context.get_ca_certs()) == 1  # only that CA
 
 
 def test_an_untrusted_certificate_is_one_clear_error_not_retried() -> None:
     import ssl
-
-    import httpx
 
     calls = []
 
@@ -693,7 +683,7 @@ def test_an_untrusted_certificate_is_one_clear_error_not_retried() -> None:
         calls.append(request)
         error = ssl.SSLCertVerificationError(1, "certificate verify failed")
         error.verify_message = "unable to get local issuer certificate"
-        raise httpx.ConnectError("certificate verify failed", request=request) from error
+        raise ConnectError("certificate verify failed") from error
 
     api = _fake_api(handler, retries=5)
     with pytest.raises(ClientError) as error:
