@@ -80,13 +80,12 @@ def skip_lines(data: bytes, pos: int, n: int) -> int:
     return pos
 
 
-def raw_blocks(path: Path, digest=None) -> Iterator[tuple[int, bytes]]:
-    """(number of the first line, whole lines ending in ``\\n``): the file's bytes, in order.
+def raw_blocks(path: Path, digest=None) -> Iterator[bytes]:
+    """Whole lines ending in ``\\n``, a block at a time: the file's bytes, in order.
 
     ``digest`` (a hashlib object) is fed the raw bytes as read. A last line without its
     terminator gets one. Errors opening the file are :class:`MalformedFile`.
     """
-    line = 1
     carry = b""
     try:
         f = open(path, "rb")
@@ -111,8 +110,7 @@ def raw_blocks(path: Path, digest=None) -> Iterator[tuple[int, bytes]]:
                 if not carry:
                     return
                 data = carry + b"\n"
-            yield line, data
-            line += data.count(b"\n")
+            yield data
             if not raw:
                 return
 
@@ -137,11 +135,10 @@ def plain(raw: bytes) -> tuple[bytes, int] | None:
 
 def bet_blocks(path: Path, digest=None) -> Iterator[Block]:
     """The file's bet lines, a block at a time, checked: a malformed line raises MalformedFile."""
-    first = True
-    for line, raw in raw_blocks(path, digest):
-        if first and raw.startswith(BOM):
+    line = 1  # the file line number of the block's first line
+    for raw in raw_blocks(path, digest):
+        if line == 1 and raw.startswith(BOM):
             raw = raw[len(BOM) :]
-        first = False
         fast = plain(raw)
         if fast is not None:
             data, count = fast
@@ -149,7 +146,10 @@ def bet_blocks(path: Path, digest=None) -> Iterator[Block]:
                 _check_utf8(path, line, data)
             yield Block(data, range(line, line + count))
         else:
-            yield _classify(path, line, raw.replace(b"\r\n", b"\n"))
+            data = raw.replace(b"\r\n", b"\n")
+            block, count = _classify(path, line, data)
+            yield block
+        line += count
 
 
 def _check_utf8(path: Path, line: int, data: bytes) -> None:
@@ -160,16 +160,17 @@ def _check_utf8(path: Path, line: int, data: bytes) -> None:
         raise MalformedFile(f"{path}:{number}: malformed CSV: not valid UTF-8") from None
 
 
-def _classify(path: Path, line: int, data: bytes) -> Block:
-    """The slow way, for blocks with blank lines, headers, quotes or a malformed line."""
+def _classify(path: Path, line: int, data: bytes) -> tuple[Block, int]:
+    """The slow way, for blocks with blank lines, headers, quotes or a malformed line; and its line count."""
     lines: list[bytes] = []
     numbers: list[int] = []
-    for number, text in enumerate(data.split(b"\n")[:-1], line):
+    every = data.split(b"\n")[:-1]
+    for number, text in enumerate(every, line):
         kind = line_kind(text, f"{path}:{number}")
         if kind == "bet":
             lines.append(text)
             numbers.append(number)
-    return Block(b"\n".join(lines) + b"\n" if lines else b"", numbers)
+    return Block(b"\n".join(lines) + b"\n" if lines else b"", numbers), len(every)
 
 
 def line_kind(text: bytes, where: str = "line") -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import namedtuple
 
 from client.http import ClientError, Rejected
 from client.lines import bet_blocks
@@ -29,10 +28,32 @@ log = logging.getLogger("client")
 FIX_IN_PLACE = "correcting a rejected line in place, keeping the same lines in the same order, resumes cleanly"
 
 
-# Bets ``[start, end)`` of an upload, stored as one chunk; ``digest`` None if unknown.
-Span = namedtuple("Span", "start end digest")
-# What the current file holds for one range: its digest and file lines (digest None: past the end).
-RangeCheck = namedtuple("RangeCheck", "digest first_line last_line")
+class Span(tuple):
+    """Bets ``[start, end)`` of an upload, stored as one chunk; ``digest`` None if unknown.
+
+    A plain tuple subclass, not a namedtuple: that one compiles code at import (start-up counts)."""
+
+    __slots__ = ()
+
+    def __new__(cls, start: int, end: int, digest: str | None):
+        return super().__new__(cls, (start, end, digest))
+
+    start = property(lambda self: self[0])
+    end = property(lambda self: self[1])
+    digest = property(lambda self: self[2])
+
+
+class RangeCheck(tuple):
+    """What the current file holds for one range: its digest and file lines (digest None: past the end)."""
+
+    __slots__ = ()
+
+    def __new__(cls, digest: str | None, first_line: int | None, last_line: int | None):
+        return super().__new__(cls, (digest, first_line, last_line))
+
+    digest = property(lambda self: self[0])
+    first_line = property(lambda self: self[1])
+    last_line = property(lambda self: self[2])
 
 
 def fetch_spans(api: Api, agency: int, upload_id: str) -> list[Span]:
