@@ -17,6 +17,7 @@ import py_compile
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipapp
 from pathlib import Path
 
@@ -33,8 +34,11 @@ sys.exit(main(prog="lottery-agency.pyz"))
 LEFT_OUT = ("agency_tool.py", "requirements-agency.txt")
 
 
-def build(out: Path = ROOT / "dist" / "lottery-agency.pyz", work: Path = ROOT / "dist" / "build-agency-tool") -> Path:
-    shutil.rmtree(work, ignore_errors=True)
+def build(out: Path = ROOT / "dist" / "lottery-agency.pyz", work: Path | None = None) -> Path:
+    """Build the bundle at ``out``; ``work`` (a new directory) is where it is assembled, a temporary one by default."""
+    if work is None:
+        with tempfile.TemporaryDirectory(prefix="agency-tool-") as tmp:
+            return build(out, Path(tmp) / "bundle")
     work.mkdir(parents=True)
     subprocess.run(
         [
