@@ -136,6 +136,16 @@ def _convert(name: str, value: object) -> object:
             if text not in _TRUE + _FALSE:
                 raise ValueError
             return text in _TRUE
+        if name == "upload_id":  # the server's Upload-Id shape; it also travels in headers, so no CR/LF
+            text = str(value)
+            if not (0 < len(text) <= 128 and text.isascii() and all(c.isalnum() or c in "._:-" for c in text)):
+                raise ValueError
+            return text
+        if name == "token":
+            text = str(value)
+            if not text.isascii() or not text.isprintable() or " " in text:  # it travels in a header
+                raise ConfigError("invalid value for token: it must be printable ASCII without spaces")
+            return text
         if name == "log_level":
             level = str(value).upper()
             if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -72,6 +72,9 @@ def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
         ({"timeout": "soon"}, "invalid value for timeout: 'soon'"),
         ({"token_file": "/nonexistent/token"}, "cannot read token file /nonexistent/token"),
         ({"config": "/nonexistent/config.yaml"}, "cannot read config file /nonexistent/config.yaml"),
+        ({"upload_id": "sha256-x\r\nX-Evil: 1"}, "invalid value for upload-id: "),
+        ({"upload_id": "x" * 129}, "invalid value for upload-id: "),
+        ({"token": "abc\r\nX-Evil: 1"}, "invalid value for token: it must be printable ASCII without spaces"),
     ],
 )
 def test_bad_options_are_one_line_errors(cli: dict, message: str) -> None:
