@@ -76,3 +76,47 @@ def test_an_agency_runs_a_round_with_the_single_file(agency_tool: Path, tmp_path
         assert stored_rows(server.data_dir) == expected_rows(files)
     help_text = subprocess.run([*BARE_PYTHON, str(agency_tool), "--help"], capture_output=True, text=True, cwd="/")
     assert help_text.stdout.startswith("usage: lottery-agency.pyz")
+
+
+def test_the_single_file_trusts_a_private_ca_over_https(agency_tool: Path, tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    from tests.integration.test_uploader_tls import TlsServer
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    (path,) = generate(agency_tool.parent / "tls", agencies=1, bets=500, seed=22)
+    server = TlsServer(
+        tmp_path / "data",
+        workers=2,
+        agencies=1,
+        cert=tmp_path / "cert.pem",
+        key=tmp_path / "key.pem",
+        cacert=tmp_path / "ca.pem",
+    )
+    with server:
+        proc = subprocess.run(
+            [
+                *BARE_PYTHON,
+                str(agency_tool),
+                "run",
+                "--agency",
+                "1",
+                "--file",
+                str(path),
+                "--server",
+                server.url,
+                "--cacert",
+                str(tmp_path / "ca.pem"),
+                "--token",
+                "not-checked-by-this-server",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=agency_tool.parent,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert stored_rows(server.data_dir) == expected_rows({1: path})
