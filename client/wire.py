@@ -111,11 +111,16 @@ class Wire:
             started = False
             try:
                 sock.settimeout(timeout)
-                if len(body) < 65536:
-                    sock.sendall(head + body)
-                else:  # no copy of a big body; TCP_NODELAY keeps the two writes from waiting on each other
-                    sock.sendall(head)
-                    sock.sendall(body)
+                try:
+                    if len(body) < 65536:
+                        sock.sendall(head + body)
+                    else:  # no copy of a big body; TCP_NODELAY keeps the two writes from waiting on each other
+                        sock.sendall(head)
+                        sock.sendall(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The server may answer early and close (413 for a body it will not read): its
+                    # answer, if it sent one, is the outcome; reading it says so, or fails as well.
+                    pass
                 status_line = reader.readline(MAX_HEADER_LINE)
                 started = bool(status_line)
                 if not started:

@@ -103,6 +103,27 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_silently() -> Non
     server.close()
 
 
+def test_an_answer_sent_before_the_body_was_read_is_the_outcome() -> None:
+    """A server that refuses a body by its Content-Length answers and closes while the body is still sent."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            conn.shutdown(socket.SHUT_WR)
+            # Closing with unread data resets the connection: the client's send fails mid-body.
+
+    threading.Thread(target=refuse, daemon=True).start()
+    wire = _wire(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    response = wire.request("POST", "/agencies/1/bets", content=b"x" * (64 << 20))
+    assert response.status_code == 413
+    listener.close()
+
+
 def test_connection_close_and_until_close_bodies() -> None:
     server = Scripted([b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"done": true}', None])
     wire = _wire(server.url)
