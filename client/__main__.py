@@ -157,6 +157,7 @@ def _api(options: Options, stop=None):
         options.retries,
         options.request_timeout,
         stop,
+        connections=options.concurrency,
         cacert=options.cacert,
         insecure=options.insecure,
     )

@@ -1,4 +1,4 @@
-"""The uploader's HTTP side: keep-alive connections (client/wire.py), retries with backoff, one-line errors.
+"""The uploader's HTTP side: one httpx connection pool, retries with backoff, one-line errors.
 
 Retried: connection errors, timeouts, 429 and 5xx, waiting an exponentially growing,
 jittered delay ("full jitter"), and at least what ``Retry-After`` asks. Never retried: any
@@ -9,15 +9,16 @@ because every chunk carries an Idempotency-Key and an upload range.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
-
-from client.wire import ConnectError, Request, Response, Timeout, TransportError, Wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable
     from pathlib import Path
+
+    import httpx
+    from httpx import Response
 
 log = logging.getLogger("client")
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -72,26 +73,33 @@ def check_transport(server: str, token: str | None, insecure: bool) -> None:
         )
 
 
-def tls_context(server: str, cacert: Path | None) -> ssl.SSLContext | None:
-    """What the server's certificate is verified with: ``cacert`` when given, else the system's CAs
-    (and certifi's bundle when it is installed); None for plain http (no TLS, nothing loaded)."""
+def tls_verify(server: str, cacert: Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies the server's certificate with: a context trusting only ``cacert`` when
+    given, else httpx's default (certifi's CA bundle); False for plain http, where there is no TLS
+    and loading a CA bundle would only cost start-up time."""
     if not server.startswith("https://"):
-        return None
+        return False
+    if cacert is None:
+        return True
     import ssl
 
     try:
-        if cacert is not None:
-            return ssl.create_default_context(cafile=str(cacert))
-        context = ssl.create_default_context()
+        return ssl.create_default_context(cafile=str(cacert))
     except (OSError, ssl.SSLError) as error:
         reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
         raise InsecureServer(f"cannot use CA certificate file {cacert}: {reason}") from None
-    try:
-        import certifi
-    except ImportError:
-        return context
-    context.load_verify_locations(cafile=certifi.where())
-    return context
+
+
+def _httpx():
+    """httpx, imported when the first request is about to be made: --help, a bad option or a
+    refused token never pay for it."""
+    # httpx imports its optional command-line tool (click, rich, pygments) when those happen
+    # to be installed; the uploader never uses it, and it is a third of httpx's import time.
+    # A None entry makes that optional import fail as httpx expects it might.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    import httpx
+
+    return httpx
 
 
 def _untrusted(error: Exception) -> ssl.SSLCertVerificationError | None:
@@ -114,31 +122,52 @@ class Api:
         timeout: float = 60.0,
         stop: threading.Event | None = None,
         *,
+        connections: int = 4,  # at most this many requests at once (the uploader's --concurrency)
         cacert: Path | None = None,  # a private CA to trust for an https server
         insecure: bool = False,  # allow a token over plain http to another machine
-        transport: Callable[[Request], Response] | None = None,  # tests: a fake server instead of the network
+        transport: httpx.BaseTransport | None = None,  # tests: httpx.MockTransport instead of the network
     ):
         self.server, self.token, self.retries, self.timeout = server, token, retries, timeout
         self.stop, self.cacert, self.insecure, self.transport = stop, cacert, insecure, transport
+        self.connections = max(connections, 1)
         check_transport(self.server, self.token, self.insecure)
-        headers = {"User-Agent": "lottery-uploader/1.0"}
+        self.headers = {"User-Agent": "lottery-uploader/1.0"}
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+            self.headers["Authorization"] = f"Bearer {self.token}"
         self.stop = self.stop or threading.Event()
-        context = tls_context(self.server, self.cacert)
-        self._client = Wire(self.server, headers, self.timeout, context, self.transport)
+        self.verify = tls_verify(self.server, self.cacert)  # a bad CA file is an error before any request
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def _http(self) -> httpx.Client:
+        """The one ``httpx.Client`` (its pool shared by the sender threads), made on first use."""
+        with self._lock:
+            if self._client is None:
+                httpx = _httpx()
+                self._client = httpx.Client(
+                    base_url=self.server,
+                    headers=self.headers,
+                    timeout=self.timeout,
+                    verify=self.verify,
+                    limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections),
+                    transport=self.transport,
+                )
+            return self._client
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
 
     def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs) -> Response:
         """Send with retries; return a response whose status is in ``ok`` (or 425, for the caller)."""
         for attempt in range(self.retries + 1):
             if self.stop.is_set():
                 raise Stopped()
+            client = self._http()
             try:
-                response = self._client.request(method, path, **kwargs)
-            except TransportError as error:
+                response = client.request(method, path, **kwargs)
+            except _httpx().TransportError as error:
                 if untrusted := _untrusted(error):  # retrying cannot make a certificate trusted
                     raise ClientError(self._untrusted_message(untrusted)) from None
                 reason, wait_at_least = self._describe(error), 0.0
@@ -165,12 +194,14 @@ class Api:
                 raise Stopped()
         raise AssertionError("unreachable")
 
-    def _describe(self, error: TransportError) -> str:
-        if isinstance(error, ConnectError):
+    def _describe(self, error: httpx.TransportError) -> str:
+        httpx = _httpx()
+        if isinstance(error, httpx.ConnectError):
             return f"server unreachable at {self.server}"
-        if isinstance(error, Timeout):
+        if isinstance(error, httpx.TimeoutException):
             return f"timed out waiting for {self.server}"
-        return f"connection error with {self.server} ({type(error).__name__})"
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return f"connection error with {self.server} ({detail})"
 
     def _untrusted_message(self, error: ssl.SSLCertVerificationError) -> str:
         if self.cacert is None:

@@ -242,6 +242,11 @@ def explain_rejection(error: Rejected, path: Path, piece: Piece, upload_id: str)
     """The server's reason, with the file's own line numbers, and what to do (CONTRACT-uploads step 4)."""
     lines = f"{path}:{piece.numbers[0]}-{piece.numbers[-1]}"
     problems = error.problem.get("errors") or []
+    if error.status == 413:  # a body or a bet count over the server's limit for one chunk
+        return (
+            f"chunk {lines} rejected: {error}. The server takes smaller chunks: "
+            f"rerun with a smaller --batch-size (this chunk had {piece.end - piece.start} bets)"
+        )
     if not problems:
         return f"chunk {lines} rejected: {error}"
     named = []

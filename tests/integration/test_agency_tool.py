@@ -30,7 +30,7 @@ def agency_tool(tmp_path_factory) -> Path:
 
 
 def test_the_bare_python_has_none_of_the_uploaders_dependencies() -> None:
-    for module in ("yaml", "tqdm", "certifi", "client"):
+    for module in ("httpx", "httpcore", "h11", "anyio", "idna", "certifi", "yaml", "tqdm", "client"):
         probe = subprocess.run([*BARE_PYTHON, "-c", f"import {module}"], capture_output=True, cwd="/")
         assert probe.returncode == 1, module
 
@@ -40,7 +40,9 @@ def test_the_bundle_holds_no_compiled_extension(agency_tool: Path) -> None:
 
     names = zipfile.ZipFile(agency_tool).namelist()
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
-    assert "client/__main__.py" in names and "yaml/__init__.py" in names and "certifi/cacert.pem" in names
+    for name in ("client/__main__.py", "httpx/__init__.py", "httpcore/__init__.py", "h11/__init__.py"):
+        assert name in names
+    assert "anyio/__init__.py" in names and "yaml/__init__.py" in names and "certifi/cacert.pem" in names
     assert not [n for n in names if n.startswith(("app/", "devtools/", "tests/"))]  # only the uploader
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +17,6 @@ from client.lines import line_kind
 from client.progress import Progress
 from client.resume import check_ranges
 from client.upload import plan, scan
-from client.wire import ConnectError, Response
 
 # -- options -----------------------------------------------------------------------------
 
@@ -300,34 +299,34 @@ class FakeServer:
         self.requests: list[tuple[str, str]] = []
 
     def handler(self, request):
-        self.requests.append((request.method, urlsplit(request.path).path))
-        parts = urlsplit(request.path).path.strip("/").split("/")
+        self.requests.append((request.method, request.url.path))
+        parts = request.url.path.strip("/").split("/")
         if request.method == "GET" and parts[-1] == "uploads":
             if not self.lists_uploads:
-                return Response.of_json(404, {"title": "Not Found"})
+                return httpx.Response(404, json={"title": "Not Found"})
             listed = [
                 {"upload_id": u, "bets": sum(s["end"] - s["start"] for s in spans), "chunks": len(spans)}
                 for u, spans in self.uploads.items()
             ]
-            return Response.of_json(200, {"uploads": listed})
+            return httpx.Response(200, json={"uploads": listed})
         if request.method == "GET" and parts[-2] == "uploads":
             spans = self.uploads.get(parts[-1], [])
             committed = [[s["start"], s["end"]] for s in spans]
-            return Response.of_json(
+            return httpx.Response(
                 200,
-                {
+                json={
                     "upload_id": parts[-1],
                     "committed": committed,
                     "bets": sum(e - s for s, e in committed),
                     "spans": spans,
                 },
             )
-        return Response.of_json(201, {"stored": len(request.content.splitlines())})
+        return httpx.Response(201, json={"stored": len(request.content.splitlines())})
 
     def api(self):
         from client.http import Api
 
-        return Api("http://lottery.test", retries=0, transport=self.handler)
+        return Api("http://lottery.test", retries=0, transport=httpx.MockTransport(self.handler))
 
     def posts(self) -> int:
         return sum(1 for method, _ in self.requests if method == "POST")
@@ -455,7 +454,7 @@ def test_the_rejection_advice_says_fix_in_place_and_names_the_line(tmp_path: Pat
         "detail": "1 invalid bet",
         "errors": [{"index": 1, "field": "birthdate", "message": "is not a valid date"}],
     }
-    error = Rejected(Response.of_json(422, problem))
+    error = Rejected(httpx.Response(422, json=problem))
     text = explain_rejection(error, Path("a.csv"), Piece(5, 8, b"", [7, 9, 10]), "sha256-x")
     assert text == (
         "chunk a.csv:7-10 rejected (422): a.csv:9: birthdate is not a valid date. Nothing of that chunk was stored. "
@@ -550,7 +549,7 @@ def test_help_texts_describe_every_command_and_option(capsys) -> None:
 def _fake_api(handler, **kwargs):
     from client.http import Api
 
-    return Api("http://lottery.test", transport=handler, **kwargs)
+    return Api("http://lottery.test", transport=httpx.MockTransport(handler), **kwargs)
 
 
 def test_retries_n_means_n_retries_after_the_first_attempt(caplog) -> None:
@@ -558,7 +557,7 @@ def test_retries_n_means_n_retries_after_the_first_attempt(caplog) -> None:
 
     def handler(request):
         calls.append(request)
-        return Response(503, {"retry-after": "0"})
+        return httpx.Response(503, headers={"retry-after": "0"})
 
     api = _fake_api(handler, retries=2)
     with pytest.raises(ClientError, match=r"giving up on GET /status after 3 attempts: HTTP 503"):
@@ -569,19 +568,109 @@ def test_retries_n_means_n_retries_after_the_first_attempt(caplog) -> None:
 
 def test_an_unreachable_server_is_named() -> None:
     def handler(request):
-        raise ConnectError("connection refused")
+        raise httpx.ConnectError("connection refused")
 
     with pytest.raises(ClientError, match=r"after 1 attempts: server unreachable at http://lottery.test$"):
         _fake_api(handler, retries=0).request("GET", "/status")
 
 
+class EarlyAnswer:
+    """A socket server on 127.0.0.1 that reads a request's head, not its body, then answers
+    ``answer`` (or nothing) and closes: the unread body makes the close a reset, so the
+    client's write fails mid-body, as when a server refuses a chunk by its Content-Length."""
+
+    def __init__(self, answer: bytes | None):
+        import socket
+        import threading
+
+        self.answer, self.connections = answer, 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(4096)
+                if self.answer is not None:
+                    conn.sendall(self.answer)
+                    conn.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+TOO_LARGE = b'{"title": "Chunk too large", "status": 413, "detail": "a chunk carries at most 1048576 bytes"}'
+
+
+def test_a_413_answered_before_the_body_was_read_is_the_outcome_and_is_not_retried() -> None:
+    from client.http import Api, Rejected
+
+    head = b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/problem+json\r\nConnection: close\r\n"
+    server = EarlyAnswer(head + b"Content-Length: %d\r\n\r\n" % len(TOO_LARGE) + TOO_LARGE)
+    api = Api(server.url, retries=3)
+    try:
+        with pytest.raises(Rejected) as error:
+            api.request("POST", "/agencies/1/bets", content=b"x" * (64 << 20))  # far more than socket buffers
+    finally:
+        api.close()
+        server.close()
+    assert (error.value.status, str(error.value)) == (413, "server answered 413: a chunk carries at most 1048576 bytes")
+    assert server.connections == 1
+
+
+def test_a_server_that_drops_the_connection_unanswered_is_retried_and_named() -> None:
+    from client.http import Api
+
+    server = EarlyAnswer(None)
+    api = Api(server.url, retries=1)
+    try:
+        with pytest.raises(ClientError) as error:
+            api.request("POST", "/agencies/1/bets", content=b"x" * (64 << 20))
+    finally:
+        api.close()
+        server.close()
+    assert str(error.value) == (
+        f"giving up on POST /agencies/1/bets after 2 attempts: connection error with {server.url} "
+        "(RemoteProtocolError: Server disconnected without sending a response.)"
+    )
+    assert server.connections == 2
+
+
+def test_a_chunk_too_large_says_to_lower_the_batch_size(tmp_path: Path) -> None:
+    from client.upload import Uploader
+
+    class RefusesChunks(FakeServer):
+        def handler(self, request):
+            if request.method == "POST":
+                return httpx.Response(413, content=TOO_LARGE, headers={"Content-Type": "application/problem+json"})
+            return super().handler(request)
+
+    path, _ = _agency_file(tmp_path, 9)
+    with pytest.raises(ClientError) as error:
+        Uploader(RefusesChunks({}).api(), 1, path, batch_size=3, concurrency=1).run()
+    assert str(error.value) == (
+        f"chunk {path}:2-4 rejected: server answered 413: a chunk carries at most 1048576 bytes. "
+        "The server takes smaller chunks: rerun with a smaller --batch-size (this chunk had 3 bets)"
+    )
+
+
 def test_the_retry_after_header_is_read_in_one_place() -> None:
     from client.http import retry_after
 
-    assert retry_after(Response(503, {"retry-after": "7"}), 0.0) == 7.0
-    assert retry_after(Response(503, {"retry-after": "999"}), 0.0) == 60.0
-    assert retry_after(Response(503, {"retry-after": "Fri, 27 Nov 2026 10:00:00 GMT"}), 1.5) == 1.5
-    assert retry_after(Response(503), 2.0) == 2.0
+    assert retry_after(httpx.Response(503, headers={"retry-after": "7"}), 0.0) == 7.0
+    assert retry_after(httpx.Response(503, headers={"retry-after": "999"}), 0.0) == 60.0
+    assert retry_after(httpx.Response(503, headers={"retry-after": "Fri, 27 Nov 2026 10:00:00 GMT"}), 1.5) == 1.5
+    assert retry_after(httpx.Response(503), 2.0) == 2.0
     import client.__main__
 
     source = Path(client.__main__.__file__).read_text()
@@ -594,12 +683,12 @@ def test_waiting_for_the_draw_says_for_how_many_agencies(caplog) -> None:
     polls = []
 
     def handler(request):
-        if urlsplit(request.path).path == "/status":
-            return Response.of_json(200, {"expected": 5, "done": list(range(1, 2 + len(polls))), "drawn": False})
-        polls.append(int(parse_qs(urlsplit(request.path).query)["wait"][0]))
+        if request.url.path == "/status":
+            return httpx.Response(200, json={"expected": 5, "done": list(range(1, 2 + len(polls))), "drawn": False})
+        polls.append(int(request.url.params["wait"]))
         if len(polls) < 3:
-            return Response.of_json(425, {"detail": "not yet"}, {"Retry-After": "0"})
-        return Response.of_json(200, {"agency": 1, "winners": ["30904465"]})
+            return httpx.Response(425, json={"detail": "not yet"}, headers={"Retry-After": "0"})
+        return httpx.Response(200, json={"agency": 1, "winners": ["30904465"]})
 
     with caplog.at_level(logging.INFO, logger="client"):
         assert wait_for_winners(_fake_api(handler), 1, timeout=100, wait=True) == ["30904465"]
@@ -613,7 +702,7 @@ def test_waiting_for_the_draw_says_for_how_many_agencies(caplog) -> None:
 def test_winners_before_the_draw_points_to_wait() -> None:
     from client.__main__ import wait_for_winners
 
-    api = _fake_api(lambda request: Response.of_json(425, {"detail": "not yet"}, {"Retry-After": "1"}))
+    api = _fake_api(lambda request: httpx.Response(425, json={"detail": "not yet"}, headers={"Retry-After": "1"}))
     with pytest.raises(ClientError, match=r"the draw has not happened yet .*: use --wait to wait for it"):
         wait_for_winners(api, 1, timeout=10, wait=False)
 
@@ -661,19 +750,18 @@ def test_the_command_line_refuses_a_token_over_plain_http(tmp_path: Path, capsys
 def test_what_the_server_certificate_is_verified_with(tmp_path: Path) -> None:
     import ssl
 
-    from client.http import InsecureServer, tls_context
+    from client.http import InsecureServer, tls_verify
 
-    assert tls_context("http://127.0.0.1:8000", tmp_path / "ca.pem") is None  # no TLS, nothing loaded
-    default = tls_context("https://lottery.example", None)  # the system's CAs (and certifi's, if installed)
-    assert default.verify_mode == ssl.CERT_REQUIRED and default.check_hostname
+    assert tls_verify("http://127.0.0.1:8000", tmp_path / "ca.pem") is False  # no TLS, no CA bundle loaded
+    assert tls_verify("https://lottery.example", None) is True  # httpx's default verification
     with pytest.raises(InsecureServer, match=f"cannot use CA certificate file {tmp_path}/ca.pem: "):
-        tls_context("https://lottery.example", tmp_path / "ca.pem")
+        tls_verify("https://lottery.example", tmp_path / "ca.pem")
     (tmp_path / "ca.pem").write_text("not a certificate")
     with pytest.raises(InsecureServer, match="cannot use CA certificate file"):
-        tls_context("https://lottery.example", tmp_path / "ca.pem")
+        tls_verify("https://lottery.example", tmp_path / "ca.pem")
     trustme = pytest.importorskip("trustme")
     trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    context = tls_context("https://lottery.example", tmp_path / "ca.pem")
+    context = tls_verify("https://lottery.example", tmp_path / "ca.pem")
     assert context.verify_mode == ssl.CERT_REQUIRED and len(context.get_ca_certs()) == 1  # only that CA
 
 
@@ -686,7 +774,7 @@ def test_an_untrusted_certificate_is_one_clear_error_not_retried() -> None:
         calls.append(request)
         error = ssl.SSLCertVerificationError(1, "certificate verify failed")
         error.verify_message = "unable to get local issuer certificate"
-        raise ConnectError("certificate verify failed") from error
+        raise httpx.ConnectError("certificate verify failed") from error
 
     api = _fake_api(handler, retries=5)
     with pytest.raises(ClientError) as error:
