@@ -664,6 +664,28 @@ def test_a_chunk_too_large_says_to_lower_the_batch_size(tmp_path: Path) -> None:
     )
 
 
+def test_httpx_is_imported_for_the_first_request_only_and_without_its_command_line_tool() -> None:
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+from client.__main__ import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+from client.http import Api
+api = Api("http://127.0.0.1:9")
+assert "httpx" not in sys.modules, "imported before any request"
+api._http()
+assert "httpx" in sys.modules and sys.modules["httpx._main"] is None
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_the_retry_after_header_is_read_in_one_place() -> None:
     from client.http import retry_after
 
