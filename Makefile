@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format faults bench serve clean
+.PHONY: install demo test lint format faults bench serve clean agency-tool
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: $(STAMP)
 ## The server on 127.0.0.1:8000 (settings from LOTTERY_* variables).
 serve: $(STAMP)
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py
+
+## The uploader as one file for the agencies: dist/lottery-agency.pyz (python3 lottery-agency.pyz run ...).
+agency-tool: $(STAMP)
+	$(PY) -m client.agency_tool
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -10,6 +10,7 @@ Sections:
   scale    1M bets from 50 concurrent agencies against 1, 2 and 4 workers (uploader-sized chunks)
   formats  JSON vs CSV bodies at chunk sizes 100 .. 10,000
   uploader whole 1M-bet rounds with the uploader's --batch-size and --concurrency varied
+  uploader_cpu  the uploader's own CPU per bet, all in, for a 100k-bet file (bench/uploader_cpu.py)
   draw     the draw over 1M and 10M stored bets: seconds and peak RSS
   ranges   ms per chunk of one upload in 1-bet chunks, at first and after 30,000 stored ranges
   pg       the 1M-bet round on PostgreSQL, one and two hosts (needs a database)
@@ -161,6 +162,12 @@ def bench_uploader(runs: int = 3) -> list[dict]:
     return rows
 
 
+def bench_uploader_cpu(runs: int = 5) -> dict:
+    from bench.uploader_cpu import bench_uploader_cpu as measure
+
+    return measure(runs)
+
+
 def bench_draw() -> list[dict]:
     from bench.draw import make_round, measure
 
@@ -236,6 +243,7 @@ SECTIONS = {
     "scale": bench_scale,
     "formats": bench_formats,
     "uploader": bench_uploader,
+    "uploader_cpu": bench_uploader_cpu,
     "draw": bench_draw,
     "ranges": bench_ranges,
     "pg": bench_pg,
@@ -258,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in args.only.split(","):
         print(f"\n[{name}]", flush=True)
-        results[name] = SECTIONS[name](args.runs) if name in ("rounds", "uploader") else SECTIONS[name]()
+        results[name] = (
+            SECTIONS[name](args.runs) if name in ("rounds", "uploader", "uploader_cpu") else SECTIONS[name]()
+        )
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     args.out.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
     print(f"\nwrote {args.out}")

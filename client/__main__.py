@@ -12,13 +12,13 @@ Exit codes: 0 done, 1 failed, 2 bad options, 130/143 stopped by Ctrl-C/SIGTERM.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from client.config import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, ConfigError, Options, resolve
 from client.generate import WINNING_NUMBER
@@ -30,48 +30,118 @@ LOG_FORMAT = "%(asctime)s %(levelname)-8s %(message)s"
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = (
+    "The agency's uploader: upload a bets file in chunks (resumable, each bet stored exactly once), "
+    "say done, wait for the draw and print this agency's winners."
+)
+WHERE_FROM = (
+    "Every option can also come from the environment (LOTTERY_*) or a YAML --config file; the command line wins."
+)
 
-    def common(p: argparse.ArgumentParser) -> None:
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's, with the terminal width read directly: its own way imports shutil (and with it
+    bz2, lzma, ...) for every parser built, a few milliseconds of every run's start-up (issue 15)."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.stdout.fileno()).columns
+        except (ValueError, OSError):
+            width = 80
+        super().__init__(prog, width=max(width, 40) - 2)
+
+
+def _parser(prog: str = "python -m client") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=WHERE_FROM, formatter_class=_Formatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,bet,winners,generate}")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=summary, description=description, epilog=WHERE_FROM, formatter_class=_Formatter
+        )
+
+    def common(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+        required = p.add_argument_group("required (on the command line, in the environment or in --config)")
+        required.add_argument("--agency", type=int, help="agency id (env LOTTERY_AGENCY or CLI_ID)")
         p.add_argument("--server", help="server URL (env LOTTERY_SERVER; default http://127.0.0.1:8000)")
-        p.add_argument("--agency", type=int, help="agency id (env LOTTERY_AGENCY)")
         p.add_argument("--token", help="bearer token (env LOTTERY_TOKEN)")
         p.add_argument("--token-file", help="file holding the bearer token (env LOTTERY_TOKEN_FILE)")
+        p.add_argument("--cacert", help="CA certificate (PEM) to trust for an https server (env LOTTERY_CACERT)")
+        p.add_argument(
+            "--insecure",
+            action="store_true",
+            default=None,
+            help="allow sending the token over plain http to a machine other than this one (env LOTTERY_INSECURE)",
+        )
         p.add_argument("--config", help="YAML config file in the course's shape (env LOTTERY_CONFIG)")
-        p.add_argument("--retries", type=int, help="attempts per request on transient errors (default 10)")
-        p.add_argument("--quiet", action="store_true", default=None, help="only errors on stderr")
+        p.add_argument(
+            "--retries",
+            type=int,
+            help="retries of a request after its first attempt fails on a transient error "
+            "(default 10, so at most 11 attempts; env LOTTERY_RETRIES)",
+        )
+        p.add_argument("--quiet", action="store_true", default=None, help="only errors on stderr (env LOTTERY_QUIET)")
+        return required
 
-    run = commands.add_parser("run", help="upload a file, say done, wait for and print the winners")
-    common(run)
-    run.add_argument("--file", help="agency CSV file (env LOTTERY_BETS_FILE)")
+    run = command(
+        "run",
+        "upload a file, say done, wait for and print the winners",
+        "Upload an agency's bets file in chunks, say done, wait for the draw and print the winners. "
+        "Rerunning the same command resumes an interrupted upload; each bet is stored once.",
+    )
+    common(run).add_argument("--file", help="agency CSV file (env LOTTERY_BETS_FILE)")
     run.add_argument("--batch-size", type=int, help=f"bets per chunk (default {DEFAULT_BATCH_SIZE})")
     run.add_argument("--concurrency", type=int, help=f"chunks in flight (default {DEFAULT_CONCURRENCY})")
     run.add_argument("--timeout", type=float, help="seconds to wait for the draw (default 600)")
-    run.add_argument("--upload-id", help="resume this upload id (printed when a chunk is rejected)")
+    run.add_argument("--upload-id", help="continue this upload (its id is printed when a chunk is rejected)")
     run.add_argument("--json", action="store_true", default=None, help="winners as JSON on stdout")
+    run.add_argument(
+        "--another-file",
+        action="store_true",
+        default=None,
+        help="this file is not a new version of one already uploaded this round: store its bets as well",
+    )
 
-    bet = commands.add_parser("bet", help="send a single bet")
+    bet = command(
+        "bet",
+        "send a single bet",
+        "Send one bet. Each field can come from the course's environment variables "
+        "NOMBRE, APELLIDO, DOCUMENTO, NACIMIENTO and NUMERO.",
+    )
     common(bet)
-    bet.add_argument("--first-name", default=os.environ.get("NOMBRE"))
-    bet.add_argument("--last-name", default=os.environ.get("APELLIDO"))
-    bet.add_argument("--document", default=os.environ.get("DOCUMENTO"))
-    bet.add_argument("--birthdate", default=os.environ.get("NACIMIENTO"), help="YYYY-MM-DD")
-    bet.add_argument("--number", default=os.environ.get("NUMERO"))
+    fields = bet.add_argument_group("the bet (required; each also from its environment variable)")
+    fields.add_argument("--first-name", default=os.environ.get("NOMBRE"), help="first name (env NOMBRE)")
+    fields.add_argument("--last-name", default=os.environ.get("APELLIDO"), help="last name (env APELLIDO)")
+    fields.add_argument("--document", default=os.environ.get("DOCUMENTO"), help="document number (env DOCUMENTO)")
+    fields.add_argument("--birthdate", default=os.environ.get("NACIMIENTO"), help="YYYY-MM-DD (env NACIMIENTO)")
+    fields.add_argument("--number", default=os.environ.get("NUMERO"), help="the number bet on, 0-9999 (env NUMERO)")
 
-    winners = commands.add_parser("winners", help="read this agency's winners")
+    winners = command(
+        "winners",
+        "read this agency's winners",
+        "Print this agency's winners; before the draw, fail at once, or wait for it with --wait.",
+    )
     common(winners)
-    winners.add_argument("--wait", action="store_true", default=None, help="poll until the draw")
+    winners.add_argument("--wait", action="store_true", default=None, help="wait until the draw (long poll)")
     winners.add_argument("--timeout", type=float, help="seconds to wait with --wait (default 600)")
     winners.add_argument("--json", action="store_true", default=None, help="winners as JSON on stdout")
 
-    gen = commands.add_parser("generate", help="write deterministic demo files agency-N.csv")
-    gen.add_argument("--agencies", type=int, default=5)
-    gen.add_argument("--bets", type=int, default=20_000, help="bets per agency")
-    gen.add_argument("--out", type=Path, required=True)
-    gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--winning-number", type=int, default=WINNING_NUMBER)
+    gen = command(
+        "generate",
+        "write deterministic demo files agency-N.csv",
+        "Write demo agency files agency-1.csv ... agency-N.csv in the course's format; "
+        "the same seed always writes the same files.",
+    )
+    gen.add_argument("--out", required=True, help="directory to write the files into")
+    gen.add_argument("--agencies", type=int, default=5, help="how many agency files (default 5)")
+    gen.add_argument("--bets", type=int, default=20_000, help="bets per agency (default 20000)")
+    gen.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    gen.add_argument(
+        "--winning-number",
+        type=int,
+        default=WINNING_NUMBER,
+        help=f"the number some bets are planted with (default {WINNING_NUMBER})",
+    )
     return parser
 
 
@@ -89,33 +159,64 @@ def _on_sigterm(stop, received: dict) -> None:
 def _api(options: Options, stop=None):
     from client.http import Api
 
-    return Api(options.server, options.token, options.retries, options.request_timeout, stop)
+    return Api(
+        options.server,
+        options.token,
+        options.retries,
+        options.request_timeout,
+        stop,
+        connections=options.concurrency,
+        cacert=options.cacert,
+        insecure=options.insecure,
+    )
 
 
 def wait_for_winners(api, agency: int, timeout: float, wait: bool) -> list[str]:
     """The agency's winners; with ``wait``, until the draw or ``timeout`` seconds."""
-    from client.http import ClientError
+    from client.http import ClientError, retry_after
 
     deadline = time.monotonic() + timeout
+    hold = 0  # the first ask is immediate: the draw may have happened already
     while True:
         # Long poll: the server holds the request up to `hold` seconds and answers the
         # moment the draw happens, so agencies learn it at once without hammering it.
-        hold = int(min(max(deadline - time.monotonic(), 0), 30)) if wait else 0
+        asked = time.monotonic()
         response = api.request("GET", f"/agencies/{agency}/winners", params={"wait": hold}, timeout=api.timeout + hold)
         if response.status_code == 200:
             winners = response.json()["winners"]
             log.info("action: consulta_ganadores | result: success | cant_ganadores: %d", len(winners))
             return winners
         if not wait:
-            raise ClientError("the draw has not happened yet (not every agency is done)")
+            raise ClientError("the draw has not happened yet (not every agency is done): use --wait to wait for it")
         left = deadline - time.monotonic()
         if left <= 0:
             raise ClientError(f"the draw did not happen within {timeout:g}s")
-        if hold == 0:  # the server did not hold the request: honour its Retry-After
-            retry_after = response.headers.get("retry-after", "1")
-            delay = float(retry_after) if retry_after.isdigit() else 1.0
-            if api.stop.wait(min(delay, left)):
+        if hold and time.monotonic() - asked < hold / 2:  # not held (e.g. the server is stopping): its pace
+            if api.stop.wait(min(retry_after(response, 1.0), left)):
                 raise KeyboardInterrupt
+        _log_waiting(api, agency, deadline - time.monotonic())
+        hold = int(min(max(deadline - time.monotonic(), 0), 30))
+
+
+def _log_waiting(api, agency: int, left: float) -> None:
+    """One line per long-poll round: the draw is awaited, and for how many agencies."""
+    from client.http import ClientError
+
+    try:
+        status = api.request("GET", "/status").json()
+        done, expected = len(status["done"]), int(status["expected"])
+    except (ClientError, ValueError, KeyError, TypeError):  # the status is a courtesy: never fail on it
+        log.info("action: espera_sorteo | result: in_progress | agencia: %d | segundos_restantes: %.0f", agency, left)
+        return
+    log.info(
+        "action: espera_sorteo | result: in_progress | agencia: %d | finalizadas: %d/%d | "
+        "esperando_agencias: %d | segundos_restantes: %.0f",
+        agency,
+        done,
+        expected,
+        max(expected - done, 0),
+        left,
+    )
 
 
 def _print_winners(agency: int, winners: list[str], as_json: bool) -> None:
@@ -143,7 +244,14 @@ def cmd_run(options: Options, stop) -> int:
     try:
         started = time.monotonic()
         uploader = Uploader(
-            api, options.agency, options.file, options.batch_size, options.concurrency, options.upload_id, progress
+            api,
+            options.agency,
+            options.file,
+            options.batch_size,
+            options.concurrency,
+            options.upload_id,
+            progress,
+            another_file=options.another_file,
         )
         total = uploader.run()
         if progress:
@@ -220,12 +328,17 @@ def cmd_winners(options: Options, stop) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
+    # Start-up builds thousands of objects (imports, the parser) and no cycles worth collecting:
+    # fewer collections while it does (issue 15). Cycles are still collected, less often.
+    gc.set_threshold(20_000, 50, 50)
+    args = _parser(prog).parse_args(argv)
     if args.command == "generate":
+        from pathlib import Path
+
         from client.generate import generate
 
-        for path in generate(args.out, args.agencies, args.bets, args.seed, args.winning_number):
+        for path in generate(Path(args.out), args.agencies, args.bets, args.seed, args.winning_number):
             print(path)
         return 0
     import threading
@@ -246,8 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         format=LOG_FORMAT,
         datefmt=LOG_DATEFMT,
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
-    from client.http import ClientError, Stopped
+    # httpx and httpcore log every request at INFO: noise beside the course's lines.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from client.http import ClientError, InsecureServer, Stopped
 
     stop = threading.Event()
     received = {"signal": signal.SIGINT}
@@ -258,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bet":
             return cmd_bet(options, args, stop)
         return cmd_winners(options, stop)
-    except ConfigError as error:
+    except (ConfigError, InsecureServer) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ClientError as error:

@@ -1,4 +1,4 @@
-"""The uploader's HTTP side: one connection pool, retries with backoff, one-line errors.
+"""The uploader's HTTP side: one httpx connection pool, retries with backoff, one-line errors.
 
 Retried: connection errors, timeouts, 429 and 5xx, waiting an exponentially growing,
 jittered delay ("full jitter"), and at least what ``Retry-After`` asks. Never retried: any
@@ -9,17 +9,16 @@ because every chunk carries an Idempotency-Key and an upload range.
 from __future__ import annotations
 
 import logging
-import random
 import sys
 import threading
-from dataclasses import dataclass
 
-# httpx imports its optional command-line tool (click, rich, pygments) when those happen
-# to be installed; the uploader never uses it, and it is a third of httpx's import time,
-# which dominates a short upload. A None entry makes that optional import fail as httpx
-# expects it might.
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-import httpx  # noqa: E402
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
+    from pathlib import Path
+
+    import httpx
+    from httpx import Response
 
 log = logging.getLogger("client")
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -34,7 +33,7 @@ class ClientError(Exception):
 class Rejected(ClientError):
     """The server refused a request for good (4xx other than 429)."""
 
-    def __init__(self, response: httpx.Response):
+    def __init__(self, response: Response):
         self.status = response.status_code
         try:
             self.problem = response.json()
@@ -48,41 +47,130 @@ class Stopped(Exception):
     """SIGTERM or Ctrl-C arrived while waiting."""
 
 
-@dataclass
-class Api:
-    server: str
-    token: str | None = None
-    retries: int = 10
-    timeout: float = 60.0
-    stop: threading.Event | None = None
+class InsecureServer(ClientError):
+    """The options would send a token in clear, or name a CA file that cannot be used."""
 
-    def __post_init__(self) -> None:
-        headers = {"User-Agent": "lottery-uploader/1.0"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        self.stop = self.stop or threading.Event()
-        # A plain-http server needs no TLS: skipping the CA bundle (verify=False builds a bare
-        # context) saves a tenth of a second at start. https servers are verified as usual.
-        self._client = httpx.Client(
-            base_url=self.server,
-            headers=headers,
-            timeout=self.timeout,
-            verify=self.server.startswith("https://"),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+
+def is_loopback(server: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(server).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(server: str, token: str | None, insecure: bool) -> None:
+    """A token never crosses the network in clear: plain http only to this machine, or when told."""
+    if token and server.startswith("http://") and not insecure and not is_loopback(server):
+        raise InsecureServer(
+            f"refusing to send the agency token in clear text to {server}: use an https:// server URL "
+            "(--cacert FILE if it has a private CA), or pass --insecure if this network is trusted"
         )
 
-    def close(self) -> None:
-        self._client.close()
 
-    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs) -> httpx.Response:
+def tls_verify(server: str, cacert: Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies the server's certificate with: a context trusting only ``cacert`` when
+    given, else httpx's default (certifi's CA bundle); False for plain http, where there is no TLS
+    and loading a CA bundle would only cost start-up time."""
+    if not server.startswith("https://"):
+        return False
+    if cacert is None:
+        return True
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
+        raise InsecureServer(f"cannot use CA certificate file {cacert}: {reason}") from None
+
+
+def _httpx():
+    """httpx, imported when the first request is about to be made: --help, a bad option or a
+    refused token never pay for it."""
+    # httpx imports its optional command-line tool (click, rich, pygments) when those happen
+    # to be installed; the uploader never uses it, and it is a third of httpx's import time.
+    # A None entry makes that optional import fail as httpx expects it might.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    import httpx
+
+    return httpx
+
+
+def _untrusted(error: Exception) -> ssl.SSLCertVerificationError | None:
+    import ssl
+
+    seen = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class Api:
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        retries: int = 10,
+        timeout: float = 60.0,
+        stop: threading.Event | None = None,
+        *,
+        connections: int = 4,  # at most this many requests at once (the uploader's --concurrency)
+        cacert: Path | None = None,  # a private CA to trust for an https server
+        insecure: bool = False,  # allow a token over plain http to another machine
+        transport: httpx.BaseTransport | None = None,  # tests: httpx.MockTransport instead of the network
+    ):
+        self.server, self.token, self.retries, self.timeout = server, token, retries, timeout
+        self.stop, self.cacert, self.insecure, self.transport = stop, cacert, insecure, transport
+        self.connections = max(connections, 1)
+        check_transport(self.server, self.token, self.insecure)
+        self.headers = {"User-Agent": "lottery-uploader/1.0"}
+        if self.token:
+            self.headers["Authorization"] = f"Bearer {self.token}"
+        self.stop = self.stop or threading.Event()
+        self.verify = tls_verify(self.server, self.cacert)  # a bad CA file is an error before any request
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def _http(self) -> httpx.Client:
+        """The one ``httpx.Client`` (its pool shared by the sender threads), made on first use."""
+        with self._lock:
+            if self._client is None:
+                httpx = _httpx()
+                self._client = httpx.Client(
+                    base_url=self.server,
+                    headers=self.headers,
+                    timeout=self.timeout,
+                    verify=self.verify,
+                    limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections),
+                    transport=self.transport,
+                )
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs) -> Response:
         """Send with retries; return a response whose status is in ``ok`` (or 425, for the caller)."""
         for attempt in range(self.retries + 1):
             if self.stop.is_set():
                 raise Stopped()
+            client = self._http()
             try:
-                response = self._client.request(method, path, **kwargs)
-            except httpx.TransportError as error:
-                reason, wait_at_least = _describe(error), 0.0
+                response = client.request(method, path, **kwargs)
+            except _httpx().TransportError as error:
+                if untrusted := _untrusted(error):  # retrying cannot make a certificate trusted
+                    raise ClientError(self._untrusted_message(untrusted)) from None
+                reason, wait_at_least = self._describe(error), 0.0
             else:
                 if response.status_code in ok or response.status_code == 425:
                     return response
@@ -90,9 +178,11 @@ class Api:
                     raise ClientError(_auth_message(response))
                 if response.status_code not in RETRY_STATUSES:
                     raise Rejected(response)
-                reason, wait_at_least = f"HTTP {response.status_code}", _retry_after(response)
+                reason, wait_at_least = f"HTTP {response.status_code}", retry_after(response, 0.0)
             if attempt == self.retries:
                 raise ClientError(f"giving up on {method} {path} after {attempt + 1} attempts: {reason}")
+            import random  # only when something failed
+
             delay = max(wait_at_least, random.uniform(0, min(MAX_DELAY, BASE_DELAY * 2**attempt)))
             log.warning(
                 "action: reintento | result: in_progress | intento: %d | motivo: %s | espera: %.2fs",
@@ -104,21 +194,30 @@ class Api:
                 raise Stopped()
         raise AssertionError("unreachable")
 
+    def _describe(self, error: httpx.TransportError) -> str:
+        httpx = _httpx()
+        if isinstance(error, httpx.ConnectError):
+            return f"server unreachable at {self.server}"
+        if isinstance(error, httpx.TimeoutException):
+            return f"timed out waiting for {self.server}"
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return f"connection error with {self.server} ({detail})"
 
-def _retry_after(response: httpx.Response) -> float:
-    value = response.headers.get("retry-after", "")
-    return min(float(value), 60.0) if value.isdigit() else 0.0
+    def _untrusted_message(self, error: ssl.SSLCertVerificationError) -> str:
+        if self.cacert is None:
+            hint = "if it uses a private CA, pass that CA's certificate with --cacert FILE (or LOTTERY_CACERT)"
+        else:
+            hint = f"the CA in {self.cacert} did not sign it: pass the CA certificate that did with --cacert FILE"
+        return f"the certificate of {self.server} is not trusted ({error.verify_message or error.reason}): {hint}"
 
 
-def _describe(error: httpx.TransportError) -> str:
-    if isinstance(error, httpx.ConnectError):
-        return "server unreachable"
-    if isinstance(error, httpx.TimeoutException):
-        return "timed out"
-    return f"connection error ({type(error).__name__})"
+def retry_after(response: Response, default: float) -> float:
+    """Seconds the server asks to wait (``Retry-After`` in seconds, capped at a minute), else ``default``."""
+    value = response.headers.get("retry-after", "").strip()
+    return min(float(value), 60.0) if value.isdigit() else default
 
 
-def _auth_message(response: httpx.Response) -> str:
+def _auth_message(response: Response) -> str:
     if response.status_code == 401:
         return "server answered 401: a valid token is required (--token, LOTTERY_TOKEN or LOTTERY_TOKEN_FILE)"
     return "server answered 403: this token belongs to another agency"

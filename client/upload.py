@@ -1,11 +1,12 @@
 """Upload one agency file: exactly once, resumable, one chunk ahead in memory.
 
-The protocol (README "Uploader protocol"), tus-style:
+The protocol (README "Uploader protocol", CONTRACT-uploads), tus-style:
 
 1. The file is read once to hash it: ``Upload-Id`` = ``sha256-<hash>`` names *this content*.
-   The same pass counts the bets (for the progress bar) and checks the CSV shape, so a
-   malformed file fails before anything is sent.
-2. ``GET /agencies/{a}/uploads/{id}`` says which line ranges are already stored.
+   The same pass numbers the bet lines (blank and header lines and a BOM get no number, see
+   client/lines.py) and checks their CSV shape, so a malformed file fails before anything is sent.
+2. ``GET /agencies/{a}/uploads/{id}`` says which ranges of bets are stored, with a digest of
+   each; client/resume.py proves they are still this file's bets, or refuses.
 3. The file is read again and cut into chunks of at most ``batch_size`` bets that avoid
    every stored range. Each chunk carries ``Upload-Offset`` (index of its first bet) and an
    ``Idempotency-Key`` naming its range; the server refuses to store a bet index twice.
@@ -16,160 +17,112 @@ Whatever the batch size or concurrency of a rerun, a bet index is stored at most
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from pathlib import Path
 
-from client.http import Api, ClientError, Rejected, Stopped
+from client.http import ClientError, Rejected, Stopped
+from client.lines import Block, MalformedFile, bet_blocks
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
+
+    from client.http import Api
 
 log = logging.getLogger("client")
-READ_BLOCK = 1 << 20
 
 
-@dataclass(frozen=True)
+# A file up to this size is read once: the blocks read to hash it are kept and sent from memory.
+KEEP_IN_MEMORY = 64 << 20
+
+
 class FileScan:
-    upload_id: str
-    bets: int
+    __slots__ = ("upload_id", "bets", "blocks")
+
+    def __init__(self, upload_id: str, bets: int, blocks: list[Block] | None = None):
+        self.upload_id, self.bets = upload_id, bets
+        self.blocks = blocks  # the file's bet lines, when small enough to keep
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FileScan) and (self.upload_id, self.bets) == (other.upload_id, other.bets)
 
 
-@dataclass(frozen=True)
 class Piece:
-    """Bets ``[start, start + len(lines))`` of the file; ``numbers`` are their file line numbers."""
+    """Bets ``[start, end)`` of the file as one LF-normalized body; ``numbers`` are their file lines."""
 
-    start: int
-    lines: list[bytes]  # without their "\n"
-    numbers: list[int]
+    __slots__ = ("start", "end", "body", "numbers")
 
-    @property
-    def end(self) -> int:
-        return self.start + len(self.lines)
-
-    def body(self) -> bytes:
-        return b"\n".join(self.lines) + b"\n"
-
-
-_ALL_BUT_COMMA_AND_NEWLINE = bytes(b for b in range(256) if b not in b",\n")
-
-
-@dataclass(frozen=True)
-class _Block:
-    lines: list[bytes]  # the bet lines of one block of whole lines, without "\n"
-    numbers: Sequence[int]  # their line numbers in the file
-
-
-def _blocks(path: Path, digest=None) -> Iterator[_Block]:
-    """The file's bet lines, a block at a time: all splitting and joining happen in C.
-
-    Blank lines (empty or a lone CR) are skipped but keep their place in the numbering.
-    """
-    line = 1
-    carry = b""
-    with open(path, "rb") as f:
-        while True:
-            raw = f.read(READ_BLOCK)
-            if digest is not None:
-                digest.update(raw)
-            data = carry + raw
-            if raw:
-                cut = data.rfind(b"\n") + 1
-                data, carry = data[:cut], data[cut:]
-                if not data:
-                    continue
-            elif not data:
-                return
-            elif not data.endswith(b"\n"):
-                data += b"\n"
-            lines = data.split(b"\n")[:-1]
-            if b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n")):
-                kept = [(n, text) for n, text in enumerate(lines, line) if text not in (b"", b"\r")]
-                yield _Block([text for _, text in kept], [n for n, _ in kept])
-            else:
-                yield _Block(lines, range(line, line + len(lines)))
-            line += len(lines)
-            if not raw:
-                return
-
-
-def _check_shape(path: Path, block: _Block) -> None:
-    """Five CSV fields on every line, valid UTF-8: checked for the block in one pass when plain."""
-    data = b"\n".join(block.lines) + b"\n"
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        number = block.numbers[data.count(b"\n", 0, error.start)]
-        raise ClientError(f"{path}:{number}: malformed CSV: not valid UTF-8") from None
-    # Unquoted lines with exactly four commas each have five fields: deleting every other
-    # byte must leave ",,,,\n" once per line (bytes.translate runs in C).
-    if b'"' not in data and data.translate(None, _ALL_BUT_COMMA_AND_NEWLINE) == b",,,,\n" * len(block.lines):
-        return
-    for number, text in zip(block.numbers, block.lines, strict=False):  # find the line, and allow quoting
-        try:
-            fields = next(csv.reader([text.decode("utf-8")], strict=True))
-        except csv.Error as error:
-            raise ClientError(f"{path}:{number}: malformed CSV: {error}") from None
-        if len(fields) != 5:
-            raise ClientError(
-                f"{path}:{number}: malformed CSV: {len(fields)} fields, expected 5 "
-                "(first_name,last_name,document,birthdate,number)"
-            )
+    def __init__(self, start: int, end: int, body: bytes, numbers: Sequence[int]):
+        self.start, self.end, self.body, self.numbers = start, end, body, numbers
 
 
 def scan(path: Path) -> FileScan:
-    """Hash, count and shape-check the file in one streaming pass."""
+    """Hash, count and shape-check the file in one streaming pass (keeping it when small)."""
     digest = hashlib.sha256()
-    bets = 0
+    bets = size = 0
+    blocks: list[Block] | None = []
     try:
-        for block in _blocks(path, digest):
-            _check_shape(path, block)
-            bets += len(block.lines)
-    except FileNotFoundError:
-        raise ClientError(f"bets file not found: {path}") from None
-    except IsADirectoryError:
-        raise ClientError(f"bets file is a directory: {path}") from None
-    except PermissionError:
-        raise ClientError(f"bets file not readable: {path}") from None
-    return FileScan("sha256-" + digest.hexdigest()[:40], bets)
+        for block in bet_blocks(path, digest):
+            bets += block.count
+            if blocks is not None:
+                size += len(block.data)
+                if size <= KEEP_IN_MEMORY:
+                    blocks.append(block)
+                else:
+                    blocks = None
+    except MalformedFile as error:
+        raise ClientError(str(error)) from None
+    return FileScan("sha256-" + digest.hexdigest()[:40], bets, blocks)
 
 
-def plan(path: Path, batch_size: int, committed: list[tuple[int, int]]) -> Iterator[Piece]:
-    """Chunks of unsent bets, never crossing a stored range; streams the file."""
+def plan(
+    path: Path, batch_size: int, committed: list[tuple[int, int]], blocks: list[Block] | None = None
+) -> Iterator[Piece]:
+    """Chunks of unsent bets, never crossing a stored range; from ``blocks`` or streamed from the file."""
     stored = sorted(committed)
     r = 0  # first stored range that may still matter
     base = 0  # bet index of the current block's first line
-    lines: list[bytes] = []
-    numbers: list[int] = []
-    start = 0
-    for block in _blocks(path):
-        count = len(block.lines)
-        i = 0
-        while i < count:
-            bet = base + i
-            while r < len(stored) and stored[r][1] <= bet:
-                r += 1
-            if r < len(stored) and stored[r][0] <= bet:  # already stored: skip it, close the chunk
-                if lines:
-                    yield Piece(start, lines, numbers)
-                    lines, numbers = [], []
-                i = min(count, stored[r][1] - base)
-                continue
-            free_until = count if r == len(stored) else min(count, stored[r][0] - base)
-            take = min(free_until - i, batch_size - len(lines))
-            if not lines:
-                start = bet
-            lines.extend(block.lines[i : i + take])
-            numbers.extend(block.numbers[i : i + take])
-            i += take
-            if len(lines) == batch_size:
-                yield Piece(start, lines, numbers)
-                lines, numbers = [], []
-        base += count
-    if lines:
-        yield Piece(start, lines, numbers)
+    parts: list[bytes] = []  # the pending chunk's bodies, one per block it spans
+    numbers: list[Sequence[int]] = []
+    start = taken = 0
+
+    def piece() -> Piece:
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        lines = numbers[0] if len(numbers) == 1 else [n for part in numbers for n in part]
+        return Piece(start, start + taken, body, lines)
+
+    try:
+        for block in bet_blocks(path) if blocks is None else blocks:
+            count = block.count
+            i = 0
+            while i < count:
+                bet = base + i
+                while r < len(stored) and stored[r][1] <= bet:
+                    r += 1
+                if r < len(stored) and stored[r][0] <= bet:  # already stored: skip it, close the chunk
+                    if taken:
+                        yield piece()
+                        parts, numbers, taken = [], [], 0
+                    i = min(count, stored[r][1] - base)
+                    continue
+                free_until = count if r == len(stored) else min(count, stored[r][0] - base)
+                take = min(free_until - i, batch_size - taken)
+                if not taken:
+                    start = bet
+                parts.append(block.body(i, i + take))
+                numbers.append(block.numbers[i : i + take])
+                taken += take
+                i += take
+                if taken == batch_size:
+                    yield piece()
+                    parts, numbers, taken = [], [], 0
+            base += count
+    except MalformedFile as error:
+        raise ClientError(str(error)) from None
+    if taken:
+        yield piece()
 
 
 class Uploader:
@@ -182,20 +135,33 @@ class Uploader:
         concurrency: int,
         upload_id: str | None = None,
         progress=None,
+        another_file: bool = False,
     ):
         self.api, self.agency, self.path = api, agency, path
         self.batch_size, self.concurrency = batch_size, concurrency
         self.forced_id = upload_id
+        self.another_file = another_file
         self.progress = progress
         self.sent = 0
+        self.upload_id: str | None = None
         self._lock = threading.Lock()
 
     def run(self) -> int:
         """Send what the server lacks; return how many bets the file has."""
+        from client.resume import choose_upload
+
         scanned = scan(self.path)
-        upload_id = self.forced_id or scanned.upload_id
-        response = self.api.request("GET", f"/agencies/{self.agency}/uploads/{upload_id}")
-        committed = [tuple(r) for r in response.json()["committed"]]
+        upload_id, spans = choose_upload(
+            self.api,
+            self.agency,
+            self.path,
+            self.forced_id or scanned.upload_id,
+            forced=self.forced_id is not None,
+            another_file=self.another_file,
+            blocks=scanned.blocks,
+        )
+        self.upload_id = upload_id
+        committed = [(s.start, s.end) for s in spans]
         already = sum(e - s for s, e in committed)
         log.info(
             "action: carga | result: in_progress | agencia: %d | upload_id: %s | apuestas: %d | ya_almacenadas: %d",
@@ -206,35 +172,53 @@ class Uploader:
         )
         if self.progress:
             self.progress.start(scanned.bets, already)
-        self._send_all(upload_id, committed)
+        self._send_all(upload_id, committed, scanned.blocks)
         return scanned.bets
 
-    def _send_all(self, upload_id: str, committed: list[tuple[int, int]]) -> None:
-        # At most `concurrency` chunks in flight plus the one being read: memory stays flat.
-        slots = threading.BoundedSemaphore(self.concurrency)
-        pending: set[Future] = set()
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="chunk") as pool:
-            try:
-                for piece in plan(self.path, self.batch_size, committed):
-                    while not slots.acquire(timeout=0.2):
-                        self._raise_failures(pending)
-                        if self.api.stop.is_set():
-                            raise Stopped()
-                    self._raise_failures(pending)
-                    future = pool.submit(self._send, upload_id, piece)
-                    future.add_done_callback(lambda _: slots.release())
-                    pending.add(future)
-                wait(pending, return_when=FIRST_EXCEPTION)
-                self._raise_failures(pending)
-            except BaseException:
-                self.api.stop.set()  # let in-flight chunks give up their retries
-                raise
+    def _send_all(self, upload_id: str, committed: list[tuple[int, int]], blocks: list[Block] | None) -> None:
+        """``concurrency`` sender threads; at most that many chunks in flight plus the one being read."""
+        import queue
 
-    @staticmethod
-    def _raise_failures(pending: set[Future]) -> None:
-        for future in [f for f in pending if f.done()]:
-            pending.discard(future)
-            future.result()
+        slots = threading.BoundedSemaphore(self.concurrency)
+        work: queue.SimpleQueue = queue.SimpleQueue()
+        failures: list[BaseException] = []
+
+        def sender() -> None:
+            while (piece := work.get()) is not None:
+                try:
+                    if not failures:
+                        self._send(upload_id, piece)
+                except BaseException as error:  # handed to the main thread, which raises it
+                    failures.append(error)
+                finally:
+                    slots.release()
+
+        def take_slot() -> None:
+            while not slots.acquire(timeout=0.2):
+                if failures:
+                    raise failures[0]
+                if self.api.stop.is_set():
+                    raise Stopped()
+            if failures:
+                raise failures[0]
+
+        threads = [threading.Thread(target=sender, name=f"chunk-{i}", daemon=True) for i in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        try:
+            for piece in plan(self.path, self.batch_size, committed, blocks):
+                take_slot()
+                work.put(piece)
+            for _ in threads:  # every slot back: every chunk acknowledged
+                take_slot()
+        except BaseException:
+            self.api.stop.set()  # let in-flight chunks give up their retries
+            raise
+        finally:
+            for _ in threads:
+                work.put(None)
+            for thread in threads:
+                thread.join()
 
     def _send(self, upload_id: str, piece: Piece) -> None:
         headers = {
@@ -244,35 +228,39 @@ class Uploader:
             "Idempotency-Key": f"{upload_id}:{piece.start}-{piece.end}",
         }
         try:
-            response = self.api.request("POST", f"/agencies/{self.agency}/bets", content=piece.body(), headers=headers)
+            response = self.api.request("POST", f"/agencies/{self.agency}/bets", content=piece.body, headers=headers)
         except Rejected as error:
-            raise ClientError(self._explain(error, piece, upload_id)) from None
+            raise ClientError(explain_rejection(error, self.path, piece, upload_id)) from None
         stored = response.json()["stored"]
         with self._lock:
             self.sent += stored
             if self.progress:
                 self.progress.advance(stored)
 
-    def _explain(self, error: Rejected, piece: Piece, upload_id: str) -> str:
-        """The server's reason, with the file's own line numbers."""
-        lines = f"{self.path}:{piece.numbers[0]}-{piece.numbers[-1]}"
-        problems = error.problem.get("errors") or []
-        if problems:
-            named = []
-            for p in problems[:5]:
-                index = p.get("index")
-                where = (
-                    f"{self.path}:{piece.numbers[index]}"
-                    if isinstance(index, int) and index < len(piece.numbers)
-                    else lines
-                )
-                named.append(f"{where}: {p.get('field')} {p.get('message')}")
-            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-            return (
-                f"chunk {lines} rejected ({error.status}): "
-                + "; ".join(named)
-                + more
-                + f". Nothing of that chunk was stored; fix the file and rerun with --upload-id {upload_id}"
-                " to send only what is missing"
-            )
+
+def explain_rejection(error: Rejected, path: Path, piece: Piece, upload_id: str) -> str:
+    """The server's reason, with the file's own line numbers, and what to do (CONTRACT-uploads step 4)."""
+    lines = f"{path}:{piece.numbers[0]}-{piece.numbers[-1]}"
+    problems = error.problem.get("errors") or []
+    if error.status == 413:  # a body or a bet count over the server's limit for one chunk
+        return (
+            f"chunk {lines} rejected: {error}. The server takes smaller chunks: "
+            f"rerun with a smaller --batch-size (this chunk had {piece.end - piece.start} bets)"
+        )
+    if not problems:
         return f"chunk {lines} rejected: {error}"
+    named = []
+    for p in problems[:5]:
+        index = p.get("index")
+        where = (
+            f"{path}:{piece.numbers[index]}" if isinstance(index, int) and 0 <= index < len(piece.numbers) else lines
+        )
+        named.append(f"{where}: {p.get('field')} {p.get('message')}")
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return (
+        f"chunk {lines} rejected ({error.status}): "
+        + "; ".join(named)
+        + more
+        + ". Nothing of that chunk was stored. Fix the bad line in place (keep the same lines in the same order: "
+        f"do not delete or insert lines) and rerun with --upload-id {upload_id} to send only what is missing"
+    )

@@ -210,11 +210,12 @@ def test_clear_errors(tmp_path: Path) -> None:
     path.write_text("Ana,Gómez,1,1990-01-01,5\n")
     from devtools.server import free_port
 
-    down = uploader(
-        "run", "--agency", "1", "--file", str(path), "--server", f"http://127.0.0.1:{free_port()}", "--retries", "1"
-    )
+    url = f"http://127.0.0.1:{free_port()}"
+    down = uploader("run", "--agency", "1", "--file", str(path), "--server", url, "--retries", "1")
     _, err = down.communicate(timeout=30)
-    assert down.returncode == 1 and "server unreachable" in err
+    assert down.returncode == 1
+    assert f"after 2 attempts: server unreachable at {url}" in err  # --retries 1: one retry
+    assert err.count("action: reintento") == 1
 
     bad = uploader("run", "--agency", "zero", "--file", str(path))
     _, err = bad.communicate(timeout=30)
@@ -246,3 +247,20 @@ def test_sigterm_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
         _, err = again.communicate(timeout=120)
         assert again.returncode == 0, err
         assert stored_rows(server.data_dir) == expected_rows(files)
+
+
+def test_an_uploader_says_it_waits_for_the_draw_and_for_how_many_agencies(tmp_path: Path) -> None:
+    files = dict(enumerate(generate(tmp_path / "in", agencies=2, bets=50, seed=9), 1))
+    with Server(tmp_path / "data", workers=2, agencies=2) as server:
+        first = uploader("run", "--agency", "1", "--file", str(files[1]), "--server", server.url)
+        seen = []
+        for line in first.stderr:  # the observed event: it says it is waiting, then holds a long poll
+            seen.append(line)
+            if "action: espera_sorteo" in line:
+                break
+        assert "| agencia: 1 | finalizadas: 1/2 | esperando_agencias: 1 |" in seen[-1], seen
+        second = uploader("run", "--agency", "2", "--file", str(files[2]), "--server", server.url)
+        assert second.wait(timeout=60) == 0
+        _, rest = first.communicate(timeout=60)
+        assert first.returncode == 0, rest
+        assert "action: consulta_ganadores | result: success" in rest

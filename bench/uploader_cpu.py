@@ -1,0 +1,93 @@
+"""CPU per bet of the uploader, all in: one ``python -m client run`` process, start to exit.
+
+Method: a fresh server (2 workers, one agency) per run, so every run uploads the whole file,
+says done and reads its winners; the uploader's own user + system CPU comes from
+``getrusage(RUSAGE_CHILDREN)`` taken around the waited-for process (the server is not
+waited for, so it is not counted). Median of ``runs``. The start-up figure is the same
+measure for ``python -m client run`` on a one-bet file. The client package is byte-compiled first,
+as an installed one is.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from devtools.server import ROOT, Server
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def uploader_cpu_seconds(path: Path, where: Path, *, args: tuple[str, ...] = (), root: Path = ROOT) -> float:
+    """The CPU seconds of one uploader process that uploads ``path`` to a fresh server.
+
+    ``root`` is the directory whose ``client`` package runs (another checkout, to compare).
+    """
+    with Server(where / "data", workers=2, agencies=1, log_path=where / "server.log") as server:
+        before = _children_cpu()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "client",
+                "run",
+                "--agency",
+                "1",
+                "--file",
+                str(path),
+                "--server",
+                server.url,
+                "--quiet",
+                "--json",
+                *args,
+            ],
+            cwd=root,
+            capture_output=True,
+        )
+        cpu = _children_cpu() - before
+    if proc.returncode != 0:
+        raise RuntimeError(f"uploader exited {proc.returncode}: {proc.stderr.decode()[-2000:]}")
+    return cpu
+
+
+def bench_uploader_cpu(runs: int = 5, bets: int = 100_000, root: Path = ROOT) -> dict:
+    import compileall
+
+    from client.generate import generate
+
+    # As installed: with bytecode, even where PYTHONDONTWRITEBYTECODE keeps Python from writing it.
+    compileall.compile_dir(root / "client", quiet=1)
+    with tempfile.TemporaryDirectory(prefix="bench-uploader-cpu-") as tmp:
+        work = Path(tmp)
+        (big,) = generate(work / "big", 1, bets, seed=11)
+        (one,) = generate(work / "one", 1, 1, seed=11)
+        total = statistics.median(uploader_cpu_seconds(big, work / f"big-{i}", root=root) for i in range(runs))
+        start = statistics.median(uploader_cpu_seconds(one, work / f"one-{i}", root=root) for i in range(runs))
+    row = {
+        "bets": bets,
+        "runs": runs,
+        "cpu_s": total,
+        "us_per_bet": total / bets * 1e6,
+        "startup_cpu_s": start,
+        "us_per_bet_after_startup": (total - start) / bets * 1e6,
+    }
+    print(
+        f"  uploader, {bets:,}-bet file: {row['us_per_bet']:.2f} us/bet all in "
+        f"({total:.3f} s CPU; start-up {start:.3f} s; {row['us_per_bet_after_startup']:.2f} us/bet after it)",
+        flush=True,
+    )
+    return row
+
+
+if __name__ == "__main__":
+    # python -m bench.uploader_cpu [RUNS [CLIENT_ROOT]]: CLIENT_ROOT holds another release's client/ to compare
+    bench_uploader_cpu(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 5, root=Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT
+    )
