@@ -39,7 +39,7 @@ from app.store import (
     UploadState,
     UploadSummary,
 )
-from app.store.files import FileStore
+from app.store.files import FileStore, round_dir, round_ids
 from devtools.server import ROOT, free_port
 from tests.helpers import WIN, chunk, make_rows
 from tests.postgres_db import fresh_database, reset_database
@@ -89,12 +89,16 @@ class FilesBackend(Backend):
     def _open(self, agencies, winning_number, lock_timeout):
         return FileStore(self.path, agencies, winning_number, lock_timeout=lock_timeout)
 
+    def current(self) -> Path:
+        """The current round's directory."""
+        return round_dir(self.path, round_ids(self.path)[-1])
+
     def bets_csv(self) -> bytes:
-        bets = self.path / "bets.csv"
+        bets = self.current() / "bets.csv"
         return bets.read_bytes() if bets.exists() else b""
 
     def record_done(self, agencies):
-        (self.path / "done.json").write_bytes(orjson.dumps({"agencies": sorted(agencies)}))
+        (self.current() / "done.json").write_bytes(orjson.dumps({"agencies": sorted(agencies)}))
 
 
 class PostgresBackend(Backend):
@@ -334,6 +338,7 @@ def test_one_draw_with_the_right_winners(backend, store, lottery_log):
     assert store.mark_done(1) == DoneReceipt(1, 3, 3, True)
     assert draw_lines(lottery_log) == [
         f"action: sorteo | result: success | apuestas: {len(rows)} | cant_ganadores: {sum(map(len, expected.values()))}"
+        f" | ronda: 1 | numero_ganador: {WIN}"
     ]
 
 
@@ -455,7 +460,9 @@ def test_last_agencies_done_at_once_on_two_instances_draw_once(backend, lottery_
     assert errors == []
     assert sorted(r.agency for r in receipts) == [2, 2, 2, 3, 3, 3]
     assert any(r.drawn for r in receipts)
-    assert draw_lines(lottery_log) == ["action: sorteo | result: success | apuestas: 20 | cant_ganadores: 3"]
+    assert draw_lines(lottery_log) == [
+        f"action: sorteo | result: success | apuestas: 20 | cant_ganadores: 3 | ronda: 1 | numero_ganador: {WIN}"
+    ]
     assert stores[1].winners(1) == ["1000001", "1000002"] and stores[0].winners(2) == ["2000003"]
     assert stores[0].status() == RoundStatus(3, [1, 2, 3], True, 20)
 
