@@ -128,7 +128,10 @@ class PostgresBackend(Backend):
 
         with psycopg.connect(self.url, autocommit=True) as conn:
             for agency in agencies:
-                conn.execute("INSERT INTO lottery_done (agency) VALUES (%s) ON CONFLICT DO NOTHING", (agency,))
+                conn.execute(
+                    "INSERT INTO lottery_done (round, agency) SELECT max(id), %s FROM lottery_round ON CONFLICT DO NOTHING",
+                    (agency,),
+                )
 
 
 @pytest.fixture(scope="module")
@@ -500,7 +503,7 @@ def test_export_command_writes_the_files_backends_bets_csv(pg, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == f"lottery export: 15 bets -> {out}"
-    assert out.read_bytes() == (tmp_path / "data" / "bets.csv").read_bytes()
+    assert out.read_bytes() == (files.current() / "bets.csv").read_bytes()
     assert [b.document for b in load_bets(out)] == [r[3] for c in chunks for r in c.rows]
 
     unset = subprocess.run(
@@ -708,7 +711,7 @@ def test_a_version_1_database_is_migrated_by_the_workers_that_start_on_it(pg):
         t.join(60)
     assert len(made) == 4 and all((s.agencies, s.winning_number) == (2, WIN) for s in made)
     with psycopg.connect(pg.url) as conn:
-        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(3,)]
     s = made[0]
     assert s.upload_state(1, "old").spans == (StoredSpan(0, 3, None),)  # stored before digests existed
     assert s.append_chunk(dataclasses.replace(chunk(1, 3, upload=("old", 0), winners={1}), digest="x")).replayed
@@ -736,12 +739,12 @@ def test_a_chunk_of_a_long_upload_is_decided_by_one_index_step(pg):
     s = pg.make()
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO lottery_chunks (agency, fingerprint, count, upload_id, upload_start, upload_end) "
-            "SELECT 1 + g % 2, 'f', 1, 'long', g / 2, g / 2 + 1 FROM generate_series(0, 39999) g"
+            "INSERT INTO lottery_chunks (round, agency, fingerprint, count, upload_id, upload_start, upload_end) "
+            "SELECT 1, 1 + g % 2, 'f', 1, 'long', g / 2, g / 2 + 1 FROM generate_series(0, 39999) g"
         )
         conn.execute("ANALYZE lottery_chunks")
         plan = "\n".join(
-            row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + NEIGHBOUR_SPAN, (1, "long", 20_001))
+            row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + NEIGHBOUR_SPAN, (1, 1, "long", 20_001))
         )
     assert "Index Scan Backward using lottery_chunks_ranges" in plan, plan
     assert re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=1 loops=1", plan), plan
