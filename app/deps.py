@@ -35,10 +35,12 @@ StoreDep = Annotated[Store, Depends(get_store)]
 
 
 async def agency_id(
-    agency: Annotated[int, Path(description="Agency id, 1..N", examples=[1])], settings: SettingsDep
+    agency: Annotated[int, Path(description="Agency id, 1..N", examples=[1])], request: Request, store: StoreDep
 ) -> int:
-    if not 1 <= agency <= settings.agencies:
-        raise UnknownAgency(f"agency {agency} does not exist: agencies are 1 to {settings.agencies}")
+    # The round's agencies (the current round's on /agencies/...): rounds may differ in size.
+    agencies = round_agencies(store, requested_round(request), agency)
+    if agencies is not None and not 1 <= agency <= agencies:
+        raise UnknownAgency(f"agency {agency} does not exist: agencies are 1 to {agencies}")
     return agency
 
 
@@ -135,3 +137,31 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     except TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {timeout:g} seconds") from None
     return b"".join(parts)
+
+
+# -- rounds (issue 11) ----------------------------------------------------------------------------
+
+
+def requested_round(request: Request) -> int | None:
+    """The round of a ``/rounds/{round}/...`` route, None on the routes of the current round.
+    (The path parameter itself is declared and validated by the rounds router.)"""
+    value = request.path_params.get("round")
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
+
+
+RoundDep = Annotated[int | None, Depends(requested_round)]
+
+
+def round_agencies(store: Store, round_id: int | None, agency: int) -> int | None:
+    """How many agencies the round has, without asking the storage again when the answer is
+    already known (a round never changes its agencies); None for a round that does not exist
+    (the route answers for it: 404 for a read, 409 naming the current round for a write)."""
+    from app.store import RoundNotFound  # noqa: PLC0415 - keeps this hunk apart from the module's imports
+
+    try:
+        agencies = store.round_agencies(round_id)
+        if not 1 <= agency <= agencies:  # maybe a round opened since: ask once more
+            agencies = store.round_agencies(round_id, fresh=True)
+    except RoundNotFound:
+        return None
+    return agencies

@@ -124,6 +124,12 @@ def to_problem(error: Exception) -> Problem:
             return Problem(409, "Lines already stored", str(error), committed=[list(r) for r in error.committed])
         case store_errors.AgencyClosed():
             return Problem(409, "Agency closed", str(error))
+        case store_errors.RoundNotCurrent():
+            return Problem(409, "Not the current round", str(error), current_round=error.current)
+        case store_errors.RoundStillOpen():
+            return Problem(409, "Round still open", str(error), current_round=error.current)
+        case store_errors.RoundNotFound():
+            return Problem(404, "Unknown round", str(error))
         case store_errors.IdempotencyMismatch():
             return Problem(422, "Idempotency key reused", str(error))
         case store_errors.StorageBusy():

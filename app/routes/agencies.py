@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
-from app.deps import AgencyDep, SettingsDep, StoreDep, authorize, idempotency_key, read_body, upload_span
+from app.deps import AgencyDep, RoundDep, SettingsDep, StoreDep, authorize, idempotency_key, read_body, upload_span
 from app.ingest import parse_chunk
 from app.problems import NotDrawnYet, documented
 from app.routes.schemas import (
@@ -42,11 +42,12 @@ def _receive(
     max_bets: int,
     key: str | None,
     upload: UploadSpan | None,
+    round_id: int | None = None,
 ) -> ChunkReceipt:
     parsed = parse_chunk(body, content_type, agency, max_bets)
     digest = body_digest(body) if upload is not None else None  # kept with the range: see CONTRACT
     chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest)
-    receipt = store.append_chunk(chunk)
+    receipt = store.append_chunk(chunk, round=round_id)
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
         for row in chunk.rows:
             log.debug("action: apuesta_almacenada | result: success | dni: %s | numero: %d", row[3], row[5])
@@ -75,6 +76,7 @@ async def post_bets(
     store: StoreDep,
     key: Annotated[str | None, Depends(idempotency_key)],
     upload: Annotated[UploadSpan | None, Depends(upload_span)],
+    round_id: RoundDep,
 ) -> ChunkStored:
     """Store one chunk of bets, all or nothing. JSON `{"bets": [...]}` or CSV lines.
 
@@ -88,7 +90,15 @@ async def post_bets(
     try:
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
         receipt = await run_in_threadpool(
-            _receive, store, agency, body, request.headers.get("content-type"), settings.max_bets_per_chunk, key, upload
+            _receive,
+            store,
+            agency,
+            body,
+            request.headers.get("content-type"),
+            settings.max_bets_per_chunk,
+            key,
+            upload,
+            round_id,
         )
     except Exception as error:
         metrics.chunk_failed(error)
@@ -108,9 +118,9 @@ async def post_bets(
     summary="Say this agency sent everything",
     responses=documented(401, 403, 404, 422, 503),
 )
-async def post_done(agency: AgencyDep, store: StoreDep) -> DoneState:
+async def post_done(agency: AgencyDep, store: StoreDep, round_id: RoundDep) -> DoneState:
     """Idempotent. The call that completes the set of agencies performs the draw before answering."""
-    receipt = await run_in_threadpool(store.mark_done, agency)
+    receipt = await run_in_threadpool(store.mark_done, agency, round=round_id)
     return DoneState(agency=agency, done=receipt.done, expected=receipt.expected, drawn=receipt.drawn)
 
 
@@ -132,10 +142,11 @@ async def get_winners(
             description=("Long poll: hold the request up to this many seconds and answer as soon as the draw happens"),
         ),
     ] = 0,
+    round_id: RoundDep = None,
 ) -> Winners:
     """425 Too Early (with Retry-After) until the draw; then the documents of this agency's winning bets."""
     deadline = time.monotonic() + wait
-    while (winners := await run_in_threadpool(store.winners, agency)) is None:
+    while (winners := await run_in_threadpool(store.winners, agency, round=round_id)) is None:
         if time.monotonic() >= deadline:
             raise NotDrawnYet(settings.retry_after)
         await asyncio.sleep(store.winners_poll_interval)  # the event loop keeps serving meanwhile
@@ -150,14 +161,17 @@ async def get_winners(
     responses=documented(401, 403, 404, 422, 503),
 )
 async def get_upload(
-    agency: AgencyDep, store: StoreDep, upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+    agency: AgencyDep,
+    store: StoreDep,
+    upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")],
+    round_id: RoundDep,
 ) -> UploadProgress:
     """The stored bet ranges of one upload (see `Upload-Id`), so a rerun sends only the rest.
 
     `committed` is merged; `spans` are the chunks as stored, each with the SHA-256 of its body
     (LF-normalized), so a rerun can prove its file still holds those bets before sending more.
     """
-    state = await run_in_threadpool(store.upload_state, agency, upload_id)
+    state = await run_in_threadpool(store.upload_state, agency, upload_id, round=round_id)
     return UploadProgress(
         upload_id=state.upload_id,
         committed=state.committed,
@@ -172,7 +186,7 @@ async def get_upload(
     summary="This agency's uploads in the round",
     responses=documented(401, 403, 404, 422, 503),
 )
-async def list_uploads(agency: AgencyDep, store: StoreDep) -> UploadList:
+async def list_uploads(agency: AgencyDep, store: StoreDep, round_id: RoundDep) -> UploadList:
     """Every upload of this agency with stored bets, in the order each was first stored."""
-    uploads = await run_in_threadpool(store.uploads, agency)
+    uploads = await run_in_threadpool(store.uploads, agency, round=round_id)
     return UploadList(uploads=[UploadSummary(upload_id=u.upload_id, bets=u.bets, chunks=u.chunks) for u in uploads])

@@ -366,6 +366,11 @@ class Store(ABC):
     def check_health(self) -> None:
         """Raise StorageUnavailable when the store cannot take writes."""
 
+    def round_agencies(self, round_id: int | None = None, fresh: bool = False) -> int:  # noqa: ARG002
+        """A round's agencies (the current round's for None); a backend may answer from memory
+        unless ``fresh``. RoundNotFound for a round that does not exist."""
+        return self.round_info(round_id).agencies
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or handles."""
 

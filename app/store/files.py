@@ -849,13 +849,19 @@ class FileStore(Store):
     # The current round's parameters (the routes check agency ids against them).
     @property
     def agencies(self) -> int:  # type: ignore[override]
-        return self._round(None).agencies
+        try:
+            return self._round(None).agencies
+        except StoreError:  # the data dir cannot be read now: every request says why (503)
+            return self.settings.agencies
 
     @property
     def winning_number(self) -> int | None:  # type: ignore[override]
-        return self._round(None).winning_number
+        try:
+            return self._round(None).winning_number
+        except StoreError:
+            return self.settings.winning_number
 
-    def round_agencies(self, round_id: int | None = None) -> int:
+    def round_agencies(self, round_id: int | None = None, fresh: bool = False) -> int:  # noqa: ARG002 - always fresh
         return self._round(round_id).agencies
 
     # -- the Store interface --------------------------------------------------------------

@@ -60,6 +60,7 @@ from app.store.base import (
     StorageUnavailable,
     Store,
     StoredSpan,
+    StoreError,
     UploadState,
     UploadSummary,
     merge_ranges,
@@ -678,13 +679,21 @@ class PostgresStore(Store):
 
     # -- rounds -----------------------------------------------------------------------------
 
+    # The current round's parameters; the settings' while the database cannot be asked (the
+    # server starts anyway, and answers 503 until it can).
     @property
     def agencies(self) -> int:  # type: ignore[override]
-        return self.round_agencies(None, fresh=True)
+        try:
+            return self.round_agencies(None, fresh=True)
+        except StoreError:
+            return self.settings.agencies
 
     @property
     def winning_number(self) -> int | None:  # type: ignore[override]
-        return self.round_info().winning_number
+        try:
+            return self.round_info().winning_number
+        except StoreError:
+            return self.settings.winning_number
 
     def round_agencies(self, round_id: int | None = None, fresh: bool = False) -> int:
         """A round's agencies; for the current round, as last seen unless ``fresh`` (rounds never change theirs)."""

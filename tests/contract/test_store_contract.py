@@ -129,7 +129,8 @@ class PostgresBackend(Backend):
         with psycopg.connect(self.url, autocommit=True) as conn:
             for agency in agencies:
                 conn.execute(
-                    "INSERT INTO lottery_done (round, agency) SELECT max(id), %s FROM lottery_round ON CONFLICT DO NOTHING",
+                    "INSERT INTO lottery_done (round, agency) SELECT max(id), %s FROM lottery_round "
+                    "ON CONFLICT DO NOTHING",
                     (agency,),
                 )
 

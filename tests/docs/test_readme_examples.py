@@ -25,6 +25,7 @@ import pytest
 
 from devtools.server import ROOT, Server
 from tests.conftest import DATASET_COUNTS
+from tests.helpers import round_file
 
 README = ROOT / "README.md"
 MARKER = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```sh\n(.*?)```", re.S)
@@ -114,7 +115,7 @@ def winners_in(path: Path) -> list[str]:
 
 
 def stored_rows(data: Path) -> list[list[str]]:
-    with open(data / "bets.csv", newline="", encoding="utf-8") as f:
+    with open(round_file(data, "bets.csv"), newline="", encoding="utf-8") as f:
         return list(csv.reader(f))
 
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from app.main import create_app
 from app.settings import Settings
+from tests.helpers import round_file
 from tests.postgres_db import fresh_database, require_postgres
 
 
@@ -83,7 +84,7 @@ def crash_before_the_draw(backend: str, tmp_path: Path, database_url: str | None
         assert client.post("/agencies/1/bets", content=body, headers={"content-type": "text/csv"}).status_code == 201
         assert client.post("/agencies/1/done").json()["drawn"] is False
     if backend == "files":
-        (config.data_dir / "done.json").write_text(json.dumps({"agencies": [1, 2]}))
+        (round_file(config.data_dir, "done.json")).write_text(json.dumps({"agencies": [1, 2]}))
     else:
         import psycopg
 
