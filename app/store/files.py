@@ -217,7 +217,7 @@ def recorded_round(data_dir: Path) -> RoundParameters | None:
     """The parameters recorded for the current round in ``data_dir``; None when none (or unreadable)."""
     ids = round_ids(Path(data_dir))
     try:
-        value = read_json(round_dir(data_dir, ids[-1]) if ids else Path(data_dir) / ROUND, _round_problem)
+        value = read_json((round_dir(data_dir, ids[-1]) if ids else Path(data_dir)) / ROUND, _round_problem)
     except (OSError, StorageUnavailable):
         return None
     return None if value is None else RoundParameters(value["agencies"], value["winning_number"])

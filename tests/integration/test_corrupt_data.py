@@ -55,7 +55,7 @@ def test_a_nul_line_in_the_ledger_answers_503_with_its_offset_and_the_server_kee
     ledger = (round_file(data, "ledger.jsonl")).read_bytes()
     bets_csv = (round_file(data, "bets.csv")).read_bytes()
     power_cut = b"\0" * 41 + b"\n" + orjson.dumps({"a": 1, "n": 1, "h": "0" * 64, "end": len(bets_csv)}) + b"\n"
-    where = f"{data / 'ledger.jsonl'}: the line at byte {len(ledger)} is not a valid ledger record"
+    where = f"{round_file(data, 'ledger.jsonl')}: the line at byte {len(ledger)} is not a valid ledger record"
 
     server = BootedServer(data, workers=2, agencies=2)
     try:
