@@ -163,7 +163,7 @@ def test_the_readme_runs_as_written(checkout: Path, dataset: Path):
     with Server(data, workers=2, agencies=5, log_path=checkout.parent / "restart.log") as server:
         line = round_line(server)
     assert "id: 1 | state: drawn | bets: 78697 | done: 5/5 [1, 2, 3, 4, 5]" in line, line
-    assert "move the data away" in line
+    assert "opens the next one with POST /rounds" in line
 
     # Start over: the README's command with the server stopped, then a new round.
     moved = shell(checkout, "http://127.0.0.1:1", blocks()["start-over"])

@@ -66,7 +66,7 @@ def test_start_names_the_round_it_finds(tmp_path_factory, bets, done):
         f"action: ronda | result: success | id: 1 | state: {state} | bets: {sum(bets)} | "
         f"done: {len(done)}/3 {sorted(done)} | storage: {data}"
     ), line
-    assert ("move the data away" in line) == (state == "drawn")
+    assert ("opens the next one with POST /rounds" in line) == (state == "drawn")
 
 
 def test_database_password_is_not_logged():
