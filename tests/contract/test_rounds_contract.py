@@ -198,3 +198,92 @@ def test_stored_rows_of_each_round_stay_apart(backend: Backend) -> None:
     s.open_round()
     s.append_chunk(chunk(1, 2, "b", start=10))
     assert backend.rows() == make_rows(1, 2, "b", start=10)  # the current round's bets.csv
+
+
+# -- a database of the one-round release (schema version 2) becomes round 1 --------------------------
+
+
+@pytest.fixture
+def pg(pg_url):
+    from tests.contract.test_store_contract import PostgresBackend
+    from tests.postgres_db import reset_database
+
+    reset_database(pg_url)
+    made = PostgresBackend(pg_url)
+    yield made
+    made.close()
+
+
+def make_v2_database(url: str, drawn: bool) -> None:
+    """What the one-round release (schema version 2) leaves: a chunk with a key, one with an upload
+    range, agency 1 done (and 2, and the draw, when ``drawn``)."""
+    import orjson
+    import psycopg
+
+    from app.store.postgres import SCHEMA, SCHEMA_V2
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in SCHEMA + SCHEMA_V2:
+            conn.execute(statement)
+        conn.execute("INSERT INTO lottery_schema (id, version) VALUES (1, 2)")
+        conn.execute("UPDATE lottery_round SET agencies = 2, winning_number = %s, opened_at = now()", (WIN,))
+        for c in (chunk(1, 3, key="k1", winners={1}), chunk(2, 2, upload=("old", 0))):
+            upload = (c.upload.upload_id, 0, c.count) if c.upload else (None, None, None)
+            conn.execute(
+                "INSERT INTO lottery_chunks (agency, idempotency_key, fingerprint, count, upload_id, upload_start, "
+                "upload_end) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (c.agency, c.idempotency_key, c.fingerprint, c.count, *upload),
+            )
+            with conn.cursor().copy(
+                "COPY lottery_bets (agency, first_name, last_name, document, birthdate, number) FROM STDIN (FORMAT csv)"
+            ) as copy:
+                copy.write(c.payload)
+        conn.execute("INSERT INTO lottery_done (agency) VALUES (1)")
+        if drawn:
+            conn.execute("INSERT INTO lottery_done (agency) VALUES (2)")
+            winners = orjson.dumps({"1": ["1000001"], "2": []}).decode()
+            conn.execute(
+                "UPDATE lottery_round SET drawn = true, bets = 5, winners = %s::jsonb, drawn_at = now()", (winners,)
+            )
+
+
+@pytest.mark.parametrize("drawn", [False, True])
+def test_a_version_2_database_becomes_round_1_once_however_many_workers_start(pg, drawn: bool) -> None:
+    import psycopg
+
+    make_v2_database(pg.url, drawn)
+    with psycopg.connect(pg.url) as conn:  # the bets as version 2 holds them, in stored order
+        before = (
+            conn.execute(
+                "SELECT string_agg(concat_ws(',', agency, first_name, last_name, document, birthdate, number) "
+                "|| E'\\n', '' ORDER BY chunk_id, id) FROM lottery_bets"
+            )
+            .fetchone()[0]
+            .encode()
+        )
+    barrier = threading.Barrier(4)
+    made: list = []
+
+    def start() -> None:
+        barrier.wait()
+        made.append(pg.make(agencies=5, winning_number=1))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    with psycopg.connect(pg.url) as conn:
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(3,)]
+    s = made[0]
+    assert len(made) == 4 and s.current_round() == 1 and pg.bets_csv() == before
+    assert (s.agencies, s.winning_number) == (2, WIN)
+    assert s.status(draw=False) == RoundStatus(2, [1, 2] if drawn else [1], drawn, 5, 1)
+    assert s.append_chunk(chunk(1, 3, key="k1", winners={1})).replayed
+    if not drawn:
+        assert s.append_chunk(chunk(2, 2, upload=("old", 0))).replayed
+        assert s.mark_done(2).drawn
+    assert s.winners(1, round=1) == ["1000001"]
+    opened = s.open_round()
+    assert (opened.round, opened.agencies, opened.winning_number) == (2, 5, 1)
+    assert s.append_chunk(chunk(1, 3, key="k1", winners={1})).replayed is False  # keys are per round
