@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from app import metrics
 from app.deps import StoreDep
 from app.problems import Forbidden, Unauthorized, documented
 from app.routes import agencies
@@ -124,7 +125,9 @@ async def get_round(store: StoreDep, round: Annotated[int, Depends(round_path)])
 async def open_round(store: StoreDep, body: Annotated[RoundOpen | None, Body()] = None) -> RoundOut:
     """Open the next round (409 while the current one is not drawn). Absent fields take the settings."""
     body = body or RoundOpen()
-    return RoundOut.of(await run_in_threadpool(store.open_round, body.agencies, body.winning_number))
+    opened = await run_in_threadpool(store.open_round, body.agencies, body.winning_number)
+    metrics.set_round_state(opened.round, 0)
+    return RoundOut.of(opened)
 
 
 # The agency routes of a given round: the same handlers as /agencies/{agency}/...
