@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     winners.add_argument("--timeout", type=float, help="seconds to wait with --wait (default 600)")
     winners.add_argument("--json", action="store_true", default=None, help="winners as JSON on stdout")
 
+    _round_options(run, winners, commands, common)
+
     gen = commands.add_parser("generate", help="write deterministic demo files agency-N.csv")
     gen.add_argument("--agencies", type=int, default=5)
     gen.add_argument("--bets", type=int, default=20_000, help="bets per agency")
@@ -73,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=1)
     gen.add_argument("--winning-number", type=int, default=WINNING_NUMBER)
     return parser
+
+
+def _round_options(run, winners, commands, common) -> None:
+    """Rounds (issue 11): ``run --round N --again``, ``winners --round N``, ``rounds``."""
+    run.add_argument("--round", type=int, help="upload into this round (default: the current one, learned at start)")
+    run.add_argument("--again", action="store_true", help="send a file already stored whole in an earlier round")
+    winners.add_argument("--round", type=int, help="the winners of this round (default: the current one)")
+    listing = commands.add_parser("rounds", help="list the rounds, newest first")
+    common(listing)
+    listing.add_argument("--limit", type=int, default=20, help="how many rounds (default 20)")
+    listing.add_argument("--json", action="store_true", default=None, help="the rounds as JSON on stdout")
 
 
 def _on_sigterm(stop, received: dict) -> None:
@@ -134,6 +147,7 @@ def _require(options: Options, *names: str) -> None:
 
 
 def cmd_run(options: Options, stop) -> int:
+    from client import rounds
     from client.progress import Progress
     from client.upload import Uploader
 
@@ -141,6 +155,12 @@ def cmd_run(options: Options, stop) -> int:
     api = _api(options, stop)
     progress = None if options.quiet else Progress(options.agency)
     try:
+        api = rounds.target(api, options.agency, options.extra.get("round"), for_upload=True)
+        if not options.extra.get("again") and api.round not in (None, 1):
+            from client.upload import scan
+
+            scanned = scan(options.file)
+            rounds.refuse_repeat(api, options.agency, options.upload_id or scanned.upload_id, scanned.bets)
         started = time.monotonic()
         uploader = Uploader(
             api, options.agency, options.file, options.batch_size, options.concurrency, options.upload_id, progress
@@ -210,9 +230,13 @@ def cmd_bet(options: Options, args: argparse.Namespace, stop) -> int:
 
 
 def cmd_winners(options: Options, stop) -> int:
+    from client import rounds
+
     _require(options, "agency")
     api = _api(options, stop)
     try:
+        if options.extra.get("round") is not None:
+            api = rounds.target(api, options.agency, options.extra["round"], for_upload=False)
         winners = wait_for_winners(api, options.agency, options.timeout, wait=bool(options.wait))
     finally:
         api.close()
@@ -235,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in vars(args).items()
         if k not in ("command", "first_name", "last_name", "document", "birthdate", "number")
     }
+    round_options = {k: cli.pop(k) for k in ("round", "again", "limit") if k in cli}
     try:
         options = resolve(cli)
+        options.extra.update(round_options)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -257,6 +283,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(options, stop)
         if args.command == "bet":
             return cmd_bet(options, args, stop)
+        if args.command == "rounds":
+            from client import rounds
+
+            api = _api(options, stop)
+            try:
+                return rounds.list_rounds(api, options.extra["limit"], bool(options.json))
+            finally:
+                api.close()
         return cmd_winners(options, stop)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
