@@ -89,7 +89,7 @@ def crash_before_the_draw(backend: str, tmp_path: Path, database_url: str | None
         import psycopg
 
         with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute("INSERT INTO lottery_done (agency) VALUES (2)")
+            conn.execute("INSERT INTO lottery_done (round, agency) VALUES (1, 2)")
     return config
 
 
