@@ -148,6 +148,7 @@ def _require(options: Options, *names: str) -> None:
 
 def cmd_run(options: Options, stop) -> int:
     from client import rounds
+    from client.http import ClientError
     from client.progress import Progress
     from client.upload import Uploader
 
@@ -155,7 +156,9 @@ def cmd_run(options: Options, stop) -> int:
     api = _api(options, stop)
     progress = None if options.quiet else Progress(options.agency)
     try:
-        api = rounds.target(api, options.agency, options.extra.get("round"), for_upload=True)
+        if not Path(options.file).exists():  # said before any request, as the upload itself would
+            raise ClientError(f"bets file not found: {options.file}")
+        api = rounds.target(api, options.agency, options.extra.get("round"))
         if not options.extra.get("again") and api.round not in (None, 1):
             from client.upload import scan
 
@@ -236,7 +239,7 @@ def cmd_winners(options: Options, stop) -> int:
     api = _api(options, stop)
     try:
         if options.extra.get("round") is not None:
-            api = rounds.target(api, options.agency, options.extra["round"], for_upload=False)
+            api = rounds.target(api, options.agency, options.extra["round"])
         winners = wait_for_winners(api, options.agency, options.timeout, wait=bool(options.wait))
     finally:
         api.close()

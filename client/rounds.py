@@ -43,7 +43,7 @@ class RoundApi:
             raise
 
 
-def target(api, agency: int, round_id: int | None, *, for_upload: bool) -> RoundApi:
+def target(api, agency: int, round_id: int | None) -> RoundApi:
     """The round this command works on (the current one unless ``round_id``), announced on stderr."""
     wanted = f"/rounds/{round_id}" if round_id is not None else "/rounds"
     response = api.request("GET", wanted, params=None if round_id is not None else {"limit": 1}, ok=(200, 404))
@@ -55,11 +55,8 @@ def target(api, agency: int, round_id: int | None, *, for_upload: bool) -> Round
         log.info("action: ronda | result: success | detail: the server has a single round")
         return RoundApi(api, None)
     info = response.json() if round_id is not None else response.json()["rounds"][0]
-    if for_upload and info["state"] != "open":
-        raise ClientError(
-            f"round {info['round']} is {info['state']}: it takes no more bets"
-            + ("" if round_id is None else "; run without --round to upload into the current round")
-        )
+    # A drawn round still answers a rerun whose bets are all stored (done again, then the
+    # winners); any bet it lacks is refused by the server, which says why.
     if not 1 <= agency <= info["agencies"]:
         raise ClientError(
             f"agency {agency} is not part of round {info['round']} (its agencies are 1 to {info['agencies']})"
