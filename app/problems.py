@@ -149,20 +149,30 @@ def _validation_problem(error: RequestValidationError) -> Problem:
     return Problem(422, "Invalid request", "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path (Starlette names only the first route's: a path
+    with a GET route and a POST route, like /rounds, would say ``Allow: GET``)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     async def handle(request: Request, error: Exception) -> JSONResponse:
         return problem_response(request, to_problem(error))
 
     async def handle_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed"}
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         return problem_response(
             request,
-            Problem(
-                error.status_code,
-                titles.get(error.status_code, "HTTP error"),
-                str(error.detail),
-                headers=getattr(error, "headers", None),
-            ),
+            Problem(error.status_code, titles.get(error.status_code, "HTTP error"), str(error.detail), headers=headers),
         )
 
     async def handle_validation(request: Request, error: RequestValidationError) -> JSONResponse:

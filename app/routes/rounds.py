@@ -94,7 +94,7 @@ class RoundOpen(BaseModel):
 router = APIRouter(tags=["rounds"])
 
 
-@router.get("/rounds", response_model=RoundList, dependencies=[Depends(viewer)], responses=documented(401, 503))
+@router.get("/rounds", response_model=RoundList, dependencies=[Depends(viewer)], responses=documented(401, 422, 503))
 async def list_rounds(
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=100)] = PAGE_SIZE,
@@ -108,7 +108,7 @@ async def list_rounds(
 
 
 @router.get(
-    "/rounds/{round}", response_model=RoundOut, dependencies=[Depends(viewer)], responses=documented(401, 404, 503)
+    "/rounds/{round}", response_model=RoundOut, dependencies=[Depends(viewer)], responses=documented(401, 404, 422, 503)
 )
 async def get_round(store: StoreDep, round: Annotated[int, Depends(round_path)]) -> RoundOut:
     """One round: its state (`open`/`drawn`), agencies, winning number, done agencies, bets, winners count, times."""
@@ -120,7 +120,7 @@ async def get_round(store: StoreDep, round: Annotated[int, Depends(round_path)])
     status_code=201,
     response_model=RoundOut,
     dependencies=[Depends(operator)],
-    responses=documented(401, 403, 409, 422, 503),
+    responses=documented(400, 401, 403, 409, 422, 503),
 )
 async def open_round(store: StoreDep, body: Annotated[RoundOpen | None, Body()] = None) -> RoundOut:
     """Open the next round (409 while the current one is not drawn). Absent fields take the settings."""
@@ -142,7 +142,8 @@ for route in agencies.router.routes:
         status_code=route.status_code,
         summary=f"{route.summary} (in a given round)",
         description=route.description,
-        responses=route.responses,
+        # another round's bets and done are 409 (naming the current round); an unknown round, 404
+        responses={**documented(404, *((409,) if "POST" in route.methods else ())), **route.responses},
         openapi_extra=route.openapi_extra,
         dependencies=route.dependencies,
         name=f"round_{route.name}",
