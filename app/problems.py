@@ -149,16 +149,18 @@ def _validation_problem(error: RequestValidationError) -> Problem:
     return Problem(422, "Invalid request", "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
 
 
-def allowed_methods(request: Request) -> str:
-    """Every method some route takes at this path (Starlette names only the first route's: a path
-    with a GET route and a POST route, like /rounds, would say ``Allow: GET``)."""
-    from starlette.routing import Match
+def allowed_methods(request: Request, fallback: str) -> str:
+    """Every documented method at this path (Starlette names only the first route's: a path with
+    a GET route and a POST route, like /rounds, would say ``Allow: GET``); else ``fallback``."""
+    import re
 
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if route.matches(request.scope)[0] != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return ", ".join(sorted(methods))
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {m.upper() for m in operations if m in ("get", "post", "put", "patch", "delete")}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) if methods else fallback
 
 
 def install(app: FastAPI) -> None:
@@ -169,7 +171,7 @@ def install(app: FastAPI) -> None:
         titles = {404: "Not found", 405: "Method not allowed"}
         headers = getattr(error, "headers", None)
         if error.status_code == 405:
-            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+            headers = {**(headers or {}), "Allow": allowed_methods(request, (headers or {}).get("Allow", ""))}
         return problem_response(
             request,
             Problem(error.status_code, titles.get(error.status_code, "HTTP error"), str(error.detail), headers=headers),

@@ -659,21 +659,22 @@ class PostgresStore(Store):
         return RoundStatus(agencies, list(done), drawn, int(bets), round_id)
 
     def upload_state(self, agency: int, upload_id: str, round: int | None = None) -> UploadState:
-        with self._connection() as conn:
-            rows = conn.execute(
+        with self._connection() as conn, conn.cursor() as cur:
+            round_id = self._resolve(cur, round, writing=False)[0]
+            rows = cur.execute(
                 "SELECT upload_start, upload_end, body_digest FROM lottery_chunks "
-                f"WHERE round = coalesce(%s, {CURRENT}) AND agency = %s AND upload_id = %s ORDER BY upload_start",
-                (round, agency, upload_id),
+                "WHERE round = %s AND agency = %s AND upload_id = %s ORDER BY upload_start",
+                (round_id, agency, upload_id),
             ).fetchall()
         return UploadState(upload_id, tuple(StoredSpan(*row) for row in rows))
 
     def uploads(self, agency: int, round: int | None = None) -> list[UploadSummary]:
-        with self._connection() as conn:
-            rows = conn.execute(
+        with self._connection() as conn, conn.cursor() as cur:
+            round_id = self._resolve(cur, round, writing=False)[0]
+            rows = cur.execute(
                 "SELECT upload_id, sum(count), count(*) FROM lottery_chunks "
-                f"WHERE round = coalesce(%s, {CURRENT}) AND agency = %s AND upload_id IS NOT NULL "
-                "GROUP BY upload_id ORDER BY min(id)",
-                (round, agency),
+                "WHERE round = %s AND agency = %s AND upload_id IS NOT NULL GROUP BY upload_id ORDER BY min(id)",
+                (round_id, agency),
             ).fetchall()
         return [UploadSummary(upload_id, int(bets), chunks) for upload_id, bets, chunks in rows]
 
