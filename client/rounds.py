@@ -78,6 +78,8 @@ def refuse_repeat(api: RoundApi, agency: int, upload_id: str, bets: int) -> None
     """Stop when this very file was already stored whole in an earlier round (``--again`` sends it anyway)."""
     if api.round is None or api.round == 1:
         return
+    if api.request("GET", f"/agencies/{agency}/uploads/{upload_id}").json()["bets"]:
+        return  # already begun in this round (with --again, or a rerun): a resume, not a repeat
     for earlier in range(api.round - 1, max(0, api.round - 1 - EARLIER_ROUNDS_CHECKED), -1):
         response = api._api.request("GET", f"/rounds/{earlier}/agencies/{agency}/uploads/{upload_id}", ok=(200, 404))
         if response.status_code == 200 and response.json()["committed"] == [[0, bets]]:

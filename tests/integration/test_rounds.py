@@ -25,7 +25,7 @@ import pytest
 from app import tokens as tokens_module
 from client.generate import generate
 from devtools.server import ROOT, Server
-from tests.helpers import expected_rows, read_agency_file
+from tests.helpers import expected_rows, read_agency_file, stored_rows
 from tests.postgres_db import fresh_database, require_postgres
 
 
@@ -223,3 +223,36 @@ def test_an_uploader_never_puts_bets_into_a_later_round(tmp_path: Path) -> None:
         assert "round 1 is over and the server's current round is now 2: this uploader stops" in err
         status = httpx.get(server.url + "/rounds/2").json()
         assert (status["round"], status["bets"], status["done"]) == (2, 0, [])
+
+
+def test_a_file_of_an_earlier_round_goes_again_only_with_again_and_then_resumes(tmp_path: Path) -> None:
+    files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=100_000, seed=6), 1))
+    run = ("run", "--agency", "1", "--file", str(files[1]), "--batch-size", "1000")
+    with Server(tmp_path / "data", workers=2, agencies=1) as server:
+        first = uploader(*run, "--server", server.url, "--json")
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        assert httpx.post(server.url + "/rounds").status_code == 201
+
+        refused = uploader(*run, "--server", server.url)
+        _, err = refused.communicate(timeout=60)
+        assert refused.returncode == 1 and "already uploaded whole in round 1" in err
+
+        again = uploader(*run, "--server", server.url, "--again")
+        deadline = time.monotonic() + 60
+        while httpx.get(server.url + "/rounds/2").json()["bets"] < 10_000:  # an observed event, polled
+            assert time.monotonic() < deadline and again.poll() is None
+        again.send_signal(signal.SIGKILL)
+        again.communicate(timeout=10)
+        partial = httpx.get(server.url + "/rounds/2").json()["bets"]
+        assert 0 < partial < 100_000
+
+        # begun in this round: a rerun resumes it, no --again needed
+        resumed = uploader(*run, "--server", server.url, "--json")
+        out_2, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+        assert f"ya_almacenadas: {partial}" in err
+        # the same bets, the same winning number: the same winners (in the order the chunks arrived)
+        assert sorted(json.loads(out_2)["winners"]) == sorted(json.loads(out)["winners"])
+        assert httpx.get(server.url + "/rounds/2").json()["bets"] == 100_000
+        assert stored_rows(server.data_dir, 2) == stored_rows(server.data_dir, 1) == expected_rows(files)
