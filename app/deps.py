@@ -62,17 +62,19 @@ async def any_token(request: Request, credentials: CredentialsDep) -> None:
     token_owner(request, credentials)
 
 
-def parse_agency(text: str, agencies: int) -> int:
+def parse_agency(text: str, agencies: int | None) -> int:
     """The agency named by ``text``: plain ASCII digits without leading zeros, 1..agencies; 404 otherwise.
 
     ``int()`` alone would also read ``1.0``, ``+1``, `` 1`` or ``1_0`` (as agencies 1 and 10):
     one agency has one name. Leading zeros are refused too, so that ``01`` and ``1`` are
-    never two paths (in logs, caches or proxies' rules) to one agency.
+    never two paths (in logs, caches or proxies' rules) to one agency. ``agencies`` None
+    (a round that does not exist: its route answers for it) checks the spelling only.
     """
     canonical = 0 < len(text) <= _MAX_AGENCY_DIGITS and text.isascii() and text.isdigit() and text[0] != "0"
-    if not canonical or int(text) > agencies:
+    if not canonical or (agencies is not None and int(text) > agencies):
         shown = text if len(text) <= 20 and text.isprintable() and text.strip() == text else repr(text[:20])
-        raise UnknownAgency(f"agency {shown} does not exist: agencies are 1 to {agencies}")
+        where = f": agencies are 1 to {agencies}" if agencies is not None else ""
+        raise UnknownAgency(f"agency {shown} does not exist{where}")
     return int(text)
 
 
@@ -98,7 +100,9 @@ async def agency_id(
     recorded it) decides which ids exist, not this process's settings.
     """
     owner = token_owner(request, credentials)
-    number = parse_agency(agency, store.agencies)
+    number = parse_agency(agency, None)
+    # The requested round's agencies (the current round's on /agencies/...): rounds differ in size.
+    number = parse_agency(agency, round_agencies(store, requested_round(request), number))
     if owner is not None and owner != number:
         raise Forbidden(f"this token belongs to another agency, not to agency {number}")
     return number
@@ -197,3 +201,31 @@ async def read_body(request: Request, limit: int, timeout: float, declared: int 
     if size != len(body):  # uvicorn's parser enforces Content-Length; this is a guard
         raise ClientDisconnect()
     return body
+
+
+# -- rounds (issue 11) ----------------------------------------------------------------------------
+
+
+def requested_round(request: Request) -> int | None:
+    """The round of a ``/rounds/{round}/...`` route, None on the routes of the current round.
+    (The path parameter itself is declared and validated by the rounds router.)"""
+    value = request.path_params.get("round")
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
+
+
+RoundDep = Annotated[int | None, Depends(requested_round)]
+
+
+def round_agencies(store: Store, round_id: int | None, agency: int) -> int | None:
+    """How many agencies the round has, without asking the storage again when the answer is
+    already known (a round never changes its agencies); None for a round that does not exist
+    (the route answers for it: 404 for a read, 409 naming the current round for a write)."""
+    from app.store import RoundNotFound  # noqa: PLC0415 - keeps this hunk apart from the module's imports
+
+    try:
+        agencies = store.round_agencies(round_id)
+        if not 1 <= agency <= agencies:  # maybe a round opened since: ask once more
+            agencies = store.round_agencies(round_id, fresh=True)
+    except RoundNotFound:
+        return None
+    return agencies

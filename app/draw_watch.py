@@ -44,30 +44,39 @@ class Wake(enum.Enum):
 
 
 class DrawWatch:
-    """The draw, as this worker's long polls see it: one probe per tick, whatever their number."""
+    """The draw, as this worker's long polls see it: one probe per waited round per tick, whatever their number.
+
+    Keyed by round: once round 1 is drawn, a poll on round 2 must wait for round 2's draw.
+    ``None`` means "the current round" (for callers that know there is only one).
+    """
 
     def __init__(self, store: Store, tick: float = TICK):
         self.store, self.tick = store, tick
-        self._drawn = asyncio.Event()
-        self._waiting = 0
+        self._drawn: dict[int | None, asyncio.Event] = {}
+        self._waiting: dict[int | None, int] = {}  # round -> polls waiting for it
         self._task: asyncio.Task[None] | None = None
 
-    async def wait(self, seconds: float, disconnected: Callable[[], Awaitable[object]]) -> Wake:
-        """Until the draw, ``seconds``, the client leaving (``disconnected`` returns) or shutdown."""
-        if self._drawn.is_set():
+    async def wait(
+        self, seconds: float, disconnected: Callable[[], Awaitable[object]], round_id: int | None = None
+    ) -> Wake:
+        """Until that round's draw, ``seconds``, the client leaving (``disconnected`` returns) or shutdown."""
+        drawn = self._drawn.setdefault(round_id, asyncio.Event())
+        if drawn.is_set():
             return Wake.DRAWN
-        self._waiting += 1
+        self._waiting[round_id] = self._waiting.get(round_id, 0) + 1
         if self._task is None:
             self._task = asyncio.create_task(self._watch())
         waits = {
-            asyncio.create_task(self._drawn.wait()): Wake.DRAWN,
+            asyncio.create_task(drawn.wait()): Wake.DRAWN,
             asyncio.create_task(_stopping.wait()): Wake.STOPPING,
             asyncio.create_task(disconnected()): Wake.DISCONNECTED,
         }
         try:
             done, _ = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._waiting -= 1
+            self._waiting[round_id] -= 1
+            if not self._waiting[round_id]:
+                del self._waiting[round_id]
             for task in waits:
                 task.cancel()
         if not done:
@@ -77,11 +86,11 @@ class DrawWatch:
 
     async def _watch(self) -> None:
         try:
-            while self._waiting and not self._drawn.is_set():
-                with contextlib.suppress(Exception):  # a storage hiccup: the polls time out with 425
-                    if await run_in_threadpool(self.store.winners, 1) is not None:
-                        self._drawn.set()
-                        return
+            while self._waiting:
+                for round_id in list(self._waiting):
+                    with contextlib.suppress(Exception):  # a storage hiccup: the polls time out with 425
+                        if await run_in_threadpool(self.store.winners, 1, round=round_id) is not None:
+                            self._drawn[round_id].set()
                 await asyncio.sleep(self.tick)
         finally:
             self._task = None

@@ -124,6 +124,12 @@ def to_problem(error: Exception) -> Problem:
             return Problem(409, "Lines already stored", str(error), committed=[list(r) for r in error.committed])
         case store_errors.AgencyClosed():
             return Problem(409, "Agency closed", str(error))
+        case store_errors.RoundNotCurrent():
+            return Problem(409, "Not the current round", str(error), current_round=error.current)
+        case store_errors.RoundStillOpen():
+            return Problem(409, "Round still open", str(error), current_round=error.current)
+        case store_errors.RoundNotFound():
+            return Problem(404, "Unknown round", str(error))
         case store_errors.IdempotencyMismatch():
             return Problem(422, "Idempotency key reused", str(error))
         case store_errors.StorageBusy():
@@ -143,20 +149,32 @@ def _validation_problem(error: RequestValidationError) -> Problem:
     return Problem(422, "Invalid request", "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
 
 
+def allowed_methods(request: Request, fallback: str) -> str:
+    """Every documented method at this path (Starlette names only the first route's: a path with
+    a GET route and a POST route, like /rounds, would say ``Allow: GET``); else ``fallback``."""
+    import re
+
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {m.upper() for m in operations if m in ("get", "post", "put", "patch", "delete")}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) if methods else fallback
+
+
 def install(app: FastAPI) -> None:
     async def handle(request: Request, error: Exception) -> JSONResponse:
         return problem_response(request, to_problem(error))
 
     async def handle_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed"}
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request, (headers or {}).get("Allow", ""))}
         return problem_response(
             request,
-            Problem(
-                error.status_code,
-                titles.get(error.status_code, "HTTP error"),
-                str(error.detail),
-                headers=getattr(error, "headers", None),
-            ),
+            Problem(error.status_code, titles.get(error.status_code, "HTTP error"), str(error.detail), headers=headers),
         )
 
     async def handle_validation(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -27,7 +27,7 @@ def log_round_state(store: Store, settings: Settings) -> None:
     except StoreError as error:  # the server still starts and answers 503 until storage is back
         log.warning("action: ronda | result: fail | storage: %s | error: %s", where(settings), error)
         return
-    round_id = getattr(status, "round_id", 1)  # one round per data dir or database
+    round_id = status.round_id
     all_done = len(status.done) == status.expected
     state = "drawn" if status.drawn else "closed, the first query draws" if all_done else "open"
     line = (
@@ -35,5 +35,5 @@ def log_round_state(store: Store, settings: Settings) -> None:
         f"done: {len(status.done)}/{status.expected} {status.done} | storage: {where(settings)}"
     )
     if status.drawn:
-        line += " | note: this round is over, new bets get 409; to start over, stop the server and move the data away"
+        line += " | note: this round is over, new bets get 409; the operator opens the next one with POST /rounds"
     log.info(line)

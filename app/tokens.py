@@ -1,8 +1,8 @@
 """Per-agency bearer tokens: load and check them, and ``python -m app.tokens`` to make them.
 
 The tokens file is a JSON object mapping agency id to its token: ``{"1": "...", "2": "..."}``,
-plus optionally ``"operator"``: a token that opens the operator's page (``GET /``) and
-nothing else.
+plus optionally ``"operator"``: the operator's token, which opens the operator's page
+(``GET /``), reads every round and opens the next one (``POST /rounds``); it uploads nothing.
 Tokens are compared in constant time against every agency's token, so neither the answer
 time nor the log says which agency a wrong guess was close to. Tokens are never logged.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 
 MIN_TOKEN_LENGTH = 16
 OPERATOR = "operator"  # the key of the operator's token in the tokens file
+MAX_AGENCY = 10_000  # the largest LOTTERY_AGENCIES
 
 
 class TokensError(ValueError):
@@ -31,7 +32,7 @@ class Tokens:
         self._operator = operator.encode() if operator is not None else None
 
     @classmethod
-    def load(cls, path: Path, agencies: int) -> Tokens:
+    def load(cls, path: Path, agencies: int) -> Tokens:  # noqa: ARG003 - kept for callers
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as error:
@@ -43,8 +44,9 @@ class Tokens:
         by_agency: dict[int, str] = {}
         operator: str | None = None
         for key, token in data.items():
-            if key != OPERATOR and not (isinstance(key, str) and key.isdigit() and 1 <= int(key) <= agencies):
-                raise TokensError(f"tokens file {path}: {key!r} is not an agency id from 1 to {agencies}")
+            # Ids past this round's agencies are welcome: a later round may have more agencies.
+            if key != OPERATOR and not (isinstance(key, str) and key.isdigit() and 1 <= int(key) <= MAX_AGENCY):
+                raise TokensError(f"tokens file {path}: {key!r} is not an agency id from 1 to {MAX_AGENCY}")
             if (
                 not isinstance(token, str)
                 or len(token) < MIN_TOKEN_LENGTH
@@ -75,18 +77,24 @@ class Tokens:
                 found = agency
         return found
 
+    def is_operator(self, token: str) -> bool:
+        return self._operator is not None and hmac.compare_digest(token.encode(), self._operator)
+
     def may_view(self, token: str) -> bool:
         """Whether this token may see the round's counts: the operator's or any agency's."""
         operator = self._operator is not None and hmac.compare_digest(token.encode(), self._operator)
         return self.owner(token) is not None or operator
 
 
-def make(agencies: int) -> dict[str, str]:
-    return {str(agency): secrets.token_urlsafe(32) for agency in range(1, agencies + 1)}
+def make(agencies: int, operator: bool = True) -> dict[str, str]:
+    tokens = {str(agency): secrets.token_urlsafe(32) for agency in range(1, agencies + 1)}
+    if operator:
+        tokens[OPERATOR] = secrets.token_urlsafe(32)
+    return tokens
 
 
 def write(out: Path, tokens: dict[str, str]) -> None:
-    """tokens.json for the server and agency-N.token for each uploader (compose secrets).
+    """tokens.json for the server, agency-N.token for each uploader and operator.token (compose secrets).
 
     The folder is private (0700); the files are 0644 because compose mounts file secrets
     with their host mode, and the containers run as another user.
@@ -94,7 +102,12 @@ def write(out: Path, tokens: dict[str, str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o700)
     files = {"tokens.json": json.dumps(tokens, indent=2) + "\n"}
-    files.update({f"agency-{agency}.token": token + "\n" for agency, token in tokens.items()})
+    files.update(
+        {
+            ("operator.token" if agency == OPERATOR else f"agency-{agency}.token"): token + "\n"
+            for agency, token in tokens.items()
+        }
+    )
     for name, text in files.items():
         path = out / name
         path.write_text(text, encoding="utf-8")
@@ -104,17 +117,21 @@ def write(out: Path, tokens: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.tokens", description="Generate per-agency bearer tokens.")
     parser.add_argument("--agencies", type=int, default=5)
-    parser.add_argument("--out", type=Path, help="write tokens.json and agency-N.token here (default: JSON on stdout)")
+    parser.add_argument(
+        "--out", type=Path, help="write tokens.json, agency-N.token and operator.token here (default: JSON on stdout)"
+    )
+    parser.add_argument("--no-operator", action="store_true", help="no operator token (nobody may open a round)")
     args = parser.parse_args(argv)
     if args.agencies < 1:
         print("error: --agencies must be 1 or more", file=sys.stderr)
         return 2
-    tokens = make(args.agencies)
+    tokens = make(args.agencies, operator=not args.no_operator)
     if args.out is None:
         print(json.dumps(tokens, indent=2))
     else:
         write(args.out, tokens)
-        print(f"wrote {args.out / 'tokens.json'} and {args.agencies} agency-N.token files", file=sys.stderr)
+        extra = "" if args.no_operator else " and operator.token"
+        print(f"wrote {args.out / 'tokens.json'}, {args.agencies} agency-N.token files{extra}", file=sys.stderr)
     return 0
 
 

@@ -53,7 +53,7 @@ class _Formatter(argparse.HelpFormatter):
 
 def _parser(prog: str = "python -m client") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=WHERE_FROM, formatter_class=_Formatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,bet,winners,generate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,bet,winners,rounds,generate}")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
         return commands.add_parser(
@@ -126,6 +126,8 @@ def _parser(prog: str = "python -m client") -> argparse.ArgumentParser:
     winners.add_argument("--timeout", type=float, help="seconds to wait with --wait (default 600)")
     winners.add_argument("--json", action="store_true", default=None, help="winners as JSON on stdout")
 
+    _round_options(run, winners, command, common)
+
     gen = command(
         "generate",
         "write deterministic demo files agency-N.csv",
@@ -143,6 +145,22 @@ def _parser(prog: str = "python -m client") -> argparse.ArgumentParser:
         help=f"the number some bets are planted with (default {WINNING_NUMBER})",
     )
     return parser
+
+
+def _round_options(run, winners, command, common) -> None:
+    """Rounds (issue 11): ``run --round N --again``, ``winners --round N``, ``rounds``."""
+    run.add_argument("--round", type=int, help="upload into this round (default: the current one, learned at start)")
+    run.add_argument("--again", action="store_true", help="send a file already stored whole in an earlier round")
+    winners.add_argument("--round", type=int, help="the winners of this round (default: the current one)")
+    listing = command(
+        "rounds",
+        "list the rounds, newest first",
+        "List the lottery's rounds, newest first: state, agencies, bets, winners and dates "
+        "(with tokens on, any valid token: the operator's or an agency's).",
+    )
+    common(listing)
+    listing.add_argument("--limit", type=int, default=20, help="how many rounds (default 20)")
+    listing.add_argument("--json", action="store_true", default=None, help="the rounds as JSON on stdout")
 
 
 def _on_sigterm(stop, received: dict) -> None:
@@ -235,6 +253,8 @@ def _require(options: Options, *names: str) -> None:
 
 
 def cmd_run(options: Options, stop) -> int:
+    from client import rounds
+    from client.http import ClientError
     from client.progress import Progress
     from client.upload import Uploader
 
@@ -242,6 +262,14 @@ def cmd_run(options: Options, stop) -> int:
     api = _api(options, stop)
     progress = None if options.quiet else Progress(options.agency)
     try:
+        if not os.path.exists(options.file):  # said before any request, as the upload itself would
+            raise ClientError(f"bets file not found: {options.file}")
+        api = rounds.target(api, options.agency, options.round)
+        if not options.again and api.round not in (None, 1):
+            from client.upload import scan
+
+            scanned = scan(options.file)
+            rounds.refuse_repeat(api, options.agency, options.upload_id or scanned.upload_id, scanned.bets)
         started = time.monotonic()
         uploader = Uploader(
             api,
@@ -318,9 +346,13 @@ def cmd_bet(options: Options, args: argparse.Namespace, stop) -> int:
 
 
 def cmd_winners(options: Options, stop) -> int:
+    from client import rounds
+
     _require(options, "agency")
     api = _api(options, stop)
     try:
+        if options.round is not None:
+            api = rounds.target(api, options.agency, options.round)
         winners = wait_for_winners(api, options.agency, options.timeout, wait=bool(options.wait))
     finally:
         api.close()
@@ -372,6 +404,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
             return cmd_run(options, stop)
         if args.command == "bet":
             return cmd_bet(options, args, stop)
+        if args.command == "rounds":
+            from client import rounds
+
+            api = _api(options, stop)
+            try:
+                return rounds.list_rounds(api, options.limit, bool(options.json))
+            finally:
+                api.close()
         return cmd_winners(options, stop)
     except (ConfigError, InsecureServer) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -51,6 +51,9 @@ class Options:
         self.another_file: bool = False
         self.cacert: str | None = None  # CA certificate file to trust for an https server
         self.insecure: bool = False  # allow the token over plain http to another machine
+        self.round: int | None = None  # the round to upload into or read (default: the current one)
+        self.again: bool = False  # send a file already stored whole in an earlier round
+        self.limit: int = 20  # rounds listed by `rounds`
 
 
 # option name -> environment variable(s), first found wins
@@ -114,7 +117,7 @@ def _from_yaml(path: str) -> dict:
 
 def _convert(name: str, value: object) -> object:
     try:
-        if name in ("agency", "batch_size", "concurrency", "retries"):
+        if name in ("agency", "batch_size", "concurrency", "retries", "round", "limit"):
             number = int(value)  # type: ignore[arg-type]
             if number < 1 and name != "retries" or number < 0:
                 raise ValueError
@@ -129,7 +132,7 @@ def _convert(name: str, value: object) -> object:
         if name == "server":
             url = str(value).rstrip("/")
             return url if "://" in url else f"http://{url}"
-        if name in ("quiet", "json", "another_file", "insecure"):
+        if name in ("quiet", "json", "another_file", "insecure", "again"):
             if isinstance(value, bool):
                 return value
             text = str(value).strip().lower()

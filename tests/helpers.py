@@ -18,9 +18,19 @@ def read_agency_file(path: Path) -> list[tuple[str, str, str, str, int]]:
         return [(a.strip(), b.strip(), c, d, int(e)) for a, b, c, d, e in csv.reader(f) if a]
 
 
-def stored_rows(data_dir: Path) -> Counter:
-    """bets.csv as a multiset of (agency, first, last, document, birthdate, number)."""
-    with open(data_dir / "bets.csv", newline="", encoding="utf-8") as f:
+def round_file(data_dir: Path, name: str = "bets.csv", round_id: int | None = None) -> Path:
+    """A file of one round (the current one by default) in a data dir: ``rounds/0003/bets.csv``.
+    A data dir that no server took over yet keeps its one round at the top."""
+    rounds = Path(data_dir) / "rounds"
+    ids = sorted(int(p.name) for p in rounds.iterdir() if p.name.isdigit()) if rounds.is_dir() else []
+    if not ids:
+        return Path(data_dir) / name
+    return rounds / f"{round_id or ids[-1]:04d}" / name
+
+
+def stored_rows(data_dir: Path, round_id: int | None = None) -> Counter:
+    """A round's bets.csv as a multiset of (agency, first, last, document, birthdate, number)."""
+    with open(round_file(data_dir, "bets.csv", round_id), newline="", encoding="utf-8") as f:
         return Counter((int(a), b, c, d, e, int(n)) for a, b, c, d, e, n in csv.reader(f))
 
 

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from app import metrics
 from app.deps import (
     AgencyDep,
+    RoundDep,
     SettingsDep,
     StoreDep,
     authorize,
@@ -52,12 +53,13 @@ def _receive(
     max_bets: int,
     key: str | None,
     upload: UploadSpan | None,
+    round_id: int | None = None,
 ) -> ChunkReceipt:
     parsed = parse_chunk(body, content_type, agency, max_bets, only_bets=upload is not None)
     # Kept with the range, so a resumed upload can prove its file still holds these bets.
     digest = body_digest(body) if upload is not None else None
     chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest)
-    receipt = store.append_chunk(chunk)
+    receipt = store.append_chunk(chunk, round=round_id)
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
         for row in chunk.rows:
             log.debug("action: apuesta_almacenada | result: success | dni: %s | numero: %d", row[3], row[5])
@@ -86,6 +88,7 @@ async def post_bets(
     store: StoreDep,
     key: Annotated[str | None, Depends(idempotency_key)],
     upload: Annotated[UploadSpan | None, Depends(upload_span)],
+    round_id: RoundDep,
 ) -> ChunkStored:
     """Store one chunk of bets, all or nothing. JSON `{"bets": [...]}` or CSV lines.
 
@@ -103,7 +106,7 @@ async def post_bets(
             body = await read_body(request, settings.max_body_bytes, settings.body_timeout, declared, held)
             content_type = request.headers.get("content-type")
             receipt = await run_in_threadpool(
-                _receive, store, agency, body, content_type, settings.max_bets_per_chunk, key, upload
+                _receive, store, agency, body, content_type, settings.max_bets_per_chunk, key, upload, round_id
             )
             del body
     except ClientDisconnect:
@@ -127,9 +130,9 @@ async def post_bets(
     summary="Say this agency sent everything",
     responses=documented(401, 403, 404, 422, 503),
 )
-async def post_done(agency: AgencyDep, store: StoreDep) -> DoneState:
+async def post_done(agency: AgencyDep, store: StoreDep, round_id: RoundDep) -> DoneState:
     """Idempotent. The call that completes the set of agencies performs the draw before answering."""
-    receipt = await run_in_threadpool(store.mark_done, agency)
+    receipt = await run_in_threadpool(store.mark_done, agency, round=round_id)
     return DoneState(agency=agency, done=receipt.done, expected=receipt.expected, drawn=receipt.drawn)
 
 
@@ -152,16 +155,19 @@ async def get_winners(
             description=("Long poll: hold the request up to this many seconds and answer as soon as the draw happens"),
         ),
     ] = 0,
+    round_id: RoundDep = None,
 ) -> Winners:
     """425 Too Early (with Retry-After) until the draw; then the documents of this agency's winning bets.
 
     With `wait`, the answer comes the moment the draw happens (or 425 after `wait` seconds);
     a server that is stopping answers an open poll at once with 503 and Retry-After.
     """
-    winners = await run_in_threadpool(store.winners, agency)
+    if round_id is None and wait:  # a long poll waits for one round's draw, named by its id
+        round_id = await run_in_threadpool(store.current_round)
+    winners = await run_in_threadpool(store.winners, agency, round=round_id)
     if winners is None and wait:
         log.debug("action: consulta_ganadores | result: en_espera | agencia: %d | espera: %d", agency, wait)
-        woken = await request.app.state.draw_watch.wait(wait, lambda: _client_left(request))
+        woken = await request.app.state.draw_watch.wait(wait, lambda: _client_left(request), round_id)
         if woken is Wake.DISCONNECTED:
             client_gone("long poll", agency)
         elif woken is Wake.STOPPING:
@@ -172,7 +178,7 @@ async def get_winners(
                 headers={"Retry-After": str(settings.retry_after)},
             )
         elif woken is Wake.DRAWN:
-            winners = await run_in_threadpool(store.winners, agency)
+            winners = await run_in_threadpool(store.winners, agency, round=round_id)
     if winners is None:
         raise NotDrawnYet(settings.retry_after)
     log.info("action: consulta_ganadores | result: success | agencia: %d | cant_ganadores: %d", agency, len(winners))
@@ -192,14 +198,17 @@ async def _client_left(request: Request) -> None:
     responses=documented(401, 403, 404, 422, 503),
 )
 async def get_upload(
-    agency: AgencyDep, store: StoreDep, upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+    agency: AgencyDep,
+    store: StoreDep,
+    upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")],
+    round_id: RoundDep,
 ) -> UploadProgress:
     """The stored bet ranges of one upload (see `Upload-Id`), so a rerun sends only the rest.
 
     `committed` is merged; `spans` are the chunks as stored, each with the SHA-256 of its body
     (LF-normalized), so a rerun can prove its file still holds those bets before sending more.
     """
-    state = await run_in_threadpool(store.upload_state, agency, upload_id)
+    state = await run_in_threadpool(store.upload_state, agency, upload_id, round=round_id)
     return UploadProgress(
         upload_id=state.upload_id,
         committed=state.committed,
@@ -214,7 +223,7 @@ async def get_upload(
     summary="This agency's uploads in the round",
     responses=documented(401, 403, 404, 422, 503),
 )
-async def list_uploads(agency: AgencyDep, store: StoreDep) -> UploadList:
+async def list_uploads(agency: AgencyDep, store: StoreDep, round_id: RoundDep) -> UploadList:
     """Every upload of this agency with stored bets, in the order each was first stored."""
-    uploads = await run_in_threadpool(store.uploads, agency)
+    uploads = await run_in_threadpool(store.uploads, agency, round=round_id)
     return UploadList(uploads=[UploadSummary(upload_id=u.upload_id, bets=u.bets, chunks=u.chunks) for u in uploads])

@@ -33,7 +33,8 @@ from app.problems import Unauthorized, documented
 from app.store.stats import RoundStats
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-CURRENT_ROUND = 1  # one round per server until rounds over time exist (issue 11)
+CURRENT_ROUND = 1  # a fresh data dir or database starts with round 1
+PAST_ROUNDS = 10  # the page lists this many rounds before the current one
 REFRESH_SECONDS = 0.5  # a snapshot is at most this old: the page updates within a second
 HEARTBEAT_SECONDS = 10.0  # a comment line on a quiet stream, so proxies keep it open
 # A stream ends after this long and the page reconnects at once: a server stopping
@@ -68,13 +69,24 @@ def _iso(timestamp: float | None) -> str | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-def past_rounds(request: Request) -> list[dict[str, Any]]:  # noqa: ARG001 - the extension point's signature
+def past_rounds(request: Request, current: int | None = None) -> list[dict[str, Any]]:
     """The rounds before the current one, newest first: ``{round, bets, winners, opened_at, drawn_at}``.
 
-    Empty: this server holds one round. When rounds over time exist (issue 11), this reads
-    the store's round list; the page already renders whatever it returns.
+    Blocking (it reads the store): call it off the event loop.
     """
-    return []
+    store = request.app.state.store
+    before = store.current_round() if current is None else current
+    return [
+        {"round": r.round, "bets": r.bets, "winners": r.winners, "opened_at": r.opened_at, "drawn_at": r.drawn_at}
+        for r in store.rounds(limit=PAST_ROUNDS, before=before)
+    ]
+
+
+def read_round(request: Request) -> tuple[RoundStats, int, list[dict[str, Any]]]:
+    """The current round's counts, its id and the rounds before it (blocking: off the event loop)."""
+    store = request.app.state.store
+    current = store.current_round()
+    return store.agency_stats(round=current), current, past_rounds(request, current)
 
 
 def snapshot(stats: RoundStats, round_id: int = CURRENT_ROUND) -> dict[str, Any]:
@@ -120,9 +132,9 @@ class Snapshots:
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:  # one refresh at a time; the others get its result
             if time.monotonic() - self._at >= REFRESH_SECONDS:
-                stats = await run_in_threadpool(request.app.state.store.agency_stats)
-                metrics.set_round_state(CURRENT_ROUND, len(stats.done))
-                data = {**snapshot(stats), "past_rounds": past_rounds(request)}
+                stats, current, past = await run_in_threadpool(read_round, request)
+                metrics.set_round_state(current, len(stats.done))
+                data = {**snapshot(stats, current), "past_rounds": past}
                 self._data, self._at = orjson.dumps(data), time.monotonic()
         return self._data
 
@@ -190,7 +202,10 @@ def install(app: FastAPI) -> None:
     app.state.operator_snapshots = Snapshots()
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    metrics.ROUND.set(CURRENT_ROUND)
+    try:
+        metrics.ROUND.set(app.state.store.current_round())
+    except Exception:  # the storage is down at start: the first snapshot sets it  # noqa: BLE001
+        metrics.ROUND.set(CURRENT_ROUND)
 
 
 PAGE = """<!doctype html>

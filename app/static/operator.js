@@ -62,7 +62,7 @@ function renderPast(rounds) {
   if (!rounds.length) {
     const p = document.createElement("p");
     p.className = "muted";
-    p.textContent = "No past rounds: this server holds a single round.";
+    p.textContent = "No past rounds yet: the first round is the current one.";
     box.append(p);
     return;
   }

@@ -11,8 +11,12 @@ from app.store.base import (
     DoneReceipt,
     IdempotencyMismatch,
     RangeConflict,
+    RoundInfo,
+    RoundNotCurrent,
+    RoundNotFound,
     RoundParameters,
     RoundStatus,
+    RoundStillOpen,
     StorageBusy,
     StorageUnavailable,
     Store,
@@ -32,8 +36,12 @@ __all__ = [
     "DoneReceipt",
     "IdempotencyMismatch",
     "RangeConflict",
+    "RoundInfo",
+    "RoundNotCurrent",
+    "RoundNotFound",
     "RoundParameters",
     "RoundStatus",
+    "RoundStillOpen",
     "StorageBusy",
     "StorageUnavailable",
     "Store",
@@ -69,9 +77,11 @@ def round_settings_warning(settings: Settings) -> str | None:
 
         recorded, where = recorded_round(settings.database_url), "the database"
     else:
-        from app.store.files import ROUND, recorded_round
+        from app.store.files import ROUND, recorded_round, round_dir, round_ids
 
-        recorded, where = recorded_round(settings.data_dir), str(settings.data_dir / ROUND)
+        ids = round_ids(settings.data_dir)
+        folder = round_dir(settings.data_dir, ids[-1]) if ids else settings.data_dir
+        recorded, where = recorded_round(settings.data_dir), str(folder / ROUND)
     if recorded is None or (recorded.agencies, recorded.winning_number) == (
         settings.agencies,
         settings.winning_number,
@@ -79,7 +89,8 @@ def round_settings_warning(settings: Settings) -> str | None:
         return None
     return (
         f"lottery: WARNING: the round in progress was started with LOTTERY_AGENCIES={recorded.agencies} "
-        f"LOTTERY_WINNING_NUMBER={recorded.winning_number} (recorded in {where}); the settings now say "
+        f"LOTTERY_WINNING_NUMBER={recorded.winning_number if recorded.winning_number is not None else 'random'} "
+        f"(recorded in {where}); the settings now say "
         f"LOTTERY_AGENCIES={settings.agencies} LOTTERY_WINNING_NUMBER={settings.winning_number}. "
         "The round KEEPS its recorded values until it ends; start a new round to use the new ones."
     )

@@ -93,6 +93,7 @@ class RoundStatus:
     done: list[int]
     drawn: bool
     bets: int
+    round_id: int = 1
 
 
 def body_digest(body: bytes) -> str:
@@ -137,10 +138,34 @@ class UploadSummary:
 
 @dataclass(frozen=True, slots=True)
 class RoundParameters:
-    """What a round is pinned to when it starts: a restart with other settings keeps these."""
+    """What a round is pinned to when it starts: a restart with other settings keeps these.
+    ``winning_number`` is None for a round opened with a random number, until its draw."""
 
     agencies: int
-    winning_number: int
+    winning_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundInfo:
+    """One round as the API shows it (``GET /rounds/{round}``)."""
+
+    round: int
+    agencies: int
+    winning_number: int | None  # None: a random round not drawn yet
+    random: bool
+    done: list[int]
+    bets: int
+    winners: int | None  # the winners count, once drawn
+    opened_at: str | None  # ISO 8601, UTC; None when an older release did not record it
+    drawn_at: str | None
+
+    @property
+    def drawn(self) -> bool:
+        return self.winners is not None
+
+    @property
+    def state(self) -> str:
+        return "drawn" if self.drawn else "open"
 
 
 class StoreError(Exception):
@@ -161,6 +186,26 @@ class RangeConflict(StoreError):
     def __init__(self, message: str, committed: list[tuple[int, int]]):
         super().__init__(message)
         self.committed = committed
+
+
+class RoundNotFound(StoreError):
+    """No round with that id (404)."""
+
+
+class RoundNotCurrent(StoreError):
+    """Bets or done for a round that is not the current one (409); names the current round."""
+
+    def __init__(self, message: str, current: int):
+        super().__init__(message)
+        self.current = current
+
+
+class RoundStillOpen(StoreError):
+    """A next round asked for while the current one is not drawn (409)."""
+
+    def __init__(self, message: str, current: int):
+        super().__init__(message)
+        self.current = current
 
 
 class StorageUnavailable(StoreError):
@@ -272,33 +317,59 @@ class Store(ABC):
     # cheap for files (a stat), a query for a database.
     winners_poll_interval: float = 0.05
 
+    # Every round-scoped method takes ``round``: a round id, or None for the current round (the
+    # newest). Bets and done for a round that is not the current one raise RoundNotCurrent; an
+    # unknown round id raises RoundNotFound.
+
     @abstractmethod
-    def append_chunk(self, chunk: Chunk) -> ChunkReceipt:
+    def append_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
         """Store the chunk all or nothing, or answer a replay from the record."""
 
     @abstractmethod
-    def mark_done(self, agency: int) -> DoneReceipt:
+    def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
         """Record that the agency sent everything; the call that completes the set draws."""
 
     @abstractmethod
-    def winners(self, agency: int) -> list[str] | None:
+    def winners(self, agency: int, round: int | None = None) -> list[str] | None:
         """The agency's winning documents, or None while the draw has not happened."""
 
     @abstractmethod
-    def status(self, *, draw: bool = True) -> RoundStatus:
+    def status(self, *, draw: bool = True, round: int | None = None) -> RoundStatus:
         """The round's state. ``draw=False`` only reads: a round whose agencies are all done but
         not drawn yet (a crash in between) stays undrawn, so a starting worker can report it."""
 
     @abstractmethod
-    def upload_state(self, agency: int, upload_id: str) -> UploadState: ...
+    def upload_state(self, agency: int, upload_id: str, round: int | None = None) -> UploadState: ...
 
     @abstractmethod
-    def uploads(self, agency: int) -> list[UploadSummary]:
-        """The agency's uploads in this round, in the order they were first stored."""
+    def uploads(self, agency: int, round: int | None = None) -> list[UploadSummary]:
+        """The agency's uploads in the round, in the order they were first stored."""
+
+    @abstractmethod
+    def current_round(self) -> int:
+        """The id of the newest round (the one that takes bets while open)."""
+
+    @abstractmethod
+    def round_info(self, round: int | None = None) -> RoundInfo:
+        """One round's parameters and state (never draws)."""
+
+    @abstractmethod
+    def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
+        """Rounds newest first: up to ``limit`` of them with an id below ``before`` (all when None)."""
+
+    @abstractmethod
+    def open_round(self, agencies: int | None = None, winning_number: int | str | None = None) -> RoundInfo:
+        """Open the next round (RoundStillOpen while the current one is not drawn). Absent
+        parameters take the settings'; ``winning_number="random"`` draws the number at the draw."""
 
     @abstractmethod
     def check_health(self) -> None:
         """Raise StorageUnavailable when the store cannot take writes."""
+
+    def round_agencies(self, round_id: int | None = None, fresh: bool = False) -> int:  # noqa: ARG002
+        """A round's agencies (the current round's for None); a backend may answer from memory
+        unless ``fresh``. RoundNotFound for a round that does not exist."""
+        return self.round_info(round_id).agencies
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or handles."""
@@ -308,10 +379,3 @@ class Store(ABC):
         # Read-only alias of ``agencies`` (its old name), kept while branches still in review
         # use it; remove once nothing reads it.
         return self.agencies
-
-    def _refuse_outside_round(self, agency: int) -> None:
-        if not 1 <= agency <= self.agencies:
-            raise AgencyClosed(
-                f"agency {agency} is not part of this round: its agencies are 1 to {self.agencies}, "
-                "recorded when the round started"
-            )

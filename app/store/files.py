@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -40,6 +41,7 @@ import filelock
 import orjson
 
 from app import metrics
+from app import rounds as rules
 from app.atomicfile import fsync_dir, write_atomically
 from app.store.base import (
     AgencyClosed,
@@ -47,6 +49,8 @@ from app.store.base import (
     ChunkReceipt,
     DataCorrupt,
     DoneReceipt,
+    RoundInfo,
+    RoundNotFound,
     RoundParameters,
     RoundStatus,
     SpanIndex,
@@ -70,6 +74,41 @@ WINNERS = "winners.json"
 ROUND = "round.json"
 LOCK = ".lock"
 SCAN_BLOCK = 8 * 1024 * 1024  # the draw reads bets.csv in blocks of this size: flat memory
+ROUNDS = "rounds"  # rounds/0001/, rounds/0002/, ...: one directory of the files above per round
+STAGING = ".rounds.new"  # the take-over prepares rounds/ here, then renames it into place
+LEGACY = (BETS, LEDGER, DONE, WINNERS, ROUND)  # a data dir of the one-round release holds these at its top
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def round_dir(data_dir: Path, round_id: int) -> Path:
+    return Path(data_dir) / ROUNDS / f"{round_id:04d}"
+
+
+def round_ids(data_dir: Path) -> list[int]:
+    """The rounds in ``data_dir``, oldest first (names that are not a number are not rounds)."""
+    try:
+        names = os.listdir(Path(data_dir) / ROUNDS)
+    except FileNotFoundError:
+        return []
+    return sorted(int(name) for name in names if name.isdigit())
+
+
+def round_record(round_id: int, params: RoundParameters, opened_at: str | None) -> dict:
+    """round.json: what a round is opened with (a null winning number: drawn at random at the draw)."""
+    return {
+        "round": round_id,
+        "agencies": params.agencies,
+        "winning_number": params.winning_number,
+        "random": params.winning_number is None,
+        "opened_at": opened_at or _now(),
+    }
 
 
 class _LedgerIndex:
@@ -141,9 +180,16 @@ def _winners_problem(value: object) -> str | None:
 
 
 def _round_problem(value: object) -> str | None:
-    if not isinstance(value, dict) or not all(type(value.get(name)) is int for name in ("agencies", "winning_number")):
+    # winning_number is null only in a round opened with a random number (drawn at the draw)
+    if (
+        not isinstance(value, dict)
+        or type(value.get("agencies")) is not int
+        or not (
+            type(value.get("winning_number")) is int or (value.get("winning_number") is None and value.get("random"))
+        )  # noqa: E501
+    ):
         return 'expected {"agencies": N, "winning_number": N, ...}'
-    if not (value["agencies"] >= 1 and 0 <= value["winning_number"] <= 9999):
+    if not (value["agencies"] >= 1 and (value["winning_number"] is None or 0 <= value["winning_number"] <= 9999)):
         return f"agencies {value['agencies']} or winning number {value['winning_number']} out of range"
     return None
 
@@ -168,9 +214,10 @@ def read_json(path: Path, problem: Callable[[object], str | None]) -> object | N
 
 
 def recorded_round(data_dir: Path) -> RoundParameters | None:
-    """The parameters recorded for the round in ``data_dir``; None when none (or unreadable)."""
+    """The parameters recorded for the current round in ``data_dir``; None when none (or unreadable)."""
+    ids = round_ids(Path(data_dir))
     try:
-        value = read_json(Path(data_dir) / ROUND, _round_problem)
+        value = read_json((round_dir(data_dir, ids[-1]) if ids else Path(data_dir)) / ROUND, _round_problem)
     except (OSError, StorageUnavailable):
         return None
     return None if value is None else RoundParameters(value["agencies"], value["winning_number"])
@@ -208,11 +255,17 @@ class _Ticket:
         return self.receipt
 
 
-class FileStore(Store):
+class RoundFiles:
+    """One round in one directory: today's files (bets, ledger, done, winners, round.json) and
+    their lock. :class:`FileStore` keeps one such directory per round."""
+
     winners_poll_interval = 0.01  # a failed open() of winners.json: microseconds
 
-    def __init__(self, data_dir: Path, agencies: int, winning_number: int, lock_timeout: float = 30.0):
+    def __init__(
+        self, data_dir: Path, agencies: int, winning_number: int | None, lock_timeout: float = 30.0, round_id: int = 1
+    ):
         self.dir = Path(data_dir)
+        self.round_id = round_id
         self.settings = RoundParameters(agencies, winning_number)  # for a round that starts now
         self.agencies, self.winning_number = agencies, winning_number  # the round's, once read
         self._round_known = False
@@ -244,6 +297,13 @@ class FileStore(Store):
             # until the disk or the files are fixed. Dying here would make gunicorn stop the
             # whole server when one worker restarts while the disk is read-only.
             log.error("action: abrir_almacenamiento | result: fail | error: %s", error)
+
+    @property
+    def expected(self) -> int:
+        return self.agencies
+
+    def close(self) -> None:
+        """Nothing to release: files are opened per operation."""
 
     # -- locking and recovery ---------------------------------------------------------
 
@@ -329,14 +389,10 @@ class FileStore(Store):
         value = self._read_json(self.round_path, _round_problem)
         if value is None:
             # A new round, or a data dir of a release that did not record them: pin the settings.
-            value = {
-                "agencies": self.settings.agencies,
-                "winning_number": self.settings.winning_number,
-                "opened_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
+            value = round_record(self.round_id, self.settings, opened_at=None)
             self._replace_json(self.round_path, value)
             log.info(
-                "action: ronda_registrada | result: success | agencias: %d | numero_ganador: %d",
+                "action: ronda_registrada | result: success | agencias: %d | numero_ganador: %s",
                 value["agencies"],
                 value["winning_number"],
             )
@@ -452,12 +508,10 @@ class FileStore(Store):
             upload = (chunk.agency, chunk.upload.upload_id) if chunk.upload is not None else None
             outcome: ChunkReceipt | StoreError | None
             try:
-                self._refuse_outside_round(chunk.agency)
+                rules.refuse_outside_round(chunk.agency, self.agencies)
                 outcome = self._replay(chunk)
-                if outcome is None and drawn:
-                    outcome = AgencyClosed("the draw has already happened; no more bets are taken")
-                elif outcome is None and chunk.agency in done:
-                    outcome = AgencyClosed(f"agency {chunk.agency} already said done; no more bets are taken from it")
+                if outcome is None:
+                    rules.refuse_closed(chunk.agency, drawn=drawn, done=chunk.agency in done)
             except StoreError as error:
                 outcome = error
             if outcome is not None:
@@ -529,18 +583,13 @@ class FileStore(Store):
 
     def mark_done(self, agency: int) -> DoneReceipt:
         with self._locked():
-            self._refuse_outside_round(agency)
+            rules.refuse_outside_round(agency, self.agencies)
             self._verify()  # winners.json too, before done.json is written
             done = self._read_done()
             if agency not in done:
                 done.add(agency)
                 self._replace_json(self.done_path, {"agencies": sorted(done)})
-                log.info(
-                    "action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
-                    agency,
-                    len(done),
-                    self.agencies,
-                )
+                rules.log_done(agency, len(done), self.agencies)
             drawn = self._draw_if_due(done)
             return DoneReceipt(agency, len(done), self.agencies, drawn)
 
@@ -548,24 +597,23 @@ class FileStore(Store):
         """Under the lock: draw when every agency is done and nobody drew yet. True when drawn."""
         if self._read_winners() is not None:
             return True
-        if not set(range(1, self.agencies + 1)) <= done:
+        if not rules.draw_due(self.agencies, done):
             return False
         drawing = time.perf_counter()
-        winners = scan_winners(self.bets_path, self._index.end, self.winning_number)
+        number = rules.winning_number_for_draw(self.winning_number)
+        winners = scan_winners(self.bets_path, self._index.end, number)
         metrics.observe_draw(time.perf_counter() - drawing)
         self._replace_json(
             self.winners_path,
             {
-                "winning_number": self.winning_number,
+                "winning_number": number,
                 "bets": self._index.bets,
-                "winners": {str(a): winners.get(a, []) for a in range(1, self.agencies + 1)},
+                "winners": rules.winners_by_agency(self.agencies, winners),
+                "drawn_at": _now(),
             },
         )
-        # One line per round, in the course's format, with the figures that matter.
-        log.info(
-            "action: sorteo | result: success | apuestas: %d | cant_ganadores: %d",
-            self._index.bets,
-            sum(len(v) for v in winners.values()),
+        rules.log_draw(
+            self.round_id, self._index.bets, sum(len(v) for v in winners.values()), number, self.winning_number is None
         )
         return True
 
@@ -581,7 +629,32 @@ class FileStore(Store):
             result = self._read_winners()
             if result is None:
                 return None
-        return result["winners"].get(str(agency), [])
+        return rules.agency_winners(result["winners"], agency)
+
+    def info(self) -> RoundInfo:
+        """This round's parameters and state, read under the lock (never draws)."""
+        with self._locked():
+            self._verify()
+            done = sorted(self._read_done())
+            bets = self._index.bets
+            result = self._read_winners()
+            recorded = self._read_json(self.round_path, _round_problem) or {}
+        winners = None if result is None else sum(len(v) for v in result["winners"].values())
+        drawn_at = None
+        if result is not None:
+            drawn_at = result.get("drawn_at") or _iso(self.winners_path.stat().st_mtime)  # an older release: mtime
+        number = result["winning_number"] if result is not None else self.winning_number
+        return RoundInfo(
+            self.round_id,
+            self.agencies,
+            number,
+            bool(recorded.get("random")),
+            done,
+            bets,
+            winners,
+            recorded.get("opened_at"),
+            drawn_at,
+        )
 
     def status(self, *, draw: bool = True) -> RoundStatus:
         with self._locked():
@@ -642,6 +715,226 @@ class FileStore(Store):
             drawn_at, result = None, None
         winners = {int(a): len(docs) for a, docs in result["winners"].items()} if result else None
         return RoundStats(self.agencies, done, agencies, drawn_at if result else None, winners)
+
+
+def _step(name: str) -> None:
+    """Between two steps of the take-over; tests replace it to simulate a crash at each step."""
+
+
+def _unlink_if_same(path: Path, twin: Path) -> bool:
+    """Remove ``path`` when it is a second name (hard link) of ``twin``; False when it is another file."""
+    try:
+        if os.path.samefile(path, twin):
+            path.unlink()
+            return True
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def take_over(data_dir: Path, settings: RoundParameters) -> None:
+    """Under the data dir's lock: make sure ``rounds/`` exists, taking over a one-round data dir.
+
+    A data dir of the one-round release holds its files at the top. They become round 1 byte for
+    byte, without a copy: each gets a second name (a hard link) in ``.rounds.new/0001/``, which
+    is then renamed to ``rounds/`` in one step; only then do the old names go. A crash before
+    the rename leaves the old layout (and a staging dir that the next start removes); after
+    it, the new one (and old names the next start removes, once it checked they are the same
+    files). A fresh data dir gets round 1 with the settings the same way.
+    """
+    data_dir = Path(data_dir)
+    rounds, staging = data_dir / ROUNDS, data_dir / STAGING
+    legacy = [name for name in LEGACY if (data_dir / name).exists()]
+    if rounds.is_dir():
+        first = round_dir(data_dir, 1)
+        for name in legacy:  # names left by a take-over that crashed after its rename
+            if not _unlink_if_same(data_dir / name, first / name):
+                log.warning("action: toma_de_datos | result: fail | detail: %s is not round 1's; left alone", name)
+        if legacy:
+            fsync_dir(data_dir)
+        return
+    if staging.exists():
+        shutil.rmtree(staging)  # a take-over that crashed before its rename: start it again
+        _step("staging removed")
+    first = staging / f"{1:04d}"
+    first.mkdir(parents=True)
+    _step("staging made")
+    for name in legacy:
+        os.link(data_dir / name, first / name)
+        _step(f"linked {name}")
+    if not legacy:
+        write_atomically(first / ROUND, lambda f: f.write(orjson.dumps(round_record(1, settings, None))))
+    fsync_dir(first)
+    fsync_dir(staging)
+    _step("staging synced")
+    os.rename(staging, rounds)  # the commit: from here on the data dir has the new layout
+    fsync_dir(data_dir)
+    _step("renamed")
+    for name in legacy:
+        (data_dir / name).unlink()
+        _step(f"unlinked {name}")
+    fsync_dir(data_dir)
+    if legacy:
+        log.info("action: toma_de_datos | result: success | ronda: 1 | archivos: %s", " ".join(legacy))
+
+
+class FileStore(Store):
+    """Every round of one data dir: ``rounds/0001/``, ``rounds/0002/``, ... each a :class:`RoundFiles`.
+
+    The newest round is the current one. Each round has its own lock, so a round's writes and
+    its draw never wait for another round; the data dir's ``.lock`` orders only the take-over
+    and the opening of a round.
+    """
+
+    winners_poll_interval = RoundFiles.winners_poll_interval
+
+    def __init__(self, data_dir: Path, agencies: int, winning_number: int | None, lock_timeout: float = 30.0):
+        self.dir = Path(data_dir)
+        self.settings = RoundParameters(agencies, winning_number)  # for a round that opens now
+        self.lock_timeout = lock_timeout
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = filelock.FileLock(
+            self.dir / LOCK, timeout=lock_timeout, poll_interval=0.002, preserve_lock_file=True
+        )
+        self._guard = threading.Lock()
+        self._rounds: dict[int, RoundFiles] = {}
+        self._current = 0
+        try:
+            self._layout()
+            self._round(self.current_round())  # opens (and checks) the current round's files now
+        except (StorageUnavailable, RoundNotFound) as error:
+            log.error("action: abrir_almacenamiento | result: fail | error: %s", error)
+
+    def _layout(self) -> None:
+        """rounds/ in place (taking over an old data dir once, whichever worker gets the lock first)."""
+        if self._current:
+            return
+        try:
+            with self._lock:
+                take_over(self.dir, self.settings)
+        except filelock.Timeout:
+            raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
+        except OSError as error:
+            raise StorageUnavailable(f"cannot prepare the data dir {self.dir}: {error.strerror or error}") from None
+        ids = round_ids(self.dir)
+        if not ids:
+            raise StorageUnavailable(f"{self.dir / ROUNDS} holds no round: restore it or move it away")
+        self._current = ids[-1]
+
+    def current_round(self) -> int:
+        self._layout()
+        if round_dir(self.dir, self._current + 1).exists():  # a stat: another worker opened a round
+            self._current = round_ids(self.dir)[-1]
+        return self._current
+
+    def _round(self, round_id: int | None) -> RoundFiles:
+        if round_id is None:
+            round_id = self.current_round()
+        with self._guard:
+            found = self._rounds.get(round_id)
+            if found is None:
+                self._layout()
+                if round_id < 1 or not round_dir(self.dir, round_id).is_dir():
+                    raise RoundNotFound(f"round {round_id} does not exist: the current round is {self._current}")
+                # The settings matter only to round 1 of an old data dir without round.json: pinned to them.
+                found = self._rounds[round_id] = RoundFiles(
+                    round_dir(self.dir, round_id),
+                    self.settings.agencies,
+                    self.settings.winning_number,
+                    self.lock_timeout,
+                    round_id,
+                )
+            return found
+
+    # The current round's parameters (the routes check agency ids against them).
+    @property
+    def agencies(self) -> int:  # type: ignore[override]
+        try:
+            return self._round(None).agencies
+        except StoreError:  # the data dir cannot be read now: every request says why (503)
+            return self.settings.agencies
+
+    @property
+    def winning_number(self) -> int | None:  # type: ignore[override]
+        try:
+            return self._round(None).winning_number
+        except StoreError:
+            return self.settings.winning_number
+
+    def round_agencies(self, round_id: int | None = None, fresh: bool = False) -> int:  # noqa: ARG002 - always fresh
+        return self._round(round_id).agencies
+
+    # -- the Store interface --------------------------------------------------------------
+
+    def append_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
+        current = self.current_round()
+        if round is not None and round > current:
+            rules.refuse_other_round(round, current)
+        try:
+            return self._round(round).append_chunk(chunk)
+        except AgencyClosed:
+            if round is not None:
+                rules.refuse_other_round(round, self.current_round())  # a past round: name the current one
+            raise
+
+    def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
+        current = self.current_round()
+        if round is not None and round > current:
+            rules.refuse_other_round(round, current)
+        return self._round(round).mark_done(agency)
+
+    def winners(self, agency: int, round: int | None = None) -> list[str] | None:
+        return self._round(round).winners(agency)
+
+    def status(self, *, draw: bool = True, round: int | None = None) -> RoundStatus:
+        target = self._round(round)
+        found = target.status(draw=draw)
+        return RoundStatus(found.expected, found.done, found.drawn, found.bets, target.round_id)
+
+    def upload_state(self, agency: int, upload_id: str, round: int | None = None) -> UploadState:
+        return self._round(round).upload_state(agency, upload_id)
+
+    def uploads(self, agency: int, round: int | None = None) -> list[UploadSummary]:
+        return self._round(round).uploads(agency)
+
+    def agency_stats(self, round: int | None = None) -> RoundStats:
+        return self._round(round).agency_stats()
+
+    def check_health(self) -> None:
+        self._round(None).check_health()
+
+    def round_info(self, round: int | None = None) -> RoundInfo:
+        return self._round(round).info()
+
+    def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
+        self._layout()
+        ids = [r for r in reversed(round_ids(self.dir)) if before is None or r < before][:limit]
+        return [self._round(r).info() for r in ids]
+
+    def open_round(self, agencies: int | None = None, winning_number: int | str | None = None) -> RoundInfo:
+        defaults = rules.Opening(self.settings.agencies, self.settings.winning_number)
+        params = rules.opening(agencies, winning_number, defaults)
+        try:
+            with self._lock:  # one opening at a time; a second one finds the new round open
+                current = round_ids(self.dir)[-1]
+                rules.refuse_next_round(current, self._round(current).info().drawn)
+                new = current + 1
+                staging = self.dir / ROUNDS / f".{new:04d}.new"
+                if staging.exists():
+                    shutil.rmtree(staging)  # an opening that crashed half-way
+                staging.mkdir()
+                record = round_record(new, RoundParameters(params.agencies, params.winning_number), None)
+                write_atomically(staging / ROUND, lambda f: f.write(orjson.dumps(record)))
+                fsync_dir(staging)
+                os.rename(staging, round_dir(self.dir, new))  # the round exists, whole, from here on
+                fsync_dir(self.dir / ROUNDS)
+        except filelock.Timeout:
+            raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
+        except OSError as error:
+            raise StorageUnavailable(f"cannot open a round: {error.strerror or error}") from None
+        rules.log_opened(new, params)
+        self._current = new
+        return self._round(new).info()
 
 
 def scan_winners(path: Path, end: int, winning_number: int) -> dict[int, list[str]]:

@@ -38,6 +38,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 import orjson
@@ -46,17 +47,20 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app import metrics
+from app import rounds as rules
 from app.store.base import (
-    AgencyClosed,
     Chunk,
     ChunkReceipt,
     DoneReceipt,
+    RoundInfo,
+    RoundNotFound,
     RoundParameters,
     RoundStatus,
     StorageBusy,
     StorageUnavailable,
     Store,
     StoredSpan,
+    StoreError,
     UploadState,
     UploadSummary,
     merge_ranges,
@@ -67,11 +71,12 @@ from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Advisory lock keys. The one-bigint form and the two-int form never collide (PostgreSQL
 # keeps them apart), so agency keys live in the bigint space and upload keys in the pair space.
 SCHEMA_LOCK = 0x4C4F5454_00000001  # "LOTT" | 1: schema creation and migration
 AGENCY_LOCK_BASE = 0x4C4F5454_10000000  # + agency id: chunks (shared) vs done (exclusive)
+ROUNDS_LOCK = 0x4C4F5454_00000002  # opening a round: one at a time, and the next one sees it
 POOL_MIN, POOL_MAX = 1, 8
 HEALTH_TIMEOUT = 5.0
 DOWN_TIMEOUT = 1.0  # how long a request waits for a connection while the database seems down
@@ -144,12 +149,45 @@ SCHEMA_V2 = [
     "ALTER TABLE lottery_chunks ADD COLUMN IF NOT EXISTS body_digest text",
     "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS agencies int, ADD COLUMN IF NOT EXISTS opened_at timestamptz",
 ]
-MIGRATIONS = {1: SCHEMA, 2: SCHEMA_V2}  # version -> the steps that reach it from the one before
+# Version 2 -> 3: rounds over time. lottery_round gets a row per round (its id is the round's),
+# and every chunk and done row says its round; what version 2 held becomes round 1, in the one
+# transaction of the migration (so a crash leaves version 2 or version 3, never half).
+# Idempotency keys and upload ranges are unique per round.
+SCHEMA_V3 = [
+    "ALTER TABLE lottery_round DROP CONSTRAINT IF EXISTS lottery_round_id_check",
+    "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS random boolean NOT NULL DEFAULT false",
+    "ALTER TABLE lottery_chunks ADD COLUMN IF NOT EXISTS round int NOT NULL DEFAULT 1",
+    "ALTER TABLE lottery_chunks ALTER COLUMN round DROP DEFAULT",
+    "DROP INDEX IF EXISTS lottery_chunks_key",
+    """CREATE UNIQUE INDEX lottery_chunks_key
+        ON lottery_chunks (round, agency, idempotency_key) WHERE idempotency_key IS NOT NULL""",
+    "DROP INDEX IF EXISTS lottery_chunks_upload",
+    """CREATE UNIQUE INDEX lottery_chunks_upload
+        ON lottery_chunks (round, agency, upload_id, upload_start)
+        WHERE upload_id IS NOT NULL AND upload_end > upload_start""",
+    "DROP INDEX IF EXISTS lottery_chunks_ranges",
+    "CREATE INDEX lottery_chunks_ranges ON lottery_chunks (round, agency, upload_id, upload_start)",
+    "ALTER TABLE lottery_done ADD COLUMN IF NOT EXISTS round int NOT NULL DEFAULT 1",
+    "ALTER TABLE lottery_done ALTER COLUMN round DROP DEFAULT",
+    "ALTER TABLE lottery_done DROP CONSTRAINT IF EXISTS lottery_done_pkey",
+    "ALTER TABLE lottery_done ADD PRIMARY KEY (round, agency)",
+]
+MIGRATIONS = {1: SCHEMA, 2: SCHEMA_V2, 3: SCHEMA_V3}  # version -> the steps that reach it from the one before
 
 # The one stored span of an upload that can decide a chunk ending at %s (see PostgresStore._replay).
 NEIGHBOUR_SPAN = (
     "SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
-    "WHERE agency = %s AND upload_id = %s AND upload_start < %s ORDER BY upload_start DESC LIMIT 1"
+    "WHERE round = %s AND agency = %s AND upload_id = %s AND upload_start < %s ORDER BY upload_start DESC LIMIT 1"
+)
+
+CURRENT = "(SELECT max(id) FROM lottery_round)"
+# One round as the API shows it (RoundInfo), without the WHERE.
+ROUND_INFO = (
+    "SELECT r.id, r.agencies, r.winning_number, r.random, "
+    "(SELECT coalesce(array_agg(d.agency ORDER BY d.agency), '{}') FROM lottery_done d WHERE d.round = r.id), "
+    "(SELECT coalesce(sum(c.count), 0) FROM lottery_chunks c WHERE c.round = r.id), "
+    "CASE WHEN r.drawn THEN (SELECT coalesce(sum(jsonb_array_length(value)), 0) FROM jsonb_each(r.winners)) END, "
+    "r.opened_at, r.drawn_at FROM lottery_round r"
 )
 
 TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_round", "lottery_schema")
@@ -220,18 +258,37 @@ def pin_round(conn: psycopg.Connection, settings: RoundParameters) -> RoundParam
 
 
 def recorded_round(url: str) -> RoundParameters | None:
-    """The parameters recorded for the round in the database; None when none (or unreachable)."""
+    """The parameters recorded for the current round in the database; None when none (or unreachable)."""
     try:  # a short timeout: the gunicorn master asks this once before starting, and must not hang
         with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
             if conn.execute("SELECT to_regclass('lottery_round') IS NULL").fetchone()[0]:
                 return None
-            row = conn.execute("SELECT to_jsonb(r) FROM lottery_round r WHERE id = 1").fetchone()
+            row = conn.execute("SELECT to_jsonb(r) FROM lottery_round r ORDER BY id DESC LIMIT 1").fetchone()
     except psycopg.Error:
         return None
     fields = row[0] if row else {}
-    if fields.get("agencies") is None or fields.get("winning_number") is None:
+    if fields.get("agencies") is None or (fields.get("winning_number") is None and not fields.get("random")):
         return None  # not recorded yet: the first worker records the settings
     return RoundParameters(fields["agencies"], fields["winning_number"])
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _round_info(row: tuple) -> RoundInfo:
+    round_id, agencies, number, random, done, bets, winners, opened_at, drawn_at = row
+    return RoundInfo(
+        round_id,
+        agencies,
+        number,
+        random,
+        list(done),
+        int(bets),
+        None if winners is None else int(winners),
+        _iso(opened_at),
+        _iso(drawn_at),
+    )
 
 
 class PostgresStore(Store):
@@ -240,7 +297,9 @@ class PostgresStore(Store):
     def __init__(self, database_url: str, agencies: int, winning_number: int, lock_timeout: float = 30.0):
         self.url = database_url
         self.settings = RoundParameters(agencies, winning_number)  # for a round that starts now
-        self.agencies, self.winning_number = agencies, winning_number  # the round's, once read
+        # The current round as last seen (id, agencies), and every round's agencies (never change).
+        self._current: tuple[int, int] = (0, agencies)
+        self._agencies_of: dict[int, int] = {}
         self.lock_timeout = lock_timeout
         self._pool: ConnectionPool | None = None
         self._pool_pid = 0
@@ -370,8 +429,7 @@ class PostgresStore(Store):
         try:
             with psycopg.connect(self.url, **self._connect_kwargs()) as conn:
                 ensure_schema(conn)
-                recorded = pin_round(conn, self.settings)
-                self.agencies, self.winning_number = recorded.agencies, recorded.winning_number
+                pin_round(conn, self.settings)
         except psycopg.Error as error:
             raise StorageUnavailable(f"database unreachable: {_describe(error)}") from None
         self._schema_ready = True
@@ -384,43 +442,68 @@ class PostgresStore(Store):
 
     # -- chunks --------------------------------------------------------------------------
 
-    def append_chunk(self, chunk: Chunk) -> ChunkReceipt:
+    def append_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
         for _ in range(UNIQUE_RETRIES):
             try:
                 with self._connection() as conn:
-                    return self._append(conn, chunk)
+                    return self._append(conn, chunk, round)
             except pg_errors.UniqueViolation:
                 # Another host committed the same key (or range) while this one inserted:
                 # start over, and the replay check answers from its record.
                 continue
         raise StorageBusy("the chunk kept colliding with concurrent writes; retry shortly")
 
-    def _append(self, conn: psycopg.Connection, chunk: Chunk) -> ChunkReceipt:
-        self._refuse_outside_round(chunk.agency)
+    def _resolve(self, cur: psycopg.Cursor, round: int | None, *, writing: bool) -> tuple[int, int, int]:
+        """``(round id, its agencies, the current round id)``. An id past the current round is
+        RoundNotCurrent for a write (bets go to the current one) and RoundNotFound for a read."""
+        cur.execute(
+            f"SELECT r.id, r.agencies, {CURRENT} FROM lottery_round r WHERE r.id = coalesce(%s, {CURRENT})", (round,)
+        )
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(f"SELECT {CURRENT}")
+            current = cur.fetchone()[0] or 1
+            if writing and round is not None and round > current:
+                rules.refuse_other_round(round, current)
+            raise RoundNotFound(f"round {round} does not exist: the current round is {current}")
+        round_id, agencies, current = row
+        self._remember(current, agencies if round_id == current else None)
+        self._agencies_of[round_id] = agencies
+        return round_id, agencies, current
+
+    def _remember(self, current: int, agencies: int | None) -> None:
+        if agencies is not None:
+            self._current = (current, agencies)
+        elif self._current[0] != current:
+            self._current = (current, self._current[1])
+
+    def _append(self, conn: psycopg.Connection, chunk: Chunk, round: int | None) -> ChunkReceipt:
         with conn.transaction(), conn.cursor() as cur:
+            round_id, agencies, current = self._resolve(cur, round, writing=True)
+            rules.refuse_outside_round(chunk.agency, agencies)
             if chunk.upload is not None:
                 cur.execute(
                     "SELECT pg_advisory_xact_lock(%s, %s)", (chunk.agency, _upload_lock_key(chunk.upload.upload_id))
                 )
             cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (AGENCY_LOCK_BASE + chunk.agency,))
-            replay = self._replay(cur, chunk)
+            replay = self._replay(cur, chunk, round_id)
             if replay is not None:
                 return replay
             cur.execute(
-                "SELECT (SELECT drawn FROM lottery_round WHERE id = 1), "
-                "EXISTS (SELECT 1 FROM lottery_done WHERE agency = %s)",
-                (chunk.agency,),
+                "SELECT (SELECT drawn FROM lottery_round WHERE id = %s), "
+                "EXISTS (SELECT 1 FROM lottery_done WHERE round = %s AND agency = %s)",
+                (round_id, round_id, chunk.agency),
             )
             drawn, done = cur.fetchone()
-            if drawn:
-                raise AgencyClosed("the draw has already happened; no more bets are taken")
-            if done:
-                raise AgencyClosed(f"agency {chunk.agency} already said done; no more bets are taken from it")
+            if drawn and round is not None:
+                rules.refuse_other_round(round_id, current)  # a past round: name the current one
+            rules.refuse_closed(chunk.agency, drawn=drawn, done=done)
             upload = chunk.upload
             cur.execute(
-                "INSERT INTO lottery_chunks (agency, idempotency_key, fingerprint, count, upload_id, upload_start, "
-                "upload_end, body_digest) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO lottery_chunks (round, agency, idempotency_key, fingerprint, count, upload_id, "
+                "upload_start, upload_end, body_digest) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
+                    round_id,
                     chunk.agency,
                     chunk.idempotency_key,
                     chunk.fingerprint,
@@ -436,12 +519,13 @@ class PostgresStore(Store):
                 copy.write(chunk.payload)
         return ChunkReceipt(chunk.agency, chunk.count)
 
-    def _replay(self, cur: psycopg.Cursor, chunk: Chunk) -> ChunkReceipt | None:
+    def _replay(self, cur: psycopg.Cursor, chunk: Chunk, round_id: int) -> ChunkReceipt | None:
         """Answer a retry from the chunks table; raise if it does not match what was stored."""
         if chunk.idempotency_key is not None:
             cur.execute(
-                "SELECT fingerprint, count FROM lottery_chunks WHERE agency = %s AND idempotency_key = %s",
-                (chunk.agency, chunk.idempotency_key),
+                "SELECT fingerprint, count FROM lottery_chunks "
+                "WHERE round = %s AND agency = %s AND idempotency_key = %s",
+                (round_id, chunk.agency, chunk.idempotency_key),
             )
             replay = replay_by_key(chunk, cur.fetchone())
             if replay is not None:
@@ -451,171 +535,256 @@ class PostgresStore(Store):
             # Stored ranges of an upload never overlap and are never empty, so the only one that
             # can equal or overlap [start, end) is the last to start before end: one backward
             # step of the lottery_chunks_ranges index, however many chunks the upload has.
-            cur.execute(NEIGHBOUR_SPAN, (chunk.agency, chunk.upload.upload_id, end))
+            cur.execute(NEIGHBOUR_SPAN, (round_id, chunk.agency, chunk.upload.upload_id, end))
             upload_id = chunk.upload.upload_id
-            return replay_by_range(chunk, cur.fetchall(), lambda: self._committed(cur, chunk.agency, upload_id))
+            return replay_by_range(
+                chunk, cur.fetchall(), lambda: self._committed(cur, round_id, chunk.agency, upload_id)
+            )
         return None
 
     @staticmethod
-    def _committed(cur: psycopg.Cursor, agency: int, upload_id: str) -> list[tuple[int, int]]:
+    def _committed(cur: psycopg.Cursor, round_id: int, agency: int, upload_id: str) -> list[tuple[int, int]]:
         cur.execute(
-            "SELECT upload_start, upload_end FROM lottery_chunks WHERE agency = %s AND upload_id = %s",
-            (agency, upload_id),
+            "SELECT upload_start, upload_end FROM lottery_chunks WHERE round = %s AND agency = %s AND upload_id = %s",
+            (round_id, agency, upload_id),
         )
         return merge_ranges([(s, e) for s, e in cur.fetchall()])
 
     # -- done and the draw ----------------------------------------------------------------
 
-    def mark_done(self, agency: int) -> DoneReceipt:
+    def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
         with self._connection() as conn:
-            self._refuse_outside_round(agency)
             with conn.transaction(), conn.cursor() as cur:
+                round_id, agencies, _ = self._resolve(cur, round, writing=True)
+                rules.refuse_outside_round(agency, agencies)
                 # Waits for this agency's chunks in flight; later chunks will see the done row.
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
-                cur.execute("INSERT INTO lottery_done (agency) VALUES (%s) ON CONFLICT DO NOTHING", (agency,))
+                cur.execute(
+                    "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (round_id, agency),
+                )
                 inserted = cur.rowcount == 1
-                draw = self._draw_if_due(cur)
-                cur.execute("SELECT count(*) FROM lottery_done")
+                draw = self._draw_if_due(cur, round_id)
+                cur.execute("SELECT count(*) FROM lottery_done WHERE round = %s", (round_id,))
                 done = cur.fetchone()[0]
         if inserted:
-            log.info(
-                "action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d",
-                agency,
-                done,
-                self.agencies,
-            )
+            rules.log_done(agency, done, agencies)
         drawn = self._announce(draw)
-        return DoneReceipt(agency, done, self.agencies, drawn)
+        return DoneReceipt(agency, done, agencies, drawn)
 
-    def _draw_if_due(self, cur: psycopg.Cursor) -> bool | tuple[int, int]:
+    def _draw_if_due(self, cur: psycopg.Cursor, round_id: int) -> bool | tuple:
         """In a transaction: draw when every agency is done and nobody drew yet.
 
-        Returns True when the round was already drawn, False when it is not due, and
-        ``(bets, winners)`` when this transaction drew (logged by the caller after commit).
+        Returns True when the round was already drawn, False when it is not due, and the
+        figures of the ``sorteo`` line when this transaction drew (logged by the caller after commit).
         """
-        cur.execute("SELECT drawn FROM lottery_round WHERE id = 1 FOR UPDATE")
-        if cur.fetchone()[0]:
+        cur.execute(
+            "SELECT drawn, agencies, winning_number, random FROM lottery_round WHERE id = %s FOR UPDATE", (round_id,)
+        )
+        drawn, agencies, recorded, random = cur.fetchone()
+        if drawn:
             return True
         # A new statement, so a new snapshot: every done committed before we got the row lock.
-        cur.execute("SELECT count(*) FROM lottery_done WHERE agency BETWEEN 1 AND %s", (self.agencies,))
-        if cur.fetchone()[0] < self.agencies:
+        cur.execute("SELECT agency FROM lottery_done WHERE round = %s", (round_id,))
+        if not rules.draw_due(agencies, (row[0] for row in cur.fetchall())):
             return False
         drawing = time.perf_counter()
-        winners: dict[str, list[str]] = {str(a): [] for a in range(1, self.agencies + 1)}
-        found = 0
+        number = rules.winning_number_for_draw(None if random else recorded)
+        found: dict[int, list[str]] = {}
         cur.execute(
-            "SELECT agency, document FROM lottery_bets WHERE number = %s ORDER BY chunk_id, id", (self.winning_number,)
+            "SELECT b.agency, b.document FROM lottery_bets b JOIN lottery_chunks c ON c.id = b.chunk_id "
+            "WHERE c.round = %s AND b.number = %s ORDER BY b.chunk_id, b.id",
+            (round_id, number),
         )
         for agency, document in cur:
-            winners.setdefault(str(agency), []).append(document)
-            found += 1
-        cur.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks")
+            found.setdefault(agency, []).append(document)
+        cur.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s", (round_id,))
         bets = int(cur.fetchone()[0])
+        winners = rules.winners_by_agency(agencies, found)
         cur.execute(
             "UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners = %s::jsonb, "
-            "drawn_at = now() WHERE id = 1",
-            (self.winning_number, bets, orjson.dumps(winners).decode()),
+            "drawn_at = now() WHERE id = %s",
+            (number, bets, orjson.dumps(winners).decode(), round_id),
         )
         metrics.observe_draw(time.perf_counter() - drawing)
-        return bets, found
+        return round_id, bets, sum(len(v) for v in winners.values()), number, bool(random)
 
     @staticmethod
-    def _announce(draw: bool | tuple[int, int]) -> bool:
+    def _announce(draw: bool | tuple) -> bool:
         """After the commit: the course's log line, once per round (only the drawing call has figures)."""
         if isinstance(draw, tuple):
-            log.info("action: sorteo | result: success | apuestas: %d | cant_ganadores: %d", *draw)
+            rules.log_draw(*draw)
             return True
         return draw
 
-    def _draw_now(self) -> bool:
+    def _draw_now(self, round_id: int) -> bool:
         with self._connection() as conn:
             with conn.transaction(), conn.cursor() as cur:
-                draw = self._draw_if_due(cur)
+                draw = self._draw_if_due(cur, round_id)
         return self._announce(draw)
 
-    def winners(self, agency: int) -> list[str] | None:
-        with self._connection() as conn:
-            row = conn.execute(
-                "SELECT drawn, winners -> %s, (SELECT count(*) FROM lottery_done WHERE agency BETWEEN 1 AND %s) "
-                "FROM lottery_round WHERE id = 1",
-                (str(agency), self.agencies),
+    def winners(self, agency: int, round: int | None = None) -> list[str] | None:
+        with self._connection() as conn, conn.cursor() as cur:
+            round_id, agencies, _ = self._resolve(cur, round, writing=False)
+            drawn, mine, done = cur.execute(
+                "SELECT drawn, winners -> %s, (SELECT array_agg(agency) FROM lottery_done WHERE round = %s) "
+                "FROM lottery_round WHERE id = %s",
+                (str(agency), round_id, round_id),
             ).fetchone()
-        drawn, mine, done = row
         if not drawn:
-            if done < self.agencies or not self._draw_now():
+            # Every agency done but nobody drew (a crash between the two): draw now.
+            if not rules.draw_due(agencies, done or ()) or not self._draw_now(round_id):
                 return None
-            # Every agency is done but nobody drew (a crash between the two): drawn just now.
             with self._connection() as conn:
-                mine = conn.execute("SELECT winners -> %s FROM lottery_round WHERE id = 1", (str(agency),)).fetchone()[
-                    0
-                ]
-        return list(mine) if mine else []
+                mine = conn.execute(
+                    "SELECT winners -> %s FROM lottery_round WHERE id = %s", (str(agency), round_id)
+                ).fetchone()[0]
+        return rules.agency_winners({str(agency): mine or []}, agency)
 
-    def status(self, *, draw: bool = True) -> RoundStatus:
-        with self._connection() as conn:
-            drawn, done, bets = conn.execute(
-                "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done), "
-                "(SELECT coalesce(sum(count), 0) FROM lottery_chunks) FROM lottery_round WHERE id = 1"
+    def status(self, *, draw: bool = True, round: int | None = None) -> RoundStatus:
+        with self._connection() as conn, conn.cursor() as cur:
+            round_id, agencies, _ = self._resolve(cur, round, writing=False)
+            drawn, done, bets = cur.execute(
+                "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done "
+                "WHERE round = %s), (SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s) "
+                "FROM lottery_round WHERE id = %s",
+                (round_id, round_id, round_id),
             ).fetchone()
-        if draw and not drawn and set(range(1, self.agencies + 1)) <= set(done):
-            drawn = self._draw_now()
+        if draw and not drawn and rules.draw_due(agencies, done):
+            drawn = self._draw_now(round_id)
             with self._connection() as conn:
-                bets = conn.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks").fetchone()[0]
-        return RoundStatus(self.agencies, list(done), drawn, int(bets))
+                bets = conn.execute(
+                    "SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s", (round_id,)
+                ).fetchone()[0]
+        return RoundStatus(agencies, list(done), drawn, int(bets), round_id)
 
-    def upload_state(self, agency: int, upload_id: str) -> UploadState:
-        with self._connection() as conn:
-            rows = conn.execute(
+    def upload_state(self, agency: int, upload_id: str, round: int | None = None) -> UploadState:
+        with self._connection() as conn, conn.cursor() as cur:
+            round_id = self._resolve(cur, round, writing=False)[0]
+            rows = cur.execute(
                 "SELECT upload_start, upload_end, body_digest FROM lottery_chunks "
-                "WHERE agency = %s AND upload_id = %s ORDER BY upload_start",
-                (agency, upload_id),
+                "WHERE round = %s AND agency = %s AND upload_id = %s ORDER BY upload_start",
+                (round_id, agency, upload_id),
             ).fetchall()
         return UploadState(upload_id, tuple(StoredSpan(*row) for row in rows))
 
-    def uploads(self, agency: int) -> list[UploadSummary]:
-        with self._connection() as conn:
-            rows = conn.execute(
+    def uploads(self, agency: int, round: int | None = None) -> list[UploadSummary]:
+        with self._connection() as conn, conn.cursor() as cur:
+            round_id = self._resolve(cur, round, writing=False)[0]
+            rows = cur.execute(
                 "SELECT upload_id, sum(count), count(*) FROM lottery_chunks "
-                "WHERE agency = %s AND upload_id IS NOT NULL GROUP BY upload_id ORDER BY min(id)",
-                (agency,),
+                "WHERE round = %s AND agency = %s AND upload_id IS NOT NULL GROUP BY upload_id ORDER BY min(id)",
+                (round_id, agency),
             ).fetchall()
         return [UploadSummary(upload_id, int(bets), chunks) for upload_id, bets, chunks in rows]
+
+    # -- rounds -----------------------------------------------------------------------------
+
+    # The current round's parameters; the settings' while the database cannot be asked (the
+    # server starts anyway, and answers 503 until it can).
+    @property
+    def agencies(self) -> int:  # type: ignore[override]
+        try:
+            return self.round_agencies(None, fresh=True)
+        except StoreError:
+            return self.settings.agencies
+
+    @property
+    def winning_number(self) -> int | None:  # type: ignore[override]
+        try:
+            return self.round_info().winning_number
+        except StoreError:
+            return self.settings.winning_number
+
+    def round_agencies(self, round_id: int | None = None, fresh: bool = False) -> int:
+        """A round's agencies; for the current round, as last seen unless ``fresh`` (rounds never change theirs)."""
+        if round_id is None and not fresh and self._current[0]:
+            return self._current[1]
+        if round_id is not None and round_id in self._agencies_of:
+            return self._agencies_of[round_id]
+        with self._connection() as conn, conn.cursor() as cur:
+            return self._resolve(cur, round_id, writing=False)[1]
+
+    def current_round(self) -> int:
+        with self._connection() as conn:
+            return conn.execute(f"SELECT {CURRENT}").fetchone()[0]
+
+    def round_info(self, round: int | None = None) -> RoundInfo:
+        with self._connection() as conn:
+            row = conn.execute(f"{ROUND_INFO} WHERE r.id = coalesce(%s, {CURRENT})", (round,)).fetchone()
+        if row is None:
+            raise RoundNotFound(f"round {round} does not exist: the current round is {self.current_round()}")
+        return _round_info(row)
+
+    def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"{ROUND_INFO} WHERE %s::int IS NULL OR r.id < %s ORDER BY r.id DESC LIMIT %s", (before, before, limit)
+            ).fetchall()
+        return [_round_info(row) for row in rows]
+
+    def open_round(self, agencies: int | None = None, winning_number: int | str | None = None) -> RoundInfo:
+        params = rules.opening(agencies, winning_number, rules.Opening(*self.settings_tuple()))
+        with self._connection() as conn:
+            with conn.transaction(), conn.cursor() as cur:
+                # One opening at a time, on every host; the statements after the lock see the last one's round.
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROUNDS_LOCK,))
+                current, drawn = cur.execute("SELECT id, drawn FROM lottery_round ORDER BY id DESC LIMIT 1").fetchone()
+                rules.refuse_next_round(current, drawn)
+                cur.execute(
+                    "INSERT INTO lottery_round (id, agencies, winning_number, random, opened_at) "
+                    "VALUES (%s, %s, %s, %s, now())",
+                    (current + 1, params.agencies, params.winning_number, params.random),
+                )
+        rules.log_opened(current + 1, params)
+        self._current = (current + 1, params.agencies)
+        return self.round_info(current + 1)
+
+    def settings_tuple(self) -> tuple[int, int | None]:
+        return self.settings.agencies, self.settings.winning_number
 
     def check_health(self) -> None:
         with self._connection(timeout=min(HEALTH_TIMEOUT, self.lock_timeout)) as conn:
             if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 raise StorageUnavailable("the database is a read-only standby: it cannot take writes")
 
-    def agency_stats(self) -> RoundStats:
+    def agency_stats(self, round: int | None = None) -> RoundStats:
         """Per-agency bets, chunks and last activity from the chunks table (never the bets)."""
         with self._connection() as conn, conn.cursor() as cur:
+            round_id, agencies_count, _ = self._resolve(cur, round, writing=False)
             cur.execute(
                 "SELECT agency, sum(count), count(*), extract(epoch FROM max(stored_at)) FROM lottery_chunks "
-                "GROUP BY agency"
+                "WHERE round = %s GROUP BY agency",
+                (round_id,),
             )
             agencies = {a: AgencyStats(a, int(bets), chunks, float(last)) for a, bets, chunks, last in cur.fetchall()}
-            cur.execute("SELECT agency FROM lottery_done ORDER BY agency")
+            cur.execute("SELECT agency FROM lottery_done WHERE round = %s ORDER BY agency", (round_id,))
             done = [row[0] for row in cur.fetchall()]
             cur.execute(
                 "SELECT extract(epoch FROM drawn_at), (SELECT jsonb_object_agg(key, jsonb_array_length(value)) "
-                "FROM jsonb_each(winners)) FROM lottery_round WHERE id = 1 AND drawn"
+                "FROM jsonb_each(winners)) FROM lottery_round WHERE id = %s AND drawn",
+                (round_id,),
             )
             row = cur.fetchone()
         if row is None:
-            return RoundStats(self.agencies, done, agencies)
-        return RoundStats(self.agencies, done, agencies, float(row[0]), {int(a): n for a, n in (row[1] or {}).items()})
+            return RoundStats(agencies_count, done, agencies)
+        return RoundStats(agencies_count, done, agencies, float(row[0]), {int(a): n for a, n in (row[1] or {}).items()})
 
 
-def export_bets(conn: psycopg.Connection, out: BinaryIO) -> int:
-    """The bets in the course's bets.csv format (COPY's csv output is the csv module's, for
-    every valid bet), in stored order: chunk by chunk, each chunk's rows in their order."""
+def export_bets(conn: psycopg.Connection, out: BinaryIO, round: int | None = None) -> int:
+    """One round's bets (the current one by default) in the course's bets.csv format (COPY's csv
+    output is the csv module's, for every valid bet), in stored order: chunk by chunk, each
+    chunk's rows in their order."""
     bets = 0
+    query = (
+        f"SELECT {', '.join('b.' + c for c in BET_COLUMNS.split(', '))} FROM lottery_bets b "
+        "JOIN lottery_chunks c ON c.id = b.chunk_id "
+        f"WHERE c.round = coalesce({round if round is not None else 'NULL'}, {CURRENT}) ORDER BY b.chunk_id, b.id"
+    )
     with (
         conn.transaction(),
         conn.cursor() as cur,
-        cur.copy(
-            f"COPY (SELECT {BET_COLUMNS} FROM lottery_bets ORDER BY chunk_id, id) TO STDOUT WITH (FORMAT csv)"
-        ) as copy,
+        cur.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy,
     ):
         for block in copy:
             out.write(block)

@@ -39,7 +39,7 @@ from app.store import (
     UploadState,
     UploadSummary,
 )
-from app.store.files import FileStore
+from app.store.files import FileStore, round_dir, round_ids
 from devtools.server import ROOT, free_port
 from tests.helpers import WIN, chunk, make_rows
 from tests.postgres_db import fresh_database, reset_database
@@ -89,12 +89,16 @@ class FilesBackend(Backend):
     def _open(self, agencies, winning_number, lock_timeout):
         return FileStore(self.path, agencies, winning_number, lock_timeout=lock_timeout)
 
+    def current(self) -> Path:
+        """The current round's directory."""
+        return round_dir(self.path, round_ids(self.path)[-1])
+
     def bets_csv(self) -> bytes:
-        bets = self.path / "bets.csv"
+        bets = self.current() / "bets.csv"
         return bets.read_bytes() if bets.exists() else b""
 
     def record_done(self, agencies):
-        (self.path / "done.json").write_bytes(orjson.dumps({"agencies": sorted(agencies)}))
+        (self.current() / "done.json").write_bytes(orjson.dumps({"agencies": sorted(agencies)}))
 
 
 class PostgresBackend(Backend):
@@ -124,7 +128,11 @@ class PostgresBackend(Backend):
 
         with psycopg.connect(self.url, autocommit=True) as conn:
             for agency in agencies:
-                conn.execute("INSERT INTO lottery_done (agency) VALUES (%s) ON CONFLICT DO NOTHING", (agency,))
+                conn.execute(
+                    "INSERT INTO lottery_done (round, agency) SELECT max(id), %s FROM lottery_round "
+                    "ON CONFLICT DO NOTHING",
+                    (agency,),
+                )
 
 
 @pytest.fixture(scope="module")
@@ -334,6 +342,7 @@ def test_one_draw_with_the_right_winners(backend, store, lottery_log):
     assert store.mark_done(1) == DoneReceipt(1, 3, 3, True)
     assert draw_lines(lottery_log) == [
         f"action: sorteo | result: success | apuestas: {len(rows)} | cant_ganadores: {sum(map(len, expected.values()))}"
+        f" | ronda: 1 | numero_ganador: {WIN}"
     ]
 
 
@@ -455,7 +464,9 @@ def test_last_agencies_done_at_once_on_two_instances_draw_once(backend, lottery_
     assert errors == []
     assert sorted(r.agency for r in receipts) == [2, 2, 2, 3, 3, 3]
     assert any(r.drawn for r in receipts)
-    assert draw_lines(lottery_log) == ["action: sorteo | result: success | apuestas: 20 | cant_ganadores: 3"]
+    assert draw_lines(lottery_log) == [
+        f"action: sorteo | result: success | apuestas: 20 | cant_ganadores: 3 | ronda: 1 | numero_ganador: {WIN}"
+    ]
     assert stores[1].winners(1) == ["1000001", "1000002"] and stores[0].winners(2) == ["2000003"]
     assert stores[0].status() == RoundStatus(3, [1, 2, 3], True, 20)
 
@@ -493,7 +504,7 @@ def test_export_command_writes_the_files_backends_bets_csv(pg, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == f"lottery export: 15 bets -> {out}"
-    assert out.read_bytes() == (tmp_path / "data" / "bets.csv").read_bytes()
+    assert out.read_bytes() == (files.current() / "bets.csv").read_bytes()
     assert [b.document for b in load_bets(out)] == [r[3] for c in chunks for r in c.rows]
 
     unset = subprocess.run(
@@ -701,7 +712,7 @@ def test_a_version_1_database_is_migrated_by_the_workers_that_start_on_it(pg):
         t.join(60)
     assert len(made) == 4 and all((s.agencies, s.winning_number) == (2, WIN) for s in made)
     with psycopg.connect(pg.url) as conn:
-        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(3,)]
     s = made[0]
     assert s.upload_state(1, "old").spans == (StoredSpan(0, 3, None),)  # stored before digests existed
     assert s.append_chunk(dataclasses.replace(chunk(1, 3, upload=("old", 0), winners={1}), digest="x")).replayed
@@ -729,12 +740,12 @@ def test_a_chunk_of_a_long_upload_is_decided_by_one_index_step(pg):
     s = pg.make()
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO lottery_chunks (agency, fingerprint, count, upload_id, upload_start, upload_end) "
-            "SELECT 1 + g % 2, 'f', 1, 'long', g / 2, g / 2 + 1 FROM generate_series(0, 39999) g"
+            "INSERT INTO lottery_chunks (round, agency, fingerprint, count, upload_id, upload_start, upload_end) "
+            "SELECT 1, 1 + g % 2, 'f', 1, 'long', g / 2, g / 2 + 1 FROM generate_series(0, 39999) g"
         )
         conn.execute("ANALYZE lottery_chunks")
         plan = "\n".join(
-            row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + NEIGHBOUR_SPAN, (1, "long", 20_001))
+            row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + NEIGHBOUR_SPAN, (1, 1, "long", 20_001))
         )
     assert "Index Scan Backward using lottery_chunks_ranges" in plan, plan
     assert re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=1 loops=1", plan), plan

@@ -25,6 +25,7 @@ import pytest
 
 from devtools.server import ROOT, Server
 from tests.conftest import DATASET_COUNTS
+from tests.helpers import round_file
 
 README = ROOT / "README.md"
 MARKER = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```sh\n(.*?)```", re.S)
@@ -114,7 +115,7 @@ def winners_in(path: Path) -> list[str]:
 
 
 def stored_rows(data: Path) -> list[list[str]]:
-    with open(data / "bets.csv", newline="", encoding="utf-8") as f:
+    with open(round_file(data, "bets.csv"), newline="", encoding="utf-8") as f:
         return list(csv.reader(f))
 
 
@@ -162,7 +163,7 @@ def test_the_readme_runs_as_written(checkout: Path, dataset: Path):
     with Server(data, workers=2, agencies=5, log_path=checkout.parent / "restart.log") as server:
         line = round_line(server)
     assert "id: 1 | state: drawn | bets: 78697 | done: 5/5 [1, 2, 3, 4, 5]" in line, line
-    assert "move the data away" in line
+    assert "opens the next one with POST /rounds" in line
 
     # Start over: the README's command with the server stopped, then a new round.
     moved = shell(checkout, "http://127.0.0.1:1", blocks()["start-over"])

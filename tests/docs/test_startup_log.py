@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from app.main import create_app
 from app.settings import Settings
+from tests.helpers import round_file
 from tests.postgres_db import fresh_database, require_postgres
 
 
@@ -65,7 +66,7 @@ def test_start_names_the_round_it_finds(tmp_path_factory, bets, done):
         f"action: ronda | result: success | id: 1 | state: {state} | bets: {sum(bets)} | "
         f"done: {len(done)}/3 {sorted(done)} | storage: {data}"
     ), line
-    assert ("move the data away" in line) == (state == "drawn")
+    assert ("opens the next one with POST /rounds" in line) == (state == "drawn")
 
 
 def test_database_password_is_not_logged():
@@ -83,12 +84,12 @@ def crash_before_the_draw(backend: str, tmp_path: Path, database_url: str | None
         assert client.post("/agencies/1/bets", content=body, headers={"content-type": "text/csv"}).status_code == 201
         assert client.post("/agencies/1/done").json()["drawn"] is False
     if backend == "files":
-        (config.data_dir / "done.json").write_text(json.dumps({"agencies": [1, 2]}))
+        (round_file(config.data_dir, "done.json")).write_text(json.dumps({"agencies": [1, 2]}))
     else:
         import psycopg
 
         with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute("INSERT INTO lottery_done (agency) VALUES (2)")
+            conn.execute("INSERT INTO lottery_done (round, agency) VALUES (1, 2)")
     return config
 
 

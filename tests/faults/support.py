@@ -20,7 +20,7 @@ import httpx
 from app.domain import WINNING_NUMBER as WINNING
 from app.domain import latest_birthdate, parse_number_text, validate_bet
 from devtools.server import ROOT, Server
-from tests.helpers import read_agency_file
+from tests.helpers import read_agency_file, round_file
 
 SORTEO = "action: sorteo | result: success"
 
@@ -129,7 +129,7 @@ def winners_of(rows: Counter) -> dict[int, Counter]:
 def winners_in_file_order(data_dir: Path) -> dict[int, list[str]]:
     """What the draw must answer: per agency, winning documents in bets.csv order."""
     out: dict[int, list[str]] = {}
-    with open(data_dir / "bets.csv", newline="", encoding="utf-8") as f:
+    with open(round_file(data_dir, "bets.csv"), newline="", encoding="utf-8") as f:
         for agency, _, _, document, _, number in csv.reader(f):
             if int(number) == WINNING:
                 out.setdefault(int(agency), []).append(document)
@@ -163,6 +163,6 @@ def digest(path: Path) -> str:
 
 def ledger_end(data_dir: Path) -> int:
     """``end`` of the last committed ledger line: the committed size of bets.csv."""
-    data = (data_dir / "ledger.jsonl").read_bytes()
+    data = (round_file(data_dir, "ledger.jsonl")).read_bytes()
     lines = data[: data.rfind(b"\n") + 1].splitlines()  # a torn last line commits nothing
     return json.loads(lines[-1])["end"] if lines else 0

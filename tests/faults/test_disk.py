@@ -23,7 +23,7 @@ import pytest
 from devtools.server import Server
 from tests.faults.support import SORTEO, WINNING, Unexpected5xx, check_bets_file, digest, wait_workers_loaded
 from tests.figures import lost_and_duplicated, record
-from tests.helpers import stored_rows
+from tests.helpers import round_file, stored_rows
 
 pytestmark = pytest.mark.faults
 
@@ -96,7 +96,7 @@ def problem(r: httpx.Response, status: int) -> dict:
 
 
 def snapshot(data: Path) -> dict[str, str]:
-    return {name: digest(data / name) for name in ("bets.csv", "ledger.jsonl", "done.json", "winners.json")}
+    return {name: digest(round_file(data, name)) for name in ("bets.csv", "ledger.jsonl", "done.json", "winners.json")}
 
 
 def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: 
     record(figure, faults=1, errors_5xx=five.count, lost=lost, duplicated=duplicated)
     assert five.count == 0
     assert (lost, duplicated) == (0, 0)
-    assert check_bets_file(data / "bets.csv", validate=True) == 8_000
+    assert check_bets_file(round_file(data, "bets.csv"), validate=True) == 8_000
     assert server.log().count(SORTEO) == 1
     for agency in (1, 2):
         assert winners[agency] == [row[3] for row in _file_rows(data) if row[0] == agency and row[5] == WINNING]
@@ -250,5 +250,5 @@ def _remount(mount_point: Path, mode: str) -> None:
 
 
 def _file_rows(data: Path) -> list[tuple]:
-    with open(data / "bets.csv", newline="", encoding="utf-8") as f:
+    with open(round_file(data, "bets.csv"), newline="", encoding="utf-8") as f:
         return [(int(a), b, c, d, e, int(n)) for a, b, c, d, e, n in csv.reader(f)]

@@ -21,7 +21,7 @@ import pytest
 from devtools.server import Server
 from tests.faults.support import check_bets_file, wait_workers_loaded
 from tests.figures import lost_and_duplicated, record
-from tests.helpers import stored_rows
+from tests.helpers import round_file, stored_rows
 
 pytestmark = pytest.mark.faults
 
@@ -97,11 +97,11 @@ def test_fifty_agencies_posting_small_chunks_at_once(tmp_path: Path) -> None:
     assert failures == []
     assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated"
     assert status["bets"] == AGENCIES * CHUNKS * PER_CHUNK
-    assert check_bets_file(data / "bets.csv", validate=True) == AGENCIES * CHUNKS * PER_CHUNK
+    assert check_bets_file(round_file(data, "bets.csv"), validate=True) == AGENCIES * CHUNKS * PER_CHUNK
 
     # Where each chunk's rows landed: consecutive lines, in the order sent.
     where: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    with open(data / "bets.csv", newline="", encoding="utf-8") as f:
+    with open(round_file(data, "bets.csv"), newline="", encoding="utf-8") as f:
         for line, (agency, _, _, document, _, _) in enumerate(csv.reader(f)):
             assert document[1:3] == f"{int(agency):02d}", f"line {line + 1}: document of another agency"
             where.setdefault((int(agency), int(document[3:5])), []).append((line, int(document[5:])))

@@ -37,7 +37,7 @@ from tests.faults.support import (
     winners_in_file_order,
 )
 from tests.figures import lost_and_duplicated, record
-from tests.helpers import expected_rows, stored_rows
+from tests.helpers import expected_rows, round_file, stored_rows
 
 pytestmark = pytest.mark.faults
 
@@ -63,10 +63,10 @@ def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path:
         first.stop(signal.SIGKILL)  # master and workers at once, mid-upload
 
         committed = ledger_end(data)
-        committed_digest = _prefix_digest(data / "bets.csv", committed)
-        with open(data / "bets.csv", "ab") as f:
+        committed_digest = _prefix_digest(round_file(data, "bets.csv"), committed)
+        with open(round_file(data, "bets.csv"), "ab") as f:
             f.write(TORN_BETS)
-        with open(data / "ledger.jsonl", "ab") as f:
+        with open(round_file(data, "ledger.jsonl"), "ab") as f:
             f.write(TORN_LEDGER)
 
         # Same port: the uploaders, still retrying, find the new server where the old one was.
@@ -74,7 +74,7 @@ def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path:
         try:
             wait_workers_loaded(second)
             repaired = "action: reparacion | result: success" in second.log()
-            committed_kept = _prefix_digest(data / "bets.csv", committed) == committed_digest
+            committed_kept = _prefix_digest(round_file(data, "bets.csv"), committed) == committed_digest
             results = finish(procs, timeout=120)
             # Run again after the round: each skips everything stored and prints the same winners.
             again = finish(run_uploaders(second.url, files, "--batch-size", "700"), timeout=60)
@@ -106,10 +106,10 @@ def test_sigkill_whole_server_mid_upload_then_restart_repairs_the_tail(tmp_path:
         assert code == 0, err
         assert out == results[agency][0]
     assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated"
-    assert b"Torn" not in (data / "bets.csv").read_bytes()
-    assert b"torn-key" not in (data / "ledger.jsonl").read_bytes()
-    assert check_bets_file(data / "bets.csv") == AGENCIES * MID_UPLOAD_BETS
-    assert (data / "bets.csv").stat().st_size == ledger_end(data)
+    assert b"Torn" not in (round_file(data, "bets.csv")).read_bytes()
+    assert b"torn-key" not in (round_file(data, "ledger.jsonl")).read_bytes()
+    assert check_bets_file(round_file(data, "bets.csv")) == AGENCIES * MID_UPLOAD_BETS
+    assert (round_file(data, "bets.csv")).stat().st_size == ledger_end(data)
 
     assert first.log().count(SORTEO) + second.log().count(SORTEO) == 1
     in_file = winners_in_file_order(data)
@@ -143,8 +143,8 @@ def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path
     # and the process died before it could write winners.json.
     tmp = data / ".done.json.crash.tmp"
     tmp.write_bytes(json.dumps({"agencies": list(range(1, AGENCIES + 1))}).encode())
-    os.replace(tmp, data / "done.json")
-    assert not (data / "winners.json").exists()
+    os.replace(tmp, round_file(data, "done.json"))
+    assert not (round_file(data, "winners.json")).exists()
 
     second = Server(data, workers=3, agencies=AGENCIES, log_path=tmp_path / "second.log").start()
     try:
@@ -187,7 +187,7 @@ def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path
         "drawn": True,
         "bets": AGENCIES * 4_000,
     }
-    assert json.loads((data / "winners.json").read_bytes())["bets"] == AGENCIES * 4_000
+    assert json.loads((round_file(data, "winners.json")).read_bytes())["bets"] == AGENCIES * 4_000
 
 
 def test_bets_without_ledger_is_refused_with_503_while_running(tmp_path: Path) -> None:
@@ -205,16 +205,16 @@ def test_bets_without_ledger_is_refused_with_503_while_running(tmp_path: Path) -
         httpx.Client(base_url=server.url, timeout=30, event_hooks={"response": [five]}) as client,
     ):
         first = client.post("/agencies/1/bets", content=bets, headers={"Content-Type": "text/csv"})
-        before = digest(data / "bets.csv")
-        os.rename(data / "ledger.jsonl", tmp_path / "ledger.jsonl.moved")  # lost outside the service
+        before = digest(round_file(data, "bets.csv"))
+        os.rename(round_file(data, "ledger.jsonl"), tmp_path / "ledger.jsonl.moved")  # lost outside the service
 
         with five.provoked():
             refused = client.post("/agencies/2/bets", content=bets, headers={"Content-Type": "text/csv"})
             status_refused = client.get("/status")
-        after_refusal = digest(data / "bets.csv")
-        ledger_made_up = (data / "ledger.jsonl").exists()
+        after_refusal = digest(round_file(data, "bets.csv"))
+        ledger_made_up = (round_file(data, "ledger.jsonl")).exists()
 
-        os.rename(tmp_path / "ledger.jsonl.moved", data / "ledger.jsonl")  # the operator puts it back
+        os.rename(tmp_path / "ledger.jsonl.moved", round_file(data, "ledger.jsonl"))  # the operator puts it back
         second = client.post("/agencies/2/bets", content=bets, headers={"Content-Type": "text/csv"})
         status = client.get("/status").json()
     lost, duplicated = lost_and_duplicated(sent, stored_rows(data))
@@ -241,8 +241,8 @@ def test_server_started_on_bets_without_ledger_answers_503_instead_of_dying(tmp_
     """
     data = tmp_path / "data"
     data.mkdir()
-    (data / "bets.csv").write_bytes(b"1,Ana,G\xc3\xb3mez,10000000,1990-01-01,5\n")
-    before = digest(data / "bets.csv")
+    (round_file(data, "bets.csv")).write_bytes(b"1,Ana,G\xc3\xb3mez,10000000,1990-01-01,5\n")
+    before = digest(round_file(data, "bets.csv"))
     server = Server(data, workers=2, agencies=2)
     try:
         try:
@@ -261,8 +261,8 @@ def test_server_started_on_bets_without_ledger_answers_503_instead_of_dying(tmp_
         _assert_no_ledger_problem(httpx.get(server.url + "/status"), data)
     finally:
         server.stop()
-    assert digest(data / "bets.csv") == before
-    assert not (data / "ledger.jsonl").exists()
+    assert digest(round_file(data, "bets.csv")) == before
+    assert not (round_file(data, "ledger.jsonl")).exists()
 
 
 def _assert_no_ledger_problem(r: httpx.Response, data: Path) -> None:

@@ -30,6 +30,7 @@ from app.ingest import IngestError, InvalidChunk, parse_csv, parse_json
 from app.main import create_app
 from app.settings import Settings
 from tests.figures import record
+from tests.helpers import round_file
 
 MAX_BETS = 50
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -318,7 +319,7 @@ def app_client(tmp_path_factory: pytest.TempPathFactory):
 
 def test_app_never_5xx_stores_nothing_rejected_and_everything_accepted_exactly(app_client) -> None:
     client, data = app_client
-    bets_path = data / "bets.csv"
+    bets_path = round_file(data, "bets.csv")
     seen = Counter()
     keys: dict[tuple[int, str], list[tuple]] = {}  # what each idempotency key stored
 

@@ -44,6 +44,7 @@ from app import tokens as tokens_module
 from devtools.server import Server
 from tests.faults.support import check_bets_file
 from tests.figures import lost_and_duplicated, record
+from tests.helpers import round_file
 
 AGENCY = 1
 MAX_EXAMPLES = 60  # per operation and phase
@@ -300,7 +301,7 @@ def test_every_4xx_is_a_problem_json(fuzzed: FuzzRun) -> None:
 
 
 def test_fuzzed_store_holds_exactly_the_accepted_bets(fuzzed: FuzzRun) -> None:
-    path = fuzzed.data_dir / "bets.csv"
+    path = round_file(fuzzed.data_dir, "bets.csv")
     rows = check_bets_file(path, validate=True) if path.exists() else 0
     assert fuzzed.status["bets"] == rows
     assert stored(fuzzed.data_dir) == accepted_bets(fuzzed)
@@ -331,7 +332,7 @@ def _route(url: str) -> str:
 
 
 def stored(data_dir: Path) -> Counter:
-    path = data_dir / "bets.csv"
+    path = round_file(data_dir, "bets.csv")
     if not path.exists():
         return Counter()
     with open(path, newline="", encoding="utf-8") as f:

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from devtools.server import Server
+from tests.helpers import round_file
 
 CSV = {"Content-Type": "text/csv"}
 
@@ -51,20 +52,20 @@ def test_a_nul_line_in_the_ledger_answers_503_with_its_offset_and_the_server_kee
     with Server(data, workers=2, agencies=2) as first:
         headers = {**CSV, "Upload-Id": "file-1", "Upload-Offset": "0"}
         assert httpx.post(f"{first.url}/agencies/1/bets", content=bets(3), headers=headers).status_code == 201
-    ledger = (data / "ledger.jsonl").read_bytes()
-    bets_csv = (data / "bets.csv").read_bytes()
+    ledger = (round_file(data, "ledger.jsonl")).read_bytes()
+    bets_csv = (round_file(data, "bets.csv")).read_bytes()
     power_cut = b"\0" * 41 + b"\n" + orjson.dumps({"a": 1, "n": 1, "h": "0" * 64, "end": len(bets_csv)}) + b"\n"
-    where = f"{data / 'ledger.jsonl'}: the line at byte {len(ledger)} is not a valid ledger record"
+    where = f"{round_file(data, 'ledger.jsonl')}: the line at byte {len(ledger)} is not a valid ledger record"
 
     server = BootedServer(data, workers=2, agencies=2)
     try:
         if when == "at boot":
-            (data / "ledger.jsonl").write_bytes(ledger + power_cut)
+            (round_file(data, "ledger.jsonl")).write_bytes(ledger + power_cut)
             server.start()
         else:
             server.start()
             assert httpx.get(f"{server.url}/health").status_code == 200
-            with open(data / "ledger.jsonl", "ab") as f:
+            with open(round_file(data, "ledger.jsonl"), "ab") as f:
                 f.write(power_cut)
         url = server.url
         for _ in range(3 * server.workers):  # several requests each: every worker answers alike
@@ -80,9 +81,9 @@ def test_a_nul_line_in_the_ledger_answers_503_with_its_offset_and_the_server_kee
             assert_refused(httpx.get(f"{url}/agencies/1/uploads"), where)
             assert_refused(httpx.get(f"{url}/agencies/1/uploads/file-1"), where)
         assert server.proc is not None and server.proc.poll() is None, "the gunicorn master exited"
-        assert (data / "bets.csv").read_bytes() == bets_csv  # nothing guessed, nothing cut
+        assert (round_file(data, "bets.csv")).read_bytes() == bets_csv  # nothing guessed, nothing cut
 
-        (data / "ledger.jsonl").write_bytes(ledger)  # the operator repairs the file
+        (round_file(data, "ledger.jsonl")).write_bytes(ledger)  # the operator repairs the file
         for _ in range(3 * server.workers):
             assert httpx.get(f"{url}/health").status_code == 200
             assert httpx.get(f"{url}/status").json() == {"expected": 2, "done": [], "drawn": False, "bets": 3}

@@ -102,7 +102,13 @@ def test_a_scrape_from_any_worker_sums_every_worker(server: Server, dataset: Pat
         chunks_per_worker.add(stored)
         # Every stored chunk was one 201 answered by some worker, and timed there.
         assert (
-            value(samples, "lottery_request_duration_seconds_count", route="/agencies/{agency}/bets", status="201")
+            # the uploader sends to the routes of the round it learned at start
+            value(
+                samples,
+                "lottery_request_duration_seconds_count",
+                route="/rounds/{round}/agencies/{agency}/bets",
+                status="201",
+            )
             == stored
         )
         if not server.env.get("LOTTERY_DATABASE_URL"):  # the file lock; PostgreSQL locks in the database

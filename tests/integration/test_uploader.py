@@ -15,7 +15,7 @@ import httpx
 
 from client.generate import generate
 from devtools.server import ROOT, Server
-from tests.helpers import expected_rows, stored_rows
+from tests.helpers import expected_rows, round_file, stored_rows
 
 
 def uploader(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
@@ -196,7 +196,7 @@ def test_single_bet_mode_with_the_course_variables(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "action: apuesta_enviada | result: success | dni: 30904465 | numero: 7574" in err
-        assert list(csv.reader(open(server.data_dir / "bets.csv", encoding="utf-8"))) == [
+        assert list(csv.reader(open(round_file(server.data_dir, "bets.csv"), encoding="utf-8"))) == [
             ["2", "Santiago Lionel", "Lorca", "30904465", "1999-03-17", "7574"]
         ]
 

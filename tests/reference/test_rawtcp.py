@@ -16,6 +16,7 @@ from app.domain import WINNING_NUMBER as WINNING
 from reference.rawtcp import protocol
 from reference.rawtcp.agency import iter_batches
 from reference.rawtcp.round import dataset_files, run_round
+from tests.helpers import round_file
 
 pytestmark = pytest.mark.reference
 
@@ -63,14 +64,14 @@ def test_round_stores_every_bet_and_finds_winners(small_dataset: dict[int, Path]
     result = run_round(small_dataset, data_dir, timeout=30)
 
     expected = Counter(tuple([str(k), *row]) for k, path in small_dataset.items() for row in _read_rows(path))
-    stored = Counter(tuple(row) for row in _read_rows(data_dir / "bets.csv"))
+    stored = Counter(tuple(row) for row in _read_rows(round_file(data_dir, "bets.csv")))
     assert stored == expected
     assert result["rows"] == sum(SIZES.values())
 
     winners = {k: [row[2] for row in _read_rows(path) if int(row[4]) == WINNING] for k, path in small_dataset.items()}
     assert result["winners"] == {k: len(docs) for k, docs in winners.items()}
     assert winners[1] and winners[2] and not winners[3]
-    drawn = json.loads((data_dir / "winners.json").read_text(encoding="utf-8"))["winners"]
+    drawn = json.loads((round_file(data_dir, "winners.json")).read_text(encoding="utf-8"))["winners"]
     assert {int(k): sorted(v) for k, v in drawn.items()} == {k: sorted(v) for k, v in winners.items()}
 
 

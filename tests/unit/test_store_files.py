@@ -31,12 +31,12 @@ from app.store import (
     UploadState,
 )
 from app.store.base import SpanIndex, merge_ranges, replay_by_range
-from app.store.files import FileStore, scan_winners
+from app.store.files import RoundFiles, scan_winners
 from tests.helpers import WIN, chunk, make_rows
 
 
-def store(path: Path, agencies: int = 3, winning_number: int = WIN) -> FileStore:
-    return FileStore(path, agencies, winning_number, lock_timeout=10)
+def store(path: Path, agencies: int = 3, winning_number: int = WIN) -> RoundFiles:
+    return RoundFiles(path, agencies, winning_number, lock_timeout=10)
 
 
 def ledger_lines(path: Path) -> list[dict]:
@@ -247,6 +247,7 @@ def test_draw_when_last_agency_is_done(tmp_path):
     assert other.winners(3) == ["3000000"]
     assert store(tmp_path).winners(1) == ["1000003", "1000007", "1000104"]
     result = orjson.loads((tmp_path / "winners.json").read_bytes())
+    assert result.pop("drawn_at").endswith("+00:00")  # when the draw happened, UTC
     assert result == {
         "winning_number": WIN,
         "bets": 40,
@@ -335,7 +336,9 @@ def test_one_draw_log_line_per_round(tmp_path, lottery_log):
     store(tmp_path, agencies=2).status()
     a.winners(1)
     draws = [r.getMessage() for r in lottery_log.records if "action: sorteo" in r.getMessage()]
-    assert draws == ["action: sorteo | result: success | apuestas: 20 | cant_ganadores: 2"]
+    assert draws == [
+        "action: sorteo | result: success | apuestas: 20 | cant_ganadores: 2 | ronda: 1 | numero_ganador: 7574"
+    ]
     assert all(r.name == "lottery" for r in lottery_log.records)
     done_lines = [r.getMessage() for r in lottery_log.records if "agencia_finalizada" in r.getMessage()]
     assert len(done_lines) == 2
@@ -602,8 +605,8 @@ def test_concurrent_appends_from_two_workers(tmp_path):
 
 
 def failing_append(fail_on: str, partial: bool = True):
-    """A FileStore._append that writes half of the data to ``fail_on`` and then hits a full disk."""
-    real = FileStore._append
+    """A RoundFiles._append that writes half of the data to ``fail_on`` and then hits a full disk."""
+    real = RoundFiles._append
 
     def append(path: Path, data: bytes) -> None:
         if Path(path).name == fail_on:
@@ -623,7 +626,7 @@ def test_failed_write_stores_nothing_and_the_store_goes_on(tmp_path, monkeypatch
     bets_before = (tmp_path / "bets.csv").read_bytes()
     ledger_before = (tmp_path / "ledger.jsonl").read_bytes()
     with monkeypatch.context() as patch:
-        patch.setattr(FileStore, "_append", failing_append(fail_on))
+        patch.setattr(RoundFiles, "_append", failing_append(fail_on))
         with pytest.raises(StorageUnavailable, match="No space left"):
             s.append_chunk(chunk(2, 4, key="b", upload=("u", 0)))
     assert (tmp_path / "bets.csv").read_bytes() == bets_before
@@ -669,7 +672,7 @@ def test_failed_group_write_tells_no_chunk_of_the_batch_it_is_stored(tmp_path, m
     threads[1].start()
     assert queued.acquire(timeout=10)
     with monkeypatch.context() as patch:
-        patch.setattr(FileStore, "_append", failing_append("bets.csv", partial=False))
+        patch.setattr(RoundFiles, "_append", failing_append("bets.csv", partial=False))
         s._thread_lock.release()
         for thread in threads:
             thread.join(timeout=30)
@@ -682,7 +685,7 @@ def test_failed_group_write_tells_no_chunk_of_the_batch_it_is_stored(tmp_path, m
 # -- a corrupt data dir is refused, never guessed around (issue 9, item 5) ----------------------------
 
 
-def stored_round(path: Path) -> tuple[FileStore, bytes]:
+def stored_round(path: Path) -> tuple[RoundFiles, bytes]:
     """A round with two committed chunks, agency 1 done; returns the store and its ledger."""
     s = store(path)
     s.append_chunk(chunk(1, 3, key="a", upload=("u", 0)))
@@ -784,7 +787,7 @@ def test_undo_never_cuts_bets_when_the_ledger_cannot_be_cut(tmp_path, monkeypatc
     s = store(tmp_path)
     s.append_chunk(chunk(1, 3, key="a"))
     bets_before = (tmp_path / "bets.csv").read_bytes()
-    real_append, real_open = FileStore._append, open
+    real_append, real_open = RoundFiles._append, open
 
     def append(path: Path, data: bytes) -> None:
         if Path(path).name == "ledger.jsonl":
@@ -799,7 +802,7 @@ def test_undo_never_cuts_bets_when_the_ledger_cannot_be_cut(tmp_path, monkeypatc
         return real_open(path, mode, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(FileStore, "_append", staticmethod(append))
+        patch.setattr(RoundFiles, "_append", staticmethod(append))
         patch.setattr("builtins.open", open_failing_ledger)
         with pytest.raises(StorageUnavailable, match="Input/output error"):
             s.append_chunk(chunk(2, 4, key="b"))
@@ -921,7 +924,7 @@ def test_the_app_closes_its_store_when_it_shuts_down(tmp_path):
 
     closed: list[bool] = []
 
-    class Closing(FileStore):
+    class Closing(RoundFiles):
         def close(self) -> None:
             closed.append(True)
 

@@ -1,0 +1,131 @@
+"""The round's rules, once: a round is ``open`` and then ``drawn``; this module says who may do
+what in each state, when the draw is due, what the draw finds and what each transition logs.
+
+No I/O here. A backend reads the round's state under its lock, asks these functions, and
+persists what they decide; so both backends answer alike, and a rule changes in one place.
+
+    open  --(every agency 1..N said done)-->  drawn  --(POST /rounds)-->  the next round, open
+
+- While open: agencies 1..N of *this* round upload and say done; a done agency is closed.
+- Drawn: nothing more is stored (replays of stored chunks are still answered); winners are read.
+- Only the newest round (the current one) takes bets; the next round opens only once it is drawn.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from app.store.base import AgencyClosed, RoundNotCurrent, RoundStillOpen
+
+log = logging.getLogger("lottery")
+
+OPEN, DRAWN = "open", "drawn"
+RANDOM = "random"  # the winning number a round may be opened with: drawn with `secrets` at the draw
+HIGHEST_NUMBER = 9999
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What a new round is opened with: its agencies, and a fixed winning number or None (random)."""
+
+    agencies: int
+    winning_number: int | None
+
+    @property
+    def random(self) -> bool:
+        return self.winning_number is None
+
+
+def opening(agencies: int | None, winning_number: int | str | None, defaults: Opening) -> Opening:
+    """The next round's parameters: the request's, or the settings' for what it leaves out."""
+    number = defaults.winning_number if winning_number is None else winning_number
+    return Opening(defaults.agencies if agencies is None else agencies, None if number == RANDOM else number)
+
+
+# -- who may store what --------------------------------------------------------------------------
+
+
+def refuse_outside_round(agency: int, agencies: int) -> None:
+    if not 1 <= agency <= agencies:
+        raise AgencyClosed(
+            f"agency {agency} is not part of this round: its agencies are 1 to {agencies}, "
+            "recorded when the round started"
+        )
+
+
+def refuse_closed(agency: int, *, drawn: bool, done: bool) -> None:
+    """A new chunk (not a replay) for an agency of the round: refused once drawn or once the agency is done."""
+    if drawn:
+        raise AgencyClosed("the draw has already happened; no more bets are taken")
+    if done:
+        raise AgencyClosed(f"agency {agency} already said done; no more bets are taken from it")
+
+
+def refuse_other_round(target: int, current: int) -> None:
+    """Bets and done go only to the current round: any other is refused naming the current one."""
+    if target != current:
+        when = "is over" if target < current else "does not exist yet"
+        raise RoundNotCurrent(
+            f"round {target} {when}: the current round is {current}; bets go to round {current}", current
+        )
+
+
+def refuse_next_round(current: int, current_drawn: bool) -> None:
+    """The next round opens only after the current one is drawn."""
+    if not current_drawn:
+        raise RoundStillOpen(
+            f"round {current} is still open: the next round can open only once round {current} is drawn", current
+        )
+
+
+# -- done and the draw ---------------------------------------------------------------------------
+
+
+def draw_due(agencies: int, done: Iterable[int]) -> bool:
+    """Every agency 1..N said done (ids outside the round do not count)."""
+    return set(range(1, agencies + 1)) <= set(done)
+
+
+def winning_number_for_draw(recorded: int | None) -> int:
+    """The round's fixed number, or, for a random round, one drawn now with a cryptographic RNG."""
+    return secrets.randbelow(HIGHEST_NUMBER + 1) if recorded is None else recorded
+
+
+def winners_by_agency(agencies: int, found: Mapping[int, list[str]]) -> dict[str, list[str]]:
+    """The draw's result: every agency of the round, with its winning documents in stored order."""
+    return {str(a): list(found.get(a, [])) for a in range(1, agencies + 1)}
+
+
+def agency_winners(result: Mapping[str, list[str]], agency: int) -> list[str]:
+    return list(result.get(str(agency), []))
+
+
+# -- what each transition logs (the course's format) ----------------------------------------------
+
+
+def log_done(agency: int, done: int, agencies: int) -> None:
+    log.info("action: agencia_finalizada | result: success | agencia: %d | finalizadas: %d/%d", agency, done, agencies)
+
+
+def log_draw(round_id: int, bets: int, winners: int, number: int, random: bool) -> None:
+    """One line per round, once, after the draw is stored."""
+    log.info(
+        "action: sorteo | result: success | apuestas: %d | cant_ganadores: %d | ronda: %d | numero_ganador: %d%s",
+        bets,
+        winners,
+        round_id,
+        number,
+        " | aleatorio: si" if random else "",
+    )
+
+
+def log_opened(round_id: int, params: Opening) -> None:
+    log.info(
+        "action: ronda_abierta | result: success | ronda: %d | agencias: %d | numero_ganador: %s",
+        round_id,
+        params.agencies,
+        RANDOM if params.random else params.winning_number,
+    )
