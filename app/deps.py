@@ -58,8 +58,18 @@ def token_owner(request: Request, credentials: HTTPAuthorizationCredentials | No
 
 
 async def any_token(request: Request, credentials: CredentialsDep) -> None:
-    """With tokens configured: 401 without a valid token of some agency."""
-    token_owner(request, credentials)
+    """With tokens configured: 401 without a valid token, the operator's or some agency's."""
+    tokens = request.app.state.tokens
+    if tokens is None:
+        return
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+    if not tokens.may_view(credentials.credentials):
+        raise Unauthorized("the bearer token is not valid")
+
+
+def canonical_agency(text: str) -> bool:
+    return 0 < len(text) <= _MAX_AGENCY_DIGITS and text.isascii() and text.isdigit() and text[0] != "0"
 
 
 def parse_agency(text: str, agencies: int | None) -> int:
@@ -70,8 +80,7 @@ def parse_agency(text: str, agencies: int | None) -> int:
     never two paths (in logs, caches or proxies' rules) to one agency. ``agencies`` None
     (a round that does not exist: its route answers for it) checks the spelling only.
     """
-    canonical = 0 < len(text) <= _MAX_AGENCY_DIGITS and text.isascii() and text.isdigit() and text[0] != "0"
-    if not canonical or (agencies is not None and int(text) > agencies):
+    if not canonical_agency(text) or (agencies is not None and int(text) > agencies):
         shown = text if len(text) <= 20 and text.isprintable() and text.strip() == text else repr(text[:20])
         where = f": agencies are 1 to {agencies}" if agencies is not None else ""
         raise UnknownAgency(f"agency {shown} does not exist{where}")
@@ -100,9 +109,9 @@ async def agency_id(
     recorded it) decides which ids exist, not this process's settings.
     """
     owner = token_owner(request, credentials)
-    number = parse_agency(agency, None)
     # The requested round's agencies (the current round's on /agencies/...): rounds differ in size.
-    number = parse_agency(agency, round_agencies(store, requested_round(request), number))
+    agencies = round_agencies(store, requested_round(request), int(agency) if canonical_agency(agency) else 0)
+    number = parse_agency(agency, agencies)
     if owner is not None and owner != number:
         raise Forbidden(f"this token belongs to another agency, not to agency {number}")
     return number

@@ -115,6 +115,7 @@ def test_status_needs_any_agencys_token_and_health_stays_open(secured_client) ->
 def test_the_round_recorded_agency_count_decides_which_ids_exist(tmp_path) -> None:
     """The store's agency count (what the round recorded) wins over this process's settings."""
     with make_client(tmp_path, agencies=AGENCIES) as client:
-        client.app.state.store.agencies = 2  # as a round recorded with 2 agencies would say
+        store = client.app.state.store
+        store.round_agencies = lambda round_id=None, fresh=False: 2  # as a round recorded with 2 agencies says
         assert client.post("/agencies/3/bets", content=csv_body(bet("1")), headers=CSV).status_code == 404
         assert client.post("/agencies/2/bets", content=csv_body(bet("1")), headers=CSV).status_code == 201

@@ -14,6 +14,7 @@ import filelock
 import pytest
 
 from devtools.server import Server
+from tests.helpers import round_file
 
 HEADER_TIMEOUT = 1
 
@@ -69,7 +70,7 @@ def test_a_stored_chunk_is_never_reported_as_408(server: Server) -> None:
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body + b"GET /sta"
     )
     # The storage lock held here keeps the chunk being served for longer than the header deadline.
-    lock = filelock.FileLock(str(server.data_dir / ".lock"))
+    lock = filelock.FileLock(str(round_file(server.data_dir, ".lock")))  # the current round's storage lock
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         with lock:
             sock.sendall(request)

@@ -8,6 +8,7 @@ next one, so the test knows exactly what was acknowledged when it kills the proc
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import threading
 from collections import Counter
@@ -26,7 +27,10 @@ HEADER = "first_name,last_name,document,birthdate,number"
 class HoldingProxy:
     """Forwards 127.0.0.1 TCP to ``port``; forwards ``allow`` requests holding ``marker``, holds the next."""
 
-    def __init__(self, port: int, *, allow: int, marker: bytes = b"POST /agencies/"):
+    # A chunk request's line, on the current round's routes or a round's (the uploader uses those).
+    CHUNK = re.compile(rb"POST (?:/rounds/[0-9]+)?/agencies/[0-9]+/bets ")
+
+    def __init__(self, port: int, *, allow: int, marker: re.Pattern[bytes] = CHUNK):
         self.port, self.allow, self.marker = port, allow, marker
         self.seen = 0
         self.held = threading.Event()
@@ -70,13 +74,11 @@ class HoldingProxy:
         with self._lock:
             if self.held.is_set():
                 return None
-            position = 0
-            while (found := data.find(self.marker, position)) >= 0:
+            for found in self.marker.finditer(data):
                 if self.seen == self.allow:
                     self.held.set()
-                    return data[:found] or None
+                    return data[: found.start()] or None
                 self.seen += 1
-                position = found + 1
             return data
 
 

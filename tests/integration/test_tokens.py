@@ -115,6 +115,7 @@ def test_every_agency_route_needs_that_agencys_token(secured) -> None:
         # The round's progress needs a token, any agency's; liveness (load balancers) needs none.
         assert_problem(client.get("/status"), 401)
         assert client.get("/status", headers=bearer(other)).status_code == 200
+        assert client.get("/status", headers=bearer(tokens["operator"])).status_code == 200  # the operator too
         assert client.get("/health").status_code == 200
         # An unknown agency is 404 with a valid token, and 401 without: no token, no list of agencies.
         assert_problem(client.get("/agencies/99/winners", headers=right), 404)
