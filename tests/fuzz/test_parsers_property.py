@@ -343,7 +343,7 @@ def test_app_never_5xx_stores_nothing_rejected_and_everything_accepted_exactly(a
             body, content_type = csv_body(bets, data_), "text/csv"
         else:
             body, content_type = data_.draw(st.binary(max_size=300)), None
-        content_type = data_.draw(st.sampled_from([content_type] * 8 + CONTENT_TYPES))
+        content_type = data_.draw(st.sampled_from([content_type] * 16 + CONTENT_TYPES))
         headers = {"content-type": content_type} if content_type else {}
         key = data_.draw(
             st.one_of(
