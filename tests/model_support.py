@@ -123,7 +123,7 @@ class RunResult:
 
 
 _UPLOAD_ID = re.compile(r"upload_id: ([A-Za-z0-9._:-]+)")
-_ADVISED = re.compile(r"--upload-id ([A-Za-z0-9._:-]*[A-Za-z0-9_:-])")
+_ADVISED = re.compile(r"--upload-id (sha256-[0-9a-f]+)")  # the ids the uploader makes, not a placeholder "ID"
 _ERROR = re.compile(r"result: fail \| error: (.+)")
 
 
