@@ -9,8 +9,9 @@ CRLF or LF), and steps that a careless user or operator takes between and during
   change between runs, sometimes with the ``--upload-id`` the last error advised; sometimes
   interrupted (SIGKILL/SIGTERM of the uploader, or of the whole server, which is started
   again on the same data dir) once the server *reports* ``k`` more bets stored for it;
-- ``edit``: fix an invalid line in place, delete a line, insert a bet, a header or a blank
-  line, append lines, switch CRLF/LF, add or drop the BOM;
+- ``rerun_unfinished``: the same, for an agency whose last run failed or was interrupted;
+- ``edit`` (an agency that is not done): fix an invalid line in place or delete it, delete any
+  line, insert a bet, a header or a blank line, append lines, switch CRLF/LF, add or drop the BOM;
 - ``restart_server``: SIGTERM or SIGKILL the server between runs and start it again.
 
 The model keeps, for every stored index of every upload, the bet the *file version of the run
@@ -126,7 +127,8 @@ ANY_LINES = st.one_of(BET_LINES, NON_BET_LINES, INVALID_LINES)
 @st.composite
 def agency_files(draw) -> AgencyFile:
     lines = draw(st.lists(BET_LINES, min_size=5, max_size=60))
-    for where in draw(st.lists(st.integers(0, len(lines) - 1), max_size=2, unique=True)):
+    invalid = draw(st.integers(0, 2))  # most files have one: a refused chunk leaves a partial upload to resume
+    for where in draw(st.lists(st.integers(0, len(lines) - 1), min_size=invalid, max_size=invalid, unique=True)):
         lines[where] = draw(INVALID_LINES)
     extras = draw(st.lists(st.tuples(st.integers(0, len(lines)), NON_BET_LINES), max_size=4))
     for where, line in sorted(extras, key=lambda extra: -extra[0]):  # from the end: positions stay put
@@ -142,6 +144,11 @@ def agency_files(draw) -> AgencyFile:
 @dataclass(frozen=True)
 class FixInvalidInPlace:
     which: int  # among the invalid lines, modulo their number
+
+
+@dataclass(frozen=True)
+class DeleteInvalidLine:
+    which: int  # what a user does with a rejected bet instead of fixing it: drop it
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,7 @@ class ToggleBom:
 
 EDITS = st.one_of(
     st.builds(FixInvalidInPlace, st.integers(0, 3)),
+    st.builds(DeleteInvalidLine, st.integers(0, 3)),
     st.builds(DeleteLine, st.integers(0, 80)),
     st.builds(InsertLine, st.integers(0, 80), st.one_of(NON_BET_LINES, BET_LINES)),
     st.builds(AppendLines, st.lists(ANY_LINES, min_size=1, max_size=8).map(tuple)),
@@ -308,8 +316,29 @@ class UploadProtocol(RuleBasedStateMachine):
     def upload(
         self, agency: int, batch_size: int, concurrency: int, follow_advice: bool, interrupt: Interrupt | None
     ) -> None:
+        self._upload(self.agencies[agency], batch_size, concurrency, follow_advice, interrupt)
+
+    @precondition(lambda self: any(a.last_run and not a.last_run.completed for a in self.agencies.values()))
+    @rule(
+        data=st.data(),
+        batch_size=st.integers(1, 50),
+        concurrency=st.integers(1, 4),
+        follow_advice=st.booleans(),
+        interrupt=INTERRUPTS,
+    )
+    @guarded
+    def rerun_unfinished(
+        self, data, batch_size: int, concurrency: int, follow_advice: bool, interrupt: Interrupt | None
+    ) -> None:
+        """Run again an agency whose last run failed or was interrupted: the resumes the protocol is about."""
+        unfinished = [n for n, a in self.agencies.items() if a.last_run and not a.last_run.completed]
+        agency = data.draw(st.sampled_from(unfinished), label="agency")
+        self._upload(self.agencies[agency], batch_size, concurrency, follow_advice, interrupt)
+
+    def _upload(
+        self, a: Agency, batch_size: int, concurrency: int, follow_advice: bool, interrupt: Interrupt | None
+    ) -> None:
         TALLY.steps += 1
-        a = self.agencies[agency]
         self._observe()  # what an earlier run stored late belongs to that run's version
         if interrupt is not None and interrupt.target == "server" and self.restarts >= MAX_RESTARTS:
             interrupt = Interrupt("uploader", interrupt.sig, interrupt.after_bets)
@@ -318,18 +347,24 @@ class UploadProtocol(RuleBasedStateMachine):
         if result.interrupted and interrupt is not None and interrupt.target == "uploader":
             TALLY.kills += 1
 
-    @rule(agency=st.sampled_from(AGENCIES), edit=EDITS)
+    @precondition(lambda self: any(not a.done for a in self.agencies.values()))
+    @rule(data=st.data(), edit=EDITS)
     @guarded
-    def edit(self, agency: int, edit) -> None:
+    def edit(self, data, edit) -> None:
+        """Edit the file of an agency that has not finished (after done, bets are refused anyway)."""
         TALLY.steps += 1
+        agency = data.draw(st.sampled_from([n for n, a in self.agencies.items() if not a.done]), label="agency")
         a = self.agencies[agency]
         self._observe()  # settle what the last run stored before the file changes
         lines = a.file.lines
+        invalid = [i for i, line in enumerate(lines) if line.kind == INVALID]
         if isinstance(edit, FixInvalidInPlace):
-            invalid = [i for i, line in enumerate(lines) if line.kind == INVALID]
             if invalid:
                 where = invalid[edit.which % len(invalid)]
                 lines[where] = self._fixed(a, lines[where])
+        elif isinstance(edit, DeleteInvalidLine):
+            if invalid:
+                del lines[invalid[edit.which % len(invalid)]]
         elif isinstance(edit, DeleteLine):
             if lines:
                 del lines[edit.where % len(lines)]
