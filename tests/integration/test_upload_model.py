@@ -188,6 +188,9 @@ EDITS = st.one_of(
         st.builds(ToggleBom),
     ),
 )
+# Small batches often: a file of 5-60 bets needs several chunks for ranges to be stored after a
+# rejected one (with concurrency) or before an interruption.
+BATCH_SIZES = st.one_of(st.integers(1, 6), st.integers(1, 50))
 INTERRUPTS = st.one_of(
     st.none(),
     st.builds(
@@ -309,7 +312,7 @@ class UploadProtocol(RuleBasedStateMachine):
 
     @rule(
         agency=st.sampled_from(AGENCIES),
-        batch_size=st.integers(1, 50),
+        batch_size=BATCH_SIZES,
         concurrency=st.integers(1, 4),
         follow_advice=st.booleans(),
         interrupt=INTERRUPTS,
@@ -322,7 +325,7 @@ class UploadProtocol(RuleBasedStateMachine):
 
     @rule(
         pick=st.integers(0, 1),
-        batch_size=st.integers(1, 50),
+        batch_size=BATCH_SIZES,
         concurrency=st.integers(1, 4),
         follow_advice=st.booleans(),
         interrupt=INTERRUPTS,
