@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format faults bench serve clean agency-tool
+.PHONY: install demo test lint format faults model-long bench serve clean agency-tool
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ format: $(STAMP)
 ## Only the fault-injection tests.
 faults: $(STAMP)
 	$(PY) -m pytest -q -m faults
+
+## The model-based upload test, long: LOTTERY_MODEL_EXAMPLES examples (500 unless set).
+model-long: $(STAMP)
+	LOTTERY_MODEL_EXAMPLES=$${LOTTERY_MODEL_EXAMPLES:-500} $(PY) -m pytest -q -m model
 
 ## Benchmarks: prints a table and writes bench/results.json.
 bench: $(STAMP)
