@@ -27,8 +27,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("./data"), description="Where bets.csv and the round's other files live; created if missing."
     )
-    agencies: int = Field(5, ge=1, le=10_000, description="Agencies in the round: ids 1..N.")
-    winning_number: int = Field(WINNING_NUMBER, ge=0, le=9999, description="A bet wins when its number equals this.")
+    agencies: int = Field(
+        5, ge=1, le=10_000, description="Agencies of a new round: ids 1..N (a round keeps the count it opened with)."
+    )
+    winning_number: int = Field(
+        WINNING_NUMBER,
+        ge=0,
+        le=9999,
+        description="Winning number of a new round (a round keeps the number it opened with).",
+    )
     max_body_bytes: int = Field(
         16 * MiB,
         ge=1024,
