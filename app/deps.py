@@ -38,34 +38,52 @@ StoreDep = Annotated[Store, Depends(get_store)]
 
 # auto_error=False: a missing header is our 401 problem, not FastAPI's 403. Declaring the
 # scheme also gives the docs page its Authorize button.
-_bearer = HTTPBearer(auto_error=False, description="The agency's token, when the server has LOTTERY_TOKENS_FILE")
+_bearer = HTTPBearer(
+    auto_error=False, description="An agency's or the operator's token, when the server has LOTTERY_TOKENS_FILE"
+)
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 _MAX_AGENCY_DIGITS = 5  # agencies are 1..10,000 (LOTTERY_AGENCIES): never an int() of a huge string
 
 
-def token_owner(request: Request, credentials: HTTPAuthorizationCredentials | None) -> int | None:
-    """The agency whose token came with the request; None when tokens are off; 401 otherwise."""
-    tokens = request.app.state.tokens
-    if tokens is None:
+def presented_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The request's bearer token; None when tokens are off; 401 when there is none."""
+    if request.app.state.tokens is None:
         return None
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
-    owner = tokens.owner(credentials.credentials)
+    return credentials.credentials
+
+
+def token_owner(request: Request, credentials: HTTPAuthorizationCredentials | None) -> int | None:
+    """The agency whose token came with the request; None when tokens are off; 401 otherwise."""
+    token = presented_token(request, credentials)
+    if token is None:
+        return None
+    owner = request.app.state.tokens.owner(token)
     if owner is None:
         raise Unauthorized("the bearer token is not valid")
     return owner
 
 
 async def any_token(request: Request, credentials: CredentialsDep) -> None:
-    """With tokens configured: 401 without a valid token, the operator's or some agency's."""
-    tokens = request.app.state.tokens
-    if tokens is None:
-        return
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
-    if not tokens.may_view(credentials.credentials):
+    """Reads of the round (/status, /rounds, the operator's page): the operator's token or any agency's."""
+    token = presented_token(request, credentials)
+    if token is not None and not request.app.state.tokens.may_view(token):
         raise Unauthorized("the bearer token is not valid")
+
+
+async def operator_token(request: Request, credentials: CredentialsDep) -> None:
+    """Acts of the operator (opening a round): 401 without a valid token, 403 with an agency's."""
+    token = presented_token(request, credentials)
+    if token is None:
+        return
+    tokens = request.app.state.tokens
+    if tokens.is_operator(token):
+        return
+    if tokens.owner(token) is not None:
+        raise Forbidden("this is an agency's token: only the operator opens a round")
+    raise Unauthorized("the bearer token is not valid")
 
 
 def canonical_agency(text: str) -> bool:

@@ -10,38 +10,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
-from app.deps import StoreDep
-from app.problems import Forbidden, Unauthorized, documented
+from app.deps import StoreDep, operator_token
+from app.problems import documented
 from app.routes import agencies
 from app.routes.operator import viewer
 from app.store import RoundInfo
 
 PAGE_SIZE = 20
 
-_bearer = HTTPBearer(auto_error=False, description="The operator's token, when the server has LOTTERY_TOKENS_FILE")
-
-
-async def operator(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """With tokens configured: 401 without a valid token, 403 with an agency's token."""
-    tokens = request.app.state.tokens
-    if tokens is None:
-        return
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
-    if tokens.is_operator(credentials.credentials):
-        return
-    if tokens.owner(credentials.credentials) is not None:
-        raise Forbidden("this is an agency's token: only the operator opens a round")
-    raise Unauthorized("the bearer token is not valid")
+operator = operator_token  # opening a round is the operator's act (app/deps.py)
 
 
 async def round_path(round: Annotated[int, Path(ge=1, le=10**9, description="Round id: 1, 2, 3, ...")]) -> int:
