@@ -24,7 +24,8 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as a bare
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-async def get_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
+    """This app's settings (as created: a round's own parameters applied), not the environment's."""
     return request.app.state.settings
 
 
@@ -32,7 +33,7 @@ async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 
 

@@ -58,10 +58,11 @@ def measure(data_dir: Path) -> dict:
 
 
 def main() -> None:
+    from app.domain import WINNING_NUMBER
     from app.store.files import FileStore
 
     data_dir = Path(sys.argv[1])
-    store = FileStore(data_dir, agencies=1, winning_number=7574)
+    store = FileStore(data_dir, agencies=1, winning_number=WINNING_NUMBER)
     started = time.perf_counter()
     receipt = store.mark_done(1)
     seconds = time.perf_counter() - started

@@ -97,7 +97,7 @@ def store_ceiling(database_url: str | None = None, *, writers: int = 4, chunks: 
     import threading
     import time
 
-    from app.domain import encode_rows
+    from app.domain import WINNING_NUMBER, encode_rows
     from app.store import Chunk, UploadSpan
     from app.store.postgres import PostgresStore
 
@@ -119,7 +119,7 @@ def store_ceiling(database_url: str | None = None, *, writers: int = 4, chunks: 
         for a in range(1, writers + 1)
     }
     with round_database(database_url or bench_database_url()) as url:
-        store = PostgresStore(url, writers, 7574)
+        store = PostgresStore(url, writers, WINNING_NUMBER)
         try:
 
             def write(agency: int) -> None:

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.domain import WINNING_NUMBER
 from app.store import Chunk, UploadSpan
 from app.store.files import FileStore
 
@@ -36,7 +37,7 @@ def _ms_per_chunk(store: FileStore, chunks: list[Chunk]) -> float:
 def measure(chunks: int = 30_000, window: int = 1000) -> dict:
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(prefix="bench-ranges-", dir=shm if shm.is_dir() else None) as tmp:
-        store = FileStore(Path(tmp), agencies=1, winning_number=7574)
+        store = FileStore(Path(tmp), agencies=1, winning_number=WINNING_NUMBER)
         first = _ms_per_chunk(store, [_chunk(i) for i in range(window)])
         _ms_per_chunk(store, [_chunk(i) for i in range(window, chunks)])
         later = _ms_per_chunk(store, [_chunk(i) for i in range(chunks, chunks + window)])
