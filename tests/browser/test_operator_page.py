@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -111,10 +112,15 @@ def uploader(server: Server, agency: int, path: Path, token: str) -> subprocess.
     )
 
 
-def wait_for_log(server: Server, text: str, timeout: float = 120) -> None:
+def wait_for_log(server: Server, text: str, uploaders: list[subprocess.Popen], timeout: float = 120) -> None:
+    """Until the server logs ``text``; on failure, what the uploaders and the server said."""
     deadline = time.monotonic() + timeout
     while text not in server.log():
-        assert time.monotonic() < deadline, f"the server never logged {text!r}"
+        if time.monotonic() >= deadline:
+            for proc in uploaders:
+                proc.kill()
+            said = "\n".join(f"uploader exit {p.wait()}: {p.communicate()[1][-2000:]}" for p in uploaders)
+            raise AssertionError(f"the server never logged {text!r}\n{said}\nserver:\n{server.log()[-4000:]}")
         time.sleep(0.05)
 
 
@@ -132,6 +138,8 @@ def generated_files(where: Path) -> list[Path]:
 def test_a_round_as_the_operator_sees_it(secured, browser, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
+    # Every look waits as long as a person would on a busy machine, not Playwright's 5 s default.
+    expect.set_options(timeout=SEE)
     server, tokens = secured
     page = browser
     files = generated_files(tmp_path / "agencies")
@@ -166,14 +174,14 @@ def test_a_round_as_the_operator_sees_it(secured, browser, tmp_path: Path) -> No
     first = [uploader(server, a, files[a - 1], tokens[str(a)]) for a in (1, 2)]
     for agency in (1, 2):
         # The server's word first (uploaders may start slowly on a busy machine); then the page's.
-        wait_for_log(server, f"action: agencia_finalizada | result: success | agencia: {agency} |")
+        wait_for_log(server, f"action: agencia_finalizada | result: success | agencia: {agency} |", first)
         expect(page.locator(f'tr[data-agency="{agency}"] td').nth(4)).to_have_text("done", timeout=SEE)
         expect(page.locator(f'tr[data-agency="{agency}"] td').nth(1)).to_have_text(f"{BETS:,}", timeout=SEE)
     expect(page.locator("[data-testid=done-count]")).to_have_text("2")
     expect(page.locator(f'tr[data-agency="{AGENCIES}"] td').nth(4)).to_have_text("not yet")
     expect(page.locator("[data-testid=round-state]")).to_have_text("open, taking bets")
     expect(page.locator("[data-testid=draw]")).to_be_hidden()
-    assert page.locator("#rate polyline").get_attribute("points"), "the ingest rate chart drew nothing"
+    expect(page.locator("#rate polyline")).to_have_attribute("points", re.compile(r"\S"))  # the chart drew
     shot(page, "2-two-agencies-done")
 
     # The last agency: every row done, the total is what was uploaded, the draw is shown.
