@@ -34,13 +34,31 @@ class RoundApi:
         try:
             return self._api.request(method, path, **kwargs)
         except Rejected as error:
-            if error.status == 409 and error.problem.get("title") == "Not the current round":
-                current = error.problem.get("current_round")
-                raise ClientError(
-                    f"round {self.round} is over and the server's current round is now {current}: this uploader "
-                    f"stops, and sends nothing into round {current} (rerun it to upload into round {current})"
-                ) from None
+            if error.status == 409 and self.round is not None:
+                current = (
+                    error.problem.get("current_round")
+                    if error.problem.get("title") == "Not the current round"
+                    else None
+                )
+                if (
+                    current is None and method == "POST"
+                ):  # e.g. "the draw has already happened": did a round open since?
+                    current = self._newer_round()
+                if current is not None:
+                    raise ClientError(
+                        f"round {self.round} is over and the server's current round is now {current}: this uploader "
+                        f"stops, and sends nothing into round {current} (rerun it to upload into round {current})"
+                    ) from None
             raise
+
+    def _newer_round(self) -> int | None:
+        """The server's current round when it is not this one (None when it is, or on any doubt)."""
+        try:
+            response = self._api.request("GET", "/rounds", params={"limit": 1}, ok=(200, 404))
+            newest = response.json()["rounds"][0]["round"] if response.status_code == 200 else None
+        except (ClientError, KeyError, IndexError, ValueError):
+            return None
+        return newest if newest is not None and newest != self.round else None
 
 
 def target(api, agency: int, round_id: int | None) -> RoundApi:

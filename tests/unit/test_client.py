@@ -806,3 +806,29 @@ def test_an_untrusted_certificate_is_one_clear_error_not_retried() -> None:
         "if it uses a private CA, pass that CA's certificate with --cacert FILE (or LOTTERY_CACERT)"
     )
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("newest", [1, 2])
+def test_a_chunk_refused_because_its_round_was_drawn_names_the_next_round_when_one_opened(newest):
+    """A chunk in flight when its round was drawn gets 409 "the draw has already happened"; if a
+    newer round opened meanwhile the uploader says so (and sends nothing there), else the 409 stands."""
+    from client.http import Api, Rejected
+    from client.rounds import RoundApi
+
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        if request.url.path == "/rounds":
+            return httpx.Response(200, json={"rounds": [{"round": newest}]})
+        problem = {"title": "Agency closed", "status": 409, "detail": "the draw has already happened"}
+        return httpx.Response(409, json=problem, headers={"content-type": "application/problem+json"})
+
+    api = RoundApi(Api("http://lottery.test", retries=0, transport=httpx.MockTransport(handler)), 1)
+    if newest == 1:
+        with pytest.raises(Rejected, match="the draw has already happened"):
+            api.request("POST", "/agencies/1/bets", content=b"x")
+    else:
+        with pytest.raises(ClientError, match="round 1 is over and the server's current round is now 2"):
+            api.request("POST", "/agencies/1/bets", content=b"x")
+    assert seen == [("POST", "/rounds/1/agencies/1/bets"), ("GET", "/rounds")]
