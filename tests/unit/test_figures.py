@@ -11,15 +11,22 @@ from pathlib import Path
 from tests.figures import ROOT, table
 
 SUITE = """
-from tests.figures import record
+from collections import Counter
+
+from tests.figures import lost_and_duplicated, record
 
 def test_measures_then_fails():
-    record("measured, then failed", faults=3, lost=1)
-    assert False, "one bet lost"
+    sent, read_back = Counter(["a", "b", "c"]), Counter(["a", "b"])  # what a run sent and found stored
+    kills = ["worker 1", "worker 2", "worker 3"]
+    lost, _ = lost_and_duplicated(sent, read_back)
+    record("measured, then failed", faults=len(kills), lost=lost)
+    assert lost == 0, "one bet lost"
 
 def test_measures_and_passes():
-    record("measured and passed", fuzzed=10)
-    record("measured and passed", errors_5xx=0)  # the same figure, measured in two steps
+    inputs = list(range(10))
+    record("measured and passed", fuzzed=len(inputs))
+    statuses = [201 for _ in inputs]
+    record("measured and passed", errors_5xx=sum(s >= 500 for s in statuses))  # the same figure, in two steps
 
 def test_fails_before_measuring():
     assert False
