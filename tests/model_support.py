@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
@@ -35,6 +34,7 @@ import httpx
 
 from devtools.server import ROOT
 from tests.helpers import round_file
+from tests.support.uploader import uploader_env
 
 HEADER = "first_name,last_name,document,birthdate,number"
 BOM = b"\xef\xbb\xbf"
@@ -142,11 +142,6 @@ def parse_run(code: int, stdout: str, stderr: str, interrupted: str | None) -> R
         interrupted=interrupted,
         error=errors[-1].strip() if errors else None,
     )
-
-
-def uploader_env() -> dict[str, str]:
-    """The test's environment without LOTTERY_* settings, so only the command line counts."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
 
 
 @dataclass

@@ -12,7 +12,6 @@ Screenshots go to ``.pytest_cache/artifacts/browser/`` (the path is printed).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import pytest
 from app import tokens as tokens_module
 from devtools.server import ROOT, Server
 from tests.postgres_db import fresh_database
+from tests.support.uploader import uploader
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -99,16 +99,10 @@ def secured(request, tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
         yield stack.enter_context(Server(tmp_path / "data", workers=3, agencies=AGENCIES, env=env)), tokens
 
 
-def uploader(server: Server, agency: int, path: Path, token: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "client", "run", "--server", server.url, "--agency", str(agency), "--file", str(path)]
-        + ["--token", token, "--batch-size", "500", "--quiet", "--json"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def upload(server: Server, agency: int, path: Path, token: str) -> subprocess.Popen:
+    return uploader(
+        *("run", "--server", server.url, "--agency", str(agency), "--file", str(path)),
+        *("--token", token, "--batch-size", "500", "--quiet", "--json"),
     )
 
 
@@ -171,7 +165,7 @@ def test_a_round_as_the_operator_sees_it(secured, browser, tmp_path: Path) -> No
     assert tokens["operator"] not in page.content()
 
     # Two agencies upload and say done: their rows turn done; the round stays open.
-    first = [uploader(server, a, files[a - 1], tokens[str(a)]) for a in (1, 2)]
+    first = [upload(server, a, files[a - 1], tokens[str(a)]) for a in (1, 2)]
     for agency in (1, 2):
         # The server's word first (uploaders may start slowly on a busy machine); then the page's.
         wait_for_log(server, f"action: agencia_finalizada | result: success | agencia: {agency} |", first)
@@ -185,7 +179,7 @@ def test_a_round_as_the_operator_sees_it(secured, browser, tmp_path: Path) -> No
     shot(page, "2-two-agencies-done")
 
     # The last agency: every row done, the total is what was uploaded, the draw is shown.
-    last = uploader(server, AGENCIES, files[-1], tokens[str(AGENCIES)])
+    last = upload(server, AGENCIES, files[-1], tokens[str(AGENCIES)])
     results = {}
     for agency, proc in zip(range(1, AGENCIES + 1), [*first, last], strict=True):
         out, err = proc.communicate(timeout=120)

@@ -7,9 +7,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,8 +17,9 @@ import httpx
 
 from app.domain import WINNING_NUMBER as WINNING
 from app.domain import latest_birthdate, parse_number_text, validate_bet
-from devtools.server import ROOT, Server
+from devtools.server import Server
 from tests.helpers import read_agency_file, round_file
+from tests.support.uploader import uploader
 
 SORTEO = "action: sorteo | result: success"
 
@@ -49,18 +48,6 @@ class Unexpected5xx:
             self._provoking = False
 
 
-def uploader(*args: str, env: dict | None = None) -> subprocess.Popen:
-    """``python -m client ...`` as its own process; stdout/stderr captured as text."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "client", *args],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def run_uploaders(url: str, files: dict[int, Path], *extra: str) -> dict[int, subprocess.Popen]:
     return {
         a: uploader("run", "--agency", str(a), "--file", str(p), "--server", url, "--json", *extra)
@@ -82,19 +69,6 @@ def finish(procs: dict[int, subprocess.Popen], timeout: float) -> dict[int, tupl
             raise AssertionError(f"uploader {agency} still running after {timeout}s:\n{err[-3000:]}") from None
         results[agency] = (out, err, proc.returncode)
     return results
-
-
-def wait_for_bets(url: str, at_least: int, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            bets = httpx.get(url + "/status", timeout=5).json()["bets"]
-        except httpx.HTTPError:
-            bets = -1
-        if bets >= at_least:
-            return bets
-        time.sleep(0.02)
-    raise TimeoutError(f"fewer than {at_least} bets stored after {timeout}s")
 
 
 def wait_workers_loaded(server: Server, timeout: float = 30) -> None:

@@ -32,12 +32,12 @@ from tests.faults.support import (
     finish,
     ledger_end,
     run_uploaders,
-    wait_for_bets,
     wait_workers_loaded,
     winners_in_file_order,
 )
 from tests.figures import lost_and_duplicated, record
 from tests.helpers import expected_rows, round_file, stored_rows
+from tests.support.waits import wait_for_bets
 
 pytestmark = pytest.mark.faults
 

@@ -30,12 +30,12 @@ from tests.faults.support import (
     check_bets_file,
     finish,
     run_uploaders,
-    wait_for_bets,
     winners_in_file_order,
     winners_of,
 )
 from tests.figures import lost_and_duplicated, record
 from tests.helpers import expected_rows, round_file, stored_rows
+from tests.support.waits import wait_for_bets
 
 pytestmark = pytest.mark.faults
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,9 +18,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.server import ROOT, Server
+from devtools.server import Server
 from tests.conftest import DATASET_COUNTS
 from tests.postgres_db import fresh_database
+from tests.support.uploader import uploader
 
 WORKERS = 4
 SCRAPES = 24
@@ -54,17 +53,11 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 
 def run_uploaders(url: str, files: dict[int, Path]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
     procs = [
-        subprocess.Popen(
-            # Small chunks: many of them, so that every worker stores some.
-            [sys.executable, "-m", "client", "run", "--server", url, "--agency", str(agency), "--file", str(path)]
-            + ["--batch-size", "1000", "--quiet", "--json"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        # Small chunks: many of them, so that every worker stores some.
+        uploader(
+            *("run", "--server", url, "--agency", str(agency), "--file", str(path)),
+            *("--batch-size", "1000", "--quiet", "--json"),
         )
         for agency, path in files.items()
     ]

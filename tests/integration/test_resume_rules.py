@@ -19,7 +19,7 @@ import pytest
 
 from devtools.server import Server
 from tests.helpers import stored_rows
-from tests.integration.test_uploader import uploader
+from tests.support.uploader import run_uploader, uploader
 
 HEADER = "first_name,last_name,document,birthdate,number"
 
@@ -104,9 +104,7 @@ def as_stored(lines: list[str]) -> Counter:
 
 
 def run(path: Path, url: str, *args: str):
-    proc = uploader("run", "--agency", "1", "--file", str(path), "--server", url, *args)
-    out, err = proc.communicate(timeout=60)
-    return proc.returncode, out, err
+    return run_uploader("run", "--agency", "1", "--file", str(path), "--server", url, *args, timeout=60)
 
 
 # -- item 1: lines that are not bets never shift a resumed upload ------------------------------
@@ -140,17 +138,8 @@ def test_a_resumed_upload_stores_each_bet_once_whatever_lines_the_file_skips(tmp
     upload = content_upload_id(path)
     with Server(tmp_path / "data", workers=2, agencies=1) as server, HoldingProxy(server.port, allow=2) as proxy:
         first = uploader(
-            "run",
-            "--agency",
-            "1",
-            "--file",
-            str(path),
-            "--server",
-            proxy.url,
-            "--batch-size",
-            "5",
-            "--concurrency",
-            "1",
+            *("run", "--agency", "1", "--file", str(path), "--server", proxy.url),
+            *("--batch-size", "5", "--concurrency", "1"),
         )
         while not proxy.held.wait(0.05):  # the third chunk reached the proxy, or the uploader ended
             assert first.poll() is None, first.communicate(timeout=10)

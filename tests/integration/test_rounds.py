@@ -27,18 +27,7 @@ from client.generate import generate
 from devtools.server import ROOT, Server
 from tests.helpers import expected_rows, read_agency_file, stored_rows
 from tests.postgres_db import fresh_database, require_postgres
-
-
-def uploader(*args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "client", *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+from tests.support.uploader import run_uploader, uploader
 
 
 def run_round(server: Server, secrets: Path, files: dict[int, Path]) -> dict[int, tuple[list[str], str]]:
@@ -156,13 +145,13 @@ def test_three_rounds_back_to_back(tmp_path: Path, dataset: Path, database_url: 
         assert r.status_code == 201 and (r.json()["agencies"], r.json()["winning_number"]) == (2, 9)
 
         # the same file stored whole in an earlier round is not sent again silently
-        repeat = uploader(
+        code, _, err = run_uploader(
             "run",
             *("--agency", "1", "--file", str(round_1[1]), "--server", server.url),
             *("--token-file", str(secrets / "agency-1.token")),
+            timeout=60,
         )
-        _, err = repeat.communicate(timeout=60)
-        assert repeat.returncode == 1 and "already uploaded whole in round 1" in err and "--again" in err
+        assert code == 1 and "already uploaded whole in round 1" in err and "--again" in err
         assert httpx.get(server.url + "/rounds/3", headers=operator).json()["bets"] == 0
 
         results = run_round(server, secrets, round_3)
@@ -170,17 +159,18 @@ def test_three_rounds_back_to_back(tmp_path: Path, dataset: Path, database_url: 
 
         # -- history: every round kept, round 1's winners read after round 3 ------------------------------
         for a in round_1:
-            reader = uploader(
+            code, out, err = run_uploader(
                 "winners",
                 *("--agency", str(a), "--round", "1", "--server", server.url, "--json"),
                 *("--token-file", str(secrets / f"agency-{a}.token")),
+                timeout=60,
             )
-            out, err = reader.communicate(timeout=60)
-            assert reader.returncode == 0, err
+            assert code == 0, err
             assert sorted(json.loads(out)["winners"]) == winners_in(round_1, 7574)[a]
-        listing = uploader("rounds", "--server", server.url, "--json", "--token-file", str(secrets / "operator.token"))
-        out, err = listing.communicate(timeout=60)
-        assert listing.returncode == 0, err
+        code, out, err = run_uploader(
+            "rounds", "--server", server.url, "--json", "--token-file", str(secrets / "operator.token"), timeout=60
+        )
+        assert code == 0, err
         rounds = json.loads(out)
         assert [(r["round"], r["state"], r["agencies"], r["winning_number"]) for r in rounds] == [
             (3, "drawn", 2, 9),
@@ -229,14 +219,12 @@ def test_a_file_of_an_earlier_round_goes_again_only_with_again_and_then_resumes(
     files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=100_000, seed=6), 1))
     run = ("run", "--agency", "1", "--file", str(files[1]), "--batch-size", "1000")
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
-        first = uploader(*run, "--server", server.url, "--json")
-        out, err = first.communicate(timeout=120)
-        assert first.returncode == 0, err
+        code, out, err = run_uploader(*run, "--server", server.url, "--json")
+        assert code == 0, err
         assert httpx.post(server.url + "/rounds").status_code == 201
 
-        refused = uploader(*run, "--server", server.url)
-        _, err = refused.communicate(timeout=60)
-        assert refused.returncode == 1 and "already uploaded whole in round 1" in err
+        code, _, err = run_uploader(*run, "--server", server.url, timeout=60)
+        assert code == 1 and "already uploaded whole in round 1" in err
 
         again = uploader(*run, "--server", server.url, "--again")
         deadline = time.monotonic() + 60
@@ -248,9 +236,8 @@ def test_a_file_of_an_earlier_round_goes_again_only_with_again_and_then_resumes(
         assert 0 < partial < 100_000
 
         # begun in this round: a rerun resumes it, no --again needed
-        resumed = uploader(*run, "--server", server.url, "--json")
-        out_2, err = resumed.communicate(timeout=120)
-        assert resumed.returncode == 0, err
+        code, out_2, err = run_uploader(*run, "--server", server.url, "--json")
+        assert code == 0, err
         assert f"ya_almacenadas: {partial}" in err
         # the same bets, the same winning number: the same winners (in the order the chunks arrived)
         assert sorted(json.loads(out_2)["winners"]) == sorted(json.loads(out)["winners"])

@@ -8,9 +8,6 @@ output. Without a tokens file the master warns loudly; a malformed one stops it 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,8 +15,9 @@ import pytest
 
 from app import tokens as tokens_module
 from client.generate import generate
-from devtools.server import ROOT, Server
+from devtools.server import Server
 from tests.helpers import read_agency_file
+from tests.support.uploader import run_uploader, uploader
 
 AGENCIES = 3
 UPLOAD_ID = "sha256-feedbeef"
@@ -37,19 +35,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory):
         yield server, tokens, root
     finally:
         server.stop()
-
-
-def uploader(*args: str) -> subprocess.Popen:
-    """The uploader, with no LOTTERY_* variable of this shell leaking a token or a server into it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "client", *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -126,25 +111,18 @@ def test_uploader_with_token_file_runs_the_round_and_without_token_exits_1(secur
     server, tokens, root = secured
     files = dict(enumerate(generate(tmp_path / "in", agencies=2, bets=3_000, seed=9), 1))
 
-    refused = uploader("run", "--agency", "1", "--file", str(files[1]), "--server", server.url, "--retries", "1")
-    _, err = refused.communicate(timeout=60)
-    assert refused.returncode == 1
+    code, _, err = run_uploader(
+        "run", "--agency", "1", "--file", str(files[1]), "--server", server.url, "--retries", "1", timeout=60
+    )
+    assert code == 1
     errors = [line for line in err.splitlines() if "401" in line]
     assert len(errors) == 1 and "a valid token is required" in errors[0], err
     assert "Traceback" not in err
 
     procs = [
         uploader(
-            "run",
-            "--agency",
-            str(a),
-            "--file",
-            str(p),
-            "--server",
-            server.url,
-            "--json",
-            "--token-file",
-            str(root / "secrets" / f"agency-{a}.token"),
+            *("run", "--agency", str(a), "--file", str(p), "--server", server.url, "--json"),
+            *("--token-file", str(root / "secrets" / f"agency-{a}.token")),
         )
         for a, p in files.items()
     ]

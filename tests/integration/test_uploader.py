@@ -4,40 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from client.generate import generate
-from devtools.server import ROOT, Server
+from devtools.server import Server, free_port
 from tests.helpers import expected_rows, round_file, stored_rows
-
-
-def uploader(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "client", *args],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-        **kwargs,
-    )
-
-
-def wait_for_bets(url: str, at_least: int, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        bets = httpx.get(url + "/status", timeout=5).json()["bets"]
-        if bets >= at_least:
-            return bets
-        time.sleep(0.02)
-    raise TimeoutError(f"fewer than {at_least} bets stored after {timeout}s")
+from tests.support.uploader import run_uploader, uploader
+from tests.support.waits import wait_for_bets
 
 
 def test_five_uploaders_on_the_course_dataset(tmp_path: Path, dataset: Path) -> None:
@@ -60,50 +37,22 @@ def test_five_uploaders_on_the_course_dataset(tmp_path: Path, dataset: Path) -> 
 def test_killed_uploader_rerun_with_other_batch_size_stores_each_bet_once(tmp_path: Path) -> None:
     files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=150_000, seed=7), 1))
     with Server(tmp_path / "data", workers=3, agencies=1) as server:
-        first = uploader(
-            "run",
-            "--agency",
-            "1",
-            "--file",
-            str(files[1]),
-            "--server",
-            server.url,
-            "--batch-size",
-            "1000",
-            "--concurrency",
-            "2",
-        )
+        upload = ("run", "--agency", "1", "--file", str(files[1]), "--server", server.url)
+        first = uploader(*upload, "--batch-size", "1000", "--concurrency", "2")
         wait_for_bets(server.url, 20_000)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
         partial = httpx.get(server.url + "/status").json()["bets"]
         assert 0 < partial < 150_000
 
-        again = uploader(
-            "run",
-            "--agency",
-            "1",
-            "--file",
-            str(files[1]),
-            "--server",
-            server.url,
-            "--batch-size",
-            "777",
-            "--concurrency",
-            "3",
-        )
-        (
-            out,
-            err,
-        ) = again.communicate(timeout=120)
-        assert again.returncode == 0, err
+        code, out, err = run_uploader(*upload, "--batch-size", "777", "--concurrency", "3")
+        assert code == 0, err
         assert f"ya_almacenadas: {partial}" in err  # it skipped what was stored instead of resending
         assert stored_rows(server.data_dir) == expected_rows(files)
 
         # Killed after done, and run again: still nothing twice, and the winners again.
-        rerun = uploader("run", "--agency", "1", "--file", str(files[1]), "--server", server.url, "--batch-size", "5")
-        out2, err2 = rerun.communicate(timeout=60)
-        assert rerun.returncode == 0, err2
+        code, out2, err2 = run_uploader(*upload, "--batch-size", "5", timeout=60)
+        assert code == 0, err2
         assert out2 == out
         assert stored_rows(server.data_dir) == expected_rows(files)
 
@@ -114,17 +63,8 @@ def test_server_restart_during_upload_loses_and_doubles_nothing(tmp_path: Path) 
     try:
         procs = [
             uploader(
-                "run",
-                "--agency",
-                str(a),
-                "--file",
-                str(p),
-                "--server",
-                server.url,
-                "--batch-size",
-                "1000",
-                "--concurrency",
-                "2",
+                *("run", "--agency", str(a), "--file", str(p), "--server", server.url),
+                *("--batch-size", "1000", "--concurrency", "2"),
             )
             for a, p in files.items()
         ]
@@ -148,21 +88,9 @@ def test_rejected_chunk_names_the_file_line_and_stores_nothing_of_it(tmp_path: P
     lines[149] = "Ana,Gómez,12345678,1990-02-30,5\n"  # line 150: no February 30th
     path.write_text("".join(lines), encoding="utf-8")
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
-        proc = uploader(
-            "run",
-            "--agency",
-            "1",
-            "--file",
-            str(path),
-            "--server",
-            server.url,
-            "--batch-size",
-            "100",
-            "--concurrency",
-            "1",
-        )
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 1
+        upload = ("run", "--agency", "1", "--file", str(path), "--server", server.url)
+        code, _, err = run_uploader(*upload, "--batch-size", "100", "--concurrency", "1", timeout=60)
+        assert code == 1
         assert f"{path}:150: birthdate is not a valid calendar date" in err
         stored = stored_rows(server.data_dir)
         # Lines 101-200 were one chunk: none of them is stored; the first chunk is.
@@ -174,9 +102,8 @@ def test_malformed_csv_fails_before_sending_anything(tmp_path: Path) -> None:
     path = tmp_path / "agency-1.csv"
     path.write_text("Ana,Gómez,1,1990-01-01,5\nLuis,Pérez,2,1990-01-01\n", encoding="utf-8")
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
-        proc = uploader("run", "--agency", "1", "--file", str(path), "--server", server.url)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 1
+        code, _, err = run_uploader("run", "--agency", "1", "--file", str(path), "--server", server.url, timeout=30)
+        assert code == 1
         assert f"{path}:2: malformed CSV: 4 fields, expected 5" in err
         assert httpx.get(server.url + "/status").json()["bets"] == 0
 
@@ -192,9 +119,8 @@ def test_single_bet_mode_with_the_course_variables(tmp_path: Path) -> None:
             "LOTTERY_SERVER": server.url,
             "LOTTERY_AGENCY": "2",
         }
-        proc = uploader("bet", env=env)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
+        code, _, err = run_uploader("bet", env=env, timeout=30)
+        assert code == 0, err
         assert "action: apuesta_enviada | result: success | dni: 30904465 | numero: 7574" in err
         assert list(csv.reader(open(round_file(server.data_dir, "bets.csv"), encoding="utf-8"))) == [
             ["2", "Santiago Lionel", "Lorca", "30904465", "1999-03-17", "7574"]
@@ -202,50 +128,36 @@ def test_single_bet_mode_with_the_course_variables(tmp_path: Path) -> None:
 
 
 def test_clear_errors(tmp_path: Path) -> None:
-    missing = uploader("run", "--agency", "1", "--file", str(tmp_path / "nope.csv"), "--server", "http://127.0.0.1:9")
-    _, err = missing.communicate(timeout=30)
-    assert missing.returncode == 1 and "bets file not found" in err
+    code, _, err = run_uploader(
+        "run", "--agency", "1", "--file", str(tmp_path / "nope.csv"), "--server", "http://127.0.0.1:9", timeout=30
+    )
+    assert code == 1 and "bets file not found" in err
 
     path = tmp_path / "a.csv"
     path.write_text("Ana,Gómez,1,1990-01-01,5\n")
-    from devtools.server import free_port
-
     url = f"http://127.0.0.1:{free_port()}"
-    down = uploader("run", "--agency", "1", "--file", str(path), "--server", url, "--retries", "1")
-    _, err = down.communicate(timeout=30)
-    assert down.returncode == 1
+    code, _, err = run_uploader(
+        "run", "--agency", "1", "--file", str(path), "--server", url, "--retries", "1", timeout=30
+    )
+    assert code == 1
     assert f"after 2 attempts: server unreachable at {url}" in err  # --retries 1: one retry
     assert err.count("action: reintento") == 1
 
-    bad = uploader("run", "--agency", "zero", "--file", str(path))
-    _, err = bad.communicate(timeout=30)
-    assert bad.returncode == 2
+    assert run_uploader("run", "--agency", "zero", "--file", str(path), timeout=30).code == 2
 
 
 def test_sigterm_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=150_000, seed=5), 1))
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
-        proc = uploader(
-            "run",
-            "--agency",
-            "1",
-            "--file",
-            str(files[1]),
-            "--server",
-            server.url,
-            "--batch-size",
-            "1000",
-            "--concurrency",
-            "2",
-        )
+        upload = ("run", "--agency", "1", "--file", str(files[1]), "--server", server.url)
+        proc = uploader(*upload, "--batch-size", "1000", "--concurrency", "2")
         wait_for_bets(server.url, 10_000)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 128 + signal.SIGTERM
         assert "result: interrupted | signal: SIGTERM" in err
-        again = uploader("run", "--agency", "1", "--file", str(files[1]), "--server", server.url)
-        _, err = again.communicate(timeout=120)
-        assert again.returncode == 0, err
+        code, _, err = run_uploader(*upload)
+        assert code == 0, err
         assert stored_rows(server.data_dir) == expected_rows(files)
 
 

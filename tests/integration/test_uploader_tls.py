@@ -12,7 +12,7 @@ import pytest
 from client.generate import generate
 from devtools.server import Server
 from tests.helpers import expected_rows, stored_rows
-from tests.integration.test_uploader import uploader
+from tests.support.uploader import uploader
 
 trustme = pytest.importorskip("trustme")
 

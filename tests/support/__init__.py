@@ -1,0 +1,1 @@
+"""Helpers several test layers share, one small module a job."""
