@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format faults model-long bench serve clean agency-tool
+.PHONY: install demo test test-long lint format faults model-long bench serve clean agency-tool
 
 install: $(STAMP)
 
@@ -19,9 +19,17 @@ $(STAMP): requirements.txt requirements-runtime.txt
 demo: $(STAMP)
 	$(PY) -m devtools.demo $(if $(KEEP),--keep)
 
-## The test suite (fault injection included).
+## The test suite, about 3 minutes on 2 cores: every layer (unit, API, contract, integration on
+## real gunicorn and PostgreSQL, disk faults, fuzzing of the parsers). Tests marked `long` are
+## left to `make test-long`; `pytest path::test` still runs any one test, long or not.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not long"
+
+## What must stay long (marker `long`): schemathesis on live servers, the model-based upload
+## test, the browser, three rounds back to back, server and worker kills, the README run as
+## written. CI runs `make test`, then this: together, every test.
+test-long: $(STAMP)
+	$(PY) -m pytest -q -m long
 
 ## Style: ruff's lint rules and formatting, checked (CI runs this).
 lint: $(STAMP)

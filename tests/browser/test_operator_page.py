@@ -45,7 +45,10 @@ BETS = 4000  # per agency: a few chunks each at --batch-size 500
 SEE = 10_000  # ms a person may wait for the page to show something (it updates within a second)
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements.txt")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+pytestmark = [
+    pytest.mark.long,  # a browser and whole rounds: `make test-long`
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+]
 
 
 def shot(page, name: str, full_page: bool = True) -> Path:

@@ -140,6 +140,7 @@ def test_every_upload_example_carries_an_idempotency_key():
     assert commands_by_key and all(len(c) == 1 for c in commands_by_key.values()), commands_by_key
 
 
+@pytest.mark.long  # a whole round by hand, as the README says: `make test-long`
 def test_the_readme_runs_as_written(checkout: Path, dataset: Path):
     data = checkout / "data"
 

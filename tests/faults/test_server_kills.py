@@ -39,7 +39,8 @@ from tests.figures import lost_and_duplicated, record
 from tests.helpers import expected_rows, round_file, stored_rows
 from tests.support.waits import wait_for_bets
 
-pytestmark = pytest.mark.faults
+# Long: `make test-long` runs it (CI runs both); `make faults` runs every fault test.
+pytestmark = [pytest.mark.faults, pytest.mark.long]
 
 AGENCIES = 5
 # What a writer killed mid-append leaves: whole rows past the committed end, then half a row,

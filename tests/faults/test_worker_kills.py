@@ -37,7 +37,8 @@ from tests.figures import lost_and_duplicated, record
 from tests.helpers import expected_rows, round_file, stored_rows
 from tests.support.waits import wait_for_bets
 
-pytestmark = pytest.mark.faults
+# Long: `make test-long` runs it (CI runs both); `make faults` runs every fault test.
+pytestmark = [pytest.mark.faults, pytest.mark.long]
 
 AGENCIES = 5
 BETS = 20_000  # per agency: 80 chunks of 250 each, one at a time

@@ -47,10 +47,12 @@ from tests.figures import lost_and_duplicated, record
 from tests.helpers import round_file
 
 AGENCY = 1
-# Per operation and phase: 30 keeps `make test` short; LOTTERY_SCHEMATHESIS_EXAMPLES=500 for a long run.
+# Per operation and phase: 30 keeps `make test-long` short; LOTTERY_SCHEMATHESIS_EXAMPLES=500 for a longer run.
 MAX_EXAMPLES = int(os.environ.get("LOTTERY_SCHEMATHESIS_EXAMPLES") or 30)
 SEED = 7574  # fixed: CI explores the same cases each run; change it to explore others
 RUN_TIMEOUT = 90  # seconds per schemathesis run, whatever happens
+
+pytestmark = pytest.mark.long  # three schemathesis runs on live servers: `make test-long`
 
 
 @dataclass

@@ -83,6 +83,7 @@ def database_url(request) -> Iterator[str | None]:
         yield url
 
 
+@pytest.mark.long  # three whole rounds and a restart, on each backend: `make test-long`
 def test_three_rounds_back_to_back(tmp_path: Path, dataset: Path, database_url: str | None) -> None:
     secrets = tmp_path / "secrets"
     tokens = tokens_module.make(5)
