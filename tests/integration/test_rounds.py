@@ -29,6 +29,9 @@ from tests.helpers import expected_rows, read_agency_file, stored_rows
 from tests.postgres_db import fresh_database, require_postgres
 from tests.support.uploader import run_uploader, uploader
 
+# Per generated file: enough that a signal once 10 thousand are stored lands mid-upload.
+BETS = 60_000
+
 
 def run_round(server: Server, secrets: Path, files: dict[int, Path]) -> dict[int, tuple[list[str], str]]:
     """Every agency's uploader at once: each one's winners (from its --json output) and its stderr."""
@@ -197,7 +200,7 @@ def test_three_rounds_back_to_back(tmp_path: Path, dataset: Path, database_url: 
 def test_an_uploader_never_puts_bets_into_a_later_round(tmp_path: Path) -> None:
     """Paused mid-upload (SIGSTOP) while its round is drawn and the next one opens: on waking up it
     stops with a clear message, and the new round holds none of its bets."""
-    files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=150_000, seed=5), 1))
+    files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=BETS, seed=5), 1))
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
         proc = uploader("run", "--agency", "1", "--file", str(files[1]), "--server", server.url, "--batch-size", "1000")
         deadline = time.monotonic() + 60
@@ -217,7 +220,7 @@ def test_an_uploader_never_puts_bets_into_a_later_round(tmp_path: Path) -> None:
 
 
 def test_a_file_of_an_earlier_round_goes_again_only_with_again_and_then_resumes(tmp_path: Path) -> None:
-    files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=100_000, seed=6), 1))
+    files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=BETS, seed=6), 1))
     run = ("run", "--agency", "1", "--file", str(files[1]), "--batch-size", "1000")
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
         code, out, err = run_uploader(*run, "--server", server.url, "--json")
@@ -234,7 +237,7 @@ def test_a_file_of_an_earlier_round_goes_again_only_with_again_and_then_resumes(
         again.send_signal(signal.SIGKILL)
         again.communicate(timeout=10)
         partial = httpx.get(server.url + "/rounds/2").json()["bets"]
-        assert 0 < partial < 100_000
+        assert 0 < partial < BETS
 
         # begun in this round: a rerun resumes it, no --again needed
         code, out_2, err = run_uploader(*run, "--server", server.url, "--json")
@@ -242,5 +245,5 @@ def test_a_file_of_an_earlier_round_goes_again_only_with_again_and_then_resumes(
         assert f"ya_almacenadas: {partial}" in err
         # the same bets, the same winning number: the same winners (in the order the chunks arrived)
         assert sorted(json.loads(out_2)["winners"]) == sorted(json.loads(out)["winners"])
-        assert httpx.get(server.url + "/rounds/2").json()["bets"] == 100_000
+        assert httpx.get(server.url + "/rounds/2").json()["bets"] == BETS
         assert stored_rows(server.data_dir, 2) == stored_rows(server.data_dir, 1) == expected_rows(files)

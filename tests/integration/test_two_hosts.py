@@ -232,6 +232,7 @@ def test_two_hosts_one_round(tmp_path, database, agency_files):
             host.stop()
 
 
+@pytest.mark.long  # a fault (a host SIGKILLed), as in tests/faults: `make test-long`
 def test_a_host_killed_mid_upload_the_other_finishes(tmp_path, database, agency_files):
     hosts = start_hosts(tmp_path, database)
     pause_after = 6  # chunks 0..5 sent; chunks 6..15 after the kill, the odd ones meant for host 2

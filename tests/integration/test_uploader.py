@@ -9,12 +9,16 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from client.generate import generate
 from devtools.server import Server, free_port
 from tests.helpers import expected_rows, round_file, stored_rows
 from tests.support.uploader import run_uploader, uploader
 from tests.support.waits import wait_for_bets
+
+# Per generated file: enough that a kill once 10 or 20 thousand are stored lands mid-upload.
+BETS = 60_000
 
 
 def test_five_uploaders_on_the_course_dataset(tmp_path: Path, dataset: Path) -> None:
@@ -35,7 +39,7 @@ def test_five_uploaders_on_the_course_dataset(tmp_path: Path, dataset: Path) -> 
 
 
 def test_killed_uploader_rerun_with_other_batch_size_stores_each_bet_once(tmp_path: Path) -> None:
-    files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=150_000, seed=7), 1))
+    files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=BETS, seed=7), 1))
     with Server(tmp_path / "data", workers=3, agencies=1) as server:
         upload = ("run", "--agency", "1", "--file", str(files[1]), "--server", server.url)
         first = uploader(*upload, "--batch-size", "1000", "--concurrency", "2")
@@ -43,7 +47,7 @@ def test_killed_uploader_rerun_with_other_batch_size_stores_each_bet_once(tmp_pa
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
         partial = httpx.get(server.url + "/status").json()["bets"]
-        assert 0 < partial < 150_000
+        assert 0 < partial < BETS
 
         code, out, err = run_uploader(*upload, "--batch-size", "777", "--concurrency", "3")
         assert code == 0, err
@@ -57,8 +61,9 @@ def test_killed_uploader_rerun_with_other_batch_size_stores_each_bet_once(tmp_pa
         assert stored_rows(server.data_dir) == expected_rows(files)
 
 
+@pytest.mark.long  # a server restart mid-upload, as the fault tests do: `make test-long`
 def test_server_restart_during_upload_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    files = dict(enumerate(generate(tmp_path / "in", agencies=2, bets=100_000, seed=3), 1))
+    files = dict(enumerate(generate(tmp_path / "in", agencies=2, bets=BETS, seed=3), 1))
     server = Server(tmp_path / "data", workers=3, agencies=2).start()
     try:
         procs = [
@@ -147,7 +152,7 @@ def test_clear_errors(tmp_path: Path) -> None:
 
 
 def test_sigterm_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
-    files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=150_000, seed=5), 1))
+    files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=BETS, seed=5), 1))
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
         upload = ("run", "--agency", "1", "--file", str(files[1]), "--server", server.url)
         proc = uploader(*upload, "--batch-size", "1000", "--concurrency", "2")
