@@ -130,3 +130,18 @@ def table(records: list[dict]) -> list[str]:
 
     rule = "  ".join("-" * w for w in widths)
     return [fmt(headers), rule, *(fmt(row) for row in rows), rule, fmt(totals)]
+
+
+def main() -> None:
+    """``python -m tests.figures``: the table of every line in the figures file (one CI run's
+    ``make test`` and ``make test-long`` together, when both wrote to one ``$LOTTERY_FIGURES_FILE``)."""
+    try:
+        lines = path().read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []
+    records = [json.loads(line) for line in lines if line.strip()]
+    print("\n".join(table(records)) if records else f"no figures in {path()}")
+
+
+if __name__ == "__main__":
+    main()
