@@ -17,6 +17,7 @@ import pytest
 import trustme
 
 from devtools.server import ROOT, Server
+from tests.support.server import refused_start
 
 
 def trusting(ca: Path) -> ssl.SSLContext:
@@ -80,22 +81,13 @@ def test_a_bad_certificate_or_key_stops_the_server_with_one_line(tmp_path: Path,
     else:
         (tmp_path / "bad.crt").write_text("not a certificate\n")
         env = {"LOTTERY_TLS_CERT": str(tmp_path / "bad.crt"), "LOTTERY_TLS_KEY": str(key)}
-    server = Server(tmp_path / "data", workers=1, agencies=1, env=env)
-    with pytest.raises(RuntimeError):
-        server.start(timeout=20)
-    server.stop()
-    log = server.log()
-    lines = [line for line in log.splitlines() if "invalid setting" in line]
+    lines, log = refused_start(tmp_path / "data", env)
     assert len(lines) == 1 and lines[0].startswith("lottery: invalid setting: LOTTERY_TLS_CERT/LOTTERY_TLS_KEY: "), log
     assert "Traceback" not in log
 
 
 def test_a_certificate_without_a_key_stops_the_server_with_one_line(tmp_path: Path, pki) -> None:
-    server = Server(tmp_path / "data", workers=1, agencies=1, env={"LOTTERY_TLS_CERT": str(pki[0])})
-    with pytest.raises(RuntimeError):
-        server.start(timeout=20)
-    server.stop()
-    lines = [line for line in server.log().splitlines() if "invalid setting" in line]
+    lines, _ = refused_start(tmp_path / "data", {"LOTTERY_TLS_CERT": str(pki[0])})
     assert lines == ["lottery: invalid setting: LOTTERY_TLS_CERT and LOTTERY_TLS_KEY go together: set both or neither"]
 
 

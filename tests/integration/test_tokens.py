@@ -17,6 +17,7 @@ from app import tokens as tokens_module
 from client.generate import generate
 from devtools.server import Server
 from tests.helpers import read_agency_file
+from tests.support.server import refused_start
 from tests.support.uploader import run_uploader, uploader
 
 AGENCIES = 3
@@ -171,12 +172,7 @@ def test_open_server_warns_loudly(tmp_path: Path) -> None:
 def test_malformed_tokens_file_stops_the_server_with_one_line(tmp_path: Path, content: str) -> None:
     path = tmp_path / "tokens.json"
     path.write_text(content)
-    server = Server(tmp_path / "data", workers=1, agencies=2, env={"LOTTERY_TOKENS_FILE": str(path)})
-    with pytest.raises(RuntimeError):
-        server.start(timeout=20)
-    server.stop()
-    log = server.log()
-    lines = [line for line in log.splitlines() if "invalid setting" in line]
+    lines, log = refused_start(tmp_path / "data", {"LOTTERY_TOKENS_FILE": str(path)}, agencies=2)
     assert len(lines) == 1 and lines[0].startswith("lottery: invalid setting: LOTTERY_TOKENS_FILE: "), log
     assert "Traceback" not in log
     assert "short" not in lines[0]  # the message names the problem, never the token itself
