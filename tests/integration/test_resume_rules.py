@@ -8,9 +8,6 @@ next one, so the test knows exactly what was acknowledged when it kills the proc
 from __future__ import annotations
 
 import hashlib
-import re
-import socket
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -19,67 +16,10 @@ import pytest
 
 from devtools.server import Server
 from tests.helpers import stored_rows
+from tests.support.proxy import HoldingProxy
 from tests.support.uploader import run_uploader, uploader
 
 HEADER = "first_name,last_name,document,birthdate,number"
-
-
-class HoldingProxy:
-    """Forwards 127.0.0.1 TCP to ``port``; forwards ``allow`` requests holding ``marker``, holds the next."""
-
-    # A chunk request's line, on the current round's routes or a round's (the uploader uses those).
-    CHUNK = re.compile(rb"POST (?:/rounds/[0-9]+)?/agencies/[0-9]+/bets ")
-
-    def __init__(self, port: int, *, allow: int, marker: re.Pattern[bytes] = CHUNK):
-        self.port, self.allow, self.marker = port, allow, marker
-        self.seen = 0
-        self.held = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-
-    def __enter__(self) -> HoldingProxy:
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._listener.close()
-        for s in self._sockets:
-            s.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.port))
-            self._sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
-        try:
-            while data := source.recv(1 << 16):
-                if requests:
-                    data = self._gate(data)
-                    if data is None:
-                        continue  # held: swallowed, never reaches the server
-                sink.sendall(data)
-        except OSError:
-            pass
-
-    def _gate(self, data: bytes) -> bytes | None:
-        with self._lock:
-            if self.held.is_set():
-                return None
-            for found in self.marker.finditer(data):
-                if self.seen == self.allow:
-                    self.held.set()
-                    return data[: found.start()] or None
-                self.seen += 1
-            return data
 
 
 def content_upload_id(path: Path) -> str:

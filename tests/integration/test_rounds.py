@@ -27,6 +27,7 @@ from client.generate import generate
 from devtools.server import ROOT, Server
 from tests.helpers import expected_rows, read_agency_file, stored_rows
 from tests.postgres_db import fresh_database, require_postgres
+from tests.support.proxy import HoldingProxy, hold_after
 from tests.support.uploader import run_uploader, uploader
 
 # Per generated file: enough that a signal once 10 thousand are stored lands mid-upload.
@@ -230,14 +231,12 @@ def test_a_file_of_an_earlier_round_goes_again_only_with_again_and_then_resumes(
         code, _, err = run_uploader(*run, "--server", server.url, timeout=60)
         assert code == 1 and "already uploaded whole in round 1" in err
 
-        again = uploader(*run, "--server", server.url, "--again")
-        deadline = time.monotonic() + 60
-        while httpx.get(server.url + "/rounds/2").json()["bets"] < 10_000:  # an observed event, polled
-            assert time.monotonic() < deadline and again.poll() is None
-        again.send_signal(signal.SIGKILL)
-        again.communicate(timeout=10)
+        # Killed once 10 chunks are stored in round 2 and the next is held: nothing else in flight.
+        with HoldingProxy(server.port, allow=10) as proxy:
+            again = uploader(*run, "--server", proxy.url, "--again")
+            hold_after(proxy, again, lambda: httpx.get(server.url + "/rounds/2").json()["bets"], 10_000)
         partial = httpx.get(server.url + "/rounds/2").json()["bets"]
-        assert 0 < partial < BETS
+        assert partial == 10_000
 
         # begun in this round: a rerun resumes it, no --again needed
         code, out_2, err = run_uploader(*run, "--server", server.url, "--json")

@@ -14,6 +14,7 @@ import pytest
 from client.generate import generate
 from devtools.server import Server, free_port
 from tests.helpers import expected_rows, round_file, stored_rows
+from tests.support.proxy import HoldingProxy, hold_after
 from tests.support.uploader import run_uploader, uploader
 from tests.support.waits import wait_for_bets
 
@@ -40,15 +41,15 @@ def test_five_uploaders_on_the_course_dataset(tmp_path: Path, dataset: Path) -> 
 
 def test_killed_uploader_rerun_with_other_batch_size_stores_each_bet_once(tmp_path: Path) -> None:
     files = dict(enumerate(generate(tmp_path / "in", agencies=1, bets=BETS, seed=7), 1))
-    with Server(tmp_path / "data", workers=3, agencies=1) as server:
-        upload = ("run", "--agency", "1", "--file", str(files[1]), "--server", server.url)
-        first = uploader(*upload, "--batch-size", "1000", "--concurrency", "2")
-        wait_for_bets(server.url, 20_000)
-        first.send_signal(signal.SIGKILL)
-        first.communicate(timeout=10)
+    with Server(tmp_path / "data", workers=3, agencies=1) as server, HoldingProxy(server.port, allow=20) as proxy:
+        # Killed once 20 chunks of 1,000 are stored and the next is held: nothing else in flight.
+        upload = ("run", "--agency", "1", "--file", str(files[1]))
+        first = uploader(*upload, "--server", proxy.url, "--batch-size", "1000", "--concurrency", "2")
+        hold_after(proxy, first, lambda: httpx.get(server.url + "/status").json()["bets"], 20_000)
         partial = httpx.get(server.url + "/status").json()["bets"]
-        assert 0 < partial < BETS
+        assert partial == 20_000
 
+        upload = (*upload, "--server", server.url)
         code, out, err = run_uploader(*upload, "--batch-size", "777", "--concurrency", "3")
         assert code == 0, err
         assert f"ya_almacenadas: {partial}" in err  # it skipped what was stored instead of resending
