@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-runtime.txt
 demo: $(STAMP)
 	$(PY) -m devtools.demo $(if $(KEEP),--keep)
 
-## The test suite, about 3 minutes on 2 cores: every layer (unit, API, contract, integration on
+## The test suite, about 3½ minutes on 2 cores: every layer (unit, API, contract, integration on
 ## real gunicorn and PostgreSQL, disk faults, fuzzing of the parsers). Tests marked `long` are
 ## left to `make test-long`; `pytest path::test` still runs any one test, long or not.
 test: $(STAMP)
@@ -27,7 +27,7 @@ test: $(STAMP)
 
 ## What must stay long (marker `long`): schemathesis on live servers, the model-based upload
 ## test, the browser, three rounds back to back, server and worker kills, the README run as
-## written. CI runs `make test`, then this: together, every test.
+## written. About 3 minutes. CI runs `make test`, then this: together, every test.
 test-long: $(STAMP)
 	$(PY) -m pytest -q -m long
 
