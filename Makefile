@@ -41,7 +41,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Only the fault-injection tests.
+## Only the fault-injection tests, the long ones (server and worker kills) included.
 faults: $(STAMP)
 	$(PY) -m pytest -q -m faults
 
