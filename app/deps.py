@@ -106,21 +106,19 @@ def parse_agency(text: str, agencies: int | None) -> int:
     return int(text)
 
 
-async def agency_id(
-    agency: Annotated[
-        str,
-        # Read as text and checked by parse_agency (404, after the token), not by FastAPI (422,
-        # before it); the schema still says what it is: a whole number from 1.
-        Path(
-            description="Agency id, 1..N, in plain digits",
-            examples=[1],
-            json_schema_extra={"type": "integer", "minimum": 1},
-        ),
-    ],
-    request: Request,
-    store: StoreDep,
-    credentials: CredentialsDep,
-) -> int:
+# Read as text and checked by parse_agency (404, after the token), not by FastAPI (422, before
+# it); the schema still says what it is: a whole number from 1.
+AgencyText = Annotated[
+    str,
+    Path(
+        description="Agency id, 1..N, in plain digits",
+        examples=[1],
+        json_schema_extra={"type": "integer", "minimum": 1},
+    ),
+]
+
+
+def check_agency(request: Request, agency: str, credentials: HTTPAuthorizationCredentials | None) -> int:
     """The checked agency id; with tokens, only after the token is checked.
 
     Authentication comes first, so a caller without a valid token learns nothing about
@@ -129,6 +127,7 @@ async def agency_id(
     """
     owner = token_owner(request, credentials)
     # The requested round's agencies (the current round's on /agencies/...): rounds differ in size.
+    store = request.app.state.store
     agencies = round_agencies(store, requested_round(request), int(agency) if canonical_agency(agency) else 0)
     number = parse_agency(agency, agencies)
     if owner is not None and owner != number:
@@ -136,25 +135,40 @@ async def agency_id(
     return number
 
 
+async def agency_id(agency: AgencyText, request: Request, credentials: CredentialsDep) -> int:
+    return check_agency(request, agency, credentials)
+
+
 AgencyDep = Annotated[int, Depends(agency_id)]
 
 
-async def authorize(agency: AgencyDep) -> None:  # noqa: ARG001 - running agency_id is the point
-    """Every agency route checks the token and the id, even one that does not use the id."""
-
-
-async def idempotency_key(
-    key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description=(
-                "Optional, 1-255 visible ASCII characters. A retry with the same key stores nothing "
-                "more and gets the original answer; the same key with other bets gets 422."
-            ),
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description=(
+            "Optional, 1-255 visible ASCII characters. A retry with the same key stores nothing "
+            "more and gets the original answer; the same key with other bets gets 422."
         ),
-    ] = None,
-) -> str | None:
+    ),
+]
+UploadIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="Upload-Id",
+        description=("Optional: names one file being uploaded (e.g. a hash of it), 1-128 of A-Z a-z 0-9 . _ : -"),
+    ),
+]
+UploadOffsetHeader = Annotated[
+    str | None,
+    Header(
+        alias="Upload-Offset",
+        description=("With Upload-Id: index (0-based) of this chunk's first bet in that file."),
+    ),
+]
+
+
+def check_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
     if len(key) >= 2 and key[0] == key[-1] == '"':  # the IETF draft sends it as a quoted string
@@ -164,22 +178,7 @@ async def idempotency_key(
     return key
 
 
-async def upload_span(
-    upload_id: Annotated[
-        str | None,
-        Header(
-            alias="Upload-Id",
-            description=("Optional: names one file being uploaded (e.g. a hash of it), 1-128 of A-Z a-z 0-9 . _ : -"),
-        ),
-    ] = None,
-    upload_offset: Annotated[
-        str | None,
-        Header(
-            alias="Upload-Offset",
-            description=("With Upload-Id: index (0-based) of this chunk's first bet in that file."),
-        ),
-    ] = None,
-) -> UploadSpan | None:
+def check_upload_span(upload_id: str | None, upload_offset: str | None) -> UploadSpan | None:
     if upload_id is None and upload_offset is None:
         return None
     if upload_id is None or upload_offset is None:
@@ -241,7 +240,12 @@ def requested_round(request: Request) -> int | None:
     return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
 
 
-RoundDep = Annotated[int | None, Depends(requested_round)]
+async def round_param(request: Request) -> int | None:
+    """``requested_round`` as a dependency (async: a plain ``def`` would cost a thread hop)."""
+    return requested_round(request)
+
+
+RoundDep = Annotated[int | None, Depends(round_param)]
 
 
 def round_agencies(store: Store, round_id: int | None, agency: int) -> int | None:

@@ -9,7 +9,8 @@ at once, in 5,000-bet CSV chunks shaped like the uploader's (LF bodies, ``Upload
 the difference over the bets sent. The sender's own CPU is not counted. RSS is each worker's
 ``VmRSS`` at the end and its peak (``VmHWM``).
 
-The fixed cost of a request is measured the same way over many tiny requests to a minimal
+The fixed cost of a ``/bets`` request is measured the same way over 4,000 one-bet chunks (10
+agencies at once). The floor under it is measured over many tiny requests to a minimal
 app served by the same gunicorn config and worker class: a FastAPI route vs a raw ASGI
 callable (``bench/asgi_floor.py``), both answering a small JSON object.
 """
@@ -113,6 +114,23 @@ def per_bet(bets: int = 1_000_000, chunk: int = 5000, agencies: int = 10, worker
     }
 
 
+def per_small_chunk(chunks: int = 4000, workers: int = 2) -> float:
+    """µs of worker CPU per one-bet chunk: the fixed cost of a ``/bets`` request, all of it
+    (HTTP, routing, the id and header checks, the budget, the store's commit with its two
+    fdatasyncs, metrics, the log line)."""
+    agencies = 10
+    bodies = chunk_bodies(chunks // agencies, 1)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-chunk-") as tmp,
+        Server(Path(tmp) / "data", workers=workers, agencies=agencies) as server,
+    ):
+        pids = server.worker_pids()
+        asyncio.run(_send(server.url, agencies, bodies[:20], 1, "warm-up"))
+        before = cpu_seconds(pids)
+        asyncio.run(_send(server.url, agencies, bodies, 1, "measured"))
+        return (cpu_seconds(pids) - before) / (len(bodies) * agencies) * 1e6
+
+
 def per_request(app: str, requests: int = 3000, workers: int = 2) -> float:
     """µs of worker CPU per tiny GET to ``app`` (a module:attribute), on the server's config."""
     port = free_port()
@@ -179,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"  server CPU: {result['us_per_bet']:.3f} µs/bet (median of {args.runs}), 5,000-bet CSV chunks, 2 workers")
     if not args.no_floor:
+        result["small_chunk_us"] = per_small_chunk()
+        print(f"  fixed cost of a /bets request (one-bet chunks): {result['small_chunk_us']:.0f} µs of worker CPU")
         result["request_us_fastapi"] = per_request("bench.asgi_floor:fastapi_app")
         result["request_us_raw_asgi"] = per_request("bench.asgi_floor:raw_app")
         print(

@@ -87,6 +87,14 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
+def _size(path: str) -> int | None:
+    """The file's size; None when there is no such file."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
 def round_dir(data_dir: Path, round_id: int) -> Path:
     return Path(data_dir) / ROUNDS / f"{round_id:04d}"
 
@@ -277,6 +285,8 @@ class RoundFiles:
         self.done_path = self.dir / DONE
         self.winners_path = self.dir / WINNERS
         self.round_path = self.dir / ROUND
+        # The same paths as text, for the calls made on every commit (pathlib costs there).
+        self._bets_file, self._ledger_file = os.fspath(self.bets_path), os.fspath(self.ledger_path)
         # Threads of one worker queue on a plain lock, so at most one thread per process
         # polls the file lock; the file lock then orders the processes.
         self._thread_lock = threading.Lock()
@@ -365,14 +375,16 @@ class RoundFiles:
 
     def _recover(self) -> None:
         """Bring the cache up to date and cut off anything a crashed writer left uncommitted."""
-        if not self.ledger_path.exists():
-            if self.bets_path.exists() and self.bets_path.stat().st_size:
+        ledger_size = _size(self._ledger_file)
+        if ledger_size is None:
+            if _size(self._bets_file):
                 raise DataCorrupt(f"{self.bets_path} has bets but no {LEDGER}: refusing to guess what is committed")
             self._create_empty(self.ledger_path)
-        self._read_ledger()
+            ledger_size = 0
+        self._read_ledger(ledger_size)
         if not self._round_known:
             self._read_round()
-        size = self.bets_path.stat().st_size if self.bets_path.exists() else 0
+        size = _size(self._bets_file) or 0
         if size > self._index.end:
             # A writer died between writing its bets and committing them: drop the tail.
             with open(self.bets_path, "r+b") as f:
@@ -399,9 +411,8 @@ class RoundFiles:
         self.agencies, self.winning_number = value["agencies"], value["winning_number"]
         self._round_known = True
 
-    def _read_ledger(self) -> None:
+    def _read_ledger(self, size: int) -> None:
         index = self._index
-        size = self.ledger_path.stat().st_size
         if size < index.offset:  # the ledger was replaced (a new round): start over
             index = self._index = _LedgerIndex()
             self._round_known = False
@@ -444,7 +455,7 @@ class RoundFiles:
         write_atomically(path, lambda f: f.write(orjson.dumps(value)))
 
     @staticmethod
-    def _append(path: Path, data: bytes) -> None:
+    def _append(path: str, data: bytes) -> None:
         with open(path, "ab", buffering=0) as f:
             view = memoryview(data)
             while view:
@@ -539,9 +550,9 @@ class RoundFiles:
             return
         lines = b"".join(orjson.dumps(record) + b"\n" for _, record in accepted)
         try:
-            self._append(self.bets_path, b"".join(ticket.chunk.payload for ticket, _ in accepted))
+            self._append(self._bets_file, b"".join(ticket.chunk.payload for ticket, _ in accepted))
             # The commit point: until these lines are on disk the bets above do not exist.
-            self._append(self.ledger_path, lines)
+            self._append(self._ledger_file, lines)
         except OSError:
             self._undo_tail(ledger_size, bets_size)
             self._index = _LedgerIndex()  # drop the provisional entries: re-read the ledger next time
@@ -799,6 +810,7 @@ class FileStore(Store):
         self._guard = threading.Lock()
         self._rounds: dict[int, RoundFiles] = {}
         self._current = 0
+        self._next_dir: tuple[int, str] | None = None
         try:
             self._layout()
             self._round(self.current_round())  # opens (and checks) the current round's files now
@@ -823,9 +835,16 @@ class FileStore(Store):
 
     def current_round(self) -> int:
         self._layout()
-        if round_dir(self.dir, self._current + 1).exists():  # a stat: another worker opened a round
+        if os.path.exists(self._next_round_dir()):  # a stat: another worker opened a round
             self._current = round_ids(self.dir)[-1]
         return self._current
+
+    def _next_round_dir(self) -> str:
+        """The path a next round would take, kept as text: asked several times per request."""
+        cached = self._next_dir
+        if cached is None or cached[0] != self._current:
+            cached = self._next_dir = (self._current, os.fspath(round_dir(self.dir, self._current + 1)))
+        return cached[1]
 
     def _round(self, round_id: int | None) -> RoundFiles:
         if round_id is None:

@@ -52,7 +52,22 @@ def requests_for(agency_text: str) -> list[tuple[str, str, dict]]:
         ("POST", base + "/done", {}),
         ("GET", base + "/winners", {}),
         ("GET", base + "/uploads/u1", {}),
+        ("GET", base + "/uploads", {}),
     ]
+
+
+def test_every_agency_route_is_in_these_tests() -> None:
+    """The agency routes check the token and the id each in its own signature (no router-wide
+    dependency, for the hot path's sake): a new route must join the requests above."""
+    from app.routes.agencies import router
+
+    sent = {(method, path.replace("/agencies/x", "/agencies/{agency}")) for method, path, _ in requests_for("x")}
+    routes = {
+        (method, route.path.replace("/uploads/{upload_id}", "/uploads/u1"))
+        for route in router.routes
+        for method in route.methods
+    }
+    assert routes == sent
 
 
 @pytest.fixture(scope="module")
