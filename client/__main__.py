@@ -51,14 +51,29 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, width=max(width, 40) - 2)
 
 
-def _parser(prog: str = "python -m client") -> argparse.ArgumentParser:
+COMMANDS = ("run", "bet", "winners", "rounds", "generate")
+
+
+class _Skipped:
+    """Takes the options of a command this run is not: building them is most of the parser's cost."""
+
+    def add_argument(self, *_args, **_kwargs) -> None:
+        pass
+
+    def add_argument_group(self, *_args, **_kwargs) -> _Skipped:
+        return self
+
+
+def _parser(prog: str = "python -m client", only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``only``, every command is listed but only that one gets its options."""
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=WHERE_FROM, formatter_class=_Formatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,bet,winners,rounds,generate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
+        sub = commands.add_parser(
             name, help=summary, description=description, epilog=WHERE_FROM, formatter_class=_Formatter
         )
+        return sub if only in (None, name) else _Skipped()  # type: ignore[return-value]
 
     def common(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         required = p.add_argument_group("required (on the command line, in the environment or in --config)")
@@ -364,7 +379,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
     # Start-up builds thousands of objects (imports, the parser) and no cycles worth collecting:
     # fewer collections while it does (issue 15). Cycles are still collected, less often.
     gc.set_threshold(20_000, 50, 50)
-    args = _parser(prog).parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = _parser(prog, only=given[0] if given and given[0] in COMMANDS else None).parse_args(given)
     if args.command == "generate":
         from pathlib import Path
 

@@ -173,3 +173,26 @@ def test_every_request_carries_the_headers_the_client_always_sent(tmp_path: Path
         "0",
     )
     assert (as_json.content, as_json.headers["content-type"]) == (b'{"bets":[]}', "application/json")
+
+
+# -- the command line: only the command being run gets its options built ------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "bet", "winners", "rounds", "generate"])
+def test_a_parser_built_for_one_command_reads_and_helps_it_as_the_whole_one(command: str, capsys) -> None:
+    from client.__main__ import _parser
+
+    def outcome(only: str | None, argv: list[str]) -> tuple:
+        try:
+            parsed = vars(_parser(only=only).parse_args(argv))
+        except SystemExit as exit:
+            parsed = exit.code
+        return parsed, capsys.readouterr()
+
+    for argv in (
+        [command, "--help"],
+        [command, "--agency", "3", "--server", "h:1", "--json", "--round", "2", "--file", "f", "--out", "o"],
+        [command, "--agency", "x"],
+        [command, "--no-such-option"],
+    ):
+        assert outcome(command, argv) == outcome(None, argv)
