@@ -280,10 +280,11 @@ def cmd_run(options: Options, stop) -> int:
         if not os.path.exists(options.file):  # said before any request, as the upload itself would
             raise ClientError(f"bets file not found: {options.file}")
         api = rounds.target(api, options.agency, options.round)
+        scanned = None
         if not options.again and api.round not in (None, 1):
             from client.upload import scan
 
-            scanned = scan(options.file)
+            scanned = scan(options.file)  # reused by the upload: the file is read and checked once
             rounds.refuse_repeat(api, options.agency, options.upload_id or scanned.upload_id, scanned.bets)
         started = time.monotonic()
         uploader = Uploader(
@@ -295,6 +296,7 @@ def cmd_run(options: Options, stop) -> int:
             options.upload_id,
             progress,
             another_file=options.another_file,
+            scanned=scanned,
         )
         total = uploader.run()
         if progress:

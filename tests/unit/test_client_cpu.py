@@ -196,3 +196,47 @@ def test_a_parser_built_for_one_command_reads_and_helps_it_as_the_whole_one(comm
         [command, "--no-such-option"],
     ):
         assert outcome(command, argv) == outcome(None, argv)
+
+
+# -- a later round reads the file once ------------------------------------------------------------
+
+
+def test_a_run_in_a_later_round_reads_its_file_once(tmp_path: Path, monkeypatch, capsys) -> None:
+    import client.__main__
+    import client.lines
+    from client.http import Api
+
+    path, _ = _file(tmp_path, 10)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        route = request.url.path
+        if route == "/rounds":
+            return httpx.Response(200, json={"rounds": [{"round": 2, "state": "open", "agencies": 1}]})
+        if route.startswith("/rounds/1/"):  # the earlier round never saw this file
+            return httpx.Response(404, json={"title": "Not Found"})
+        if route.endswith("/uploads"):
+            return httpx.Response(200, json={"uploads": []})
+        if "/uploads/" in route:
+            return httpx.Response(200, json={"upload_id": "x", "committed": [], "bets": 0, "spans": []})
+        if route.endswith("/bets"):
+            return httpx.Response(201, json={"stored": request.content.count(b"\n")})
+        if route.endswith("/done"):
+            return httpx.Response(200, json={"done": 1, "expected": 1})
+        return httpx.Response(200, json={"winners": ["30000001"]})
+
+    reads = []
+    raw_blocks = client.lines.raw_blocks
+
+    def counted(*args, **kwargs):
+        reads.append(args[0])
+        return raw_blocks(*args, **kwargs)
+
+    monkeypatch.setattr(client.lines, "raw_blocks", counted)
+    monkeypatch.setattr(
+        client.__main__,
+        "_api",
+        lambda options, stop=None: Api(options.server, stop=stop, transport=httpx.MockTransport(handler)),
+    )
+    assert client.__main__.main(["run", "--agency", "1", "--file", str(path), "--server", "http://t", "--json"]) == 0
+    assert capsys.readouterr().out == '{"agency": 1, "winners": ["30000001"]}\n'
+    assert reads == [str(path)]
