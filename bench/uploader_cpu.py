@@ -71,13 +71,20 @@ def python_cpu_seconds(code: str) -> float:
 
 
 def floor_seconds(runs: int) -> tuple[float, float]:
-    """(bare interpreter, interpreter + ``import httpx, httpcore`` as the uploader imports them): medians."""
-    from client.__main__ import UNUSED_OPTIONAL_MODULES
+    """(bare interpreter, interpreter + ``import httpx, httpcore`` as the uploader imports them): medians.
 
-    imports = f"import sys\nfor name in {UNUSED_OPTIONAL_MODULES!r}: sys.modules[name] = None\nimport httpx, httpcore"
+    As the uploader does: its garbage-collector thresholds, its optional modules kept out, and
+    ``os._exit`` at the end (no interpreter teardown)."""
+    from client.__main__ import GC_THRESHOLDS, UNUSED_OPTIONAL_MODULES
+
+    bare = "import os\nos._exit(0)"
+    imports = (
+        f"import gc, os, sys\ngc.set_threshold(*{GC_THRESHOLDS!r})\n"
+        f"for name in {UNUSED_OPTIONAL_MODULES!r}: sys.modules[name] = None\nimport httpx, httpcore\nos._exit(0)"
+    )
     runs = max(runs, 10)  # tens of milliseconds each: more runs for a steadier median
     return (
-        statistics.median(python_cpu_seconds("pass") for _ in range(runs)),
+        statistics.median(python_cpu_seconds(bare) for _ in range(runs)),
         statistics.median(python_cpu_seconds(imports) for _ in range(runs)),
     )
 

@@ -52,6 +52,7 @@ class _Formatter(argparse.HelpFormatter):
 
 
 COMMANDS = ("run", "bet", "winners", "rounds", "generate")
+GC_THRESHOLDS = (20_000, 50, 50)  # see main()
 
 
 class _Skipped:
@@ -380,7 +381,7 @@ def cmd_winners(options: Options, stop) -> int:
 def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
     # Start-up builds thousands of objects (imports, the parser) and no cycles worth collecting:
     # fewer collections while it does (issue 15). Cycles are still collected, less often.
-    gc.set_threshold(20_000, 50, 50)
+    gc.set_threshold(*GC_THRESHOLDS)
     given = sys.argv[1:] if argv is None else argv
     args = _parser(prog, only=given[0] if given and given[0] in COMMANDS else None).parse_args(given)
     if args.command == "generate":
