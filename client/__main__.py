@@ -56,7 +56,7 @@ GC_THRESHOLDS = (20_000, 50, 50)  # see main()
 
 
 class _Skipped:
-    """Takes the options of a command this run is not: building them is most of the parser's cost."""
+    """Stands for the parser of a command this run is not, and takes its options (see _parser)."""
 
     def add_argument(self, *_args, **_kwargs) -> None:
         pass
@@ -66,15 +66,18 @@ class _Skipped:
 
 
 def _parser(prog: str = "python -m client", only: str | None = None) -> argparse.ArgumentParser:
-    """The command line; with ``only``, every command is listed but only that one gets its options."""
+    """The command line; with ``only`` (the command given), the parser of that command alone: the
+    others, with their options, are most of the cost of building it, and parsing never reaches them
+    (usage lines and errors name every command through the fixed metavar)."""
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=WHERE_FROM, formatter_class=_Formatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
+        if only not in (None, name):
+            return _Skipped()  # type: ignore[return-value]
+        return commands.add_parser(
             name, help=summary, description=description, epilog=WHERE_FROM, formatter_class=_Formatter
         )
-        return sub if only in (None, name) else _Skipped()  # type: ignore[return-value]
 
     def common(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         required = p.add_argument_group("required (on the command line, in the environment or in --config)")
