@@ -51,11 +51,30 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, width=max(width, 40) - 2)
 
 
-def _parser(prog: str = "python -m client") -> argparse.ArgumentParser:
+COMMANDS = ("run", "bet", "winners", "rounds", "generate")
+GC_THRESHOLDS = (20_000, 50, 50)  # see main()
+
+
+class _Skipped:
+    """Stands for the parser of a command this run is not, and takes its options (see _parser)."""
+
+    def add_argument(self, *_args, **_kwargs) -> None:
+        pass
+
+    def add_argument_group(self, *_args, **_kwargs) -> _Skipped:
+        return self
+
+
+def _parser(prog: str = "python -m client", only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``only`` (the command given), the parser of that command alone: the
+    others, with their options, are most of the cost of building it, and parsing never reaches them
+    (usage lines and errors name every command through the fixed metavar)."""
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=WHERE_FROM, formatter_class=_Formatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,bet,winners,rounds,generate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        if only not in (None, name):
+            return _Skipped()  # type: ignore[return-value]
         return commands.add_parser(
             name, help=summary, description=description, epilog=WHERE_FROM, formatter_class=_Formatter
         )
@@ -265,10 +284,11 @@ def cmd_run(options: Options, stop) -> int:
         if not os.path.exists(options.file):  # said before any request, as the upload itself would
             raise ClientError(f"bets file not found: {options.file}")
         api = rounds.target(api, options.agency, options.round)
+        scanned = None
         if not options.again and api.round not in (None, 1):
             from client.upload import scan
 
-            scanned = scan(options.file)
+            scanned = scan(options.file)  # reused by the upload: the file is read and checked once
             rounds.refuse_repeat(api, options.agency, options.upload_id or scanned.upload_id, scanned.bets)
         started = time.monotonic()
         uploader = Uploader(
@@ -280,6 +300,7 @@ def cmd_run(options: Options, stop) -> int:
             options.upload_id,
             progress,
             another_file=options.another_file,
+            scanned=scanned,
         )
         total = uploader.run()
         if progress:
@@ -363,8 +384,9 @@ def cmd_winners(options: Options, stop) -> int:
 def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
     # Start-up builds thousands of objects (imports, the parser) and no cycles worth collecting:
     # fewer collections while it does (issue 15). Cycles are still collected, less often.
-    gc.set_threshold(20_000, 50, 50)
-    args = _parser(prog).parse_args(argv)
+    gc.set_threshold(*GC_THRESHOLDS)
+    given = sys.argv[1:] if argv is None else argv
+    args = _parser(prog, only=given[0] if given and given[0] in COMMANDS else None).parse_args(given)
     if args.command == "generate":
         from pathlib import Path
 
@@ -428,5 +450,30 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
         return 128 + received["signal"]
 
 
+# Optional imports of httpx's dependencies that a synchronous HTTP/1.1 uploader never uses: httpx's
+# command-line tool (click, rich and pygments, when installed: a third of httpx's import time) and
+# httpcore's async backends (anyio, trio). A None entry makes each optional import fail, as its
+# library expects it might. Only when this module is the program: in-process callers keep theirs.
+UNUSED_OPTIONAL_MODULES = ("httpx._main", "anyio", "trio")
+
+
+def run_as_program(prog: str = "python -m client") -> None:
+    """``python -m client``: main(), then exit without tearing the interpreter down.
+
+    Python's finalization (a garbage collection over every object of httpx and its imports,
+    modules cleared one by one) cost the uploader 20-30 ms of CPU, a fifth of a 100k-bet run,
+    and does nothing it needs (issue 15): once stdout and stderr are flushed, ``os._exit`` ends
+    the process with main()'s exit code. An exception out of main() (a traceback) exits the usual way."""
+    for name in UNUSED_OPTIONAL_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    code = main(prog=prog)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # e.g. stdout's reader gone (a pipe): the interpreter reports it as usual
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_program()

@@ -24,11 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "client" / "requirements-agency.txt"
 MAIN = """\
-import sys
+from client.__main__ import run_as_program
 
-from client.__main__ import main
-
-sys.exit(main(prog="lottery-agency.pyz"))
+run_as_program(prog="lottery-agency.pyz")
 """
 # Not needed at run time: the build itself, packaging metadata, C extensions (PyYAML's is optional).
 LEFT_OUT = ("agency_tool.py", "requirements-agency.txt")

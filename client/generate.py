@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import random
-from datetime import date, timedelta
-from pathlib import Path
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # The course's winning number. The server's own is app.domain.WINNING_NUMBER (the uploader
 # never imports app/); tests/unit/test_one_source.py checks that the two agree.
@@ -52,6 +51,11 @@ WINNER_SHARE = 0.0001  # a few planted winners per agency, on top of the 1-in-10
 
 def generate(out: Path, agencies: int, bets: int, seed: int, winning_number: int = WINNING_NUMBER) -> list[Path]:
     """Write ``bets`` bets per agency; the same seed always gives the same files."""
+    # Imported here: `python -m client run` reads WINNING_NUMBER from this module, never writes files.
+    import csv
+    import random
+    from datetime import date, timedelta
+
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     oldest = date(1940, 1, 1)

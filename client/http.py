@@ -127,7 +127,7 @@ class Api:
         insecure: bool = False,  # allow a token over plain http to another machine
         transport: httpx.BaseTransport | None = None,  # tests: httpx.MockTransport instead of the network
     ):
-        self.server, self.token, self.retries, self.timeout = server, token, retries, timeout
+        self.server, self.token, self.retries, self.timeout = server.rstrip("/"), token, retries, timeout
         self.stop, self.cacert, self.insecure, self.transport = stop, cacert, insecure, transport
         self.connections = max(connections, 1)
         check_transport(self.server, self.token, self.insecure)
@@ -137,6 +137,7 @@ class Api:
         self.stop = self.stop or threading.Event()
         self.verify = tls_verify(self.server, self.cacert)  # a bad CA file is an error before any request
         self._client: httpx.Client | None = None
+        self._urls: dict[str, httpx.URL] = {}  # parsed once per path: httpx parses a str URL on every request
         self._lock = threading.Lock()
 
     def _http(self) -> httpx.Client:
@@ -144,9 +145,7 @@ class Api:
         with self._lock:
             if self._client is None:
                 httpx = _httpx()
-                self._client = httpx.Client(
-                    base_url=self.server,
-                    headers=self.headers,
+                self._client = httpx.Client(  # no base URL or headers: _build puts both in each request
                     timeout=self.timeout,
                     verify=self.verify,
                     limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections),
@@ -159,14 +158,46 @@ class Api:
             if self._client is not None:
                 self._client.close()
 
+    def _build(
+        self,
+        method: str,
+        path: str,
+        params: dict | None = None,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        json: object = None,
+        timeout: float | None = None,
+    ) -> httpx.Request:
+        """The request as ``Client.request`` would build it, minus the merging it redoes every time
+        (base URL joined and reparsed, default headers merged): the URL is parsed once per path and
+        the headers are ours only (no Accept-Encoding: the answers are small, better not compressed)."""
+        httpx = _httpx()
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.server + path)
+        extensions = None if timeout is None else {"timeout": httpx.Timeout(timeout).as_dict()}
+        return httpx.Request(
+            method,
+            url,
+            params=params,
+            headers={**self.headers, **headers} if headers else self.headers,
+            content=content,
+            json=json,
+            extensions=extensions,
+        )
+
     def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs) -> Response:
-        """Send with retries; return a response whose status is in ``ok`` (or 425, for the caller)."""
+        """Send with retries; return a response whose status is in ``ok`` (or 425, for the caller).
+
+        ``kwargs``: ``params``, ``headers``, ``content``, ``json`` and ``timeout``, as httpx's."""
         for attempt in range(self.retries + 1):
             if self.stop.is_set():
                 raise Stopped()
             client = self._http()
             try:
-                response = client.request(method, path, **kwargs)
+                # One Client (its pool, proxies from the environment, its timeout) sends a request
+                # built here: Client.request would rebuild and reparse it on every call (issue 15).
+                response = client.send(self._build(method, path, **kwargs))
             except _httpx().TransportError as error:
                 if untrusted := _untrusted(error):  # retrying cannot make a certificate trusted
                     raise ClientError(self._untrusted_message(untrusted)) from None

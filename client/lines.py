@@ -13,12 +13,14 @@ block is classified line by line.
 
 from __future__ import annotations
 
+import codecs
+
 TYPE_CHECKING = False  # typing's own flag costs an import: the uploader's start-up is counted (issue 15)
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
 
-READ_BLOCK = 1 << 20
+READ_BLOCK = 8 << 20  # a 100k-bet file (4 MB) in one read: no line carried between blocks
 HEADER = ["first_name", "last_name", "document", "birthdate", "number"]
 BOM = b"\xef\xbb\xbf"
 _ALL_BUT_COMMA_CR_LF = bytes(b for b in range(256) if b not in b",\r\n")
@@ -49,7 +51,7 @@ class Block:
             return len(self.data)
         if index < self._index:
             self._index = self._offset = 0
-        self._offset = skip_lines(self.data, self._offset, index - self._index)
+        self._offset = skip_lines(self.data, self._offset, index - self._index, self.count - self._index)
         self._index = index
         return self._offset
 
@@ -63,21 +65,34 @@ class Block:
         return self.data.split(b"\n")[:-1]
 
 
-_SKIP_PATTERNS: dict = {}
+def skip_lines(data: bytes, pos: int, n: int, lines_left: int) -> int:
+    """The offset ``n`` lines after ``pos``, where ``data[pos:]`` holds ``lines_left`` whole lines.
 
-
-def skip_lines(data: bytes, pos: int, n: int) -> int:
-    """The offset ``n`` lines after ``pos``: one regular-expression match per power of two, in C."""
-    while n:
-        step = n if n in _SKIP_PATTERNS or len(_SKIP_PATTERNS) < 32 else 1 << (n.bit_length() - 1)
-        pattern = _SKIP_PATTERNS.get(step)
-        if pattern is None:
-            import re
-
-            pattern = _SKIP_PATTERNS[step] = re.compile(rb"(?:.*\n){%d}" % step)  # "." is all but LF
-        pos = pattern.match(data, pos).end()
-        n -= step
-    return pos
+    Guessed from the mean line length and corrected by counting newlines (a C loop over the
+    bytes between, once or twice), then stepped to the exact newline by ``find``: about half the
+    CPU of matching the lines one by one, and no object per line."""
+    if n <= 0:
+        return pos
+    # Invariant: the n-th newline after pos lies in [lo, hi); [pos, lo) holds lo_lines of them, [pos, hi) hi_lines.
+    lo, lo_lines, hi, hi_lines = pos, 0, len(data), lines_left
+    for _ in range(8):  # a few rounds narrow any usual file to a few lines; odd ones finish below
+        if hi_lines - lo_lines <= 16:
+            break
+        guess = lo + (hi - lo) * (n - lo_lines) // (hi_lines - lo_lines)
+        if not lo < guess < hi:
+            break
+        counted = lo_lines + data.count(b"\n", lo, guess)
+        if counted < n:
+            lo, lo_lines = guess, counted
+        else:
+            hi, hi_lines = guess, counted
+    if hi_lines - n < n - lo_lines:  # nearer the end: step back to the n-th newline
+        for _ in range(hi_lines - n + 1):
+            hi = data.rindex(b"\n", lo, hi)
+        return hi + 1
+    for _ in range(n - lo_lines):
+        lo = data.index(b"\n", lo) + 1
+    return lo
 
 
 def raw_blocks(path: Path, digest=None) -> Iterator[bytes]:
@@ -101,11 +116,13 @@ def raw_blocks(path: Path, digest=None) -> Iterator[bytes]:
             if digest is not None:
                 digest.update(raw)
             if raw:
-                data = carry + raw if carry else raw
-                cut = data.rfind(b"\n") + 1
-                data, carry = data[:cut], data[cut:]
-                if not data:
+                cut = raw.rfind(b"\n") + 1
+                if not cut:
+                    carry += raw
                     continue
+                # One copy at most: the carried start of a line and the whole lines just read.
+                data = raw if not carry and cut == len(raw) else b"".join((carry, memoryview(raw)[:cut]))
+                carry = raw[cut:]
             else:
                 if not carry:
                     return
@@ -128,7 +145,9 @@ def plain(raw: bytes) -> tuple[bytes, int] | None:
     shape = raw.translate(None, _ALL_BUT_COMMA_CR_LF)
     if shape.endswith(b"\r\n"):
         count = len(shape) // 6
-        return (raw.translate(None, b"\r"), count) if shape == b",,,,\r\n" * count else None
+        return (
+            (raw.replace(b"\r", b""), count) if shape == b",,,,\r\n" * count else None
+        )  # replace: memchr, 3x translate
     count = len(shape) // 5
     return (raw, count) if shape == b",,,,\n" * count else None
 
@@ -152,11 +171,22 @@ def bet_blocks(path: Path, digest=None) -> Iterator[Block]:
         line += count
 
 
+UTF8_PIECE = 1 << 16
+
+
 def _check_utf8(path: Path, line: int, data: bytes) -> None:
+    """MalformedFile naming the first line of ``data`` that is not UTF-8.
+
+    Decoded a piece at a time (no copy: memoryview slices) and the text thrown away: the same
+    verdict as decoding the whole block, for less CPU than building a block-sized string."""
+    decode = codecs.utf_8_decode
+    view, start, size = memoryview(data), 0, len(data)
     try:
-        data.decode("utf-8")
+        while start < size:
+            end = start + UTF8_PIECE
+            start += decode(view[start:end], "strict", end >= size)[1]  # a character cut at ``end`` waits
     except UnicodeDecodeError as error:
-        number = line + data.count(b"\n", 0, error.start)
+        number = line + data.count(b"\n", 0, start + error.start)
         raise MalformedFile(f"{path}:{number}: malformed CSV: not valid UTF-8") from None
 
 

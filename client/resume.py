@@ -143,12 +143,17 @@ def verify(path: Path, upload_id: str, spans: list[Span], blocks: list | None = 
 def choose_upload(
     api: Api, agency: int, path: Path, own_id: str, *, forced: bool, another_file: bool, blocks: list | None = None
 ) -> tuple[str, list[Span]]:
-    """The upload id to send under and its stored spans, verified against the file (steps 2 and 3)."""
-    spans = fetch_spans(api, agency, own_id)
-    if spans or forced or another_file:
+    """The upload id to send under and its stored spans, verified against the file (steps 2 and 3).
+
+    The agency's list of uploads comes first: for a fresh file it is the only request (its own
+    upload is not listed, and nothing else is either, or the others are checked below)."""
+    listed = None if forced or another_file else list_uploads(api, agency)
+    own_listed = listed is None or any(u == own_id and bets > 0 for u, bets in listed)
+    spans = fetch_spans(api, agency, own_id) if own_listed else []
+    if spans or listed is None:
         verify(path, own_id, spans, blocks)
         return own_id, spans
-    others = [(u, bets) for u, bets in list_uploads(api, agency) or [] if u != own_id and bets > 0]
+    others = [(u, bets) for u, bets in listed if u != own_id and bets > 0]
     if not others:
         return own_id, spans
     matching = []

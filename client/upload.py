@@ -136,12 +136,14 @@ class Uploader:
         upload_id: str | None = None,
         progress=None,
         another_file: bool = False,
+        scanned: FileScan | None = None,  # the file's scan when the caller already made it (no second pass)
     ):
         self.api, self.agency, self.path = api, agency, path
         self.batch_size, self.concurrency = batch_size, concurrency
         self.forced_id = upload_id
         self.another_file = another_file
         self.progress = progress
+        self.scanned = scanned
         self.sent = 0
         self.upload_id: str | None = None
         self._lock = threading.Lock()
@@ -150,7 +152,7 @@ class Uploader:
         """Send what the server lacks; return how many bets the file has."""
         from client.resume import choose_upload
 
-        scanned = scan(self.path)
+        scanned = self.scanned or scan(self.path)
         upload_id, spans = choose_upload(
             self.api,
             self.agency,
