@@ -10,6 +10,7 @@ from pathlib import Path
 
 from client.generate import generate
 from devtools.server import ROOT, Server
+from tests.support.uploader import uploader_env
 
 # Runs client/__main__.py as ``python -m client`` does (run_name "__main__"), recording each
 # Api.request call, and which optional modules were loaded by then, one JSON line each.
@@ -40,7 +41,12 @@ raise AssertionError("the program returned instead of exiting")
 def run_recorded(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list]:
     record = tmp_path / "requests.jsonl"
     done = subprocess.run(
-        [sys.executable, "-c", RECORDING, str(record), *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", RECORDING, str(record), *args],
+        cwd=ROOT,
+        env=uploader_env(),  # the test's own LOTTERY_* settings are not the uploader's
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = record.read_text().splitlines() if record.exists() else []
     return done, [json.loads(line) for line in lines]
