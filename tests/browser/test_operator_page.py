@@ -24,21 +24,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from app import tokens as tokens_module
+from devtools.screenshot import CHROMIUM, CHROMIUM_ARGS  # the flags chromium needs on this closed network
 from devtools.server import ROOT, Server
 from tests.postgres_db import fresh_database
 from tests.support.uploader import uploader
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / ".pytest_cache" / "artifacts" / "browser"
 AGENCIES = 3
 BETS = 4000  # per agency: a few chunks each at --batch-size 500
