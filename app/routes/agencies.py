@@ -108,7 +108,7 @@ async def post_bets(
     # The hot path: plain parameters checked by the same functions the other routes'
     # dependencies call, because FastAPI's dependency solving cost more per chunk than
     # parsing a 5,000-bet body (docs/performance.md).
-    agency = check_agency(request, agency, credentials)
+    number = check_agency(request, agency, credentials)
     key = check_idempotency_key(idempotency_key)
     upload = check_upload_span(upload_id, upload_offset)
     round_id = requested_round(request)
@@ -120,20 +120,20 @@ async def post_bets(
             body = await read_body(request, settings.max_body_bytes, settings.body_timeout, declared, held)
             content_type = request.headers.get("content-type")
             receipt = await run_in_threadpool(
-                _receive, store, agency, body, content_type, settings.max_bets_per_chunk, key, upload, round_id
+                _receive, store, number, body, content_type, settings.max_bets_per_chunk, key, upload, round_id
             )
             del body
     except ClientDisconnect:
-        client_gone("body", agency)
+        client_gone("body", number)
         raise Problem(400, "Client disconnected", "the client closed the connection before its body arrived") from None
     except Exception as error:
         metrics.chunk_failed(error)
-        log.info("action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", agency, type(error).__name__)
+        log.info("action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", number, type(error).__name__)
         raise
-    metrics.chunk_stored(agency, receipt.stored, receipt.replayed)
+    metrics.chunk_stored(number, receipt.stored, receipt.replayed)
     log.info("action: apuesta_recibida | result: success | cantidad: %d", receipt.stored)
     # ChunkStored, written directly: the response model documents it, nothing to validate.
-    content = b'{"agency":%d,"stored":%d}' % (agency, receipt.stored)
+    content = b'{"agency":%d,"stored":%d}' % (number, receipt.stored)
     if receipt.replayed:
         return Response(content, 200, {"Idempotent-Replayed": "true"}, "application/json")
     return Response(content, 201, media_type="application/json")
