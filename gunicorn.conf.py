@@ -53,18 +53,45 @@ def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
 # prometheus_client (which picks its storage at import), so every worker inherits it. The
 # directory must start empty: old files would add a previous run's counts.
 _created_metrics_dir = None
+_METRICS_PREFIX = "lottery-metrics-"
 
 
 def _prepare_metrics_dir():
     global _created_metrics_dir
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
-        path = _created_metrics_dir = tempfile.mkdtemp(prefix="lottery-metrics-")
+        _sweep_abandoned_metrics_dirs()
+        # The master's pid in the name: a later start can tell whether its master still runs.
+        path = _created_metrics_dir = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.makedirs(path, exist_ok=True)
     for name in os.listdir(path):
         if name.endswith(".db"):  # only prometheus_client's files: the directory may be shared
             os.unlink(os.path.join(path, name))
+
+
+def _sweep_abandoned_metrics_dirs():
+    """Remove the temporary metrics dirs of masters that are gone: on_exit removes a master's
+    own, but a SIGKILLed (or OOM-killed) master never runs it. A dir whose master runs stays."""
+    root = tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(_METRICS_PREFIX) :].split("-", 1)[0]
+        if name.startswith(_METRICS_PREFIX) and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature

@@ -149,3 +149,28 @@ def test_chunk_outcomes_and_unmatched_routes_are_counted(tmp_path: Path) -> None
     assert value(samples, "lottery_request_duration_seconds_count", route="unmatched", status="404") == 2
     routes = {dict(labels).get("route") for (name, labels) in samples if name.startswith("lottery_request_duration")}
     assert not any("random" in (r or "") or "such" in (r or "") for r in routes)
+
+
+def test_a_killed_masters_metrics_dir_is_swept_by_the_next_start_and_a_live_ones_is_kept(tmp_path: Path) -> None:
+    """Without PROMETHEUS_MULTIPROC_DIR each master makes its own temporary dir and removes it at
+    exit; a SIGKILLed master cannot, so the next master on the machine removes the dirs whose
+    master is gone (and only those: another server's dir stays while it runs)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp), "PROMETHEUS_MULTIPROC_DIR": ""}
+
+    def metrics_dirs() -> set[str]:
+        return {p.name for p in tmp.iterdir() if p.name.startswith("lottery-metrics-")}
+
+    killed = Server(tmp_path / "killed", workers=1, agencies=1, env=env).start()
+    left = metrics_dirs()
+    killed.stop(signal.SIGKILL)
+    assert len(left) == 1 and metrics_dirs() == left  # what a SIGKILL leaves behind
+    with Server(tmp_path / "live", workers=1, agencies=1, env=env):
+        live = metrics_dirs() - left
+        with Server(tmp_path / "next", workers=1, agencies=1, env=env):
+            after = metrics_dirs()
+            assert left.isdisjoint(after), after  # the dead master's dir is gone
+            assert live <= after and len(after) == 2  # the running server's stays, beside the new one's
+        assert metrics_dirs() == live  # a graceful stop removes its own
+    assert metrics_dirs() == set()
