@@ -59,7 +59,7 @@ def measure(data_dir: Path) -> dict:
 
 def main() -> None:
     from app.domain import WINNING_NUMBER
-    from app.store.files import FileStore
+    from app.store.files import BETS, FileStore, round_dir
 
     data_dir = Path(sys.argv[1])
     store = FileStore(data_dir, agencies=1, winning_number=WINNING_NUMBER)
@@ -76,7 +76,8 @@ def main() -> None:
                 "seconds": seconds,
                 "winners": winners,
                 "peak_rss_mb": peak_kib / 1024,
-                "file_mb": os.path.getsize(data_dir / "bets.csv") / 2**20,
+                # the store took the one-round layout over into rounds/0001/ when it opened
+                "file_mb": os.path.getsize(round_dir(data_dir, 1) / BETS) / 2**20,
             }
         )
     )
