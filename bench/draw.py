@@ -60,6 +60,7 @@ def measure(data_dir: Path) -> dict:
 def main() -> None:
     from app.domain import WINNING_NUMBER
     from app.store.files import BETS, FileStore, round_dir
+    from bench.proc import status_bytes
 
     data_dir = Path(sys.argv[1])
     store = FileStore(data_dir, agencies=1, winning_number=WINNING_NUMBER)
@@ -68,14 +69,14 @@ def main() -> None:
     seconds = time.perf_counter() - started
     winners = len(store.winners(1) or [])
     # VmHWM, not ru_maxrss: after fork+exec, ru_maxrss can still hold the parent's peak.
-    peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    peak = status_bytes(os.getpid(), "VmHWM")
     print(
         json.dumps(
             {
                 "drawn": receipt.drawn,
                 "seconds": seconds,
                 "winners": winners,
-                "peak_rss_mb": peak_kib / 1024,
+                "peak_rss_mb": peak / 2**20,
                 # the store took the one-round layout over into rounds/0001/ when it opened
                 "file_mb": os.path.getsize(round_dir(data_dir, 1) / BETS) / 2**20,
             }

@@ -27,27 +27,13 @@ from pathlib import Path
 
 import httpx
 
+from bench.proc import cpu_seconds, status_bytes
 from devtools.server import Server
 
 MiB = 1024 * 1024
 # Extra server environment for an experiment: BOUNDS_ENV="LOTTERY_BODY_BUDGET_BYTES=33554432 ..."
 EXTRA_ENV = dict(item.split("=", 1) for item in os.environ.get("BOUNDS_ENV", "").split() if item)
 LINE = b"Ana,Gomez,30904465,1999-03-17,7574\n"
-
-
-def _status(pid: int, key: str) -> int:
-    """A /proc/PID/status field in bytes (VmRSS, VmHWM)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class HealthProbe:
@@ -108,7 +94,7 @@ def _run_clients(port: int, bodies: list[tuple[int, bytes]]) -> list[int]:
 
 def _measure(server: Server, load) -> dict:  # noqa: ANN001 - a callable running the load
     pids = server.worker_pids()
-    base = {pid: _status(pid, "VmRSS") for pid in pids}
+    base = {pid: status_bytes(pid, "VmRSS") for pid in pids}
     with HealthProbe(server.url) as probe:
         started = time.monotonic()
         outcome = load()
@@ -118,8 +104,8 @@ def _measure(server: Server, load) -> dict:  # noqa: ANN001 - a callable running
         "seconds": round(seconds, 2),
         "outcome": outcome,
         "base_rss_mb": [round(base[p] / 1e6) for p in pids],
-        "peak_rss_mb": [round(_status(p, "VmHWM") / 1e6) for p in pids],
-        "after_rss_mb": [round(_status(p, "VmRSS") / 1e6) for p in pids],
+        "peak_rss_mb": [round(status_bytes(p, "VmHWM") / 1e6) for p in pids],
+        "after_rss_mb": [round(status_bytes(p, "VmRSS") / 1e6) for p in pids],
         "health_slowest_s": round(probe.slowest, 3),
         "health_failures": probe.failures,
         "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),  # other work on the machine skews latency
@@ -160,18 +146,18 @@ def long_polls(where: Path, abandoned: int = 300, live: int = 200, window: float
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 sock.sendall(request)
         time.sleep(1.0)  # the workers see the closes
-        before = sum(_cpu_seconds(p) for p in pids)
+        before = cpu_seconds(pids)
         time.sleep(window)
-        abandoned_share = (sum(_cpu_seconds(p) for p in pids) - before) / window
+        abandoned_share = (cpu_seconds(pids) - before) / window
         socks = []
         for _ in range(live):
             sock = socket.create_connection(("127.0.0.1", server.port))
             sock.sendall(request)
             socks.append(sock)
         time.sleep(1.0)
-        before = sum(_cpu_seconds(p) for p in pids)
+        before = cpu_seconds(pids)
         time.sleep(window)
-        live_share = (sum(_cpu_seconds(p) for p in pids) - before) / window
+        live_share = (cpu_seconds(pids) - before) / window
         health = httpx.get(server.url + "/health", timeout=5).status_code
         assert server.proc is not None
         started = time.monotonic()  # SIGTERM with the live polls open: each gets 503 at once

@@ -14,30 +14,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from bench.proc import cpu_seconds
 from devtools.server import Server
 
 AGENCIES = 5
 TRICKLE_EVERY = 0.5  # seconds between chunks
 TRICKLE_BETS = 100
 WARMUP = 3.0  # seconds for the pages to connect before measuring
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / ticks
 
 
 def _chunk(serial: int) -> bytes:
@@ -81,9 +70,9 @@ async def _measure(server: Server, pages: int, seconds: float) -> dict:
     followers = [asyncio.create_task(_page(server.url, stop, events, i)) for i in range(pages)]
     await asyncio.sleep(WARMUP)
     pids = [server.proc.pid, *server.worker_pids()]
-    before, events_before, started = _cpu_seconds(pids), sum(events), time.monotonic()
+    before, events_before, started = cpu_seconds(pids), sum(events), time.monotonic()
     await asyncio.sleep(seconds)
-    cpu, elapsed = _cpu_seconds(pids) - before, time.monotonic() - started
+    cpu, elapsed = cpu_seconds(pids) - before, time.monotonic() - started
     received = sum(events) - events_before
     stop.set()
     await asyncio.gather(trickle, *followers, return_exceptions=True)

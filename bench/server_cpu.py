@@ -29,31 +29,16 @@ from pathlib import Path
 
 import httpx
 
+from bench.proc import cpu_seconds, status_bytes
 from devtools.server import ROOT, Server, free_port
 
-TICK = os.sysconf("SC_CLK_TCK")
 FIRST = ["Santiago", "Valentina", "Nicolás", "Camila", "María José", "Joaquín", "Sofía", "Juan Pablo"]
 LAST = ["Lorca", "Agüero", "Álvarez", "Mamani", "O'Connor", "Núñez", "Pérez García", "Leiva"]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / TICK
-
-
 def memory_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of one process, in MB."""
-    values = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                name, kb, _ = line.split()
-                values[name] = int(kb) / 1024
-    return values["VmRSS:"], values["VmHWM:"]
+    return status_bytes(pid, "VmRSS") / 2**20, status_bytes(pid, "VmHWM") / 2**20
 
 
 def chunk_bodies(bets: int, chunk: int, seed: int = 7) -> list[bytes]:

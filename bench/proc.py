@@ -1,0 +1,27 @@
+"""What the kernel says about a process (``/proc``, Linux): its CPU time so far and its memory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time of these processes so far (utime + stime of ``/proc/PID/stat``)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / _TICK
+
+
+def status_bytes(pid: int, key: str) -> int:
+    """A ``/proc/PID/status`` field in bytes (``VmRSS``, ``VmHWM``)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
