@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import ssl
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from client.generate import generate
@@ -21,24 +19,9 @@ class TlsServer(Server):
     """gunicorn serving HTTPS with ``cert``/``key`` (its own --certfile/--keyfile), probed over TLS."""
 
     def __init__(self, data_dir: Path, *, cert: Path, key: Path, cacert: Path, **kwargs):
-        super().__init__(data_dir, **kwargs)
+        super().__init__(data_dir, verify=ssl.create_default_context(cafile=str(cacert)), **kwargs)
         self.env["GUNICORN_CMD_ARGS"] += f" --certfile {cert} --keyfile {key}"
         self.url = f"https://127.0.0.1:{self.port}"
-        self._context = ssl.create_default_context(cafile=str(cacert))
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                ready = httpx.get(self.url + "/health", timeout=1, verify=self._context).status_code == 200
-                if ready and self._booted() >= self.workers:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
 
 
 @pytest.fixture
