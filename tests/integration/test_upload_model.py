@@ -201,6 +201,14 @@ INTERRUPTS = st.one_of(
     ),
 )
 
+# How an uploader run goes: the options both rules draw (a fresh run and a rerun).
+RUN_OPTIONS = {
+    "batch_size": BATCH_SIZES,
+    "concurrency": st.integers(1, 4),
+    "follow_advice": st.booleans(),
+    "interrupt": INTERRUPTS,
+}
+
 
 # -- The model ----------------------------------------------------------------------------
 
@@ -312,10 +320,7 @@ class UploadProtocol(RuleBasedStateMachine):
 
     @rule(
         agency=st.sampled_from(AGENCIES),
-        batch_size=BATCH_SIZES,
-        concurrency=st.integers(1, 4),
-        follow_advice=st.booleans(),
-        interrupt=INTERRUPTS,
+        **RUN_OPTIONS,
     )
     @guarded
     def upload(
@@ -325,10 +330,7 @@ class UploadProtocol(RuleBasedStateMachine):
 
     @rule(
         pick=st.integers(0, 1),
-        batch_size=BATCH_SIZES,
-        concurrency=st.integers(1, 4),
-        follow_advice=st.booleans(),
-        interrupt=INTERRUPTS,
+        **RUN_OPTIONS,
     )
     @guarded
     def rerun_unfinished(
