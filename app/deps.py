@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from app.limits import Reservation
 from app.problems import BodyTimeout, BodyTooLarge, Forbidden, Problem, Unauthorized, UnknownAgency
 from app.settings import Settings
-from app.store import Store, UploadSpan
+from app.store import RoundNotFound, Store, UploadSpan
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as a bare or quoted sf-string
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -252,8 +252,6 @@ def round_agencies(store: Store, round_id: int | None, agency: int) -> int | Non
     """How many agencies the round has, without asking the storage again when the answer is
     already known (a round never changes its agencies); None for a round that does not exist
     (the route answers for it: 404 for a read, 409 naming the current round for a write)."""
-    from app.store import RoundNotFound  # noqa: PLC0415 - keeps this hunk apart from the module's imports
-
     try:
         agencies = store.round_agencies(round_id)
         if not 1 <= agency <= agencies:  # maybe a round opened since: ask once more
