@@ -35,6 +35,7 @@ from app.draw_watch import Wake
 from app.ingest import parse_chunk
 from app.limits import client_gone
 from app.problems import NotDrawnYet, Problem, documented
+from app.routes.plain import PlainRoute
 from app.routes.schemas import (
     ChunkStored,
     DoneState,
@@ -74,20 +75,6 @@ def _receive(
     return receipt
 
 
-@router.post(
-    "/bets",
-    status_code=201,
-    response_model=ChunkStored,
-    summary="Upload a chunk of bets",
-    openapi_extra=bets_request_body(),
-    responses={
-        200: {
-            "description": "A replay: this Idempotency-Key or upload range was already stored; nothing more was stored",
-            "model": ChunkStored,
-        },
-        **documented(400, 401, 403, 404, 408, 409, 413, 415, 422, 503),
-    },
-)
 async def post_bets(
     request: Request,
     agency: AgencyText,
@@ -137,6 +124,26 @@ async def post_bets(
     if receipt.replayed:
         return Response(content, 200, {"Idempotent-Replayed": "true"}, "application/json")
     return Response(content, 201, media_type="application/json")
+
+
+# Registered as a PlainRoute: its parameters are plain text, checked above (app/routes/plain.py).
+router.add_api_route(
+    "/bets",
+    post_bets,
+    methods=["POST"],
+    status_code=201,
+    response_model=ChunkStored,
+    summary="Upload a chunk of bets",
+    openapi_extra=bets_request_body(),
+    responses={
+        200: {
+            "description": "A replay: this Idempotency-Key or upload range was already stored; nothing more was stored",
+            "model": ChunkStored,
+        },
+        **documented(400, 401, 403, 404, 408, 409, 413, 415, 422, 503),
+    },
+    route_class_override=PlainRoute,
+)
 
 
 @router.post(

@@ -63,6 +63,7 @@ from app.store.base import (
     replay_by_key,
     replay_by_range,
 )
+from app.store.lock import ProcessLock
 from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
@@ -292,12 +293,9 @@ class RoundFiles:
         self._thread_lock = threading.Lock()
         self._queue_guard = threading.Lock()
         self._queue: list[_Ticket] = []  # chunks of this process waiting for the next commit
-        self._file_lock = filelock.FileLock(
-            self.dir / LOCK,
-            timeout=lock_timeout,
-            poll_interval=0.002,
-            preserve_lock_file=True,  # never unlink: another process may be waiting on that inode
-        )
+        # Taken once per group commit: filelock's lock on a descriptor kept open (app/store/lock.py).
+        self._file_lock = ProcessLock(os.fspath(self.dir / LOCK), lock_timeout)
+        self._keep_lock_open = True  # until the round is a past one (see retire)
         self._index = _LedgerIndex()
         try:
             with self._locked():
@@ -313,7 +311,19 @@ class RoundFiles:
         return self.agencies
 
     def close(self) -> None:
-        """Nothing to release: files are opened per operation."""
+        """Close the lock's descriptor (the other files are opened per operation)."""
+        self.retire()
+
+    def retire(self) -> None:
+        """A past round now: its lock's descriptor is no longer kept open between uses, so a
+        process that sees thousands of rounds does not hold a descriptor for each. Closed now if
+        no thread of this process is using it, else by that thread when it lets go."""
+        self._keep_lock_open = False
+        if self._thread_lock.acquire(blocking=False):
+            try:
+                self._file_lock.close()
+            finally:
+                self._thread_lock.release()
 
     # -- locking and recovery ---------------------------------------------------------
 
@@ -359,7 +369,7 @@ class RoundFiles:
             self._fault = str(error)
             raise
         finally:
-            self._file_lock.release()
+            self._file_lock.release(close=not self._keep_lock_open)
 
     def _verify(self) -> None:
         """Under the lock: read every file of the store, so a corrupt one is known now."""
@@ -836,8 +846,15 @@ class FileStore(Store):
     def current_round(self) -> int:
         self._layout()
         if os.path.exists(self._next_round_dir()):  # a stat: another worker opened a round
-            self._current = round_ids(self.dir)[-1]
+            self._became_current(round_ids(self.dir)[-1])
         return self._current
+
+    def _became_current(self, round_id: int) -> None:
+        self._current = round_id
+        with self._guard:
+            past = [found for number, found in self._rounds.items() if number < round_id]
+        for found in past:
+            found.retire()
 
     def _next_round_dir(self) -> str:
         """The path a next round would take, kept as text: asked several times per request."""
@@ -863,7 +880,15 @@ class FileStore(Store):
                     self.lock_timeout,
                     round_id,
                 )
+                if round_id < self._current:
+                    found.retire()  # a past round, read now and then: no descriptor kept for it
             return found
+
+    def close(self) -> None:
+        with self._guard:
+            rounds = list(self._rounds.values())
+        for found in rounds:
+            found.close()
 
     # The current round's parameters (the routes check agency ids against them).
     @property
@@ -952,7 +977,7 @@ class FileStore(Store):
         except OSError as error:
             raise StorageUnavailable(f"cannot open a round: {error.strerror or error}") from None
         rules.log_opened(new, params)
-        self._current = new
+        self._became_current(new)
         return self._round(new).info()
 
 

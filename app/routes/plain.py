@@ -1,0 +1,95 @@
+"""A route whose parameters FastAPI documents but does not solve per request.
+
+FastAPI solves a route's parameters on every request (models, validators, dependency
+caches): on ``POST /bets`` that cost more CPU than parsing a small chunk (issue 15,
+docs/performance.md). When every parameter is plain text (a path value, a header, the bearer
+credentials) and the endpoint checks them itself, nothing in that solving can refuse a
+request, so :class:`PlainRoute` hands the endpoint the values as they came. The OpenAPI
+document is FastAPI's, from the same signature. A route that does not fit (another parameter
+kind, a dependency, a default other than ``None``, included under a router with dependencies)
+is refused with a TypeError when FastAPI builds it: at ``add_api_route``, and for the route as
+included, at its first request or the first OpenAPI document (tests/docs build the app's).
+It is never served with a parameter skipped.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, _effective_route_context_var
+from fastapi.security import HTTPBearer
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _plain_text(field: Any) -> bool:
+    """A parameter FastAPI would pass on as the text it got: ``str`` (or ``str | None``
+    defaulting to None), without constraints FastAPI would check."""
+    info = field.field_info
+    return (
+        info.annotation in (str, str | None)
+        and not info.metadata  # max_length, pattern, ...: checks FastAPI would make
+        and (info.is_required() or info.default is None)
+    )
+
+
+def plain_handler(endpoint: Callable[..., Awaitable[Response]], dependant: Dependant, path: str) -> Handler:
+    """The per-request handler for ``endpoint``; TypeError when a parameter is not plain."""
+    problems = [
+        f"{kind} parameters"
+        for kind, fields in (
+            ("query", dependant.query_params),
+            ("cookie", dependant.cookie_params),
+            ("body", dependant.body_params),
+        )
+        if fields
+    ]
+    problems += [
+        f"parameter {f.name!r} is not plain text"
+        for f in dependant.path_params + dependant.header_params
+        if not _plain_text(f)
+    ]
+    bearers = [
+        d
+        for d in dependant.dependencies
+        if isinstance(d.call, HTTPBearer) and not d.call.auto_error and not d.dependencies
+    ]
+    problems += [f"dependency {d.call!r}" for d in dependant.dependencies if d not in bearers]
+    if not inspect.iscoroutinefunction(endpoint) or dependant.request_param_name is None:
+        problems.append("the endpoint must be `async def` and take the Request")
+    if problems:
+        raise TypeError(f"{path}: not a plain route ({'; '.join(problems)})")
+
+    request_name = dependant.request_param_name
+    path_names = [(f.name, f.alias) for f in dependant.path_params]
+    header_names = [(f.name, f.alias.lower()) for f in dependant.header_params]
+    bearer_names = [(d.name, d.call) for d in bearers]
+
+    async def handler(request: Request) -> Response:
+        values = request.path_params
+        headers = request.headers
+        kwargs: dict[str, Any] = {request_name: request}
+        for name, alias in path_names:
+            kwargs[name] = values[alias]
+        for name, key in header_names:
+            kwargs[name] = headers.get(key)
+        for name, bearer in bearer_names:
+            kwargs[name] = await bearer(request)
+        return await endpoint(**kwargs)
+
+    return handler
+
+
+class PlainRoute(APIRoute):
+    """``route_class_override=PlainRoute``: see the module's docstring."""
+
+    def get_route_handler(self) -> Handler:
+        # The route as included (its dependencies and path joined with the including router's),
+        # read the way APIRoute.get_route_handler reads it.
+        context = _effective_route_context_var.get()
+        route = context if context is not None and context.original_route is self else self
+        return plain_handler(self.endpoint, route.dependant, route.path)

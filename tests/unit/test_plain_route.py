@@ -1,0 +1,147 @@
+"""PlainRoute (app/routes/plain.py): the endpoint gets exactly what FastAPI's solving would have
+given it, and a route it cannot serve that way is refused when the app is built."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.deps import AgencyText, CredentialsDep, IdempotencyKeyHeader, UploadIdHeader, UploadOffsetHeader
+from app.routes.plain import PlainRoute
+
+SEEN: list[dict] = []
+
+
+async def endpoint(
+    request: Request,
+    agency: AgencyText,
+    credentials: CredentialsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+    upload_id: UploadIdHeader = None,
+    upload_offset: UploadOffsetHeader = None,
+) -> Response:
+    """The parameters of POST /bets, recorded as the endpoint received them."""
+    SEEN.append(
+        {
+            "agency": agency,
+            "credentials": None if credentials is None else (credentials.scheme, credentials.credentials),
+            "idempotency_key": idempotency_key,
+            "upload_id": upload_id,
+            "upload_offset": upload_offset,
+            "request": type(request).__name__,
+        }
+    )
+    return Response(b"{}", 201, media_type="application/json")
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+    plain = APIRouter(prefix="/plain/{agency}")
+    plain.add_api_route("/bets", endpoint, methods=["POST"], route_class_override=PlainRoute)
+    solved = APIRouter(prefix="/solved/{agency}")
+    solved.add_api_route("/bets", endpoint, methods=["POST"])
+    app.include_router(plain)
+    app.include_router(solved)
+    return app
+
+
+CLIENT = TestClient(_app())
+# Header values as bytes (latin-1 on the wire), absent (None), or sent twice.
+VALUE = st.one_of(
+    st.none(), st.binary(max_size=12).filter(lambda b: b"\r" not in b and b"\n" not in b and b"\0" not in b)
+)
+AUTH = st.one_of(
+    st.none(),
+    st.sampled_from([b"Bearer abc", b"bearer abc", b"Basic abc", b"Bearer", b"Bearer  two words", b"", b"Bearer \xe9"]),
+    VALUE,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    agency=st.text(alphabet="0123456789x%-", min_size=1, max_size=6),
+    headers=st.fixed_dictionaries(
+        {"Idempotency-Key": VALUE, "Upload-Id": VALUE, "Upload-Offset": VALUE, "Authorization": AUTH}
+    ),
+    twice=st.sampled_from([None, "Idempotency-Key", "upload-id", "Authorization"]),
+)
+def test_the_endpoint_gets_what_fastapi_would_give_it(agency: str, headers: dict, twice: str | None) -> None:
+    raw = [(name.encode(), value.strip(b" \t")) for name, value in headers.items() if value is not None]
+    if twice is not None:
+        raw.append((twice.encode(), b"second"))
+    answers = []
+    for prefix in ("plain", "solved"):
+        SEEN.clear()
+        response = CLIENT.post(f"/{prefix}/{agency}/bets", headers=raw, content=b"")
+        answers.append((response.status_code, list(SEEN)))
+    assert answers[0] == answers[1]
+    assert answers[0][0] in (201, 404)  # 404: a path that is not the route's (e.g. an escaped slash)
+
+
+def _refused(route_endpoint, **route) -> str:
+    router = APIRouter()
+    with pytest.raises(TypeError) as caught:
+        router.add_api_route("/x/{agency}", route_endpoint, methods=["POST"], route_class_override=PlainRoute, **route)
+    return str(caught.value)
+
+
+async def takes_a_number(request: Request, agency: Annotated[int, Path()]) -> Response:
+    return Response()
+
+
+async def takes_a_query(request: Request, agency: str, page: Annotated[str | None, Query()] = None) -> Response:
+    return Response()
+
+
+async def takes_a_checked_header(
+    request: Request, agency: str, key: Annotated[str | None, Header(max_length=3)] = None
+) -> Response:
+    return Response()
+
+
+async def _dependency() -> int:
+    return 1
+
+
+async def takes_a_dependency(request: Request, agency: str, value: Annotated[int, Depends(_dependency)]) -> Response:
+    return Response()
+
+
+async def takes_no_request(agency: str) -> Response:
+    return Response()
+
+
+def plain_def(request: Request, agency: str) -> Response:
+    return Response()
+
+
+@pytest.mark.parametrize(
+    ("route_endpoint", "reason"),
+    [
+        (takes_a_number, "parameter 'agency' is not plain text"),
+        (takes_a_query, "query parameters"),
+        (takes_a_checked_header, "parameter 'key' is not plain text"),
+        (takes_a_dependency, "dependency"),
+        (takes_no_request, "must be `async def` and take the Request"),
+        (plain_def, "must be `async def` and take the Request"),
+    ],
+)
+def test_a_route_that_is_not_plain_is_refused_when_built(route_endpoint, reason: str) -> None:
+    assert reason in _refused(route_endpoint)
+
+
+def test_included_under_a_dependency_it_is_refused() -> None:
+    # The including router's dependency would otherwise be skipped on every request.
+    router = APIRouter()
+    router.add_api_route("/x/{agency}", endpoint, methods=["POST"], route_class_override=PlainRoute)
+    app = FastAPI()
+    app.include_router(router, dependencies=[Depends(_dependency)])  # FastAPI builds the route later:
+    with pytest.raises(TypeError, match="not a plain route"):
+        app.openapi()  # for its document,
+    with pytest.raises(TypeError, match="not a plain route"):
+        TestClient(app).post("/x/1")  # or at its first request: never served without the dependency
