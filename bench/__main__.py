@@ -17,6 +17,7 @@ Sections:
   operator what 50 open operator pages cost the server (percent of a core)
   bounds   memory, /health latency and CPU under hostile load: held 16 MiB bodies, 4 MB chunks, polls
   cpu      server CPU per bet from /proc (1M bets, 5,000-bet CSV chunks) and the fixed cost of a request
+  parts    the parts of a /bets request timed alone: validator, hashes, lock, fdatasync, thread hop
 """
 
 from __future__ import annotations
@@ -250,6 +251,7 @@ SECTIONS = {
     "operator": bench_operator,
     "bounds": lambda: __import__("bench.load_bounds", fromlist=["run"]).run(),  # bench/load_bounds.py
     "cpu": bench_cpu,
+    "parts": lambda: __import__("bench.server_parts", fromlist=["main"]).main(),  # bench/server_parts.py
 }
 
 

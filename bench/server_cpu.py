@@ -141,7 +141,16 @@ def per_request(app: str, requests: int = 3000, workers: int = 2) -> float:
                     if time.monotonic() > deadline:
                         raise
                 time.sleep(0.05)
-            pids = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).stdout.split()]
+            # Every worker, not only the one that answered first: a worker forked later would
+            # serve requests whose CPU nobody counts (a run once read 0 µs that way).
+            while True:
+                found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).stdout.split()
+                pids = [int(p) for p in found]
+                if len(pids) == workers:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{len(pids)} of {workers} workers started")
+                time.sleep(0.05)
 
             async def hammer(count: int) -> None:
                 async with httpx.AsyncClient(timeout=30) as client:
@@ -155,7 +164,10 @@ def per_request(app: str, requests: int = 3000, workers: int = 2) -> float:
             asyncio.run(hammer(200))
             before = cpu_seconds(pids)
             asyncio.run(hammer(requests))
-            return (cpu_seconds(pids) - before) / requests * 1e6
+            used = cpu_seconds(pids) - before
+            if used <= 0:
+                raise RuntimeError("the workers' CPU did not move: not the processes that served the requests")
+            return used / requests * 1e6
         finally:
             proc.terminate()
             proc.wait(30)
