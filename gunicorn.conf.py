@@ -42,7 +42,14 @@ def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
     from app.settings import preflight
 
     try:
-        preflight()
+        settings = preflight()
+        # The CSV validator (~0.2 s of CPU) is built once here and inherited by every worker,
+        # not by each worker on its first chunk (app/csv_fast.py prepare).
+        from app import logs
+        from app.csv_fast import prepare
+
+        logs.configure(settings.log_level)
+        prepare()
     finally:
         sys.stderr.flush()
 

@@ -232,7 +232,10 @@ def wait_for_winners(api, agency: int, timeout: float, wait: bool) -> list[str]:
             if api.stop.wait(min(retry_after(response, 1.0), left)):
                 raise KeyboardInterrupt
         _log_waiting(api, agency, deadline - time.monotonic())
-        hold = int(min(max(deadline - time.monotonic(), 0), 30))
+        left = deadline - time.monotonic()
+        hold = int(min(max(left, 0), 30))
+        if hold == 0 and api.stop.wait(max(left, 0)):  # under a second left: one last ask at the deadline
+            raise KeyboardInterrupt
 
 
 def _log_waiting(api, agency: int, left: float) -> None:

@@ -182,3 +182,19 @@ def test_an_uploader_says_it_waits_for_the_draw_and_for_how_many_agencies(tmp_pa
         _, rest = first.communicate(timeout=60)
         assert first.returncode == 0, rest
         assert "action: consulta_ganadores | result: success" in rest
+
+
+@pytest.mark.parametrize("seconds", ["0.4", "1.5"])
+def test_waiting_for_the_draw_keeps_its_pace_to_the_last_second(tmp_path: Path, seconds: str) -> None:
+    # With under a second left, the long poll's hold rounds down to 0: the uploader asked again
+    # at once, and again, hammering the server until its deadline (hundreds of requests).
+    from tests.integration.test_metrics import scrape, value
+
+    with Server(tmp_path / "data", workers=2, agencies=2) as server:
+        code, _, err = run_uploader(
+            "winners", "--agency", "1", "--wait", "--timeout", seconds, "--server", server.url, timeout=30
+        )
+        assert (code, "did not happen within" in err) == (1, True), err[-2000:]
+        route = "/agencies/{agency}/winners"
+        asked = value(scrape(server.url), "lottery_request_duration_seconds_count", route=route, status="425")
+        assert asked <= 3, f"{asked:.0f} asks in {seconds} s"
