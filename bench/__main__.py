@@ -64,9 +64,11 @@ def bench_rounds(runs: int) -> list[dict]:
             )
         inputs["synthetic 1M bets, 10 agencies"] = (_synthetic(Path(tmp) / "1m", 10, 100_000), 0.4)
         for number, (name, (files, target)) in enumerate(inputs.items()):
-            ours, theirs = [], []
+            ours, theirs, cpu = [], [], []
             for run in range(runs):  # alternate, so drift in the machine's load hits both alike
-                ours.append(http_round(files, Path(tmp) / f"http-{number}-{run}" / "data")["seconds"])
+                round_ = http_round(files, Path(tmp) / f"http-{number}-{run}" / "data")
+                ours.append(round_["seconds"])
+                cpu.append((round_["uploaders_cpu"], round_["server_cpu"]))
                 theirs.append(tcp_round(files, Path(tmp) / f"tcp-{number}-{run}" / "data")["seconds"])
             ratio = statistics.median(ours) / statistics.median(theirs)
             rows.append(
@@ -79,11 +81,14 @@ def bench_rounds(runs: int) -> list[dict]:
                     "runs": runs,
                     "http_all": ours,
                     "rawtcp_all": theirs,
+                    "uploaders_cpu_s": statistics.median(c[0] for c in cpu),
+                    "server_cpu_s": statistics.median(c[1] for c in cpu),
                 }
             )
             print(
                 f"  {name}: ours {statistics.median(ours):.2f}s, raw TCP {statistics.median(theirs):.2f}s, "
-                f"ratio {ratio:.2f}x (target <= {target}x)",
+                f"ratio {ratio:.2f}x (target <= {target}x); our CPU: uploaders {rows[-1]['uploaders_cpu_s']:.2f}s, "
+                f"server {rows[-1]['server_cpu_s']:.2f}s",
                 flush=True,
             )
     return rows

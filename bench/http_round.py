@@ -3,16 +3,21 @@
 The server (gunicorn, default settings) is started first and is not timed; the clock runs
 from launching every agency's uploader (`python -m client run`, its defaults, each a
 separate program) to the exit of the last one, so it covers upload, done, draw and winners.
+Beside the time, where the CPU went: the uploaders' (``getrusage`` of the waited-for children)
+and the server workers' (``/proc``), over the same span. On a 2-core machine a round cannot
+take less than their sum over 2.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench.proc import cpu_seconds
 from devtools.server import ROOT, Server
 
 
@@ -41,6 +46,8 @@ def run_round(
             ).start()
         ]
     try:
+        workers = [pid for server in servers for pid in server.worker_pids()]
+        server_cpu, children = cpu_seconds(workers), resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         procs = {
             agency: subprocess.Popen(
@@ -67,11 +74,14 @@ def run_round(
         }
         outputs = {agency: proc.communicate(timeout=600) for agency, proc in procs.items()}
         seconds = time.perf_counter() - started
+        server_cpu = cpu_seconds(workers) - server_cpu
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        uploaders_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
         for agency, proc in procs.items():
             if proc.returncode != 0:
                 raise RuntimeError(f"agency {agency} exited {proc.returncode}: {outputs[agency][1].decode()[-2000:]}")
         winners = {agency: len(json.loads(out)["winners"]) for agency, (out, _) in outputs.items()}
-        return {"seconds": seconds, "winners": winners}
+        return {"seconds": seconds, "winners": winners, "uploaders_cpu": uploaders_cpu, "server_cpu": server_cpu}
     finally:
         if own:
             servers[0].stop()
