@@ -49,7 +49,12 @@ class ProcessLock:
         while True:
             fd = self._descriptor()
             if filelock.lock_descriptor(fd, blocking=False):
-                if self._is_at_path(fd):
+                try:
+                    at_path = self._is_at_path(fd)
+                except BaseException:
+                    filelock.unlock_descriptor(fd)  # never left held by an acquire that failed
+                    raise
+                if at_path:
                     return
                 filelock.unlock_descriptor(fd)  # a lock on a file nobody else will open: take the new one
                 self._forget()

@@ -101,3 +101,19 @@ def test_only_the_current_rounds_descriptor_stays_open(tmp_path: Path) -> None:
     assert _open_locks(tmp_path) == ["data/rounds/0002/.lock"]
     store.close()
     assert _open_locks(tmp_path) == []
+
+
+def test_an_acquire_that_fails_once_locked_leaves_it_free(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The check that the lock file is still the one at the path runs with the lock held: an
+    # error there (the path unreadable) must not leave every other process locked out.
+    path = str(tmp_path / ".lock")
+    lock = ProcessLock(path, timeout=0.05)
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr("app.store.lock.os.stat", unreadable)
+    with pytest.raises(PermissionError):
+        lock.acquire()
+    monkeypatch.undo()
+    assert _in_child(lambda: not _times_out(ProcessLock(path, timeout=0.05))) == 0
