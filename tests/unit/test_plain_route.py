@@ -3,6 +3,7 @@ given it, and a route it cannot serve that way is refused when the app is built.
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import pytest
@@ -11,32 +12,27 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.deps import AgencyText, CredentialsDep, IdempotencyKeyHeader, UploadIdHeader, UploadOffsetHeader
+from app.routes.agencies import post_bets
 from app.routes.plain import PlainRoute
 
 SEEN: list[dict] = []
 
 
-async def endpoint(
-    request: Request,
-    agency: AgencyText,
-    credentials: CredentialsDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-    upload_id: UploadIdHeader = None,
-    upload_offset: UploadOffsetHeader = None,
-) -> Response:
-    """The parameters of POST /bets, recorded as the endpoint received them."""
+async def endpoint(request: Request, **params) -> Response:
+    """Takes exactly POST /bets's parameters (its signature, below) and records what it got."""
+    credentials = params["credentials"]
     SEEN.append(
         {
-            "agency": agency,
+            **params,
             "credentials": None if credentials is None else (credentials.scheme, credentials.credentials),
-            "idempotency_key": idempotency_key,
-            "upload_id": upload_id,
-            "upload_offset": upload_offset,
             "request": type(request).__name__,
         }
     )
     return Response(b"{}", 201, media_type="application/json")
+
+
+# The real route's parameters, so a parameter added to it is in this test at once.
+endpoint.__signature__ = inspect.signature(post_bets, eval_str=True)  # type: ignore[attr-defined]
 
 
 def _app() -> FastAPI:
