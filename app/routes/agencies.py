@@ -152,9 +152,11 @@ router.add_api_route(
     summary="Say this agency sent everything",
     responses=documented(401, 403, 404, 422, 503),
 )
-async def post_done(agency: AgencyDep, store: StoreDep, round_id: RoundDep) -> DoneState:
+async def post_done(agency: AgencyDep, request: Request, store: StoreDep, round_id: RoundDep) -> DoneState:
     """Idempotent. The call that completes the set of agencies performs the draw before answering."""
     receipt = await run_in_threadpool(store.mark_done, agency, round=round_id)
+    if receipt.drawn:
+        request.app.state.draw_watch.probe_now()  # this worker's long polls answer now
     return DoneState(agency=agency, done=receipt.done, expected=receipt.expected, drawn=receipt.drawn)
 
 

@@ -374,6 +374,11 @@ class Store(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or handles."""
 
+    def draw_marker(self, round_id: int) -> str | None:  # noqa: ARG002 - optional hook
+        """A file that exists once the round is drawn, if this backend has one: the long polls'
+        watcher (app/draw_watch.py) then checks it with a stat instead of asking ``winners``."""
+        return None
+
     @property
     def expected(self) -> int:
         # Read-only alias of ``agencies`` (its old name), kept while branches still in review

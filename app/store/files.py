@@ -947,6 +947,9 @@ class FileStore(Store):
     def check_health(self) -> None:
         self._round(None).check_health()
 
+    def draw_marker(self, round_id: int) -> str | None:
+        return os.fspath(round_dir(self.dir, round_id) / WINNERS)  # written (atomically) by the draw
+
     def round_info(self, round: int | None = None) -> RoundInfo:
         return self._round(round).info()
 
