@@ -33,6 +33,7 @@ def _plain_text(field: Any) -> bool:
     return (
         info.annotation in (str, str | None)
         and not info.metadata  # max_length, pattern, ...: checks FastAPI would make
+        and info.validation_alias in (None, field.alias)  # no other names to look for
         and (info.is_required() or info.default is None)
     )
 
@@ -61,6 +62,8 @@ def plain_handler(endpoint: Callable[..., Awaitable[Response]], dependant: Depen
     problems += [f"dependency {d.call!r}" for d in dependant.dependencies if d not in bearers]
     if not inspect.iscoroutinefunction(endpoint) or dependant.request_param_name is None:
         problems.append("the endpoint must be `async def` and take the Request")
+    injected = ("websocket", "http_connection", "response", "background_tasks", "security_scopes")
+    problems += [f"a {kind} parameter" for kind in injected if getattr(dependant, f"{kind}_param_name")]
     if problems:
         raise TypeError(f"{path}: not a plain route ({'; '.join(problems)})")
 

@@ -116,6 +116,10 @@ def plain_def(request: Request, agency: str) -> Response:
     return Response()
 
 
+async def takes_the_response(request: Request, agency: str, response: Response) -> Response:
+    return response
+
+
 @pytest.mark.parametrize(
     ("route_endpoint", "reason"),
     [
@@ -125,6 +129,7 @@ def plain_def(request: Request, agency: str) -> Response:
         (takes_a_dependency, "dependency"),
         (takes_no_request, "must be `async def` and take the Request"),
         (plain_def, "must be `async def` and take the Request"),
+        (takes_the_response, "a response parameter"),
     ],
 )
 def test_a_route_that_is_not_plain_is_refused_when_built(route_endpoint, reason: str) -> None:
