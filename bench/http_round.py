@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.proc import cpu_seconds
+from bench.proc import cpu_seconds, rusage_seconds
 from devtools.server import ROOT, Server
 
 
@@ -47,7 +47,7 @@ def run_round(
         ]
     try:
         workers = [pid for server in servers for pid in server.worker_pids()]
-        server_cpu, children = cpu_seconds(workers), resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu, uploaders_cpu = cpu_seconds(workers), rusage_seconds(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         procs = {
             agency: subprocess.Popen(
@@ -75,8 +75,7 @@ def run_round(
         outputs = {agency: proc.communicate(timeout=600) for agency, proc in procs.items()}
         seconds = time.perf_counter() - started
         server_cpu = cpu_seconds(workers) - server_cpu
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        uploaders_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+        uploaders_cpu = rusage_seconds(resource.RUSAGE_CHILDREN) - uploaders_cpu
         for agency, proc in procs.items():
             if proc.returncode != 0:
                 raise RuntimeError(f"agency {agency} exited {proc.returncode}: {outputs[agency][1].decode()[-2000:]}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Iterable
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -16,6 +17,13 @@ def cpu_seconds(pids: Iterable[int]) -> float:
             fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return total / _TICK
+
+
+def rusage_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU time so far of this process (or, with ``RUSAGE_CHILDREN``, of its
+    waited-for children), from ``getrusage``."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def status_bytes(pid: int, key: str) -> int:

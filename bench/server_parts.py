@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import resource
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from bench.proc import rusage_seconds
 
 CHUNK = 5000
 
@@ -24,12 +25,10 @@ CHUNK = 5000
 def cpu_per_call(call: Callable[[], object], calls: int) -> float:
     """µs of this process's CPU per call of ``call`` (after one warm-up call)."""
     call()
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before = rusage_seconds()
     for _ in range(calls):
         call()
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return used / calls * 1e6
+    return (rusage_seconds() - before) / calls * 1e6
 
 
 def _hops(calls: int) -> tuple[float, float]:
@@ -49,11 +48,10 @@ def _hops(calls: int) -> tuple[float, float]:
         for hop in (lambda: anyio.to_thread.run_sync(nothing), lambda: loop.run_in_executor(pool, nothing)):
             for _ in range(100):
                 await hop()
-            before = resource.getrusage(resource.RUSAGE_SELF)
+            before = rusage_seconds()
             for _ in range(calls):
                 await hop()
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            figures.append(((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) / calls * 1e6)
+            figures.append((rusage_seconds() - before) / calls * 1e6)
         pool.shutdown()
         return figures[0], figures[1]
 

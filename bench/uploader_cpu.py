@@ -23,12 +23,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.proc import rusage_seconds
 from devtools.server import ROOT, Server
 
 
 def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return rusage_seconds(resource.RUSAGE_CHILDREN)
 
 
 def uploader_cpu_seconds(path: Path, where: Path, *, args: tuple[str, ...] = (), root: Path = ROOT) -> float:
