@@ -86,10 +86,18 @@ class Tokens:
         return self.owner(token) is not None or operator
 
 
+def _token() -> str:
+    """256 random bits, URL-safe, never beginning with "-": a command line would read such a
+    token as an option (`--token -x...`), and one token in 64 would begin so."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
+
+
 def make(agencies: int, operator: bool = True) -> dict[str, str]:
-    tokens = {str(agency): secrets.token_urlsafe(32) for agency in range(1, agencies + 1)}
+    tokens = {str(agency): _token() for agency in range(1, agencies + 1)}
     if operator:
-        tokens[OPERATOR] = secrets.token_urlsafe(32)
+        tokens[OPERATOR] = _token()
     return tokens
 
 

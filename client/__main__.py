@@ -16,6 +16,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -384,11 +385,30 @@ def cmd_winners(options: Options, stop) -> int:
     return 0
 
 
+_OPTION_NAME = re.compile(r"--?[a-z][a-z-]*")
+
+
+def _token_values(argv: list[str]) -> list[str]:
+    """``--token VALUE`` as ``--token=VALUE``: argparse reads a value that begins with "-" as an
+    option of its own, and tokens made by earlier releases may begin so (1 in 64). A next word
+    that looks like an option name (``--json``) is left alone: then the value is missing."""
+    out: list[str] = []
+    at = 0
+    while at < len(argv):
+        if argv[at] == "--token" and at + 1 < len(argv) and not _OPTION_NAME.fullmatch(argv[at + 1]):
+            out.append(f"--token={argv[at + 1]}")
+            at += 2
+        else:
+            out.append(argv[at])
+            at += 1
+    return out
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
     # Start-up builds thousands of objects (imports, the parser) and no cycles worth collecting:
     # fewer collections while it does (issue 15). Cycles are still collected, less often.
     gc.set_threshold(*GC_THRESHOLDS)
-    given = sys.argv[1:] if argv is None else argv
+    given = _token_values(sys.argv[1:] if argv is None else argv)
     args = _parser(prog, only=given[0] if given and given[0] in COMMANDS else None).parse_args(given)
     if args.command == "generate":
         from pathlib import Path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -96,6 +97,7 @@ def upload(server: Server, agency: int, path: Path, token: str) -> subprocess.Po
     return uploader(
         *("run", "--server", server.url, "--agency", str(agency), "--file", str(path)),
         *("--token", token, "--batch-size", "500", "--quiet", "--json"),
+        env={"PYTHONFAULTHANDLER": "1"},  # SIGABRT prints where every thread is (wait_for_log)
     )
 
 
@@ -104,11 +106,17 @@ def wait_for_log(server: Server, text: str, uploaders: list[subprocess.Popen], t
     deadline = time.monotonic() + timeout
     while text not in server.log():
         if time.monotonic() >= deadline:
-            for proc in uploaders:
-                proc.kill()
-            said = "\n".join(f"uploader exit {p.wait()}: {p.communicate()[1][-2000:]}" for p in uploaders)
-            raise AssertionError(f"the server never logged {text!r}\n{said}\nserver:\n{server.log()[-4000:]}")
+            raise AssertionError(f"the server never logged {text!r}\n{_stop_and_report(server, uploaders)}")
         time.sleep(0.05)
+
+
+def _stop_and_report(server: Server, uploaders: list[subprocess.Popen]) -> str:
+    """Where each uploader still running was (its threads' stacks), what each said, the server's log."""
+    for proc in uploaders:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack, then exit
+    said = "\n".join(f"uploader exit {p.wait()}: {p.communicate()[1][-6000:]}" for p in uploaders)
+    return f"{said}\nserver:\n{server.log()[-6000:]}"
 
 
 def generated_files(where: Path) -> list[Path]:
@@ -173,9 +181,13 @@ def test_a_round_as_the_operator_sees_it(secured, browser, tmp_path: Path) -> No
 
     # The last agency: every row done, the total is what was uploaded, the draw is shown.
     last = upload(server, AGENCIES, files[-1], tokens[str(AGENCIES)])
+    wait_for_log(server, f"action: agencia_finalizada | result: success | agencia: {AGENCIES} |", [*first, last])
     results = {}
     for agency, proc in zip(range(1, AGENCIES + 1), [*first, last], strict=True):
-        out, err = proc.communicate(timeout=120)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"agency {agency} never ended\n{_stop_and_report(server, [*first, last])}") from None
         assert proc.returncode == 0, err
         results[agency] = json.loads(out)["winners"]
     expect(page.locator("[data-testid=total-bets]")).to_have_text(f"{AGENCIES * BETS:,}", timeout=SEE)

@@ -832,3 +832,28 @@ def test_a_chunk_refused_because_its_round_was_drawn_names_the_next_round_when_o
         with pytest.raises(ClientError, match="round 1 is over and the server's current round is now 2"):
             api.request("POST", "/agencies/1/bets", content=b"x")
     assert seen == [("POST", "/rounds/1/agencies/1/bets"), ("GET", "/rounds")]
+
+
+@pytest.mark.parametrize("token", ["-Zx9Lq", "--Zx9Lq", "-"])
+def test_a_token_that_begins_with_a_dash_is_still_the_tokens_value(tmp_path: Path, capsys, token: str) -> None:
+    # argparse read "--token -Zx9Lq" as an option without its value (exit 2, "expected one
+    # argument"): about one token in 64 that python -m app.tokens made began with "-".
+    from client.__main__ import main
+
+    (tmp_path / "a.csv").write_text("Ana,Gomez,1,1990-01-01,5\n")
+    argv = ["run", "--agency", "1", "--file", str(tmp_path / "a.csv"), "--server", "http://lottery.example"]
+    assert main(["run", "--token", token, *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to send the agency token in clear text" in err, err  # parsed: the token check ran
+    with pytest.raises(SystemExit):  # a missing value is still an error, not the next option taken as it
+        main([*argv, "--token", "--json"])
+    assert "--token: expected one argument" in capsys.readouterr().err
+
+
+def test_made_tokens_never_begin_with_a_dash() -> None:
+    # Safe as the value of --token, or of any option of any tool, as `python -m app.tokens` prints them.
+    from app.tokens import make
+
+    tokens = [token for _ in range(40) for token in make(50).values()]
+    assert [t for t in tokens if t.startswith("-")] == []
+    assert len(set(tokens)) == len(tokens) and {len(t) for t in tokens} == {43}
