@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from app.limits import Reservation
 from app.problems import BodyTimeout, BodyTooLarge, Forbidden, Problem, Unauthorized, UnknownAgency
+from app.rounds import HIGHEST_ROUND, RoundNotFound
 from app.settings import Settings
-from app.store import RoundNotFound, Store, UploadSpan
+from app.store import Store, UploadSpan
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as a bare or quoted sf-string
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -61,8 +65,11 @@ def token_owner(request: Request, credentials: HTTPAuthorizationCredentials | No
     token = presented_token(request, credentials)
     if token is None:
         return None
-    owner = request.app.state.tokens.owner(token)
+    tokens = request.app.state.tokens
+    owner = tokens.owner(token)
     if owner is None:
+        if tokens.is_operator(token):  # valid, but not for an agency's acts
+            raise Forbidden("this is the operator's token: an agency's routes take that agency's token")
         raise Unauthorized("the bearer token is not valid")
     return owner
 
@@ -118,28 +125,34 @@ AgencyText = Annotated[
 ]
 
 
-def check_agency(request: Request, agency: str, credentials: HTTPAuthorizationCredentials | None) -> int:
-    """The checked agency id; with tokens, only after the token is checked.
+# A round named in a path: read as text and checked by app.rounds.parse_round_id (404 for any
+# other spelling, never another round); the schema says what it is.
+RoundText = Annotated[
+    str,
+    Path(
+        description="Round id: 1, 2, 3, ... in plain digits",
+        examples=[1],
+        json_schema_extra={"type": "integer", "minimum": 1, "maximum": HIGHEST_ROUND},
+    ),
+]
+
+
+async def check_agency(
+    request: Request, agency: str, credentials: HTTPAuthorizationCredentials | None, round_id: int | None
+) -> int:
+    """The checked agency id of ``round_id`` (None: the current round); with tokens, only after
+    the token is checked.
 
     Authentication comes first, so a caller without a valid token learns nothing about
     which agencies exist (401 for every id). The round's own agency count (as the store
     recorded it) decides which ids exist, not this process's settings.
     """
     owner = token_owner(request, credentials)
-    # The requested round's agencies (the current round's on /agencies/...): rounds differ in size.
-    store = request.app.state.store
-    agencies = round_agencies(store, requested_round(request), int(agency) if canonical_agency(agency) else 0)
+    agencies = await round_agencies(request.app.state.store, round_id, int(agency) if canonical_agency(agency) else 0)
     number = parse_agency(agency, agencies)
     if owner is not None and owner != number:
         raise Forbidden(f"this token belongs to another agency, not to agency {number}")
     return number
-
-
-async def agency_id(agency: AgencyText, request: Request, credentials: CredentialsDep) -> int:
-    return check_agency(request, agency, credentials)
-
-
-AgencyDep = Annotated[int, Depends(agency_id)]
 
 
 IdempotencyKeyHeader = Annotated[
@@ -190,6 +203,16 @@ def check_upload_span(upload_id: str | None, upload_offset: str | None) -> Uploa
     return UploadSpan(upload_id, int(upload_offset))
 
 
+@asynccontextmanager
+async def received_body(request: Request, limit: int) -> AsyncIterator[bytearray]:
+    """The request's body, read only now (every route with a body reads it through here, after
+    its token was checked): 413 past ``limit``, 408 past the body deadline, and held against
+    this worker's body budget until the block ends (app/limits.py)."""
+    declared = declared_length(request, limit)
+    async with request.app.state.body_budget.reserve(declared or 0) as held:
+        yield await read_body(request, limit, request.app.state.settings.body_timeout, declared, held)
+
+
 def declared_length(request: Request, limit: int) -> int | None:
     """The body's Content-Length, or None (chunked); 413 at once when it is over ``limit``."""
     declared = request.headers.get("content-length")
@@ -230,32 +253,24 @@ async def read_body(request: Request, limit: int, timeout: float, declared: int 
     return body
 
 
-# -- rounds (issue 11) ----------------------------------------------------------------------------
+# -- a round's agencies ----------------------------------------------------------------------------
 
 
-def requested_round(request: Request) -> int | None:
-    """The round of a ``/rounds/{round}/...`` route, None on the routes of the current round.
-    (The path parameter itself is declared and validated by the rounds router.)"""
-    value = request.path_params.get("round")
-    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
+async def round_agencies(store: Store, round_id: int | None, agency: int) -> int | None:
+    """How many agencies the round has; None for a round that does not exist (the route answers
+    for it: 404 for a read, 409 naming the current round for a write).
+
+    From the store's memory when that decides (a round never changes its agencies); otherwise,
+    for a round not seen yet or an id past what was seen (maybe a round opened since), the
+    storage is asked off the event loop."""
+    known = store.known_agencies(round_id)
+    if known is not None and 1 <= agency <= known:
+        return known
+    return await run_in_threadpool(_asked_agencies, store, round_id)
 
 
-async def round_param(request: Request) -> int | None:
-    """``requested_round`` as a dependency (async: a plain ``def`` would cost a thread hop)."""
-    return requested_round(request)
-
-
-RoundDep = Annotated[int | None, Depends(round_param)]
-
-
-def round_agencies(store: Store, round_id: int | None, agency: int) -> int | None:
-    """How many agencies the round has, without asking the storage again when the answer is
-    already known (a round never changes its agencies); None for a round that does not exist
-    (the route answers for it: 404 for a read, 409 naming the current round for a write)."""
+def _asked_agencies(store: Store, round_id: int | None) -> int | None:
     try:
-        agencies = store.round_agencies(round_id)
-        if not 1 <= agency <= agencies:  # maybe a round opened since: ask once more
-            agencies = store.round_agencies(round_id, fresh=True)
+        return store.round_agencies(round_id, fresh=True)
     except RoundNotFound:
         return None
-    return agencies

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import ingest
+from app import ingest, rounds
 from app.store import base as store_errors
 
 log = logging.getLogger("lottery")
@@ -122,13 +122,13 @@ def to_problem(error: Exception) -> Problem:
             return Problem(403, "Forbidden", str(error))
         case store_errors.RangeConflict():
             return Problem(409, "Lines already stored", str(error), committed=[list(r) for r in error.committed])
-        case store_errors.AgencyClosed():
+        case rounds.AgencyClosed():
             return Problem(409, "Agency closed", str(error))
-        case store_errors.RoundNotCurrent():
+        case rounds.RoundNotCurrent():
             return Problem(409, "Not the current round", str(error), current_round=error.current)
-        case store_errors.RoundStillOpen():
+        case rounds.RoundStillOpen():
             return Problem(409, "Round still open", str(error), current_round=error.current)
-        case store_errors.RoundNotFound():
+        case rounds.RoundNotFound():
             return Problem(404, "Unknown round", str(error))
         case store_errors.IdempotencyMismatch():
             return Problem(422, "Idempotency key reused", str(error))
@@ -186,6 +186,7 @@ def install(app: FastAPI) -> None:
         Problem,
         ingest.IngestError,
         store_errors.StoreError,
+        rounds.RoundError,
         BodyTooLarge,
         BodyTimeout,
         UnknownAgency,

@@ -18,18 +18,67 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from app.store.base import AgencyClosed, RoundNotCurrent, RoundStillOpen
-
 log = logging.getLogger("lottery")
 
 OPEN, DRAWN = "open", "drawn"
 RANDOM = "random"  # the winning number a round may be opened with: drawn with `secrets` at the draw
 HIGHEST_NUMBER = 9999
+HIGHEST_ROUND = 10**9  # round ids are 1..this: a path names a round in at most 10 digits
+_ROUND_DIGITS = len(str(HIGHEST_ROUND))
+
+
+# -- the errors of the round's rules (each maps to one HTTP status in app/problems.py) ------------
+
+
+class RoundError(Exception):
+    """Base of the refusals the round's rules make."""
+
+
+class AgencyClosed(RoundError):
+    """New bets after the agency said done or after the draw (409)."""
+
+
+class RoundNotFound(RoundError):
+    """No round with that id (404)."""
+
+
+class RoundNotCurrent(RoundError):
+    """Bets or done for a round that is not the current one (409); names the current round."""
+
+    def __init__(self, message: str, current: int):
+        super().__init__(message)
+        self.current = current
+
+
+class RoundStillOpen(RoundError):
+    """A next round asked for while the current one is not drawn (409)."""
+
+    def __init__(self, message: str, current: int):
+        super().__init__(message)
+        self.current = current
+
+
+# -- a round's id and parameters ------------------------------------------------------------------
+
+
+def parse_round_id(text: str) -> int:
+    """The round a path names: exactly ``[1-9][0-9]*`` up to HIGHEST_ROUND; RoundNotFound otherwise.
+
+    ``int()`` (and pydantic's lax int) would read ``1.0``, ``+1``, `` 1``, ``1_0`` or ``١``:
+    one round has one name, and a spelling that is no round's never falls back to another.
+    """
+    if 0 < len(text) <= _ROUND_DIGITS and text.isascii() and text.isdigit() and text[0] != "0":
+        number = int(text)
+        if number <= HIGHEST_ROUND:
+            return number
+    shown = text if len(text) <= 20 and text.isprintable() and text.strip() == text else repr(text[:20])
+    raise RoundNotFound(f"round {shown} does not exist: rounds are named 1, 2, 3, ... (at most {HIGHEST_ROUND})")
 
 
 @dataclass(frozen=True, slots=True)
-class Opening:
-    """What a new round is opened with: its agencies, and a fixed winning number or None (random)."""
+class RoundParameters:
+    """What a round is pinned to when it opens: a restart with other settings keeps these.
+    ``winning_number`` is None for a round opened with a random number, until its draw."""
 
     agencies: int
     winning_number: int | None
@@ -39,10 +88,13 @@ class Opening:
         return self.winning_number is None
 
 
-def opening(agencies: int | None, winning_number: int | str | None, defaults: Opening) -> Opening:
+Opening = RoundParameters  # what a new round is opened with
+
+
+def opening(agencies: int | None, winning_number: int | str | None, defaults: RoundParameters) -> RoundParameters:
     """The next round's parameters: the request's, or the settings' for what it leaves out."""
     number = defaults.winning_number if winning_number is None else winning_number
-    return Opening(defaults.agencies if agencies is None else agencies, None if number == RANDOM else number)
+    return RoundParameters(defaults.agencies if agencies is None else agencies, None if number == RANDOM else number)
 
 
 # -- who may store what --------------------------------------------------------------------------
@@ -122,7 +174,7 @@ def log_draw(round_id: int, bets: int, winners: int, number: int, random: bool) 
     )
 
 
-def log_opened(round_id: int, params: Opening) -> None:
+def log_opened(round_id: int, params: RoundParameters) -> None:
     log.info(
         "action: ronda_abierta | result: success | ronda: %d | agencias: %d | numero_ganador: %s",
         round_id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from app.settings import Settings
-from app.store import Store, StoreError
+from app.store import RoundError, Store, StoreError
 
 log = logging.getLogger("lottery")
 
@@ -24,7 +24,7 @@ def log_round_state(store: Store, settings: Settings) -> None:
     """One line: ``action: ronda | result: success | id: 1 | state: drawn | bets: 78697 | done: 5/5 ...``."""
     try:
         status = store.status(draw=False)  # starting never draws: the first query after it does
-    except StoreError as error:  # the server still starts and answers 503 until storage is back
+    except (StoreError, RoundError) as error:  # the server still starts and answers 503 until storage is back
         log.warning("action: ronda | result: fail | storage: %s | error: %s", where(settings), error)
         return
     round_id = status.round_id

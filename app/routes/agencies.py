@@ -2,34 +2,37 @@
 
 Handlers are thin: read the request, hand it to ingest and the store (off the event loop,
 since both block), shape the answer. Status codes for errors live in app/problems.py.
+
+Each handler takes ``round_id`` (None: the current round) and is served twice by
+:func:`agency_router`: at ``/agencies/{agency}/...`` and at ``/rounds/{round}/agencies/{agency}/...``
+(app/routes/scope.py). Each takes the token and the agency id as plain parameters and checks
+them itself (``deps.check_agency``: token first, then the id in that round), because FastAPI's
+dependency solving cost more per chunk than parsing a 5,000-bet body (docs/performance.md);
+the handlers whose parameters are all plain text are PlainRoutes (app/routes/plain.py).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from app import metrics
 from app.deps import (
-    AgencyDep,
     AgencyText,
     CredentialsDep,
     IdempotencyKeyHeader,
-    RoundDep,
-    SettingsDep,
-    StoreDep,
     UploadIdHeader,
     UploadOffsetHeader,
     check_agency,
     check_idempotency_key,
     check_upload_span,
-    declared_length,
-    read_body,
-    requested_round,
+    received_body,
 )
 from app.draw_watch import Wake
 from app.ingest import parse_chunk
@@ -46,12 +49,10 @@ from app.routes.schemas import (
     Winners,
     bets_request_body,
 )
+from app.routes.scope import at_round
 from app.store import Chunk, ChunkReceipt, Store, UploadSpan, body_digest
 
 log = logging.getLogger("lottery")
-# Every route here takes the agency id through app/deps.py (token first, then the id):
-# tests/api/test_agency_ids.py holds every route of this router to it.
-router = APIRouter(prefix="/agencies/{agency}", tags=["agencies"])
 
 
 def _receive(
@@ -62,7 +63,7 @@ def _receive(
     max_bets: int,
     key: str | None,
     upload: UploadSpan | None,
-    round_id: int | None = None,
+    round_id: int | None,
 ) -> ChunkReceipt:
     parsed = parse_chunk(body, content_type, agency, max_bets, only_bets=upload is not None)
     # Kept with the range, so a resumed upload can prove its file still holds these bets.
@@ -82,6 +83,8 @@ async def post_bets(
     idempotency_key: IdempotencyKeyHeader = None,
     upload_id: UploadIdHeader = None,
     upload_offset: UploadOffsetHeader = None,
+    *,
+    round_id: int | None,
 ) -> Response:
     """Store one chunk of bets, all or nothing. JSON `{"bets": [...]}` or CSV lines.
 
@@ -92,19 +95,13 @@ async def post_bets(
     - `Upload-Id` + `Upload-Offset`: the chunk is lines `[offset, offset+count)` of that
       upload; a chunk overlapping stored lines gets 409 with the stored ranges.
     """
-    # The hot path: plain parameters checked by the same functions the other routes'
-    # dependencies call, because FastAPI's dependency solving cost more per chunk than
-    # parsing a 5,000-bet body (docs/performance.md).
-    number = check_agency(request, agency, credentials)
+    number = await check_agency(request, agency, credentials, round_id)
     key = check_idempotency_key(idempotency_key)
     upload = check_upload_span(upload_id, upload_offset)
-    round_id = requested_round(request)
     settings, store = request.app.state.settings, request.app.state.store
     try:
-        declared = declared_length(request, settings.max_body_bytes)
         # The body's bytes are held against this worker's budget until its answer is decided.
-        async with request.app.state.body_budget.reserve(declared or 0) as held:
-            body = await read_body(request, settings.max_body_bytes, settings.body_timeout, declared, held)
+        async with received_body(request, settings.max_body_bytes) as body:
             content_type = request.headers.get("content-type")
             receipt = await run_in_threadpool(
                 _receive, store, number, body, content_type, settings.max_bets_per_chunk, key, upload, round_id
@@ -126,51 +123,21 @@ async def post_bets(
     return Response(content, 201, media_type="application/json")
 
 
-# Registered as a PlainRoute: its parameters are plain text, checked above (app/routes/plain.py).
-router.add_api_route(
-    "/bets",
-    post_bets,
-    methods=["POST"],
-    status_code=201,
-    response_model=ChunkStored,
-    summary="Upload a chunk of bets",
-    openapi_extra=bets_request_body(),
-    responses={
-        200: {
-            "description": "A replay: this Idempotency-Key or upload range was already stored; nothing more was stored",
-            "model": ChunkStored,
-        },
-        **documented(400, 401, 403, 404, 408, 409, 413, 415, 422, 503),
-    },
-    route_class_override=PlainRoute,
-)
-
-
-@router.post(
-    "/done",
-    response_model=DoneState,
-    summary="Say this agency sent everything",
-    responses=documented(401, 403, 404, 422, 503),
-)
-async def post_done(agency: AgencyDep, request: Request, store: StoreDep, round_id: RoundDep) -> DoneState:
+async def post_done(
+    request: Request, agency: AgencyText, credentials: CredentialsDep, *, round_id: int | None
+) -> DoneState:
     """Idempotent. The call that completes the set of agencies performs the draw before answering."""
-    receipt = await run_in_threadpool(store.mark_done, agency, round=round_id)
+    number = await check_agency(request, agency, credentials, round_id)
+    receipt = await run_in_threadpool(request.app.state.store.mark_done, number, round=round_id)
     if receipt.drawn:
         request.app.state.draw_watch.probe_now()  # this worker's long polls answer now
-    return DoneState(agency=agency, done=receipt.done, expected=receipt.expected, drawn=receipt.drawn)
+    return DoneState(agency=number, done=receipt.done, expected=receipt.expected, drawn=receipt.drawn)
 
 
-@router.get(
-    "/winners",
-    response_model=Winners,
-    summary="This agency's winners",
-    responses=documented(401, 403, 404, 422, 425, 503),
-)
 async def get_winners(
-    agency: AgencyDep,
     request: Request,
-    store: StoreDep,
-    settings: SettingsDep,
+    agency: AgencyText,
+    credentials: CredentialsDep,
     wait: Annotated[
         int,
         Query(
@@ -179,13 +146,16 @@ async def get_winners(
             description=("Long poll: hold the request up to this many seconds and answer as soon as the draw happens"),
         ),
     ] = 0,
-    round_id: RoundDep = None,
+    *,
+    round_id: int | None,
 ) -> Winners:
     """425 Too Early (with Retry-After) until the draw; then the documents of this agency's winning bets.
 
     With `wait`, the answer comes the moment the draw happens (or 425 after `wait` seconds);
     a server that is stopping answers an open poll at once with 503 and Retry-After.
     """
+    agency = await check_agency(request, agency, credentials, round_id)
+    settings, store = request.app.state.settings, request.app.state.store
     if round_id is None and wait:  # a long poll waits for one round's draw, named by its id
         round_id = await run_in_threadpool(store.current_round)
     winners = await run_in_threadpool(store.winners, agency, round=round_id)
@@ -215,24 +185,21 @@ async def _client_left(request: Request) -> None:
         pass
 
 
-@router.get(
-    "/uploads/{upload_id}",
-    response_model=UploadProgress,
-    summary="Which lines of an upload are stored",
-    responses=documented(401, 403, 404, 422, 503),
-)
 async def get_upload(
-    agency: AgencyDep,
-    store: StoreDep,
+    request: Request,
+    agency: AgencyText,
+    credentials: CredentialsDep,
     upload_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")],
-    round_id: RoundDep,
+    *,
+    round_id: int | None,
 ) -> UploadProgress:
     """The stored bet ranges of one upload (see `Upload-Id`), so a rerun sends only the rest.
 
     `committed` is merged; `spans` are the chunks as stored, each with the SHA-256 of its body
     (LF-normalized), so a rerun can prove its file still holds those bets before sending more.
     """
-    state = await run_in_threadpool(store.upload_state, agency, upload_id, round=round_id)
+    number = await check_agency(request, agency, credentials, round_id)
+    state = await run_in_threadpool(request.app.state.store.upload_state, number, upload_id, round=round_id)
     return UploadProgress(
         upload_id=state.upload_id,
         committed=state.committed,
@@ -241,13 +208,105 @@ async def get_upload(
     )
 
 
-@router.get(
-    "/uploads",
-    response_model=UploadList,
-    summary="This agency's uploads in the round",
-    responses=documented(401, 403, 404, 422, 503),
-)
-async def list_uploads(agency: AgencyDep, store: StoreDep, round_id: RoundDep) -> UploadList:
+async def list_uploads(
+    request: Request, agency: AgencyText, credentials: CredentialsDep, *, round_id: int | None
+) -> UploadList:
     """Every upload of this agency with stored bets, in the order each was first stored."""
-    uploads = await run_in_threadpool(store.uploads, agency, round=round_id)
+    number = await check_agency(request, agency, credentials, round_id)
+    uploads = await run_in_threadpool(request.app.state.store.uploads, number, round=round_id)
     return UploadList(uploads=[UploadSummary(upload_id=u.upload_id, bets=u.bets, chunks=u.chunks) for u in uploads])
+
+
+# The routes: (path, endpoint, method, route class, what else add_api_route takes). PlainRoute
+# serves a handler whose parameters are all plain text without FastAPI's solving.
+ROUTES: list[tuple[str, Callable[..., Awaitable[Any]], str, type[APIRoute], dict[str, Any]]] = [
+    (
+        "/bets",
+        post_bets,
+        "POST",
+        PlainRoute,
+        {
+            "status_code": 201,
+            "response_model": ChunkStored,
+            "summary": "Upload a chunk of bets",
+            "openapi_extra": bets_request_body(),
+            "responses": {
+                200: {
+                    "description": (
+                        "A replay: this Idempotency-Key or upload range was already stored; nothing more was stored"
+                    ),
+                    "model": ChunkStored,
+                },
+                **documented(400, 401, 403, 404, 408, 409, 413, 415, 422, 503),
+            },
+        },
+    ),
+    (
+        "/done",
+        post_done,
+        "POST",
+        PlainRoute,
+        {
+            "response_model": DoneState,
+            "summary": "Say this agency sent everything",
+            "responses": documented(401, 403, 404, 503),
+        },
+    ),
+    (
+        "/winners",
+        get_winners,
+        "GET",
+        APIRoute,
+        {
+            "response_model": Winners,
+            "summary": "This agency's winners",
+            "responses": documented(401, 403, 404, 422, 425, 503),
+        },
+    ),
+    (
+        "/uploads/{upload_id}",
+        get_upload,
+        "GET",
+        APIRoute,
+        {
+            "response_model": UploadProgress,
+            "summary": "Which lines of an upload are stored",
+            "responses": documented(401, 403, 404, 422, 503),
+        },
+    ),
+    (
+        "/uploads",
+        list_uploads,
+        "GET",
+        PlainRoute,
+        {
+            "response_model": UploadList,
+            "summary": "This agency's uploads in the round",
+            "responses": documented(401, 403, 404, 503),
+        },
+    ),
+]
+
+
+def agency_router(*, named_round: bool) -> APIRouter:
+    """The agency routes of the current round, or (``named_round``) of the round in the path."""
+    prefix = "/rounds/{round}/agencies/{agency}" if named_round else "/agencies/{agency}"
+    router = APIRouter(prefix=prefix, tags=["rounds" if named_round else "agencies"])
+    for path, endpoint, method, route_class, extra in ROUTES:
+        if named_round:
+            extra = {
+                **extra,
+                "summary": f"{extra['summary']} (in a given round)",
+                "name": f"round_{endpoint.__name__}",
+                "operation_id": f"round_{endpoint.__name__}",
+                # another round's bets and done are 409 (naming the current round); an unknown round, 404
+                "responses": {**documented(404, *((409,) if method == "POST" else ())), **extra["responses"]},
+            }
+        served = at_round(endpoint, named=named_round)
+        router.add_api_route(path, served, methods=[method], route_class_override=route_class, **extra)
+    return router
+
+
+# Every route here checks the token and the agency id (deps.check_agency): tests/api/test_agency_ids.py
+# holds every route of this router to it.
+router = agency_router(named_round=False)

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import metrics
 from app.routes.operator import CURRENT_ROUND
-from app.store import StoreError
+from app.store import RoundError, StoreError
 
 router = APIRouter(tags=["round"])
 
@@ -27,6 +27,6 @@ async def get_metrics(request: Request) -> Response:
     try:
         stats = await run_in_threadpool(request.app.state.store.agency_stats)
         metrics.set_round_state(CURRENT_ROUND, len(stats.done))
-    except StoreError:
+    except (StoreError, RoundError):
         pass  # storage down: the counters matter most now; the gauges keep their last values
     return Response(await run_in_threadpool(metrics.render), media_type=metrics.CONTENT_TYPE)

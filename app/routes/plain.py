@@ -19,11 +19,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request, Response
+from pydantic import BaseModel
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, _effective_route_context_var
 from fastapi.security import HTTPBearer
 
 Handler = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[..., Awaitable[Response | BaseModel]]
 
 
 def _plain_text(field: Any) -> bool:
@@ -38,8 +40,10 @@ def _plain_text(field: Any) -> bool:
     )
 
 
-def plain_handler(endpoint: Callable[..., Awaitable[Response]], dependant: Dependant, path: str) -> Handler:
-    """The per-request handler for ``endpoint``; TypeError when a parameter is not plain."""
+def plain_handler(endpoint: Endpoint, dependant: Dependant, path: str, status_code: int = 200) -> Handler:
+    """The per-request handler for ``endpoint``; TypeError when a parameter is not plain.
+
+    The endpoint answers a Response, or its response model (sent as JSON with ``status_code``)."""
     problems = [
         f"{kind} parameters"
         for kind, fields in (
@@ -82,7 +86,10 @@ def plain_handler(endpoint: Callable[..., Awaitable[Response]], dependant: Depen
             kwargs[name] = headers.get(key)
         for name, bearer in bearer_names:
             kwargs[name] = await bearer(request)
-        return await endpoint(**kwargs)
+        answer = await endpoint(**kwargs)
+        if isinstance(answer, BaseModel):
+            return Response(answer.__pydantic_serializer__.to_json(answer), status_code, media_type="application/json")
+        return answer
 
     return handler
 
@@ -95,4 +102,4 @@ class PlainRoute(APIRoute):
         # read the way APIRoute.get_route_handler reads it.
         context = _effective_route_context_var.get()
         route = context if context is not None and context.original_route is self else self
-        return plain_handler(self.endpoint, route.dependant, route.path)
+        return plain_handler(self.endpoint, route.dependant, route.path, self.status_code or 200)

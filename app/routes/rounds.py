@@ -1,34 +1,36 @@
 """Rounds over time: list them, read one, open the next (the operator), and every agency route
 scoped to a round (``/rounds/{round}/agencies/{agency}/...``).
 
-The round-scoped agency routes are the handlers of app/routes/agencies.py, registered a second
-time under this prefix: they read the round from the path (``deps.requested_round``), so both
-paths run the same code. The rules themselves are in app/rounds.py; the backends keep the rounds.
+The round-scoped agency routes are the handlers of app/routes/agencies.py, served a second
+time under this prefix (``agencies.agency_router``): the round comes to each handler from the
+path, parsed by the round's rule. The rules themselves are in app/rounds.py; the store keeps
+the rounds.
+
+``POST /rounds`` reads its body itself, after the operator's token was checked (FastAPI reads
+a declared body before any dependency runs: a 300 MB body without a token was read whole).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
-from app.deps import StoreDep, operator_token
-from app.problems import documented
+from app.deps import RoundText, StoreDep, operator_token, received_body
+from app.problems import Problem, documented
+from app.rounds import parse_round_id
 from app.routes import agencies
 from app.routes.operator import viewer
 from app.store import RoundInfo
 
 PAGE_SIZE = 20
+ROUND_BODY_LIMIT = 4096  # a round's parameters are a few dozen bytes of JSON
 
 operator = operator_token  # opening a round is the operator's act (app/deps.py)
-
-
-async def round_path(round: Annotated[int, Path(ge=1, le=10**9, description="Round id: 1, 2, 3, ...")]) -> int:
-    return round
 
 
 class RoundOut(BaseModel):
@@ -93,9 +95,9 @@ async def list_rounds(
 @router.get(
     "/rounds/{round}", response_model=RoundOut, dependencies=[Depends(viewer)], responses=documented(401, 404, 422, 503)
 )
-async def get_round(store: StoreDep, round: Annotated[int, Depends(round_path)]) -> RoundOut:
+async def get_round(store: StoreDep, round: RoundText) -> RoundOut:
     """One round: its state (`open`/`drawn`), agencies, winning number, done agencies, bets, winners count, times."""
-    return RoundOut.of(await run_in_threadpool(store.round_info, round))
+    return RoundOut.of(await run_in_threadpool(store.round_info, parse_round_id(round)))
 
 
 @router.post(
@@ -103,37 +105,37 @@ async def get_round(store: StoreDep, round: Annotated[int, Depends(round_path)])
     status_code=201,
     response_model=RoundOut,
     dependencies=[Depends(operator)],
-    responses=documented(400, 401, 403, 409, 422, 503),
+    responses=documented(400, 401, 403, 409, 413, 415, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": RoundOpen.model_json_schema(ref_template="{model}")}},
+        }
+    },
 )
-async def open_round(store: StoreDep, body: Annotated[RoundOpen | None, Body()] = None) -> RoundOut:
+async def open_round(request: Request, store: StoreDep) -> RoundOut:
     """Open the next round (409 while the current one is not drawn). Absent fields take the settings."""
-    body = body or RoundOpen()
+    async with received_body(request, ROUND_BODY_LIMIT) as raw:
+        body = round_opening(bytes(raw), request.headers.get("content-type"))
     opened = await run_in_threadpool(store.open_round, body.agencies, body.winning_number)
     metrics.set_round_state(opened.round, 0)
     return RoundOut.of(opened)
 
 
-# The agency routes of a given round: the same handlers as /agencies/{agency}/...
-scoped = APIRouter(prefix="/rounds/{round}", tags=["rounds"], dependencies=[Depends(round_path)])
-for route in agencies.router.routes:
-    assert isinstance(route, APIRoute)
-    scoped.add_api_route(
-        route.path,
-        route.endpoint,
-        methods=list(route.methods),
-        response_model=route.response_model,
-        status_code=route.status_code,
-        summary=f"{route.summary} (in a given round)",
-        description=route.description,
-        # another round's bets and done are 409 (naming the current round); an unknown round, 404
-        responses={**documented(404, *((409,) if "POST" in route.methods else ())), **route.responses},
-        openapi_extra=route.openapi_extra,
-        dependencies=route.dependencies,
-        name=f"round_{route.name}",
-        operation_id=f"round_{route.name}",
-    )
+def round_opening(raw: bytes, content_type: str | None) -> RoundOpen:
+    """The body of ``POST /rounds``: none, or a JSON object of RoundOpen's fields."""
+    if not raw.strip():
+        return RoundOpen()
+    if content_type is not None and content_type.split(";")[0].strip().lower() != "application/json":
+        raise Problem(415, "Unsupported media type", "the round's parameters are sent as application/json")
+    try:
+        return RoundOpen.model_validate_json(raw)
+    except ValidationError as error:  # the same 422 FastAPI gives a body it checks
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        ) from None
 
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
-    app.include_router(scoped)
+    app.include_router(agencies.agency_router(named_round=True))

@@ -18,6 +18,14 @@ from dataclasses import dataclass
 
 from app.domain import Row, decode_rows, encode_rows
 
+# The rules' refusals and parameters, re-exported: the backends raise and keep them.
+from app.rounds import AgencyClosed as AgencyClosed
+from app.rounds import RoundError as RoundError
+from app.rounds import RoundNotCurrent as RoundNotCurrent
+from app.rounds import RoundNotFound as RoundNotFound
+from app.rounds import RoundParameters as RoundParameters
+from app.rounds import RoundStillOpen as RoundStillOpen
+
 
 @dataclass(frozen=True, slots=True)
 class UploadSpan:
@@ -137,15 +145,6 @@ class UploadSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class RoundParameters:
-    """What a round is pinned to when it starts: a restart with other settings keeps these.
-    ``winning_number`` is None for a round opened with a random number, until its draw."""
-
-    agencies: int
-    winning_number: int | None
-
-
-@dataclass(frozen=True, slots=True)
 class RoundInfo:
     """One round as the API shows it (``GET /rounds/{round}``)."""
 
@@ -172,10 +171,6 @@ class StoreError(Exception):
     """Base of the errors a backend raises on purpose; routes map each to one status."""
 
 
-class AgencyClosed(StoreError):
-    """New bets after the agency said done or after the draw (409)."""
-
-
 class IdempotencyMismatch(StoreError):
     """The same Idempotency-Key (or upload range) came back with different bets (422)."""
 
@@ -186,26 +181,6 @@ class RangeConflict(StoreError):
     def __init__(self, message: str, committed: list[tuple[int, int]]):
         super().__init__(message)
         self.committed = committed
-
-
-class RoundNotFound(StoreError):
-    """No round with that id (404)."""
-
-
-class RoundNotCurrent(StoreError):
-    """Bets or done for a round that is not the current one (409); names the current round."""
-
-    def __init__(self, message: str, current: int):
-        super().__init__(message)
-        self.current = current
-
-
-class RoundStillOpen(StoreError):
-    """A next round asked for while the current one is not drawn (409)."""
-
-    def __init__(self, message: str, current: int):
-        super().__init__(message)
-        self.current = current
 
 
 class StorageUnavailable(StoreError):
@@ -370,6 +345,11 @@ class Store(ABC):
         """A round's agencies (the current round's for None); a backend may answer from memory
         unless ``fresh``. RoundNotFound for a round that does not exist."""
         return self.round_info(round_id).agencies
+
+    def known_agencies(self, round_id: int | None) -> int | None:  # noqa: ARG002 - optional hook
+        """A round's agencies from this process's memory (a stat at most: it runs on the event
+        loop), or None when only the storage can say."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or handles."""

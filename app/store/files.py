@@ -49,6 +49,7 @@ from app.store.base import (
     ChunkReceipt,
     DataCorrupt,
     DoneReceipt,
+    RoundError,
     RoundInfo,
     RoundNotFound,
     RoundParameters,
@@ -243,7 +244,7 @@ class _Ticket:
         self.error: Exception | None = None
         self.done = False
 
-    def settle(self, outcome: ChunkReceipt | StoreError) -> None:
+    def settle(self, outcome: ChunkReceipt | StoreError | RoundError) -> None:
         if isinstance(outcome, ChunkReceipt):
             self.receipt = outcome
         else:
@@ -520,20 +521,20 @@ class RoundFiles:
         accepted: list[tuple[_Ticket, dict]] = []
         # An answer that rests on a chunk of this very batch (a retry with its key, or an
         # overlap with its range) may only be given once that chunk is on disk.
-        deferred: list[tuple[_Ticket, ChunkReceipt | StoreError]] = []
+        deferred: list[tuple[_Ticket, ChunkReceipt | StoreError | RoundError]] = []
         batch_keys: set[tuple[int, str]] = set()
         batch_uploads: set[tuple[int, str]] = set()
         for ticket in batch:
             chunk = ticket.chunk
             key = (chunk.agency, chunk.idempotency_key) if chunk.idempotency_key is not None else None
             upload = (chunk.agency, chunk.upload.upload_id) if chunk.upload is not None else None
-            outcome: ChunkReceipt | StoreError | None
+            outcome: ChunkReceipt | StoreError | RoundError | None
             try:
                 rules.refuse_outside_round(chunk.agency, self.agencies)
                 outcome = self._replay(chunk)
                 if outcome is None:
                     rules.refuse_closed(chunk.agency, drawn=drawn, done=chunk.agency in done)
-            except StoreError as error:
+            except (StoreError, RoundError) as error:
                 outcome = error
             if outcome is not None:
                 if (key is not None and key in batch_keys) or (upload is not None and upload in batch_uploads):
@@ -895,15 +896,22 @@ class FileStore(Store):
     def agencies(self) -> int:  # type: ignore[override]
         try:
             return self._round(None).agencies
-        except StoreError:  # the data dir cannot be read now: every request says why (503)
+        except (StoreError, RoundError):  # the data dir cannot be read now: every request says why (503)
             return self.settings.agencies
 
     @property
     def winning_number(self) -> int | None:  # type: ignore[override]
         try:
             return self._round(None).winning_number
-        except StoreError:
+        except (StoreError, RoundError):
             return self.settings.winning_number
+
+    def known_agencies(self, round_id: int | None) -> int | None:
+        try:
+            found = self._rounds.get(self.current_round() if round_id is None else round_id)
+        except (StoreError, RoundError):
+            return None
+        return None if found is None else found.agencies
 
     def round_agencies(self, round_id: int | None = None, fresh: bool = False) -> int:  # noqa: ARG002 - always fresh
         return self._round(round_id).agencies

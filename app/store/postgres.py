@@ -52,6 +52,7 @@ from app.store.base import (
     Chunk,
     ChunkReceipt,
     DoneReceipt,
+    RoundError,
     RoundInfo,
     RoundNotFound,
     RoundParameters,
@@ -686,15 +687,20 @@ class PostgresStore(Store):
     def agencies(self) -> int:  # type: ignore[override]
         try:
             return self.round_agencies(None, fresh=True)
-        except StoreError:
+        except (StoreError, RoundError):
             return self.settings.agencies
 
     @property
     def winning_number(self) -> int | None:  # type: ignore[override]
         try:
             return self.round_info().winning_number
-        except StoreError:
+        except (StoreError, RoundError):
             return self.settings.winning_number
+
+    def known_agencies(self, round_id: int | None) -> int | None:
+        if round_id is None:
+            return self._current[1] if self._current[0] else None
+        return self._agencies_of.get(round_id)
 
     def round_agencies(self, round_id: int | None = None, fresh: bool = False) -> int:
         """A round's agencies; for the current round, as last seen unless ``fresh`` (rounds never change theirs)."""

@@ -132,5 +132,6 @@ def test_the_round_recorded_agency_count_decides_which_ids_exist(tmp_path) -> No
     with make_client(tmp_path, agencies=AGENCIES) as client:
         store = client.app.state.store
         store.round_agencies = lambda round_id=None, fresh=False: 2  # as a round recorded with 2 agencies says
+        store.known_agencies = lambda round_id: 2
         assert client.post("/agencies/3/bets", content=csv_body(bet("1")), headers=CSV).status_code == 404
         assert client.post("/agencies/2/bets", content=csv_body(bet("1")), headers=CSV).status_code == 201

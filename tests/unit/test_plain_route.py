@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from app.routes.agencies import post_bets
 from app.routes.plain import PlainRoute
+from app.routes.scope import at_round
 
 SEEN: list[dict] = []
 
@@ -31,8 +32,8 @@ async def endpoint(request: Request, **params) -> Response:
     return Response(b"{}", 201, media_type="application/json")
 
 
-# The real route's parameters, so a parameter added to it is in this test at once.
-endpoint.__signature__ = inspect.signature(post_bets, eval_str=True)  # type: ignore[attr-defined]
+# The real route's parameters as served, so a parameter added to it is in this test at once.
+endpoint.__signature__ = inspect.signature(at_round(post_bets, named=False))  # type: ignore[attr-defined]
 
 
 def _app() -> FastAPI:
