@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request, Response
-from pydantic import BaseModel
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, _effective_route_context_var
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel
 
 Handler = Callable[[Request], Awaitable[Response]]
 Endpoint = Callable[..., Awaitable[Response | BaseModel]]

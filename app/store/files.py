@@ -43,12 +43,11 @@ import orjson
 from app import metrics
 from app import rounds as rules
 from app.atomicfile import fsync_dir, write_atomically
+from app.store import flow
 from app.store.base import (
-    AgencyClosed,
     Chunk,
     ChunkReceipt,
     DataCorrupt,
-    DoneReceipt,
     RoundError,
     RoundInfo,
     RoundNotFound,
@@ -57,7 +56,6 @@ from app.store.base import (
     SpanIndex,
     StorageBusy,
     StorageUnavailable,
-    Store,
     StoreError,
     UploadState,
     UploadSummary,
@@ -236,9 +234,10 @@ def recorded_round(data_dir: Path) -> RoundParameters | None:
 class _Ticket:
     """One chunk waiting in its process's queue, and then its outcome."""
 
-    __slots__ = ("chunk", "receipt", "error", "done")
+    __slots__ = ("chunk", "named", "receipt", "error", "done")
 
-    def __init__(self, chunk: Chunk):
+    def __init__(self, chunk: Chunk, named: tuple[int, Callable[[], int]] | None = None):
+        self.named = named  # (round, current round) when the request named its round
         self.chunk = chunk
         self.receipt: ChunkReceipt | None = None
         self.error: Exception | None = None
@@ -489,14 +488,14 @@ class RoundFiles:
 
     # -- the Store interface --------------------------------------------------------------
 
-    def append_chunk(self, chunk: Chunk) -> ChunkReceipt:
+    def append_chunk(self, chunk: Chunk, named: tuple[int, Callable[[], int]] | None = None) -> ChunkReceipt:
         """Group commit: the thread whose turn it is commits every chunk its process has queued.
 
         Under load many chunks wait for the lock at once; writing them with one append and
         one pair of fsyncs, instead of a pair per chunk, is what makes the disk keep up.
         Each chunk is still decided on its own (replay, closed agency, range conflict).
         """
-        ticket = _Ticket(chunk)
+        ticket = _Ticket(chunk, named)
         with self._queue_guard:
             self._queue.append(ticket)
         with self._process_turn(ticket):
@@ -530,10 +529,13 @@ class RoundFiles:
             upload = (chunk.agency, chunk.upload.upload_id) if chunk.upload is not None else None
             outcome: ChunkReceipt | StoreError | RoundError | None
             try:
-                rules.refuse_outside_round(chunk.agency, self.agencies)
-                outcome = self._replay(chunk)
-                if outcome is None:
-                    rules.refuse_closed(chunk.agency, drawn=drawn, done=chunk.agency in done)
+                outcome = flow.decide_chunk(
+                    chunk,
+                    self.agencies,
+                    lambda: self._replay(chunk),  # noqa: B023 - called at once
+                    lambda: (drawn, chunk.agency in done),  # noqa: B023 - called at once
+                    ticket.named,
+                )
             except (StoreError, RoundError) as error:
                 outcome = error
             if outcome is not None:
@@ -603,55 +605,18 @@ class RoundFiles:
             except OSError:
                 return
 
-    def mark_done(self, agency: int) -> DoneReceipt:
+    @contextmanager
+    def txn(self) -> Iterator[_FilesTxn]:
+        """The round under its lock, every file checked, as the flow's RoundTxn."""
         with self._locked():
-            rules.refuse_outside_round(agency, self.agencies)
             self._verify()  # winners.json too, before done.json is written
-            done = self._read_done()
-            if agency not in done:
-                done.add(agency)
-                self._replace_json(self.done_path, {"agencies": sorted(done)})
-                rules.log_done(agency, len(done), self.agencies)
-            drawn = self._draw_if_due(done)
-            return DoneReceipt(agency, len(done), self.agencies, drawn)
+            yield _FilesTxn(self)
 
-    def _draw_if_due(self, done: set[int]) -> bool:
-        """Under the lock: draw when every agency is done and nobody drew yet. True when drawn."""
-        if self._read_winners() is not None:
-            return True
-        if not rules.draw_due(self.agencies, done):
-            return False
-        drawing = time.perf_counter()
-        number = rules.winning_number_for_draw(self.winning_number)
-        winners = scan_winners(self.bets_path, self._index.end, number)
-        metrics.observe_draw(time.perf_counter() - drawing)
-        self._replace_json(
-            self.winners_path,
-            {
-                "winning_number": number,
-                "bets": self._index.bets,
-                "winners": rules.winners_by_agency(self.agencies, winners),
-                "drawn_at": _now(),
-            },
-        )
-        rules.log_draw(
-            self.round_id, self._index.bets, sum(len(v) for v in winners.values()), number, self.winning_number is None
-        )
-        return True
-
-    def winners(self, agency: int) -> list[str] | None:
+    def published(self, agency: int) -> flow.Published:
         self._recheck_fault()
         result = self._read_winners()  # lock-free: the file is replaced atomically
-        if result is None:
-            if len(self._read_done()) < self.agencies:
-                return None
-            # Every agency is done but nobody drew (a crash between the two): draw now.
-            with self._locked():
-                self._draw_if_due(self._read_done())
-            result = self._read_winners()
-            if result is None:
-                return None
-        return rules.agency_winners(result["winners"], agency)
+        mine = None if result is None else rules.agency_winners(result["winners"], agency)
+        return flow.Published(self.round_id, self.agencies, mine, self._read_done)
 
     def info(self) -> RoundInfo:
         """This round's parameters and state, read under the lock (never draws)."""
@@ -678,11 +643,11 @@ class RoundFiles:
             drawn_at,
         )
 
-    def status(self, *, draw: bool = True) -> RoundStatus:
+    def read_status(self) -> RoundStatus:
         with self._locked():
             done = self._read_done()
-            drawn = self._draw_if_due(done) if draw else self._read_winners() is not None
-            return RoundStatus(self.agencies, sorted(done), drawn, self._index.bets)
+            drawn = self._read_winners() is not None
+            return RoundStatus(self.agencies, sorted(done), drawn, self._index.bets, self.round_id)
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:
         with self._locked():
@@ -737,6 +702,39 @@ class RoundFiles:
             drawn_at, result = None, None
         winners = {int(a): len(docs) for a, docs in result["winners"].items()} if result else None
         return RoundStats(self.agencies, done, agencies, drawn_at if result else None, winners)
+
+
+class _FilesTxn:
+    """The flow's RoundTxn over one round's files, while its lock is held (RoundFiles.txn)."""
+
+    def __init__(self, files: RoundFiles):
+        self.files = files
+        self.round_id = files.round_id
+        self.params = RoundParameters(files.agencies, files.winning_number)
+        self._done = files._read_done()
+
+    def drawn(self) -> bool:
+        return self.files._read_winners() is not None
+
+    def done(self) -> set[int]:
+        return self._done
+
+    def add_done(self, agency: int) -> bool:
+        if agency in self._done:
+            return False
+        self._done.add(agency)
+        self.files._replace_json(self.files.done_path, {"agencies": sorted(self._done)})
+        return True
+
+    def bets(self) -> int:
+        return self.files._index.bets
+
+    def winning_bets(self, number: int) -> dict[int, list[str]]:
+        return scan_winners(self.files.bets_path, self.files._index.end, number)
+
+    def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
+        record = {"winning_number": number, "bets": bets, "winners": winners, "drawn_at": _now()}
+        self.files._replace_json(self.files.winners_path, record)
 
 
 def _step(name: str) -> None:
@@ -800,7 +798,7 @@ def take_over(data_dir: Path, settings: RoundParameters) -> None:
         log.info("action: toma_de_datos | result: success | ronda: 1 | archivos: %s", " ".join(legacy))
 
 
-class FileStore(Store):
+class FileStore(flow.RoundFlow):
     """Every round of one data dir: ``rounds/0001/``, ``rounds/0002/``, ... each a :class:`RoundFiles`.
 
     The newest round is the current one. Each round has its own lock, so a round's writes and
@@ -891,21 +889,6 @@ class FileStore(Store):
         for found in rounds:
             found.close()
 
-    # The current round's parameters (the routes check agency ids against them).
-    @property
-    def agencies(self) -> int:  # type: ignore[override]
-        try:
-            return self._round(None).agencies
-        except (StoreError, RoundError):  # the data dir cannot be read now: every request says why (503)
-            return self.settings.agencies
-
-    @property
-    def winning_number(self) -> int | None:  # type: ignore[override]
-        try:
-            return self._round(None).winning_number
-        except (StoreError, RoundError):
-            return self.settings.winning_number
-
     def known_agencies(self, round_id: int | None) -> int | None:
         try:
             found = self._rounds.get(self.current_round() if round_id is None else round_id)
@@ -919,29 +902,26 @@ class FileStore(Store):
     # -- the Store interface --------------------------------------------------------------
 
     def append_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
-        current = self.current_round()
-        if round is not None and round > current:
-            rules.refuse_other_round(round, current)
-        try:
-            return self._round(round).append_chunk(chunk)
-        except AgencyClosed:
-            if round is not None:
-                rules.refuse_other_round(round, self.current_round())  # a past round: name the current one
-            raise
+        round_id = flow.target_round(round, self.current_round(), writing=True)
+        named = None if round is None else (round, self.current_round)
+        return self._round(round_id).append_chunk(chunk, named)
 
-    def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
-        current = self.current_round()
-        if round is not None and round > current:
-            rules.refuse_other_round(round, current)
-        return self._round(round).mark_done(agency)
+    # -- the flow's primitives (app/store/flow.py) ---------------------------------------------
 
-    def winners(self, agency: int, round: int | None = None) -> list[str] | None:
-        return self._round(round).winners(agency)
+    @contextmanager
+    def locked_round(self, round: int | None, *, writing: bool) -> Iterator[flow.RoundTxn]:
+        with self._round(flow.target_round(round, self.current_round(), writing=writing)).txn() as txn:
+            yield txn
 
-    def status(self, *, draw: bool = True, round: int | None = None) -> RoundStatus:
-        target = self._round(round)
-        found = target.status(draw=draw)
-        return RoundStatus(found.expected, found.done, found.drawn, found.bets, target.round_id)
+    def published(self, round: int | None, agency: int) -> flow.Published:
+        return self._round(round).published(agency)
+
+    def read_status(self, round: int | None) -> RoundStatus:
+        return self._round(round).read_status()
+
+    def recorded(self, round: int | None) -> RoundParameters:
+        found = self._round(round)
+        return RoundParameters(found.agencies, found.winning_number)
 
     def upload_state(self, agency: int, upload_id: str, round: int | None = None) -> UploadState:
         return self._round(round).upload_state(agency, upload_id)
@@ -966,9 +946,7 @@ class FileStore(Store):
         ids = [r for r in reversed(round_ids(self.dir)) if before is None or r < before][:limit]
         return [self._round(r).info() for r in ids]
 
-    def open_round(self, agencies: int | None = None, winning_number: int | str | None = None) -> RoundInfo:
-        defaults = rules.Opening(self.settings.agencies, self.settings.winning_number)
-        params = rules.opening(agencies, winning_number, defaults)
+    def create_round(self, params: RoundParameters) -> int:
         try:
             with self._lock:  # one opening at a time; a second one finds the new round open
                 current = round_ids(self.dir)[-1]
@@ -978,7 +956,7 @@ class FileStore(Store):
                 if staging.exists():
                     shutil.rmtree(staging)  # an opening that crashed half-way
                 staging.mkdir()
-                record = round_record(new, RoundParameters(params.agencies, params.winning_number), None)
+                record = round_record(new, params, None)
                 write_atomically(staging / ROUND, lambda f: f.write(orjson.dumps(record)))
                 fsync_dir(staging)
                 os.rename(staging, round_dir(self.dir, new))  # the round exists, whole, from here on
@@ -987,9 +965,8 @@ class FileStore(Store):
             raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
         except OSError as error:
             raise StorageUnavailable(f"cannot open a round: {error.strerror or error}") from None
-        rules.log_opened(new, params)
         self._became_current(new)
-        return self._round(new).info()
+        return new
 
 
 def scan_winners(path: Path, end: int, winning_number: int) -> dict[int, list[str]]:

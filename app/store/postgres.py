@@ -46,22 +46,18 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from app import metrics
 from app import rounds as rules
+from app.store import flow
 from app.store.base import (
     Chunk,
     ChunkReceipt,
-    DoneReceipt,
-    RoundError,
     RoundInfo,
     RoundNotFound,
     RoundParameters,
     RoundStatus,
     StorageBusy,
     StorageUnavailable,
-    Store,
     StoredSpan,
-    StoreError,
     UploadState,
     UploadSummary,
     merge_ranges,
@@ -292,7 +288,7 @@ def _round_info(row: tuple) -> RoundInfo:
     )
 
 
-class PostgresStore(Store):
+class PostgresStore(flow.RoundFlow):
     winners_poll_interval = 0.1  # a query per long-polling request: ten a second is plenty
 
     def __init__(self, database_url: str, agencies: int, winning_number: int, lock_timeout: float = 30.0):
@@ -464,8 +460,7 @@ class PostgresStore(Store):
         if row is None:
             cur.execute(f"SELECT {CURRENT}")
             current = cur.fetchone()[0] or 1
-            if writing and round is not None and round > current:
-                rules.refuse_other_round(round, current)
+            flow.target_round(round, current, writing=writing)  # a later round is refused naming the current one
             raise RoundNotFound(f"round {round} does not exist: the current round is {current}")
         round_id, agencies, current = row
         self._remember(current, agencies if round_id == current else None)
@@ -481,24 +476,25 @@ class PostgresStore(Store):
     def _append(self, conn: psycopg.Connection, chunk: Chunk, round: int | None) -> ChunkReceipt:
         with conn.transaction(), conn.cursor() as cur:
             round_id, agencies, current = self._resolve(cur, round, writing=True)
-            rules.refuse_outside_round(chunk.agency, agencies)
-            if chunk.upload is not None:
+            if 1 <= chunk.agency <= agencies:  # the flow refuses any other id, before any lock
+                if chunk.upload is not None:
+                    cur.execute(
+                        "SELECT pg_advisory_xact_lock(%s, %s)", (chunk.agency, _upload_lock_key(chunk.upload.upload_id))
+                    )
+                cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (AGENCY_LOCK_BASE + chunk.agency,))
+
+            def closed() -> tuple[bool, bool]:
                 cur.execute(
-                    "SELECT pg_advisory_xact_lock(%s, %s)", (chunk.agency, _upload_lock_key(chunk.upload.upload_id))
+                    "SELECT (SELECT drawn FROM lottery_round WHERE id = %s), "
+                    "EXISTS (SELECT 1 FROM lottery_done WHERE round = %s AND agency = %s)",
+                    (round_id, round_id, chunk.agency),
                 )
-            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (AGENCY_LOCK_BASE + chunk.agency,))
-            replay = self._replay(cur, chunk, round_id)
+                return cur.fetchone()
+
+            named = None if round is None else (round_id, lambda: current)
+            replay = flow.decide_chunk(chunk, agencies, lambda: self._replay(cur, chunk, round_id), closed, named)
             if replay is not None:
                 return replay
-            cur.execute(
-                "SELECT (SELECT drawn FROM lottery_round WHERE id = %s), "
-                "EXISTS (SELECT 1 FROM lottery_done WHERE round = %s AND agency = %s)",
-                (round_id, round_id, chunk.agency),
-            )
-            drawn, done = cur.fetchone()
-            if drawn and round is not None:
-                rules.refuse_other_round(round_id, current)  # a past round: name the current one
-            rules.refuse_closed(chunk.agency, drawn=drawn, done=done)
             upload = chunk.upload
             cur.execute(
                 "INSERT INTO lottery_chunks (round, agency, idempotency_key, fingerprint, count, upload_id, "
@@ -551,80 +547,21 @@ class PostgresStore(Store):
         )
         return merge_ranges([(s, e) for s, e in cur.fetchall()])
 
-    # -- done and the draw ----------------------------------------------------------------
+    # -- the flow's primitives (app/store/flow.py) ---------------------------------------------
 
-    def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
-        with self._connection() as conn:
-            with conn.transaction(), conn.cursor() as cur:
-                round_id, agencies, _ = self._resolve(cur, round, writing=True)
-                rules.refuse_outside_round(agency, agencies)
-                # Waits for this agency's chunks in flight; later chunks will see the done row.
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
-                cur.execute(
-                    "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (round_id, agency),
-                )
-                inserted = cur.rowcount == 1
-                draw = self._draw_if_due(cur, round_id)
-                cur.execute("SELECT count(*) FROM lottery_done WHERE round = %s", (round_id,))
-                done = cur.fetchone()[0]
-        if inserted:
-            rules.log_done(agency, done, agencies)
-        drawn = self._announce(draw)
-        return DoneReceipt(agency, done, agencies, drawn)
+    @contextmanager
+    def locked_round(self, round: int | None, *, writing: bool) -> Iterator[flow.RoundTxn]:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            round_id = self._resolve(cur, round, writing=writing)[0]
+            # The round's row, locked: one draw, and every done committed before it is seen.
+            cur.execute(
+                "SELECT drawn, agencies, winning_number, random FROM lottery_round WHERE id = %s FOR UPDATE",
+                (round_id,),
+            )
+            drawn, agencies, recorded, random = cur.fetchone()
+            yield _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn)
 
-    def _draw_if_due(self, cur: psycopg.Cursor, round_id: int) -> bool | tuple:
-        """In a transaction: draw when every agency is done and nobody drew yet.
-
-        Returns True when the round was already drawn, False when it is not due, and the
-        figures of the ``sorteo`` line when this transaction drew (logged by the caller after commit).
-        """
-        cur.execute(
-            "SELECT drawn, agencies, winning_number, random FROM lottery_round WHERE id = %s FOR UPDATE", (round_id,)
-        )
-        drawn, agencies, recorded, random = cur.fetchone()
-        if drawn:
-            return True
-        # A new statement, so a new snapshot: every done committed before we got the row lock.
-        cur.execute("SELECT agency FROM lottery_done WHERE round = %s", (round_id,))
-        if not rules.draw_due(agencies, (row[0] for row in cur.fetchall())):
-            return False
-        drawing = time.perf_counter()
-        number = rules.winning_number_for_draw(None if random else recorded)
-        found: dict[int, list[str]] = {}
-        cur.execute(
-            "SELECT b.agency, b.document FROM lottery_bets b JOIN lottery_chunks c ON c.id = b.chunk_id "
-            "WHERE c.round = %s AND b.number = %s ORDER BY b.chunk_id, b.id",
-            (round_id, number),
-        )
-        for agency, document in cur:
-            found.setdefault(agency, []).append(document)
-        cur.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s", (round_id,))
-        bets = int(cur.fetchone()[0])
-        winners = rules.winners_by_agency(agencies, found)
-        cur.execute(
-            "UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners = %s::jsonb, "
-            "drawn_at = now() WHERE id = %s",
-            (number, bets, orjson.dumps(winners).decode(), round_id),
-        )
-        metrics.observe_draw(time.perf_counter() - drawing)
-        return round_id, bets, sum(len(v) for v in winners.values()), number, bool(random)
-
-    @staticmethod
-    def _announce(draw: bool | tuple) -> bool:
-        """After the commit: the course's log line, once per round (only the drawing call has figures)."""
-        if isinstance(draw, tuple):
-            rules.log_draw(*draw)
-            return True
-        return draw
-
-    def _draw_now(self, round_id: int) -> bool:
-        with self._connection() as conn:
-            with conn.transaction(), conn.cursor() as cur:
-                draw = self._draw_if_due(cur, round_id)
-        return self._announce(draw)
-
-    def winners(self, agency: int, round: int | None = None) -> list[str] | None:
+    def published(self, round: int | None, agency: int) -> flow.Published:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
             drawn, mine, done = cur.execute(
@@ -632,17 +569,9 @@ class PostgresStore(Store):
                 "FROM lottery_round WHERE id = %s",
                 (str(agency), round_id, round_id),
             ).fetchone()
-        if not drawn:
-            # Every agency done but nobody drew (a crash between the two): draw now.
-            if not rules.draw_due(agencies, done or ()) or not self._draw_now(round_id):
-                return None
-            with self._connection() as conn:
-                mine = conn.execute(
-                    "SELECT winners -> %s FROM lottery_round WHERE id = %s", (str(agency), round_id)
-                ).fetchone()[0]
-        return rules.agency_winners({str(agency): mine or []}, agency)
+        return flow.Published(round_id, agencies, list(mine or []) if drawn else None, lambda: done or ())
 
-    def status(self, *, draw: bool = True, round: int | None = None) -> RoundStatus:
+    def read_status(self, round: int | None) -> RoundStatus:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
             drawn, done, bets = cur.execute(
@@ -651,13 +580,11 @@ class PostgresStore(Store):
                 "FROM lottery_round WHERE id = %s",
                 (round_id, round_id, round_id),
             ).fetchone()
-        if draw and not drawn and rules.draw_due(agencies, done):
-            drawn = self._draw_now(round_id)
-            with self._connection() as conn:
-                bets = conn.execute(
-                    "SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s", (round_id,)
-                ).fetchone()[0]
         return RoundStatus(agencies, list(done), drawn, int(bets), round_id)
+
+    def recorded(self, round: int | None) -> RoundParameters:
+        info = self.round_info(round)
+        return RoundParameters(info.agencies, None if info.random else info.winning_number)
 
     def upload_state(self, agency: int, upload_id: str, round: int | None = None) -> UploadState:
         with self._connection() as conn, conn.cursor() as cur:
@@ -680,22 +607,6 @@ class PostgresStore(Store):
         return [UploadSummary(upload_id, int(bets), chunks) for upload_id, bets, chunks in rows]
 
     # -- rounds -----------------------------------------------------------------------------
-
-    # The current round's parameters; the settings' while the database cannot be asked (the
-    # server starts anyway, and answers 503 until it can).
-    @property
-    def agencies(self) -> int:  # type: ignore[override]
-        try:
-            return self.round_agencies(None, fresh=True)
-        except (StoreError, RoundError):
-            return self.settings.agencies
-
-    @property
-    def winning_number(self) -> int | None:  # type: ignore[override]
-        try:
-            return self.round_info().winning_number
-        except (StoreError, RoundError):
-            return self.settings.winning_number
 
     def known_agencies(self, round_id: int | None) -> int | None:
         if round_id is None:
@@ -729,8 +640,7 @@ class PostgresStore(Store):
             ).fetchall()
         return [_round_info(row) for row in rows]
 
-    def open_round(self, agencies: int | None = None, winning_number: int | str | None = None) -> RoundInfo:
-        params = rules.opening(agencies, winning_number, rules.Opening(*self.settings_tuple()))
+    def create_round(self, params: RoundParameters) -> int:
         with self._connection() as conn:
             with conn.transaction(), conn.cursor() as cur:
                 # One opening at a time, on every host; the statements after the lock see the last one's round.
@@ -742,12 +652,8 @@ class PostgresStore(Store):
                     "VALUES (%s, %s, %s, %s, now())",
                     (current + 1, params.agencies, params.winning_number, params.random),
                 )
-        rules.log_opened(current + 1, params)
         self._current = (current + 1, params.agencies)
-        return self.round_info(current + 1)
-
-    def settings_tuple(self) -> tuple[int, int | None]:
-        return self.settings.agencies, self.settings.winning_number
+        return current + 1
 
     def check_health(self) -> None:
         with self._connection(timeout=min(HEALTH_TIMEOUT, self.lock_timeout)) as conn:
@@ -775,6 +681,52 @@ class PostgresStore(Store):
         if row is None:
             return RoundStats(agencies_count, done, agencies)
         return RoundStats(agencies_count, done, agencies, float(row[0]), {int(a): n for a, n in (row[1] or {}).items()})
+
+
+class _PostgresTxn:
+    """The flow's RoundTxn in a transaction that holds the round's row (PostgresStore.locked_round)."""
+
+    def __init__(self, cur: psycopg.Cursor, round_id: int, params: RoundParameters, drawn: bool):
+        self.cur, self.round_id, self.params, self._drawn = cur, round_id, params, drawn
+
+    def drawn(self) -> bool:
+        return self._drawn
+
+    def done(self) -> list[int]:
+        # A new statement, so a new snapshot: every done committed before the row lock was granted.
+        self.cur.execute("SELECT agency FROM lottery_done WHERE round = %s", (self.round_id,))
+        return [row[0] for row in self.cur.fetchall()]
+
+    def add_done(self, agency: int) -> bool:
+        # Waits for this agency's chunks in flight; later chunks will see the done row.
+        self.cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
+        self.cur.execute(
+            "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING", (self.round_id, agency)
+        )
+        return self.cur.rowcount == 1
+
+    def bets(self) -> int:
+        self.cur.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s", (self.round_id,))
+        return int(self.cur.fetchone()[0])
+
+    def winning_bets(self, number: int) -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {}
+        self.cur.execute(
+            "SELECT b.agency, b.document FROM lottery_bets b JOIN lottery_chunks c ON c.id = b.chunk_id "
+            "WHERE c.round = %s AND b.number = %s ORDER BY b.chunk_id, b.id",
+            (self.round_id, number),
+        )
+        for agency, document in self.cur:
+            found.setdefault(agency, []).append(document)
+        return found
+
+    def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
+        self.cur.execute(
+            "UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners = %s::jsonb, "
+            "drawn_at = now() WHERE id = %s",
+            (number, bets, orjson.dumps(winners).decode(), self.round_id),
+        )
+        self._drawn = True
 
 
 def export_bets(conn: psycopg.Connection, out: BinaryIO, round: int | None = None) -> int:

@@ -31,12 +31,62 @@ from app.store import (
     UploadState,
 )
 from app.store.base import SpanIndex, merge_ranges, replay_by_range
+from app.rounds import RoundParameters
+from app.store import flow
 from app.store.files import RoundFiles, scan_winners
 from tests.helpers import WIN, chunk, make_rows
 
 
-def store(path: Path, agencies: int = 3, winning_number: int = WIN) -> RoundFiles:
-    return RoundFiles(path, agencies, winning_number, lock_timeout=10)
+class OneRound(flow.RoundFlow):
+    """One RoundFiles as a store: the round's flow (app/store/flow.py) over that directory alone,
+    and everything else the RoundFiles has."""
+
+    def __init__(self, files: RoundFiles):
+        self.files = files
+        self.settings = RoundParameters(files.agencies, files.winning_number)
+
+    def __getattr__(self, name: str):
+        return getattr(self.files, name)
+
+    def locked_round(self, round, *, writing):  # noqa: ARG002 - one round
+        return self.files.txn()
+
+    def published(self, round, agency):  # noqa: ARG002 - one round
+        return self.files.published(agency)
+
+    def read_status(self, round):  # noqa: ARG002 - one round
+        return self.files.read_status()
+
+    def create_round(self, params):
+        raise NotImplementedError
+
+    def recorded(self, round):  # noqa: ARG002 - one round
+        return RoundParameters(self.files.agencies, self.files.winning_number)
+
+    def append_chunk(self, chunk, round=None):  # noqa: ARG002 - one round
+        return self.files.append_chunk(chunk)
+
+    def check_health(self):
+        self.files.check_health()
+
+    def current_round(self):
+        return self.files.round_id
+
+    def round_info(self, round=None):  # noqa: ARG002 - one round
+        return self.files.info()
+
+    def rounds(self, limit=20, before=None):
+        raise NotImplementedError
+
+    def upload_state(self, agency, upload_id, round=None):  # noqa: ARG002 - one round
+        return self.files.upload_state(agency, upload_id)
+
+    def uploads(self, agency, round=None):  # noqa: ARG002 - one round
+        return self.files.uploads(agency)
+
+
+def store(path: Path, agencies: int = 3, winning_number: int = WIN) -> OneRound:
+    return OneRound(RoundFiles(path, agencies, winning_number, lock_timeout=10))
 
 
 def ledger_lines(path: Path) -> list[dict]:
@@ -656,7 +706,7 @@ def test_failed_group_write_tells_no_chunk_of_the_batch_it_is_stored(tmp_path, m
             super().append(item)
             queued.release()
 
-    s._queue = Queue()
+    s.files._queue = Queue()
     assert s._thread_lock.acquire(timeout=5)
     results: list[object] = [None, None]
 
@@ -924,11 +974,11 @@ def test_the_app_closes_its_store_when_it_shuts_down(tmp_path):
 
     closed: list[bool] = []
 
-    class Closing(RoundFiles):
+    class Closing(OneRound):
         def close(self) -> None:
             closed.append(True)
 
-    app = create_app(Settings(data_dir=tmp_path, agencies=3), Closing(tmp_path, 3, WIN))
+    app = create_app(Settings(data_dir=tmp_path, agencies=3), Closing(RoundFiles(tmp_path, 3, WIN)))
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
         assert closed == []

@@ -16,6 +16,7 @@ import pytest
 from app.store import RoundStatus
 from app.store import files as files_module
 from app.store.files import LEGACY, FileStore, RoundFiles
+from tests.unit.test_store_files import OneRound
 from tests.helpers import WIN, chunk
 
 
@@ -25,7 +26,7 @@ class Crash(BaseException):
 
 def legacy_dir(path: Path, drawn: bool) -> dict[str, bytes]:
     """What the one-round release leaves: its files at the top of the data dir."""
-    old = RoundFiles(path, 2, WIN, lock_timeout=10)
+    old = OneRound(RoundFiles(path, 2, WIN, lock_timeout=10))
     old.append_chunk(chunk(1, 5, winners={1, 4}, key="k1"))
     old.append_chunk(chunk(2, 3, upload=("file-2", 0)))
     old.mark_done(1)
