@@ -180,7 +180,7 @@ def test_every_request_carries_the_headers_the_client_always_sent(tmp_path: Path
 
 @pytest.mark.parametrize("command", ["run", "bet", "winners", "rounds", "generate"])
 def test_a_parser_built_for_one_command_reads_and_helps_it_as_the_whole_one(command: str, capsys) -> None:
-    from client.__main__ import _parser
+    from client.cli import parser as _parser
 
     def outcome(only: str | None, argv: list[str]) -> tuple:
         try:
@@ -203,6 +203,7 @@ def test_a_parser_built_for_one_command_reads_and_helps_it_as_the_whole_one(comm
 
 def test_a_run_in_a_later_round_reads_its_file_once(tmp_path: Path, monkeypatch, capsys) -> None:
     import client.__main__
+    import client.commands
     import client.lines
     from client.http import Api
 
@@ -233,8 +234,8 @@ def test_a_run_in_a_later_round_reads_its_file_once(tmp_path: Path, monkeypatch,
 
     monkeypatch.setattr(client.lines, "raw_blocks", counted)
     monkeypatch.setattr(
-        client.__main__,
-        "_api",
+        client.commands,
+        "api",
         lambda options, stop=None: Api(options.server, stop=stop, transport=httpx.MockTransport(handler)),
     )
     assert client.__main__.main(["run", "--agency", "1", "--file", str(path), "--server", "http://t", "--json"]) == 0
