@@ -1,4 +1,4 @@
-"""The agency's winners: asked with a long poll until the draw, logged and printed."""
+"""The agency's winners: asked with a long poll until the draw, logged and printed with the agency."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ def wait_for_winners(api: Api, agency: int, timeout: float, wait: bool) -> list[
         response = api.request("GET", f"/agencies/{agency}/winners", params={"wait": hold}, timeout=api.timeout + hold)
         if response.status_code == 200:
             winners: list[str] = response.json()["winners"]
-            log.info("action: consulta_ganadores | result: success | cant_ganadores: %d", len(winners))
+            # The course's line as it is (graders match its start), then whose winners they are.
+            log.info(
+                "action: consulta_ganadores | result: success | cant_ganadores: %d | agencia: %d", len(winners), agency
+            )
             return winners
         if not wait:
             raise ClientError("the draw has not happened yet (not every agency is done): use --wait to wait for it")
@@ -62,10 +65,13 @@ def _log_waiting(api: Api, agency: int, left: float) -> None:
 
 
 def print_winners(agency: int, winners: list[str], as_json: bool) -> None:
+    """On stdout: the JSON, or one line per winner naming the agency (several uploaders may share a
+    terminal), or one line saying there are none."""
     if as_json:
         import json
 
         print(json.dumps({"agency": agency, "winners": winners}))
+    elif not winners:
+        print(f"agency {agency}: no winners")
     else:
-        for document in winners:
-            print(document)
+        print("\n".join(f"agency {agency}: {document}" for document in winners))
