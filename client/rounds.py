@@ -22,8 +22,10 @@ EARLIER_ROUNDS_CHECKED = 10  # how far back `run` looks for the same file stored
 class RoundApi:
     """The API with every agency route moved under one round; everything else as the wrapped one."""
 
-    def __init__(self, api, round_id: int | None):
+    def __init__(self, api, round_id: int | None, *, drawn: bool = False, newest: bool = False):
         self._api, self.round = api, round_id
+        self.drawn = drawn  # the round was drawn when the command started
+        self.newest = newest  # it was the server's newest round then (learned from /rounds, not --round)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._api, name)
@@ -74,7 +76,7 @@ def target(api, agency: int, round_id: int | None) -> RoundApi:
         return RoundApi(api, None)
     info = response.json() if round_id is not None else response.json()["rounds"][0]
     # A drawn round still answers a rerun whose bets are all stored (done again, then the
-    # winners); any bet it lacks is refused by the server, which says why.
+    # winners); a run that has bets to send stops before sending them (drawn_reason).
     if not 1 <= agency <= info["agencies"]:
         raise ClientError(
             f"agency {agency} is not part of round {info['round']} (its agencies are 1 to {info['agencies']})"
@@ -85,7 +87,19 @@ def target(api, agency: int, round_id: int | None) -> RoundApi:
         info["state"],
         info["agencies"],
     )
-    return RoundApi(api, info["round"])
+    return RoundApi(api, info["round"], drawn=info["state"] == "drawn", newest=round_id is None)
+
+
+def drawn_reason(api: RoundApi) -> str | None:
+    """Why nothing may be sent into the round (it is drawn: every chunk would get 409), else None.
+
+    A rerun of a file the round holds whole sends nothing, so it still says done and gets its winners."""
+    if not api.drawn:
+        return None
+    newer = None if api.newest else api._newer_round()
+    if newer is None:
+        return f"round {api.round} is drawn: ask the operator to open the next one"
+    return f"round {api.round} is drawn and round {newer} is open: run without --round to upload into round {newer}"
 
 
 def _knows_rounds(api) -> bool:

@@ -137,6 +137,7 @@ class Uploader:
         progress=None,
         another_file: bool = False,
         scanned: FileScan | None = None,  # the file's scan when the caller already made it (no second pass)
+        closed: str | None = None,  # why no bet may be sent (a drawn round): raised if any is missing
     ):
         self.api, self.agency, self.path = api, agency, path
         self.batch_size, self.concurrency = batch_size, concurrency
@@ -144,6 +145,7 @@ class Uploader:
         self.another_file = another_file
         self.progress = progress
         self.scanned = scanned
+        self.closed = closed
         self.sent = 0
         self.upload_id: str | None = None
         self._lock = threading.Lock()
@@ -165,6 +167,8 @@ class Uploader:
         self.upload_id = upload_id
         committed = [(s.start, s.end) for s in spans]
         already = sum(e - s for s, e in committed)
+        if self.closed and already < scanned.bets:  # before any chunk: each would only be refused
+            raise ClientError(self.closed)
         log.info(
             "action: carga | result: in_progress | agencia: %d | upload_id: %s | apuestas: %d | ya_almacenadas: %d",
             self.agency,

@@ -47,6 +47,7 @@ def main(options: Options, stop: threading.Event) -> int:
             progress,
             another_file=options.another_file,
             scanned=scanned,
+            closed=rounds.drawn_reason(api),
         )
         total = uploader.run()
         if progress:

@@ -875,3 +875,27 @@ def test_made_tokens_never_begin_with_a_dash() -> None:
     tokens = [token for _ in range(40) for token in make(50).values()]
     assert [t for t in tokens if t.startswith("-")] == []
     assert len(set(tokens)) == len(tokens) and {len(t) for t in tokens} == {43}
+
+
+@pytest.mark.parametrize(
+    "drawn, newest, current, reason",
+    [
+        (False, True, 1, None),
+        (True, True, 1, "round 1 is drawn: ask the operator to open the next one"),
+        (True, False, 1, "round 1 is drawn: ask the operator to open the next one"),
+        (True, False, 2, "round 1 is drawn and round 2 is open: run without --round to upload into round 2"),
+    ],
+)
+def test_a_drawn_round_names_what_to_do(drawn: bool, newest: bool, current: int, reason: str | None) -> None:
+    # Issue 25: `run --round 1` into a drawn round 1 while round 2 is open points to round 2.
+    from client.rounds import RoundApi, drawn_reason
+
+    asked = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(200, json={"rounds": [{"round": current}]})
+
+    api = RoundApi(_fake_api(handler, retries=0), 1, drawn=drawn, newest=newest)
+    assert drawn_reason(api) == reason
+    assert asked == ([] if newest or not drawn else ["/rounds"])  # the newest round was learned at start
