@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import httpx
@@ -241,3 +242,59 @@ def test_a_run_in_a_later_round_reads_its_file_once(tmp_path: Path, monkeypatch,
     assert client.__main__.main(["run", "--agency", "1", "--file", str(path), "--server", "http://t", "--json"]) == 0
     assert capsys.readouterr().out == '{"agency": 1, "winners": ["30000001"]}\n'
     assert reads == [str(path)]
+
+
+# -- the command line: one option table, one command's module ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--agency", "1", "--file", "/nonexistent.csv", "--server", "127.0.0.1:9"],
+        ["winners", "--agency", "0"],
+        ["generate", "--out", "{tmp}", "--agencies", "1", "--bets", "1"],
+        ["rounds", "--help"],
+    ],
+)
+def test_only_the_given_commands_module_is_imported(tmp_path: Path, argv: list[str]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    probe = """
+import json, sys
+from client.__main__ import main
+try:
+    main(json.loads(sys.argv[1]))
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("client.commands."))))
+"""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(argv)], cwd=root, capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert loaded == (
+        [] if "--help" in argv or argv[:3] == ["winners", "--agency", "0"] else [f"client.commands.{argv[0]}"]
+    )
+
+
+def test_every_option_help_names_its_environment_variables_and_config_keys(capsys, monkeypatch) -> None:
+    from client.cli import COMMANDS, parser
+    from client.options import TABLE
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    for command in COMMANDS:
+        with pytest.raises(SystemExit):
+            parser(only=command).parse_args([command, "--help"])
+        text = capsys.readouterr().out
+        # Each option's entry: from its "  --flag" line to the next option's (or a blank line).
+        entries = {b.split()[0]: b for b in re.split(r"\n(?=  -)|\n\n", text) if b.startswith("  --")}
+        for entry in TABLE:
+            if command not in entry.commands or command in entry.hidden:
+                assert entry.flag not in entries, (command, entry.flag)
+                continue
+            for name in (*entry.env, *entry.config):
+                assert name in entries[entry.flag], (command, entry.flag, name)
