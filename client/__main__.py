@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
     from client.http import ClientError, InsecureServer, Stopped
 
     stop = threading.Event()
-    received = {"signal": signal.SIGINT}
+    received: dict[str, int] = {"signal": signal.SIGINT}
 
     def on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
         """SIGTERM stops like Ctrl-C: in-flight chunks give up, the main thread unwinds at once."""
@@ -102,7 +102,7 @@ def run_as_program(prog: str = "python -m client") -> None:
     and does nothing it needs (issue 15): once stdout and stderr are flushed, ``os._exit`` ends
     the process with main()'s exit code. An exception out of main() (a traceback) exits the usual way."""
     for name in UNUSED_OPTIONAL_MODULES:
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None is how an import is blocked
     code = main(prog=prog)
     try:
         sys.stdout.flush()

@@ -20,6 +20,10 @@ import os
 from client import options as table
 from client.options import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_SERVER, TABLE, Options
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_CONCURRENCY", "DEFAULT_SERVER", "ConfigError", "Options", "resolve"]
 
 
@@ -35,7 +39,7 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _lookup(data: dict, key: str) -> object:
+def _lookup(data: dict[str, object], key: str) -> object:
     """The value at a dotted key (``batch.maxAmount``); None when absent or itself a mapping."""
     value: object = data
     for part in key.split("."):
@@ -45,7 +49,7 @@ def _lookup(data: dict, key: str) -> object:
     return None if isinstance(value, dict) else value
 
 
-def _from_yaml(path: str) -> dict:
+def _from_yaml(path: str) -> dict[str, object]:
     import yaml  # only when a config file is used: keeps start-up lean
 
     try:
@@ -56,7 +60,7 @@ def _from_yaml(path: str) -> dict:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping")
-    out: dict = {}
+    out: dict[str, object] = {}
     for entry in TABLE:
         for key in entry.config:
             value = _lookup(data, key)
@@ -66,8 +70,8 @@ def _from_yaml(path: str) -> dict:
     return out
 
 
-def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict:
-    out = {}
+def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
+    out: dict[str, object] = {}
     for entry in TABLE:
         for variable in entry.env:
             if environ.get(variable):
@@ -120,7 +124,7 @@ def _convert(kind: str, name: str, value: object) -> object:
     raise AssertionError(f"option {name}: unknown kind {kind!r}")
 
 
-def resolve(cli: dict, environ: dict[str, str] | os._Environ[str] | None = None) -> Options:
+def resolve(cli: dict[str, object], environ: Mapping[str, str] | None = None) -> Options:
     """Merge the three sources; ``cli`` holds only the options given on the command line.
 
     Every option, the token included, comes from the first source that gives it: the command
@@ -129,7 +133,7 @@ def resolve(cli: dict, environ: dict[str, str] | os._Environ[str] | None = None)
     """
     environ = os.environ if environ is None else environ
     config_path = cli.get("config") or environ.get("LOTTERY_CONFIG")
-    merged: dict = {}
+    merged: dict[str, object] = {}
     for layer in (_from_yaml(str(config_path)) if config_path else {}, _from_env(environ), cli):
         layer = {k: v for k, v in layer.items() if v is not None}
         if "token" in layer or "token_file" in layer:  # a higher source's token replaces both forms
@@ -139,7 +143,7 @@ def resolve(cli: dict, environ: dict[str, str] | os._Environ[str] | None = None)
     token_file = merged.get("token_file")
     if token_file and not merged.get("token"):
         try:
-            merged["token"] = _read(token_file).strip()
+            merged["token"] = _read(str(token_file)).strip()
         except OSError as error:
             raise ConfigError(f"cannot read token file {token_file}: {error.strerror}") from None
     options = Options()

@@ -9,12 +9,12 @@ from client.http import ClientError, retry_after
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from client.http import Api
+    from client.http import Server
 
 log = logging.getLogger("client")
 
 
-def wait_for_winners(api: Api, agency: int, timeout: float, wait: bool) -> list[str]:
+def wait_for_winners(api: Server, agency: int, timeout: float, wait: bool) -> list[str]:
     """The agency's winners; with ``wait``, until the draw or ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     hold = 0  # the first ask is immediate: the draw may have happened already
@@ -45,7 +45,7 @@ def wait_for_winners(api: Api, agency: int, timeout: float, wait: bool) -> list[
             raise KeyboardInterrupt
 
 
-def _log_waiting(api: Api, agency: int, left: float) -> None:
+def _log_waiting(api: Server, agency: int, left: float) -> None:
     """One line per long-poll round: the draw is awaited, and for how many agencies."""
     try:
         status = api.request("GET", "/status").json()

@@ -24,12 +24,12 @@ def main(options: Options, stop: threading.Event) -> int:
     from client.upload import Uploader
 
     assert options.agency is not None and options.file is not None  # required: checked before
-    api = commands.api(options, stop)
+    server = commands.api(options, stop)
     progress = None if options.quiet else Progress(options.agency)
     try:
         if not os.path.exists(options.file):  # said before any request, as the upload itself would
             raise ClientError(f"bets file not found: {options.file}")
-        api = rounds.target(api, options.agency, options.round)
+        api = rounds.target(server, options.agency, options.round)
         scanned = None
         if not options.again and api.round not in (None, 1):
             from client.upload import scan
@@ -73,4 +73,4 @@ def main(options: Options, stop: threading.Event) -> int:
     finally:
         if progress:
             progress.close()
-        api.close()
+        server.close()

@@ -9,17 +9,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import threading
 
+    from client.http import Server
     from client.options import Options
 
 
 def main(options: Options, stop: threading.Event) -> int:
     assert options.agency is not None  # required: checked before
-    api = commands.api(options, stop)
+    server = commands.api(options, stop)
     try:
-        if options.round is not None:
-            api = rounds.target(api, options.agency, options.round)
+        api: Server = server if options.round is None else rounds.target(server, options.agency, options.round)
         winners = wait_for_winners(api, options.agency, options.timeout, wait=options.wait)
     finally:
-        api.close()
+        server.close()
     print_winners(options.agency, winners, options.json)
     return 0
