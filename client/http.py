@@ -16,11 +16,28 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
     from pathlib import Path
+    from typing import Any, Protocol
+
+    class Server(Protocol):
+        """What the uploader's parts ask of the server: an Api, or a rounds.RoundApi around one."""
+
+        stop: threading.Event
+        timeout: float
+
+        def request(self, method: str, path: str, *, ok: tuple[int, ...] = ..., **kwargs: Any) -> Response: ...
+
+        def close(self) -> None: ...
 
     import httpx
     from httpx import Response
 
 log = logging.getLogger("client")
+# httpx itself is imported inside the functions that use it, when the first request is about to
+# be made: --help, a bad option or a refused token never pay for it. It imports its optional
+# command-line tool (click, rich, pygments) when those happen to be installed; the uploader never
+# uses it, and it is a third of httpx's import time. A None entry makes that optional import fail
+# as httpx expects it might; set here, before any of the uploader's code imports httpx.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None is how an import is blocked
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 BASE_DELAY = 0.1
 MAX_DELAY = 5.0
@@ -73,7 +90,7 @@ def check_transport(server: str, token: str | None, insecure: bool) -> None:
         )
 
 
-def tls_verify(server: str, cacert: Path | None) -> ssl.SSLContext | bool:
+def tls_verify(server: str, cacert: str | Path | None) -> ssl.SSLContext | bool:
     """What httpx verifies the server's certificate with: a context trusting only ``cacert`` when
     given, else httpx's default (certifi's CA bundle); False for plain http, where there is no TLS
     and loading a CA bundle would only cost start-up time."""
@@ -90,22 +107,10 @@ def tls_verify(server: str, cacert: Path | None) -> ssl.SSLContext | bool:
         raise InsecureServer(f"cannot use CA certificate file {cacert}: {reason}") from None
 
 
-def _httpx():
-    """httpx, imported when the first request is about to be made: --help, a bad option or a
-    refused token never pay for it."""
-    # httpx imports its optional command-line tool (click, rich, pygments) when those happen
-    # to be installed; the uploader never uses it, and it is a third of httpx's import time.
-    # A None entry makes that optional import fail as httpx expects it might.
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    import httpx
-
-    return httpx
-
-
 def _untrusted(error: Exception) -> ssl.SSLCertVerificationError | None:
     import ssl
 
-    seen = error
+    seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return seen
@@ -123,18 +128,18 @@ class Api:
         stop: threading.Event | None = None,
         *,
         connections: int = 4,  # at most this many requests at once (the uploader's --concurrency)
-        cacert: Path | None = None,  # a private CA to trust for an https server
+        cacert: str | Path | None = None,  # a private CA to trust for an https server
         insecure: bool = False,  # allow a token over plain http to another machine
         transport: httpx.BaseTransport | None = None,  # tests: httpx.MockTransport instead of the network
     ):
         self.server, self.token, self.retries, self.timeout = server.rstrip("/"), token, retries, timeout
-        self.stop, self.cacert, self.insecure, self.transport = stop, cacert, insecure, transport
+        self.cacert, self.insecure, self.transport = cacert, insecure, transport
         self.connections = max(connections, 1)
         check_transport(self.server, self.token, self.insecure)
         self.headers = {"User-Agent": "lottery-uploader/1.0"}
         if self.token:
             self.headers["Authorization"] = f"Bearer {self.token}"
-        self.stop = self.stop or threading.Event()
+        self.stop = stop or threading.Event()
         self.verify = tls_verify(self.server, self.cacert)  # a bad CA file is an error before any request
         self._client: httpx.Client | None = None
         self._urls: dict[str, httpx.URL] = {}  # parsed once per path: httpx parses a str URL on every request
@@ -144,7 +149,8 @@ class Api:
         """The one ``httpx.Client`` (its pool shared by the sender threads), made on first use."""
         with self._lock:
             if self._client is None:
-                httpx = _httpx()
+                import httpx
+
                 self._client = httpx.Client(  # no base URL or headers: _build puts both in each request
                     timeout=self.timeout,
                     verify=self.verify,
@@ -162,7 +168,7 @@ class Api:
         self,
         method: str,
         path: str,
-        params: dict | None = None,
+        params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
         json: object = None,
@@ -171,7 +177,8 @@ class Api:
         """The request as ``Client.request`` would build it, minus the merging it redoes every time
         (base URL joined and reparsed, default headers merged): the URL is parsed once per path and
         the headers are ours only (no Accept-Encoding: the answers are small, better not compressed)."""
-        httpx = _httpx()
+        import httpx
+
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self.server + path)
@@ -186,10 +193,12 @@ class Api:
             extensions=extensions,
         )
 
-    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs) -> Response:
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs: Any) -> Response:
         """Send with retries; return a response whose status is in ``ok`` (or 425, for the caller).
 
         ``kwargs``: ``params``, ``headers``, ``content``, ``json`` and ``timeout``, as httpx's."""
+        import httpx  # loaded by now, or by _http() below
+
         for attempt in range(self.retries + 1):
             if self.stop.is_set():
                 raise Stopped()
@@ -198,7 +207,7 @@ class Api:
                 # One Client (its pool, proxies from the environment, its timeout) sends a request
                 # built here: Client.request would rebuild and reparse it on every call (issue 15).
                 response = client.send(self._build(method, path, **kwargs))
-            except _httpx().TransportError as error:
+            except httpx.TransportError as error:
                 if untrusted := _untrusted(error):  # retrying cannot make a certificate trusted
                     raise ClientError(self._untrusted_message(untrusted)) from None
                 reason, wait_at_least = self._describe(error), 0.0
@@ -226,7 +235,8 @@ class Api:
         raise AssertionError("unreachable")
 
     def _describe(self, error: httpx.TransportError) -> str:
-        httpx = _httpx()
+        import httpx
+
         if isinstance(error, httpx.ConnectError):
             return f"server unreachable at {self.server}"
         if isinstance(error, httpx.TimeoutException):

@@ -18,7 +18,10 @@ import codecs
 TYPE_CHECKING = False  # typing's own flag costs an import: the uploader's start-up is counted (issue 15)
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from hashlib import _Hash
     from pathlib import Path
+
+    FilePath = str | Path  # the bets file, as given on the command line or as a Path
 
 READ_BLOCK = 8 << 20  # a 100k-bet file (4 MB) in one read: no line carried between blocks
 HEADER = ["first_name", "last_name", "document", "birthdate", "number"]
@@ -95,7 +98,7 @@ def skip_lines(data: bytes, pos: int, n: int, lines_left: int) -> int:
     return lo
 
 
-def raw_blocks(path: Path, digest=None) -> Iterator[bytes]:
+def raw_blocks(path: FilePath, digest: _Hash | None = None) -> Iterator[bytes]:
     """Whole lines ending in ``\\n``, a block at a time: the file's bytes, in order.
 
     ``digest`` (a hashlib object) is fed the raw bytes as read. A last line without its
@@ -152,7 +155,7 @@ def plain(raw: bytes) -> tuple[bytes, int] | None:
     return (raw, count) if shape == b",,,,\n" * count else None
 
 
-def bet_blocks(path: Path, digest=None) -> Iterator[Block]:
+def bet_blocks(path: FilePath, digest: _Hash | None = None) -> Iterator[Block]:
     """The file's bet lines, a block at a time, checked: a malformed line raises MalformedFile."""
     line = 1  # the file line number of the block's first line
     for raw in raw_blocks(path, digest):
@@ -174,7 +177,7 @@ def bet_blocks(path: Path, digest=None) -> Iterator[Block]:
 UTF8_PIECE = 1 << 16
 
 
-def _check_utf8(path: Path, line: int, data: bytes) -> None:
+def _check_utf8(path: FilePath, line: int, data: bytes) -> None:
     """MalformedFile naming the first line of ``data`` that is not UTF-8.
 
     Decoded a piece at a time (no copy: memoryview slices) and the text thrown away: the same
@@ -190,7 +193,7 @@ def _check_utf8(path: Path, line: int, data: bytes) -> None:
         raise MalformedFile(f"{path}:{number}: malformed CSV: not valid UTF-8") from None
 
 
-def _classify(path: Path, line: int, data: bytes) -> tuple[Block, int]:
+def _classify(path: FilePath, line: int, data: bytes) -> tuple[Block, int]:
     """The slow way, for blocks with blank lines, headers, quotes or a malformed line; and its line count."""
     lines: list[bytes] = []
     numbers: list[int] = []

@@ -6,6 +6,12 @@ import logging
 import sys
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from tqdm import tqdm
+
 log = logging.getLogger("client")
 LOG_EVERY = 5.0  # seconds between progress lines when not on a terminal
 
@@ -14,7 +20,7 @@ class Progress:
     def __init__(self, agency: int, tty: bool | None = None):
         self.agency = agency
         self.tty = sys.stderr.isatty() if tty is None else tty
-        self._bar = None
+        self._bar: tqdm[Any] | None = None
         self._total = self._done = self._already = 0
         self._started = self._last_log = time.monotonic()
 

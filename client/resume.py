@@ -19,44 +19,59 @@ from client.lines import bet_blocks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from client.http import Api
+    from client.http import Server
+    from client.lines import Block, FilePath
 
 log = logging.getLogger("client")
 
 FIX_IN_PLACE = "correcting a rejected line in place, keeping the same lines in the same order, resumes cleanly"
 
 
-class Span(tuple):
+class Span(tuple[int, int, "str | None"]):
     """Bets ``[start, end)`` of an upload, stored as one chunk; ``digest`` None if unknown.
 
     A plain tuple subclass, not a namedtuple: that one compiles code at import (start-up counts)."""
 
     __slots__ = ()
 
-    def __new__(cls, start: int, end: int, digest: str | None):
+    def __new__(cls, start: int, end: int, digest: str | None) -> Span:
         return super().__new__(cls, (start, end, digest))
 
-    start = property(lambda self: self[0])
-    end = property(lambda self: self[1])
-    digest = property(lambda self: self[2])
+    @property
+    def start(self) -> int:
+        return self[0]
+
+    @property
+    def end(self) -> int:
+        return self[1]
+
+    @property
+    def digest(self) -> str | None:
+        return self[2]
 
 
-class RangeCheck(tuple):
+class RangeCheck(tuple["str | None", "int | None", "int | None"]):
     """What the current file holds for one range: its digest and file lines (digest None: past the end)."""
 
     __slots__ = ()
 
-    def __new__(cls, digest: str | None, first_line: int | None, last_line: int | None):
+    def __new__(cls, digest: str | None, first_line: int | None, last_line: int | None) -> RangeCheck:
         return super().__new__(cls, (digest, first_line, last_line))
 
-    digest = property(lambda self: self[0])
-    first_line = property(lambda self: self[1])
-    last_line = property(lambda self: self[2])
+    @property
+    def digest(self) -> str | None:
+        return self[0]
+
+    @property
+    def first_line(self) -> int | None:
+        return self[1]
+
+    @property
+    def last_line(self) -> int | None:
+        return self[2]
 
 
-def fetch_spans(api: Api, agency: int, upload_id: str) -> list[Span]:
+def fetch_spans(api: Server, agency: int, upload_id: str) -> list[Span]:
     """The upload's stored chunks; a server without digests gives its merged ranges, digest unknown."""
     answer = api.request("GET", f"/agencies/{agency}/uploads/{upload_id}").json()
     if "spans" in answer:
@@ -66,7 +81,7 @@ def fetch_spans(api: Api, agency: int, upload_id: str) -> list[Span]:
     return sorted(spans, key=lambda s: s.start)
 
 
-def list_uploads(api: Api, agency: int) -> list[tuple[str, int]] | None:
+def list_uploads(api: Server, agency: int) -> list[tuple[str, int]] | None:
     """(upload id, bets) of the agency's uploads this round; None if the server cannot say."""
     try:
         answer = api.request("GET", f"/agencies/{agency}/uploads").json()
@@ -78,7 +93,9 @@ def list_uploads(api: Api, agency: int) -> list[tuple[str, int]] | None:
     return [(u["upload_id"], int(u["bets"])) for u in answer["uploads"]]
 
 
-def check_ranges(path: Path, ranges: list[tuple[int, int]], blocks: list | None = None) -> tuple[list[RangeCheck], int]:
+def check_ranges(
+    path: FilePath, ranges: list[tuple[int, int]], blocks: list[Block] | None = None
+) -> tuple[list[RangeCheck], int]:
     """The digest of each of ``ranges`` (sorted, disjoint) over the file's bets, in one pass; and the bet count."""
     hashers = [hashlib.sha256() for _ in ranges]
     first: list[int | None] = [None] * len(ranges)
@@ -107,7 +124,7 @@ def check_ranges(path: Path, ranges: list[tuple[int, int]], blocks: list | None 
     return checks, base
 
 
-def first_mismatch(path: Path, spans: list[Span], blocks: list | None = None) -> str | None:
+def first_mismatch(path: FilePath, spans: list[Span], blocks: list[Block] | None = None) -> str | None:
     """None when every span with a digest matches the file; else a message naming the first that does not."""
     checks, bets = check_ranges(path, [(s.start, s.end) for s in spans], blocks)
     for span, check in zip(spans, checks, strict=True):
@@ -125,7 +142,7 @@ def first_mismatch(path: Path, spans: list[Span], blocks: list | None = None) ->
     return None
 
 
-def verify(path: Path, upload_id: str, spans: list[Span], blocks: list | None = None) -> None:
+def verify(path: FilePath, upload_id: str, spans: list[Span], blocks: list[Block] | None = None) -> None:
     """Refuse (ClientError) unless every stored span is still this file's; warn for unknown digests."""
     problem = first_mismatch(path, spans, blocks) if spans else None
     if problem:
@@ -141,7 +158,14 @@ def verify(path: Path, upload_id: str, spans: list[Span], blocks: list | None = 
 
 
 def choose_upload(
-    api: Api, agency: int, path: Path, own_id: str, *, forced: bool, another_file: bool, blocks: list | None = None
+    api: Server,
+    agency: int,
+    path: FilePath,
+    own_id: str,
+    *,
+    forced: bool,
+    another_file: bool,
+    blocks: list[Block] | None = None,
 ) -> tuple[str, list[Span]]:
     """The upload id to send under and its stored spans, verified against the file (steps 2 and 3).
 
@@ -174,10 +198,10 @@ def choose_upload(
             upload_id,
         )
         return upload_id, candidate
-    listed = ", ".join(f"{u} ({bets} bets)" for u, bets in others)
+    named = ", ".join(f"{u} ({bets} bets)" for u, bets in others)
     why = "more than one of them matches this file" if matching else "none of them matches this file"
     raise ClientError(
         f"this file (upload {own_id}) has nothing stored, but agency {agency} has other uploads this round: "
-        f"{listed}; {why}. Rerun with --upload-id ID to continue one of them, or with --another-file if this "
+        f"{named}; {why}. Rerun with --upload-id ID to continue one of them, or with --another-file if this "
         "is really a different file whose bets must be stored as well. Nothing was sent"
     )

@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from client.http import ClientError, Rejected
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from httpx import Response
+
+    from client.http import Api, Server
 
 log = logging.getLogger("client")
 EARLIER_ROUNDS_CHECKED = 10  # how far back `run` looks for the same file stored whole
@@ -22,13 +29,15 @@ EARLIER_ROUNDS_CHECKED = 10  # how far back `run` looks for the same file stored
 class RoundApi:
     """The API with every agency route moved under one round; everything else as the wrapped one."""
 
-    def __init__(self, api, round_id: int | None):
+    def __init__(self, api: Api, round_id: int | None, *, drawn: bool = False, newest: bool = False) -> None:
         self._api, self.round = api, round_id
+        self.drawn = drawn  # the round was drawn when the command started
+        self.newest = newest  # it was the server's newest round then (learned from /rounds, not --round)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._api, name)
 
-    def request(self, method: str, path: str, **kwargs):
+    def request(self, method: str, path: str, **kwargs: Any) -> Response:
         if self.round is not None and path.startswith("/agencies/"):
             path = f"/rounds/{self.round}{path}"
         try:
@@ -61,7 +70,7 @@ class RoundApi:
         return newest if newest is not None and newest != self.round else None
 
 
-def target(api, agency: int, round_id: int | None) -> RoundApi:
+def target(api: Api, agency: int, round_id: int | None) -> RoundApi:
     """The round this command works on (the current one unless ``round_id``), announced on stderr."""
     wanted = f"/rounds/{round_id}" if round_id is not None else "/rounds"
     response = api.request("GET", wanted, params=None if round_id is not None else {"limit": 1}, ok=(200, 404))
@@ -74,7 +83,7 @@ def target(api, agency: int, round_id: int | None) -> RoundApi:
         return RoundApi(api, None)
     info = response.json() if round_id is not None else response.json()["rounds"][0]
     # A drawn round still answers a rerun whose bets are all stored (done again, then the
-    # winners); any bet it lacks is refused by the server, which says why.
+    # winners); a run that has bets to send stops before sending them (drawn_reason).
     if not 1 <= agency <= info["agencies"]:
         raise ClientError(
             f"agency {agency} is not part of round {info['round']} (its agencies are 1 to {info['agencies']})"
@@ -85,10 +94,22 @@ def target(api, agency: int, round_id: int | None) -> RoundApi:
         info["state"],
         info["agencies"],
     )
-    return RoundApi(api, info["round"])
+    return RoundApi(api, info["round"], drawn=info["state"] == "drawn", newest=round_id is None)
 
 
-def _knows_rounds(api) -> bool:
+def drawn_reason(api: RoundApi) -> str | None:
+    """Why nothing may be sent into the round (it is drawn: every chunk would get 409), else None.
+
+    A rerun of a file the round holds whole sends nothing, so it still says done and gets its winners."""
+    if not api.drawn:
+        return None
+    newer = None if api.newest else api._newer_round()
+    if newer is None:
+        return f"round {api.round} is drawn: ask the operator to open the next one"
+    return f"round {api.round} is drawn and round {newer} is open: run without --round to upload into round {newer}"
+
+
+def _knows_rounds(api: Api) -> bool:
     return api.request("GET", "/rounds", params={"limit": 1}, ok=(200, 404)).status_code == 200
 
 
@@ -107,7 +128,7 @@ def refuse_repeat(api: RoundApi, agency: int, upload_id: str, bets: int) -> None
             )
 
 
-def list_rounds(api, limit: int, as_json: bool) -> int:
+def list_rounds(api: Server, limit: int, as_json: bool) -> int:
     """``python -m client rounds``: newest first, one line each (or the JSON of GET /rounds)."""
     response = api.request("GET", "/rounds", params={"limit": limit}, ok=(200, 404))
     if response.status_code == 404:

@@ -27,9 +27,10 @@ from client.lines import Block, MalformedFile, bet_blocks
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from pathlib import Path
 
-    from client.http import Api
+    from client.http import Server
+    from client.lines import FilePath
+    from client.progress import Progress
 
 log = logging.getLogger("client")
 
@@ -58,7 +59,7 @@ class Piece:
         self.start, self.end, self.body, self.numbers = start, end, body, numbers
 
 
-def scan(path: Path) -> FileScan:
+def scan(path: FilePath) -> FileScan:
     """Hash, count and shape-check the file in one streaming pass (keeping it when small)."""
     digest = hashlib.sha256()
     bets = size = 0
@@ -78,7 +79,7 @@ def scan(path: Path) -> FileScan:
 
 
 def plan(
-    path: Path, batch_size: int, committed: list[tuple[int, int]], blocks: list[Block] | None = None
+    path: FilePath, batch_size: int, committed: list[tuple[int, int]], blocks: list[Block] | None = None
 ) -> Iterator[Piece]:
     """Chunks of unsent bets, never crossing a stored range; from ``blocks`` or streamed from the file."""
     stored = sorted(committed)
@@ -128,15 +129,16 @@ def plan(
 class Uploader:
     def __init__(
         self,
-        api: Api,
+        api: Server,
         agency: int,
-        path: Path,
+        path: FilePath,
         batch_size: int,
         concurrency: int,
         upload_id: str | None = None,
-        progress=None,
+        progress: Progress | None = None,
         another_file: bool = False,
         scanned: FileScan | None = None,  # the file's scan when the caller already made it (no second pass)
+        closed: str | None = None,  # why no bet may be sent (a drawn round): raised if any is missing
     ):
         self.api, self.agency, self.path = api, agency, path
         self.batch_size, self.concurrency = batch_size, concurrency
@@ -144,6 +146,7 @@ class Uploader:
         self.another_file = another_file
         self.progress = progress
         self.scanned = scanned
+        self.closed = closed
         self.sent = 0
         self.upload_id: str | None = None
         self._lock = threading.Lock()
@@ -165,6 +168,8 @@ class Uploader:
         self.upload_id = upload_id
         committed = [(s.start, s.end) for s in spans]
         already = sum(e - s for s, e in committed)
+        if self.closed and already < scanned.bets:  # before any chunk: each would only be refused
+            raise ClientError(self.closed)
         log.info(
             "action: carga | result: in_progress | agencia: %d | upload_id: %s | apuestas: %d | ya_almacenadas: %d",
             self.agency,
@@ -182,7 +187,7 @@ class Uploader:
         import queue
 
         slots = threading.BoundedSemaphore(self.concurrency)
-        work: queue.SimpleQueue = queue.SimpleQueue()
+        work: queue.SimpleQueue[Piece | None] = queue.SimpleQueue()
         failures: list[BaseException] = []
 
         def sender() -> None:
@@ -240,7 +245,7 @@ class Uploader:
                 self.progress.advance(stored)
 
 
-def explain_rejection(error: Rejected, path: Path, piece: Piece, upload_id: str) -> str:
+def explain_rejection(error: Rejected, path: FilePath, piece: Piece, upload_id: str) -> str:
     """The server's reason, with the file's own line numbers, and what to do (CONTRACT-uploads step 4)."""
     lines = f"{path}:{piece.numbers[0]}-{piece.numbers[-1]}"
     problems = error.problem.get("errors") or []

@@ -198,3 +198,25 @@ def test_waiting_for_the_draw_keeps_its_pace_to_the_last_second(tmp_path: Path, 
         route = "/agencies/{agency}/winners"
         asked = value(scrape(server.url), "lottery_request_duration_seconds_count", route=route, status="425")
         assert asked <= 3, f"{asked:.0f} asks in {seconds} s"
+
+
+def test_winners_are_printed_and_logged_with_their_agency(tmp_path: Path) -> None:
+    # Issue 25: five uploaders in one terminal printed bare documents, and logged
+    # `consulta_ganadores | ... | cant_ganadores: 7` without saying whose.
+    (tmp_path / "a1.csv").write_text("Ana,Paz,30000001,1990-01-01,7574\nLuis,Paz,30000002,1990-01-01,7574\n")
+    (tmp_path / "a2.csv").write_text("Eva,Sol,30000003,1990-01-01,1\n")
+    with Server(tmp_path / "data", workers=2, agencies=2) as server:
+        first = uploader("run", "--agency", "1", "--file", str(tmp_path / "a1.csv"), "--server", server.url)
+        second = run_uploader("run", "--agency", "2", "--file", str(tmp_path / "a2.csv"), "--server", server.url)
+        out, err = first.communicate(timeout=60)
+        again = run_uploader("winners", "--agency", "1", "--server", server.url)
+    assert (first.returncode, second.code, again.code) == (0, 0, 0), err + second.err + again.err
+    assert sorted(out.splitlines()) == ["agency 1: 30000001", "agency 1: 30000002"]
+    assert again.out == out
+    assert second.out == "agency 2: no winners\n"
+    assert err.splitlines()[-1].endswith(
+        "action: consulta_ganadores | result: success | cant_ganadores: 2 | agencia: 1"
+    )
+    assert second.err.splitlines()[-1].endswith(
+        "action: consulta_ganadores | result: success | cant_ganadores: 0 | agencia: 2"
+    )

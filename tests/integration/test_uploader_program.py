@@ -10,10 +10,10 @@ from pathlib import Path
 
 from client.generate import generate
 from devtools.server import ROOT, Server
-from tests.support.uploader import uploader_env
+from tests.support.uploader import uploader, uploader_env
 
 # Runs client/__main__.py as ``python -m client`` does (run_name "__main__"), recording each
-# Api.request call, and which optional modules were loaded by then, one JSON line each.
+# Api.request call (a refused one too), and which optional modules were loaded by then, one JSON line each.
 RECORDING = """
 import json, runpy, sys
 record = open(sys.argv[1], "a", buffering=1)
@@ -26,9 +26,15 @@ def modules():
 original = client.http.Api.request
 
 def request(self, method, path, **kwargs):
-    response = original(self, method, path, **kwargs)
     query = "&".join(f"{k}={v}" for k, v in (kwargs.get("params") or {}).items())
-    record.write(json.dumps([method, path + ("?" + query if query else ""), response.status_code, modules()]) + "\\n")
+    def write(status):
+        record.write(json.dumps([method, path + ("?" + query if query else ""), status, modules()]) + "\\n")
+    try:
+        response = original(self, method, path, **kwargs)
+    except client.http.Rejected as error:  # refused requests are recorded too
+        write(error.status)
+        raise
+    write(response.status_code)
     return response
 
 client.http.Api.request = request
@@ -93,3 +99,32 @@ def test_a_failing_run_exits_with_its_code_and_its_message(tmp_path: Path) -> No
     assert done.stderr.rstrip().endswith(f"error: bets file not found: {missing}")
     assert bad_option.returncode == 2
     assert bad_option.stderr == "error: invalid value for agency: 0\n"
+
+
+def test_a_run_against_a_drawn_round_stops_before_sending_and_says_why(tmp_path: Path) -> None:
+    # Issue 25: the uploader logged `estado: drawn`, sent its chunks anyway and failed on a 409 each.
+    first, other = generate(tmp_path / "in", agencies=2, bets=12, seed=3)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with Server(tmp_path / "data", workers=2, agencies=2) as server:
+        # Agency 2 says done with nothing, agency 1 uploads: round 1 is drawn.
+        nothing = uploader("run", "--agency", "2", "--file", str(empty), "--server", server.url)
+        drawn, _ = run_recorded(tmp_path, "run", "--agency", "1", "--file", str(first), "--server", server.url)
+        assert (drawn.returncode, nothing.wait(timeout=60)) == (0, 0), drawn.stderr
+        (tmp_path / "requests.jsonl").unlink()
+        done, requests = run_recorded(
+            tmp_path, "run", "--agency", "2", "--file", str(other), "--server", server.url, "--batch-size", "5"
+        )
+        rerun, _ = run_recorded(tmp_path, "run", "--agency", "1", "--file", str(first), "--server", server.url)
+    assert done.returncode == 1
+    assert [r[:3] for r in requests] == [
+        ["GET", "/rounds?limit=1", 200],
+        ["GET", "/rounds/1/agencies/2/uploads", 200],
+    ]
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if "result: fail" in line] == [lines[-1]]
+    assert lines[-1].endswith(
+        "action: run | result: fail | error: round 1 is drawn: ask the operator to open the next one"
+    )
+    # The file the round already holds whole is still answered: done again, then its winners.
+    assert rerun.returncode == 0, rerun.stderr

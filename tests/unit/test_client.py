@@ -538,12 +538,30 @@ def test_help_texts_describe_every_command_and_option(capsys) -> None:
     bet = _help(capsys, "bet")
     for variable in ("NOMBRE", "APELLIDO", "DOCUMENTO", "NACIMIENTO", "NUMERO"):
         assert variable in bet
-    from client.__main__ import _parser
+    from client.cli import parser as _parser
 
     commands = next(a for a in _parser()._actions if a.dest == "command")
     for name, sub in commands.choices.items():  # every option of every command says what it is
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings} has no help"
+
+
+def test_help_shows_what_each_command_really_takes(capsys, monkeypatch) -> None:
+    # Issue 25: `rounds --help` listed --agency as required (rounds needs none), `generate --help`
+    # offered a --config it lacks, and `run --help` named few of the LOTTERY_* variables it reads.
+    monkeypatch.setenv("COLUMNS", "200")
+    rounds = _help(capsys, "rounds")
+    assert "required" not in rounds and "--agency" not in rounds
+    generate = _help(capsys, "generate")
+    assert "--config" not in generate and "LOTTERY_" not in generate and "environment" not in generate
+    run = _help(capsys, "run")
+    for variable in (
+        "LOTTERY_AGENCY", "CLI_ID", "LOTTERY_BETS_FILE", "LOTTERY_SERVER", "LOTTERY_BATCH_SIZE",
+        "CLI_BATCH_MAXAMOUNT", "LOTTERY_CONCURRENCY", "LOTTERY_TOKEN", "LOTTERY_TOKEN_FILE", "LOTTERY_TIMEOUT",
+        "LOTTERY_RETRIES", "LOTTERY_UPLOAD_ID", "LOTTERY_QUIET", "LOTTERY_JSON", "LOTTERY_CACERT",
+        "LOTTERY_INSECURE", "LOTTERY_CONFIG", "LOTTERY_LOG_LEVEL", "CLI_LOG_LEVEL",
+    ):  # fmt: skip
+        assert variable in run, variable
 
 
 def _fake_api(handler, **kwargs):
@@ -693,14 +711,14 @@ def test_the_retry_after_header_is_read_in_one_place() -> None:
     assert retry_after(httpx.Response(503, headers={"retry-after": "999"}), 0.0) == 60.0
     assert retry_after(httpx.Response(503, headers={"retry-after": "Fri, 27 Nov 2026 10:00:00 GMT"}), 1.5) == 1.5
     assert retry_after(httpx.Response(503), 2.0) == 2.0
-    import client.__main__
+    import client.winners
 
-    source = Path(client.__main__.__file__).read_text()
+    source = Path(client.winners.__file__).read_text()
     assert "retry-after" not in source.lower().replace("retry_after", "")
 
 
 def test_waiting_for_the_draw_says_for_how_many_agencies(caplog) -> None:
-    from client.__main__ import wait_for_winners
+    from client.winners import wait_for_winners
 
     polls = []
 
@@ -722,7 +740,7 @@ def test_waiting_for_the_draw_says_for_how_many_agencies(caplog) -> None:
 
 
 def test_winners_before_the_draw_points_to_wait() -> None:
-    from client.__main__ import wait_for_winners
+    from client.winners import wait_for_winners
 
     api = _fake_api(lambda request: httpx.Response(425, json={"detail": "not yet"}, headers={"Retry-After": "1"}))
     with pytest.raises(ClientError, match=r"the draw has not happened yet .*: use --wait to wait for it"):
@@ -857,3 +875,27 @@ def test_made_tokens_never_begin_with_a_dash() -> None:
     tokens = [token for _ in range(40) for token in make(50).values()]
     assert [t for t in tokens if t.startswith("-")] == []
     assert len(set(tokens)) == len(tokens) and {len(t) for t in tokens} == {43}
+
+
+@pytest.mark.parametrize(
+    "drawn, newest, current, reason",
+    [
+        (False, True, 1, None),
+        (True, True, 1, "round 1 is drawn: ask the operator to open the next one"),
+        (True, False, 1, "round 1 is drawn: ask the operator to open the next one"),
+        (True, False, 2, "round 1 is drawn and round 2 is open: run without --round to upload into round 2"),
+    ],
+)
+def test_a_drawn_round_names_what_to_do(drawn: bool, newest: bool, current: int, reason: str | None) -> None:
+    # Issue 25: `run --round 1` into a drawn round 1 while round 2 is open points to round 2.
+    from client.rounds import RoundApi, drawn_reason
+
+    asked = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(200, json={"rounds": [{"round": current}]})
+
+    api = RoundApi(_fake_api(handler, retries=0), 1, drawn=drawn, newest=newest)
+    assert drawn_reason(api) == reason
+    assert asked == ([] if newest or not drawn else ["/rounds"])  # the newest round was learned at start

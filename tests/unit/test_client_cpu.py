@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import httpx
@@ -180,7 +181,7 @@ def test_every_request_carries_the_headers_the_client_always_sent(tmp_path: Path
 
 @pytest.mark.parametrize("command", ["run", "bet", "winners", "rounds", "generate"])
 def test_a_parser_built_for_one_command_reads_and_helps_it_as_the_whole_one(command: str, capsys) -> None:
-    from client.__main__ import _parser
+    from client.cli import parser as _parser
 
     def outcome(only: str | None, argv: list[str]) -> tuple:
         try:
@@ -203,6 +204,7 @@ def test_a_parser_built_for_one_command_reads_and_helps_it_as_the_whole_one(comm
 
 def test_a_run_in_a_later_round_reads_its_file_once(tmp_path: Path, monkeypatch, capsys) -> None:
     import client.__main__
+    import client.commands
     import client.lines
     from client.http import Api
 
@@ -233,10 +235,66 @@ def test_a_run_in_a_later_round_reads_its_file_once(tmp_path: Path, monkeypatch,
 
     monkeypatch.setattr(client.lines, "raw_blocks", counted)
     monkeypatch.setattr(
-        client.__main__,
-        "_api",
+        client.commands,
+        "api",
         lambda options, stop=None: Api(options.server, stop=stop, transport=httpx.MockTransport(handler)),
     )
     assert client.__main__.main(["run", "--agency", "1", "--file", str(path), "--server", "http://t", "--json"]) == 0
     assert capsys.readouterr().out == '{"agency": 1, "winners": ["30000001"]}\n'
     assert reads == [str(path)]
+
+
+# -- the command line: one option table, one command's module ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--agency", "1", "--file", "/nonexistent.csv", "--server", "127.0.0.1:9"],
+        ["winners", "--agency", "0"],
+        ["generate", "--out", "{tmp}", "--agencies", "1", "--bets", "1"],
+        ["rounds", "--help"],
+    ],
+)
+def test_only_the_given_commands_module_is_imported(tmp_path: Path, argv: list[str]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    probe = """
+import json, sys
+from client.__main__ import main
+try:
+    main(json.loads(sys.argv[1]))
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("client.commands."))))
+"""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(argv)], cwd=root, capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert loaded == (
+        [] if "--help" in argv or argv[:3] == ["winners", "--agency", "0"] else [f"client.commands.{argv[0]}"]
+    )
+
+
+def test_every_option_help_names_its_environment_variables_and_config_keys(capsys, monkeypatch) -> None:
+    from client.cli import COMMANDS, parser
+    from client.options import TABLE
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    for command in COMMANDS:
+        with pytest.raises(SystemExit):
+            parser(only=command).parse_args([command, "--help"])
+        text = capsys.readouterr().out
+        # Each option's entry: from its "  --flag" line to the next option's (or a blank line).
+        entries = {b.split()[0]: b for b in re.split(r"\n(?=  -)|\n\n", text) if b.startswith("  --")}
+        for entry in TABLE:
+            if command not in entry.commands or command in entry.hidden:
+                assert entry.flag not in entries, (command, entry.flag)
+                continue
+            for name in (*entry.env, *entry.config):
+                assert name in entries[entry.flag], (command, entry.flag, name)
