@@ -31,10 +31,12 @@ test: $(STAMP)
 test-long: $(STAMP)
 	$(PY) -m pytest -q -m long
 
-## Style: ruff's lint rules and formatting, checked (CI runs this).
+## Style and types: ruff's lint rules and formatting, checked; then mypy strict on app/ and client/
+## (settings in pyproject.toml). CI runs this.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## Reformat the tree and apply ruff's safe fixes.
 format: $(STAMP)

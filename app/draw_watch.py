@@ -16,7 +16,8 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
@@ -69,7 +70,7 @@ class DrawWatch:
         self._probe.set()
 
     async def wait(
-        self, seconds: float, disconnected: Callable[[], Awaitable[object]], round_id: int | None = None
+        self, seconds: float, disconnected: Callable[[], Coroutine[Any, Any, object]], round_id: int | None = None
     ) -> Wake:
         """Until that round's draw, ``seconds``, the client leaving (``disconnected`` returns) or shutdown."""
         drawn = self._drawn.setdefault(round_id, asyncio.Event())

@@ -156,7 +156,7 @@ def _is_agency(value: object, agency: int) -> bool:
     return type(value) is int and value == agency  # not True, not 1.0: the same strictness as "number"
 
 
-class _DuplicateKeys(dict):
+class _DuplicateKeys(dict[str, object]):
     """A JSON object that named some key more than once (``keys``): refused, never last-wins."""
 
     def __init__(self, pairs: list[tuple[str, object]], keys: list[str]):
@@ -164,13 +164,17 @@ class _DuplicateKeys(dict):
         self.keys_repeated = keys
 
 
-def _object_from_pairs(pairs: list[tuple[str, object]]) -> dict:
+def _object_from_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
     document = dict(pairs)
     if len(document) == len(pairs):
         return document
     seen: set[str] = set()
-    repeated = [key for key, _ in pairs if key in seen or seen.add(key)]  # type: ignore[func-returns-value]
-    return _DuplicateKeys(pairs, list(dict.fromkeys(repeated)))
+    repeated: dict[str, None] = {}  # in the order of their second naming
+    for key, _ in pairs:
+        if key in seen:
+            repeated[key] = None
+        seen.add(key)
+    return _DuplicateKeys(pairs, list(repeated))
 
 
 def _refuse_constant(name: str) -> None:
@@ -321,6 +325,7 @@ def parse_csv_general(body: bytes, agency: int, max_bets: int, only_bets: bool =
             else:
                 first_name, last_name, document, birthdate, number = record
                 try:
+                    value: int | str
                     try:
                         value = parse_number_text(number)
                     except ValueError:

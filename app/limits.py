@@ -19,9 +19,10 @@ import ctypes
 import ctypes.util
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from starlette.routing import Match
+from starlette.routing import Match, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.problems import Problem
 
@@ -99,6 +100,7 @@ class BodyBudget:
 
     def _trim_if_idle(self) -> None:
         self._trim_timer = None
+        assert self._trim is not None  # scheduled only when there is a malloc_trim
         if self.used == 0:
             self._trim(0)  # a few milliseconds for a few hundred MB
         else:  # bodies are still in flight: they will schedule the trim again
@@ -136,7 +138,7 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     return bool(mallopt(M_ARENA_MAX, arenas))
 
 
-def _malloc_trim():  # noqa: ANN202 - a ctypes function or None
+def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None where there is none (musl, macOS)."""
     name = ctypes.util.find_library("c")
     try:
@@ -162,10 +164,10 @@ class RefuseUnexpectedBody:
     (the worker's body deadline also ends it, but only after ``LOTTERY_BODY_TIMEOUT``).
     """
 
-    def __init__(self, app, router):  # noqa: ANN001 - any ASGI app, and the app's Starlette router
+    def __init__(self, app: ASGIApp, router: Router):
         self.app, self.router = app, router
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI signature
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
             and scope["method"] in _BODYLESS_METHODS
@@ -187,7 +189,7 @@ class RefuseUnexpectedBody:
             return
         await self.app(scope, receive, send)
 
-    def _has_route(self, scope) -> bool:  # noqa: ANN001 - an ASGI scope
+    def _has_route(self, scope: Scope) -> bool:
         return any(route.matches(scope)[0] is Match.FULL for route in self.router.routes)
 
 

@@ -167,7 +167,9 @@ def install(app: FastAPI) -> None:
     async def handle(request: Request, error: Exception) -> JSONResponse:
         return problem_response(request, to_problem(error))
 
-    async def handle_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    # Starlette types every handler as taking any Exception; each of these is registered for one class.
+    async def handle_http(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
         titles = {404: "Not found", 405: "Method not allowed"}
         headers = getattr(error, "headers", None)
         if error.status_code == 405:
@@ -177,11 +179,12 @@ def install(app: FastAPI) -> None:
             Problem(error.status_code, titles.get(error.status_code, "HTTP error"), str(error.detail), headers=headers),
         )
 
-    async def handle_validation(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def handle_validation(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
         return problem_response(request, _validation_problem(error))
 
-    app.add_exception_handler(StarletteHTTPException, handle_http)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, handle_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, handle_http)
+    app.add_exception_handler(RequestValidationError, handle_validation)
     for kind in (
         Problem,
         ingest.IngestError,

@@ -15,7 +15,7 @@ It is never served with a parameter skipped.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute, _effective_route_context_var
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 Endpoint = Callable[..., Awaitable[Response | BaseModel]]
 
 
@@ -58,23 +58,24 @@ def plain_handler(endpoint: Endpoint, dependant: Dependant, path: str, status_co
         for f in dependant.path_params + dependant.header_params
         if not _plain_text(f)
     ]
-    bearers = [
-        d
+    # (name, bearer) of each bearer parameter; a route-level one has no name to pass its value to.
+    bearers = {
+        id(d): (d.name, d.call)
         for d in dependant.dependencies
-        if isinstance(d.call, HTTPBearer) and not d.call.auto_error and not d.dependencies
-    ]
-    problems += [f"dependency {d.call!r}" for d in dependant.dependencies if d not in bearers]
-    if not inspect.iscoroutinefunction(endpoint) or dependant.request_param_name is None:
+        if isinstance(d.call, HTTPBearer) and not d.call.auto_error and not d.dependencies and d.name is not None
+    }
+    problems += [f"dependency {d.call!r}" for d in dependant.dependencies if id(d) not in bearers]
+    request_name = dependant.request_param_name
+    if not inspect.iscoroutinefunction(endpoint) or request_name is None:
         problems.append("the endpoint must be `async def` and take the Request")
     injected = ("websocket", "http_connection", "response", "background_tasks", "security_scopes")
     problems += [f"a {kind} parameter" for kind in injected if getattr(dependant, f"{kind}_param_name")]
-    if problems:
+    if problems or request_name is None:  # (None is among the problems: narrowed for the handler)
         raise TypeError(f"{path}: not a plain route ({'; '.join(problems)})")
 
-    request_name = dependant.request_param_name
     path_names = [(f.name, f.alias) for f in dependant.path_params]
     header_names = [(f.name, f.alias.lower()) for f in dependant.header_params]
-    bearer_names = [(d.name, d.call) for d in bearers]
+    bearer_names = list(bearers.values())
 
     async def handler(request: Request) -> Response:
         values = request.path_params

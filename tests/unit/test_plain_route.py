@@ -8,6 +8,7 @@ from typing import Annotated
 
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.security import HTTPBearer
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,3 +148,10 @@ def test_included_under_a_dependency_it_is_refused() -> None:
         app.openapi()  # for its document,
     with pytest.raises(TypeError, match="not a plain route"):
         TestClient(app).post("/x/1")  # or at its first request: never served without the dependency
+
+
+def test_a_bearer_that_is_no_parameter_is_refused_when_built() -> None:
+    # A route-level bearer has no parameter to pass its value to: the handler would call the
+    # endpoint with the keyword None, a TypeError (500) on every request.
+    reason = _refused(endpoint, dependencies=[Depends(HTTPBearer(auto_error=False))])
+    assert "dependency <fastapi.security.http.HTTPBearer object" in reason
