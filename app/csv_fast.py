@@ -37,6 +37,8 @@ import re2
 
 from app.domain import FORMULA_PREFIXES, MAX_DOCUMENT_DIGITS, MAX_NAME_LENGTH, MAX_NUMBER, latest_birthdate
 
+Body = bytes | bytearray  # a request body as read (app/deps.py reads it into a bytearray: no copy)
+
 log = logging.getLogger("lottery")
 
 _CSV_SPECIAL = ',"'  # the only printable characters that change how csv reads or writes a field
@@ -131,7 +133,7 @@ _SEPARATORS = bytes(0x0A if byte in b",\n" else 0x78 for byte in range(256))
 _LONG_RUN = b"x" * (MAX_NAME_LENGTH + 1)
 
 
-def _has_long_name(body: bytes) -> bool:
+def _has_long_name(body: Body) -> bool:
     marks = body.translate(_SEPARATORS)
     start = marks.find(_LONG_RUN)  # the leftmost run of a field is where that field starts
     while start != -1:
@@ -150,7 +152,7 @@ class _Validator:
         self._lock = threading.Lock()
         self._current: tuple[date, re2._Regexp] | None = None  # one tuple: threads never see a mix
 
-    def fullmatch(self, body: bytes, latest: date) -> bool:
+    def fullmatch(self, body: Body, latest: date) -> bool:
         current = self._current
         if current is None or current[0] != latest:  # any change, even a clock set back
             with self._lock:
@@ -178,7 +180,7 @@ def prepare() -> None:
     _VALIDATOR.fullmatch(b"", latest_birthdate())
 
 
-def parse_plain(body: bytes, agency: int) -> tuple[bytes, int] | None:
+def parse_plain(body: Body, agency: int) -> tuple[bytes, int] | None:
     """``(stored rows, count)`` if ``body`` is plain bet lines that are all valid; else None."""
     if not _VALIDATOR.fullmatch(body, latest_birthdate()):
         return None

@@ -30,11 +30,13 @@ _UPLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 async def app_settings(request: Request) -> Settings:
     """This app's settings (as created: a round's own parameters applied), not the environment's."""
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def get_store(request: Request) -> Store:
-    return request.app.state.store
+    store: Store = request.app.state.store
+    return store
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
@@ -66,7 +68,7 @@ def token_owner(request: Request, credentials: HTTPAuthorizationCredentials | No
     if token is None:
         return None
     tokens = request.app.state.tokens
-    owner = tokens.owner(token)
+    owner: int | None = tokens.owner(token)
     if owner is None:
         if tokens.is_operator(token):  # valid, but not for an agency's acts
             raise Forbidden("this is the operator's token: an agency's routes take that agency's token")

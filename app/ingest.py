@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from app import csv_fast
+from app.csv_fast import Body
 from app.domain import (
     FIELDS,
     InvalidBet,
@@ -113,7 +114,7 @@ def _check_charset(content_type: str) -> None:
 
 
 def parse_chunk(
-    body: bytes, content_type: str | None, agency: int, max_bets: int, only_bets: bool = False
+    body: Body, content_type: str | None, agency: int, max_bets: int, only_bets: bool = False
 ) -> ParsedChunk:
     """``only_bets``: the chunk belongs to an upload (``Upload-Id``), whose chunks carry bet lines
     and nothing else; a header or blank line then refuses the chunk instead of being skipped."""
@@ -181,7 +182,7 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _may_repeat_keys(body: bytes, document: object) -> bool:
+def _may_repeat_keys(body: Body, document: object) -> bool:
     """False only when ``body`` certainly has no object with a repeated key.
 
     orjson keeps the last of repeated keys silently. Every member of a JSON object has one
@@ -197,7 +198,7 @@ def _may_repeat_keys(body: bytes, document: object) -> bool:
         return True
 
 
-def _load_json(body: bytes) -> object:
+def _load_json(body: Body) -> object:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -212,7 +213,7 @@ def _load_json(body: bytes) -> object:
         raise MalformedBody(f"body is not valid JSON: {error}") from None
 
 
-def parse_json(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
+def parse_json(body: Body, agency: int, max_bets: int) -> ParsedChunk:
     document = _load_json(body)
     if isinstance(document, _DuplicateKeys):
         key = document.keys_repeated[0]
@@ -266,7 +267,7 @@ def parse_json(body: bytes, agency: int, max_bets: int) -> ParsedChunk:
     return out.result(len(bets))
 
 
-def parse_plain_csv(body: bytes, agency: int, max_bets: int) -> ParsedChunk | None:
+def parse_plain_csv(body: Body, agency: int, max_bets: int) -> ParsedChunk | None:
     """The chunk if ``body`` is plain bet lines, all valid (app/csv_fast.py); None to take the general path.
 
     A plain body holds only bet lines, so ``only_bets`` changes nothing here."""
@@ -284,14 +285,14 @@ def _not_a_bet(line: int, what: str) -> InvalidChunk:
     return InvalidChunk([BetProblem(0, "bet", message, line)], 1, 0, message)
 
 
-def parse_csv(body: bytes, agency: int, max_bets: int, only_bets: bool = False) -> ParsedChunk:
+def parse_csv(body: Body, agency: int, max_bets: int, only_bets: bool = False) -> ParsedChunk:
     plain = parse_plain_csv(body, agency, max_bets)
     if plain is not None:
         return plain
     return parse_csv_general(body, agency, max_bets, only_bets)
 
 
-def parse_csv_general(body: bytes, agency: int, max_bets: int, only_bets: bool = False) -> ParsedChunk:
+def parse_csv_general(body: Body, agency: int, max_bets: int, only_bets: bool = False) -> ParsedChunk:
     """Any CSV body, bet by bet: the rows, or every problem named."""
     try:
         text = body.decode("utf-8")

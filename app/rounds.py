@@ -94,7 +94,8 @@ Opening = RoundParameters  # what a new round is opened with
 def opening(agencies: int | None, winning_number: int | str | None, defaults: RoundParameters) -> RoundParameters:
     """The next round's parameters: the request's, or the settings' for what it leaves out."""
     number = defaults.winning_number if winning_number is None else winning_number
-    return RoundParameters(defaults.agencies if agencies is None else agencies, None if number == RANDOM else number)
+    fixed = None if isinstance(number, str) else number  # "random": drawn at the draw
+    return RoundParameters(defaults.agencies if agencies is None else agencies, fixed)
 
 
 # -- who may store what --------------------------------------------------------------------------

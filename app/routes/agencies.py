@@ -58,7 +58,7 @@ log = logging.getLogger("lottery")
 def _receive(
     store: Store,
     agency: int,
-    body: bytes,
+    body: bytes | bytearray,
     content_type: str | None,
     max_bets: int,
     key: str | None,
@@ -154,16 +154,16 @@ async def get_winners(
     With `wait`, the answer comes the moment the draw happens (or 425 after `wait` seconds);
     a server that is stopping answers an open poll at once with 503 and Retry-After.
     """
-    agency = await check_agency(request, agency, credentials, round_id)
+    number = await check_agency(request, agency, credentials, round_id)
     settings, store = request.app.state.settings, request.app.state.store
     if round_id is None and wait:  # a long poll waits for one round's draw, named by its id
         round_id = await run_in_threadpool(store.current_round)
-    winners = await run_in_threadpool(store.winners, agency, round=round_id)
+    winners = await run_in_threadpool(store.winners, number, round=round_id)
     if winners is None and wait:
-        log.debug("action: consulta_ganadores | result: en_espera | agencia: %d | espera: %d", agency, wait)
+        log.debug("action: consulta_ganadores | result: en_espera | agencia: %d | espera: %d", number, wait)
         woken = await request.app.state.draw_watch.wait(wait, lambda: _client_left(request), round_id)
         if woken is Wake.DISCONNECTED:
-            client_gone("long poll", agency)
+            client_gone("long poll", number)
         elif woken is Wake.STOPPING:
             raise Problem(
                 503,
@@ -172,11 +172,11 @@ async def get_winners(
                 headers={"Retry-After": str(settings.retry_after)},
             )
         elif woken is Wake.DRAWN:
-            winners = await run_in_threadpool(store.winners, agency, round=round_id)
+            winners = await run_in_threadpool(store.winners, number, round=round_id)
     if winners is None:
         raise NotDrawnYet(settings.retry_after)
-    log.info("action: consulta_ganadores | result: success | agencia: %d | cant_ganadores: %d", agency, len(winners))
-    return Winners(agency=agency, winners=winners)
+    log.info("action: consulta_ganadores | result: success | agencia: %d | cant_ganadores: %d", number, len(winners))
+    return Winners(agency=number, winners=winners)
 
 
 async def _client_left(request: Request) -> None:

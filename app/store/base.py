@@ -104,7 +104,7 @@ class RoundStatus:
     round_id: int = 1
 
 
-def body_digest(body: bytes) -> str:
+def body_digest(body: bytes | bytearray) -> str:
     """The digest of a chunk's body kept with its upload range: SHA-256 of the body with every
     CRLF made LF (the uploader recomputes it over its file's lines; no copy without a CR)."""
     return hashlib.sha256(body if b"\r" not in body else body.replace(b"\r\n", b"\n")).hexdigest()
@@ -209,7 +209,9 @@ def replay_by_key(chunk: Chunk, stored: tuple[str, int] | None) -> ChunkReceipt 
 
 
 def replay_by_range(
-    chunk: Chunk, spans: Iterable[tuple[int, int, str]], committed: Callable[[], list[tuple[int, int]]]
+    chunk: Chunk,
+    spans: Iterable[tuple[int, int, str] | tuple[int, int, str, str | None]],
+    committed: Callable[[], list[tuple[int, int]]],
 ) -> ChunkReceipt | None:
     """The answer to a chunk of an upload, given stored ``(start, end, fingerprint)`` spans of it.
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import filelock
 import orjson
@@ -108,7 +109,7 @@ def round_ids(data_dir: Path) -> list[int]:
     return sorted(int(name) for name in names if name.isdigit())
 
 
-def round_record(round_id: int, params: RoundParameters, opened_at: str | None) -> dict:
+def round_record(round_id: int, params: RoundParameters, opened_at: str | None) -> dict[str, Any]:
     """round.json: what a round is opened with (a null winning number: drawn at random at the draw)."""
     return {
         "round": round_id,
@@ -128,9 +129,9 @@ class _LedgerIndex:
         self.bets = 0  # committed bets
         self.keys: dict[tuple[int, str], tuple[str, int]] = {}  # (agency, key) -> (fingerprint, count)
         self.spans: dict[tuple[int, str], SpanIndex] = {}  # (agency, upload id), in first-stored order
-        self.by_agency: dict[int, list] = {}  # agency -> [bets, chunks, when this process saw its last chunk]
+        self.by_agency: dict[int, list[Any]] = {}  # agency -> [bets, chunks, when this process saw its last chunk]
 
-    def apply(self, record: dict) -> None:
+    def apply(self, record: dict[str, Any]) -> None:
         agency, count = record["a"], record["n"]
         self.end = record["end"]
         self.bets += count
@@ -150,7 +151,7 @@ _REQUIRED = (("a", int), ("n", int), ("h", str), ("end", int))
 _OPTIONAL = (("k", str), ("u", str), ("d", str))
 
 
-def ledger_record(line: bytes, end_before: int) -> dict:
+def ledger_record(line: bytes, end_before: int) -> dict[str, Any]:
     """A ledger line as a record, or ValueError saying what is wrong with it."""
     try:
         record = orjson.loads(line)
@@ -202,7 +203,7 @@ def _round_problem(value: object) -> str | None:
     return None
 
 
-def read_json(path: Path, problem: Callable[[object], str | None]) -> object | None:
+def read_json(path: Path, problem: Callable[[object], str | None]) -> Any:
     """A small JSON file of the store, None when absent; DataCorrupt when it is not what we wrote."""
     try:
         data = path.read_bytes()
@@ -472,7 +473,7 @@ class RoundFiles:
                 view = view[f.write(view) :]
             os.fdatasync(f.fileno())
 
-    def _read_json(self, path: Path, problem: Callable[[object], str | None]) -> object | None:
+    def _read_json(self, path: Path, problem: Callable[[object], str | None]) -> Any:
         try:
             return read_json(path, problem)
         except DataCorrupt as error:
@@ -481,10 +482,11 @@ class RoundFiles:
 
     def _read_done(self) -> set[int]:
         value = self._read_json(self.done_path, _done_problem)
-        return set() if value is None else set(value["agencies"])  # type: ignore[index]
+        return set() if value is None else set(value["agencies"])  # checked by _done_problem
 
-    def _read_winners(self) -> dict | None:
-        return self._read_json(self.winners_path, _winners_problem)  # type: ignore[return-value]
+    def _read_winners(self) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = self._read_json(self.winners_path, _winners_problem)  # checked there
+        return value
 
     # -- the Store interface --------------------------------------------------------------
 
@@ -517,7 +519,7 @@ class RoundFiles:
         ledger_size, bets_size = index.offset, index.end
         drawn = self._read_winners() is not None  # read, not only seen: a corrupt one is refused
         done = self._read_done()
-        accepted: list[tuple[_Ticket, dict]] = []
+        accepted: list[tuple[_Ticket, dict[str, Any]]] = []
         # An answer that rests on a chunk of this very batch (a retry with its key, or an
         # overlap with its range) may only be given once that chunk is on disk.
         deferred: list[tuple[_Ticket, ChunkReceipt | StoreError | RoundError]] = []

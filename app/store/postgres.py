@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 import psycopg
@@ -195,6 +195,14 @@ def _upload_lock_key(upload_id: str) -> int:
     return zlib.crc32(upload_id.encode()) - 2**31
 
 
+def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, or a row known to exist)."""
+    row: tuple[Any, ...] | None = cur.fetchone()
+    if row is None:
+        raise StorageUnavailable("the database returned no row where one always exists; retry shortly")
+    return row
+
+
 def _describe(error: psycopg.Error) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
@@ -211,7 +219,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         cur.execute("SELECT to_regclass('lottery_schema') IS NOT NULL")
         version = 0
-        if cur.fetchone()[0]:
+        if one(cur)[0]:
             cur.execute("SELECT version FROM lottery_schema WHERE id = 1")
             row = cur.fetchone()
             version = row[0] if row else 0
@@ -244,7 +252,7 @@ def pin_round(conn: psycopg.Connection, settings: RoundParameters) -> RoundParam
         )
         pinned = cur.rowcount == 1
         cur.execute("SELECT agencies, winning_number FROM lottery_round WHERE id = 1")
-        recorded = RoundParameters(*cur.fetchone())
+        recorded = RoundParameters(*one(cur))
     if pinned:
         log.info(
             "action: ronda_registrada | result: success | agencias: %d | numero_ganador: %d",
@@ -258,7 +266,7 @@ def recorded_round(url: str) -> RoundParameters | None:
     """The parameters recorded for the current round in the database; None when none (or unreachable)."""
     try:  # a short timeout: the gunicorn master asks this once before starting, and must not hang
         with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
-            if conn.execute("SELECT to_regclass('lottery_round') IS NULL").fetchone()[0]:
+            if one(conn.execute("SELECT to_regclass('lottery_round') IS NULL"))[0]:
                 return None
             row = conn.execute("SELECT to_jsonb(r) FROM lottery_round r ORDER BY id DESC LIMIT 1").fetchone()
     except psycopg.Error:
@@ -273,7 +281,7 @@ def _iso(when: datetime | None) -> str | None:
     return None if when is None else when.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _round_info(row: tuple) -> RoundInfo:
+def _round_info(row: tuple[Any, ...]) -> RoundInfo:
     round_id, agencies, number, random, done, bets, winners, opened_at, drawn_at = row
     return RoundInfo(
         round_id,
@@ -313,7 +321,7 @@ class PostgresStore(flow.RoundFlow):
 
     # -- connections --------------------------------------------------------------------
 
-    def _connect_kwargs(self) -> dict:
+    def _connect_kwargs(self) -> dict[str, Any]:
         timeout_ms = int(self.lock_timeout * 1000)
         return {
             "autocommit": True,  # every write below is an explicit transaction block
@@ -328,9 +336,9 @@ class PostgresStore(flow.RoundFlow):
         store = self
         generation = self._generation = self._generation + 1
 
-        class TrackedConnection(psycopg.Connection):
+        class TrackedConnection(psycopg.Connection[Any]):
             @classmethod
-            def connect(cls, *args, **kwargs):  # type: ignore[override]
+            def connect(cls, *args: Any, **kwargs: Any) -> TrackedConnection:
                 try:
                     conn = super().connect(*args, **kwargs)
                 except psycopg.OperationalError as error:
@@ -459,7 +467,7 @@ class PostgresStore(flow.RoundFlow):
         row = cur.fetchone()
         if row is None:
             cur.execute(f"SELECT {CURRENT}")
-            current = cur.fetchone()[0] or 1
+            current = one(cur)[0] or 1
             flow.target_round(round, current, writing=writing)  # a later round is refused naming the current one
             raise RoundNotFound(f"round {round} does not exist: the current round is {current}")
         round_id, agencies, current = row
@@ -489,7 +497,8 @@ class PostgresStore(flow.RoundFlow):
                     "EXISTS (SELECT 1 FROM lottery_done WHERE round = %s AND agency = %s)",
                     (round_id, round_id, chunk.agency),
                 )
-                return cur.fetchone()
+                drawn, done = one(cur)
+                return bool(drawn), bool(done)
 
             named = None if round is None else (round_id, lambda: current)
             replay = flow.decide_chunk(chunk, agencies, lambda: self._replay(cur, chunk, round_id), closed, named)
@@ -558,28 +567,32 @@ class PostgresStore(flow.RoundFlow):
                 "SELECT drawn, agencies, winning_number, random FROM lottery_round WHERE id = %s FOR UPDATE",
                 (round_id,),
             )
-            drawn, agencies, recorded, random = cur.fetchone()
+            drawn, agencies, recorded, random = one(cur)
             yield _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn)
 
     def published(self, round: int | None, agency: int) -> flow.Published:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, mine, done = cur.execute(
-                "SELECT drawn, winners -> %s, (SELECT array_agg(agency) FROM lottery_done WHERE round = %s) "
-                "FROM lottery_round WHERE id = %s",
-                (str(agency), round_id, round_id),
-            ).fetchone()
+            drawn, mine, done = one(
+                cur.execute(
+                    "SELECT drawn, winners -> %s, (SELECT array_agg(agency) FROM lottery_done WHERE round = %s) "
+                    "FROM lottery_round WHERE id = %s",
+                    (str(agency), round_id, round_id),
+                )
+            )
         return flow.Published(round_id, agencies, list(mine or []) if drawn else None, lambda: done or ())
 
     def read_status(self, round: int | None) -> RoundStatus:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, done, bets = cur.execute(
-                "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done "
-                "WHERE round = %s), (SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s) "
-                "FROM lottery_round WHERE id = %s",
-                (round_id, round_id, round_id),
-            ).fetchone()
+            drawn, done, bets = one(
+                cur.execute(
+                    "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done "
+                    "WHERE round = %s), (SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s) "
+                    "FROM lottery_round WHERE id = %s",
+                    (round_id, round_id, round_id),
+                )
+            )
         return RoundStatus(agencies, list(done), drawn, int(bets), round_id)
 
     def recorded(self, round: int | None) -> RoundParameters:
@@ -624,7 +637,7 @@ class PostgresStore(flow.RoundFlow):
 
     def current_round(self) -> int:
         with self._connection() as conn:
-            return conn.execute(f"SELECT {CURRENT}").fetchone()[0]
+            return int(one(conn.execute(f"SELECT {CURRENT}"))[0])
 
     def round_info(self, round: int | None = None) -> RoundInfo:
         with self._connection() as conn:
@@ -645,19 +658,20 @@ class PostgresStore(flow.RoundFlow):
             with conn.transaction(), conn.cursor() as cur:
                 # One opening at a time, on every host; the statements after the lock see the last one's round.
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROUNDS_LOCK,))
-                current, drawn = cur.execute("SELECT id, drawn FROM lottery_round ORDER BY id DESC LIMIT 1").fetchone()
+                current, drawn = one(cur.execute("SELECT id, drawn FROM lottery_round ORDER BY id DESC LIMIT 1"))
                 rules.refuse_next_round(current, drawn)
                 cur.execute(
                     "INSERT INTO lottery_round (id, agencies, winning_number, random, opened_at) "
                     "VALUES (%s, %s, %s, %s, now())",
                     (current + 1, params.agencies, params.winning_number, params.random),
                 )
-        self._current = (current + 1, params.agencies)
-        return current + 1
+        new = int(current) + 1
+        self._current = (new, params.agencies)
+        return new
 
     def check_health(self) -> None:
         with self._connection(timeout=min(HEALTH_TIMEOUT, self.lock_timeout)) as conn:
-            if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            if one(conn.execute("SELECT pg_is_in_recovery()"))[0]:
                 raise StorageUnavailable("the database is a read-only standby: it cannot take writes")
 
     def agency_stats(self, round: int | None = None) -> RoundStats:
@@ -707,7 +721,7 @@ class _PostgresTxn:
 
     def bets(self) -> int:
         self.cur.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s", (self.round_id,))
-        return int(self.cur.fetchone()[0])
+        return int(one(self.cur)[0])
 
     def winning_bets(self, number: int) -> dict[int, list[str]]:
         found: dict[int, list[str]] = {}

@@ -84,7 +84,9 @@ def app(tmp_path):
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 @pytest.mark.parametrize("content_type", ["application/json", "text/csv"])
 def test_no_token_no_body_read(app, framing: str, content_type: str) -> None:
-    length = (b"content-length", str(HUGE).encode()) if framing == "content-length" else (b"transfer-encoding", b"chunked")
+    length = (
+        (b"content-length", str(HUGE).encode()) if framing == "content-length" else (b"transfer-encoding", b"chunked")
+    )
     headers = [(b"host", b"127.0.0.1"), (b"content-type", content_type.encode()), length]
     answers = {f"{m} {p}": asyncio.run(send_body(app, m, p, headers)) for m, p in body_routes(app)}
     assert {route: answer for route, answer in answers.items() if answer[0] not in (401, 413) or answer[1]} == {}
@@ -94,5 +96,7 @@ def test_an_open_server_bounds_the_operator_body(tmp_path) -> None:
     """Without tokens, ``POST /rounds`` still reads no more than its limit: 413, not 300 MB."""
     app = create_app(Settings(data_dir=tmp_path / "data", agencies=2))
     for length in ((b"content-length", str(HUGE).encode()), (b"transfer-encoding", b"chunked")):
-        status, pulled = asyncio.run(send_body(app, "POST", "/rounds", [(b"content-type", b"application/json"), length]))
+        status, pulled = asyncio.run(
+            send_body(app, "POST", "/rounds", [(b"content-type", b"application/json"), length])
+        )
         assert status == 413 and pulled <= 2**20, (length, status, pulled)

@@ -43,7 +43,9 @@ AROUND = st.builds(
     st.sampled_from(["1", "2"]),
     st.sampled_from(["", ".0", "_0", " ", "\x00", "e0", "\u0660"]),
 )
-SPELLINGS = st.one_of(NEAR_MISSES, AROUND, st.text(min_size=1, max_size=12)).filter(lambda s: not canonical(s) and "%" not in s and "/" not in s)
+SPELLINGS = st.one_of(NEAR_MISSES, AROUND, st.text(min_size=1, max_size=12)).filter(
+    lambda s: not canonical(s) and "%" not in s and "/" not in s
+)
 # No '%': Starlette's TestClient unquotes the path a second time (see tests/api/test_agency_ids.py).
 # No '/': a decoded %2F splits the path (``/rounds/1%2F`` is ``/rounds/1/``, redirected to ``/rounds/1``).
 

@@ -104,7 +104,9 @@ def test_bets_and_done_for_another_round_are_409_naming_the_current_one(client: 
     assert client.post("/rounds/3/agencies/1/done", headers=bearer("1")).status_code == 409
     assert client.get("/rounds/3", headers=bearer("1")).status_code == 404
     assert client.get("/rounds/3/agencies/1/uploads", headers=bearer("1")).status_code == 404
-    assert client.get("/rounds/0", headers=bearer("1")).status_code == 404  # no round is named 0 (app.rounds.parse_round_id)
+    assert (
+        client.get("/rounds/0", headers=bearer("1")).status_code == 404
+    )  # no round is named 0 (app.rounds.parse_round_id)
     assert client.post("/rounds/2/agencies/1/bets", content=bet(1), headers={**CSV, **bearer("1")}).status_code == 201
     status = client.get("/status", headers=bearer("operator")).json()
     assert status == {"expected": 2, "done": [], "drawn": False, "bets": 1}  # /status: the current round

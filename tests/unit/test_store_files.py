@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import app.store.files as files
 from app.domain import Row, encode_rows, has_won, load_bets
+from app.rounds import RoundParameters
 from app.store import (
     AgencyClosed,
     Chunk,
@@ -29,10 +30,9 @@ from app.store import (
     StorageUnavailable,
     UploadSpan,
     UploadState,
+    flow,
 )
 from app.store.base import SpanIndex, merge_ranges, replay_by_range
-from app.rounds import RoundParameters
-from app.store import flow
 from app.store.files import RoundFiles, scan_winners
 from tests.helpers import WIN, chunk, make_rows
 

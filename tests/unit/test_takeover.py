@@ -16,8 +16,8 @@ import pytest
 from app.store import RoundStatus
 from app.store import files as files_module
 from app.store.files import LEGACY, FileStore, RoundFiles
-from tests.unit.test_store_files import OneRound
 from tests.helpers import WIN, chunk
+from tests.unit.test_store_files import OneRound
 
 
 class Crash(BaseException):
