@@ -209,6 +209,12 @@ def test_the_readme_runs_as_written(checkout: Path):
         agency_1 = httpx.get(f"{server.url}/agencies/1/winners").json()["winners"]
         history = run_block(checkout, server, "next-round")
         rounds = rounds_of(server)
+        # What the README says a wrong path gives: curl -s sends an empty body without a word.
+        missing = shell(
+            checkout,
+            server.url,
+            """curl -s "$LOTTERY_SERVER/agencies/1/bets" -H 'Content-Type: text/csv' --data-binary @gone.csv""",
+        )
     expected_bets = 1 + BETS  # Ana's JSON bet and agency-1.csv; the invalid chunk stores nothing
     assert status == {"expected": 5, "done": [1, 2, 3, 4, 5], "drawn": True, "bets": expected_bets}
     assert again.returncode == 0, again.stderr
@@ -224,6 +230,9 @@ def test_the_readme_runs_as_written(checkout: Path):
         "done": [], "bets": 0, "winners": None, "opened_at": None, "drawn_at": None,
     }  # fmt: skip
     assert rounds[1]["state"] == "drawn" and rounds[1]["bets"] == expected_bets
+    assert missing.returncode == 0 and missing.stderr == "", missing.stderr
+    assert '"status":422' in missing.stdout and '"detail":"the chunk has no bets"' in missing.stdout
+    assert '422 `"detail":"the chunk has no bets"`' in README.read_text(encoding="utf-8")
     assert set(agency_1) <= set(history.split()), history  # `winners --agency 1 --round 1` printed them
 
 
