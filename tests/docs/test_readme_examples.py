@@ -1,13 +1,15 @@
 """The README's commands run as written, and answer what the README says they answer.
 
 Blocks marked ``<!-- readme-test: NAME -->`` are extracted and run with bash, in a folder
-laid out like the checkout (its files linked in, the course dataset at ../shared/dataset),
-after the README's own venv activation, against a real gunicorn on a free port: the README
-reads the server's address from ``$LOTTERY_SERVER`` (``make serve``'s by default), which is
-the one thing the test sets. Each ``#=> text`` line is an answer the block must print
-(``...`` stands for anything), in order. Then the stored round is checked exactly: the
-dataset round stores 78,697 bets with 2, 3, 3, 2 and 0 winners; the API walkthrough stores
-its bets once, even when pasted twice.
+laid out like a fresh clone (the checkout's files linked in, nothing the README's commands
+write), after the README's own venv activation, against a real gunicorn on a free port: the
+README reads the server's address from ``$LOTTERY_SERVER`` (``make serve``'s by default),
+which is the one thing the test sets. Each ``#=> text`` line is an answer the block must
+print (``...`` stands for anything), in order. The bets are the files the README's own
+``generate`` block writes, never the course's dataset (a fresh clone has none). Then the
+stored rounds are checked exactly: the round by hand stores every generated bet and draws
+each file's winners; the API walkthrough stores its bets once, even when pasted twice; the
+operator's commands open the rounds they say.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from client.generate import generate
 from devtools.server import ROOT, Server
-from tests.conftest import DATASET_COUNTS
 from tests.helpers import round_file
 
 README = ROOT / "README.md"
 MARKER = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```sh\n(.*?)```", re.S)
 WINNING = 7574
-DATASET_WINNERS = {1: 2, 2: 3, 3: 3, 4: 2, 5: 0}
+# What the README's commands create in the checkout (and a newcomer's own run may have left in ROOT).
+WRITTEN_BY_THE_README = {"data", "agencies", "secrets", ".data", "dist", ".git", ".pytest_cache"}
+AGENCIES = 5
+BETS = 20_000  # per agency: the README's generate block
+DOCS = ROOT / "docs"
 
 
 def blocks() -> dict[str, str]:
@@ -63,17 +69,15 @@ def assert_answers_in_order(output: str, block: str) -> None:
 
 
 @pytest.fixture
-def checkout(tmp_path: Path, dataset: Path) -> Path:
-    """A folder laid out like the checkout, with the dataset where the README says: ../shared/dataset."""
+def checkout(tmp_path: Path) -> Path:
+    """A folder laid out like a fresh clone: what the README's commands write is not linked in."""
     if shutil.which("curl") is None:
         pytest.fail("curl is required by the README's API examples (CI must install it)")
     here = tmp_path / "lottery"
     here.mkdir()
     for entry in ROOT.iterdir():
-        if entry.name not in {"data", ".git", ".pytest_cache"}:
+        if entry.name not in WRITTEN_BY_THE_README and not entry.name.startswith("data."):
             (here / entry.name).symlink_to(entry)
-    (tmp_path / "shared").mkdir()
-    (tmp_path / "shared" / "dataset").symlink_to(dataset)
     return here
 
 
@@ -114,19 +118,36 @@ def winners_in(path: Path) -> list[str]:
         return [row[2] for row in csv.reader(f) if int(row[4]) == WINNING]
 
 
-def stored_rows(data: Path) -> list[list[str]]:
-    with open(round_file(data, "bets.csv"), newline="", encoding="utf-8") as f:
+def stored_rows(data: Path, round_id: int) -> list[list[str]]:
+    with open(round_file(data, "bets.csv", round_id), newline="", encoding="utf-8") as f:
         return list(csv.reader(f))
 
 
+def generated_files(checkout: Path) -> dict[int, Path]:
+    """The README's generate block, run in the checkout: its files, as the generator writes them."""
+    done = shell(checkout, "http://127.0.0.1:1", blocks()["generate"])  # needs no server
+    assert done.returncode == 0, done.stderr
+    assert_answers_in_order(done.stdout, blocks()["generate"])
+    files = {a: checkout / "agencies" / f"agency-{a}.csv" for a in range(1, AGENCIES + 1)}
+    for path in generate(checkout.parent / "expected", AGENCIES, BETS, seed=1):
+        assert (checkout / "agencies" / path.name).read_bytes() == path.read_bytes(), path.name
+    return files
+
+
+def rounds_of(server: Server, **headers: str) -> dict[int, dict]:
+    listed = httpx.get(f"{server.url}/rounds", headers=headers).json()["rounds"]
+    return {r["round"]: r for r in listed}
+
+
 def test_the_marked_blocks_exist():
-    assert set(blocks()) == {"round", "start-over", "api"}
+    assert set(blocks()) == {"generate", "round", "start-over", "api", "next-round", "tokens", "with-tokens"}
     assert venv_activation() == ". .venv/bin/activate"
 
 
 def test_every_upload_example_carries_an_idempotency_key():
-    """Any curl or httpie upload in the README, tested or not, is safe to paste twice."""
-    text = README.read_text(encoding="utf-8").replace("\\\n", " ")
+    """Any curl or httpie upload in the README or docs/, tested or not, is safe to paste twice."""
+    pages = [README, *sorted(DOCS.glob("*.md"))]
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages).replace("\\\n", " ")
     uploads = [line for line in text.splitlines() if "/bets" in line and re.search(r"\b(curl|http POST)\b", line)]
     assert uploads
     for line in uploads:
@@ -141,38 +162,44 @@ def test_every_upload_example_carries_an_idempotency_key():
 
 
 @pytest.mark.long  # a whole round by hand, as the README says: `make test-long`
-def test_the_readme_runs_as_written(checkout: Path, dataset: Path):
+def test_the_readme_runs_as_written(checkout: Path):
     data = checkout / "data"
+    files = generated_files(checkout)
+    winners_by_file = {a: winners_in(path) for a, path in files.items()}
+    counts = [len(w) for w in winners_by_file.values()]
+    total = sum(counts)
 
-    # Run a round by hand: five uploaders with the course's files.
-    with Server(data, workers=3, agencies=5, log_path=checkout.parent / "round.log") as server:
+    # A round by hand: five uploaders with the generated files.
+    with Server(data, workers=3, agencies=AGENCIES, log_path=checkout.parent / "round.log") as server:
         assert "state: open | bets: 0 | done: 0/5 []" in round_line(server)
         output = run_block(checkout, server, "round")
         status = httpx.get(f"{server.url}/status").json()
-        winners = {a: httpx.get(f"{server.url}/agencies/{a}/winners").json()["winners"] for a in DATASET_WINNERS}
+        winners = {a: httpx.get(f"{server.url}/agencies/{a}/winners").json()["winners"] for a in files}
         draws = [line for line in server.log().splitlines() if "action: sorteo" in line]
-    assert status == {"expected": 5, "done": [1, 2, 3, 4, 5], "drawn": True, "bets": sum(DATASET_COUNTS.values())}
-    assert status["bets"] == 78_697
-    assert {a: len(w) for a, w in winners.items()} == DATASET_WINNERS
-    for agency, documents in winners.items():
-        assert sorted(documents) == sorted(winners_in(dataset / f"agency-{agency}.csv"))
+    assert status == {"expected": 5, "done": [1, 2, 3, 4, 5], "drawn": True, "bets": AGENCIES * BETS}
+    assert {a: sorted(w) for a, w in winners.items()} == {a: sorted(w) for a, w in winners_by_file.items()}
     assert set(winners[3]) <= set(output.split())  # `python -m client winners --agency 3` printed them
-    assert len(draws) == 1 and "apuestas: 78697 | cant_ganadores: 10" in draws[0], draws
-    assert len(stored_rows(data)) == 78_697
+    said = f"{', '.join(map(str, counts[:-1]))} and {counts[-1]} winners for agencies 1 to 5"
+    assert said in README.read_text(encoding="utf-8").replace("\n", " ")  # the README's counts are these files'
+    draw = f"action: sorteo | result: success | apuestas: {AGENCIES * BETS} | cant_ganadores: {total} | ronda: 1 | "
+    assert len(draws) == 1 and f"{draw}numero_ganador: {WINNING}" in draws[0], draws
+    assert f"`{draw}numero_ganador: {WINNING}`" in README.read_text(encoding="utf-8").replace("\n", " ")
+    assert len(stored_rows(data, 1)) == AGENCIES * BETS
 
     # A restart on that data says the round there is drawn, and how to start over.
     with Server(data, workers=2, agencies=5, log_path=checkout.parent / "restart.log") as server:
         line = round_line(server)
-    assert "id: 1 | state: drawn | bets: 78697 | done: 5/5 [1, 2, 3, 4, 5]" in line, line
+    assert f"id: 1 | state: drawn | bets: {AGENCIES * BETS} | done: 5/5 [1, 2, 3, 4, 5]" in line, line
     assert "opens the next one with POST /rounds" in line
 
     # Start over: the README's command with the server stopped, then a new round.
     moved = shell(checkout, "http://127.0.0.1:1", blocks()["start-over"])
     assert moved.returncode == 0, moved.stderr
     [old] = [p for p in checkout.iterdir() if p.name.startswith("data.")]
-    assert len(stored_rows(old)) == 78_697 and not data.exists()
+    assert len(stored_rows(old, 1)) == AGENCIES * BETS and not data.exists()
 
-    # The API walkthrough, on that new round; then pasted again, as a newcomer might.
+    # The API walkthrough, on that new round; then pasted again, as a newcomer might; then
+    # the operator opens the next round and reads the history.
     with Server(data, workers=3, agencies=5, log_path=checkout.parent / "api.log") as server:
         assert "state: open | bets: 0" in round_line(server)
         run_block(checkout, server, "api")
@@ -180,13 +207,56 @@ def test_the_readme_runs_as_written(checkout: Path, dataset: Path):
         again = shell(checkout, server.url, blocks()["api"])
         status_again = httpx.get(f"{server.url}/status").json()
         agency_1 = httpx.get(f"{server.url}/agencies/1/winners").json()["winners"]
-    expected_bets = 1 + DATASET_COUNTS[1]  # Ana's JSON bet and agency-1.csv; the invalid chunk stores nothing
+        history = run_block(checkout, server, "next-round")
+        rounds = rounds_of(server)
+        # What the README says a wrong path gives: curl -s sends an empty body without a word.
+        missing = shell(
+            checkout,
+            server.url,
+            """curl -s "$LOTTERY_SERVER/agencies/1/bets" -H 'Content-Type: text/csv' --data-binary @gone.csv""",
+        )
+    expected_bets = 1 + BETS  # Ana's JSON bet and agency-1.csv; the invalid chunk stores nothing
     assert status == {"expected": 5, "done": [1, 2, 3, 4, 5], "drawn": True, "bets": expected_bets}
     assert again.returncode == 0, again.stderr
     assert status_again == status, again.stdout  # pasted twice, stored once
-    assert sorted(agency_1) == sorted(winners_in(dataset / "agency-1.csv"))  # Ana's 1234 does not win
-    rows = stored_rows(data)
+    assert sorted(agency_1) == sorted(winners_by_file[1])  # Ana's 1234 does not win
+    rows = stored_rows(data, 1)
     assert len(rows) == expected_bets
     assert {row[0] for row in rows} == {"1"}
     assert ["1", "Ana", "Gómez", "01234567", "1990-01-01", "1234"] in rows
-    assert json.loads(json.dumps(agency_1)) == agency_1
+    assert set(rounds) == {1, 2}
+    assert rounds[2] | {"opened_at": None} == {
+        "round": 2, "state": "open", "agencies": 3, "winning_number": None, "random": True,
+        "done": [], "bets": 0, "winners": None, "opened_at": None, "drawn_at": None,
+    }  # fmt: skip
+    assert rounds[1]["state"] == "drawn" and rounds[1]["bets"] == expected_bets
+    assert missing.returncode == 0 and missing.stderr == "", missing.stderr
+    assert '"status":422' in missing.stdout and '"detail":"the chunk has no bets"' in missing.stdout
+    assert '422 `"detail":"the chunk has no bets"`' in README.read_text(encoding="utf-8")
+    assert set(agency_1) <= set(history.split()), history  # `winners --agency 1 --round 1` printed them
+
+
+@pytest.mark.long  # the README's token commands: a round with every token, then the operator's
+def test_the_readme_token_commands_run_as_written(checkout: Path):
+    files = generated_files(checkout)
+    made = shell(checkout, "http://127.0.0.1:1", blocks()["tokens"])
+    assert made.returncode == 0, made.stderr
+    secrets = checkout / "secrets"
+    tokens = json.loads((secrets / "tokens.json").read_text())
+    operator = (secrets / "operator.token").read_text().strip()
+    assert tokens["operator"] == operator and set(tokens) == {"1", "2", "3", "4", "5", "operator"}
+
+    env = {"LOTTERY_TOKENS_FILE": str(secrets / "tokens.json")}  # the README's LOTTERY_TOKENS_FILE=secrets/...
+    with Server(checkout / "data", workers=3, agencies=5, env=env, log_path=checkout.parent / "tokens.log") as server:
+        run_block(checkout, server, "with-tokens")
+        rounds = rounds_of(server, Authorization=f"Bearer {operator}")
+        anyone = httpx.post(f"{server.url}/rounds")
+        agency = httpx.post(f"{server.url}/rounds", headers={"Authorization": f"Bearer {tokens['1']}"})
+        operator_as_agency = httpx.get(
+            f"{server.url}/agencies/1/winners", headers={"Authorization": f"Bearer {operator}"}
+        )
+    assert rounds[1]["state"] == "drawn" and rounds[1]["bets"] == AGENCIES * BETS
+    assert rounds[1]["winners"] == sum(len(winners_in(path)) for path in files.values())
+    assert rounds[2]["state"] == "open" and rounds[2]["agencies"] == 5 and rounds[2]["bets"] == 0
+    assert (anyone.status_code, agency.status_code, operator_as_agency.status_code) == (401, 403, 403)
+    assert "this is the operator's token" in operator_as_agency.json()["detail"]
