@@ -1,11 +1,12 @@
-"""The README's settings table, generated from the settings themselves (app/settings.py).
+"""The settings table (docs/operations.md), generated from the settings themselves (app/settings.py).
 
     python -m devtools.settings_table                 # print the Markdown table
-    python -m devtools.settings_table --write README.md  # replace the table between the markers
+    python -m devtools.settings_table --write docs/operations.md  # replace the table between the markers
 
 Each row comes from one ``Settings`` field: its variable name, default, allowed values
-(from its constraints) and description. tests/docs/test_settings_table.py checks that the
-README holds exactly this output, so a new setting shows up there or fails the test.
+(from its constraints) and description. tests/docs/test_settings_table.py checks that
+docs/operations.md holds exactly this output (and the README's short table, rows of it), so a
+new setting shows up there or fails the test.
 """
 
 from __future__ import annotations
