@@ -142,13 +142,14 @@ def connection_bounds(wanted: int, backlog: int) -> ConnectionBounds:
     in one go, before any of them can be answered or closed, and on EMFILE it closes every
     pending connection unanswered (its "EMFILE trick"): `/health` among them, as a reset. So
     the descriptors open now, ``FD_MARGIN``, the connections served and one full listen
-    queue must all fit the limit. The queue keeps at least a quarter of what is left.
+    queue must all fit the limit. The queue keeps up to a quarter of what is left (all it
+    asked for, when that is less), and gets what the connections leave over.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return ConnectionBounds(wanted, backlog, 0)
     free = soft - open_fds() - FD_MARGIN
-    connections = max(1, min(wanted, free - max(MIN_BACKLOG, free // 4)))
+    connections = max(1, min(wanted, free - min(backlog, max(MIN_BACKLOG, free // 4))))
     return ConnectionBounds(connections, max(MIN_BACKLOG, min(backlog, free - connections)), soft)
 
 
