@@ -29,6 +29,7 @@ slot (and a file descriptor). This worker adds:
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import json
 import logging
 import ssl
@@ -65,6 +66,12 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         free_slot, self._free_slot = self._free_slot, None
         if free_slot is not None:
             free_slot()
+
+    def handshake_done(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.cancelled():
+            waiter.exception()  # retrieved: a failed handshake is the client's, not ours to log
+        if self.transport is None:  # the TLS layer never made the connection: it is closed
+            self.free()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -174,52 +181,49 @@ class Refused(asyncio.Protocol):
         transport.close()
 
 
-class TlsHandshake(asyncio.Protocol):
-    """A TLS connection's raw side until its handshake is done, within the head deadline."""
-
-    def __init__(self, http: HeadDeadlineProtocol, context: ssl.SSLContext, tasks: set[asyncio.Task[None]]):
-        self.http, self.context, self.tasks = http, context, tasks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # type: ignore[attr-defined] # the ClientHello is start_tls's to read
-        task = self.http.loop.create_task(self._handshake(transport))
-        self.tasks.add(task)  # a task nothing refers to may be collected mid-handshake
-        task.add_done_callback(self.tasks.discard)
-
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - before the handshake began
-        self.http.free()
-
-    async def _handshake(self, raw: asyncio.BaseTransport) -> None:
-        left = self.http.accepted_at + get_settings().header_timeout - self.http.loop.time()
-        try:
-            tls = await self.http.loop.start_tls(
-                raw,  # type: ignore[arg-type]
-                self.http,
-                self.context,
-                server_side=True,
-                ssl_handshake_timeout=max(left, 0.001),
-            )
-        except Exception:  # timed out, refused or cut: the loop has closed the connection
-            raw.close()
-            self.http.free()
-            return
-        self.http.connection_made(tls)  # type: ignore[arg-type]
-
-
 class Acceptor:
     """uvicorn's protocol factory: called by the event loop at each accept, before a byte is read."""
 
     def __init__(self, slots: ConnectionSlots, tls: ssl.SSLContext | None):
         self.slots, self.tls = slots, tls
         self.busy = b"" if tls is not None else _busy_answer(slots.limit)
-        self.handshakes: set[asyncio.Task[None]] = set()
 
-    def __call__(self, **kwargs: Any) -> asyncio.Protocol:
+    def __call__(self, **kwargs: Any) -> asyncio.BaseProtocol:
         if not self.slots.take():
             return Refused(self.busy)
         http = HeadDeadlineProtocol(**kwargs)
         http.holds(self.slots.give_back)
-        return http if self.tls is None else TlsHandshake(http, self.tls, self.handshakes)
+        return http if self.tls is None else self._handshake(http, self.tls)
+
+    @staticmethod
+    def _handshake(http: HeadDeadlineProtocol, context: ssl.SSLContext) -> asyncio.BaseProtocol:
+        """The TLS layer the event loop's server would make, but timed by the head deadline.
+
+        It starts at accept; ``http`` gets ``connection_made`` once it is done, and never
+        hears of a handshake that failed or timed out: the waiter frees the slot then.
+        """
+        waiter = http.loop.create_future()
+        waiter.add_done_callback(http.handshake_done)
+        return _ssl_protocol(http.loop)(
+            http.loop,
+            http,
+            context,
+            waiter,
+            server_side=True,
+            server_hostname=None,
+            ssl_handshake_timeout=get_settings().header_timeout,
+        )
+
+
+def _ssl_protocol(loop: asyncio.AbstractEventLoop) -> type:
+    """The TLS protocol class of ``loop``'s own servers: uvloop's, or asyncio's."""
+    try:
+        import uvloop.loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; loop="auto" falls back without it
+        uvloop = None
+    if uvloop is not None and isinstance(loop, uvloop.loop.Loop):
+        return uvloop.loop.SSLProtocol
+    return asyncio.sslproto.SSLProtocol
 
 
 class LotteryWorker(UvicornWorker):
@@ -236,8 +240,8 @@ class LotteryWorker(UvicornWorker):
         wanted = get_settings().connection_limit
         bounds = connection_bounds(wanted, config.backlog)
         config.backlog = bounds.backlog
-        # The Acceptor makes every connection's protocol and does TLS itself: the loop's own
-        # handshake would run outside both the limit and the head deadline.
+        # The Acceptor makes every connection's protocol, TLS layer included: the loop's own
+        # would begin the handshake outside both the limit and the head deadline.
         tls, config.ssl = config.ssl, None
         config.http_protocol_class = Acceptor(ConnectionSlots(bounds.connections), tls)  # type: ignore[assignment]
         log.info(

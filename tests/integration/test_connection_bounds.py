@@ -104,6 +104,18 @@ def test_the_head_deadline_counts_the_handshake(https_server: Server, pki) -> No
     assert HEADER_TIMEOUT - 0.05 <= took <= HEADER_TIMEOUT + GRACE, took
 
 
+def test_fresh_tls_clients_get_through_while_silent_ones_wait(https_server: Server, pki) -> None:  # noqa: F811
+    silent = [socket.create_connection(("127.0.0.1", https_server.port), timeout=5) for _ in range(SLOTS // 2)]
+    try:  # each request a new connection: a handshake that loses the ClientHello would hang
+        statuses = [
+            httpx.get(https_server.url + "/health", verify=trusting(pki[2]), timeout=5).status_code for _ in range(30)
+        ]
+    finally:
+        for sock in silent:
+            sock.close()
+    assert statuses == [200] * 30
+
+
 # -- silent connections and the open-file limit ---------------------------------------------
 
 OPEN_FILES = 200  # each worker's RLIMIT_NOFILE, as under `ulimit -n 200`
