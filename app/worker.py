@@ -33,6 +33,7 @@ import asyncio.sslproto
 import json
 import logging
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -184,9 +185,10 @@ class Refused(asyncio.Protocol):
 class Acceptor:
     """uvicorn's protocol factory: called by the event loop at each accept, before a byte is read."""
 
-    def __init__(self, slots: ConnectionSlots, tls: ssl.SSLContext | None):
+    def __init__(self, slots: ConnectionSlots, tls: ssl.SSLContext | None, loop: asyncio.AbstractEventLoop):
         self.slots, self.tls = slots, tls
         self.busy = b"" if tls is not None else _busy_answer(slots.limit)
+        self.tls_layer = _tls_protocol_class(loop)
 
     def __call__(self, **kwargs: Any) -> asyncio.BaseProtocol:
         if not self.slots.take():
@@ -195,8 +197,7 @@ class Acceptor:
         http.holds(self.slots.give_back)
         return http if self.tls is None else self._handshake(http, self.tls)
 
-    @staticmethod
-    def _handshake(http: HeadDeadlineProtocol, context: ssl.SSLContext) -> asyncio.BaseProtocol:
+    def _handshake(self, http: HeadDeadlineProtocol, context: ssl.SSLContext) -> asyncio.BaseProtocol:
         """The TLS layer the event loop's server would make, but timed by the head deadline.
 
         It starts at accept; ``http`` gets ``connection_made`` once it is done, and never
@@ -204,7 +205,7 @@ class Acceptor:
         """
         waiter = http.loop.create_future()
         waiter.add_done_callback(http.handshake_done)
-        return _ssl_protocol(http.loop)(
+        return self.tls_layer(
             http.loop,
             http,
             context,
@@ -215,14 +216,12 @@ class Acceptor:
         )
 
 
-def _ssl_protocol(loop: asyncio.AbstractEventLoop) -> type:
-    """The TLS protocol class of ``loop``'s own servers: uvloop's, or asyncio's."""
-    try:
-        import uvloop.loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; loop="auto" falls back without it
-        uvloop = None
-    if uvloop is not None and isinstance(loop, uvloop.loop.Loop):
-        return uvloop.loop.SSLProtocol
+def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type:
+    """The TLS protocol of ``loop``'s own servers: uvloop's (its transports read into it
+    directly), or asyncio's where uvloop is not the loop."""
+    uvloop = sys.modules.get("uvloop.loop")
+    if uvloop is not None and isinstance(loop, uvloop.Loop):
+        return uvloop.SSLProtocol
     return asyncio.sslproto.SSLProtocol
 
 
@@ -243,7 +242,8 @@ class LotteryWorker(UvicornWorker):
         # The Acceptor makes every connection's protocol, TLS layer included: the loop's own
         # would begin the handshake outside both the limit and the head deadline.
         tls, config.ssl = config.ssl, None
-        config.http_protocol_class = Acceptor(ConnectionSlots(bounds.connections), tls)  # type: ignore[assignment]
+        slots = ConnectionSlots(bounds.connections)
+        config.http_protocol_class = Acceptor(slots, tls, asyncio.get_running_loop())  # type: ignore[assignment]
         log.info(
             "action: limite_conexiones | result: success | limite: %d | pedido: %d | archivos_abiertos: %s"
             " | backlog: %d",
