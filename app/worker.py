@@ -13,12 +13,12 @@ slot (and a file descriptor). This worker adds:
   for one full listen queue (app/limits.py ``connection_bounds``), so accept never fails
   with EMFILE; the worker logs the limit it applies (``action: limite_conexiones``);
 - a **head deadline** (``LOTTERY_HEADER_TIMEOUT``) that counts from accept, the TLS
-  handshake included: the worker does the handshake itself (``loop.start_tls``, its timeout
-  being what is left of the deadline) instead of the event loop's, whose 60 s timeout began
-  before the deadline did. Later it is armed only while the connection waits for a new
-  request's head, never while an earlier request of the connection is being served (a
-  pipelined head that arrives meanwhile waits its turn; a raw 408 written then would be
-  read as the answer to the request being served);
+  handshake included: the factory makes the connection's TLS layer itself (the event loop's
+  own SSLProtocol, with the deadline as its handshake timeout) instead of the loop's server,
+  whose 60 s handshake timeout ran before the deadline began. After the first head it is
+  armed only while the connection waits for a new request's head, never while an earlier
+  request of the connection is being served (a pipelined head that arrives meanwhile waits
+  its turn; a raw 408 written then would be read as the answer to the request being served);
 - a **body deadline** for every route: a body still arriving ``LOTTERY_BODY_TIMEOUT`` + 1
   seconds after its head closes the connection (``/bets`` answers its own 408 a second
   earlier, from the app);
