@@ -150,7 +150,7 @@ def connection_bounds(wanted: int, backlog: int) -> ConnectionBounds:
         return ConnectionBounds(wanted, backlog, 0)
     free = soft - open_fds() - FD_MARGIN
     connections = max(1, min(wanted, free - min(backlog, max(MIN_BACKLOG, free // 4))))
-    return ConnectionBounds(connections, max(MIN_BACKLOG, min(backlog, free - connections)), soft)
+    return ConnectionBounds(connections, min(backlog, max(MIN_BACKLOG, free - connections)), soft)
 
 
 def open_fds() -> int:

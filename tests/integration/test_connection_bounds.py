@@ -20,11 +20,15 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
+from unittest import mock
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from app.limits import FD_MARGIN
+from app import limits
+from app.limits import FD_MARGIN, MIN_BACKLOG
 from devtools.server import Server
 from tests.integration.test_tls import pki, trusting  # noqa: F401 - pki is a fixture
 
@@ -184,3 +188,25 @@ def test_a_flood_of_silent_connections_never_makes_health_fail(tmp_path, max_con
         server.stop()
     log = server.log()
     assert "Too many open files" not in log and "Traceback" not in log, log
+
+
+@given(
+    soft=st.integers(1, 2_000_000),
+    held=st.integers(0, 200),
+    wanted=st.integers(1, 1_000_000),
+    backlog=st.integers(1, 65_535),
+)
+def test_the_connections_and_the_listen_queue_fit_the_open_files(soft, held, wanted, backlog) -> None:
+    with (
+        mock.patch.object(resource, "getrlimit", return_value=(soft, soft)),
+        mock.patch.object(limits, "open_fds", return_value=held),
+    ):
+        bounds = limits.connection_bounds(wanted, backlog)
+    free = soft - held - FD_MARGIN
+    assert 1 <= bounds.connections <= wanted and bounds.open_files == soft
+    assert min(backlog, MIN_BACKLOG) <= bounds.backlog <= backlog
+    if free >= 2 * MIN_BACKLOG:  # room for anything at all: all of it fits
+        assert bounds.connections + bounds.backlog <= free
+        # and nothing is taken that was not needed: what was asked fits, or a share is left over
+        assert bounds.connections == wanted or bounds.connections >= free - max(MIN_BACKLOG, free // 4)
+        assert bounds.backlog == backlog or bounds.backlog >= min(backlog, free // 4)
