@@ -126,7 +126,7 @@ class BodyBudget:
 # Files a worker opens once it serves, besides its connections (the store's files, the
 # database pool, metrics): measured in docs/reliability.md.
 FD_MARGIN = 64
-MIN_BACKLOG = 8
+MIN_BACKLOG = 8  # a shorter listen queue would turn away even a small burst of connections
 
 
 class ConnectionBounds(NamedTuple):
