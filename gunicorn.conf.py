@@ -10,7 +10,8 @@ import sys
 import tempfile
 
 wsgi_app = "app.main:app"
-# uvicorn_worker.UvicornWorker plus a deadline for request headers (slowloris): app/worker.py
+# uvicorn_worker.UvicornWorker plus connection bounds counted from accept and deadlines for
+# request heads and bodies (slowloris, silent connections): app/worker.py
 worker_class = "app.worker.LotteryWorker"
 bind = ["127.0.0.1:8000"]
 

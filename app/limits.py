@@ -9,6 +9,10 @@ and gets the same 503 the moment it would not fit.
 
 After a large body the worker hands freed heap back to the system (``malloc_trim``):
 parsing leaves many small objects behind, and glibc keeps their pages otherwise.
+
+Connections are bounded by file descriptors as well as by ``LOTTERY_MAX_CONNECTIONS``:
+``connection_bounds`` keeps the limit, and the burst of connections the event loop accepts
+at once, under the worker's open-file limit (``ulimit -n``), so that accept never meets EMFILE.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
+import resource
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import NamedTuple
 
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -116,6 +123,62 @@ class BodyBudget:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):
                         await self._freed.wait()
+
+
+# Files a worker opens once it serves, besides its connections (the store's files, the
+# database pool, metrics): measured in docs/reliability.md.
+FD_MARGIN = 64
+MIN_BACKLOG = 8  # a shorter listen queue would turn away even a small burst of connections
+
+
+class ConnectionBounds(NamedTuple):
+    connections: int  # connections the worker serves at once
+    backlog: int  # the listen backlog: most connections one accept burst can take at once
+    open_files: int  # the soft RLIMIT_NOFILE they were fitted to (0: unlimited)
+
+
+def connection_bounds(wanted: int, backlog: int) -> ConnectionBounds:
+    """``wanted`` connections and ``backlog``, lowered to fit this process's open-file limit.
+
+    The event loop (uvloop, i.e. libuv) accepts every pending connection of the listen queue
+    in one go, before any of them can be answered or closed, and on EMFILE it closes every
+    pending connection unanswered (its "EMFILE trick"): `/health` among them, as a reset. So
+    the descriptors open now, ``FD_MARGIN``, the connections served and one full listen
+    queue must all fit the limit. The queue keeps up to a quarter of what is left (all it
+    asked for, when that is less), and gets what the connections leave over.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return ConnectionBounds(wanted, backlog, 0)
+    free = soft - open_fds() - FD_MARGIN
+    connections = max(1, min(wanted, free - min(backlog, max(MIN_BACKLOG, free // 4))))
+    return ConnectionBounds(connections, min(backlog, max(MIN_BACKLOG, free - connections)), soft)
+
+
+def open_fds() -> int:
+    """File descriptors this process holds (Linux and macOS list them; 0 where neither does)."""
+    for where in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(where)) - 1  # less the one listdir itself opened
+        except OSError:
+            continue
+    return 0
+
+
+class ConnectionSlots:
+    """Connections one worker serves, each counted from its accept until its socket is closed."""
+
+    def __init__(self, limit: int):
+        self.limit, self.taken = limit, 0
+
+    def take(self) -> bool:
+        if self.taken >= self.limit:
+            return False
+        self.taken += 1
+        return True
+
+    def give_back(self) -> None:
+        self.taken -= 1
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number

@@ -1,35 +1,50 @@
-"""The gunicorn worker class: uvicorn's, plus deadlines for a request's head and body.
+"""The gunicorn worker class: uvicorn's, plus bounds on connections from their accept.
 
 uvicorn bounds idle keep-alive connections but not a client that opens a connection and
 sends its request head a byte at a time ("slowloris"), nor one that trickles a body to a
-route that never reads it: each such connection holds a slot (and a file descriptor)
-forever. This protocol adds:
+route that never reads it, nor one that never says anything: each such connection holds a
+slot (and a file descriptor). This worker adds:
 
-- a **head deadline** (``LOTTERY_HEADER_TIMEOUT``): armed only while the connection waits
-  for a new request's head, never while an earlier request of the connection is being
-  served (a pipelined head that arrives meanwhile waits its turn; a raw 408 written then
-  would be read as the answer to the request being served);
+- a **connection limit counted from accept** (``LOTTERY_MAX_CONNECTIONS``): the protocol
+  factory, which the event loop calls at each accept, takes one of the worker's slots; a
+  connection that finds none is answered 503 at once and closed (under TLS it is closed
+  unanswered: no handshake is spent on it). A silent connection holds its slot only until
+  the head deadline. The limit itself is kept under the worker's open-file limit, with room
+  for one full listen queue (app/limits.py ``connection_bounds``), so accept never fails
+  with EMFILE; the worker logs the limit it applies (``action: limite_conexiones``);
+- a **head deadline** (``LOTTERY_HEADER_TIMEOUT``) that counts from accept, the TLS
+  handshake included: the factory makes the connection's TLS layer itself (the event loop's
+  own SSLProtocol, with the deadline as its handshake timeout) instead of the loop's server,
+  whose 60 s handshake timeout ran before the deadline began. After the first head it is
+  armed only while the connection waits for a new request's head, never while an earlier
+  request of the connection is being served (a pipelined head that arrives meanwhile waits
+  its turn; a raw 408 written then would be read as the answer to the request being served);
 - a **body deadline** for every route: a body still arriving ``LOTTERY_BODY_TIMEOUT`` + 1
   seconds after its head closes the connection (``/bets`` answers its own 408 a second
   earlier, from the app);
 - the **shutdown signal** for long polls (app/draw_watch.py): uvicorn calls ``shutdown`` on
   every connection when SIGTERM arrives, before it waits for requests to finish.
-
-The number of connections per worker is bounded with uvicorn's ``limit_concurrency``
-(``LOTTERY_MAX_CONNECTIONS``): over it, a request gets 503 instead of a slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
+import json
+import logging
+import ssl
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from app import draw_watch
-from app.limits import limit_malloc_arenas
+from app.limits import ConnectionSlots, connection_bounds, limit_malloc_arenas
 from app.settings import get_settings
+
+log = logging.getLogger("lottery")
 
 _BODY_GRACE = 1.0  # the app's own 408 for a slow /bets body comes first
 
@@ -38,10 +53,30 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
     _body_timer: asyncio.TimerHandle | None = None
     _head_begun = False  # bytes of a request head arrived; its headers are not complete yet
+    _free_slot: Callable[[], None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.accepted_at = self.loop.time()  # the event loop makes the protocol at accept
+
+    def holds(self, free_slot: Callable[[], None]) -> None:
+        """The connection holds a slot of the worker's limit until ``free`` (or its close)."""
+        self._free_slot = free_slot
+
+    def free(self) -> None:
+        free_slot, self._free_slot = self._free_slot, None
+        if free_slot is not None:
+            free_slot()
+
+    def handshake_done(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.cancelled():
+            waiter.exception()  # retrieved: a failed handshake is the client's, not ours to log
+        if self.transport is None:  # the TLS layer never made the connection: it is closed
+            self.free()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_deadline()
+        self._arm_head_deadline(at=self.accepted_at + get_settings().header_timeout)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -69,6 +104,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
         self._cancel_body_deadline()
+        self.free()
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
@@ -86,9 +122,10 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
                 return True
         return False
 
-    def _arm_head_deadline(self) -> None:
+    def _arm_head_deadline(self, at: float | None = None) -> None:
         self._cancel_head_deadline()
-        self._head_timer = self.loop.call_later(get_settings().header_timeout, self._head_too_slow)
+        when = at if at is not None else self.loop.time() + get_settings().header_timeout
+        self._head_timer = self.loop.call_at(when, self._head_too_slow)
 
     def _cancel_head_deadline(self) -> None:
         if self._head_timer is not None:
@@ -116,14 +153,103 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+def _busy_answer(limit: int) -> bytes:
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Server busy",
+            "status": 503,
+            "detail": f"this worker already serves {limit} connections; retry shortly",
+        },
+        separators=(",", ":"),
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class Refused(asyncio.Protocol):
+    """A connection over the limit: ``answer`` (if any) and closed, before a byte is read."""
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.answer:
+            transport.write(self.answer)  # type: ignore[attr-defined]
+        transport.close()
+
+
+class Acceptor:
+    """uvicorn's protocol factory: called by the event loop at each accept, before a byte is read."""
+
+    def __init__(self, slots: ConnectionSlots, tls: ssl.SSLContext | None, loop: asyncio.AbstractEventLoop):
+        self.slots, self.tls = slots, tls
+        self.busy = b"" if tls is not None else _busy_answer(slots.limit)
+        self.tls_layer = _tls_protocol_class(loop)
+
+    def __call__(self, **kwargs: Any) -> asyncio.BaseProtocol:
+        if not self.slots.take():
+            return Refused(self.busy)
+        http = HeadDeadlineProtocol(**kwargs)
+        http.holds(self.slots.give_back)
+        return http if self.tls is None else self._handshake(http, self.tls)
+
+    def _handshake(self, http: HeadDeadlineProtocol, context: ssl.SSLContext) -> asyncio.BaseProtocol:
+        """The TLS layer the event loop's server would make, but timed by the head deadline.
+
+        It starts at accept; ``http`` gets ``connection_made`` once it is done, and never
+        hears of a handshake that failed or timed out: the waiter frees the slot then.
+        """
+        waiter = http.loop.create_future()
+        waiter.add_done_callback(http.handshake_done)
+        return self.tls_layer(
+            http.loop,
+            http,
+            context,
+            waiter,
+            server_side=True,
+            server_hostname=None,
+            ssl_handshake_timeout=get_settings().header_timeout,
+        )
+
+
+def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type:
+    """The TLS protocol of ``loop``'s own servers: uvloop's (its transports read into it
+    directly), or asyncio's where uvloop is not the loop."""
+    uvloop = sys.modules.get("uvloop.loop")
+    if uvloop is not None and isinstance(loop, uvloop.Loop):
+        return uvloop.SSLProtocol
+    return asyncio.sslproto.SSLProtocol
+
+
 class LotteryWorker(UvicornWorker):
     CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": HeadDeadlineProtocol}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Per instance: the settings are read in the worker, after the master validated them.
-        self.CONFIG_KWARGS = {**LotteryWorker.CONFIG_KWARGS, "limit_concurrency": get_settings().connection_limit}
-        super().__init__(*args, **kwargs)
 
     def init_process(self) -> None:
         limit_malloc_arenas()  # in the worker, before its thread pool exists (app/limits.py)
         super().init_process()
+
+    async def _serve(self) -> None:
+        config = self.config
+        config.app = self.wsgi
+        config.load()
+        wanted = get_settings().connection_limit
+        bounds = connection_bounds(wanted, config.backlog)
+        config.backlog = bounds.backlog
+        # The Acceptor makes every connection's protocol, TLS layer included: the loop's own
+        # would begin the handshake outside both the limit and the head deadline.
+        tls, config.ssl = config.ssl, None
+        slots = ConnectionSlots(bounds.connections)
+        config.http_protocol_class = Acceptor(slots, tls, asyncio.get_running_loop())  # type: ignore[assignment]
+        log.info(
+            "action: limite_conexiones | result: success | limite: %d | pedido: %d | archivos_abiertos: %s"
+            " | backlog: %d",
+            bounds.connections,
+            wanted,
+            bounds.open_files or "ilimitado",
+            bounds.backlog,
+        )
+        await super()._serve()
