@@ -71,7 +71,8 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def handshake_done(self, waiter: asyncio.Future[None]) -> None:
         if not waiter.cancelled():
             waiter.exception()  # retrieved: a failed handshake is the client's, not ours to log
-        if self.transport is None:  # the TLS layer never made the connection: it is closed
+        transport: asyncio.Transport | None = self.transport  # uvicorn's None until connection_made
+        if transport is None:  # the TLS layer never made the connection: it is closed
             self.free()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -205,7 +206,7 @@ class Acceptor:
         """
         waiter = http.loop.create_future()
         waiter.add_done_callback(http.handshake_done)
-        return self.tls_layer(
+        layer: asyncio.BaseProtocol = self.tls_layer(
             http.loop,
             http,
             context,
@@ -214,6 +215,7 @@ class Acceptor:
             server_hostname=None,
             ssl_handshake_timeout=get_settings().header_timeout,
         )
+        return layer
 
 
 def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type:
@@ -221,7 +223,8 @@ def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type:
     directly), or asyncio's where uvloop is not the loop."""
     uvloop = sys.modules.get("uvloop.loop")
     if uvloop is not None and isinstance(loop, uvloop.Loop):
-        return uvloop.SSLProtocol
+        layer: type = uvloop.SSLProtocol
+        return layer
     return asyncio.sslproto.SSLProtocol
 
 
