@@ -44,8 +44,10 @@ REQUEST_DURATION = Histogram(
 )
 LOCK_WAIT = Histogram("lottery_lock_wait_seconds", "Time waiting for the storage lock.", buckets=_LOCK_BUCKETS)
 DRAW_DURATION = Histogram("lottery_draw_duration_seconds", "Duration of the draw.", buckets=_DRAW_BUCKETS)
-# Gauges: "max" for the round (every worker agrees), "mostrecent" for the done count (set
-# by whichever worker looked last, so a scrape from any worker gives the latest value).
+# Gauges: "max" for the round (round ids only grow; the scraping worker sets it from the store
+# before it renders, so the max over workers is the current round even where a worker has not
+# looked since another opened a round), "mostrecent" for the done count (set by whichever
+# worker looked last, so a scrape from any worker gives the latest value).
 ROUND = Gauge("lottery_round", "Id of the current round.", multiprocess_mode="max")
 AGENCIES_DONE = Gauge(
     "lottery_agencies_done", "Agencies of the current round that said done.", multiprocess_mode="mostrecent"

@@ -174,3 +174,19 @@ def test_a_killed_masters_metrics_dir_is_swept_by_the_next_start_and_a_live_ones
             assert live <= after and len(after) == 2  # the running server's stays, beside the new one's
         assert metrics_dirs() == live  # a graceful stop removes its own
     assert metrics_dirs() == set()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_scrape_says_the_round_another_request_opened(tmp_path: Path, workers: int) -> None:
+    """Issue 25.1: after ``POST /rounds`` opened round 2, a scrape through any worker says 2
+    (the gauge was set from a constant 1 by every scrape). One worker: the scrape goes to the
+    worker that opened it; two: scrapes on fresh connections reach both."""
+    with Server(tmp_path / "data", workers=workers, agencies=1) as server, httpx.Client(base_url=server.url) as client:
+        assert value(scrape(server.url), "lottery_round") == 1
+        assert client.post("/agencies/1/done").status_code == 200
+        assert client.get("/status").json()["drawn"] is True
+        assert client.post("/rounds", json={}).status_code == 201
+        for _ in range(SCRAPES):
+            samples = scrape(server.url)
+            assert value(samples, "lottery_round") == 2
+            assert value(samples, "lottery_agencies_done") == 0
