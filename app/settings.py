@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.domain import WINNING_NUMBER
 
 MiB = 1024 * 1024
+DEFAULT_DATA_DIR = Path("data")  # relative to where the server (or app.export) runs
 
 
 class Settings(BaseSettings):
@@ -25,7 +26,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOTTERY_", frozen=True, extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(
-        Path("./data"), description="Where bets.csv and the round's other files live; created if missing."
+        DEFAULT_DATA_DIR, description="Where bets.csv and the round's other files live; created if missing."
     )
     agencies: int = Field(
         5, ge=1, le=10_000, description="Agencies of a new round: ids 1..N (a round keeps the count it opened with)."
