@@ -4,8 +4,8 @@ With ``LOTTERY_DATABASE_URL`` set, from the database; else from the data dir giv
 ``--data-dir`` or ``LOTTERY_DATA_DIR``, or the server's default ``./data`` (where each round's
 ``rounds/NNNN/bets.csv`` already is that file: this copies its committed part). The current
 round unless ``--round``. The format is the course's (``agency,first_name,last_name,document,
-birthdate,number``, csv-module quoting, LF), in stored order, so ``app.domain.load_bets`` reads the same rows. The file appears whole
-or not at all (written to a temporary name, then renamed). Exit codes: 0 done, 1 storage
+birthdate,number``, csv-module quoting, LF), in stored order, so ``app.domain.load_bets`` reads
+the same rows. The file appears whole or not at all (written to a temporary name, then renamed). Exit codes: 0 done, 1 storage
 error or no such round, 2 bad usage.
 """
 
