@@ -1,12 +1,13 @@
 """``python -m app.export [--round N] [--out bets.csv]``: one round's bets as the course's bets.csv.
 
 With ``LOTTERY_DATABASE_URL`` set, from the database; else from the data dir given by
-``--data-dir`` or ``LOTTERY_DATA_DIR``, or the server's default ``./data`` (where each round's
-``rounds/NNNN/bets.csv`` already is that file: this copies its committed part). The current
-round unless ``--round``. The format is the course's (``agency,first_name,last_name,document,
-birthdate,number``, csv-module quoting, LF), in stored order, so ``app.domain.load_bets`` reads
-the same rows. The file appears whole or not at all (written to a temporary name, then renamed). Exit codes: 0 done, 1 storage
-error or no such round, 2 bad usage.
+``--data-dir`` or ``LOTTERY_DATA_DIR``, or the server's default ``./data`` (where each
+round's ``rounds/NNNN/bets.csv`` already is that file: this copies its committed part). The
+current round unless ``--round``. The format is the course's (``agency,first_name,last_name,
+document,birthdate,number``, csv-module quoting, LF), in stored order, so
+``app.domain.load_bets`` reads the same rows. The file appears whole or not at all (written
+to a temporary name, then renamed). Exit codes: 0 done, 1 storage error or no such round,
+2 bad usage.
 """
 
 from __future__ import annotations
