@@ -22,6 +22,8 @@ The number of connections per worker is bounded with uvicorn's ``limit_concurren
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -127,3 +129,18 @@ class LotteryWorker(UvicornWorker):
     def init_process(self) -> None:
         limit_malloc_arenas()  # in the worker, before its thread pool exists (app/limits.py)
         super().init_process()
+
+    def run(self) -> None:
+        # uvloop closes a listening socket itself, then closes the object it was handed: gunicorn's
+        # wrapper, whose second close logged "Error while closing socket [Errno 9]" at every stop.
+        # Handed the socket itself, uvloop detaches it instead.
+        self.sockets = [getattr(listener, "sock", listener) for listener in self.sockets]
+        super().run()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # The master's "quick shutdown" (SIGINT or SIGQUIT to it) sends the workers SIGQUIT, which
+        # the uvicorn worker turns into this: a flag nothing reads, so the master waited its
+        # graceful_timeout and then SIGKILLed us. Stop as SIGTERM stops: uvicorn's own shutdown
+        # (the long polls answer at once, requests being served finish).
+        super().handle_exit(sig, frame)
+        os.kill(os.getpid(), signal.SIGTERM)
