@@ -228,3 +228,35 @@ def test_docs_render_offline(tmp_path: Path, browser) -> None:
         shot(page, "docs-redoc", full_page=False)
     assert_only_loopback(page.requested)
     assert any(url.endswith("/docs") for url in page.requested)
+
+
+def test_swagger_try_it_out_opens_a_round_with_the_servers_settings_and_says_so(tmp_path: Path, browser) -> None:
+    """Issue 25.5: the example body of ``POST /rounds`` was a made-up round (winning number 9999)
+    that Execute opened for real, with no warning; now it is ``{}`` (the server's settings) and
+    the route says, as the bets route does, that Try it out acts for real."""
+    import httpx
+    from playwright.sync_api import expect
+
+    page = browser
+    env = {"LOTTERY_WINNING_NUMBER": "4321"}
+    with Server(tmp_path / "data", workers=2, agencies=2, env=env) as server:
+        for agency in (1, 2):  # round 1 drawn: the next one may open
+            assert httpx.post(f"{server.url}/agencies/{agency}/done").status_code == 200
+        page.goto(server.url + "/docs#/rounds/open_round_rounds_post")
+        operation = page.locator("#operations-rounds-open_round_rounds_post")
+        expect(operation).to_be_visible(timeout=SEE)
+        if not operation.locator(".try-out__btn").is_visible():
+            operation.locator(".opblock-summary").click()
+        expect(operation).to_contain_text("Try it out opens a real round", timeout=SEE)
+        operation.locator(".try-out__btn").click()
+        body = operation.locator("textarea.body-param__text")
+        expect(body).to_be_visible(timeout=SEE)
+        assert json.loads(body.input_value()) == {}
+        operation.locator(".execute").click()
+        expect(operation.locator(".live-responses-table tbody .response-col_status").first).to_contain_text(
+            "201", timeout=SEE
+        )
+        shot(page, "docs-open-round", full_page=False)
+        opened = httpx.get(f"{server.url}/rounds/2").json()
+    assert (opened["agencies"], opened["winning_number"], opened["random"]) == (2, 4321, False)
+    assert_only_loopback(page.requested)
