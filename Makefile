@@ -2,21 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# Two stamps: the runtime (what the server, the uploader and the demo need, as in the Docker
+# image) and everything (the runtime plus the test tools). Each is redone when its pins change;
+# everything follows the runtime, so `make demo` then `make test` adds only the test tools.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-long lint format faults model-long bench serve clean agency-tool
 
 install: $(STAMP)
 
-# Reinstall whenever the pins change.
-$(STAMP): requirements.txt requirements-runtime.txt
+$(RUNTIME_STAMP): requirements-runtime.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP) -r requirements-runtime.txt
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): requirements.txt $(RUNTIME_STAMP)
+	$(PIP) -r requirements.txt
 	touch $(STAMP)
 
 ## A whole lottery round on generated data: server, five agencies, draw, winners.
 ## `make demo KEEP=1` keeps the server up afterwards for a look at its page (Ctrl-C stops it).
-demo: $(STAMP)
+## It installs only the runtime (requirements-runtime.txt); `make test` adds the test tools.
+demo: $(RUNTIME_STAMP)
 	$(PY) -m devtools.demo $(if $(KEEP),--keep)
 
 ## The test suite, about 3½ minutes on 2 cores: every layer (unit, API, contract, integration on
@@ -56,11 +65,11 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 ## The server on 127.0.0.1:8000 (settings from LOTTERY_* variables).
-serve: $(STAMP)
+serve: $(RUNTIME_STAMP)
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 ## The uploader as one file for the agencies: dist/lottery-agency.pyz (python3 lottery-agency.pyz run ...).
-agency-tool: $(STAMP)
+agency-tool: $(RUNTIME_STAMP)
 	$(PY) -m client.agency_tool
 
 clean:

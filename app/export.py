@@ -1,12 +1,13 @@
 """``python -m app.export [--round N] [--out bets.csv]``: one round's bets as the course's bets.csv.
 
 With ``LOTTERY_DATABASE_URL`` set, from the database; else from the data dir given by
-``--data-dir`` or ``LOTTERY_DATA_DIR`` (where each round's ``rounds/NNNN/bets.csv`` already is
-that file: this copies its committed part). The current round unless ``--round``. The format is
-the course's (``agency,first_name,last_name,document,birthdate,number``, csv-module quoting,
-LF), in stored order, so ``app.domain.load_bets`` reads the same rows. The file appears whole
-or not at all (written to a temporary name, then renamed). Exit codes: 0 done, 1 storage
-error or no such round, 2 bad usage.
+``--data-dir`` or ``LOTTERY_DATA_DIR``, or the server's default ``./data`` (where each
+round's ``rounds/NNNN/bets.csv`` already is that file: this copies its committed part). The
+current round unless ``--round``. The format is the course's (``agency,first_name,last_name,
+document,birthdate,number``, csv-module quoting, LF), in stored order, so
+``app.domain.load_bets`` reads the same rows. The file appears whole or not at all (written
+to a temporary name, then renamed). Exit codes: 0 done, 1 storage error or no such round,
+2 bad usage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from app.atomicfile import write_atomically
+from app.settings import DEFAULT_DATA_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,24 +27,22 @@ def main(argv: list[str] | None = None) -> int:
         description="Write one round's bets (PostgreSQL or the data dir) as the course's bets.csv.",
     )
     parser.add_argument("--round", type=int, default=None, help="the round to export (default: the current one)")
-    parser.add_argument("--data-dir", default=None, help="the file backend's data dir (default: LOTTERY_DATA_DIR)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"the file backend's data dir (default: LOTTERY_DATA_DIR, else the server's ./{DEFAULT_DATA_DIR})",
+    )
     parser.add_argument("--out", default="bets.csv", help="file to write, or - for stdout (default: bets.csv)")
     parser.add_argument("--database-url", default=None, help="default: LOTTERY_DATABASE_URL")
     args = parser.parse_args(argv)
     url = args.database_url or os.environ.get("LOTTERY_DATABASE_URL") or None
-    data_dir = args.data_dir or os.environ.get("LOTTERY_DATA_DIR") or None
+    # The server's default when neither is set: run from where the server ran, it finds its files.
+    data_dir = Path(args.data_dir or os.environ.get("LOTTERY_DATA_DIR") or DEFAULT_DATA_DIR)
     if args.round is not None and args.round < 1:
         print("lottery export: --round must be 1 or more", file=sys.stderr)
         return 2
-    if not url and data_dir:
-        return export_files(Path(data_dir), args.round, args.out)
     if not url:
-        print(
-            "lottery export: LOTTERY_DATABASE_URL is not set (with the file backend, give --data-dir or "
-            "LOTTERY_DATA_DIR: each round's bets.csv is in its rounds/NNNN/ folder)",
-            file=sys.stderr,
-        )
-        return 2
+        return export_files(data_dir, args.round, args.out)
 
     import psycopg
 
@@ -87,7 +87,11 @@ def export_files(data_dir: Path, round_id: int | None, out: str) -> int:
 
     ids = round_ids(data_dir)
     if not ids:
-        print(f"lottery export: {data_dir} holds no round (no server has run on it yet)", file=sys.stderr)
+        print(
+            f"lottery export: {data_dir} holds no round (no server has run on it yet; "
+            "set LOTTERY_DATA_DIR or --data-dir, or LOTTERY_DATABASE_URL for PostgreSQL)",
+            file=sys.stderr,
+        )
         return 1
     round_id = ids[-1] if round_id is None else round_id
     folder = round_dir(data_dir, round_id)

@@ -39,13 +39,15 @@ CHUNKS = Counter(
 )
 REQUEST_DURATION = Histogram(
     "lottery_request_duration_seconds",
-    "HTTP request duration, by route template and status.",
-    ["route", "status"],
+    "HTTP request duration, by method, route template (or 'assets', 'unmatched') and status.",
+    ["method", "route", "status"],
 )
 LOCK_WAIT = Histogram("lottery_lock_wait_seconds", "Time waiting for the storage lock.", buckets=_LOCK_BUCKETS)
 DRAW_DURATION = Histogram("lottery_draw_duration_seconds", "Duration of the draw.", buckets=_DRAW_BUCKETS)
-# Gauges: "max" for the round (every worker agrees), "mostrecent" for the done count (set
-# by whichever worker looked last, so a scrape from any worker gives the latest value).
+# Gauges: "max" for the round (round ids only grow; the scraping worker sets it from the store
+# before it renders, so the max over workers is the current round even where a worker has not
+# looked since another opened a round), "mostrecent" for the done count (set by whichever
+# worker looked last, so a scrape from any worker gives the latest value).
 ROUND = Gauge("lottery_round", "Id of the current round.", multiprocess_mode="max")
 AGENCIES_DONE = Gauge(
     "lottery_agencies_done", "Agencies of the current round that said done.", multiprocess_mode="mostrecent"
@@ -105,8 +107,8 @@ def observe_draw(seconds: float) -> None:
 
 
 @_never_raises
-def observe_request(route: str, status: int, seconds: float) -> None:
-    REQUEST_DURATION.labels(route, str(status)).observe(seconds)
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    REQUEST_DURATION.labels(method, route, str(status)).observe(seconds)
 
 
 @_never_raises
@@ -128,6 +130,10 @@ def render() -> bytes:
 # -- the request-duration middleware ------------------------------------------------------
 
 Scope = MutableMapping[str, Any]
+ASSETS = "assets"
+_DOCS = ("/docs", "/redoc", "/openapi.json", "/static")  # route prefixes of the docs pages and their files
+# Any other method is one label: a client may send any token as a method.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
 
@@ -135,7 +141,10 @@ class RequestDurationMiddleware:
     """Times every HTTP request; labels it with its route *template* (``/agencies/{agency}/bets``).
 
     A path that matches no route is labelled ``unmatched``, so random URLs cannot grow the
-    number of series. A plain ASGI middleware: Starlette's BaseHTTPMiddleware costs a task
+    number of series; the API docs and static files (any path under a mount, a script named
+    per release) are all ``assets``: they say nothing about the service. The method is a
+    label of its own (GET and POST ``/rounds`` are different work); a method no route
+    takes is ``other``. A plain ASGI middleware: Starlette's BaseHTTPMiddleware costs a task
     per request.
     """
 
@@ -146,9 +155,10 @@ class RequestDurationMiddleware:
     def _template(scope: Scope) -> str:
         route = scope.get("route")  # FastAPI puts the matched APIRoute here
         if route is not None:
-            return getattr(route, "path_format", None) or route.path
-        if scope.get("endpoint") is not None:  # a mount (static files): its prefix
-            return scope.get("root_path", "") + "/{path}"
+            path = getattr(route, "path_format", None) or route.path
+            return ASSETS if path.startswith(_DOCS) else path
+        if scope.get("endpoint") is not None:  # a mount (static files) or a plain Starlette route (/openapi.json)
+            return ASSETS
         return "unmatched"
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
@@ -167,4 +177,5 @@ class RequestDurationMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            observe_request(self._template(scope), status, time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            observe_request(method, self._template(scope), status, time.perf_counter() - started)

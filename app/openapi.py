@@ -10,6 +10,8 @@ from that app's settings:
   headers, not ``string | null``), and ``Upload-Offset`` is an integer;
 - the bets route's examples do not win with this server's winning number, since "Try it
   out" stores them for real;
+- ``POST /rounds``'s example is the empty body (the server's settings), not a made-up round
+  that "Try it out" would open for real, and the route says it acts for real;
 - each route's 422 example is one this route really gives;
 - ``ProblemDetails`` is in the components, where every error response points.
 """
@@ -114,6 +116,8 @@ def customize(document: dict[str, Any], settings: Settings, *, with_tokens: bool
                 problem["example"] = example
             if path == "/agencies/{agency}/bets" and method == "post":
                 set_bet_examples(operation, numbers)
+            if path == "/rounds" and method == "post":
+                set_open_round_example(operation)
     return doc
 
 
@@ -135,6 +139,21 @@ def header_schema(parameter: dict[str, Any]) -> dict[str, Any]:
 def non_winning_numbers(winning: int) -> tuple[int, int]:
     """The example numbers, each replaced when it is this server's winning number."""
     return tuple(n if n != winning else (n + 1) % 10_000 for n in EXAMPLE_NUMBERS)  # type: ignore[return-value]
+
+
+OPEN_ROUND_WARNING = (
+    "**Try it out opens a real round** on this server (once the current one is drawn; new bets "
+    "then go to it). The example, an empty body `{}`, takes the server's settings: "
+    "LOTTERY_AGENCIES agencies and LOTTERY_WINNING_NUMBER; set `agencies` or `winning_number` "
+    '(or `"random"`) only to differ from them.'
+)
+
+
+def set_open_round_example(operation: dict[str, Any]) -> None:
+    # Without an example Swagger makes one up from the schema (a winning number of 9999).
+    body = operation["requestBody"]
+    body["description"] = OPEN_ROUND_WARNING
+    body["content"]["application/json"]["example"] = {}
 
 
 def set_bet_examples(operation: dict[str, Any], numbers: tuple[int, int]) -> None:

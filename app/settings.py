@@ -7,8 +7,10 @@ the server with one line naming the variable, instead of a traceback from a work
 from __future__ import annotations
 
 import functools
+import os
 import resource
 import sys
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.domain import WINNING_NUMBER
 
 MiB = 1024 * 1024
+DEFAULT_DATA_DIR = Path("data")  # relative to where the server (or app.export) runs
 
 
 class Settings(BaseSettings):
@@ -25,7 +28,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOTTERY_", frozen=True, extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(
-        Path("./data"), description="Where bets.csv and the round's other files live; created if missing."
+        DEFAULT_DATA_DIR, description="Where bets.csv and the round's other files live; created if missing."
     )
     agencies: int = Field(
         5, ge=1, le=10_000, description="Agencies of a new round: ids 1..N (a round keeps the count it opened with)."
@@ -153,11 +156,42 @@ def tls_problem(cert: Path, key: Path) -> str | None:
     return None
 
 
+def data_dir_problem(path: Path) -> str | None:
+    """Why the file backend cannot keep its files in ``path`` (created if missing), or None.
+
+    Tried, not inferred from the mode bits: root ignores them, and /proc or a read-only mount
+    refuse a write whatever they say. The probe file is removed at once.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return "not a directory"
+    except OSError as error:
+        return f"cannot create it: {error.strerror}"
+    if not path.is_dir():
+        return "not a directory"
+    for what, attempt in (("read", lambda: os.listdir(path)), ("write in", lambda: _probe_write(path))):
+        try:
+            attempt()
+        except OSError as error:
+            return f"cannot {what} it: {error.strerror}"
+    return None
+
+
+def _probe_write(path: Path) -> None:
+    fd, name = tempfile.mkstemp(dir=path, prefix=".lottery-probe-")
+    os.close(fd)
+    os.unlink(name)
+
+
 def preflight() -> Settings:
-    """What gunicorn's master checks once before forking workers: settings and tokens file."""
+    """What gunicorn's master checks once before forking workers: settings, data dir and tokens file."""
     from app.tokens import Tokens, TokensError
 
     settings = load_or_exit()
+    if settings.database_url is None and (problem := data_dir_problem(settings.data_dir)):
+        print(f"lottery: invalid setting: LOTTERY_DATA_DIR={str(settings.data_dir)!r}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     from app.store import round_settings_warning
 
     if warning := round_settings_warning(settings):

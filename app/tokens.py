@@ -123,10 +123,27 @@ def write(out: Path, tokens: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.tokens", description="Generate per-agency bearer tokens.")
-    parser.add_argument("--agencies", type=int, default=5)
+    parser = argparse.ArgumentParser(
+        prog="python -m app.tokens",
+        description="Generate per-agency bearer tokens and the operator's token.",
+        epilog=(
+            "Usual use: python -m app.tokens --agencies 5 --out secrets, then start the server with "
+            "LOTTERY_TOKENS_FILE=secrets/tokens.json; secrets/operator.token opens the operator's page "
+            "and POST /rounds, secrets/agency-N.token goes to agency N's uploader (--token-file)."
+        ),
+    )
     parser.add_argument(
-        "--out", type=Path, help="write tokens.json, agency-N.token and operator.token here (default: JSON on stdout)"
+        "--agencies",
+        type=int,
+        default=5,
+        metavar="N",
+        help="make tokens for agencies 1..N; use the server's LOTTERY_AGENCIES (default: 5)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write tokens.json, agency-N.token and operator.token here (default: JSON on stdout)",
     )
     parser.add_argument("--no-operator", action="store_true", help="no operator token (nobody may open a round)")
     args = parser.parse_args(argv)

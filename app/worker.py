@@ -32,6 +32,8 @@ import asyncio
 import asyncio.sslproto
 import json
 import logging
+import os
+import signal
 import ssl
 import sys
 from collections.abc import Callable
@@ -256,3 +258,18 @@ class LotteryWorker(UvicornWorker):
             bounds.backlog,
         )
         await super()._serve()
+
+    def run(self) -> None:
+        # uvloop closes a listening socket itself, then closes the object it was handed: gunicorn's
+        # wrapper, whose second close logged "Error while closing socket [Errno 9]" at every stop.
+        # Handed the socket itself, uvloop detaches it instead.
+        self.sockets = [getattr(listener, "sock", listener) for listener in self.sockets]
+        super().run()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # The master's "quick shutdown" (SIGINT or SIGQUIT to it) sends the workers SIGQUIT, which
+        # the uvicorn worker turns into this: a flag nothing reads, so the master waited its
+        # graceful_timeout and then SIGKILLed us. Stop as SIGTERM stops: uvicorn's own shutdown
+        # (the long polls answer at once, requests being served finish).
+        super().handle_exit(sig, frame)
+        os.kill(os.getpid(), signal.SIGTERM)

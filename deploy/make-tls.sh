@@ -7,10 +7,15 @@
 # NAMEs are the server's host names and IP addresses (default: server localhost 127.0.0.1).
 set -euo pipefail
 
-if [[ $# -lt 1 ]]; then
-    echo "usage: $0 DIR [NAME...]   (default names: server localhost 127.0.0.1)" >&2
-    exit 2
-fi
+usage="usage: $0 DIR [NAME...]   (default names: server localhost 127.0.0.1)
+Writes DIR/tls-ca.crt (the uploaders' --cacert), DIR/tls.crt and DIR/tls.key (the server's
+LOTTERY_TLS_CERT and LOTTERY_TLS_KEY) and DIR/tls-ca.key (the CA's key: keep it or delete it)."
+
+case "${1:-}" in
+    -h | --help) echo "$usage"; exit 0 ;;
+    "") echo "$usage" >&2; exit 2 ;;
+    -*) echo "$0: unknown option $1" >&2; echo "$usage" >&2; exit 2 ;;  # never a folder named like an option
+esac
 out="$1"
 shift
 names=("$@")

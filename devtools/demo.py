@@ -42,10 +42,16 @@ def relay(agency: int, stream, lock: threading.Lock) -> None:
 
 
 def run_uploaders(server: Server, files: list[Path]) -> list[tuple[str, int]]:
-    """Run one uploader per agency at once; their (stdout, exit code), in agency order."""
+    """Run one uploader per agency at once; their (stdout, exit code), in agency order.
+
+    One reader per stream: a thread relays each stderr, another collects each stdout, and the
+    process is only waited for. (``communicate()`` would read stderr too, and every line would
+    go to whichever reader got it first: lines vanished from the screen.)
+    """
     lock = threading.Lock()
     uploaders = []
-    relays = []
+    readers = []
+    outputs: list[list[str]] = []
     for agency, path in enumerate(files, 1):
         command = [sys.executable, "-m", "client", "run", "--agency", str(agency), "--file", str(path)]
         process = subprocess.Popen(
@@ -54,14 +60,22 @@ def run_uploaders(server: Server, files: list[Path]) -> list[tuple[str, int]]:
             stderr=subprocess.PIPE,
             text=True,
         )
-        thread = threading.Thread(target=relay, args=(agency, process.stderr, lock), daemon=True)
-        thread.start()
+        out: list[str] = []
+        readers += [
+            threading.Thread(target=relay, args=(agency, process.stderr, lock), daemon=True),
+            threading.Thread(target=lambda stream=process.stdout, into=out: into.append(stream.read()), daemon=True),
+        ]
+        readers[-2].start()
+        readers[-1].start()
         uploaders.append(process)
-        relays.append(thread)
-    outputs = [(p.communicate(timeout=300)[0], p.returncode) for p in uploaders]
-    for thread in relays:
-        thread.join(timeout=5)
-    return outputs
+        outputs.append(out)
+    codes = [p.wait(timeout=300) for p in uploaders]
+    for thread in readers:
+        thread.join(timeout=5)  # each ends at its stream's end, when its uploader exits
+    for p in uploaders:
+        p.stdout.close()
+        p.stderr.close()
+    return [("".join(out), code) for out, code in zip(outputs, codes, strict=True)]
 
 
 def show_round(server: Server, results: list[tuple[str, int]], elapsed: float, round_id: int) -> bool:

@@ -10,8 +10,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
-from app.routes.operator import CURRENT_ROUND
-from app.store import RoundError, StoreError
+from app.store import RoundError, Store, StoreError
 
 router = APIRouter(tags=["round"])
 
@@ -25,8 +24,15 @@ router = APIRouter(tags=["round"])
 async def get_metrics(request: Request) -> Response:
     """Counters and histograms of every worker process, and the round's gauges, read fresh from the store."""
     try:
-        stats = await run_in_threadpool(request.app.state.store.agency_stats)
-        metrics.set_round_state(CURRENT_ROUND, len(stats.done))
+        current, done = await run_in_threadpool(_round_state, request.app.state.store)
+        metrics.set_round_state(current, done)
     except (StoreError, RoundError):
         pass  # storage down: the counters matter most now; the gauges keep their last values
     return Response(await run_in_threadpool(metrics.render), media_type=metrics.CONTENT_TYPE)
+
+
+def _round_state(store: Store) -> tuple[int, int]:
+    """The current round and its done count, asked of the store at each scrape: another worker
+    may have opened a round since (cheap: a stat for files, one query for PostgreSQL)."""
+    current = store.current_round()
+    return current, len(store.agency_stats(round=current).done)

@@ -30,10 +30,11 @@ from starlette.concurrency import run_in_threadpool
 from app import metrics
 from app.deps import any_token
 from app.problems import documented
+from app.routes import operator_history
+from app.store.base import RoundInfo
 from app.store.stats import RoundStats
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-CURRENT_ROUND = 1  # a fresh data dir or database starts with round 1
 PAST_ROUNDS = 10  # the page lists this many rounds before the current one
 REFRESH_SECONDS = 0.5  # a snapshot is at most this old: the page updates within a second
 HEARTBEAT_SECONDS = 10.0  # a comment line on a quiet stream, so proxies keep it open
@@ -57,28 +58,37 @@ def _iso(timestamp: float | None) -> str | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-def past_rounds(request: Request, current: int | None = None) -> list[dict[str, Any]]:
-    """The rounds before the current one, newest first: ``{round, bets, winners, opened_at, drawn_at}``.
+def past_rounds(app: FastAPI, current: int | None = None) -> list[dict[str, Any]]:
+    """The rounds before the current one, newest first:
+    ``{round, bets, winners, winning_number, opened_at, drawn_at}``.
 
     Blocking (it reads the store): call it off the event loop.
     """
-    store = request.app.state.store
+    store = app.state.store
     before = store.current_round() if current is None else current
     return [
-        {"round": r.round, "bets": r.bets, "winners": r.winners, "opened_at": r.opened_at, "drawn_at": r.drawn_at}
+        {
+            "round": r.round,
+            "bets": r.bets,
+            "winners": r.winners,
+            "winning_number": r.winning_number,
+            "opened_at": r.opened_at,
+            "drawn_at": r.drawn_at,
+        }
         for r in store.rounds(limit=PAST_ROUNDS, before=before)
     ]
 
 
-def read_round(request: Request) -> tuple[RoundStats, int, list[dict[str, Any]]]:
-    """The current round's counts, its id and the rounds before it (blocking: off the event loop)."""
-    store = request.app.state.store
+def read_round(app: FastAPI) -> tuple[RoundStats, RoundInfo, list[dict[str, Any]]]:
+    """The current round's counts, its parameters and the rounds before it (blocking: off the event loop)."""
+    store = app.state.store
     current = store.current_round()
-    return store.agency_stats(round=current), current, past_rounds(request, current)
+    return store.agency_stats(round=current), store.round_info(current), past_rounds(app, current)
 
 
-def snapshot(stats: RoundStats, round_id: int = CURRENT_ROUND) -> dict[str, Any]:
-    """The page's data: counts per agency, and the draw's time and winners count once drawn."""
+def snapshot(stats: RoundStats, info: RoundInfo) -> dict[str, Any]:
+    """The page's data: counts per agency, the winning number (null: random, until the draw),
+    and the draw's time and winners count once drawn."""
     done = set(stats.done)
     agencies = []
     for agency in range(1, stats.expected + 1):
@@ -95,8 +105,10 @@ def snapshot(stats: RoundStats, round_id: int = CURRENT_ROUND) -> dict[str, Any]
         )
     drawn = stats.drawn_at is not None
     return {
-        "round": round_id,
+        "round": info.round,
         "state": "drawn" if drawn else "open",
+        "winning_number": info.winning_number,
+        "random": info.random,
         "expected": stats.expected,
         "done": len(done & set(range(1, stats.expected + 1))),
         "bets": stats.bets,
@@ -120,9 +132,12 @@ class Snapshots:
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:  # one refresh at a time; the others get its result
             if time.monotonic() - self._at >= REFRESH_SECONDS:
-                stats, current, past = await run_in_threadpool(read_round, request)
-                metrics.set_round_state(current, len(stats.done))
-                data = {**snapshot(stats, current), "past_rounds": past}
+                app = request.app
+                stats, info, past = await run_in_threadpool(read_round, app)
+                metrics.set_round_state(info.round, len(stats.done))
+                history = app.state.ingest_history
+                history.observe(info.round, stats.bets, stats.drawn_at is not None)
+                data = {**snapshot(stats, info), "past_rounds": past, "ingest": history.points()}
                 self._data, self._at = orjson.dumps(data), time.monotonic()
         return self._data
 
@@ -188,12 +203,13 @@ async def events(request: Request) -> StreamingResponse:
 def install(app: FastAPI) -> None:
     """The page, its data routes and its static files (``/static``, from app/static)."""
     app.state.operator_snapshots = Snapshots()
+    operator_history.install(app)  # the ingest chart's history, sampled by each worker
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     try:
         metrics.ROUND.set(app.state.store.current_round())
-    except Exception:  # the storage is down at start: the first snapshot sets it  # noqa: BLE001
-        metrics.ROUND.set(CURRENT_ROUND)
+    except Exception:  # the storage is down at start: the first scrape sets it  # noqa: BLE001
+        metrics.ROUND.set(1)  # what a fresh data dir or database starts with
 
 
 PAGE = """<!doctype html>
@@ -214,7 +230,9 @@ PAGE = """<!doctype html>
 <main>
   <form id="login" hidden>
     <p>This server needs a token to show the round: the operator's token (or an agency's).
-    It stays in this browser tab only (session storage).</p>
+    The operator's token is the file <code>secrets/operator.token</code>, made with the agencies'
+    by <code>python -m app.tokens --agencies N --out secrets</code> (its tokens.json is the
+    server's LOTTERY_TOKENS_FILE). It stays in this browser tab only (session storage).</p>
     <label>Token <input id="token" type="password" autocomplete="off" required></label>
     <button type="submit">Show the round</button>
     <p id="login-error" class="error" role="alert"></p>
@@ -222,6 +240,7 @@ PAGE = """<!doctype html>
   <div id="round" hidden>
     <section class="summary">
       <h2>Round <span id="round-id"></span>: <span id="round-state" data-testid="round-state"></span></h2>
+      <p>Winning number <strong id="winning-number" data-testid="winning-number"></strong></p>
       <p><span id="total-bets" data-testid="total-bets">0</span> bets stored ·
          <span id="done-count" data-testid="done-count">0</span> of <span id="expected"></span> agencies done
          <span id="connection" class="muted"></span></p>
@@ -237,7 +256,7 @@ PAGE = """<!doctype html>
       </table>
     </section>
     <section>
-      <h2>Ingest rate <span class="muted">(bets per second, up to the last 5 minutes)</span></h2>
+      <h2>Ingest rate <span class="muted">(bets per second, up to the last 5 minutes, as the server saw it)</span></h2>
       <div class="chart">
         <span class="axis" id="rate-peak"></span>
         <svg id="rate" viewBox="0 0 600 120" preserveAspectRatio="none" role="img" aria-label="ingest rate"></svg>

@@ -9,7 +9,7 @@ const number = new Intl.NumberFormat("en-US");
 const $ = (id) => document.getElementById(id);
 
 let latest = null; // the last snapshot received
-const samples = []; // {t, bets}: what the rate chart is computed from
+let samples = []; // {t, bets}, one a second: what the rate chart is computed from
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -27,8 +27,20 @@ function showLogin(message) {
   $("token").focus();
 }
 
+// Times say their zone (the browser's): the server's are UTC, a person reads local time.
+const CLOCK = { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short" };
+const DAY = { year: "numeric", month: "2-digit", day: "2-digit" };
+
 function clockTime(iso) {
-  return iso ? new Date(iso).toLocaleTimeString("en-GB") : "—";
+  return iso ? new Date(iso).toLocaleTimeString("en-GB", CLOCK) : "—";
+}
+
+function dateTime(iso) {
+  return iso ? new Date(iso).toLocaleString("en-GB", { ...DAY, ...CLOCK }) : "—";
+}
+
+function winningNumber(round) {
+  return round.winning_number === null ? "random, drawn at the draw" : String(round.winning_number);
 }
 
 function cell(row, index, text, className) {
@@ -68,7 +80,7 @@ function renderPast(rounds) {
   }
   const table = document.createElement("table");
   const head = table.createTHead().insertRow();
-  for (const title of ["Round", "Bets", "Winners", "Opened", "Drawn"]) {
+  for (const title of ["Round", "Bets", "Winning number", "Winners", "Opened", "Drawn"]) {
     const th = document.createElement("th");
     th.textContent = title;
     head.append(th);
@@ -79,9 +91,10 @@ function renderPast(rounds) {
     for (const text of [
       String(r.round),
       number.format(r.bets),
+      winningNumber(r),
       number.format(r.winners),
-      r.opened_at ? new Date(r.opened_at).toLocaleString("en-GB") : "—",
-      r.drawn_at ? new Date(r.drawn_at).toLocaleString("en-GB") : "—",
+      dateTime(r.opened_at),
+      dateTime(r.drawn_at),
     ]) {
       row.insertCell().textContent = text;
     }
@@ -97,6 +110,7 @@ function render(state) {
   const roundState = $("round-state");
   roundState.textContent = state.state === "drawn" ? "drawn" : "open, taking bets";
   roundState.className = state.state;
+  $("winning-number").textContent = winningNumber(state);
   $("total-bets").textContent = number.format(state.bets);
   $("done-count").textContent = String(state.done);
   $("expected").textContent = String(state.expected);
@@ -108,7 +122,7 @@ function render(state) {
   draw.hidden = state.state !== "drawn";
   if (state.state === "drawn") {
     draw.textContent =
-      `Drawn at ${new Date(state.drawn_at).toLocaleString("en-GB")}: ` +
+      `Drawn at ${dateTime(state.drawn_at)}: winning number ${state.winning_number}, ` +
       `${number.format(state.winners)} winner${state.winners === 1 ? "" : "s"} in total`;
   }
   renderAgencies(state.agencies);
@@ -118,11 +132,21 @@ function render(state) {
 
 // -- the ingest rate chart ------------------------------------------------------------------
 
+// The server keeps the round's totals where they changed ("ingest": [[unix time, bets], ...],
+// app/routes/operator_history.py), so a reloaded page draws what happened before it opened.
+// Here they become one sample a second: the total then was the last one before.
 function sample() {
   if (!latest) return;
   const now = Date.now() / 1000;
+  const points = latest.ingest && latest.ingest.length ? latest.ingest : [[now, latest.bets]];
+  const from = Math.max(points[0][0], now - RATE_WINDOW_S - RATE_SMOOTH_S);
+  samples = [];
+  let k = 0;
+  for (let t = from; t <= now; t += 1) {
+    while (k + 1 < points.length && points[k + 1][0] <= t) k++;
+    samples.push({ t, bets: points[k][1] });
+  }
   samples.push({ t: now, bets: latest.bets });
-  while (samples.length && samples[0].t < now - RATE_WINDOW_S - RATE_SMOOTH_S) samples.shift();
   drawRate(now);
 }
 

@@ -228,3 +228,94 @@ def test_docs_render_offline(tmp_path: Path, browser) -> None:
         shot(page, "docs-redoc", full_page=False)
     assert_only_loopback(page.requested)
     assert any(url.endswith("/docs") for url in page.requested)
+
+
+def test_swagger_try_it_out_opens_a_round_with_the_servers_settings_and_says_so(tmp_path: Path, browser) -> None:
+    """Issue 25.5: the example body of ``POST /rounds`` was a made-up round (winning number 9999)
+    that Execute opened for real, with no warning; now it is ``{}`` (the server's settings) and
+    the route says, as the bets route does, that Try it out acts for real."""
+    import httpx
+    from playwright.sync_api import expect
+
+    page = browser
+    env = {"LOTTERY_WINNING_NUMBER": "4321"}
+    with Server(tmp_path / "data", workers=2, agencies=2, env=env) as server:
+        for agency in (1, 2):  # round 1 drawn: the next one may open
+            assert httpx.post(f"{server.url}/agencies/{agency}/done").status_code == 200
+        page.goto(server.url + "/docs")
+        operation = page.locator("#operations-rounds-open_round_rounds_post")
+        expect(operation).to_be_visible(timeout=SEE)
+        operation.locator(".opblock-summary").click()  # unfolds it, as a person does
+        expect(operation).to_contain_text("Try it out opens a real round", timeout=SEE)
+        operation.locator(".try-out__btn").click()
+        body = operation.locator("textarea.body-param__text")
+        expect(body).to_be_visible(timeout=SEE)
+        assert json.loads(body.input_value()) == {}
+        operation.locator(".execute").click()
+        expect(operation.locator(".live-responses-table tbody .response-col_status").first).to_contain_text(
+            "201", timeout=SEE
+        )
+        shot(page, "docs-open-round", full_page=False)
+        opened = httpx.get(f"{server.url}/rounds/2").json()
+    assert (opened["agencies"], opened["winning_number"], opened["random"]) == (2, 4321, False)
+    assert_only_loopback(page.requested)
+
+
+def chart_heights(page) -> list[float]:
+    """The rate chart's points as heights above its baseline (0: no bets per second)."""
+    points = page.locator("#rate polyline").get_attribute("points") or ""
+    return [118 - float(p.split(",")[1]) for p in points.split()]
+
+
+def test_the_page_shows_winning_numbers_zoned_times_and_keeps_its_chart_on_reload(browser, tmp_path: Path) -> None:
+    """Issue 25.11: the winning number (current and past rounds), times with their zone, where
+    the operator's token is, and an ingest chart the server keeps (a reload showed it empty)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=SEE)
+    tokens = {**tokens_module.make(1), "operator": "operator-" + "y" * 24}
+    (tmp_path / "tokens.json").write_text(json.dumps(tokens), encoding="utf-8")
+    env = {"LOTTERY_TOKENS_FILE": str(tmp_path / "tokens.json"), "LOTTERY_WINNING_NUMBER": "4321"}
+    files = generated_files(tmp_path / "agencies")
+    page = browser
+    with Server(tmp_path / "data", workers=2, agencies=1, env=env) as server:
+        page.goto(server.url + "/")
+        expect(page.locator("#login")).to_contain_text("secrets/operator.token")
+        expect(page.locator("#login")).to_contain_text("python -m app.tokens")
+        page.fill("#token", tokens["operator"])
+        page.click("#login button")
+        expect(page.locator("[data-testid=winning-number]")).to_have_text("4321")
+
+        proc = upload(server, 1, files[0], tokens["1"])
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        expect(page.locator("[data-testid=round-state]")).to_have_text("drawn")
+        expect(page.locator("[data-testid=draw]")).to_contain_text("winning number 4321")
+        # Times say their zone (the browser's; UTC here).
+        expect(page.locator('tr[data-agency="1"] td').nth(3)).to_have_text(re.compile(r"^\d\d:\d\d:\d\d (UTC|GMT)"))
+        expect(page.locator("[data-testid=draw]")).to_contain_text(re.compile(r"Drawn at .*\d\d:\d\d:\d\d (UTC|GMT)"))
+        expect(page.locator("#rate polyline")).to_have_attribute("points", re.compile(r"\S"))
+        assert max(chart_heights(page)) > 0  # the upload's bets per second
+
+        page.reload()  # a new page: the chart comes from the server, not from what this tab saw
+        expect(page.locator("[data-testid=round-state]")).to_have_text("drawn")
+        expect(page.locator("#rate polyline")).to_have_attribute("points", re.compile(r"\S"))
+        assert max(chart_heights(page)) > 0
+        shot(page, "reloaded-chart")
+
+        # Round 2 opened: round 1, with its winning number, is a past round.
+        opened = httpx_post(server.url + "/rounds", tokens["operator"], {"winning_number": "random"})
+        assert opened == 201
+        expect(page.locator("[data-testid=round-state]")).to_have_text("open, taking bets")
+        expect(page.locator("[data-testid=winning-number]")).to_have_text("random, drawn at the draw")
+        expect(page.locator("#past tbody tr").first).to_contain_text("4321")
+        expect(page.locator("#past thead")).to_contain_text("Winning number")
+        shot(page, "past-round")
+    assert_only_loopback(page.requested)
+    assert page.errors == []
+
+
+def httpx_post(url: str, token: str, body: dict) -> int:
+    import httpx
+
+    return httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}).status_code

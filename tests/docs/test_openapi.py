@@ -209,3 +209,17 @@ def test_every_documented_example_fits_its_schema(tmp_path, tokens_file):
                     if content is not None:
                         assert content["example"]["status"] == int(status)
                         jsonschema.validate(content["example"], problem_schema)
+
+
+def test_try_it_out_on_post_rounds_opens_the_servers_default_round_and_warns(tmp_path):
+    """Issue 25.5: Swagger fills the body from the document; Execute opens that round for real."""
+    doc = document(tmp_path, winning_number=4321, agencies=2)
+    body = doc["paths"]["/rounds"]["post"]["requestBody"]
+    assert "Try it out opens a real round" in body["description"]
+    example = body["content"]["application/json"]["example"]
+    assert example == {}
+    with make_client(tmp_path / "try", winning_number=4321, agencies=2) as client:
+        for agency in (1, 2):
+            assert client.post(f"/agencies/{agency}/done").status_code == 200
+        opened = client.post("/rounds", json=example).json()
+    assert (opened["round"], opened["agencies"], opened["winning_number"], opened["random"]) == (2, 2, 4321, False)

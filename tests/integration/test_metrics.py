@@ -101,6 +101,7 @@ def test_a_scrape_from_any_worker_sums_every_worker(server: Server, dataset: Pat
             value(
                 samples,
                 "lottery_request_duration_seconds_count",
+                method="POST",
                 route="/rounds/{round}/agencies/{agency}/bets",
                 status="201",
             )
@@ -146,7 +147,8 @@ def test_chunk_outcomes_and_unmatched_routes_are_counted(tmp_path: Path) -> None
     assert bets_by_agency(samples) == {1: 1}
     assert value(samples, "lottery_agencies_done") == 1
     # Random paths share one series: the label is the route template, never the raw path.
-    assert value(samples, "lottery_request_duration_seconds_count", route="unmatched", status="404") == 2
+    unmatched = value(samples, "lottery_request_duration_seconds_count", method="GET", route="unmatched", status="404")
+    assert unmatched == 2
     routes = {dict(labels).get("route") for (name, labels) in samples if name.startswith("lottery_request_duration")}
     assert not any("random" in (r or "") or "such" in (r or "") for r in routes)
 
@@ -174,3 +176,52 @@ def test_a_killed_masters_metrics_dir_is_swept_by_the_next_start_and_a_live_ones
             assert live <= after and len(after) == 2  # the running server's stays, beside the new one's
         assert metrics_dirs() == live  # a graceful stop removes its own
     assert metrics_dirs() == set()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_scrape_says_the_round_another_request_opened(tmp_path: Path, workers: int) -> None:
+    """Issue 25.1: after ``POST /rounds`` opened round 2, a scrape through any worker says 2
+    (the gauge was set from a constant 1 by every scrape). One worker: the scrape goes to the
+    worker that opened it; two: scrapes on fresh connections reach both."""
+    with Server(tmp_path / "data", workers=workers, agencies=1) as server, httpx.Client(base_url=server.url) as client:
+        assert value(scrape(server.url), "lottery_round") == 1
+        assert client.post("/agencies/1/done").status_code == 200
+        assert client.get("/status").json()["drawn"] is True
+        assert client.post("/rounds", json={}).status_code == 201
+        for _ in range(SCRAPES):
+            samples = scrape(server.url)
+            assert value(samples, "lottery_round") == 2
+            assert value(samples, "lottery_agencies_done") == 0
+
+
+def test_request_durations_are_labelled_by_method_and_assets_share_one_label(tmp_path: Path) -> None:
+    """Issue 25.14: GET and POST ``/rounds`` are two series (a ``method`` label); the docs' and the
+    page's files (a script per release, any path under a mount) are one ``assets`` series, not one each."""
+    assets = [
+        "/docs",
+        "/redoc",
+        "/redoc/redoc.standalone.js",
+        "/openapi.json",
+        "/static/operator.js",
+        "/static/operator.css",
+        "/static-offline-docs/swagger-ui.css",
+    ]
+    with Server(tmp_path / "data", workers=1, agencies=1) as server, httpx.Client(base_url=server.url) as client:
+        assert client.get("/rounds").status_code == 200
+        assert client.post("/rounds", json={}).status_code == 409  # round 1 is not drawn
+        for path in assets:
+            assert client.get(path).status_code == 200, path
+        samples = scrape(server.url)
+    counts = {
+        (labels["method"], labels["route"], labels["status"]): value
+        for name, label_items in samples
+        if name == "lottery_request_duration_seconds_count"
+        for labels in [dict(label_items)]
+        for value in [samples[(name, label_items)]]
+        if labels["route"] != "/health"  # the test's wait for the server to be ready
+    }
+    assert counts == {
+        ("GET", "/rounds", "200"): 1,
+        ("POST", "/rounds", "409"): 1,
+        ("GET", "assets", "200"): len(assets),
+    }
