@@ -40,7 +40,7 @@ control_socket_disable = True
 def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
     """Validate settings and tokens once in the master: a bad value stops with one line, not N tracebacks."""
     _prepare_metrics_dir()  # first: preflight imports the store, which imports prometheus_client
-    from app.settings import preflight
+    from app.preflight import preflight
 
     try:
         settings = preflight()

@@ -123,7 +123,7 @@ def render() -> bytes:
     if not path:
         return _generate_latest(REGISTRY)
     registry = CollectorRegistry()  # a fresh one per scrape, as the docs ask: it reads the files
-    multiprocess.MultiProcessCollector(registry, path=path)
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
     return _generate_latest(registry)
 
 
@@ -134,7 +134,9 @@ ASSETS = "assets"
 _DOCS = ("/docs", "/redoc", "/openapi.json", "/static")  # route prefixes of the docs pages and their files
 # Any other method is one label: a client may send any token as a method.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class RequestDurationMiddleware:
@@ -161,7 +163,7 @@ class RequestDurationMiddleware:
             return ASSETS
         return "unmatched"
 
-    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -182,35 +182,3 @@ def _probe_write(path: Path) -> None:
     fd, name = tempfile.mkstemp(dir=path, prefix=".lottery-probe-")
     os.close(fd)
     os.unlink(name)
-
-
-def preflight() -> Settings:
-    """What gunicorn's master checks once before forking workers: settings, data dir and tokens file."""
-    from app.tokens import Tokens, TokensError
-
-    settings = load_or_exit()
-    if settings.database_url is None and (problem := data_dir_problem(settings.data_dir)):
-        print(f"lottery: invalid setting: LOTTERY_DATA_DIR={str(settings.data_dir)!r}: {problem}", file=sys.stderr)
-        raise SystemExit(2)
-    from app.store import round_settings_warning
-
-    if warning := round_settings_warning(settings):
-        print(warning, file=sys.stderr)
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        problem = tls_problem(settings.tls_cert, settings.tls_key)
-        if problem:
-            print(f"lottery: invalid setting: LOTTERY_TLS_CERT/LOTTERY_TLS_KEY: {problem}", file=sys.stderr)
-            raise SystemExit(2)
-    if settings.tokens_file is None:
-        print(
-            "lottery: WARNING: LOTTERY_TOKENS_FILE is not set: the agency routes are OPEN, any client "
-            "may act for any agency. Generate tokens with `python -m app.tokens` for real use.",
-            file=sys.stderr,
-        )
-        return settings
-    try:
-        Tokens.load(settings.tokens_file, settings.agencies)
-    except TokensError as error:
-        print(f"lottery: invalid setting: LOTTERY_TOKENS_FILE: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return settings

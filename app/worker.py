@@ -232,6 +232,7 @@ def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> type:
 
 class LotteryWorker(UvicornWorker):
     CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": HeadDeadlineProtocol}
+    sockets: list[Any]  # gunicorn's listeners (gunicorn ships no types)
 
     def init_process(self) -> None:
         limit_malloc_arenas()  # in the worker, before its thread pool exists (app/limits.py)

@@ -143,7 +143,8 @@ class Snapshots:
 
 
 def _snapshots(request: Request) -> Snapshots:
-    return request.app.state.operator_snapshots
+    snapshots: Snapshots = request.app.state.operator_snapshots
+    return snapshots
 
 
 @router.get("/", include_in_schema=False)

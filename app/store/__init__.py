@@ -55,6 +55,7 @@ __all__ = [
     "body_digest",
     "open_store",
     "round_settings_warning",
+    "stored_round",
 ]
 
 
@@ -68,22 +69,27 @@ def open_store(settings: Settings) -> Store:
     return FileStore(settings.data_dir, settings.agencies, settings.winning_number, settings.lock_timeout)
 
 
+def stored_round(settings: Settings) -> tuple[RoundParameters | None, str]:
+    """The parameters of the round in progress in the settings' storage (None where no server has
+    run yet), read without opening a store (nothing is created or repaired), and where they are."""
+    if settings.database_url:
+        from app.store import postgres
+
+        return postgres.recorded_round(settings.database_url), "the database"
+    from app.store import files
+
+    ids = files.round_ids(settings.data_dir)
+    folder = files.round_dir(settings.data_dir, ids[-1]) if ids else settings.data_dir
+    return files.recorded_round(settings.data_dir), str(folder / files.ROUND)
+
+
 def round_settings_warning(settings: Settings) -> str | None:
     """One loud line when the stored round was started with other settings than these, else None.
 
-    The gunicorn master prints it once at start (app.settings.preflight): the round keeps
-    its recorded parameters whatever the settings say now.
+    The gunicorn master prints it once at start (app.preflight): the round keeps its recorded
+    parameters whatever the settings say now.
     """
-    if settings.database_url:
-        from app.store.postgres import recorded_round
-
-        recorded, where = recorded_round(settings.database_url), "the database"
-    else:
-        from app.store.files import ROUND, recorded_round, round_dir, round_ids
-
-        ids = round_ids(settings.data_dir)
-        folder = round_dir(settings.data_dir, ids[-1]) if ids else settings.data_dir
-        recorded, where = recorded_round(settings.data_dir), str(folder / ROUND)
+    recorded, where = stored_round(settings)
     if recorded is None or (recorded.agencies, recorded.winning_number) == (
         settings.agencies,
         settings.winning_number,

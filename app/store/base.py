@@ -15,6 +15,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from app.domain import Row, decode_rows, encode_rows
 
@@ -25,6 +26,7 @@ from app.rounds import RoundNotCurrent as RoundNotCurrent
 from app.rounds import RoundNotFound as RoundNotFound
 from app.rounds import RoundParameters as RoundParameters
 from app.rounds import RoundStillOpen as RoundStillOpen
+from app.store.stats import RoundStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +340,16 @@ class Store(ABC):
     def open_round(self, agencies: int | None = None, winning_number: int | str | None = None) -> RoundInfo:
         """Open the next round (RoundStillOpen while the current one is not drawn). Absent
         parameters take the settings'; ``winning_number="random"`` draws the number at the draw."""
+
+    @abstractmethod
+    def export_bets(self, out: BinaryIO, round: int | None = None) -> tuple[int, int]:
+        """One round's committed bets in the course's bets.csv format, in stored order, written to
+        ``out``: ``(round id, bets written)``. RoundNotFound for a round that does not exist."""
+
+    @abstractmethod
+    def agency_stats(self, round: int | None = None) -> RoundStats:
+        """Per-agency bets, chunks and last activity, the done agencies and the draw's counts
+        (read only; never draws)."""
 
     @abstractmethod
     def check_health(self) -> None:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import filelock
 import orjson
@@ -71,6 +71,7 @@ log = logging.getLogger("lottery")
 BETS = "bets.csv"
 LEDGER = "ledger.jsonl"
 DONE = "done.json"
+EXPORT_BLOCK = 1 << 20  # bytes copied at a time by an export
 WINNERS = "winners.json"
 ROUND = "round.json"
 LOCK = ".lock"
@@ -645,6 +646,21 @@ class RoundFiles:
             drawn_at,
         )
 
+    def export(self, out: BinaryIO) -> int:
+        """The committed part of bets.csv to ``out`` (committed bytes never change: copied
+        after the lock is let go); the bets written."""
+        with self._locked():
+            self._verify()
+            end, bets = self._index.end, self._index.bets
+        with open(self.bets_path, "rb") as source:
+            while end > 0:
+                block = source.read(min(end, EXPORT_BLOCK))
+                if not block:
+                    raise DataCorrupt(f"{self.bets_path} is shorter than its ledger says")
+                out.write(block)
+                end -= len(block)
+        return bets
+
     def read_status(self) -> RoundStatus:
         with self._locked():
             done = self._read_done()
@@ -936,6 +952,10 @@ class FileStore(flow.RoundFlow):
 
     def check_health(self) -> None:
         self._round(None).check_health()
+
+    def export_bets(self, out: BinaryIO, round: int | None = None) -> tuple[int, int]:
+        found = self._round(round)
+        return found.round_id, found.export(out)
 
     def draw_marker(self, round_id: int) -> str | None:
         return os.fspath(round_dir(self.dir, round_id) / WINNERS)  # written (atomically) by the draw

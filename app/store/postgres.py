@@ -669,6 +669,12 @@ class PostgresStore(flow.RoundFlow):
         self._current = (new, params.agencies)
         return new
 
+    def export_bets(self, out: BinaryIO, round: int | None = None) -> tuple[int, int]:
+        with self._connection() as conn:
+            with conn.cursor() as cur:
+                round_id = self._resolve(cur, round, writing=False)[0]
+            return round_id, export_bets(conn, out, round_id)
+
     def check_health(self) -> None:
         with self._connection(timeout=min(HEALTH_TIMEOUT, self.lock_timeout)) as conn:
             if one(conn.execute("SELECT pg_is_in_recovery()"))[0]:

@@ -503,7 +503,7 @@ def test_export_command_writes_the_files_backends_bets_csv(pg, tmp_path):
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip() == f"lottery export: 15 bets -> {out}"
+    assert proc.stderr.strip() == f"lottery export: 15 bets of round 1 -> {out}"
     assert out.read_bytes() == (files.current() / "bets.csv").read_bytes()
     assert [b.document for b in load_bets(out)] == [r[3] for c in chunks for r in c.rows]
 

@@ -84,6 +84,12 @@ class OneRound(flow.RoundFlow):
     def uploads(self, agency, round=None):  # noqa: ARG002 - one round
         return self.files.uploads(agency)
 
+    def agency_stats(self, round=None):  # noqa: ARG002 - one round
+        return self.files.agency_stats()
+
+    def export_bets(self, out, round=None):  # noqa: ARG002 - one round
+        return self.files.round_id, self.files.export(out)
+
 
 def store(path: Path, agencies: int = 3, winning_number: int = WIN) -> OneRound:
     return OneRound(RoundFiles(path, agencies, winning_number, lock_timeout=10))
