@@ -257,6 +257,7 @@ SECTIONS = {
     "bounds": lambda: __import__("bench.load_bounds", fromlist=["run"]).run(),  # bench/load_bounds.py
     "cpu": bench_cpu,
     "parts": lambda: __import__("bench.server_parts", fromlist=["main"]).main(),  # bench/server_parts.py
+    "small": lambda: __import__("bench.small_requests", fromlist=["main"]).main([]),  # one-bet POSTs with wrk
 }
 
 

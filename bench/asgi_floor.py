@@ -3,7 +3,7 @@ a FastAPI route and from a raw ASGI callable, served by the server's gunicorn co
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 fastapi_app = FastAPI()
 
@@ -11,6 +11,13 @@ fastapi_app = FastAPI()
 @fastapi_app.get("/ping")
 async def ping() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@fastapi_app.post("/agencies/{agency}/bets", status_code=201)
+async def bare_bets(agency: int, request: Request) -> dict[str, int]:
+    """The floor under a one-bet POST (bench/small_requests.py): read the body, answer JSON."""
+    await request.body()
+    return {"agency": agency, "stored": 1}
 
 
 async def raw_app(scope, receive, send) -> None:  # noqa: ANN001 - the ASGI signature

@@ -1,0 +1,176 @@
+"""A ticket sold is a request: one-bet POSTs, against the framework's own floor (issue 22).
+
+    python -m bench.small_requests [--seconds 10] [--connections 64] [--workers 2]
+
+``wrk`` (Debian's package) sends POST ``/agencies/{a}/bets`` with one CSV bet each, its own
+``Idempotency-Key`` per request, across 1,000 agencies, over keep-alive connections; the
+requests are built once in wrk's ``init`` (Lua), so the generator spends nothing per request
+but sending. Three servers on the same gunicorn config and worker count, one after the other:
+a bare FastAPI POST endpoint (reads the body, answers JSON: ``bench/asgi_floor.py``), the
+service on the files backend, and on PostgreSQL (a fresh database). Reported per server:
+requests/s, the ratio to the bare endpoint of the same run, p50 and p99, wrk's own CPU (its
+share of one core: saturated near the thread count) and, for the service, the bets stored
+beside the 201s counted (stored is at least the answered, and at most the connections more:
+wrk stops counting at its deadline with requests in flight, which are stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.pg_round import bench_database_url, round_database
+from bench.proc import rusage_seconds
+from devtools.server import ROOT, Server, free_port
+
+AGENCIES = 1000
+PREBUILT = 200_000  # requests per wrk thread, built once; each is sent at most once
+
+# wrk's script: every request is built in init (one bet, its own key, agencies in turn); the
+# summary is one JSON line on stderr.
+SCRIPT = """
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  requests = {}
+  local agencies = tonumber(args[1])
+  local count = tonumber(args[2])
+  for i = 1, count do
+    local agency = (i + id * 7) % agencies + 1
+    local body = string.format("Ana,Lopez,%d,1999-03-17,%d\\n", 20000000 + i, i %% 10000)
+    local headers = {["Content-Type"] = "text/csv", ["Idempotency-Key"] = string.format("t%d-%d", id, i)}
+    requests[i] = wrk.format("POST", string.format("/agencies/%d/bets", agency), headers, body)
+  end
+  total = count
+  n = 0
+end
+function request()
+  n = n % total + 1  -- past the table (a very fast server): replays, answered 200
+  return requests[n]
+end
+function done(summary, latency, requests)
+  io.stderr:write(string.format(
+    '{"requests": %d, "seconds": %f, "non2xx": %d, "errors": %d, "p50_ms": %f, "p99_ms": %f}\\n',
+    summary.requests, summary.duration / 1e6, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+""".replace("%%", "%")
+
+
+def wrk(url: str, seconds: float, connections: int, threads: int = 2) -> dict:
+    """One wrk run; its summary plus the generator's own CPU (seconds, and cores used)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench.small_requests: wrk is missing (apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(SCRIPT)
+    try:
+        before = rusage_seconds(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", script.name,
+             url, "--", str(AGENCIES), str(PREBUILT)],
+            capture_output=True, text=True, timeout=seconds + 120,
+        )  # fmt: skip
+        cpu = rusage_seconds(resource.RUSAGE_CHILDREN) - before
+    finally:
+        os.unlink(script.name)
+    line = [part for part in proc.stderr.splitlines() if part.startswith("{")]
+    if proc.returncode != 0 or not line:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout[-300:]} {proc.stderr[-300:]}")
+    found = json.loads(line[-1])
+    found["rps"] = (found["requests"] - found["non2xx"] - found["errors"]) / found["seconds"]
+    found["wrk_cpu_s"] = cpu
+    found["wrk_cores"] = cpu / found["seconds"]
+    return found
+
+
+@contextmanager
+def bare_server(workers: int) -> Iterator[str]:
+    """The bare FastAPI POST endpoint on the server's gunicorn config: its base URL."""
+    port = free_port()
+    env = {**os.environ, "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port} --workers {workers}"}
+    with tempfile.TemporaryDirectory(prefix="bench-bare-") as tmp:
+        env["LOTTERY_DATA_DIR"] = str(Path(tmp) / "data")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "bench.asgi_floor:fastapi_app"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(url + "/ping", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.05)
+            yield url
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+
+
+def stored_bets(url: str) -> int:
+    return int(httpx.get(url + "/status", timeout=30).json()["bets"])
+
+
+def run(seconds: float = 10, connections: int = 64, workers: int = 2) -> dict:
+    results: dict = {"seconds": seconds, "connections": connections, "workers": workers}
+    with bare_server(workers) as url:
+        results["bare"] = wrk(url, seconds, connections)
+    with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp:
+        with Server(Path(tmp) / "data", workers=workers, agencies=AGENCIES) as server:
+            found = wrk(server.url, seconds, connections)
+            found["stored"] = stored_bets(server.url)
+            results["files"] = found
+        with round_database(bench_database_url()) as db:
+            with Server(
+                Path(tmp) / "pg", workers=workers, agencies=AGENCIES, env={"LOTTERY_DATABASE_URL": db}
+            ) as server:
+                found = wrk(server.url, seconds, connections)
+                found["stored"] = stored_bets(server.url)
+                results["postgres"] = found
+    bare = results["bare"]["rps"]
+    print(
+        f"  one-bet POSTs, {connections} connections, {workers} workers, {seconds:g} s each (wrk, pre-built requests)"
+    )
+    for name in ("bare", "files", "postgres"):
+        r = results[name]
+        r["ratio"] = r["rps"] / bare
+        # wrk stops counting at its deadline: requests still in flight then are stored, not counted
+        once = "" if name == "bare" else f", stored {r['stored']:,}, answered {r['requests'] - r['non2xx']:,}"
+        print(
+            f"  {name:9} {r['rps']:8,.0f} req/s  x{r['ratio']:.2f}  p50 {r['p50_ms']:6.1f} ms"
+            f"  p99 {r['p99_ms']:6.1f} ms  (wrk CPU {r['wrk_cores']:.2f} cores{once}; non-2xx {r['non2xx']}, errors {r['errors']})"
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.small_requests", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    return run(args.seconds, args.connections, args.workers)
+
+
+if __name__ == "__main__":
+    main()
