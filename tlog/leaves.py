@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from dataclasses import dataclass
 
 from tlog import b64
@@ -132,6 +131,8 @@ Leaf = RoundOpened | ChunkStored | RoundClosed
 
 
 def new_salt() -> bytes:
+    import secrets  # here, not at import: the uploader's start-up is measured
+
     return secrets.token_bytes(SALT_SIZE)
 
 
