@@ -107,19 +107,24 @@ class Signer:
             raise NoteError("malformed signer key")
         if key[0] != ALG_ED25519 or len(key) != 33:
             raise NoteError("unknown signer algorithm")
-        signer = cls(name, int(hex_id, 16), key[1:])
-        if key_id(name, bytes([ALG_ED25519]) + signer.public_key()) != signer.key_id:
-            raise NoteError("signer key id does not match its name and key")  # checked once the public key is known
+        signer = cls.from_seed(name, key[1:])
+        if signer.key_id != int(hex_id, 16):  # the id names the public key: checked once it is derived
+            raise NoteError("signer key id does not match its name and key")
         return signer
 
     @classmethod
     def generate(cls, name: str) -> Signer:
-        """A new key named ``name`` (its seed from the OS's CSPRNG)."""
+        """A new key named ``name``, its seed from the OS's CSPRNG."""
         import secrets
 
+        return cls.from_seed(name, secrets.token_bytes(32))
+
+    @classmethod
+    def from_seed(cls, name: str, seed: bytes) -> Signer:
         if not valid_name(name):
             raise NoteError(f"a key name is non-empty, without spaces or '+': {name!r}")
-        seed = secrets.token_bytes(32)
+        if len(seed) != 32:
+            raise NoteError("an Ed25519 seed is 32 bytes")
         return cls(name, key_id(name, bytes([ALG_ED25519]) + _public_key(seed)), seed)
 
     def skey(self) -> str:

@@ -4,6 +4,7 @@ golang.org/x/mod/sumdb/note (and sumdb), transparency-dev/formats, and C2SP's sp
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -273,3 +274,16 @@ def test_a_signed_note_opens_and_any_change_breaks_it(lines, position, data):
     changed = body[:i] + bytes([body[i] ^ data.draw(st.integers(1, 255))]) + body[i + 1 :]
     with pytest.raises(NoteError):
         note.open_note(changed + signed[len(body) :], [SIGNER.verifier()])
+
+
+def test_the_docs_example_checkpoint():
+    """docs/transparency.md shows a signed checkpoint of the draw's golden log: it is this one."""
+    name = "lottery.example/log"
+    signer = Signer.from_seed(name, hashlib.sha256(b"lottery docs example key").digest())
+    vkey = "lottery.example/log+cfff56a7+AZUX59zw7uMDEYgD1Ro7ufUuIdFLJJSAK5KNWyrxTpSx"
+    assert signer.verifier().vkey() == vkey
+    root = bytes.fromhex("94b16ee5a989038c01184f513775c91bb78541cd6c544ea039abe23327dca64c")  # test_tlog_draw's
+    signed = sign_checkpoint(Checkpoint(name, 4, root), signer).decode()
+    docs = (Path(__file__).parents[2] / "docs" / "transparency.md").read_text(encoding="utf-8")
+    assert f"```\n{signed}```" in docs
+    assert vkey in docs
