@@ -158,7 +158,8 @@ def run(seconds: float = 10, connections: int = 64, workers: int = 2) -> dict:
         once = "" if name == "bare" else f", stored {r['stored']:,}, answered {r['requests'] - r['non2xx']:,}"
         print(
             f"  {name:9} {r['rps']:8,.0f} req/s  x{r['ratio']:.2f}  p50 {r['p50_ms']:6.1f} ms"
-            f"  p99 {r['p99_ms']:6.1f} ms  (wrk CPU {r['wrk_cores']:.2f} cores{once}; non-2xx {r['non2xx']}, errors {r['errors']})"
+            f"  p99 {r['p99_ms']:6.1f} ms  (wrk CPU {r['wrk_cores']:.2f} cores{once};"
+            f" non-2xx {r['non2xx']}, errors {r['errors']})"
         )
     return results
 
