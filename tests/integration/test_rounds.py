@@ -129,10 +129,11 @@ def test_three_rounds_back_to_back(tmp_path: Path, dataset: Path, database_url: 
             }
             again = client.post("/rounds", json=body, headers=operator)
             assert again.status_code == 409 and again.json()["current_round"] == 2
-            # the operator's token uploads nothing for an agency
+            # the operator's token uploads nothing for an agency: 403, saying whose token it is
             bet = b"Ana,Lopez,30000001,1999-03-17,42\n"
             csv_body = {"content": bet, "headers": {**operator, "Content-Type": "text/csv"}}
-            assert client.post("/rounds/2/agencies/1/bets", **csv_body).status_code == 401
+            refused = client.post("/rounds/2/agencies/1/bets", **csv_body)
+            assert refused.status_code == 403 and "operator's token" in refused.json()["detail"]
             late = client.post("/rounds/1/agencies/1/bets", content=bet, headers={**agency, "Content-Type": "text/csv"})
             assert late.status_code == 409 and "the current round is 2" in late.json()["detail"]
         draws = server.log().count("action: sorteo | result: success")
