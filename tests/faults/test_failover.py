@@ -32,19 +32,18 @@ import pytest
 
 from client.generate import generate
 from devtools.server import ROOT, Server
-from tests.faults.support import SORTEO, finish, winners_of
+from tests.faults.support import SORTEO, finish, run_uploaders, winners_of
 from tests.figures import lost_and_duplicated, record
 from tests.helpers import expected_rows
 from tests.support import formation
-from tests.support.uploader import uploader
 from tests.support.waits import wait_for_bets
 
 pytestmark = [pytest.mark.faults, pytest.mark.long]
 
 AGENCIES = 6
 BETS = 30_000  # per agency
-BATCH = 1_000  # bets per chunk: many requests in flight when the primary goes
-PROMOTED = ("wait_primary", "primary")  # the secondary's state once promoted (alone, then with a standby)
+BATCH = 1_000  # bets per chunk
+PROMOTED = "wait_primary"  # the secondary's state once promoted, while it has no standby
 PAUSE = re.compile(r"the server answers again after ([0-9.]+) s")
 
 
@@ -84,18 +83,12 @@ def test_the_primary_lost_mid_upload_is_a_pause(tmp_path: Path, agency_files, fa
             env={"LOTTERY_DATABASE_URL": pg.url},
         ).start(timeout=60)
         try:
-            procs = {
-                agency: uploader(
-                    "run", "--agency", str(agency), "--file", str(path), "--server", server.url,
-                    "--batch-size", str(BATCH), "--json",
-                    env={"LOTTERY_LOG_LEVEL": "DEBUG"},  # each retry and its reason, to count 500s
-                )
-                for agency, path in agency_files.items()
-            }  # fmt: skip
+            # Many small chunks: many requests in flight when the primary goes.
+            procs = run_uploaders(server.url, agency_files, "--batch-size", str(BATCH))
             wait_for_bets(server.url, AGENCIES * BETS * 3 // 10, timeout=120)
             lost_at = time.monotonic()
             pg.lose(primary, fault)
-            promoted_at = pg.wait_state({secondary.name: PROMOTED[0]}, timeout=180)
+            promoted_at = pg.wait_state({secondary.name: PROMOTED}, timeout=180)
             results = finish(procs, timeout=300)
             rows = exported(pg.url, tmp_path / "bets.csv")
         finally:
