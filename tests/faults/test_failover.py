@@ -70,7 +70,7 @@ def exported(url: str, out: Path) -> Counter:
 @pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
 def test_the_primary_lost_mid_upload_is_a_pause(tmp_path: Path, agency_files, fault: signal.Signals) -> None:
     if reason := formation.unavailable():
-        pytest.fail(reason)  # CI installs it and runs as root: a skip would hide the failover untested
+        pytest.skip(reason)  # CI installs it and runs as root, and fails on any skip (.ci/check_skips.py)
     figure = f"PostgreSQL primary {'SIGKILL' if fault == signal.SIGKILL else 'SIGSTOP'} mid-upload, failover"
     record(figure)
     with formation.Formation() as pg:
