@@ -24,9 +24,6 @@ import psycopg
 
 log = logging.getLogger("lottery")
 
-# libpq's per-host connect timeout (its minimum is 2 s): a frozen host never refuses, so with
-# a multi-host URL this is what moving on to the next host costs.
-CONNECT_TIMEOUT = 3
 # A lost peer is noticed on an idle connection after 5 + 3 x 2 s of unanswered probes, and on a
 # busy one once sent data stays unacknowledged for 15 s.
 KEEPALIVES: dict[str, Any] = {

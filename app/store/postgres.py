@@ -64,7 +64,7 @@ from app.store.base import (
     replay_by_key,
     replay_by_range,
 )
-from app.store.pg_watchdog import CHECK_DEADLINE, CONNECT_TIMEOUT, KEEPALIVES, STATEMENT_MARGIN, Watchdog
+from app.store.pg_watchdog import CHECK_DEADLINE, KEEPALIVES, STATEMENT_MARGIN, Watchdog
 from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
@@ -78,6 +78,9 @@ ROUNDS_LOCK = 0x4C4F5454_00000002  # opening a round: one at a time, and the nex
 POOL_MIN, POOL_MAX = 1, 8
 HEALTH_TIMEOUT = 5.0
 DOWN_TIMEOUT = 1.0  # how long a request waits for a connection while the database seems down
+# libpq's, per host of a multi-host URL (its minimum is 2 s): a hung host never refuses, so this
+# is what moving on to the next host costs (app/store/pg_watchdog.py).
+CONNECT_TIMEOUT = 3
 UNIQUE_RETRIES = 5
 
 BET_COLUMNS = "agency, first_name, last_name, document, birthdate, number"
@@ -327,7 +330,7 @@ class PostgresStore(flow.RoundFlow):
         statement_ms = int((self.lock_timeout + STATEMENT_MARGIN) * 1000)
         return {
             "autocommit": True,  # every write below is an explicit transaction block
-            "connect_timeout": CONNECT_TIMEOUT,  # per host of a multi-host URL (app/store/pg_watchdog.py)
+            "connect_timeout": CONNECT_TIMEOUT,
             **KEEPALIVES,  # a host lost from the network is noticed, even mid-query
             "application_name": f"lottery-{os.getpid()}",
             # A lock not granted in time (another host's draw, a busy upload) gives 503; so does
