@@ -1,9 +1,12 @@
 """The uploader's HTTP side: one httpx connection pool, retries with backoff, one-line errors.
 
-Retried: connection errors, timeouts, 429 and 5xx, waiting an exponentially growing,
-jittered delay ("full jitter"), and at least what ``Retry-After`` asks. Never retried: any
-other 4xx, which is the server's final word about that request. Retrying a chunk is safe
-because every chunk carries an Idempotency-Key and an upload range.
+Retried: connection errors, timeouts, 408, 429 and 5xx, for a time budget (``--retry-budget``,
+5 minutes: a database failover answers 503 for about 50 s, issue 24), not a count; each wait
+grows exponentially, jittered (so many uploaders do not retry in step), and is at least what
+``Retry-After`` asks. The first retry of an outage logs one line ("waiting for the server"),
+the first answer after it another; each retry is a DEBUG line. Never retried: any other 4xx,
+which is the server's final word about that request. Retrying a chunk is safe because every
+chunk carries an Idempotency-Key and an upload range.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from time import monotonic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,9 +42,16 @@ log = logging.getLogger("client")
 # uses it, and it is a third of httpx's import time. A None entry makes that optional import fail
 # as httpx expects it might; set here, before any of the uploader's code imports httpx.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None is how an import is blocked
-RETRY_STATUSES = {429, 500, 502, 503, 504}
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+RETRY_BUDGET = 300.0  # seconds a request keeps retrying (client/options.py: --retry-budget)
 BASE_DELAY = 0.1
-MAX_DELAY = 5.0
+# The longest wait between attempts: the pause an agency sees after the server is back. Not the
+# server's keep-alive (gunicorn.conf.py: 5 s), which a reused connection would race.
+MAX_DELAY = 4.0
+# A pooled connection idle this long is closed, not reused: shorter than any server keep-alive
+# (gunicorn's default is 2 s, ours 5 s), so a request never goes on a connection the server is
+# closing at that instant (a reset, unanswered: an attempt lost). Busy uploads never idle this long.
+KEEPALIVE_EXPIRY = 1.0
 
 
 class ClientError(Exception):
@@ -123,17 +134,20 @@ class Api:
         self,
         server: str,
         token: str | None = None,
-        retries: int = 10,
+        retries: int | None = None,  # at most this many retries of a request (None: the budget decides)
         timeout: float = 60.0,
         stop: threading.Event | None = None,
         *,
         connections: int = 4,  # at most this many requests at once (the uploader's --concurrency)
+        retry_budget: float = RETRY_BUDGET,  # seconds a request keeps retrying transient failures
         cacert: str | Path | None = None,  # a private CA to trust for an https server
         insecure: bool = False,  # allow a token over plain http to another machine
         transport: httpx.BaseTransport | None = None,  # tests: httpx.MockTransport instead of the network
     ):
         self.server, self.token, self.retries, self.timeout = server.rstrip("/"), token, retries, timeout
         self.cacert, self.insecure, self.transport = cacert, insecure, transport
+        self.retry_budget = retry_budget
+        self._waiting_since: float | None = None  # when the current outage was first met
         self.connections = max(connections, 1)
         check_transport(self.server, self.token, self.insecure)
         self.headers = {"User-Agent": "lottery-uploader/1.0"}
@@ -154,7 +168,11 @@ class Api:
                 self._client = httpx.Client(  # no base URL or headers: _build puts both in each request
                     timeout=self.timeout,
                     verify=self.verify,
-                    limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections),
+                    limits=httpx.Limits(
+                        max_connections=self.connections,
+                        max_keepalive_connections=self.connections,
+                        keepalive_expiry=KEEPALIVE_EXPIRY,
+                    ),
                     transport=self.transport,
                 )
             return self._client
@@ -199,7 +217,8 @@ class Api:
         ``kwargs``: ``params``, ``headers``, ``content``, ``json`` and ``timeout``, as httpx's."""
         import httpx  # loaded by now, or by _http() below
 
-        for attempt in range(self.retries + 1):
+        attempt, give_up_at = 0, None
+        while True:
             if self.stop.is_set():
                 raise Stopped()
             client = self._http()
@@ -213,26 +232,54 @@ class Api:
                 reason, wait_at_least = self._describe(error), 0.0
             else:
                 if response.status_code in ok or response.status_code == 425:
+                    self._answered()
                     return response
                 if response.status_code in (401, 403):
                     raise ClientError(_auth_message(response))
                 if response.status_code not in RETRY_STATUSES:
                     raise Rejected(response)
                 reason, wait_at_least = f"HTTP {response.status_code}", retry_after(response, 0.0)
-            if attempt == self.retries:
-                raise ClientError(f"giving up on {method} {path} after {attempt + 1} attempts: {reason}")
-            import random  # only when something failed
-
-            delay = max(wait_at_least, random.uniform(0, min(MAX_DELAY, BASE_DELAY * 2**attempt)))
-            log.warning(
+            now = monotonic()
+            if give_up_at is None:
+                give_up_at = now + self.retry_budget
+                self._waiting(reason)
+            attempt += 1
+            if give_up_at - now < 0.01 or self.retries is not None and attempt > self.retries:
+                spent = now - give_up_at + self.retry_budget
+                raise ClientError(f"giving up on {method} {path} after {attempt} attempts in {spent:.0f} s: {reason}")
+            delay = min(backoff(attempt, wait_at_least), give_up_at - now)  # the last attempt at the budget's end
+            log.debug(
                 "action: reintento | result: in_progress | intento: %d | motivo: %s | espera: %.2fs",
-                attempt + 1,
+                attempt,
                 reason,
                 delay,
             )
             if self.stop.wait(delay):
                 raise Stopped()
-        raise AssertionError("unreachable")
+
+    def _waiting(self, reason: str) -> None:
+        """One line when an outage is first met (by any of the sender threads), not one per retry."""
+        with self._lock:
+            if self._waiting_since is not None:
+                return
+            self._waiting_since = monotonic()
+        log.warning(
+            "action: reintento | result: in_progress | motivo: %s | detail: waiting for the server, "
+            "retrying each request for up to %.0f s",
+            reason,
+            self.retry_budget,
+        )
+
+    def _answered(self) -> None:
+        if self._waiting_since is None:
+            return
+        with self._lock:
+            since, self._waiting_since = self._waiting_since, None
+        if since is not None:
+            log.info(
+                "action: reintento | result: success | detail: the server answers again after %.1f s",
+                monotonic() - since,
+            )
 
     def _describe(self, error: httpx.TransportError) -> str:
         import httpx
@@ -250,6 +297,15 @@ class Api:
         else:
             hint = f"the CA in {self.cacert} did not sign it: pass the CA certificate that did with --cacert FILE"
         return f"the certificate of {self.server} is not trusted ({error.verify_message or error.reason}): {hint}"
+
+
+def backoff(attempt: int, at_least: float = 0.0) -> float:
+    """The wait before retry number ``attempt`` (1, 2, ...): a random point in the upper half of
+    an exponentially growing window capped at MAX_DELAY, and at least ``at_least`` (Retry-After)."""
+    import random  # only when something failed
+
+    ceiling = min(MAX_DELAY, BASE_DELAY * 2 ** (attempt - 1))
+    return max(at_least, random.uniform(ceiling / 2, ceiling))
 
 
 def retry_after(response: Response, default: float) -> float:

@@ -11,6 +11,7 @@ An ``Options`` instance holds one value per entry, the default until a source gi
 from __future__ import annotations
 
 from client.generate import WINNING_NUMBER
+from client.http import RETRY_BUDGET
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 # Chosen from `make bench`'s "uploader" section (README "Performance"): every request costs
@@ -152,14 +153,24 @@ class Options:
     config: str | None = option(
         TEXT, commands=AGENCY_COMMANDS, help="YAML config file in the course's shape", env=("LOTTERY_CONFIG",)
     )
-    retries: int = option(
+    retries: int | None = option(
         RETRIES,
-        10,
         commands=AGENCY_COMMANDS,
-        help="retries of a request after its first attempt fails on a transient error "
-        "(default 10, so at most 11 attempts)",
+        help="at most this many retries of a request after its first attempt fails on a transient error "
+        "(default: as many as --retry-budget allows)",
         env=("LOTTERY_RETRIES",),
         config=("retries",),
+    )
+    # A budget, not a count: the server answers 503 for as long as a database failover lasts
+    # (about 50 s with pg_auto_failover's defaults, docs/postgres.md), and that is not a count.
+    retry_budget: float = option(
+        SECONDS,
+        RETRY_BUDGET,
+        commands=AGENCY_COMMANDS,
+        help=f"seconds a request keeps retrying while the server is unreachable or answers 503 "
+        f"(default {RETRY_BUDGET:.0f}: rides through a database failover)",
+        env=("LOTTERY_RETRY_BUDGET",),
+        config=("retry_budget",),
     )
     quiet: bool = option(
         FLAG,

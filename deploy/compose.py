@@ -17,6 +17,11 @@ PostgreSQL: the `postgres` service only starts under the `postgres` profile.
 The server switches backend when LOTTERY_DATABASE_URL is set:
     LOTTERY_DATABASE_URL=postgresql://lottery:lottery@postgres:5432/lottery \
         docker compose --profile postgres up
+
+High availability (docs/postgres.md "High availability"): the `ha` profile runs pg_auto_failover,
+a monitor and two nodes replicating synchronously; the server on both nodes' multi-host URL
+writes to whichever is primary, and rides through a failover:
+    LOTTERY_DATABASE_URL="$HA_URL" docker compose --profile ha up   (HA_URL below)
 """
 
 from __future__ import annotations
@@ -125,6 +130,61 @@ def _postgres() -> dict:
     }
 
 
+# pg_auto_failover (Debian's package on the PostgreSQL image: deploy/pg-auto-failover.Dockerfile).
+HA_IMAGE = "lottery-pg-auto-failover:15"
+HA_NODES = ("pg-node1", "pg-node2")
+HA_MONITOR = "postgresql://autoctl_node@pg-monitor:5432/pg_auto_failover?sslmode=require"
+# Both nodes; libpq tries them in turn and keeps the one that takes writes (the primary).
+HA_URL = (
+    "postgresql://lottery:lottery@"
+    + ",".join(f"{node}:5432" for node in HA_NODES)
+    + "/lottery?target_session_attrs=read-write"
+)
+HA_ENV = {
+    "PGDATA": "/var/lib/postgresql/pgaf/data",
+    # pg_autoctl's config and state live in the volume too, so a restarted container resumes.
+    "XDG_CONFIG_HOME": "/var/lib/postgresql/pgaf/config",
+    "XDG_DATA_HOME": "/var/lib/postgresql/pgaf/share",
+}
+
+
+def _ha_service(name: str, command: list[str], volume: str) -> dict:
+    return {
+        "build": {"context": "./deploy", "dockerfile": "pg-auto-failover.Dockerfile"},
+        "image": HA_IMAGE,
+        "pull_policy": "build",
+        # Opt-in: only with `--profile ha`. The server does not depend on it (the default file
+        # backend works without it); pointed at it, it answers 503 until a primary is up.
+        "profiles": ["ha"],
+        "hostname": name,
+        "user": "postgres",  # pg_autoctl refuses to run as root
+        "environment": dict(HA_ENV),
+        # `create ... --run` is idempotent: the first start creates the node, a restart resumes it.
+        "command": command,
+        "volumes": [f"{volume}:/var/lib/postgresql/pgaf"],
+        # A node or monitor killed is restarted; a node that comes back rejoins as a standby.
+        "restart": "unless-stopped",
+    }
+
+
+def _ha(services: dict) -> None:
+    """The `ha` profile: a pg_auto_failover monitor and two Postgres nodes, synchronous."""
+    # Trust on the compose network only (no port is published); pg_autoctl creates `lottery`
+    # (a superuser) and its database on the first primary, and --pg-hba-lan lets it in.
+    common = ["--auth", "trust", "--ssl-self-signed"]
+    services["pg-monitor"] = _ha_service(
+        "pg-monitor",
+        ["pg_autoctl", "create", "monitor", "--hostname", "pg-monitor", *common, "--run"],
+        "pg-monitor-data",
+    )
+    for node in HA_NODES:
+        command = [
+            "pg_autoctl", "create", "postgres", "--name", node, "--hostname", node, *common, "--pg-hba-lan",
+            "--username", "lottery", "--dbname", "lottery", "--monitor", HA_MONITOR, "--run",
+        ]  # fmt: skip
+        services[node] = {**_ha_service(node, command, f"{node}-data"), "depends_on": ["pg-monitor"]}
+
+
 def _prometheus() -> dict:
     return {
         "image": "prom/prometheus:v3.5.0",
@@ -147,6 +207,7 @@ def build_compose(agencies: int) -> dict:
     for k in range(1, agencies + 1):
         services[f"client{k}"] = _client(k)
     services["postgres"] = _postgres()
+    _ha(services)
     services["prometheus"] = _prometheus()
 
     secrets = {"tokens.json": {"file": "./secrets/tokens.json"}}
@@ -159,7 +220,12 @@ def build_compose(agencies: int) -> dict:
         # whatever the checkout directory is called.
         "name": "lottery",
         "services": services,
-        "volumes": {"lottery-data": {}, "pg-data": {}, "prometheus-data": {}},
+        "volumes": {
+            "lottery-data": {},
+            "pg-data": {},
+            **{f"{name}-data": {} for name in ("pg-monitor", *HA_NODES)},
+            "prometheus-data": {},
+        },
         "secrets": secrets,
     }
 
@@ -175,6 +241,8 @@ def render(agencies: int) -> str:
         "# PostgreSQL backend (opt-in):\n"
         "#   LOTTERY_DATABASE_URL=postgresql://lottery:lottery@postgres:5432/lottery"
         " docker compose --profile postgres up\n"
+        "# PostgreSQL with automatic failover (opt-in, docs/postgres.md):\n"
+        f"#   LOTTERY_DATABASE_URL='{HA_URL}' docker compose --profile ha up\n"
     )
 
     class Dumper(yaml.SafeDumper):

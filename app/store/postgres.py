@@ -64,6 +64,7 @@ from app.store.base import (
     replay_by_key,
     replay_by_range,
 )
+from app.store.pg_watchdog import CHECK_DEADLINE, KEEPALIVES, STATEMENT_MARGIN, Watchdog
 from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
@@ -77,7 +78,9 @@ ROUNDS_LOCK = 0x4C4F5454_00000002  # opening a round: one at a time, and the nex
 POOL_MIN, POOL_MAX = 1, 8
 HEALTH_TIMEOUT = 5.0
 DOWN_TIMEOUT = 1.0  # how long a request waits for a connection while the database seems down
-CONNECT_TIMEOUT = 5
+# libpq's, per host of a multi-host URL (its minimum is 2 s): a hung host never refuses, so this
+# is what moving on to the next host costs (app/store/pg_watchdog.py).
+CONNECT_TIMEOUT = 3
 UNIQUE_RETRIES = 5
 
 BET_COLUMNS = "agency, first_name, last_name, document, birthdate, number"
@@ -312,6 +315,7 @@ class PostgresStore(flow.RoundFlow):
         self._schema_ready = False
         self._unreachable: str | None = None  # why the pool's last connection attempt failed
         self._generation = 0
+        self._watchdog = Watchdog(self._drop_pool)  # cuts connections to a database host that hangs
         try:
             self._ensure_schema()
         except StorageUnavailable as error:
@@ -323,12 +327,15 @@ class PostgresStore(flow.RoundFlow):
 
     def _connect_kwargs(self) -> dict[str, Any]:
         timeout_ms = int(self.lock_timeout * 1000)
+        statement_ms = int((self.lock_timeout + STATEMENT_MARGIN) * 1000)
         return {
             "autocommit": True,  # every write below is an explicit transaction block
             "connect_timeout": CONNECT_TIMEOUT,
+            **KEEPALIVES,  # a host lost from the network is noticed, even mid-query
             "application_name": f"lottery-{os.getpid()}",
-            # A lock not granted in time (another host's draw, a busy upload) gives 503.
-            "options": f"-c lock_timeout={timeout_ms} -c client_encoding=UTF8",
+            # A lock not granted in time (another host's draw, a busy upload) gives 503; so does
+            # a statement that runs past the lock timeout and more (a server that crawls).
+            "options": f"-c lock_timeout={timeout_ms} -c statement_timeout={statement_ms} -c client_encoding=UTF8",
         }
 
     def _new_pool(self) -> ConnectionPool:
@@ -356,7 +363,7 @@ class PostgresStore(flow.RoundFlow):
             min_size=POOL_MIN,
             max_size=POOL_MAX,
             timeout=self.lock_timeout,
-            check=ConnectionPool.check_connection,  # a connection the database dropped is replaced, not used
+            check=self._check,  # a connection the database dropped, or whose host hangs, is replaced, not used
             name=f"lottery-{os.getpid()}-{generation}",
             open=True,
         )
@@ -372,6 +379,18 @@ class PostgresStore(flow.RoundFlow):
                 self._pool_pid = os.getpid()
             return self._pool
 
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        with self._watchdog.watch(conn, CHECK_DEADLINE):
+            ConnectionPool.check_connection(conn)
+
+    def _drop_pool(self) -> None:
+        """A fresh pool on next use: the old one's connections go to a host that hangs or was
+        lost, and its reconnection may be deep in back-off. Requests waiting on it get 503."""
+        with self._pool_lock:
+            old, self._pool = self._pool, None
+        if old is not None and self._pool_pid == os.getpid():
+            old.close(timeout=0)
+
     def _probe(self) -> None:
         """While the database seems down: one direct attempt, so that a request gets 503 at once
         instead of waiting for the pool; once it answers again, a fresh pool (the old one
@@ -384,9 +403,8 @@ class PostgresStore(flow.RoundFlow):
         with self._pool_lock:
             if self._unreachable is None:
                 return  # another thread got there first
-            old, self._pool, self._unreachable = self._pool, None, None
-        if old is not None and self._pool_pid == os.getpid():
-            old.close(timeout=0)
+            self._unreachable = None
+        self._drop_pool()
         log.info("action: base_de_datos | result: success | detail: reachable again")
 
     def _getconn(self, pool: ConnectionPool, timeout: float) -> psycopg.Connection:
@@ -413,8 +431,12 @@ class PostgresStore(flow.RoundFlow):
             pool = self._get_pool()
             conn = self._getconn(pool, timeout or self.lock_timeout)
             try:
-                with conn:  # a pooled connection is not closed on exit, only handed back below
-                    yield conn
+                # Past the lock timeout and twice the margin, its host hangs: the watchdog cuts it.
+                with self._watchdog.watch(conn, (timeout or self.lock_timeout) + 2 * STATEMENT_MARGIN), conn:
+                    yield conn  # a pooled connection is not closed on exit, only handed back below
+            except pg_errors.ReadOnlySqlTransaction:
+                conn.close()  # its host was demoted (a failover): reconnect to the writable one
+                raise
             finally:
                 pool.putconn(conn)  # a broken connection is discarded and replaced by the pool
         except pg_errors.UniqueViolation:

@@ -22,6 +22,7 @@ def api(options: Options, stop: threading.Event | None = None) -> Api:
         options.request_timeout,
         stop,
         connections=options.concurrency,
+        retry_budget=options.retry_budget,
         cacert=options.cacert,
         insecure=options.insecure,
     )

@@ -49,10 +49,15 @@ class Unexpected5xx:
 
 
 def run_uploaders(url: str, files: dict[int, Path], *extra: str) -> dict[int, subprocess.Popen]:
+    """One uploader per agency file; each logs every retry with its reason (a DEBUG line:
+    ``motivo: HTTP 5..`` counts the 5xx it met), not only when it starts waiting."""
     return {
-        a: uploader("run", "--agency", str(a), "--file", str(p), "--server", url, "--json", *extra)
+        a: uploader(
+            "run", "--agency", str(a), "--file", str(p), "--server", url, "--json", *extra,
+            env={"LOTTERY_LOG_LEVEL": "DEBUG"},
+        )
         for a, p in files.items()
-    }
+    }  # fmt: skip
 
 
 def finish(procs: dict[int, subprocess.Popen], timeout: float) -> dict[int, tuple[str, str, int]]:

@@ -111,7 +111,7 @@ def test_sigkill_random_workers_while_five_agencies_upload(tmp_path: Path) -> No
     lost, duplicated = lost_and_duplicated(expected, stored)
     # The uploaders log every retry with its reason: a 5xx would show as "motivo: HTTP 5..".
     errors_5xx = sum(err.count("motivo: HTTP 5") for _, err, _ in results.values())
-    retries = sum(err.count("action: reintento") for _, err, _ in results.values())
+    retries = sum(err.count("action: reintento | result: in_progress | intento:") for _, err, _ in results.values())
     record(
         FIGURE,
         faults=kills,

@@ -146,7 +146,7 @@ def test_clear_errors(tmp_path: Path) -> None:
         "run", "--agency", "1", "--file", str(path), "--server", url, "--retries", "1", timeout=30
     )
     assert code == 1
-    assert f"after 2 attempts: server unreachable at {url}" in err  # --retries 1: one retry
+    assert f"after 2 attempts in 0 s: server unreachable at {url}" in err  # --retries 1: one retry
     assert err.count("action: reintento") == 1
 
     assert run_uploader("run", "--agency", "zero", "--file", str(path), timeout=30).code == 2

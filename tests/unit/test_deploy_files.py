@@ -66,9 +66,11 @@ def compose(request, tmp_path_factory) -> tuple[int, dict]:
 def test_service_names_are_server_and_one_client_per_agency(compose):
     n, doc = compose
     clients = [f"client{k}" for k in range(1, n + 1)]
-    # `postgres` and `prometheus` are present but opt-in (profiles); everything else is exact.
-    assert list(doc["services"]) == ["server", *clients, "postgres", "prometheus"]
+    # `postgres`, the `ha` formation and `prometheus` are present but opt-in (profiles); the rest is exact.
+    ha = ["pg-monitor", "pg-node1", "pg-node2"]
+    assert list(doc["services"]) == ["server", *clients, "postgres", *ha, "prometheus"]
     assert doc["services"]["postgres"]["profiles"] == ["postgres"]
+    assert all(doc["services"][name]["profiles"] == ["ha"] for name in ha)
     assert doc["services"]["prometheus"]["profiles"] == ["metrics"]
     active = [name for name, svc in doc["services"].items() if not svc.get("profiles")]
     assert active == ["server", *clients]
@@ -135,6 +137,52 @@ services:
       timeout: 3s
       retries: 5
       start_period: 10s
+  pg-monitor:
+    build: {context: ./deploy, dockerfile: pg-auto-failover.Dockerfile}
+    image: lottery-pg-auto-failover:15
+    pull_policy: build
+    profiles: [ha]
+    hostname: pg-monitor
+    user: postgres
+    environment: &pgaf
+      PGDATA: /var/lib/postgresql/pgaf/data
+      XDG_CONFIG_HOME: /var/lib/postgresql/pgaf/config
+      XDG_DATA_HOME: /var/lib/postgresql/pgaf/share
+    command: [pg_autoctl, create, monitor, --hostname, pg-monitor, --auth, trust, --ssl-self-signed, --run]
+    volumes: ["pg-monitor-data:/var/lib/postgresql/pgaf"]
+    restart: unless-stopped
+  pg-node1:
+    build: {context: ./deploy, dockerfile: pg-auto-failover.Dockerfile}
+    image: lottery-pg-auto-failover:15
+    pull_policy: build
+    profiles: [ha]
+    hostname: pg-node1
+    user: postgres
+    environment: *pgaf
+    command: [
+      pg_autoctl, create, postgres, --name, pg-node1, --hostname, pg-node1, --auth, trust, --ssl-self-signed,
+      --pg-hba-lan, --username, lottery, --dbname, lottery,
+      --monitor, "postgresql://autoctl_node@pg-monitor:5432/pg_auto_failover?sslmode=require", --run
+    ]
+    volumes: ["pg-node1-data:/var/lib/postgresql/pgaf"]
+    restart: unless-stopped
+    depends_on: [pg-monitor]
+  pg-node2:
+    build: {context: ./deploy, dockerfile: pg-auto-failover.Dockerfile}
+    image: lottery-pg-auto-failover:15
+    pull_policy: build
+    profiles: [ha]
+    hostname: pg-node2
+    user: postgres
+    environment: *pgaf
+    command: [
+      pg_autoctl, create, postgres, --name, pg-node2, --hostname, pg-node2, --auth, trust, --ssl-self-signed,
+      --pg-hba-lan, --username, lottery, --dbname, lottery,
+      --monitor, "postgresql://autoctl_node@pg-monitor:5432/pg_auto_failover?sslmode=require", --run
+    ]
+    volumes: ["pg-node2-data:/var/lib/postgresql/pgaf"]
+    restart: unless-stopped
+    depends_on: [pg-monitor]
   prometheus:
     image: prom/prometheus:v3.5.0
     profiles: [metrics]
@@ -144,7 +192,7 @@ services:
     secrets: [tls-ca.crt]
     depends_on:
       server: {condition: service_healthy}
-volumes: {lottery-data: {}, pg-data: {}, prometheus-data: {}}
+volumes: {lottery-data: {}, pg-data: {}, pg-monitor-data: {}, pg-node1-data: {}, pg-node2-data: {}, prometheus-data: {}}
 secrets:
   tokens.json: {file: ./secrets/tokens.json}
   tls.crt: {file: ./secrets/tls.crt}
@@ -241,6 +289,38 @@ def test_postgres_profile(compose):
     assert ("pg-data", "/var/lib/postgresql/data", False) in mounts(pg)
     assert "pg-data" in doc["volumes"]
     assert "pg_isready" in pg["healthcheck"]["test"]
+
+
+def test_ha_profile_is_a_synchronous_pg_auto_failover_formation_behind_a_multi_host_url(compose):
+    _, doc = compose
+    from deploy.compose import HA_URL
+
+    monitor, *nodes = (doc["services"][name] for name in ("pg-monitor", "pg-node1", "pg-node2"))
+    dockerfile = (ROOT / "deploy" / "pg-auto-failover.Dockerfile").read_text(encoding="utf-8")
+    assert "postgresql-15-auto-failover" in dockerfile and dockerfile.startswith("#")
+    assert monitor["command"][:3] == ["pg_autoctl", "create", "monitor"] and monitor["command"][-1] == "--run"
+    hosts = []
+    for node in nodes:
+        command = node["command"]
+        assert command[:3] == ["pg_autoctl", "create", "postgres"] and command[-1] == "--run"
+        option = dict(zip(command[3::1], command[4::1], strict=False))
+        assert option["--monitor"].startswith("postgresql://autoctl_node@pg-monitor:5432/pg_auto_failover")
+        assert (option["--username"], option["--dbname"]) == ("lottery", "lottery")
+        assert node["user"] == "postgres" and node["depends_on"] == ["pg-monitor"]
+        assert node["restart"] == "unless-stopped"  # a lost node comes back and rejoins as standby
+        assert "ports" not in node  # trust auth: reachable on the compose network only
+        hosts.append(f"{option['--hostname']}:5432")
+        [(volume, target, _)] = mounts(node)
+        assert target == "/var/lib/postgresql/pgaf" and volume in doc["volumes"]
+        assert all(node["environment"][v].startswith(target) for v in ("PGDATA", "XDG_CONFIG_HOME", "XDG_DATA_HOME"))
+    # Two nodes in one formation replicate synchronously by pg_auto_failover's default: no
+    # option turns it off here. The service's URL names both and keeps the writable one.
+    assert not any(
+        "number-sync-standbys" in part or "candidate-priority" in part for n in nodes for part in n["command"]
+    )
+    assert HA_URL == f"postgresql://lottery:lottery@{','.join(hosts)}/lottery?target_session_attrs=read-write"
+    committed = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    assert f"LOTTERY_DATABASE_URL='{HA_URL}' docker compose --profile ha up" in committed
 
 
 def test_prometheus_profile_scrapes_the_server(compose):
