@@ -36,7 +36,8 @@ test: $(STAMP)
 
 ## What must stay long (marker `long`): schemathesis on live servers, the model-based upload
 ## test, the browser, three rounds back to back, server and worker kills, the README run as
-## written. About 3 minutes. CI runs `make test`, then this: together, every test.
+## written, a PostgreSQL failover on a real pg_auto_failover formation (two faults, ~50 s each
+## with the monitor's defaults). About 6 minutes. CI runs `make test`, then this: every test.
 test-long: $(STAMP)
 	$(PY) -m pytest -q -m long
 
