@@ -7,8 +7,13 @@ Files in the data dir (see README "Storage and synchronization"):
                   upload range and ``end``, the size of bets.csv once the chunk was in.
                   **A chunk is committed when its ledger line is on disk**; bytes of bets.csv
                   past the last ``end`` belong to a write that crashed and are cut off.
-``done.json``     the agencies that said done, replaced atomically (temp file + rename).
-``winners.json``  the draw's result, replaced atomically; its presence means "drawn".
+``done.log``      the agencies that said done, one id a line, only ever appended to (fdatasync'd):
+                  a done writes its own line, whatever the number of agencies. A line without
+                  its newline was never acknowledged (crash mid-append) and is cut off.
+``done.json``     how an earlier release kept them (rewritten whole on every done): still read,
+                  never written; the round's done agencies are both files' together.
+``winners.json``  the draw's result, replaced atomically; its presence means "drawn". A drawn
+                  round never changes, so each process parses it once and keeps it.
 ``round.json``    the round's parameters (agencies, winning number), written once when the
                   round starts: a restart with other settings keeps them.
 ``.lock``         the filelock every writer holds.
@@ -18,8 +23,8 @@ does not parse) is never guessed around: every request answers 503 naming the fi
 byte offset, until an operator repairs it.
 
 Workers share nothing in memory. Each keeps a *cache* of the ledger (keys, upload ranges,
-totals), always brought up to date by reading the ledger's new lines while holding the
-lock, so a decision is never taken on stale state.
+totals) and of done.log (the set of done agencies and its count), always brought up to date by
+reading the files' new lines while holding the lock, so a decision is never taken on stale state.
 """
 
 from __future__ import annotations
@@ -70,7 +75,8 @@ log = logging.getLogger("lottery")
 
 BETS = "bets.csv"
 LEDGER = "ledger.jsonl"
-DONE = "done.json"
+DONE = "done.json"  # an earlier release's done set: read, never written
+DONE_LOG = "done.log"
 WINNERS = "winners.json"
 ROUND = "round.json"
 LOCK = ".lock"
@@ -145,6 +151,37 @@ class _LedgerIndex:
             if spans is None:
                 spans = self.spans[(agency, record["u"])] = SpanIndex()
             spans.add(start, start + count, record["h"], record.get("d"))
+
+
+class _DoneLog:
+    """The done agencies this process knows: done.log read up to byte ``offset``, and an earlier
+    release's done.json (read once). ``count`` is kept as they come: never recounted."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.legacy_read = False
+        self.agencies: set[int] = set()
+        self.count = 0  # of the round's agencies 1..N
+        self._sorted: list[int] | None = None
+
+    def add(self, agency: int, agencies: int) -> None:
+        if agency not in self.agencies:
+            self.agencies.add(agency)
+            self.count += 1 <= agency <= agencies
+            self._sorted = None
+
+    def sorted(self) -> list[int]:
+        """Sorted once per change, not per request (a status asked a thousand times a second)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.agencies)
+        return list(self._sorted)
+
+
+def done_line(line: bytes) -> int:
+    """A done.log line (without its newline) as an agency id, or ValueError."""
+    if not line.isdigit() or line.startswith(b"0") or len(line) > 9:
+        raise ValueError(f"expected an agency id (digits), found {line[:40]!r}")
+    return int(line)
 
 
 _REQUIRED = (("a", int), ("n", int), ("h", str), ("end", int))
@@ -285,10 +322,12 @@ class RoundFiles:
         self.bets_path = self.dir / BETS
         self.ledger_path = self.dir / LEDGER
         self.done_path = self.dir / DONE
+        self.done_log_path = self.dir / DONE_LOG
         self.winners_path = self.dir / WINNERS
         self.round_path = self.dir / ROUND
         # The same paths as text, for the calls made on every commit (pathlib costs there).
         self._bets_file, self._ledger_file = os.fspath(self.bets_path), os.fspath(self.ledger_path)
+        self._done_file = os.fspath(self.done_log_path)
         # Threads of one worker queue on a plain lock, so at most one thread per process
         # polls the file lock; the file lock then orders the processes.
         self._thread_lock = threading.Lock()
@@ -298,6 +337,8 @@ class RoundFiles:
         self._file_lock = ProcessLock(os.fspath(self.dir / LOCK), lock_timeout)
         self._keep_lock_open = True  # until the round is a past one (see retire)
         self._index = _LedgerIndex()
+        self._done = _DoneLog()
+        self._draw: dict[str, Any] | None = None  # winners.json once read: a drawn round never changes
         try:
             with self._locked():
                 self._verify()  # creates the ledger, repairs a torn tail, checks every file
@@ -373,8 +414,8 @@ class RoundFiles:
             self._file_lock.release(close=not self._keep_lock_open)
 
     def _verify(self) -> None:
-        """Under the lock: read every file of the store, so a corrupt one is known now."""
-        self._read_done()
+        """Under the lock: every file of the store read (the done files by _recover), so a corrupt
+        one is known now."""
         self._read_winners()
         self._fault = None
 
@@ -395,6 +436,7 @@ class RoundFiles:
         self._read_ledger(ledger_size)
         if not self._round_known:
             self._read_round()
+        self._read_done_log()
         size = _size(self._bets_file) or 0
         if size > self._index.end:
             # A writer died between writing its bets and committing them: drop the tail.
@@ -454,6 +496,62 @@ class RoundFiles:
                 f.truncate(index.offset)
                 os.fsync(f.fileno())
 
+    def _read_done_log(self) -> None:
+        """Under the lock: the done agencies up to date, reading only done.log's new lines (and
+        an earlier release's done.json, once)."""
+        done = self._done
+        if not done.legacy_read:
+            value = self._read_json(self.done_path, _done_problem)
+            for agency in value["agencies"] if value else ():
+                done.add(agency, self.agencies)
+            done.legacy_read = True
+        size = _size(self._done_file) or 0
+        if size < done.offset:  # replaced by hand: start over
+            self._done = _DoneLog()
+            return self._read_done_log()
+        if size == done.offset:
+            return None
+        with open(self._done_file, "rb") as f:
+            f.seek(done.offset)
+            data = f.read(size - done.offset)
+        complete = data.rfind(b"\n") + 1
+        for line in data[:complete].split(b"\n")[:-1]:
+            try:
+                agency = done_line(line)
+            except ValueError as error:
+                raise DataCorrupt(
+                    f"{self.done_log_path}: the line at byte {done.offset} is not what the store wrote ({error}): "
+                    "refusing to guess who is done; repair or restore the file"
+                ) from None
+            done.add(agency, self.agencies)
+            done.offset += len(line) + 1
+        if complete < len(data):
+            # A torn line (crash mid-append): that done was never answered, so it goes.
+            with open(self._done_file, "r+b") as f:
+                f.truncate(done.offset)
+                os.fsync(f.fileno())
+        return None
+
+    def _add_done(self, agency: int) -> bool:
+        """Under the lock: the agency's line appended to done.log (False: already done)."""
+        done = self._done
+        if agency in done.agencies:
+            return False
+        if done.offset == 0 and _size(self._done_file) is None:
+            self._create_empty(self.done_log_path)  # the file's name made durable once
+        line = b"%d\n" % agency
+        self._append(self._done_file, line)
+        done.add(agency, self.agencies)
+        done.offset += len(line)
+        return True
+
+    def _done_count_now(self) -> int:
+        """Lock-free when done.log has not grown since it was read (a stat), else read under the lock."""
+        if not self._done.legacy_read or (_size(self._done_file) or 0) != self._done.offset:
+            with self._locked():
+                pass  # _recover reads the new lines
+        return self._done.count
+
     # -- small file helpers -------------------------------------------------------------
 
     def _create_empty(self, path: Path) -> None:
@@ -480,13 +578,11 @@ class RoundFiles:
             self._fault = str(error)  # also read without the lock: remember it here
             raise
 
-    def _read_done(self) -> set[int]:
-        value = self._read_json(self.done_path, _done_problem)
-        return set() if value is None else set(value["agencies"])  # checked by _done_problem
-
     def _read_winners(self) -> dict[str, Any] | None:
-        value: dict[str, Any] | None = self._read_json(self.winners_path, _winners_problem)  # checked there
-        return value
+        """The draw's result; read once per process (a failed open until the round is drawn)."""
+        if self._draw is None:
+            self._draw = self._read_json(self.winners_path, _winners_problem)  # checked there
+        return self._draw
 
     # -- the Store interface --------------------------------------------------------------
 
@@ -518,7 +614,7 @@ class RoundFiles:
         index = self._index
         ledger_size, bets_size = index.offset, index.end
         drawn = self._read_winners() is not None  # read, not only seen: a corrupt one is refused
-        done = self._read_done()
+        done = self._done.agencies
         accepted: list[tuple[_Ticket, dict[str, Any]]] = []
         # An answer that rests on a chunk of this very batch (a retry with its key, or an
         # overlap with its range) may only be given once that chunk is on disk.
@@ -611,20 +707,20 @@ class RoundFiles:
     def txn(self) -> Iterator[_FilesTxn]:
         """The round under its lock, every file checked, as the flow's RoundTxn."""
         with self._locked():
-            self._verify()  # winners.json too, before done.json is written
+            self._verify()  # winners.json too, before done.log is written
             yield _FilesTxn(self)
 
     def published(self, agency: int) -> flow.Published:
         self._recheck_fault()
         result = self._read_winners()  # lock-free: the file is replaced atomically
         mine = None if result is None else rules.agency_winners(result["winners"], agency)
-        return flow.Published(self.round_id, self.agencies, mine, self._read_done)
+        return flow.Published(self.round_id, self.agencies, mine, self._done_count_now)
 
     def info(self) -> RoundInfo:
         """This round's parameters and state, read under the lock (never draws)."""
         with self._locked():
             self._verify()
-            done = sorted(self._read_done())
+            done = self._done.sorted()
             bets = self._index.bets
             result = self._read_winners()
             recorded = self._read_json(self.round_path, _round_problem) or {}
@@ -647,9 +743,8 @@ class RoundFiles:
 
     def read_status(self) -> RoundStatus:
         with self._locked():
-            done = self._read_done()
             drawn = self._read_winners() is not None
-            return RoundStatus(self.agencies, sorted(done), drawn, self._index.bets, self.round_id)
+            return RoundStatus(self.agencies, self._done.sorted(), drawn, self._index.bets, self.round_id)
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:
         with self._locked():
@@ -696,7 +791,7 @@ class RoundFiles:
             agencies = {
                 a: AgencyStats(a, bets, chunks, seen) for a, (bets, chunks, seen) in self._index.by_agency.items()
             }
-        done = sorted(self._read_done())
+            done = self._done.sorted()
         try:  # lock-free: the file is replaced atomically; its mtime is the draw's time
             drawn_at = self.winners_path.stat().st_mtime
             result = self._read_winners()
@@ -713,20 +808,15 @@ class _FilesTxn:
         self.files = files
         self.round_id = files.round_id
         self.params = RoundParameters(files.agencies, files.winning_number)
-        self._done = files._read_done()
 
     def drawn(self) -> bool:
         return self.files._read_winners() is not None
 
-    def done(self) -> set[int]:
-        return self._done
+    def done_count(self) -> int:
+        return self.files._done.count
 
     def add_done(self, agency: int) -> bool:
-        if agency in self._done:
-            return False
-        self._done.add(agency)
-        self.files._replace_json(self.files.done_path, {"agencies": sorted(self._done)})
-        return True
+        return self.files._add_done(agency)
 
     def bets(self) -> int:
         return self.files._index.bets
@@ -737,6 +827,7 @@ class _FilesTxn:
     def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
         record = {"winning_number": number, "bets": bets, "winners": winners, "drawn_at": _now()}
         self.files._replace_json(self.files.winners_path, record)
+        self.files._draw = record
 
 
 def _step(name: str) -> None:

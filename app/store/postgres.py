@@ -9,10 +9,14 @@ does there, transactions and locks in the database do here (README "PostgreSQL b
                     ``(chunk_id, id)``. A chunk's row and its bets go in **one transaction**
                     (the bets by COPY), so a chunk is stored all or nothing, with its key.
 ``lottery_done``    the agencies that said done (primary key: an idempotent insert).
-``lottery_round``   one row: the round's agencies and winning number (recorded when it
-                    starts: a restart with other settings keeps them), ``drawn`` and the
-                    winners. The draw runs with this row locked FOR UPDATE and only while
-                    ``drawn`` is false, so it happens once.
+``lottery_round``   a row per round: its agencies and winning number (recorded when it
+                    starts: a restart with other settings keeps them), ``drawn``, and counts
+                    kept as they change (``done_count`` in the done's transaction, ``bets`` and
+                    ``winners_count`` by the draw), so no request counts every agency's rows.
+                    The draw runs with this row locked FOR UPDATE and only while ``drawn`` is
+                    false, so it happens once.
+``lottery_winners`` the draw's result, a row per agency that has winners (its documents in
+                    stored order): a winners request reads its agency's row only.
 
 Locks (all released at commit or rollback, so a dead host never leaves one behind):
 
@@ -41,7 +45,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -68,7 +71,7 @@ from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Advisory lock keys. The one-bigint form and the two-int form never collide (PostgreSQL
 # keeps them apart), so agency keys live in the bigint space and upload keys in the pair space.
 SCHEMA_LOCK = 0x4C4F5454_00000001  # "LOTT" | 1: schema creation and migration
@@ -169,7 +172,48 @@ SCHEMA_V3 = [
     "ALTER TABLE lottery_done DROP CONSTRAINT IF EXISTS lottery_done_pkey",
     "ALTER TABLE lottery_done ADD PRIMARY KEY (round, agency)",
 ]
-MIGRATIONS = {1: SCHEMA, 2: SCHEMA_V2, 3: SCHEMA_V3}  # version -> the steps that reach it from the one before
+# Version 3 -> 4 (issue 21, agencies by the thousand): counts kept on the round's row instead of
+# counted per request, and the draw's result a row per agency instead of one jsonb value that every
+# winners request detoasted whole. Filled from what version 3 holds, in the migration's transaction.
+SCHEMA_V4 = [
+    "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS done_count int NOT NULL DEFAULT 0",
+    "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS winners_count int",
+    "UPDATE lottery_round r SET done_count = (SELECT count(*) FROM lottery_done d WHERE d.round = r.id)",
+    # Kept by the database itself, so that every row of lottery_done counts, however it got there
+    # (the done's transaction, or an operator's repair): the row and its count commit together.
+    """CREATE OR REPLACE FUNCTION lottery_count_done() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE lottery_round SET done_count = done_count + 1 WHERE id = NEW.round;
+        ELSE
+            UPDATE lottery_round SET done_count = done_count - 1 WHERE id = OLD.round;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER lottery_done_count AFTER INSERT OR DELETE ON lottery_done
+        FOR EACH ROW EXECUTE FUNCTION lottery_count_done()""",
+    """CREATE TABLE IF NOT EXISTS lottery_winners (
+        round int NOT NULL,
+        agency int NOT NULL,
+        documents text[] NOT NULL,
+        PRIMARY KEY (round, agency)
+    )""",
+    """INSERT INTO lottery_winners (round, agency, documents)
+        SELECT r.id, w.key::int, ARRAY(SELECT d FROM jsonb_array_elements_text(w.value) WITH ORDINALITY AS x(d, n)
+                                        ORDER BY n)
+        FROM lottery_round r, jsonb_each(r.winners) w
+        WHERE r.drawn AND jsonb_typeof(r.winners) = 'object' AND jsonb_array_length(w.value) > 0""",
+    """UPDATE lottery_round r SET winners_count = coalesce(
+        (SELECT sum(cardinality(w.documents)) FROM lottery_winners w WHERE w.round = r.id), 0) WHERE r.drawn""",
+    # The winners now live in lottery_winners; the jsonb copy would only be a second truth.
+    "UPDATE lottery_round SET winners = NULL",
+]
+MIGRATIONS = {
+    1: SCHEMA,
+    2: SCHEMA_V2,
+    3: SCHEMA_V3,
+    4: SCHEMA_V4,
+}  # version -> the steps that reach it from the one before
 
 # The one stored span of an upload that can decide a chunk ending at %s (see PostgresStore._replay).
 NEIGHBOUR_SPAN = (
@@ -178,16 +222,21 @@ NEIGHBOUR_SPAN = (
 )
 
 CURRENT = "(SELECT max(id) FROM lottery_round)"
+# A round's bets: recorded by its draw; counted from its chunks (an index range) while it is open.
+# (coalesce evaluates its second argument only when the first is null: a round drawn by version 1 has no bets.)
+ROUND_BETS = (
+    "coalesce(CASE WHEN r.drawn THEN r.bets END, "
+    "(SELECT coalesce(sum(c.count), 0) FROM lottery_chunks c WHERE c.round = r.id))"
+)
+# Who is done, in order (the API's list; an index-only range of lottery_done's primary key).
+DONE_LIST = "(SELECT coalesce(array_agg(d.agency ORDER BY d.agency), '{}') FROM lottery_done d WHERE d.round = r.id)"
 # One round as the API shows it (RoundInfo), without the WHERE.
 ROUND_INFO = (
-    "SELECT r.id, r.agencies, r.winning_number, r.random, "
-    "(SELECT coalesce(array_agg(d.agency ORDER BY d.agency), '{}') FROM lottery_done d WHERE d.round = r.id), "
-    "(SELECT coalesce(sum(c.count), 0) FROM lottery_chunks c WHERE c.round = r.id), "
-    "CASE WHEN r.drawn THEN (SELECT coalesce(sum(jsonb_array_length(value)), 0) FROM jsonb_each(r.winners)) END, "
-    "r.opened_at, r.drawn_at FROM lottery_round r"
+    f"SELECT r.id, r.agencies, r.winning_number, r.random, {DONE_LIST}, {ROUND_BETS}, "
+    "CASE WHEN r.drawn THEN r.winners_count END, r.opened_at, r.drawn_at FROM lottery_round r"
 )
 
-TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_round", "lottery_schema")
+TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_winners", "lottery_round", "lottery_schema")
 
 
 def _upload_lock_key(upload_id: str) -> int:
@@ -564,33 +613,32 @@ class PostgresStore(flow.RoundFlow):
             round_id = self._resolve(cur, round, writing=writing)[0]
             # The round's row, locked: one draw, and every done committed before it is seen.
             cur.execute(
-                "SELECT drawn, agencies, winning_number, random FROM lottery_round WHERE id = %s FOR UPDATE",
+                "SELECT drawn, agencies, winning_number, random, done_count FROM lottery_round "
+                "WHERE id = %s FOR UPDATE",
                 (round_id,),
             )
-            drawn, agencies, recorded, random = one(cur)
-            yield _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn)
+            drawn, agencies, recorded, random, done = one(cur)
+            yield _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn, done)
 
     def published(self, round: int | None, agency: int) -> flow.Published:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, mine, done = one(
+            drawn, done, mine = one(
                 cur.execute(
-                    "SELECT drawn, winners -> %s, (SELECT array_agg(agency) FROM lottery_done WHERE round = %s) "
-                    "FROM lottery_round WHERE id = %s",
-                    (str(agency), round_id, round_id),
+                    "SELECT r.drawn, r.done_count, "
+                    "(SELECT w.documents FROM lottery_winners w WHERE w.round = r.id AND w.agency = %s) "
+                    "FROM lottery_round r WHERE r.id = %s",
+                    (agency, round_id),
                 )
             )
-        return flow.Published(round_id, agencies, list(mine or []) if drawn else None, lambda: done or ())
+        return flow.Published(round_id, agencies, list(mine or []) if drawn else None, lambda: int(done))
 
     def read_status(self, round: int | None) -> RoundStatus:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
             drawn, done, bets = one(
                 cur.execute(
-                    "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done "
-                    "WHERE round = %s), (SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s) "
-                    "FROM lottery_round WHERE id = %s",
-                    (round_id, round_id, round_id),
+                    f"SELECT r.drawn, {DONE_LIST}, {ROUND_BETS} FROM lottery_round r WHERE r.id = %s", (round_id,)
                 )
             )
         return RoundStatus(agencies, list(done), drawn, int(bets), round_id)
@@ -687,29 +735,32 @@ class PostgresStore(flow.RoundFlow):
             cur.execute("SELECT agency FROM lottery_done WHERE round = %s ORDER BY agency", (round_id,))
             done = [row[0] for row in cur.fetchall()]
             cur.execute(
-                "SELECT extract(epoch FROM drawn_at), (SELECT jsonb_object_agg(key, jsonb_array_length(value)) "
-                "FROM jsonb_each(winners)) FROM lottery_round WHERE id = %s AND drawn",
+                "SELECT extract(epoch FROM r.drawn_at), (SELECT coalesce(jsonb_object_agg(w.agency, "
+                "cardinality(w.documents)), '{}') FROM lottery_winners w WHERE w.round = r.id) "
+                "FROM lottery_round r WHERE r.id = %s AND r.drawn",
                 (round_id,),
             )
             row = cur.fetchone()
         if row is None:
             return RoundStats(agencies_count, done, agencies)
-        return RoundStats(agencies_count, done, agencies, float(row[0]), {int(a): n for a, n in (row[1] or {}).items()})
+        counts = {int(a): n for a, n in row[1].items()}  # agencies without winners have no row
+        winners = {a: counts.get(a, 0) for a in range(1, agencies_count + 1)}
+        return RoundStats(agencies_count, done, agencies, float(row[0]), winners)
 
 
 class _PostgresTxn:
     """The flow's RoundTxn in a transaction that holds the round's row (PostgresStore.locked_round)."""
 
-    def __init__(self, cur: psycopg.Cursor, round_id: int, params: RoundParameters, drawn: bool):
-        self.cur, self.round_id, self.params, self._drawn = cur, round_id, params, drawn
+    def __init__(self, cur: psycopg.Cursor, round_id: int, params: RoundParameters, drawn: bool, done: int):
+        # ``done``: the round row's done_count, read with the row locked, so every done committed
+        # before is counted, and none can commit until this transaction ends.
+        self.cur, self.round_id, self.params, self._drawn, self._done = cur, round_id, params, drawn, done
 
     def drawn(self) -> bool:
         return self._drawn
 
-    def done(self) -> list[int]:
-        # A new statement, so a new snapshot: every done committed before the row lock was granted.
-        self.cur.execute("SELECT agency FROM lottery_done WHERE round = %s", (self.round_id,))
-        return [row[0] for row in self.cur.fetchall()]
+    def done_count(self) -> int:
+        return self._done
 
     def add_done(self, agency: int) -> bool:
         # Waits for this agency's chunks in flight; later chunks will see the done row.
@@ -717,7 +768,10 @@ class _PostgresTxn:
         self.cur.execute(
             "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING", (self.round_id, agency)
         )
-        return self.cur.rowcount == 1
+        if self.cur.rowcount != 1:
+            return False
+        self._done += 1  # as the trigger lottery_done_count did on the round's row
+        return True
 
     def bets(self) -> int:
         self.cur.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s", (self.round_id,))
@@ -735,10 +789,15 @@ class _PostgresTxn:
         return found
 
     def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
+        # A row per agency with winners (an agency without a row has none): COPY, one round trip.
+        with self.cur.copy("COPY lottery_winners (round, agency, documents) FROM STDIN") as copy:
+            for agency, documents in winners.items():
+                if documents:
+                    copy.write_row((self.round_id, int(agency), documents))
         self.cur.execute(
-            "UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners = %s::jsonb, "
+            "UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners_count = %s, "
             "drawn_at = now() WHERE id = %s",
-            (number, bets, orjson.dumps(winners).decode(), self.round_id),
+            (number, bets, sum(len(documents) for documents in winners.values()), self.round_id),
         )
         self._drawn = True
 

@@ -251,6 +251,8 @@ def make_v2_database(url: str, drawn: bool) -> None:
 def test_a_version_2_database_becomes_round_1_once_however_many_workers_start(pg, drawn: bool) -> None:
     import psycopg
 
+    from app.store.postgres import SCHEMA_VERSION
+
     make_v2_database(pg.url, drawn)
     with psycopg.connect(pg.url) as conn:  # the bets as version 2 holds them, in stored order
         before = (
@@ -274,7 +276,7 @@ def test_a_version_2_database_becomes_round_1_once_however_many_workers_start(pg
     for t in threads:
         t.join(60)
     with psycopg.connect(pg.url) as conn:
-        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(3,)]
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(SCHEMA_VERSION,)]
     s = made[0]
     assert len(made) == 4 and s.current_round() == 1 and pg.bets_csv() == before
     assert (s.agencies, s.winning_number) == (2, WIN)
