@@ -29,6 +29,7 @@ reading the files' new lines while holding the lock, so a decision is never take
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -537,10 +538,17 @@ class RoundFiles:
         done = self._done
         if agency in done.agencies:
             return False
-        if done.offset == 0 and _size(self._done_file) is None:
-            self._create_empty(self.done_log_path)  # the file's name made durable once
         line = b"%d\n" % agency
-        self._append(self._done_file, line)
+        created = done.offset == 0 and _size(self._done_file) is None
+        try:
+            if created:
+                self._create_empty(self.done_log_path)  # the file's name made durable once
+            self._append(self._done_file, line)
+        except OSError:
+            if created and _size(self._done_file) == 0:
+                with contextlib.suppress(OSError):  # a full disk: leave no trace of the attempt
+                    os.unlink(self._done_file)
+            raise
         done.add(agency, self.agencies)
         done.offset += len(line)
         return True

@@ -289,3 +289,68 @@ def test_a_version_2_database_becomes_round_1_once_however_many_workers_start(pg
     opened = s.open_round()
     assert (opened.round, opened.agencies, opened.winning_number) == (2, 5, 1)
     assert s.append_chunk(chunk(1, 3, key="k1", winners={1})).replayed is False  # keys are per round
+
+
+# -- a database of schema version 3 (rounds; done and winners counted per request) becomes version 4 --
+
+
+def make_v3_database(url: str) -> None:
+    """What the rounds release (schema version 3) leaves: round 1 drawn, its winners one jsonb
+    value; round 2 open with agencies 1 and 2 done."""
+    import orjson
+    import psycopg
+
+    from app.store.postgres import SCHEMA, SCHEMA_V2, SCHEMA_V3
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in SCHEMA + SCHEMA_V2 + SCHEMA_V3:
+            conn.execute(statement)
+        conn.execute("INSERT INTO lottery_schema (id, version) VALUES (1, 3)")
+        winners = orjson.dumps({"1": ["1000009", "1000001"], "2": [], "3": ["3000000"]}).decode()
+        conn.execute(
+            "UPDATE lottery_round SET agencies = 3, winning_number = %s, opened_at = now(), drawn = true, "
+            "bets = 12, winners = %s::jsonb, drawn_at = now() WHERE id = 1",
+            (WIN, winners),
+        )
+        conn.execute("INSERT INTO lottery_done (round, agency) VALUES (1, 1), (1, 2), (1, 3)")
+        conn.execute(
+            "INSERT INTO lottery_round (id, agencies, winning_number, opened_at) VALUES (2, 3, %s, now())", (WIN,)
+        )
+        conn.execute("INSERT INTO lottery_done (round, agency) VALUES (2, 2), (2, 1)")
+
+
+def test_a_version_3_database_keeps_its_done_agencies_and_winners_as_version_4(pg) -> None:
+    import psycopg
+
+    from app.store.postgres import SCHEMA_VERSION
+
+    make_v3_database(pg.url)
+    barrier = threading.Barrier(3)
+    made: list = []
+
+    def start() -> None:
+        barrier.wait()
+        made.append(pg.make(agencies=5))
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    with psycopg.connect(pg.url) as conn:
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
+        assert conn.execute(
+            "SELECT id, done_count, winners_count, winners FROM lottery_round ORDER BY id"
+        ).fetchall() == [
+            (1, 3, 3, None),
+            (2, 2, None, None),
+        ]
+    s = made[0]
+    assert len(made) == 3 and s.current_round() == 2
+    assert [s.winners(a, round=1) for a in (1, 2, 3)] == [["1000009", "1000001"], [], ["3000000"]]  # stored order
+    info = s.round_info(1)
+    assert (info.state, info.winners, info.bets, info.done) == ("drawn", 3, 12, [1, 2, 3])
+    assert s.status(draw=False) == RoundStatus(3, [1, 2], False, 0, 2)
+    assert s.mark_done(2).done == 2  # already done before the migration
+    assert s.mark_done(3) == DoneReceipt(3, 3, 3, True)
+    assert s.round_info(2).winners == 0 and s.winners(1) == []
