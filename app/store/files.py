@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import filelock
 import orjson
@@ -55,6 +55,7 @@ from app.store.base import (
     Chunk,
     ChunkReceipt,
     DataCorrupt,
+    DoneReceipt,
     RoundError,
     RoundInfo,
     RoundNotFound,
@@ -73,6 +74,8 @@ from app.store.lock import ProcessLock
 from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
+T = TypeVar("T")  # a queued request: its item
+R = TypeVar("R")  # and its answer
 
 BETS = "bets.csv"
 LEDGER = "ledger.jsonl"
@@ -270,23 +273,26 @@ def recorded_round(data_dir: Path) -> RoundParameters | None:
     return None if value is None else RoundParameters(value["agencies"], value["winning_number"])
 
 
-class _Ticket:
-    """One chunk waiting in its process's queue, and then its outcome."""
+DoneOutcome = tuple[DoneReceipt, bool, flow.Outcome]  # flow.record_done's answer
 
-    __slots__ = ("chunk", "named", "receipt", "error", "done")
 
-    def __init__(self, chunk: Chunk, named: tuple[int, Callable[[], int]] | None = None):
+class _Ticket(Generic[T, R]):
+    """One request waiting in its process's queue (a chunk, or an agency's done), then its outcome."""
+
+    __slots__ = ("item", "named", "receipt", "error", "done")
+
+    def __init__(self, item: T, named: tuple[int, Callable[[], int]] | None = None):
         self.named = named  # (round, current round) when the request named its round
-        self.chunk = chunk
-        self.receipt: ChunkReceipt | None = None
+        self.item = item
+        self.receipt: R | None = None
         self.error: Exception | None = None
         self.done = False
 
-    def settle(self, outcome: ChunkReceipt | StoreError | RoundError) -> None:
-        if isinstance(outcome, ChunkReceipt):
-            self.receipt = outcome
-        else:
+    def settle(self, outcome: R | StoreError | RoundError) -> None:
+        if isinstance(outcome, (StoreError, RoundError)):
             self.error = outcome
+        else:
+            self.receipt = outcome
         self.done = True
 
     def fail(self, error: Exception) -> None:
@@ -296,11 +302,15 @@ class _Ticket:
             error = StorageUnavailable(f"storage error: {error}")
         self.error, self.done = type(error)(str(error)), True
 
-    def outcome(self) -> ChunkReceipt:
+    def outcome(self) -> R:
         if self.error is not None:
             raise self.error
         assert self.receipt is not None
         return self.receipt
+
+
+ChunkTicket = _Ticket[Chunk, ChunkReceipt]
+DoneTicket = _Ticket[int, DoneOutcome]
 
 
 class RoundFiles:
@@ -333,7 +343,8 @@ class RoundFiles:
         # polls the file lock; the file lock then orders the processes.
         self._thread_lock = threading.Lock()
         self._queue_guard = threading.Lock()
-        self._queue: list[_Ticket] = []  # chunks of this process waiting for the next commit
+        self._queue: list[ChunkTicket] = []  # chunks of this process waiting for the next commit
+        self._done_queue: list[DoneTicket] = []  # and dones
         # Taken once per group commit: filelock's lock on a descriptor kept open (app/store/lock.py).
         self._file_lock = ProcessLock(os.fspath(self.dir / LOCK), lock_timeout)
         self._keep_lock_open = True  # until the round is a past one (see retire)
@@ -376,16 +387,16 @@ class RoundFiles:
             yield
 
     @contextmanager
-    def _process_turn(self, ticket: _Ticket | None = None) -> Iterator[None]:
+    def _process_turn(self, ticket: _Ticket[Any, Any] | None = None, queue: list[Any] | None = None) -> Iterator[None]:
         """This process's turn at the storage (threads of one worker queue here)."""
         if not self._thread_lock.acquire(timeout=self.lock_timeout):
             with self._queue_guard:
-                if ticket is None or ticket in self._queue:
-                    if ticket is not None:
-                        self._queue.remove(ticket)
+                if ticket is None or (queue is not None and ticket in queue):
+                    if ticket is not None and queue is not None:
+                        queue.remove(ticket)
                     raise StorageBusy("the storage is busy; retry shortly")
-            # Another thread already took this chunk into its batch: wait for the outcome,
-            # or a 503 could be answered for a chunk that then gets stored.
+            # Another thread already took this request into its batch: wait for the outcome,
+            # or a 503 could be answered for a chunk (a done) that then gets stored.
             self._thread_lock.acquire()
         try:
             yield
@@ -533,25 +544,22 @@ class RoundFiles:
                 os.fsync(f.fileno())
         return None
 
-    def _add_done(self, agency: int) -> bool:
-        """Under the lock: the agency's line appended to done.log (False: already done)."""
-        done = self._done
-        if agency in done.agencies:
-            return False
-        line = b"%d\n" % agency
-        created = done.offset == 0 and _size(self._done_file) is None
+    def _write_done(self, agencies: list[int]) -> None:
+        """Under the lock: these agencies' lines appended to done.log, with one fdatasync. They are
+        in ``self._done`` already (provisionally): a failed write forgets what was not read back."""
+        lines = b"".join(b"%d\n" % agency for agency in agencies)
+        created = self._done.offset == 0 and _size(self._done_file) is None
         try:
             if created:
                 self._create_empty(self.done_log_path)  # the file's name made durable once
-            self._append(self._done_file, line)
+            self._append(self._done_file, lines)
         except OSError:
+            self._done = _DoneLog()  # re-read from the file under the next lock
             if created and _size(self._done_file) == 0:
                 with contextlib.suppress(OSError):  # a full disk: leave no trace of the attempt
                     os.unlink(self._done_file)
             raise
-        done.add(agency, self.agencies)
-        done.offset += len(line)
-        return True
+        self._done.offset += len(lines)
 
     def _done_count_now(self) -> int:
         """Lock-free when done.log has not grown since it was read (a stat), else read under the lock."""
@@ -601,36 +609,64 @@ class RoundFiles:
         one pair of fsyncs, instead of a pair per chunk, is what makes the disk keep up.
         Each chunk is still decided on its own (replay, closed agency, range conflict).
         """
-        ticket = _Ticket(chunk, named)
+        return self._group_commit(ChunkTicket(chunk, named), self._queue, self._commit)
+
+    def mark_done(self, agency: int) -> DoneOutcome:
+        """Group commit of dones, as of chunks: the thread whose turn it is takes every done its
+        process has queued through the round's flow (flow.record_done, one by one, in one
+        RoundTxn), and their lines reach done.log in one append and one fdatasync."""
+        return self._group_commit(DoneTicket(agency), self._done_queue, self._commit_done)
+
+    def _group_commit(
+        self, ticket: _Ticket[T, R], queue: list[_Ticket[T, R]], commit: Callable[[list[_Ticket[T, R]]], None]
+    ) -> R:
         with self._queue_guard:
-            self._queue.append(ticket)
-        with self._process_turn(ticket):
+            queue.append(ticket)
+        with self._process_turn(ticket, queue):
             if not ticket.done:
                 with self._queue_guard:
-                    batch, self._queue = self._queue, []
+                    batch = queue[:]
+                    queue.clear()
                 try:
                     with self._file_turn():
-                        self._commit(batch)
+                        commit(batch)
                 except Exception as error:
                     for other in batch:
                         if not other.done:
                             other.fail(error)
         return ticket.outcome()
 
-    def _commit(self, batch: list[_Ticket]) -> None:
+    def _commit_done(self, batch: list[DoneTicket]) -> None:
+        """Under both locks: each done through the flow, then every new line written at once."""
+        txn = self._open_txn()
+        decided: list[tuple[DoneTicket, DoneOutcome]] = []
+        try:
+            for ticket in batch:
+                try:
+                    decided.append((ticket, flow.record_done(txn, ticket.item)))
+                except (StoreError, RoundError) as error:
+                    ticket.settle(error)
+            txn.flush()  # raises (and every ticket not settled fails) when the lines cannot be written
+        except BaseException:
+            txn.forget()
+            raise
+        for ticket, outcome in decided:
+            ticket.settle(outcome)
+
+    def _commit(self, batch: list[ChunkTicket]) -> None:
         """Under both locks: decide each chunk, then write the accepted ones in one go."""
         index = self._index
         ledger_size, bets_size = index.offset, index.end
         drawn = self._read_winners() is not None  # read, not only seen: a corrupt one is refused
         done = self._done.agencies
-        accepted: list[tuple[_Ticket, dict[str, Any]]] = []
+        accepted: list[tuple[ChunkTicket, dict[str, Any]]] = []
         # An answer that rests on a chunk of this very batch (a retry with its key, or an
         # overlap with its range) may only be given once that chunk is on disk.
-        deferred: list[tuple[_Ticket, ChunkReceipt | StoreError | RoundError]] = []
+        deferred: list[tuple[ChunkTicket, ChunkReceipt | StoreError | RoundError]] = []
         batch_keys: set[tuple[int, str]] = set()
         batch_uploads: set[tuple[int, str]] = set()
         for ticket in batch:
-            chunk = ticket.chunk
+            chunk = ticket.item
             key = (chunk.agency, chunk.idempotency_key) if chunk.idempotency_key is not None else None
             upload = (chunk.agency, chunk.upload.upload_id) if chunk.upload is not None else None
             outcome: ChunkReceipt | StoreError | RoundError | None
@@ -669,7 +705,7 @@ class RoundFiles:
             return
         lines = b"".join(orjson.dumps(record) + b"\n" for _, record in accepted)
         try:
-            self._append(self._bets_file, b"".join(ticket.chunk.payload for ticket, _ in accepted))
+            self._append(self._bets_file, b"".join(ticket.item.payload for ticket, _ in accepted))
             # The commit point: until these lines are on disk the bets above do not exist.
             self._append(self._ledger_file, lines)
         except OSError:
@@ -678,7 +714,7 @@ class RoundFiles:
             raise  # every ticket not settled yet, deferred ones included, gets the error
         index.offset += len(lines)
         for ticket, _ in accepted:
-            ticket.settle(ChunkReceipt(ticket.chunk.agency, ticket.chunk.count))
+            ticket.settle(ChunkReceipt(ticket.item.agency, ticket.item.count))
         for ticket, outcome in deferred:
             ticket.settle(outcome)
 
@@ -715,8 +751,18 @@ class RoundFiles:
     def txn(self) -> Iterator[_FilesTxn]:
         """The round under its lock, every file checked, as the flow's RoundTxn."""
         with self._locked():
-            self._verify()  # winners.json too, before done.log is written
-            yield _FilesTxn(self)
+            txn = self._open_txn()
+            try:
+                yield txn
+                txn.flush()
+            except BaseException:
+                txn.forget()
+                raise
+
+    def _open_txn(self) -> _FilesTxn:
+        """Under the lock."""
+        self._verify()  # winners.json too, before done.log is written
+        return _FilesTxn(self)
 
     def published(self, agency: int) -> flow.Published:
         self._recheck_fault()
@@ -816,6 +862,7 @@ class _FilesTxn:
         self.files = files
         self.round_id = files.round_id
         self.params = RoundParameters(files.agencies, files.winning_number)
+        self._pending: list[int] = []  # done agencies not written yet (flush writes them at once)
 
     def drawn(self) -> bool:
         return self.files._read_winners() is not None
@@ -824,7 +871,24 @@ class _FilesTxn:
         return self.files._done.count
 
     def add_done(self, agency: int) -> bool:
-        return self.files._add_done(agency)
+        done = self.files._done
+        if agency in done.agencies:
+            return False
+        done.add(agency, self.params.agencies)  # provisional until flush: counted by the next add_done
+        self._pending.append(agency)
+        return True
+
+    def forget(self) -> None:
+        """After a failure: the provisional dones go (done.log is read again under the next lock)."""
+        if self._pending:
+            self._pending = []
+            self.files._done = _DoneLog()
+
+    def flush(self) -> None:
+        """The pending dones on disk (one append, one fdatasync): before their answers, and before a draw."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.files._write_done(pending)
 
     def bets(self) -> int:
         return self.files._index.bets
@@ -833,6 +897,7 @@ class _FilesTxn:
         return scan_winners(self.files.bets_path, self.files._index.end, number)
 
     def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
+        self.flush()  # a drawn round has every done on disk
         record = {"winning_number": number, "bets": bets, "winners": winners, "drawn_at": _now()}
         self.files._replace_json(self.files.winners_path, record)
         self.files._draw = record
@@ -1006,6 +1071,11 @@ class FileStore(flow.RoundFlow):
         round_id = flow.target_round(round, self.current_round(), writing=True)
         named = None if round is None else (round, self.current_round)
         return self._round(round_id).append_chunk(chunk, named)
+
+    def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
+        """The flow's mark_done, with this process's dones written in groups (RoundFiles.mark_done)."""
+        round_id = flow.target_round(round, self.current_round(), writing=True)
+        return flow.finish_done(*self._round(round_id).mark_done(agency))
 
     # -- the flow's primitives (app/store/flow.py) ---------------------------------------------
 

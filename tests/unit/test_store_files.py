@@ -1054,3 +1054,30 @@ def test_the_app_closes_its_store_when_it_shuts_down(tmp_path):
         assert client.get("/health").status_code == 200
         assert closed == []
     assert closed == [True]
+
+
+def test_dones_queued_in_one_process_reach_done_log_in_one_append(tmp_path, monkeypatch):
+    """Group commit of dones: those waiting for the lock are written with one append (one fdatasync)
+    by whichever thread's turn it is; each gets its own receipt, and the last one draws, once."""
+    from app.store.files import FileStore
+
+    s = FileStore(tmp_path, 40, WIN, lock_timeout=10)
+    round_files = s._round(None)
+    appends: list[bytes] = []
+    real = RoundFiles._append
+    monkeypatch.setattr(
+        RoundFiles, "_append", staticmethod(lambda path, data: (appends.append(data), real(path, data))[1])
+    )
+    receipts: dict[int, DoneReceipt] = {}
+    with round_files._thread_lock:  # this process's turn is taken: every done queues
+        threads = [threading.Thread(target=lambda a=a: receipts.update({a: s.mark_done(a)})) for a in range(1, 41)]
+        for t in threads:
+            t.start()
+        while len(round_files._done_queue) < 40:  # an observed event: every done waits in the queue
+            threading.Event().wait(0.001)
+    for t in threads:
+        t.join(30)
+    assert appends == [b"".join(b"%d\n" % a for a in sorted(receipts, key=lambda a: receipts[a].done))]
+    assert sorted(r.done for r in receipts.values()) == list(range(1, 41))
+    assert [a for a, r in receipts.items() if r.drawn] == [max(receipts, key=lambda a: receipts[a].done)]
+    assert s.status() == RoundStatus(40, list(range(1, 41)), True, 0)
