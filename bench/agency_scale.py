@@ -3,7 +3,8 @@
 Every agency uploads its M bets in one chunk, then says done, then asks its winners: three
 phases, each run to the end before the next, over ``connections`` keep-alive connections.
 Reported per phase: requests/s and p50/p99 latency; for the round: the time from the first
-upload to the last winners answer.
+upload to the last winners answer Then, outside the round's time, 1,000 ``GET /status`` and
+1,000 ``GET /rounds/1`` (both list the done agencies: their cost with N is measured too).
 
 The load client is not the server's rival for the clock: every request is built (bytes on the
 wire) before the clock starts, and one asyncio process speaks plain HTTP/1.1 over raw sockets
@@ -32,6 +33,8 @@ from bench.proc import cpu_seconds
 from devtools.server import Server
 
 PHASES = ("upload", "done", "winners")
+READS = ("status", "round")  # after the round: GET /status and GET /rounds/1, READ_REQUESTS of each
+READ_REQUESTS = 1000
 SATURATED = 0.9  # the client's CPU over the phase's wall time above which it set the pace
 
 
@@ -54,6 +57,8 @@ def build_requests(agencies: int, bets: int, host: str) -> dict[str, list[bytes]
             for a in range(1, agencies + 1)
         ],
         "winners": [f"GET /agencies/{a}/winners HTTP/1.1\r\n{head}\r\n".encode() for a in range(1, agencies + 1)],
+        "status": [f"GET /status HTTP/1.1\r\n{head}\r\n".encode()] * READ_REQUESTS,
+        "round": [f"GET /rounds/1 HTTP/1.1\r\n{head}\r\n".encode()] * READ_REQUESTS,
     }
 
 
@@ -121,6 +126,8 @@ def drive(url: str, agencies: int, bets: int, connections: int, worker_pids: lis
         for phase in PHASES:
             phases[phase] = await run_phase(host, port, requests[phase], connections)
         seconds = time.perf_counter() - started
+        for phase in READS:  # not part of the round's time
+            phases[phase] = await run_phase(host, port, requests[phase], connections)
         return {
             "round_s": round(seconds, 2),
             "server_cpu_s": round(cpu_seconds(worker_pids) - server_cpu, 2),
@@ -154,8 +161,8 @@ def run_one(backend: str, agencies: int, bets: int, *, workers: int = 4, connect
 
 
 def describe(row: dict) -> str:
-    phases = ", ".join(f"{p} {row[p]['per_s']:,}/s p99 {row[p]['p99_ms']:.0f} ms" for p in PHASES)
-    busy = max(row[p]["client_busy"] for p in PHASES)
+    phases = ", ".join(f"{p} {row[p]['per_s']:,}/s p99 {row[p]['p99_ms']:.0f} ms" for p in PHASES + READS)
+    busy = max(row[p]["client_busy"] for p in PHASES + READS)
     return (
         f"  {row['backend']:5} {row['agencies']:>6,} agencies x {row['bets_per_agency']} bets: round "
         f"{row['round_s']:.2f}s; {phases}; client CPU {busy:.0%}{' (SATURATED)' if row['client_saturated'] else ''}"

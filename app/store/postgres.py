@@ -54,6 +54,7 @@ from app.store import flow
 from app.store.base import (
     Chunk,
     ChunkReceipt,
+    DoneReceipt,
     RoundInfo,
     RoundNotFound,
     RoundParameters,
@@ -608,9 +609,14 @@ class PostgresStore(flow.RoundFlow):
     # -- the flow's primitives (app/store/flow.py) ---------------------------------------------
 
     @contextmanager
-    def locked_round(self, round: int | None, *, writing: bool) -> Iterator[flow.RoundTxn]:
+    def locked_round(self, round: int | None, *, writing: bool, agency: int | None = None) -> Iterator[_PostgresTxn]:
+        """The round's row locked. With ``agency``, that agency's done lock is taken first: its
+        chunks in flight finish before, not while the round's row is held (every done waits on it)."""
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            round_id = self._resolve(cur, round, writing=writing)[0]
+            round_id, agencies, _ = self._resolve(cur, round, writing=writing)
+            if agency is not None and 1 <= agency <= agencies:  # the flow refuses any other id
+                # Waits for this agency's chunks in flight; later chunks will see the done row.
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
             # The round's row, locked: one draw, and every done committed before it is seen.
             cur.execute(
                 "SELECT drawn, agencies, winning_number, random, done_count FROM lottery_round "
@@ -619,6 +625,12 @@ class PostgresStore(flow.RoundFlow):
             )
             drawn, agencies, recorded, random, done = one(cur)
             yield _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn, done)
+
+    def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
+        """The flow's mark_done, with the agency's lock taken before the round's row (locked_round)."""
+        with self.locked_round(round, writing=True, agency=agency) as txn:
+            receipt, inserted, outcome = flow.record_done(txn, agency)
+        return flow.finish_done(receipt, inserted, outcome)
 
     def published(self, round: int | None, agency: int) -> flow.Published:
         with self._connection() as conn, conn.cursor() as cur:
@@ -763,8 +775,7 @@ class _PostgresTxn:
         return self._done
 
     def add_done(self, agency: int) -> bool:
-        # Waits for this agency's chunks in flight; later chunks will see the done row.
-        self.cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
+        # The agency's done lock is held (PostgresStore.mark_done took it before the round's row).
         self.cur.execute(
             "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING", (self.round_id, agency)
         )

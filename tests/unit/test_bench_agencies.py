@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.agency_scale import PHASES, run_one
+from bench.agency_scale import PHASES, READ_REQUESTS, READS, run_one
 from tests.postgres_db import configured
 
 
@@ -19,4 +19,6 @@ def test_a_round_of_many_agencies_is_driven_and_reported(backend: str) -> None:
         assert row[phase]["requests"] == 30
         assert 0 < row[phase]["p50_ms"] <= row[phase]["p99_ms"] <= row[phase]["max_ms"]
         assert 0 <= row[phase]["client_busy"]
+    for phase in READS:
+        assert row[phase]["requests"] == READ_REQUESTS
     assert row["round_s"] > 0 and row["server_cpu_s"] >= 0
