@@ -39,10 +39,10 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import filelock
 import orjson
@@ -70,12 +70,11 @@ from app.store.base import (
     replay_by_key,
     replay_by_range,
 )
+from app.store.batch import R, T, Ticket, group_commit, turn
 from app.store.lock import ProcessLock
 from app.store.stats import AgencyStats, RoundStats
 
 log = logging.getLogger("lottery")
-T = TypeVar("T")  # a queued request: its item
-R = TypeVar("R")  # and its answer
 
 BETS = "bets.csv"
 LEDGER = "ledger.jsonl"
@@ -273,44 +272,8 @@ def recorded_round(data_dir: Path) -> RoundParameters | None:
     return None if value is None else RoundParameters(value["agencies"], value["winning_number"])
 
 
-DoneOutcome = tuple[DoneReceipt, bool, flow.Outcome]  # flow.record_done's answer
-
-
-class _Ticket(Generic[T, R]):
-    """One request waiting in its process's queue (a chunk, or an agency's done), then its outcome."""
-
-    __slots__ = ("item", "named", "receipt", "error", "done")
-
-    def __init__(self, item: T, named: tuple[int, Callable[[], int]] | None = None):
-        self.named = named  # (round, current round) when the request named its round
-        self.item = item
-        self.receipt: R | None = None
-        self.error: Exception | None = None
-        self.done = False
-
-    def settle(self, outcome: R | StoreError | RoundError) -> None:
-        if isinstance(outcome, (StoreError, RoundError)):
-            self.error = outcome
-        else:
-            self.receipt = outcome
-        self.done = True
-
-    def fail(self, error: Exception) -> None:
-        """A failure of the whole batch: each chunk gets its own exception object."""
-        if not isinstance(error, StorageUnavailable):
-            log.exception("action: guardar_apuestas | result: fail", exc_info=error)
-            error = StorageUnavailable(f"storage error: {error}")
-        self.error, self.done = type(error)(str(error)), True
-
-    def outcome(self) -> R:
-        if self.error is not None:
-            raise self.error
-        assert self.receipt is not None
-        return self.receipt
-
-
-ChunkTicket = _Ticket[Chunk, ChunkReceipt]
-DoneTicket = _Ticket[int, DoneOutcome]
+ChunkTicket = Ticket[Chunk, ChunkReceipt]
+DoneTicket = Ticket[int, flow.DoneOutcome]
 
 
 class RoundFiles:
@@ -386,22 +349,11 @@ class RoundFiles:
         with self._process_turn(), self._file_turn():
             yield
 
-    @contextmanager
-    def _process_turn(self, ticket: _Ticket[Any, Any] | None = None, queue: list[Any] | None = None) -> Iterator[None]:
+    def _process_turn(
+        self, ticket: Ticket[Any, Any] | None = None, queue: list[Any] | None = None
+    ) -> AbstractContextManager[None]:
         """This process's turn at the storage (threads of one worker queue here)."""
-        if not self._thread_lock.acquire(timeout=self.lock_timeout):
-            with self._queue_guard:
-                if ticket is None or (queue is not None and ticket in queue):
-                    if ticket is not None and queue is not None:
-                        queue.remove(ticket)
-                    raise StorageBusy("the storage is busy; retry shortly")
-            # Another thread already took this request into its batch: wait for the outcome,
-            # or a 503 could be answered for a chunk (a done) that then gets stored.
-            self._thread_lock.acquire()
-        try:
-            yield
-        finally:
-            self._thread_lock.release()
+        return turn(self._thread_lock, self._queue_guard, self.lock_timeout, ticket, queue)
 
     @contextmanager
     def _file_turn(self) -> Iterator[None]:
@@ -611,35 +563,25 @@ class RoundFiles:
         """
         return self._group_commit(ChunkTicket(chunk, named), self._queue, self._commit)
 
-    def mark_done(self, agency: int) -> DoneOutcome:
+    def mark_done(self, agency: int) -> flow.DoneOutcome:
         """Group commit of dones, as of chunks: the thread whose turn it is takes every done its
         process has queued through the round's flow (flow.record_done, one by one, in one
         RoundTxn), and their lines reach done.log in one append and one fdatasync."""
         return self._group_commit(DoneTicket(agency), self._done_queue, self._commit_done)
 
     def _group_commit(
-        self, ticket: _Ticket[T, R], queue: list[_Ticket[T, R]], commit: Callable[[list[_Ticket[T, R]]], None]
+        self, ticket: Ticket[T, R], queue: list[Ticket[T, R]], commit: Callable[[list[Ticket[T, R]]], None]
     ) -> R:
-        with self._queue_guard:
-            queue.append(ticket)
-        with self._process_turn(ticket, queue):
-            if not ticket.done:
-                with self._queue_guard:
-                    batch = queue[:]
-                    queue.clear()
-                try:
-                    with self._file_turn():
-                        commit(batch)
-                except Exception as error:
-                    for other in batch:
-                        if not other.done:
-                            other.fail(error)
-        return ticket.outcome()
+        def locked_commit(tickets: list[Ticket[T, R]]) -> None:
+            with self._file_turn():
+                commit(tickets)
+
+        return group_commit(ticket, queue, self._queue_guard, self._process_turn, locked_commit)
 
     def _commit_done(self, batch: list[DoneTicket]) -> None:
         """Under both locks: each done through the flow, then every new line written at once."""
         txn = self._open_txn()
-        decided: list[tuple[DoneTicket, DoneOutcome]] = []
+        decided: list[tuple[DoneTicket, flow.DoneOutcome]] = []
         try:
             for ticket in batch:
                 try:

@@ -62,6 +62,7 @@ class Drawn:
 
 
 Outcome = bool | Drawn  # already drawn (True), not due (False), or drawn by this call
+DoneOutcome = tuple[DoneReceipt, bool, Outcome]  # record_done's: the receipt, recorded now, the draw
 
 
 def target_round(requested: int | None, current: int, *, writing: bool) -> int:
@@ -97,7 +98,7 @@ def decide_chunk(
     return receipt
 
 
-def record_done(txn: RoundTxn, agency: int) -> tuple[DoneReceipt, bool, Outcome]:
+def record_done(txn: RoundTxn, agency: int) -> DoneOutcome:
     """Under the round's lock: the agency's done, then the draw when it completes the set.
     Returns the receipt, whether this call recorded the done, and the draw's outcome."""
     agencies = txn.params.agencies

@@ -41,7 +41,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -55,6 +55,7 @@ from app.store.base import (
     Chunk,
     ChunkReceipt,
     DoneReceipt,
+    RoundError,
     RoundInfo,
     RoundNotFound,
     RoundParameters,
@@ -62,13 +63,17 @@ from app.store.base import (
     StorageBusy,
     StorageUnavailable,
     StoredSpan,
+    StoreError,
     UploadState,
     UploadSummary,
     merge_ranges,
     replay_by_key,
     replay_by_range,
 )
+from app.store.batch import Ticket, group_commit, turn
 from app.store.stats import AgencyStats, RoundStats
+
+DoneTicket = Ticket[int, flow.DoneOutcome]
 
 log = logging.getLogger("lottery")
 
@@ -362,6 +367,9 @@ class PostgresStore(flow.RoundFlow):
         self._schema_ready = False
         self._unreachable: str | None = None  # why the pool's last connection attempt failed
         self._generation = 0
+        # Dones of this process queued for the next group commit, per round asked (None: current).
+        self._done_lock, self._done_guard = threading.Lock(), threading.Lock()
+        self._done_queues: dict[int | None, list[DoneTicket]] = {}
         try:
             self._ensure_schema()
         except StorageUnavailable as error:
@@ -609,14 +617,18 @@ class PostgresStore(flow.RoundFlow):
     # -- the flow's primitives (app/store/flow.py) ---------------------------------------------
 
     @contextmanager
-    def locked_round(self, round: int | None, *, writing: bool, agency: int | None = None) -> Iterator[_PostgresTxn]:
-        """The round's row locked. With ``agency``, that agency's done lock is taken first: its
+    def locked_round(
+        self, round: int | None, *, writing: bool, done_locks: tuple[int, ...] = ()
+    ) -> Iterator[_PostgresTxn]:
+        """The round's row locked. The done locks of the agencies ``done_locks`` are taken first: their
         chunks in flight finish before, not while the round's row is held (every done waits on it)."""
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            round_id, agencies, _ = self._resolve(cur, round, writing=writing)
-            if agency is not None and 1 <= agency <= agencies:  # the flow refuses any other id
-                # Waits for this agency's chunks in flight; later chunks will see the done row.
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
+            round_id, count, _ = self._resolve(cur, round, writing=writing)
+            # Waits for these agencies' chunks in flight; later chunks will see the done rows.
+            # (Only the round's agencies: the flow refuses any other id.)
+            for agency in done_locks:
+                if 1 <= agency <= count:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
             # The round's row, locked: one draw, and every done committed before it is seen.
             cur.execute(
                 "SELECT drawn, agencies, winning_number, random, done_count FROM lottery_round "
@@ -627,10 +639,38 @@ class PostgresStore(flow.RoundFlow):
             yield _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn, done)
 
     def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
-        """The flow's mark_done, with the agency's lock taken before the round's row (locked_round)."""
-        with self.locked_round(round, writing=True, agency=agency) as txn:
-            receipt, inserted, outcome = flow.record_done(txn, agency)
-        return flow.finish_done(receipt, inserted, outcome)
+        """The flow's mark_done, in groups: the dones this process has queued for one round go
+        through flow.record_done one by one in one transaction, so they share one commit (one
+        WAL flush) instead of each holding the round's row through its own."""
+        queue = self._done_queues.setdefault(round, [])
+        outcome = group_commit(
+            DoneTicket(agency),
+            queue,
+            self._done_guard,
+            self._done_turn,
+            lambda tickets: self._commit_dones(round, tickets),
+        )
+        return flow.finish_done(*outcome)
+
+    def _done_turn(self, ticket: DoneTicket, queue: list[DoneTicket]) -> AbstractContextManager[None]:
+        return turn(self._done_lock, self._done_guard, self.lock_timeout, ticket, queue)
+
+    def _commit_dones(self, round: int | None, tickets: list[DoneTicket]) -> None:
+        decided: list[tuple[DoneTicket, flow.DoneOutcome]] = []
+        agencies = tuple(sorted({ticket.item for ticket in tickets}))  # locked in order: batches never deadlock
+        try:
+            with self.locked_round(round, writing=True, done_locks=agencies) as txn:
+                for ticket in tickets:
+                    try:
+                        decided.append((ticket, flow.record_done(txn, ticket.item)))
+                    except (StoreError, RoundError) as error:
+                        ticket.settle(error)
+        except RoundError as error:  # the round they name is refused: the same answer for each
+            for ticket in tickets:
+                ticket.settle(error)
+            return
+        for ticket, outcome in decided:  # committed
+            ticket.settle(outcome)
 
     def published(self, round: int | None, agency: int) -> flow.Published:
         with self._connection() as conn, conn.cursor() as cur:

@@ -354,3 +354,26 @@ def test_a_version_3_database_keeps_its_done_agencies_and_winners_as_version_4(p
     assert s.mark_done(2).done == 2  # already done before the migration
     assert s.mark_done(3) == DoneReceipt(3, 3, 3, True)
     assert s.round_info(2).winners == 0 and s.winners(1) == []
+
+
+def test_dones_queued_in_one_process_commit_in_one_transaction(pg) -> None:
+    """Group commit of dones on PostgreSQL: those waiting for this process's turn go through the
+    flow one by one in one transaction (one commit); each gets its own receipt; one draw."""
+    import psycopg
+
+    s = pg.make(agencies=40)
+    receipts: dict[int, DoneReceipt] = {}
+    with s._done_lock:  # this process's turn is taken: every done queues
+        threads = [threading.Thread(target=lambda a=a: receipts.update({a: s.mark_done(a)})) for a in range(1, 41)]
+        for t in threads:
+            t.start()
+        while len(s._done_queues.get(None, [])) < 40:  # an observed event: every done waits in the queue
+            threading.Event().wait(0.001)
+    for t in threads:
+        t.join(30)
+    assert sorted(r.done for r in receipts.values()) == list(range(1, 41))
+    assert [a for a, r in receipts.items() if r.drawn] == [max(receipts, key=lambda a: receipts[a].done)]
+    with psycopg.connect(pg.url) as conn:
+        assert conn.execute("SELECT count(DISTINCT xmin::text), count(*) FROM lottery_done").fetchone() == (1, 40)
+        assert conn.execute("SELECT done_count, drawn FROM lottery_round").fetchone() == (40, True)
+    assert s.status() == RoundStatus(40, list(range(1, 41)), True, 0)
