@@ -1081,3 +1081,39 @@ def test_dones_queued_in_one_process_reach_done_log_in_one_append(tmp_path, monk
     assert sorted(r.done for r in receipts.values()) == list(range(1, 41))
     assert [a for a, r in receipts.items() if r.drawn] == [max(receipts, key=lambda a: receipts[a].done)]
     assert s.status() == RoundStatus(40, list(range(1, 41)), True, 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    agencies=st.integers(1, 6),
+    dones=st.lists(st.tuples(st.booleans(), st.integers(0, 8)), max_size=25),
+    legacy=st.sets(st.integers(1, 6), max_size=3),
+    torn=st.booleans(),
+)
+def test_done_agencies_as_two_processes_and_a_restart_see_them(tmp_path_factory, agencies, dones, legacy, torn):
+    """Generated dones (repeated, outside the round, from either of two "processes"), over an
+    earlier release's done.json and maybe a torn last line: every store answers from the same
+    set, each agency's line is written once, and a done draws when, and only when, 1..N are done."""
+    path = tmp_path_factory.mktemp("done")
+    legacy = {a for a in legacy if a <= agencies}
+    if legacy:
+        (path / "done.json").write_bytes(orjson.dumps({"agencies": sorted(legacy)}))
+    stores = (store(path, agencies), store(path, agencies))
+    done, drawn = set(legacy), False
+    for which, agency in dones:
+        if not 1 <= agency <= agencies:
+            with pytest.raises(AgencyClosed):
+                stores[which].mark_done(agency)
+            continue
+        receipt = stores[which].mark_done(agency)
+        done.add(agency)
+        assert (receipt.done, receipt.drawn) == (len(done), len(done) == agencies)
+        drawn = receipt.drawn
+    if torn:
+        with open(path / "done.log", "ab") as f:
+            f.write(b"1")  # a crash mid-append: never answered, so not done
+    for s in (*stores, store(path, agencies)):
+        status = s.status(draw=False)
+        assert (status.done, status.drawn) == (sorted(done), drawn)  # a legacy set alone is drawn by a query
+    lines = (path / "done.log").read_bytes().split() if (path / "done.log").exists() else []
+    assert sorted(int(line) for line in lines) == sorted(done - legacy)
