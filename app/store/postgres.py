@@ -184,15 +184,20 @@ SCHEMA_V3 = [
 SCHEMA_V4 = [
     "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS done_count int NOT NULL DEFAULT 0",
     "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS winners_count int",
+    # Bumped by every insert or delete of a done row: a worker's copy of the done list is
+    # current while this has not moved, so /status does not read every agency's row each time.
+    "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS done_changes bigint NOT NULL DEFAULT 0",
     "UPDATE lottery_round r SET done_count = (SELECT count(*) FROM lottery_done d WHERE d.round = r.id)",
     # Kept by the database itself, so that every row of lottery_done counts, however it got there
     # (the done's transaction, or an operator's repair): the row and its count commit together.
     """CREATE OR REPLACE FUNCTION lottery_count_done() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'INSERT' THEN
-            UPDATE lottery_round SET done_count = done_count + 1 WHERE id = NEW.round;
+            UPDATE lottery_round SET done_count = done_count + 1, done_changes = done_changes + 1
+                WHERE id = NEW.round;
         ELSE
-            UPDATE lottery_round SET done_count = done_count - 1 WHERE id = OLD.round;
+            UPDATE lottery_round SET done_count = done_count - 1, done_changes = done_changes + 1
+                WHERE id = OLD.round;
         END IF;
         RETURN NULL;
     END $$""",
@@ -234,11 +239,12 @@ ROUND_BETS = (
     "coalesce(CASE WHEN r.drawn THEN r.bets END, "
     "(SELECT coalesce(sum(c.count), 0) FROM lottery_chunks c WHERE c.round = r.id))"
 )
-# Who is done, in order (the API's list; an index-only range of lottery_done's primary key).
-DONE_LIST = "(SELECT coalesce(array_agg(d.agency ORDER BY d.agency), '{}') FROM lottery_done d WHERE d.round = r.id)"
-# One round as the API shows it (RoundInfo), without the WHERE.
+# Who is done, in order (the API's list; a range of lottery_done's primary key), read only when
+# the round's done_changes moved since this worker read it (PostgresStore._done_list).
+DONE_LIST = "SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done WHERE round = %s"
+# One round as the API shows it (RoundInfo, its done list aside), without the WHERE.
 ROUND_INFO = (
-    f"SELECT r.id, r.agencies, r.winning_number, r.random, {DONE_LIST}, {ROUND_BETS}, "
+    f"SELECT r.id, r.agencies, r.winning_number, r.random, r.done_changes, {ROUND_BETS}, "
     "CASE WHEN r.drawn THEN r.winners_count END, r.opened_at, r.drawn_at FROM lottery_round r"
 )
 
@@ -336,21 +342,6 @@ def _iso(when: datetime | None) -> str | None:
     return None if when is None else when.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _round_info(row: tuple[Any, ...]) -> RoundInfo:
-    round_id, agencies, number, random, done, bets, winners, opened_at, drawn_at = row
-    return RoundInfo(
-        round_id,
-        agencies,
-        number,
-        random,
-        list(done),
-        int(bets),
-        None if winners is None else int(winners),
-        _iso(opened_at),
-        _iso(drawn_at),
-    )
-
-
 class PostgresStore(flow.RoundFlow):
     winners_poll_interval = 0.1  # a query per long-polling request: ten a second is plenty
 
@@ -370,6 +361,7 @@ class PostgresStore(flow.RoundFlow):
         # Dones of this process queued for the next group commit, per round asked (None: current).
         self._done_lock, self._done_guard = threading.Lock(), threading.Lock()
         self._done_queues: dict[int | None, list[DoneTicket]] = {}
+        self._done_lists: dict[int, tuple[int, list[int]]] = {}  # round -> (done_changes, its done list)
         try:
             self._ensure_schema()
         except StorageUnavailable as error:
@@ -688,12 +680,36 @@ class PostgresStore(flow.RoundFlow):
     def read_status(self, round: int | None) -> RoundStatus:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, done, bets = one(
+            drawn, changes, bets = one(
                 cur.execute(
-                    f"SELECT r.drawn, {DONE_LIST}, {ROUND_BETS} FROM lottery_round r WHERE r.id = %s", (round_id,)
+                    f"SELECT r.drawn, r.done_changes, {ROUND_BETS} FROM lottery_round r WHERE r.id = %s", (round_id,)
                 )
             )
-        return RoundStatus(agencies, list(done), drawn, int(bets), round_id)
+            done = self._done_list(cur, round_id, changes)
+        return RoundStatus(agencies, done, drawn, int(bets), round_id)
+
+    def _done_list(self, cur: psycopg.Cursor[Any], round_id: int, changes: int) -> list[int]:
+        """The round's done agencies, sorted: this worker's copy while ``changes`` (the round's
+        done_changes, read just before) has not moved, else read again. Read after ``changes``,
+        a list is never older than it."""
+        kept = self._done_lists.get(round_id)
+        if kept is None or kept[0] != changes:
+            kept = self._done_lists[round_id] = (changes, list(one(cur.execute(DONE_LIST, (round_id,)))[0]))
+        return list(kept[1])
+
+    def _round_info(self, cur: psycopg.Cursor[Any], row: tuple[Any, ...]) -> RoundInfo:
+        round_id, agencies, number, random, changes, bets, winners, opened_at, drawn_at = row
+        return RoundInfo(
+            round_id,
+            agencies,
+            number,
+            random,
+            self._done_list(cur, round_id, changes),
+            int(bets),
+            None if winners is None else int(winners),
+            _iso(opened_at),
+            _iso(drawn_at),
+        )
 
     def recorded(self, round: int | None) -> RoundParameters:
         info = self.round_info(round)
@@ -740,18 +756,18 @@ class PostgresStore(flow.RoundFlow):
             return int(one(conn.execute(f"SELECT {CURRENT}"))[0])
 
     def round_info(self, round: int | None = None) -> RoundInfo:
-        with self._connection() as conn:
-            row = conn.execute(f"{ROUND_INFO} WHERE r.id = coalesce(%s, {CURRENT})", (round,)).fetchone()
-        if row is None:
-            raise RoundNotFound(f"round {round} does not exist: the current round is {self.current_round()}")
-        return _round_info(row)
+        with self._connection() as conn, conn.cursor() as cur:
+            row = cur.execute(f"{ROUND_INFO} WHERE r.id = coalesce(%s, {CURRENT})", (round,)).fetchone()
+            if row is not None:
+                return self._round_info(cur, row)
+        raise RoundNotFound(f"round {round} does not exist: the current round is {self.current_round()}")
 
     def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
-        with self._connection() as conn:
-            rows = conn.execute(
+        with self._connection() as conn, conn.cursor() as cur:
+            rows = cur.execute(
                 f"{ROUND_INFO} WHERE %s::int IS NULL OR r.id < %s ORDER BY r.id DESC LIMIT %s", (before, before, limit)
             ).fetchall()
-        return [_round_info(row) for row in rows]
+            return [self._round_info(cur, row) for row in rows]
 
     def create_round(self, params: RoundParameters) -> int:
         with self._connection() as conn:

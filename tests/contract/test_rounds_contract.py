@@ -377,3 +377,21 @@ def test_dones_queued_in_one_process_commit_in_one_transaction(pg) -> None:
         assert conn.execute("SELECT count(DISTINCT xmin::text), count(*) FROM lottery_done").fetchone() == (1, 40)
         assert conn.execute("SELECT done_count, drawn FROM lottery_round").fetchone() == (40, True)
     assert s.status() == RoundStatus(40, list(range(1, 41)), True, 0)
+
+
+def test_a_workers_copy_of_the_done_list_follows_every_change_of_it(pg) -> None:
+    """/status and /rounds/{n} answer from a worker's copy of the done list while the round's
+    done_changes has not moved: a repair by hand (a row deleted, another inserted: the same
+    count) is seen at once, as are dones from another host."""
+    import psycopg
+
+    s, other = pg.make(agencies=3), pg.make(agencies=3)
+    s.mark_done(1)
+    assert s.status().done == [1] and s.round_info().done == [1]
+    other.mark_done(3)
+    assert s.status().done == [1, 3] and s.round_info(1).done == [1, 3]
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("DELETE FROM lottery_done WHERE agency = 1")
+        conn.execute("INSERT INTO lottery_done (round, agency) VALUES (1, 2)")
+    assert s.status().done == [2, 3] and s.round_info().done == [2, 3] and s.rounds()[0].done == [2, 3]
+    assert s.mark_done(1) == DoneReceipt(1, 3, 3, True)
