@@ -513,11 +513,23 @@ class RoundFiles:
             raise
         self._done.offset += len(lines)
 
-    def _done_count_now(self) -> int:
-        """Lock-free when done.log has not grown since it was read (a stat), else read under the lock."""
-        if not self._done.legacy_read or (_size(self._done_file) or 0) != self._done.offset:
+    def _catch_up(self, *, ledger: bool = True) -> None:
+        """This process's memory made the store's state: lock-free when done.log, and if asked the
+        ledger and bets.csv, are as this process read them (a stat each), else read under the lock."""
+        self._recheck_fault()
+        done = self._done
+        if (
+            not self._round_known
+            or not done.legacy_read
+            or (_size(self._done_file) or 0) != done.offset
+            or (ledger and (_size(self._ledger_file) or 0) != self._index.offset)
+            or (ledger and (_size(self._bets_file) or 0) != self._index.end)  # a crashed write to cut off
+        ):
             with self._locked():
-                pass  # _recover reads the new lines
+                pass  # _recover reads the new lines (and repairs a torn tail)
+
+    def _done_count_now(self) -> int:
+        self._catch_up(ledger=False)
         return self._done.count
 
     # -- small file helpers -------------------------------------------------------------
@@ -738,9 +750,11 @@ class RoundFiles:
         )
 
     def read_status(self) -> RoundStatus:
-        with self._locked():
-            drawn = self._read_winners() is not None
-            return RoundStatus(self.agencies, self._done.sorted(), drawn, self._index.bets, self.round_id)
+        """Lock-free when nothing was committed since this process last read the files: a status
+        asked by every agency at once does not queue every worker on the lock."""
+        self._catch_up()
+        drawn = self._read_winners() is not None  # lock-free: the file is replaced atomically
+        return RoundStatus(self.agencies, self._done.sorted(), drawn, self._index.bets, self.round_id)
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:
         with self._locked():
