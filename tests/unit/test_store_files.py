@@ -1117,3 +1117,20 @@ def test_done_agencies_as_two_processes_and_a_restart_see_them(tmp_path_factory,
         assert (status.done, status.drawn) == (sorted(done), drawn)  # a legacy set alone is drawn by a query
     lines = (path / "done.log").read_bytes().split() if (path / "done.log").exists() else []
     assert sorted(int(line) for line in lines) == sorted(done - legacy)
+
+
+def test_status_takes_no_lock_while_nothing_was_committed(tmp_path):
+    """/status asked by every agency at once must not queue every worker on the round's lock: it
+    answers from memory while the files are as this process read them, and reads them (under
+    the lock) once another worker committed."""
+    from app.store.files import FileStore
+
+    s = FileStore(tmp_path, 3, WIN, lock_timeout=0.5)
+    s.append_chunk(chunk(1, 2))
+    s.mark_done(1)
+    with s._round(None)._thread_lock:  # this process's turn is taken (a long commit, say)
+        assert s.status() == RoundStatus(3, [1], False, 2)
+        FileStore(tmp_path, 3, WIN, lock_timeout=0.5).mark_done(2)  # another worker's done
+        with pytest.raises(StorageUnavailable, match="busy"):
+            s.status()  # done.log grew: only the lock can say what it holds now
+    assert s.status() == RoundStatus(3, [1, 2], False, 2)
