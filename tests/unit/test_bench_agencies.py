@@ -22,3 +22,13 @@ def test_a_round_of_many_agencies_is_driven_and_reported(backend: str) -> None:
     for phase in READS:
         assert row[phase]["requests"] == READ_REQUESTS
     assert row["round_s"] > 0 and row["server_cpu_s"] >= 0
+
+
+def test_the_postgresql_lookups_of_schema_4_are_measured() -> None:
+    if not configured():
+        pytest.skip("LOTTERY_TEST_DATABASE_URL is not set")
+    from bench.pg_lookups import measure
+
+    row = measure(agencies=20, queries=3)
+    assert row["agencies"] == 20
+    assert all(value > 0 for key, value in row.items() if key.endswith("_us")), row
