@@ -142,6 +142,11 @@ def draw_due(agencies: int, done: Iterable[int]) -> bool:
     return set(range(1, agencies + 1)) <= set(done)
 
 
+def all_done(agencies: int, done_count: int) -> bool:
+    """``draw_due`` from a count kept as agencies say done (only ids 1..N are ever recorded)."""
+    return done_count >= agencies
+
+
 def winning_number_for_draw(recorded: int | None) -> int:
     """The round's fixed number, or, for a random round, one drawn now with a cryptographic RNG."""
     return secrets.randbelow(HIGHEST_NUMBER + 1) if recorded is None else recorded

@@ -8,6 +8,8 @@ Sections:
   rounds   whole rounds, our uploader + server vs the raw-TCP reference (reference/rawtcp),
            alternated run by run, median of --runs: the course dataset and 1M synthetic bets
   scale    1M bets from 50 concurrent agencies against 1, 2 and 4 workers (uploader-sized chunks)
+  agencies a round of 10, 1,000 and 10,000 agencies x 60 bets, files and PostgreSQL, 4 workers:
+           the round's time and each phase's rate and p99 (upload, done, winners) (issue 21)
   formats  JSON vs CSV bodies at chunk sizes 100 .. 10,000
   uploader whole 1M-bet rounds with the uploader's --batch-size and --concurrency varied
   uploader_cpu  the uploader's own CPU per bet, all in, for a 100k-bet file (bench/uploader_cpu.py)
@@ -247,6 +249,7 @@ def bench_cpu() -> dict:
 SECTIONS = {
     "rounds": bench_rounds,
     "scale": bench_scale,
+    "agencies": lambda: __import__("bench.agency_scale", fromlist=["run"]).run(),  # bench/agency_scale.py
     "formats": bench_formats,
     "uploader": bench_uploader,
     "uploader_cpu": bench_uploader_cpu,

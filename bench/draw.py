@@ -40,7 +40,7 @@ def make_round(data_dir: Path, bets: int, seed: int = 1) -> int:
     (data_dir / "ledger.jsonl").write_bytes(
         orjson.dumps({"a": 1, "n": bets, "h": "bench", "k": None, "end": size}) + b"\n"
     )
-    for name in ("done.json", "winners.json"):
+    for name in ("done.json", "done.log", "winners.json"):
         (data_dir / name).unlink(missing_ok=True)
     return size
 

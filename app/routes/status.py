@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import orjson
+from fastapi import APIRouter, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import StoreDep, any_token
@@ -19,12 +20,15 @@ router = APIRouter(tags=["round"])
     responses=documented(401, 503),
     dependencies=[Depends(any_token)],
 )
-async def get_status(store: StoreDep) -> RoundState:
+async def get_status(store: StoreDep) -> Response:
     """Expected agencies, which are done, whether the draw happened, and bets stored.
 
     With tokens on, any agency's token is needed: the round's progress is not public."""
     status = await run_in_threadpool(store.status)
-    return RoundState(expected=status.expected, done=status.done, drawn=status.drawn, bets=status.bets)
+    # RoundState's fields, encoded by orjson straight from the store's list: with 10,000 agencies
+    # done, checking that list through the response model cost more than the rest of the request.
+    body = {"expected": status.expected, "done": status.done, "drawn": status.drawn, "bets": status.bets}
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/health", response_model=Health, summary="Liveness", responses=documented(503))

@@ -7,8 +7,13 @@ Files in the data dir (see README "Storage and synchronization"):
                   upload range and ``end``, the size of bets.csv once the chunk was in.
                   **A chunk is committed when its ledger line is on disk**; bytes of bets.csv
                   past the last ``end`` belong to a write that crashed and are cut off.
-``done.json``     the agencies that said done, replaced atomically (temp file + rename).
-``winners.json``  the draw's result, replaced atomically; its presence means "drawn".
+``done.log``      the agencies that said done, one id a line, only ever appended to (fdatasync'd):
+                  a done writes its own line, whatever the number of agencies. A line without
+                  its newline was never acknowledged (crash mid-append) and is cut off.
+``done.json``     how an earlier release kept them (rewritten whole on every done): still read,
+                  never written; the round's done agencies are both files' together.
+``winners.json``  the draw's result, replaced atomically; its presence means "drawn". A drawn
+                  round never changes, so each process parses it once and keeps it.
 ``round.json``    the round's parameters (agencies, winning number), written once when the
                   round starts: a restart with other settings keeps them.
 ``.lock``         the filelock every writer holds.
@@ -18,12 +23,13 @@ does not parse) is never guessed around: every request answers 503 naming the fi
 byte offset, until an operator repairs it.
 
 Workers share nothing in memory. Each keeps a *cache* of the ledger (keys, upload ranges,
-totals), always brought up to date by reading the ledger's new lines while holding the
-lock, so a decision is never taken on stale state.
+totals) and of done.log (the set of done agencies and its count), always brought up to date by
+reading the files' new lines while holding the lock, so a decision is never taken on stale state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -33,7 +39,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -49,6 +55,7 @@ from app.store.base import (
     Chunk,
     ChunkReceipt,
     DataCorrupt,
+    DoneReceipt,
     RoundError,
     RoundInfo,
     RoundNotFound,
@@ -63,6 +70,7 @@ from app.store.base import (
     replay_by_key,
     replay_by_range,
 )
+from app.store.batch import R, T, Ticket, group_commit, turn
 from app.store.lock import ProcessLock
 from app.store.stats import AgencyStats, RoundStats
 
@@ -70,7 +78,8 @@ log = logging.getLogger("lottery")
 
 BETS = "bets.csv"
 LEDGER = "ledger.jsonl"
-DONE = "done.json"
+DONE = "done.json"  # an earlier release's done set: read, never written
+DONE_LOG = "done.log"
 EXPORT_BLOCK = 1 << 20  # bytes copied at a time by an export
 WINNERS = "winners.json"
 ROUND = "round.json"
@@ -146,6 +155,37 @@ class _LedgerIndex:
             if spans is None:
                 spans = self.spans[(agency, record["u"])] = SpanIndex()
             spans.add(start, start + count, record["h"], record.get("d"))
+
+
+class _DoneLog:
+    """The done agencies this process knows: done.log read up to byte ``offset``, and an earlier
+    release's done.json (read once). ``count`` is kept as they come: never recounted."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.legacy_read = False
+        self.agencies: set[int] = set()
+        self.count = 0  # of the round's agencies 1..N
+        self._sorted: list[int] | None = None
+
+    def add(self, agency: int, agencies: int) -> None:
+        if agency not in self.agencies:
+            self.agencies.add(agency)
+            self.count += 1 <= agency <= agencies
+            self._sorted = None
+
+    def sorted(self) -> list[int]:
+        """Sorted once per change, not per request (a status asked a thousand times a second)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.agencies)
+        return list(self._sorted)
+
+
+def done_line(line: bytes) -> int:
+    """A done.log line (without its newline) as an agency id, or ValueError."""
+    if not line.isdigit() or line.startswith(b"0") or len(line) > 9:
+        raise ValueError(f"expected an agency id (digits), found {line[:40]!r}")
+    return int(line)
 
 
 _REQUIRED = (("a", int), ("n", int), ("h", str), ("end", int))
@@ -233,37 +273,8 @@ def recorded_round(data_dir: Path) -> RoundParameters | None:
     return None if value is None else RoundParameters(value["agencies"], value["winning_number"])
 
 
-class _Ticket:
-    """One chunk waiting in its process's queue, and then its outcome."""
-
-    __slots__ = ("chunk", "named", "receipt", "error", "done")
-
-    def __init__(self, chunk: Chunk, named: tuple[int, Callable[[], int]] | None = None):
-        self.named = named  # (round, current round) when the request named its round
-        self.chunk = chunk
-        self.receipt: ChunkReceipt | None = None
-        self.error: Exception | None = None
-        self.done = False
-
-    def settle(self, outcome: ChunkReceipt | StoreError | RoundError) -> None:
-        if isinstance(outcome, ChunkReceipt):
-            self.receipt = outcome
-        else:
-            self.error = outcome
-        self.done = True
-
-    def fail(self, error: Exception) -> None:
-        """A failure of the whole batch: each chunk gets its own exception object."""
-        if not isinstance(error, StorageUnavailable):
-            log.exception("action: guardar_apuestas | result: fail", exc_info=error)
-            error = StorageUnavailable(f"storage error: {error}")
-        self.error, self.done = type(error)(str(error)), True
-
-    def outcome(self) -> ChunkReceipt:
-        if self.error is not None:
-            raise self.error
-        assert self.receipt is not None
-        return self.receipt
+ChunkTicket = Ticket[Chunk, ChunkReceipt]
+DoneTicket = Ticket[int, flow.DoneOutcome]
 
 
 class RoundFiles:
@@ -286,19 +297,24 @@ class RoundFiles:
         self.bets_path = self.dir / BETS
         self.ledger_path = self.dir / LEDGER
         self.done_path = self.dir / DONE
+        self.done_log_path = self.dir / DONE_LOG
         self.winners_path = self.dir / WINNERS
         self.round_path = self.dir / ROUND
         # The same paths as text, for the calls made on every commit (pathlib costs there).
         self._bets_file, self._ledger_file = os.fspath(self.bets_path), os.fspath(self.ledger_path)
+        self._done_file = os.fspath(self.done_log_path)
         # Threads of one worker queue on a plain lock, so at most one thread per process
         # polls the file lock; the file lock then orders the processes.
         self._thread_lock = threading.Lock()
         self._queue_guard = threading.Lock()
-        self._queue: list[_Ticket] = []  # chunks of this process waiting for the next commit
+        self._queue: list[ChunkTicket] = []  # chunks of this process waiting for the next commit
+        self._done_queue: list[DoneTicket] = []  # and dones
         # Taken once per group commit: filelock's lock on a descriptor kept open (app/store/lock.py).
         self._file_lock = ProcessLock(os.fspath(self.dir / LOCK), lock_timeout)
         self._keep_lock_open = True  # until the round is a past one (see retire)
         self._index = _LedgerIndex()
+        self._done = _DoneLog()
+        self._draw: dict[str, Any] | None = None  # winners.json once read: a drawn round never changes
         try:
             with self._locked():
                 self._verify()  # creates the ledger, repairs a torn tail, checks every file
@@ -334,22 +350,11 @@ class RoundFiles:
         with self._process_turn(), self._file_turn():
             yield
 
-    @contextmanager
-    def _process_turn(self, ticket: _Ticket | None = None) -> Iterator[None]:
+    def _process_turn(
+        self, ticket: Ticket[Any, Any] | None = None, queue: list[Any] | None = None
+    ) -> AbstractContextManager[None]:
         """This process's turn at the storage (threads of one worker queue here)."""
-        if not self._thread_lock.acquire(timeout=self.lock_timeout):
-            with self._queue_guard:
-                if ticket is None or ticket in self._queue:
-                    if ticket is not None:
-                        self._queue.remove(ticket)
-                    raise StorageBusy("the storage is busy; retry shortly")
-            # Another thread already took this chunk into its batch: wait for the outcome,
-            # or a 503 could be answered for a chunk that then gets stored.
-            self._thread_lock.acquire()
-        try:
-            yield
-        finally:
-            self._thread_lock.release()
+        return turn(self._thread_lock, self._queue_guard, self.lock_timeout, ticket, queue)
 
     @contextmanager
     def _file_turn(self) -> Iterator[None]:
@@ -374,8 +379,8 @@ class RoundFiles:
             self._file_lock.release(close=not self._keep_lock_open)
 
     def _verify(self) -> None:
-        """Under the lock: read every file of the store, so a corrupt one is known now."""
-        self._read_done()
+        """Under the lock: every file of the store read (the done files by _recover), so a corrupt
+        one is known now."""
         self._read_winners()
         self._fault = None
 
@@ -396,6 +401,7 @@ class RoundFiles:
         self._read_ledger(ledger_size)
         if not self._round_known:
             self._read_round()
+        self._read_done_log()
         size = _size(self._bets_file) or 0
         if size > self._index.end:
             # A writer died between writing its bets and committing them: drop the tail.
@@ -455,6 +461,78 @@ class RoundFiles:
                 f.truncate(index.offset)
                 os.fsync(f.fileno())
 
+    def _read_done_log(self) -> None:
+        """Under the lock: the done agencies up to date, reading only done.log's new lines (and
+        an earlier release's done.json, once)."""
+        done = self._done
+        if not done.legacy_read:
+            value = self._read_json(self.done_path, _done_problem)
+            for agency in value["agencies"] if value else ():
+                done.add(agency, self.agencies)
+            done.legacy_read = True
+        size = _size(self._done_file) or 0
+        if size < done.offset:  # replaced by hand: start over
+            self._done = _DoneLog()
+            return self._read_done_log()
+        if size == done.offset:
+            return None
+        with open(self._done_file, "rb") as f:
+            f.seek(done.offset)
+            data = f.read(size - done.offset)
+        complete = data.rfind(b"\n") + 1
+        for line in data[:complete].split(b"\n")[:-1]:
+            try:
+                agency = done_line(line)
+            except ValueError as error:
+                raise DataCorrupt(
+                    f"{self.done_log_path}: the line at byte {done.offset} is not what the store wrote ({error}): "
+                    "refusing to guess who is done; repair or restore the file"
+                ) from None
+            done.add(agency, self.agencies)
+            done.offset += len(line) + 1
+        if complete < len(data):
+            # A torn line (crash mid-append): that done was never answered, so it goes.
+            with open(self._done_file, "r+b") as f:
+                f.truncate(done.offset)
+                os.fsync(f.fileno())
+        return None
+
+    def _write_done(self, agencies: list[int]) -> None:
+        """Under the lock: these agencies' lines appended to done.log, with one fdatasync. They are
+        in ``self._done`` already (provisionally): a failed write forgets what was not read back."""
+        lines = b"".join(b"%d\n" % agency for agency in agencies)
+        created = self._done.offset == 0 and _size(self._done_file) is None
+        try:
+            if created:
+                self._create_empty(self.done_log_path)  # the file's name made durable once
+            self._append(self._done_file, lines)
+        except OSError:
+            self._done = _DoneLog()  # re-read from the file under the next lock
+            if created and _size(self._done_file) == 0:
+                with contextlib.suppress(OSError):  # a full disk: leave no trace of the attempt
+                    os.unlink(self._done_file)
+            raise
+        self._done.offset += len(lines)
+
+    def _catch_up(self, *, ledger: bool = True) -> None:
+        """This process's memory made the store's state: lock-free when done.log, and if asked the
+        ledger and bets.csv, are as this process read them (a stat each), else read under the lock."""
+        self._recheck_fault()
+        done = self._done
+        if (
+            not self._round_known
+            or not done.legacy_read
+            or (_size(self._done_file) or 0) != done.offset
+            or (ledger and (_size(self._ledger_file) or 0) != self._index.offset)
+            or (ledger and (_size(self._bets_file) or 0) != self._index.end)  # a crashed write to cut off
+        ):
+            with self._locked():
+                pass  # _recover reads the new lines (and repairs a torn tail)
+
+    def _done_count_now(self) -> int:
+        self._catch_up(ledger=False)
+        return self._done.count
+
     # -- small file helpers -------------------------------------------------------------
 
     def _create_empty(self, path: Path) -> None:
@@ -481,13 +559,11 @@ class RoundFiles:
             self._fault = str(error)  # also read without the lock: remember it here
             raise
 
-    def _read_done(self) -> set[int]:
-        value = self._read_json(self.done_path, _done_problem)
-        return set() if value is None else set(value["agencies"])  # checked by _done_problem
-
     def _read_winners(self) -> dict[str, Any] | None:
-        value: dict[str, Any] | None = self._read_json(self.winners_path, _winners_problem)  # checked there
-        return value
+        """The draw's result; read once per process (a failed open until the round is drawn)."""
+        if self._draw is None:
+            self._draw = self._read_json(self.winners_path, _winners_problem)  # checked there
+        return self._draw
 
     # -- the Store interface --------------------------------------------------------------
 
@@ -498,36 +574,54 @@ class RoundFiles:
         one pair of fsyncs, instead of a pair per chunk, is what makes the disk keep up.
         Each chunk is still decided on its own (replay, closed agency, range conflict).
         """
-        ticket = _Ticket(chunk, named)
-        with self._queue_guard:
-            self._queue.append(ticket)
-        with self._process_turn(ticket):
-            if not ticket.done:
-                with self._queue_guard:
-                    batch, self._queue = self._queue, []
-                try:
-                    with self._file_turn():
-                        self._commit(batch)
-                except Exception as error:
-                    for other in batch:
-                        if not other.done:
-                            other.fail(error)
-        return ticket.outcome()
+        return self._group_commit(ChunkTicket(chunk, named), self._queue, self._commit)
 
-    def _commit(self, batch: list[_Ticket]) -> None:
+    def mark_done(self, agency: int) -> flow.DoneOutcome:
+        """Group commit of dones, as of chunks: the thread whose turn it is takes every done its
+        process has queued through the round's flow (flow.record_done, one by one, in one
+        RoundTxn), and their lines reach done.log in one append and one fdatasync."""
+        return self._group_commit(DoneTicket(agency), self._done_queue, self._commit_done)
+
+    def _group_commit(
+        self, ticket: Ticket[T, R], queue: list[Ticket[T, R]], commit: Callable[[list[Ticket[T, R]]], None]
+    ) -> R:
+        def locked_commit(tickets: list[Ticket[T, R]]) -> None:
+            with self._file_turn():
+                commit(tickets)
+
+        return group_commit(ticket, queue, self._queue_guard, self._process_turn, locked_commit)
+
+    def _commit_done(self, batch: list[DoneTicket]) -> None:
+        """Under both locks: each done through the flow, then every new line written at once."""
+        txn = self._open_txn()
+        decided: list[tuple[DoneTicket, flow.DoneOutcome]] = []
+        try:
+            for ticket in batch:
+                try:
+                    decided.append((ticket, flow.record_done(txn, ticket.item)))
+                except (StoreError, RoundError) as error:
+                    ticket.settle(error)
+            txn.flush()  # raises (and every ticket not settled fails) when the lines cannot be written
+        except BaseException:
+            txn.forget()
+            raise
+        for ticket, outcome in decided:
+            ticket.settle(outcome)
+
+    def _commit(self, batch: list[ChunkTicket]) -> None:
         """Under both locks: decide each chunk, then write the accepted ones in one go."""
         index = self._index
         ledger_size, bets_size = index.offset, index.end
         drawn = self._read_winners() is not None  # read, not only seen: a corrupt one is refused
-        done = self._read_done()
-        accepted: list[tuple[_Ticket, dict[str, Any]]] = []
+        done = self._done.agencies
+        accepted: list[tuple[ChunkTicket, dict[str, Any]]] = []
         # An answer that rests on a chunk of this very batch (a retry with its key, or an
         # overlap with its range) may only be given once that chunk is on disk.
-        deferred: list[tuple[_Ticket, ChunkReceipt | StoreError | RoundError]] = []
+        deferred: list[tuple[ChunkTicket, ChunkReceipt | StoreError | RoundError]] = []
         batch_keys: set[tuple[int, str]] = set()
         batch_uploads: set[tuple[int, str]] = set()
         for ticket in batch:
-            chunk = ticket.chunk
+            chunk = ticket.item
             key = (chunk.agency, chunk.idempotency_key) if chunk.idempotency_key is not None else None
             upload = (chunk.agency, chunk.upload.upload_id) if chunk.upload is not None else None
             outcome: ChunkReceipt | StoreError | RoundError | None
@@ -566,7 +660,7 @@ class RoundFiles:
             return
         lines = b"".join(orjson.dumps(record) + b"\n" for _, record in accepted)
         try:
-            self._append(self._bets_file, b"".join(ticket.chunk.payload for ticket, _ in accepted))
+            self._append(self._bets_file, b"".join(ticket.item.payload for ticket, _ in accepted))
             # The commit point: until these lines are on disk the bets above do not exist.
             self._append(self._ledger_file, lines)
         except OSError:
@@ -575,7 +669,7 @@ class RoundFiles:
             raise  # every ticket not settled yet, deferred ones included, gets the error
         index.offset += len(lines)
         for ticket, _ in accepted:
-            ticket.settle(ChunkReceipt(ticket.chunk.agency, ticket.chunk.count))
+            ticket.settle(ChunkReceipt(ticket.item.agency, ticket.item.count))
         for ticket, outcome in deferred:
             ticket.settle(outcome)
 
@@ -612,20 +706,30 @@ class RoundFiles:
     def txn(self) -> Iterator[_FilesTxn]:
         """The round under its lock, every file checked, as the flow's RoundTxn."""
         with self._locked():
-            self._verify()  # winners.json too, before done.json is written
-            yield _FilesTxn(self)
+            txn = self._open_txn()
+            try:
+                yield txn
+                txn.flush()
+            except BaseException:
+                txn.forget()
+                raise
+
+    def _open_txn(self) -> _FilesTxn:
+        """Under the lock."""
+        self._verify()  # winners.json too, before done.log is written
+        return _FilesTxn(self)
 
     def published(self, agency: int) -> flow.Published:
         self._recheck_fault()
         result = self._read_winners()  # lock-free: the file is replaced atomically
         mine = None if result is None else rules.agency_winners(result["winners"], agency)
-        return flow.Published(self.round_id, self.agencies, mine, self._read_done)
+        return flow.Published(self.round_id, self.agencies, mine, self._done_count_now)
 
     def info(self) -> RoundInfo:
         """This round's parameters and state, read under the lock (never draws)."""
         with self._locked():
             self._verify()
-            done = sorted(self._read_done())
+            done = self._done.sorted()
             bets = self._index.bets
             result = self._read_winners()
             recorded = self._read_json(self.round_path, _round_problem) or {}
@@ -662,10 +766,11 @@ class RoundFiles:
         return bets
 
     def read_status(self) -> RoundStatus:
-        with self._locked():
-            done = self._read_done()
-            drawn = self._read_winners() is not None
-            return RoundStatus(self.agencies, sorted(done), drawn, self._index.bets, self.round_id)
+        """Lock-free when nothing was committed since this process last read the files: a status
+        asked by every agency at once does not queue every worker on the lock."""
+        self._catch_up()
+        drawn = self._read_winners() is not None  # lock-free: the file is replaced atomically
+        return RoundStatus(self.agencies, self._done.sorted(), drawn, self._index.bets, self.round_id)
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:
         with self._locked():
@@ -712,7 +817,7 @@ class RoundFiles:
             agencies = {
                 a: AgencyStats(a, bets, chunks, seen) for a, (bets, chunks, seen) in self._index.by_agency.items()
             }
-        done = sorted(self._read_done())
+            done = self._done.sorted()
         try:  # lock-free: the file is replaced atomically; its mtime is the draw's time
             drawn_at = self.winners_path.stat().st_mtime
             result = self._read_winners()
@@ -729,20 +834,33 @@ class _FilesTxn:
         self.files = files
         self.round_id = files.round_id
         self.params = RoundParameters(files.agencies, files.winning_number)
-        self._done = files._read_done()
+        self._pending: list[int] = []  # done agencies not written yet (flush writes them at once)
 
     def drawn(self) -> bool:
         return self.files._read_winners() is not None
 
-    def done(self) -> set[int]:
-        return self._done
+    def done_count(self) -> int:
+        return self.files._done.count
 
     def add_done(self, agency: int) -> bool:
-        if agency in self._done:
+        done = self.files._done
+        if agency in done.agencies:
             return False
-        self._done.add(agency)
-        self.files._replace_json(self.files.done_path, {"agencies": sorted(self._done)})
+        done.add(agency, self.params.agencies)  # provisional until flush: counted by the next add_done
+        self._pending.append(agency)
         return True
+
+    def forget(self) -> None:
+        """After a failure: the provisional dones go (done.log is read again under the next lock)."""
+        if self._pending:
+            self._pending = []
+            self.files._done = _DoneLog()
+
+    def flush(self) -> None:
+        """The pending dones on disk (one append, one fdatasync): before their answers, and before a draw."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.files._write_done(pending)
 
     def bets(self) -> int:
         return self.files._index.bets
@@ -751,8 +869,10 @@ class _FilesTxn:
         return scan_winners(self.files.bets_path, self.files._index.end, number)
 
     def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
+        self.flush()  # a drawn round has every done on disk
         record = {"winning_number": number, "bets": bets, "winners": winners, "drawn_at": _now()}
         self.files._replace_json(self.files.winners_path, record)
+        self.files._draw = record
 
 
 def _step(name: str) -> None:
@@ -923,6 +1043,11 @@ class FileStore(flow.RoundFlow):
         round_id = flow.target_round(round, self.current_round(), writing=True)
         named = None if round is None else (round, self.current_round)
         return self._round(round_id).append_chunk(chunk, named)
+
+    def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
+        """The flow's mark_done, with this process's dones written in groups (RoundFiles.mark_done)."""
+        round_id = flow.target_round(round, self.current_round(), writing=True)
+        return flow.finish_done(*self._round(round_id).mark_done(agency))
 
     # -- the flow's primitives (app/store/flow.py) ---------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,8 +32,9 @@ class RoundTxn(Protocol):
 
     def drawn(self) -> bool: ...
 
-    def done(self) -> Iterable[int]:
-        """The agencies that said done."""
+    def done_count(self) -> int:
+        """How many of the round's agencies (1..N) said done: kept as they say it, never recounted,
+        so a done costs the same with 10 agencies or 10,000 (issue 21)."""
         ...
 
     def add_done(self, agency: int) -> bool:
@@ -61,6 +62,7 @@ class Drawn:
 
 
 Outcome = bool | Drawn  # already drawn (True), not due (False), or drawn by this call
+DoneOutcome = tuple[DoneReceipt, bool, Outcome]  # record_done's: the receipt, recorded now, the draw
 
 
 def target_round(requested: int | None, current: int, *, writing: bool) -> int:
@@ -96,15 +98,14 @@ def decide_chunk(
     return receipt
 
 
-def record_done(txn: RoundTxn, agency: int) -> tuple[DoneReceipt, bool, Outcome]:
+def record_done(txn: RoundTxn, agency: int) -> DoneOutcome:
     """Under the round's lock: the agency's done, then the draw when it completes the set.
     Returns the receipt, whether this call recorded the done, and the draw's outcome."""
     agencies = txn.params.agencies
     rules.refuse_outside_round(agency, agencies)
     inserted = txn.add_done(agency)
     outcome = draw_if_due(txn)
-    done = sum(1 for _ in txn.done())
-    return DoneReceipt(agency, done, agencies, bool(outcome)), inserted, outcome
+    return DoneReceipt(agency, txn.done_count(), agencies, bool(outcome)), inserted, outcome
 
 
 def draw_if_due(txn: RoundTxn) -> Outcome:
@@ -112,7 +113,7 @@ def draw_if_due(txn: RoundTxn) -> Outcome:
     if txn.drawn():
         return True
     params = txn.params
-    if not rules.draw_due(params.agencies, txn.done()):
+    if not rules.all_done(params.agencies, txn.done_count()):
         return False
     started = time.perf_counter()
     number = rules.winning_number_for_draw(params.winning_number)
@@ -142,12 +143,12 @@ def finish_done(receipt: DoneReceipt, inserted: bool, outcome: Outcome) -> DoneR
 @dataclass(frozen=True, slots=True)
 class Published:
     """What a round shows without its lock: an agency's winners once drawn (None before), and
-    who is done (to tell a draw that a crash left undone)."""
+    how many of its agencies are done (to tell a draw that a crash left undone)."""
 
     round_id: int
     agencies: int
     winners: list[str] | None
-    done: Callable[[], Iterable[int]]
+    done_count: Callable[[], int]
 
 
 class RoundFlow(Store):
@@ -185,7 +186,7 @@ class RoundFlow(Store):
         if shown.winners is not None:
             return shown.winners
         # Every agency done but nobody drew (a crash between the two): draw now.
-        if not rules.draw_due(shown.agencies, shown.done()) or not self.draw_late(shown.round_id):
+        if not rules.all_done(shown.agencies, shown.done_count()) or not self.draw_late(shown.round_id):
             return None
         return self.published(shown.round_id, agency).winners
 

@@ -9,10 +9,14 @@ does there, transactions and locks in the database do here (README "PostgreSQL b
                     ``(chunk_id, id)``. A chunk's row and its bets go in **one transaction**
                     (the bets by COPY), so a chunk is stored all or nothing, with its key.
 ``lottery_done``    the agencies that said done (primary key: an idempotent insert).
-``lottery_round``   one row: the round's agencies and winning number (recorded when it
-                    starts: a restart with other settings keeps them), ``drawn`` and the
-                    winners. The draw runs with this row locked FOR UPDATE and only while
-                    ``drawn`` is false, so it happens once.
+``lottery_round``   a row per round: its agencies and winning number (recorded when it
+                    starts: a restart with other settings keeps them), ``drawn``, and counts
+                    kept as they change (``done_count`` in the done's transaction, ``bets`` and
+                    ``winners_count`` by the draw), so no request counts every agency's rows.
+                    The draw runs with this row locked FOR UPDATE and only while ``drawn`` is
+                    false, so it happens once.
+``lottery_winners`` the draw's result, a row per agency that has winners (its documents in
+                    stored order): a winners request reads its agency's row only.
 
 Locks (all released at commit or rollback, so a dead host never leaves one behind):
 
@@ -37,11 +41,10 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -51,6 +54,8 @@ from app.store import flow
 from app.store.base import (
     Chunk,
     ChunkReceipt,
+    DoneReceipt,
+    RoundError,
     RoundInfo,
     RoundNotFound,
     RoundParameters,
@@ -58,18 +63,22 @@ from app.store.base import (
     StorageBusy,
     StorageUnavailable,
     StoredSpan,
+    StoreError,
     UploadState,
     UploadSummary,
     merge_ranges,
     replay_by_key,
     replay_by_range,
 )
+from app.store.batch import Ticket, group_commit, turn
 from app.store.pg_watchdog import CHECK_DEADLINE, KEEPALIVES, STATEMENT_MARGIN, Watchdog
 from app.store.stats import AgencyStats, RoundStats
 
+DoneTicket = Ticket[int, flow.DoneOutcome]
+
 log = logging.getLogger("lottery")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Advisory lock keys. The one-bigint form and the two-int form never collide (PostgreSQL
 # keeps them apart), so agency keys live in the bigint space and upload keys in the pair space.
 SCHEMA_LOCK = 0x4C4F5454_00000001  # "LOTT" | 1: schema creation and migration
@@ -172,7 +181,53 @@ SCHEMA_V3 = [
     "ALTER TABLE lottery_done DROP CONSTRAINT IF EXISTS lottery_done_pkey",
     "ALTER TABLE lottery_done ADD PRIMARY KEY (round, agency)",
 ]
-MIGRATIONS = {1: SCHEMA, 2: SCHEMA_V2, 3: SCHEMA_V3}  # version -> the steps that reach it from the one before
+# Version 3 -> 4 (issue 21, agencies by the thousand): counts kept on the round's row instead of
+# counted per request, and the draw's result a row per agency instead of one jsonb value that every
+# winners request detoasted whole. Filled from what version 3 holds, in the migration's transaction.
+SCHEMA_V4 = [
+    "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS done_count int NOT NULL DEFAULT 0",
+    "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS winners_count int",
+    # Bumped by every insert or delete of a done row: a worker's copy of the done list is
+    # current while this has not moved, so /status does not read every agency's row each time.
+    "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS done_changes bigint NOT NULL DEFAULT 0",
+    "UPDATE lottery_round r SET done_count = (SELECT count(*) FROM lottery_done d WHERE d.round = r.id)",
+    # Kept by the database itself, so that every row of lottery_done counts, however it got there
+    # (the done's transaction, or an operator's repair): the row and its count commit together.
+    """CREATE OR REPLACE FUNCTION lottery_count_done() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE lottery_round SET done_count = done_count + 1, done_changes = done_changes + 1
+                WHERE id = NEW.round;
+        ELSE
+            UPDATE lottery_round SET done_count = done_count - 1, done_changes = done_changes + 1
+                WHERE id = OLD.round;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER lottery_done_count AFTER INSERT OR DELETE ON lottery_done
+        FOR EACH ROW EXECUTE FUNCTION lottery_count_done()""",
+    """CREATE TABLE IF NOT EXISTS lottery_winners (
+        round int NOT NULL,
+        agency int NOT NULL,
+        documents text[] NOT NULL,
+        PRIMARY KEY (round, agency)
+    )""",
+    """INSERT INTO lottery_winners (round, agency, documents)
+        SELECT r.id, w.key::int, ARRAY(SELECT d FROM jsonb_array_elements_text(w.value) WITH ORDINALITY AS x(d, n)
+                                        ORDER BY n)
+        FROM lottery_round r, jsonb_each(r.winners) w
+        WHERE r.drawn AND jsonb_typeof(r.winners) = 'object' AND jsonb_array_length(w.value) > 0""",
+    """UPDATE lottery_round r SET winners_count = coalesce(
+        (SELECT sum(cardinality(w.documents)) FROM lottery_winners w WHERE w.round = r.id), 0) WHERE r.drawn""",
+    # The winners now live in lottery_winners; the jsonb copy would only be a second truth.
+    "UPDATE lottery_round SET winners = NULL",
+]
+MIGRATIONS = {
+    1: SCHEMA,
+    2: SCHEMA_V2,
+    3: SCHEMA_V3,
+    4: SCHEMA_V4,
+}  # version -> the steps that reach it from the one before
 
 # The one stored span of an upload that can decide a chunk ending at %s (see PostgresStore._replay).
 NEIGHBOUR_SPAN = (
@@ -181,16 +236,22 @@ NEIGHBOUR_SPAN = (
 )
 
 CURRENT = "(SELECT max(id) FROM lottery_round)"
-# One round as the API shows it (RoundInfo), without the WHERE.
+# A round's bets: recorded by its draw; counted from its chunks (an index range) while it is open.
+# (coalesce evaluates its second argument only when the first is null: a round drawn by version 1 has no bets.)
+ROUND_BETS = (
+    "coalesce(CASE WHEN r.drawn THEN r.bets END, "
+    "(SELECT coalesce(sum(c.count), 0) FROM lottery_chunks c WHERE c.round = r.id))"
+)
+# Who is done, in order (the API's list; a range of lottery_done's primary key), read only when
+# the round's done_changes moved since this worker read it (PostgresStore._done_list).
+DONE_LIST = "SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done WHERE round = %s"
+# One round as the API shows it (RoundInfo, its done list aside), without the WHERE.
 ROUND_INFO = (
-    "SELECT r.id, r.agencies, r.winning_number, r.random, "
-    "(SELECT coalesce(array_agg(d.agency ORDER BY d.agency), '{}') FROM lottery_done d WHERE d.round = r.id), "
-    "(SELECT coalesce(sum(c.count), 0) FROM lottery_chunks c WHERE c.round = r.id), "
-    "CASE WHEN r.drawn THEN (SELECT coalesce(sum(jsonb_array_length(value)), 0) FROM jsonb_each(r.winners)) END, "
-    "r.opened_at, r.drawn_at FROM lottery_round r"
+    f"SELECT r.id, r.agencies, r.winning_number, r.random, r.done_changes, {ROUND_BETS}, "
+    "CASE WHEN r.drawn THEN r.winners_count END, r.opened_at, r.drawn_at FROM lottery_round r"
 )
 
-TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_round", "lottery_schema")
+TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_winners", "lottery_round", "lottery_schema")
 
 
 def _upload_lock_key(upload_id: str) -> int:
@@ -284,21 +345,6 @@ def _iso(when: datetime | None) -> str | None:
     return None if when is None else when.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _round_info(row: tuple[Any, ...]) -> RoundInfo:
-    round_id, agencies, number, random, done, bets, winners, opened_at, drawn_at = row
-    return RoundInfo(
-        round_id,
-        agencies,
-        number,
-        random,
-        list(done),
-        int(bets),
-        None if winners is None else int(winners),
-        _iso(opened_at),
-        _iso(drawn_at),
-    )
-
-
 class PostgresStore(flow.RoundFlow):
     winners_poll_interval = 0.1  # a query per long-polling request: ten a second is plenty
 
@@ -316,6 +362,10 @@ class PostgresStore(flow.RoundFlow):
         self._unreachable: str | None = None  # why the pool's last connection attempt failed
         self._generation = 0
         self._watchdog = Watchdog(self._drop_pool)  # cuts connections to a database host that hangs
+        # Dones of this process queued for the next group commit, per round asked (None: current).
+        self._done_lock, self._done_guard = threading.Lock(), threading.Lock()
+        self._done_queues: dict[int | None, list[DoneTicket]] = {}
+        self._done_lists: dict[int, tuple[int, list[int]]] = {}  # round -> (done_changes, its done list)
         try:
             self._ensure_schema()
         except StorageUnavailable as error:
@@ -581,41 +631,107 @@ class PostgresStore(flow.RoundFlow):
     # -- the flow's primitives (app/store/flow.py) ---------------------------------------------
 
     @contextmanager
-    def locked_round(self, round: int | None, *, writing: bool) -> Iterator[flow.RoundTxn]:
+    def locked_round(
+        self, round: int | None, *, writing: bool, done_locks: tuple[int, ...] = ()
+    ) -> Iterator[_PostgresTxn]:
+        """The round's row locked. The done locks of the agencies ``done_locks`` are taken first: their
+        chunks in flight finish before, not while the round's row is held (every done waits on it)."""
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            round_id = self._resolve(cur, round, writing=writing)[0]
+            round_id, count, _ = self._resolve(cur, round, writing=writing)
+            # Waits for these agencies' chunks in flight; later chunks will see the done rows.
+            # (Only the round's agencies: the flow refuses any other id.)
+            for agency in done_locks:
+                if 1 <= agency <= count:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
             # The round's row, locked: one draw, and every done committed before it is seen.
             cur.execute(
-                "SELECT drawn, agencies, winning_number, random FROM lottery_round WHERE id = %s FOR UPDATE",
+                "SELECT drawn, agencies, winning_number, random, done_count FROM lottery_round "
+                "WHERE id = %s FOR UPDATE",
                 (round_id,),
             )
-            drawn, agencies, recorded, random = one(cur)
-            yield _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn)
+            drawn, agencies, recorded, random, done = one(cur)
+            yield _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn, done)
+
+    def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
+        """The flow's mark_done, in groups: the dones this process has queued for one round go
+        through flow.record_done one by one in one transaction, so they share one commit (one
+        WAL flush) instead of each holding the round's row through its own."""
+        queue = self._done_queues.setdefault(round, [])
+        outcome = group_commit(
+            DoneTicket(agency),
+            queue,
+            self._done_guard,
+            self._done_turn,
+            lambda tickets: self._commit_dones(round, tickets),
+        )
+        return flow.finish_done(*outcome)
+
+    def _done_turn(self, ticket: DoneTicket, queue: list[DoneTicket]) -> AbstractContextManager[None]:
+        return turn(self._done_lock, self._done_guard, self.lock_timeout, ticket, queue)
+
+    def _commit_dones(self, round: int | None, tickets: list[DoneTicket]) -> None:
+        decided: list[tuple[DoneTicket, flow.DoneOutcome]] = []
+        agencies = tuple(sorted({ticket.item for ticket in tickets}))  # locked in order: batches never deadlock
+        try:
+            with self.locked_round(round, writing=True, done_locks=agencies) as txn:
+                for ticket in tickets:
+                    try:
+                        decided.append((ticket, flow.record_done(txn, ticket.item)))
+                    except (StoreError, RoundError) as error:
+                        ticket.settle(error)
+        except RoundError as error:  # the round they name is refused: the same answer for each
+            for ticket in tickets:
+                ticket.settle(error)
+            return
+        for ticket, outcome in decided:  # committed
+            ticket.settle(outcome)
 
     def published(self, round: int | None, agency: int) -> flow.Published:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, mine, done = one(
+            drawn, done, mine = one(
                 cur.execute(
-                    "SELECT drawn, winners -> %s, (SELECT array_agg(agency) FROM lottery_done WHERE round = %s) "
-                    "FROM lottery_round WHERE id = %s",
-                    (str(agency), round_id, round_id),
+                    "SELECT r.drawn, r.done_count, "
+                    "(SELECT w.documents FROM lottery_winners w WHERE w.round = r.id AND w.agency = %s) "
+                    "FROM lottery_round r WHERE r.id = %s",
+                    (agency, round_id),
                 )
             )
-        return flow.Published(round_id, agencies, list(mine or []) if drawn else None, lambda: done or ())
+        return flow.Published(round_id, agencies, list(mine or []) if drawn else None, lambda: int(done))
 
     def read_status(self, round: int | None) -> RoundStatus:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, done, bets = one(
+            drawn, changes, bets = one(
                 cur.execute(
-                    "SELECT drawn, (SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done "
-                    "WHERE round = %s), (SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s) "
-                    "FROM lottery_round WHERE id = %s",
-                    (round_id, round_id, round_id),
+                    f"SELECT r.drawn, r.done_changes, {ROUND_BETS} FROM lottery_round r WHERE r.id = %s", (round_id,)
                 )
             )
-        return RoundStatus(agencies, list(done), drawn, int(bets), round_id)
+            done = self._done_list(cur, round_id, changes)
+        return RoundStatus(agencies, done, drawn, int(bets), round_id)
+
+    def _done_list(self, cur: psycopg.Cursor[Any], round_id: int, changes: int) -> list[int]:
+        """The round's done agencies, sorted: this worker's copy while ``changes`` (the round's
+        done_changes, read just before) has not moved, else read again. Read after ``changes``,
+        a list is never older than it."""
+        kept = self._done_lists.get(round_id)
+        if kept is None or kept[0] != changes:
+            kept = self._done_lists[round_id] = (changes, list(one(cur.execute(DONE_LIST, (round_id,)))[0]))
+        return list(kept[1])
+
+    def _round_info(self, cur: psycopg.Cursor[Any], row: tuple[Any, ...]) -> RoundInfo:
+        round_id, agencies, number, random, changes, bets, winners, opened_at, drawn_at = row
+        return RoundInfo(
+            round_id,
+            agencies,
+            number,
+            random,
+            self._done_list(cur, round_id, changes),
+            int(bets),
+            None if winners is None else int(winners),
+            _iso(opened_at),
+            _iso(drawn_at),
+        )
 
     def recorded(self, round: int | None) -> RoundParameters:
         info = self.round_info(round)
@@ -662,18 +778,18 @@ class PostgresStore(flow.RoundFlow):
             return int(one(conn.execute(f"SELECT {CURRENT}"))[0])
 
     def round_info(self, round: int | None = None) -> RoundInfo:
-        with self._connection() as conn:
-            row = conn.execute(f"{ROUND_INFO} WHERE r.id = coalesce(%s, {CURRENT})", (round,)).fetchone()
-        if row is None:
-            raise RoundNotFound(f"round {round} does not exist: the current round is {self.current_round()}")
-        return _round_info(row)
+        with self._connection() as conn, conn.cursor() as cur:
+            row = cur.execute(f"{ROUND_INFO} WHERE r.id = coalesce(%s, {CURRENT})", (round,)).fetchone()
+            if row is not None:
+                return self._round_info(cur, row)
+        raise RoundNotFound(f"round {round} does not exist: the current round is {self.current_round()}")
 
     def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
-        with self._connection() as conn:
-            rows = conn.execute(
+        with self._connection() as conn, conn.cursor() as cur:
+            rows = cur.execute(
                 f"{ROUND_INFO} WHERE %s::int IS NULL OR r.id < %s ORDER BY r.id DESC LIMIT %s", (before, before, limit)
             ).fetchall()
-        return [_round_info(row) for row in rows]
+            return [self._round_info(cur, row) for row in rows]
 
     def create_round(self, params: RoundParameters) -> int:
         with self._connection() as conn:
@@ -715,37 +831,42 @@ class PostgresStore(flow.RoundFlow):
             cur.execute("SELECT agency FROM lottery_done WHERE round = %s ORDER BY agency", (round_id,))
             done = [row[0] for row in cur.fetchall()]
             cur.execute(
-                "SELECT extract(epoch FROM drawn_at), (SELECT jsonb_object_agg(key, jsonb_array_length(value)) "
-                "FROM jsonb_each(winners)) FROM lottery_round WHERE id = %s AND drawn",
+                "SELECT extract(epoch FROM r.drawn_at), (SELECT coalesce(jsonb_object_agg(w.agency, "
+                "cardinality(w.documents)), '{}') FROM lottery_winners w WHERE w.round = r.id) "
+                "FROM lottery_round r WHERE r.id = %s AND r.drawn",
                 (round_id,),
             )
             row = cur.fetchone()
         if row is None:
             return RoundStats(agencies_count, done, agencies)
-        return RoundStats(agencies_count, done, agencies, float(row[0]), {int(a): n for a, n in (row[1] or {}).items()})
+        counts = {int(a): n for a, n in row[1].items()}  # agencies without winners have no row
+        winners = {a: counts.get(a, 0) for a in range(1, agencies_count + 1)}
+        return RoundStats(agencies_count, done, agencies, float(row[0]), winners)
 
 
 class _PostgresTxn:
     """The flow's RoundTxn in a transaction that holds the round's row (PostgresStore.locked_round)."""
 
-    def __init__(self, cur: psycopg.Cursor, round_id: int, params: RoundParameters, drawn: bool):
-        self.cur, self.round_id, self.params, self._drawn = cur, round_id, params, drawn
+    def __init__(self, cur: psycopg.Cursor, round_id: int, params: RoundParameters, drawn: bool, done: int):
+        # ``done``: the round row's done_count, read with the row locked, so every done committed
+        # before is counted, and none can commit until this transaction ends.
+        self.cur, self.round_id, self.params, self._drawn, self._done = cur, round_id, params, drawn, done
 
     def drawn(self) -> bool:
         return self._drawn
 
-    def done(self) -> list[int]:
-        # A new statement, so a new snapshot: every done committed before the row lock was granted.
-        self.cur.execute("SELECT agency FROM lottery_done WHERE round = %s", (self.round_id,))
-        return [row[0] for row in self.cur.fetchall()]
+    def done_count(self) -> int:
+        return self._done
 
     def add_done(self, agency: int) -> bool:
-        # Waits for this agency's chunks in flight; later chunks will see the done row.
-        self.cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
+        # The agency's done lock is held (PostgresStore.mark_done took it before the round's row).
         self.cur.execute(
             "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING", (self.round_id, agency)
         )
-        return self.cur.rowcount == 1
+        if self.cur.rowcount != 1:
+            return False
+        self._done += 1  # as the trigger lottery_done_count did on the round's row
+        return True
 
     def bets(self) -> int:
         self.cur.execute("SELECT coalesce(sum(count), 0) FROM lottery_chunks WHERE round = %s", (self.round_id,))
@@ -763,10 +884,15 @@ class _PostgresTxn:
         return found
 
     def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
+        # A row per agency with winners (an agency without a row has none): COPY, one round trip.
+        with self.cur.copy("COPY lottery_winners (round, agency, documents) FROM STDIN") as copy:
+            for agency, documents in winners.items():
+                if documents:
+                    copy.write_row((self.round_id, int(agency), documents))
         self.cur.execute(
-            "UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners = %s::jsonb, "
+            "UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners_count = %s, "
             "drawn_at = now() WHERE id = %s",
-            (number, bets, orjson.dumps(winners).decode(), self.round_id),
+            (number, bets, sum(len(documents) for documents in winners.values()), self.round_id),
         )
         self._drawn = True
 

@@ -688,6 +688,8 @@ def make_v1_database(url: str, drawn_with: int | None = None) -> None:
 def test_a_version_1_database_is_migrated_by_the_workers_that_start_on_it(pg):
     import psycopg
 
+    from app.store.postgres import SCHEMA_VERSION
+
     make_v1_database(pg.url)
     barrier = threading.Barrier(4)
     made: list[Store] = []
@@ -703,7 +705,7 @@ def test_a_version_1_database_is_migrated_by_the_workers_that_start_on_it(pg):
         t.join(60)
     assert len(made) == 4 and all((s.agencies, s.winning_number) == (2, WIN) for s in made)
     with psycopg.connect(pg.url) as conn:
-        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(3,)]
+        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(SCHEMA_VERSION,)]
     s = made[0]
     assert s.upload_state(1, "old").spans == (StoredSpan(0, 3, None),)  # stored before digests existed
     assert s.append_chunk(dataclasses.replace(chunk(1, 3, upload=("old", 0), winners={1}), digest="x")).replayed

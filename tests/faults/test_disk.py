@@ -96,7 +96,7 @@ def problem(r: httpx.Response, status: int) -> dict:
 
 
 def snapshot(data: Path) -> dict[str, str]:
-    return {name: digest(round_file(data, name)) for name in ("bets.csv", "ledger.jsonl", "done.json", "winners.json")}
+    return {name: digest(round_file(data, name)) for name in ("bets.csv", "ledger.jsonl", "done.log", "winners.json")}
 
 
 def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: Path) -> None:
@@ -125,11 +125,10 @@ def test_full_disk_gives_503_stores_nothing_and_recovers(tmpfs: Path, tmp_path: 
             assert snapshot(data) == before  # bets.csv and ledger.jsonl unchanged, byte for byte
             assert "No space left on device" in problem(client.get("/health"), 503)["detail"]
             # A retry while still full is refused the same way, still storing nothing; so is a
-            # done (done.json is replaced through a temp file, which cannot be written).
+            # done (its line cannot be appended to done.log).
             problem(client.post("/agencies/1/bets", content=chunk, headers=headers), 503)
             assert "No space left on device" in problem(client.post("/agencies/2/done"), 503)["detail"]
         assert snapshot(data) == before
-        assert not list(data.glob(".done.json.*"))  # no temp file left behind
 
         filler.unlink()
         assert client.get("/health").status_code == 200

@@ -140,11 +140,10 @@ def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path
                 assert client.post(f"/agencies/{agency}/done").json()["drawn"] is False
     finally:
         first.stop(signal.SIGKILL)
-    # The crash: the last agency's done.json was replaced (atomically, as the store does it),
-    # and the process died before it could write winners.json.
-    tmp = data / ".done.json.crash.tmp"
-    tmp.write_bytes(json.dumps({"agencies": list(range(1, AGENCIES + 1))}).encode())
-    os.replace(tmp, round_file(data, "done.json"))
+    # The crash: the last agency's line was appended to done.log (as the store does it), and the
+    # process died before it could write winners.json.
+    with open(round_file(data, "done.log"), "ab") as f:
+        f.write(b"%d\n" % AGENCIES)
     assert not (round_file(data, "winners.json")).exists()
 
     second = Server(data, workers=3, agencies=AGENCIES, log_path=tmp_path / "second.log").start()

@@ -13,6 +13,8 @@ from app.store import AgencyClosed, RoundNotCurrent, RoundStillOpen
 @given(agencies=st.integers(1, 30), done=st.sets(st.integers(-3, 40)))
 def test_the_draw_is_due_exactly_when_every_agency_of_the_round_is_done(agencies: int, done: set[int]) -> None:
     assert rules.draw_due(agencies, done) == all(a in done for a in range(1, agencies + 1))
+    # the count the stores keep counts only the round's agencies, each once
+    assert rules.all_done(agencies, len({a for a in done if 1 <= a <= agencies})) == rules.draw_due(agencies, done)
 
 
 @given(target=st.integers(1, 50), current=st.integers(1, 50))

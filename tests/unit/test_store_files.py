@@ -264,7 +264,73 @@ def test_done_is_idempotent(tmp_path):
     assert store(tmp_path).mark_done(2) == DoneReceipt(2, 1, 3, False)
     assert s.mark_done(1) == DoneReceipt(1, 2, 3, False)
     assert s.status() == RoundStatus(3, [1, 2], False, 0)
-    assert orjson.loads((tmp_path / "done.json").read_bytes()) == {"agencies": [1, 2]}
+    assert (tmp_path / "done.log").read_bytes() == b"2\n1\n"  # a line per agency, in the order they came
+    assert not (tmp_path / "done.json").exists()
+
+
+def test_a_done_writes_its_own_line_only_whatever_the_agencies(tmp_path):
+    """Issue 21: a done appends its agency's line; it rewrites no file that grows with the agencies."""
+    s = store(tmp_path, agencies=10_000)
+    for agency in range(1, 2001):
+        s.mark_done(agency)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert s.mark_done(9_999) == DoneReceipt(9_999, 2001, 10_000, False)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after.pop("done.log") == before.pop("done.log") + b"9999\n"
+    assert after == before
+    assert store(tmp_path).status().done == [*range(1, 2001), 9_999]
+
+
+def test_a_data_dir_of_the_previous_release_keeps_its_done_agencies(tmp_path):
+    """A round written by the release that kept done.json (rewritten whole on each done): its done
+    agencies still count, done.json is never written again, and the round draws as before."""
+    rows = chunk(1, 5, winners={2}).payload + chunk(2, 4, winners={0}).payload
+    (tmp_path / "bets.csv").write_bytes(rows)
+    (tmp_path / "ledger.jsonl").write_bytes(
+        b"".join(
+            orjson.dumps({"a": a, "n": n, "h": "f" * 64, "k": None, "end": end}) + b"\n"
+            for a, n, end in ((1, 5, len(chunk(1, 5).payload)), (2, 4, len(rows)))
+        )
+    )
+    (tmp_path / "round.json").write_bytes(orjson.dumps(files.round_record(1, RoundParameters(3, WIN), None)))
+    legacy = orjson.dumps({"agencies": [1, 2]})
+    (tmp_path / "done.json").write_bytes(legacy)
+    s = store(tmp_path, agencies=3)
+    assert s.status() == RoundStatus(3, [1, 2], False, 9)
+    assert s.mark_done(2) == DoneReceipt(2, 2, 3, False)  # already done, in done.json
+    assert s.mark_done(3) == DoneReceipt(3, 3, 3, True)
+    assert (tmp_path / "done.json").read_bytes() == legacy
+    assert (tmp_path / "done.log").read_bytes() == b"3\n"
+    fresh = store(tmp_path, agencies=3)
+    assert fresh.status() == RoundStatus(3, [1, 2, 3], True, 9)
+    assert (fresh.winners(1), fresh.winners(2), fresh.winners(3)) == (["1000002"], ["2000000"], [])
+
+
+def test_a_torn_done_line_was_never_answered_and_is_cut(tmp_path):
+    s = store(tmp_path)
+    s.mark_done(1)
+    with open(tmp_path / "done.log", "ab") as f:
+        f.write(b"2")  # the process died mid-append: that done was never answered
+    assert store(tmp_path).status().done == [1]
+    assert (tmp_path / "done.log").read_bytes() == b"1\n"
+    assert s.mark_done(2) == DoneReceipt(2, 2, 3, False)
+    assert store(tmp_path).status().done == [1, 2]
+
+
+def test_the_draw_is_read_once_per_process(tmp_path, monkeypatch):
+    """A drawn round never changes: winners.json is parsed by the first request, not by each."""
+    s = store(tmp_path, agencies=2)
+    s.append_chunk(chunk(1, 5, winners={2}))
+    s.mark_done(1)
+    s.mark_done(2)
+    reads: list[Path] = []
+    real = files.read_json
+    monkeypatch.setattr(files, "read_json", lambda path, problem: reads.append(path) or real(path, problem))
+    reader = store(tmp_path, agencies=2)  # a worker starting on the drawn round
+    for _ in range(5):
+        assert reader.winners(1) == ["1000002"] and reader.winners(2) == []
+        assert reader.status().drawn and reader.round_info().winners == 1
+    assert reads.count(tmp_path / "winners.json") == 1
 
 
 def test_bets_after_done_are_refused(tmp_path):
@@ -506,8 +572,9 @@ def test_crash_between_done_and_draw(tmp_path):
     s.append_chunk(chunk(1, 5, winners={2}))
     s.append_chunk(chunk(2, 5, winners={0, 4}))
     s.mark_done(1)
-    # the last done.json was written, then the process died before the draw
-    (tmp_path / "done.json").write_bytes(orjson.dumps({"agencies": [1, 2]}))
+    # the last done's line was written, then the process died before the draw
+    with open(tmp_path / "done.log", "ab") as f:
+        f.write(b"2\n")
     assert not (tmp_path / "winners.json").exists()
 
     fresh = store(tmp_path, agencies=2)
@@ -807,6 +874,9 @@ def test_a_complete_but_invalid_ledger_line_answers_503_naming_file_and_offset(t
 @pytest.mark.parametrize(
     ("name", "content", "where"),
     [
+        ("done.log", b"1\n\0\0\n", ": the line at byte 2 is not what the store wrote"),
+        ("done.log", b"1\nx\n2\n", ": the line at byte 2 is not what the store wrote"),
+        ("done.log", b"\n", ": the line at byte 0 is not what the store wrote"),
         ("done.json", b"\0\0\0\0", "not valid JSON (at byte 0"),
         ("done.json", b'{"agencies": [1, "2"]}', "at byte 0: expected"),
         ("done.json", b'{"agencies": [1, 2', "not valid JSON (at byte 18"),
@@ -823,7 +893,8 @@ def test_a_corrupt_json_file_answers_503_naming_it(tmp_path, name, content, wher
     (tmp_path / name).write_bytes(content)
     fresh = store(tmp_path)
     message = re.escape(f"{tmp_path / name}") + ".*" + re.escape(where)
-    for s in (fresh, running) if name != "round.json" else (fresh,):  # a running store read it already
+    # round.json and an earlier release's done.json are read once: a running store read them already
+    for s in (fresh, running) if name not in ("round.json", "done.json") else (fresh,):
         for call in EVERY_CALL:
             with pytest.raises(StorageUnavailable, match=message):
                 call(s)
@@ -989,3 +1060,83 @@ def test_the_app_closes_its_store_when_it_shuts_down(tmp_path):
         assert client.get("/health").status_code == 200
         assert closed == []
     assert closed == [True]
+
+
+def test_dones_queued_in_one_process_reach_done_log_in_one_append(tmp_path, monkeypatch):
+    """Group commit of dones: those waiting for the lock are written with one append (one fdatasync)
+    by whichever thread's turn it is; each gets its own receipt, and the last one draws, once."""
+    from app.store.files import FileStore
+
+    s = FileStore(tmp_path, 40, WIN, lock_timeout=10)
+    round_files = s._round(None)
+    appends: list[bytes] = []
+    real = RoundFiles._append
+    monkeypatch.setattr(
+        RoundFiles, "_append", staticmethod(lambda path, data: (appends.append(data), real(path, data))[1])
+    )
+    receipts: dict[int, DoneReceipt] = {}
+    with round_files._thread_lock:  # this process's turn is taken: every done queues
+        threads = [threading.Thread(target=lambda a=a: receipts.update({a: s.mark_done(a)})) for a in range(1, 41)]
+        for t in threads:
+            t.start()
+        while len(round_files._done_queue) < 40:  # an observed event: every done waits in the queue
+            threading.Event().wait(0.001)
+    for t in threads:
+        t.join(30)
+    assert appends == [b"".join(b"%d\n" % a for a in sorted(receipts, key=lambda a: receipts[a].done))]
+    assert sorted(r.done for r in receipts.values()) == list(range(1, 41))
+    assert [a for a, r in receipts.items() if r.drawn] == [max(receipts, key=lambda a: receipts[a].done)]
+    assert s.status() == RoundStatus(40, list(range(1, 41)), True, 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    agencies=st.integers(1, 6),
+    dones=st.lists(st.tuples(st.booleans(), st.integers(0, 8)), max_size=25),
+    legacy=st.sets(st.integers(1, 6), max_size=3),
+    torn=st.booleans(),
+)
+def test_done_agencies_as_two_processes_and_a_restart_see_them(tmp_path_factory, agencies, dones, legacy, torn):
+    """Generated dones (repeated, outside the round, from either of two "processes"), over an
+    earlier release's done.json and maybe a torn last line: every store answers from the same
+    set, each agency's line is written once, and a done draws when, and only when, 1..N are done."""
+    path = tmp_path_factory.mktemp("done")
+    legacy = {a for a in legacy if a <= agencies}
+    if legacy:
+        (path / "done.json").write_bytes(orjson.dumps({"agencies": sorted(legacy)}))
+    stores = (store(path, agencies), store(path, agencies))
+    done, drawn = set(legacy), False
+    for which, agency in dones:
+        if not 1 <= agency <= agencies:
+            with pytest.raises(AgencyClosed):
+                stores[which].mark_done(agency)
+            continue
+        receipt = stores[which].mark_done(agency)
+        done.add(agency)
+        assert (receipt.done, receipt.drawn) == (len(done), len(done) == agencies)
+        drawn = receipt.drawn
+    if torn:
+        with open(path / "done.log", "ab") as f:
+            f.write(b"1")  # a crash mid-append: never answered, so not done
+    for s in (*stores, store(path, agencies)):
+        status = s.status(draw=False)
+        assert (status.done, status.drawn) == (sorted(done), drawn)  # a legacy set alone is drawn by a query
+    lines = (path / "done.log").read_bytes().split() if (path / "done.log").exists() else []
+    assert sorted(int(line) for line in lines) == sorted(done - legacy)
+
+
+def test_status_takes_no_lock_while_nothing_was_committed(tmp_path):
+    """/status asked by every agency at once must not queue every worker on the round's lock: it
+    answers from memory while the files are as this process read them, and reads them (under
+    the lock) once another worker committed."""
+    from app.store.files import FileStore
+
+    s = FileStore(tmp_path, 3, WIN, lock_timeout=0.5)
+    s.append_chunk(chunk(1, 2))
+    s.mark_done(1)
+    with s._round(None)._thread_lock:  # this process's turn is taken (a long commit, say)
+        assert s.status() == RoundStatus(3, [1], False, 2)
+        FileStore(tmp_path, 3, WIN, lock_timeout=0.5).mark_done(2)  # another worker's done
+        with pytest.raises(StorageUnavailable, match="busy"):
+            s.status()  # done.log grew: only the lock can say what it holds now
+    assert s.status() == RoundStatus(3, [1, 2], False, 2)

@@ -11,6 +11,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 
 from app.store import RoundStatus
@@ -32,6 +33,10 @@ def legacy_dir(path: Path, drawn: bool) -> dict[str, bytes]:
     old.mark_done(1)
     if drawn:
         old.mark_done(2)
+    # That release kept its done agencies in done.json (today's store appends them to done.log).
+    done = sorted(int(line) for line in (path / "done.log").read_bytes().split())
+    (path / "done.json").write_bytes(orjson.dumps({"agencies": done}))
+    (path / "done.log").unlink()
     return {name: (path / name).read_bytes() for name in LEGACY if (path / name).exists()}
 
 
