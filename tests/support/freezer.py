@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 import threading
 
+from tests.support.listener import listen
+
 
 class FreezingProxy:
     def __init__(self, port: int) -> None:
@@ -17,11 +19,10 @@ class FreezingProxy:
         self.thawed = threading.Event()
         self.thawed.set()
         self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = listen(self._admit)
         self.listen_port = self._listener.getsockname()[1]
 
     def __enter__(self) -> FreezingProxy:
-        threading.Thread(target=self._accept, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -33,14 +34,9 @@ class FreezingProxy:
     def freeze(self) -> None:
         self.thawed.clear()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self._sockets.append(client)
-            threading.Thread(target=self._open, args=(client,), daemon=True).start()
+    def _admit(self, client: socket.socket) -> None:
+        self._sockets.append(client)
+        threading.Thread(target=self._open, args=(client,), daemon=True).start()
 
     def _open(self, client: socket.socket) -> None:
         self.thawed.wait()  # a frozen host accepts (its kernel does) and says nothing

@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from tests.support.listener import listen
+
 # A chunk request's line, on the current round's routes or a round's (the uploader uses those).
 CHUNK = re.compile(rb"POST (?:/rounds/[0-9]+)?/agencies/[0-9]+/bets ")
 _TAIL = 64  # bytes of a connection's last piece kept, to see a request line split across two reads
@@ -29,28 +31,24 @@ class HoldingProxy:
         self.held = threading.Event()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._listener: socket.socket | None = None
 
     def __enter__(self) -> HoldingProxy:
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._listener = listen(self._forward)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
         for s in self._sockets:
             s.close()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.port))
-            self._sockets += [client, upstream]
-            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._answers, args=(upstream, client), daemon=True).start()
+    def _forward(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.port))
+        self._sockets += [client, upstream]
+        threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=self._answers, args=(upstream, client), daemon=True).start()
 
     def _answers(self, source: socket.socket, sink: socket.socket) -> None:
         try:

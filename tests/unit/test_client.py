@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from client.lines import line_kind
 from client.progress import Progress
 from client.resume import check_ranges
 from client.upload import plan, scan
+from tests.support.listener import listen
 
 # -- options -----------------------------------------------------------------------------
 
@@ -599,30 +601,19 @@ class EarlyAnswer:
     client's write fails mid-body, as when a server refuses a chunk by its Content-Length."""
 
     def __init__(self, answer: bytes | None):
-        import socket
-        import threading
-
         self.answer, self.connections = answer, 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = listen(self._serve)
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
 
-    def _serve(self) -> None:
-        import socket
-
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += conn.recv(4096)
-                if self.answer is not None:
-                    conn.sendall(self.answer)
-                    conn.shutdown(socket.SHUT_WR)
+    def _serve(self, conn: socket.socket) -> None:
+        self.connections += 1
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            if self.answer is not None:
+                conn.sendall(self.answer)
+                conn.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
         self._listener.close()

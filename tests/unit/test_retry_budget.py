@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import client.http
 from client.http import Api, ClientError, Rejected
+from tests.support.listener import listen
 
 
 class FakeClock:
@@ -180,18 +181,12 @@ class KeepAliveServer:
 
     def __init__(self, failures: int) -> None:
         self.failures, self.requests, self.connections, self.resets = failures, 0, 0, 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = listen(self._admit)
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _admit(self, conn: socket.socket) -> None:
+        self.connections += 1
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         import time
