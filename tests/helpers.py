@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -28,10 +31,31 @@ def round_file(data_dir: Path, name: str = "bets.csv", round_id: int | None = No
     return rounds / f"{round_id or ids[-1]:04d}" / name
 
 
-def stored_rows(data_dir: Path, round_id: int | None = None) -> Counter:
-    """A round's bets.csv as a multiset of (agency, first, last, document, birthdate, number)."""
-    with open(round_file(data_dir, "bets.csv", round_id), newline="", encoding="utf-8") as f:
+def csv_rows(path: Path) -> Counter:
+    """A bets.csv as a multiset of (agency, first, last, document, birthdate, number)."""
+    with open(path, newline="", encoding="utf-8") as f:
         return Counter((int(a), b, c, d, e, int(n)) for a, b, c, d, e, n in csv.reader(f))
+
+
+def stored_rows(data_dir: Path, round_id: int | None = None) -> Counter:
+    """A round's bets.csv (file backend) as a multiset of rows."""
+    return csv_rows(round_file(data_dir, "bets.csv", round_id))
+
+
+def exported_rows(database_url: str, out: Path, timeout: float = 120) -> Counter:
+    """The current round's rows as ``python -m app.export`` writes them from PostgreSQL into ``out``."""
+    from devtools.server import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.export", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOTTERY_DATABASE_URL": database_url},
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return csv_rows(out)
 
 
 def expected_rows(files: dict[int, Path]) -> Counter:

@@ -17,13 +17,9 @@ answers again after N s" an uploader logged).
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,10 +27,10 @@ from pathlib import Path
 import pytest
 
 from client.generate import generate
-from devtools.server import ROOT, Server
+from devtools.server import Server
 from tests.faults.support import SORTEO, finish, run_uploaders, winners_of
 from tests.figures import lost_and_duplicated, record
-from tests.helpers import expected_rows
+from tests.helpers import expected_rows, exported_rows
 from tests.support import formation
 from tests.support.waits import wait_for_bets
 
@@ -51,20 +47,6 @@ PAUSE = re.compile(r"the server answers again after ([0-9.]+) s")
 def agency_files(tmp_path_factory) -> dict[int, Path]:
     out = tmp_path_factory.mktemp("agencies")
     return dict(enumerate(generate(out, agencies=AGENCIES, bets=BETS, seed=24), 1))
-
-
-def exported(url: str, out: Path) -> Counter:
-    done = subprocess.run(
-        [sys.executable, "-m", "app.export", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LOTTERY_DATABASE_URL": url},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    with open(out, newline="", encoding="utf-8") as f:
-        return Counter((int(a), b, c, d, e, int(n)) for a, b, c, d, e, n in csv.reader(f))
 
 
 @pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
@@ -90,7 +72,7 @@ def test_the_primary_lost_mid_upload_is_a_pause(tmp_path: Path, agency_files, fa
             pg.lose(primary, fault)
             promoted_at = pg.wait_state({secondary.name: PROMOTED}, timeout=180)
             results = finish(procs, timeout=300)
-            rows = exported(pg.url, tmp_path / "bets.csv")
+            rows = exported_rows(pg.url, tmp_path / "bets.csv")
         finally:
             server.stop()
         log = server.log()

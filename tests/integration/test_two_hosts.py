@@ -18,8 +18,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -30,7 +28,8 @@ import pytest
 
 from app.domain import WINNING_NUMBER as WINNING
 from client.generate import generate
-from devtools.server import ROOT, Server
+from devtools.server import Server
+from tests.helpers import exported_rows
 from tests.postgres_db import fresh_database, require_postgres
 
 AGENCIES = 5
@@ -161,20 +160,6 @@ def upload_all(files: dict[int, Path], urls: list[str], pause_after=None, while_
     return uploaders
 
 
-def export(url: str, out: Path) -> Counter:
-    proc = subprocess.run(
-        [sys.executable, "-m", "app.export", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LOTTERY_DATABASE_URL": url},
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    with open(out, newline="", encoding="utf-8") as f:
-        return Counter((int(a), b, c, d, e, int(n)) for a, b, c, d, e, n in csv.reader(f))
-
-
 def expected_rows(files: dict[int, Path]) -> Counter:
     return Counter((a, *bet) for a, path in files.items() for bet in file_bets(path))
 
@@ -215,7 +200,7 @@ def test_two_hosts_one_round(tmp_path, database, agency_files):
         assert any(a["drawn"] for a in answers)
         assert draws(hosts) == 1
 
-        assert export(database, tmp_path / "bets.csv") == expected_rows(agency_files)
+        assert exported_rows(database, tmp_path / "bets.csv") == expected_rows(agency_files)
         winners = expected_winners(agency_files)
         assert sum(map(len, winners.values())) > 0
         for agency in agency_files:
@@ -259,7 +244,7 @@ def test_a_host_killed_mid_upload_the_other_finishes(tmp_path, database, agency_
         assert httpx.get(urls[0] + "/status").json()["bets"] == AGENCIES * BETS
         for agency in agency_files:
             assert httpx.post(f"{urls[0]}/agencies/{agency}/done").status_code == 200
-        assert export(database, tmp_path / "bets.csv") == expected_rows(agency_files)
+        assert exported_rows(database, tmp_path / "bets.csv") == expected_rows(agency_files)
         winners = expected_winners(agency_files)
         for agency in agency_files:
             assert httpx.get(f"{urls[0]}/agencies/{agency}/winners").json()["winners"] == winners[agency]
