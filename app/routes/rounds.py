@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import metrics
 from app.deps import RoundText, StoreDep, operator_token, received_body
+from app.domain import MAX_AGENCIES
 from app.problems import Problem, documented
 from app.rounds import parse_round_id
 from app.routes import agencies
@@ -70,7 +71,7 @@ class RoundList(BaseModel):
 
 class RoundOpen(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    agencies: int | None = Field(None, ge=1, le=10_000, description="Default: LOTTERY_AGENCIES", examples=[5])
+    agencies: int | None = Field(None, ge=1, le=MAX_AGENCIES, description="Default: LOTTERY_AGENCIES", examples=[5])
     winning_number: Annotated[int, Field(ge=0, le=9999)] | Literal["random"] | None = Field(
         None, description='A number 0..9999, or "random" (drawn at the draw). Default: LOTTERY_WINNING_NUMBER'
     )

@@ -14,7 +14,7 @@ from app.settings import Settings
 from tests.contract.test_store_contract import Backend, backend, pg_url  # noqa: F401 - fixtures
 
 CSV = {"content-type": "text/csv"}
-TOKENS = {"1": "a" * 20, "2": "b" * 20, "7": "c" * 20, "operator": "o" * 20}
+TOKENS = {"1": "a" * 20, "2": "b" * 20, "7": "c" * 20, "100000": "d" * 20, "operator": "o" * 20}
 
 
 def bearer(who: str) -> dict[str, str]:
@@ -110,6 +110,27 @@ def test_bets_and_done_for_another_round_are_409_naming_the_current_one(client: 
     assert client.post("/rounds/2/agencies/1/bets", content=bet(1), headers={**CSV, **bearer("1")}).status_code == 201
     status = client.get("/status", headers=bearer("operator")).json()
     assert status == {"expected": 2, "done": [], "drawn": False, "bets": 1}  # /status: the current round
+
+
+def test_a_round_of_a_countrys_agencies(client: TestClient) -> None:
+    """Issue 21: up to 100,000 agencies a round; ids 1..100000 exist in it, 100001 does not."""
+    draw(client, 1, 2)
+    too_many = client.post("/rounds", json={"agencies": 100_001}, headers=bearer("operator"))
+    assert too_many.status_code == 422, too_many.text
+    opened = client.post("/rounds", json={"agencies": 100_000}, headers=bearer("operator"))
+    assert opened.status_code == 201 and opened.json()["agencies"] == 100_000, opened.text
+    stored = client.post("/rounds/2/agencies/100000/bets", content=bet(1), headers={**CSV, **bearer("100000")})
+    assert stored.status_code == 201 and stored.json() == {"agency": 100_000, "stored": 1}, stored.text
+    for agency in ("100001", "999999", "1000000"):
+        r = client.post(f"/rounds/2/agencies/{agency}/bets", content=bet(1), headers={**CSV, **bearer("1")})
+        assert r.status_code == 404, (agency, r.text)
+    done = client.post("/agencies/100000/done", headers=bearer("100000"))
+    assert done.status_code == 200 and done.json() == {
+        "agency": 100_000,
+        "done": 1,
+        "expected": 100_000,
+        "drawn": False,
+    }
 
 
 def test_bad_bodies_and_methods(client: TestClient) -> None:
