@@ -29,6 +29,7 @@ reading the files' new lines while holding the lock, so a decision is never take
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import csv
 import logging
@@ -176,9 +177,18 @@ class _DoneLog:
 
     def sorted(self) -> list[int]:
         """Sorted once per change, not per request (a status asked a thousand times a second)."""
+        return list(self._in_order())
+
+    def after(self, agency: int, limit: int, agencies: int) -> list[int]:
+        """Up to ``limit`` done agencies of 1..``agencies`` above ``agency``: a bisect and a slice."""
+        in_order = self._in_order()
+        start = bisect.bisect_right(in_order, agency)
+        return [a for a in in_order[start : start + limit] if a <= agencies]
+
+    def _in_order(self) -> list[int]:
         if self._sorted is None:
             self._sorted = sorted(self.agencies)
-        return list(self._sorted)
+        return self._sorted
 
 
 def done_line(line: bytes) -> int:
@@ -729,7 +739,7 @@ class RoundFiles:
         """This round's parameters and state, read under the lock (never draws)."""
         with self._locked():
             self._verify()
-            done = self._done.sorted()
+            done = self._done.count
             bets = self._index.bets
             result = self._read_winners()
             recorded = self._read_json(self.round_path, _round_problem) or {}
@@ -764,6 +774,11 @@ class RoundFiles:
                 out.write(block)
                 end -= len(block)
         return bets
+
+    def done_after(self, agency: int, limit: int) -> list[int]:
+        """Lock-free as read_status: this process's done set, caught up with done.log (a stat)."""
+        self._catch_up(ledger=False)
+        return self._done.after(agency, limit, self.agencies)
 
     def read_status(self) -> RoundStatus:
         """Lock-free when nothing was committed since this process last read the files: a status
@@ -1087,6 +1102,9 @@ class FileStore(flow.RoundFlow):
 
     def round_info(self, round: int | None = None) -> RoundInfo:
         return self._round(round).info()
+
+    def done_agencies(self, after: int, limit: int, round: int | None = None) -> list[int]:
+        return self._round(round).done_after(after, limit)
 
     def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
         self._layout()
