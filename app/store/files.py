@@ -325,6 +325,7 @@ class RoundFiles:
         self._index = _LedgerIndex()
         self._done = _DoneLog()
         self._draw: dict[str, Any] | None = None  # winners.json once read: a drawn round never changes
+        self._winners_total: int | None = None  # its winners counted once, not per GET /rounds/{n}
         try:
             with self._locked():
                 self._verify()  # creates the ledger, repairs a torn tail, checks every file
@@ -575,6 +576,11 @@ class RoundFiles:
             self._draw = self._read_json(self.winners_path, _winners_problem)  # checked there
         return self._draw
 
+    def _counted_winners(self, result: dict[str, Any]) -> int:
+        if self._winners_total is None:  # a sum over every agency: once per process
+            self._winners_total = sum(len(v) for v in result["winners"].values())
+        return self._winners_total
+
     # -- the Store interface --------------------------------------------------------------
 
     def append_chunk(self, chunk: Chunk, named: tuple[int, Callable[[], int]] | None = None) -> ChunkReceipt:
@@ -743,7 +749,7 @@ class RoundFiles:
             bets = self._index.bets
             result = self._read_winners()
             recorded = self._read_json(self.round_path, _round_problem) or {}
-        winners = None if result is None else sum(len(v) for v in result["winners"].values())
+        winners = None if result is None else self._counted_winners(result)
         drawn_at = None
         if result is not None:
             drawn_at = result.get("drawn_at") or _iso(self.winners_path.stat().st_mtime)  # an older release: mtime
