@@ -285,6 +285,10 @@ def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+# Done agencies read per query while walking to the pending ones: few round trips when most are done.
+DONE_BATCH = 1000
+
+
 class Store(ABC):
     """What the HTTP layer needs from storage. Every method is blocking: call it off the event loop."""
 
@@ -339,15 +343,19 @@ class Store(ABC):
 
     def pending_agencies(self, after: int, limit: int, round: int | None = None) -> list[int]:
         """The round's agencies above ``after`` not done yet, ascending, at most ``limit``: the ids
-        walked from ``after``, skipping the done ones read ``limit`` at a time (done_agencies), so a
+        walked from ``after``, skipping the done ones read a batch at a time (done_agencies), so a
         page costs its ``limit`` plus the done agencies it skips, never the round's agencies."""
         agencies = self.round_agencies(round)
+        batch = max(limit, DONE_BATCH)
         pending: list[int] = []
         cursor = after
         while len(pending) < limit and cursor < agencies:
-            done = self.done_agencies(cursor, limit, round)
-            # Past the last done page, the next "done" is one past the round's agencies.
-            for next_done in done if len(done) == limit else [*done, agencies + 1]:
+            done = self.done_agencies(cursor, batch, round)
+            if len(done) == batch and done[-1] - cursor == batch:  # every id of the batch done: no gap
+                cursor = done[-1]
+                continue
+            # Past the last done batch, the next "done" is one past the round's agencies.
+            for next_done in done if len(done) == batch else [*done, agencies + 1]:
                 pending.extend(range(cursor + 1, min(next_done, cursor + 1 + limit - len(pending))))
                 cursor = next_done
                 if len(pending) == limit:

@@ -6,6 +6,7 @@ Two store instances on one storage stand for two workers (files) or two hosts (P
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 
@@ -23,6 +24,7 @@ from app.store import (
     RoundStillOpen,
     UploadSummary,
 )
+from app.store.base import DONE_BATCH
 from tests.contract.test_store_contract import Backend, backend, draw_lines, lottery_log, pg_url  # noqa: F401
 from tests.helpers import WIN, chunk, make_rows
 
@@ -206,12 +208,13 @@ def test_done_and_pending_agencies_read_any_page_from_any_id(backend: Backend, a
     for agency in done:
         s.mark_done(agency)
     pending = [a for a in range(1, agencies + 1) if a not in done]
-    for after in range(agencies + 2):
-        for limit in range(1, agencies + 3):
-            expected = ([a for a in done if a > after][:limit], [a for a in pending if a > after][:limit])
-            for store in (s, reader):
+    for after, limit, batch in itertools.product(range(agencies + 2), range(1, agencies + 3), (1, 3, DONE_BATCH)):
+        expected = ([a for a in done if a > after][:limit], [a for a in pending if a > after][:limit])
+        for store in (s, reader):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr("app.store.base.DONE_BATCH", batch)  # pending walks the done ones a batch at a time
                 found = (store.done_agencies(after, limit, round_id), store.pending_agencies(after, limit, round_id))
-                assert found == expected, (after, limit)
+            assert found == expected, (after, limit, batch)
     assert s.round_info(round_id).done_count == len(done)
     with pytest.raises(RoundNotFound):
         reader.done_agencies(0, 10, round_id + 1)
