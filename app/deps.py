@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from app.domain import MAX_AGENCIES
 from app.limits import Reservation
 from app.problems import BodyTimeout, BodyTooLarge, Forbidden, Problem, Unauthorized, UnknownAgency
 from app.rounds import HIGHEST_ROUND, RoundNotFound
@@ -50,7 +51,8 @@ _bearer = HTTPBearer(
 )
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
-_MAX_AGENCY_DIGITS = 5  # agencies are 1..10,000 (LOTTERY_AGENCIES): never an int() of a huge string
+# Agencies are 1..MAX_AGENCIES (LOTTERY_AGENCIES): the digit count bounds the text, never an int() of a huge string.
+_MAX_AGENCY_DIGITS = len(str(MAX_AGENCIES))
 
 
 def presented_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:

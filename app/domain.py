@@ -21,6 +21,7 @@ WINNING_NUMBER = 7574
 MAX_NAME_LENGTH = 100
 FORMULA_PREFIXES = frozenset("=+-@")
 MAX_NUMBER = 9999  # numbers are 0..MAX_NUMBER
+MAX_AGENCIES = 100_000  # the most agencies a round may have (LOTTERY_AGENCIES, POST /rounds): a country's
 MAX_DOCUMENT_DIGITS = 10
 FIELDS = ("first_name", "last_name", "document", "birthdate", "number")
 

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.domain import WINNING_NUMBER
+from app.domain import MAX_AGENCIES, WINNING_NUMBER
 
 MiB = 1024 * 1024
 DEFAULT_DATA_DIR = Path("data")  # relative to where the server (or app.export) runs
@@ -31,7 +31,10 @@ class Settings(BaseSettings):
         DEFAULT_DATA_DIR, description="Where bets.csv and the round's other files live; created if missing."
     )
     agencies: int = Field(
-        5, ge=1, le=10_000, description="Agencies of a new round: ids 1..N (a round keeps the count it opened with)."
+        5,
+        ge=1,
+        le=MAX_AGENCIES,
+        description="Agencies of a new round: ids 1..N (a round keeps the count it opened with).",
     )
     winning_number: int = Field(
         WINNING_NUMBER,

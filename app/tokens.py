@@ -17,9 +17,11 @@ import secrets
 import sys
 from pathlib import Path
 
+from app.domain import MAX_AGENCIES
+
 MIN_TOKEN_LENGTH = 16
 OPERATOR = "operator"  # the key of the operator's token in the tokens file
-MAX_AGENCY = 10_000  # the largest LOTTERY_AGENCIES
+MAX_AGENCY = MAX_AGENCIES  # the largest LOTTERY_AGENCIES
 
 
 class TokensError(ValueError):

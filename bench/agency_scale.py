@@ -4,7 +4,8 @@ Every agency uploads its M bets in one chunk, then says done, then asks its winn
 phases, each run to the end before the next, over ``connections`` keep-alive connections.
 Reported per phase: requests/s and p50/p99 latency; for the round: the time from the first
 upload to the last winners answer Then, outside the round's time, 1,000 ``GET /status`` and
-1,000 ``GET /rounds/1`` (both list the done agencies: their cost with N is measured too).
+1,000 ``GET /rounds/1`` (/status lists the done agencies, /rounds/1 counts them: their cost
+with N is measured too).
 
 The load client is not the server's rival for the clock: every request is built (bytes on the
 wire) before the clock starts, and one asyncio process speaks plain HTTP/1.1 over raw sockets

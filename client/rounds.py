@@ -138,10 +138,11 @@ def list_rounds(api: Server, limit: int, as_json: bool) -> int:
         print(json.dumps(rounds))
         return 0
     for r in rounds:
+        done = r["done_count"] if "done_count" in r else len(r["done"])  # an earlier server listed them
         number = "random" if r["winning_number"] is None else r["winning_number"]
         winners = "" if r["winners"] is None else f", {r['winners']} winners"
         print(
-            f"round {r['round']}: {r['state']}, {r['agencies']} agencies ({len(r['done'])} done), "
+            f"round {r['round']}: {r['state']}, {r['agencies']} agencies ({done} done), "
             f"{r['bets']} bets{winners}, winning number {number}, opened {r['opened_at']}"
             + (f", drawn {r['drawn_at']}" if r["drawn_at"] else "")
         )

@@ -92,7 +92,7 @@ def show_round(server: Server, results: list[tuple[str, int]], elapsed: float, r
     info = httpx.get(f"{server.url}/rounds/{round_id}").json()
     number = info["winning_number"] if not info["random"] else f"{info['winning_number']} (drawn at random)"
     print(
-        f"\nRound {round_id}: {info['bets']:,} bets from {len(info['done'])}/{info['agencies']} agencies "
+        f"\nRound {round_id}: {info['bets']:,} bets from {info['done_count']}/{info['agencies']} agencies "
         f"in {elapsed:.1f}s; {info['state']}, winning number {number}, {info['winners']} winner(s)"
     )
     return ok and info["state"] == "drawn"

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                     subprocess.run(
                         [sys.executable, "-m", "client", *command, "--server", server.url], capture_output=True
                     )
-                done = httpx.get(f"{server.url}/rounds/2").json()["done"]
+                done = httpx.get(f"{server.url}/rounds/2/agencies", params={"state": "done"}).json()["agencies"]
                 if done != [1, 2]:
                     print(f"round 2: done {done}, not [1, 2]; server log: {server.log()[-2000:]}", file=sys.stderr)
                     return 1

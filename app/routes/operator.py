@@ -1,8 +1,9 @@
 """The operator's page: ``GET /`` shows the round live; ``/operator/state`` and ``/operator/events`` feed it.
 
 The page is a server-rendered shell plus ``/static/operator.js`` (no build step, no CDN).
-Its data is counts only: bets, chunks, done, winners *count* per agency; never a document
-or a token. With tokens configured the data needs a bearer token (the operator's, or any
+Its data is counts only: bets, chunks, done, winners *count* per agency (every agency of a
+small round; of a large one the first agencies not done yet and the slowest: ``snapshot``);
+never a document or a token. With tokens configured the data needs a bearer token (the operator's, or any
 agency's), which the page asks for in a form and keeps in ``sessionStorage``.
 
 Cost: every open page costs one long-lived streamed response. Each worker keeps *one*
@@ -14,7 +15,9 @@ and every stream of that worker sends that same snapshot, only when it changed.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import html
+import itertools
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -36,6 +39,8 @@ from app.store.stats import RoundStats
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PAST_ROUNDS = 10  # the page lists this many rounds before the current one
+TABLE_ROWS = 100  # the page's table: every agency of a round this small, else this many not done yet
+SLOWEST = 5  # the agencies not done the page names as the slowest
 REFRESH_SECONDS = 0.5  # a snapshot is at most this old: the page updates within a second
 HEARTBEAT_SECONDS = 10.0  # a comment line on a quiet stream, so proxies keep it open
 # A stream ends after this long and the page reconnects at once: a server stopping
@@ -87,22 +92,31 @@ def read_round(app: FastAPI) -> tuple[RoundStats, RoundInfo, list[dict[str, Any]
 
 
 def snapshot(stats: RoundStats, info: RoundInfo) -> dict[str, Any]:
-    """The page's data: counts per agency, the winning number (null: random, until the draw),
-    and the draw's time and winners count once drawn."""
+    """The page's data: the round's counts, a bounded table of agencies (``table``: ``all`` of a
+    round of up to TABLE_ROWS agencies, else the first TABLE_ROWS ``pending``, not done yet), the
+    SLOWEST agencies not done (never seen, then the longest since their last chunk), the winning
+    number (null: random, until the draw), and the draw's time and winners count once drawn.
+
+    Every open page gets it on every change: a row per agency of a country's round (10,000 or
+    100,000) would be a megabyte a second per page (issue 21)."""
     done = set(stats.done)
-    agencies = []
-    for agency in range(1, stats.expected + 1):
+
+    def row(agency: int) -> dict[str, Any]:
         seen = stats.agencies.get(agency)
-        agencies.append(
-            {
-                "agency": agency,
-                "bets": seen.bets if seen else 0,
-                "chunks": seen.chunks if seen else 0,
-                "last_activity": _iso(seen.last_activity if seen else None),
-                "done": agency in done,
-                "winners": None if stats.winners is None else stats.winners.get(agency, 0),
-            }
-        )
+        return {
+            "agency": agency,
+            "bets": seen.bets if seen else 0,
+            "chunks": seen.chunks if seen else 0,
+            "last_activity": _iso(seen.last_activity if seen else None),
+            "done": agency in done,
+            "winners": None if stats.winners is None else stats.winners.get(agency, 0),
+        }
+
+    pending = (a for a in range(1, stats.expected + 1) if a not in done)
+    everyone = stats.expected <= TABLE_ROWS
+    shown = range(1, stats.expected + 1) if everyone else itertools.islice(pending, TABLE_ROWS)
+    agencies = [row(a) for a in shown]
+    done_count = len(done & set(range(1, stats.expected + 1)))
     drawn = stats.drawn_at is not None
     return {
         "round": info.round,
@@ -110,12 +124,26 @@ def snapshot(stats: RoundStats, info: RoundInfo) -> dict[str, Any]:
         "winning_number": info.winning_number,
         "random": info.random,
         "expected": stats.expected,
-        "done": len(done & set(range(1, stats.expected + 1))),
+        "done": done_count,
+        "pending": stats.expected - done_count,
         "bets": stats.bets,
+        "table": "all" if everyone else "pending",
         "agencies": agencies,
+        "slowest": [row(a) for a in slowest(stats, done)],
         "drawn_at": _iso(stats.drawn_at),
         "winners": sum(stats.winners.values()) if stats.winners is not None else None,
     }
+
+
+def slowest(stats: RoundStats, done: set[int]) -> list[int]:
+    """The SLOWEST agencies not done: never seen first, then the longest since their last chunk."""
+
+    def quiet(agency: int) -> tuple[float, int]:
+        seen = stats.agencies.get(agency)
+        last = seen.last_activity if seen is not None else None
+        return (float("-inf") if last is None else last, agency)
+
+    return heapq.nsmallest(SLOWEST, (a for a in range(1, stats.expected + 1) if a not in done), key=quiet)
 
 
 class Snapshots:
@@ -249,7 +277,13 @@ PAGE = """<!doctype html>
       <p id="draw" data-testid="draw" hidden></p>
     </section>
     <section>
+      <h2>Slowest agencies <span class="muted">(not done: nothing stored yet, then the longest quiet)</span></h2>
+      <ol id="slowest" data-testid="slowest"></ol>
+      <p id="slowest-none" class="muted" hidden>Every agency is done.</p>
+    </section>
+    <section>
       <h2>Agencies</h2>
+      <p id="table-note" class="muted" data-testid="table-note"></p>
       <table id="agencies">
         <thead><tr><th>Agency</th><th>Bets</th><th>Chunks</th><th>Last activity</th><th>Done</th>
         <th>Winners</th></tr></thead>

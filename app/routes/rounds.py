@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import metrics
 from app.deps import RoundText, StoreDep, operator_token, received_body
+from app.domain import MAX_AGENCIES
 from app.problems import Problem, documented
 from app.rounds import parse_round_id
 from app.routes import agencies
@@ -28,6 +29,8 @@ from app.routes.operator import viewer
 from app.store import RoundInfo
 
 PAGE_SIZE = 20
+AGENCY_PAGE_SIZE = 100  # GET /rounds/{round}/agencies: default and most ids a page
+MAX_AGENCY_PAGE = 1000
 ROUND_BODY_LIMIT = 4096  # a round's parameters are a few dozen bytes of JSON
 
 operator = operator_token  # opening a round is the operator's act (app/deps.py)
@@ -41,7 +44,9 @@ class RoundOut(BaseModel):
         examples=[7574], description="The round's winning number; null in a random round until its draw"
     )
     random: bool = Field(examples=[False], description="Opened with a random winning number, drawn at the draw")
-    done: list[int] = Field(examples=[[1, 3]])
+    done_count: int = Field(
+        examples=[2], description="How many agencies are done; which: GET /rounds/{round}/agencies?state=done"
+    )
     bets: int = Field(examples=[26936])
     winners: int | None = Field(examples=[None], description="How many bets won, once drawn")
     opened_at: str | None = Field(examples=["2026-11-27T10:00:00+00:00"])
@@ -55,7 +60,7 @@ class RoundOut(BaseModel):
             agencies=info.agencies,
             winning_number=info.winning_number,
             random=info.random,
-            done=info.done,
+            done_count=info.done_count,
             bets=info.bets,
             winners=info.winners,
             opened_at=info.opened_at,
@@ -68,9 +73,18 @@ class RoundList(BaseModel):
     next: str | None = Field(examples=["/rounds?before=3&limit=20"], description="The next page, older rounds")
 
 
+class AgencyPage(BaseModel):
+    round: int = Field(examples=[2])
+    state: Literal["done", "pending"] = Field(examples=["pending"])
+    agencies: list[int] = Field(examples=[[2, 4, 5]], description="Agency ids, ascending")
+    next: str | None = Field(
+        examples=["/rounds/2/agencies?state=pending&after=5&limit=3"], description="The next page, higher ids"
+    )
+
+
 class RoundOpen(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    agencies: int | None = Field(None, ge=1, le=10_000, description="Default: LOTTERY_AGENCIES", examples=[5])
+    agencies: int | None = Field(None, ge=1, le=MAX_AGENCIES, description="Default: LOTTERY_AGENCIES", examples=[5])
     winning_number: Annotated[int, Field(ge=0, le=9999)] | Literal["random"] | None = Field(
         None, description='A number 0..9999, or "random" (drawn at the draw). Default: LOTTERY_WINNING_NUMBER'
     )
@@ -98,6 +112,29 @@ async def list_rounds(
 async def get_round(store: StoreDep, round: RoundText) -> RoundOut:
     """One round: its state (`open`/`drawn`), agencies, winning number, done agencies, bets, winners count, times."""
     return RoundOut.of(await run_in_threadpool(store.round_info, parse_round_id(round)))
+
+
+@router.get(
+    "/rounds/{round}/agencies",
+    response_model=AgencyPage,
+    dependencies=[Depends(viewer)],
+    responses=documented(401, 404, 422, 503),
+)
+async def list_agencies(
+    store: StoreDep,
+    round: RoundText,
+    state: Annotated[Literal["done", "pending"], Query(description="Done agencies, or the ones not done yet")],
+    after: Annotated[int, Query(ge=0, le=MAX_AGENCIES, description="Only agencies above this id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_AGENCY_PAGE)] = AGENCY_PAGE_SIZE,
+) -> AgencyPage:
+    """A round's done (or pending) agencies, ascending, ``limit`` at a time; ``next`` links the rest.
+    A page costs its ``limit``, not the round's agencies (pending: plus the done ones it skips)."""
+    round_id = parse_round_id(round)
+    read = store.done_agencies if state == "done" else store.pending_agencies
+    found = await run_in_threadpool(read, after, limit + 1, round_id)
+    page = found[:limit]
+    more = f"/rounds/{round_id}/agencies?state={state}&after={page[-1]}&limit={limit}" if len(found) > limit else None
+    return AgencyPage(round=round_id, state=state, agencies=page, next=more)
 
 
 @router.post(

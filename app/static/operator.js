@@ -49,8 +49,12 @@ function cell(row, index, text, className) {
   td.className = className || "";
 }
 
+// The snapshot's table: every agency of a small round, or (table "pending") the first of those
+// not done yet: a row that left it (its agency is done) goes.
 function renderAgencies(agencies) {
   const body = $("agencies").tBodies[0];
+  const shown = new Set(agencies.map((a) => String(a.agency)));
+  for (const row of [...body.rows]) if (!shown.has(row.dataset.agency)) row.remove();
   for (const a of agencies) {
     let row = body.querySelector(`tr[data-agency="${a.agency}"]`);
     if (!row) {
@@ -66,6 +70,29 @@ function renderAgencies(agencies) {
     cell(row, 5, a.winners === null ? "—" : number.format(a.winners));
     row.dataset.done = String(a.done);
   }
+  [...body.rows]
+    .sort((x, y) => Number(x.dataset.agency) - Number(y.dataset.agency))
+    .forEach((row) => body.append(row));
+}
+
+function renderSlowest(state) {
+  const list = $("slowest");
+  list.replaceChildren();
+  for (const a of state.slowest || []) {
+    const item = document.createElement("li");
+    item.dataset.agency = String(a.agency);
+    item.textContent =
+      `Agency ${a.agency}: ` +
+      (a.last_activity === null ? "nothing stored yet" : `last chunk at ${clockTime(a.last_activity)}`) +
+      `, ${number.format(a.bets)} bets`;
+    list.append(item);
+  }
+  $("slowest-none").hidden = (state.slowest || []).length > 0;
+  const pending = state.pending === undefined ? state.expected - state.done : state.pending;
+  $("table-note").textContent =
+    state.table === "pending"
+      ? `The ${number.format(state.agencies.length)} lowest-numbered of the ${number.format(pending)} agencies not done yet.`
+      : "";
 }
 
 function renderPast(rounds) {
@@ -126,6 +153,7 @@ function render(state) {
       `${number.format(state.winners)} winner${state.winners === 1 ? "" : "s"} in total`;
   }
   renderAgencies(state.agencies);
+  renderSlowest(state);
   renderPast(state.past_rounds || []);
   sample();
 }

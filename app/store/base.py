@@ -154,7 +154,7 @@ class RoundInfo:
     agencies: int
     winning_number: int | None  # None: a random round not drawn yet
     random: bool
-    done: list[int]
+    done_count: int  # agencies done; who they are: Store.done_agencies, a page at a time (issue 21)
     bets: int
     winners: int | None  # the winners count, once drawn
     opened_at: str | None  # ISO 8601, UTC; None when an older release did not record it
@@ -285,6 +285,10 @@ def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+# Done agencies read per query while walking to the pending ones: few round trips when most are done.
+DONE_BATCH = 1000
+
+
 class Store(ABC):
     """What the HTTP layer needs from storage. Every method is blocking: call it off the event loop."""
 
@@ -331,6 +335,32 @@ class Store(ABC):
     @abstractmethod
     def round_info(self, round: int | None = None) -> RoundInfo:
         """One round's parameters and state (never draws)."""
+
+    @abstractmethod
+    def done_agencies(self, after: int, limit: int, round: int | None = None) -> list[int]:
+        """The round's done agencies above ``after``, ascending, at most ``limit``: a page read in
+        order from where the last one ended, at a cost of the page, not of the round's agencies."""
+
+    def pending_agencies(self, after: int, limit: int, round: int | None = None) -> list[int]:
+        """The round's agencies above ``after`` not done yet, ascending, at most ``limit``: the ids
+        walked from ``after``, skipping the done ones read a batch at a time (done_agencies), so a
+        page costs its ``limit`` plus the done agencies it skips, never the round's agencies."""
+        agencies = self.round_agencies(round)
+        batch = max(limit, DONE_BATCH)
+        pending: list[int] = []
+        cursor = after
+        while len(pending) < limit and cursor < agencies:
+            done = self.done_agencies(cursor, batch, round)
+            if len(done) == batch and done[-1] - cursor == batch:  # every id of the batch done: no gap
+                cursor = done[-1]
+                continue
+            # Past the last done batch, the next "done" is one past the round's agencies.
+            for next_done in done if len(done) == batch else [*done, agencies + 1]:
+                pending.extend(range(cursor + 1, min(next_done, cursor + 1 + limit - len(pending))))
+                cursor = next_done
+                if len(pending) == limit:
+                    break
+        return pending
 
     @abstractmethod
     def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:

@@ -29,6 +29,7 @@ reading the files' new lines while holding the lock, so a decision is never take
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import csv
 import logging
@@ -176,9 +177,18 @@ class _DoneLog:
 
     def sorted(self) -> list[int]:
         """Sorted once per change, not per request (a status asked a thousand times a second)."""
+        return list(self._in_order())
+
+    def after(self, agency: int, limit: int, agencies: int) -> list[int]:
+        """Up to ``limit`` done agencies of 1..``agencies`` above ``agency``: a bisect and a slice."""
+        in_order = self._in_order()
+        start = bisect.bisect_right(in_order, agency)
+        return [a for a in in_order[start : start + limit] if a <= agencies]
+
+    def _in_order(self) -> list[int]:
         if self._sorted is None:
             self._sorted = sorted(self.agencies)
-        return list(self._sorted)
+        return self._sorted
 
 
 def done_line(line: bytes) -> int:
@@ -315,6 +325,7 @@ class RoundFiles:
         self._index = _LedgerIndex()
         self._done = _DoneLog()
         self._draw: dict[str, Any] | None = None  # winners.json once read: a drawn round never changes
+        self._winners_total: int | None = None  # its winners counted once, not per GET /rounds/{n}
         try:
             with self._locked():
                 self._verify()  # creates the ledger, repairs a torn tail, checks every file
@@ -565,6 +576,11 @@ class RoundFiles:
             self._draw = self._read_json(self.winners_path, _winners_problem)  # checked there
         return self._draw
 
+    def _counted_winners(self, result: dict[str, Any]) -> int:
+        if self._winners_total is None:  # a sum over every agency: once per process
+            self._winners_total = sum(len(v) for v in result["winners"].values())
+        return self._winners_total
+
     # -- the Store interface --------------------------------------------------------------
 
     def append_chunk(self, chunk: Chunk, named: tuple[int, Callable[[], int]] | None = None) -> ChunkReceipt:
@@ -729,11 +745,11 @@ class RoundFiles:
         """This round's parameters and state, read under the lock (never draws)."""
         with self._locked():
             self._verify()
-            done = self._done.sorted()
+            done = self._done.count
             bets = self._index.bets
             result = self._read_winners()
             recorded = self._read_json(self.round_path, _round_problem) or {}
-        winners = None if result is None else sum(len(v) for v in result["winners"].values())
+        winners = None if result is None else self._counted_winners(result)
         drawn_at = None
         if result is not None:
             drawn_at = result.get("drawn_at") or _iso(self.winners_path.stat().st_mtime)  # an older release: mtime
@@ -764,6 +780,11 @@ class RoundFiles:
                 out.write(block)
                 end -= len(block)
         return bets
+
+    def done_after(self, agency: int, limit: int) -> list[int]:
+        """Lock-free as read_status: this process's done set, caught up with done.log (a stat)."""
+        self._catch_up(ledger=False)
+        return self._done.after(agency, limit, self.agencies)
 
     def read_status(self) -> RoundStatus:
         """Lock-free when nothing was committed since this process last read the files: a status
@@ -1087,6 +1108,9 @@ class FileStore(flow.RoundFlow):
 
     def round_info(self, round: int | None = None) -> RoundInfo:
         return self._round(round).info()
+
+    def done_agencies(self, after: int, limit: int, round: int | None = None) -> list[int]:
+        return self._round(round).done_after(after, limit)
 
     def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
         self._layout()

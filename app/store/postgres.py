@@ -245,9 +245,9 @@ ROUND_BETS = (
 # Who is done, in order (the API's list; a range of lottery_done's primary key), read only when
 # the round's done_changes moved since this worker read it (PostgresStore._done_list).
 DONE_LIST = "SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done WHERE round = %s"
-# One round as the API shows it (RoundInfo, its done list aside), without the WHERE.
+# One round as the API shows it (RoundInfo), without the WHERE.
 ROUND_INFO = (
-    f"SELECT r.id, r.agencies, r.winning_number, r.random, r.done_changes, {ROUND_BETS}, "
+    f"SELECT r.id, r.agencies, r.winning_number, r.random, r.done_count, {ROUND_BETS}, "
     "CASE WHEN r.drawn THEN r.winners_count END, r.opened_at, r.drawn_at FROM lottery_round r"
 )
 
@@ -719,14 +719,15 @@ class PostgresStore(flow.RoundFlow):
             kept = self._done_lists[round_id] = (changes, list(one(cur.execute(DONE_LIST, (round_id,)))[0]))
         return list(kept[1])
 
-    def _round_info(self, cur: psycopg.Cursor[Any], row: tuple[Any, ...]) -> RoundInfo:
-        round_id, agencies, number, random, changes, bets, winners, opened_at, drawn_at = row
+    @staticmethod
+    def _round_info(row: tuple[Any, ...]) -> RoundInfo:
+        round_id, agencies, number, random, done_count, bets, winners, opened_at, drawn_at = row
         return RoundInfo(
             round_id,
             agencies,
             number,
             random,
-            self._done_list(cur, round_id, changes),
+            int(done_count),
             int(bets),
             None if winners is None else int(winners),
             _iso(opened_at),
@@ -781,15 +782,25 @@ class PostgresStore(flow.RoundFlow):
         with self._connection() as conn, conn.cursor() as cur:
             row = cur.execute(f"{ROUND_INFO} WHERE r.id = coalesce(%s, {CURRENT})", (round,)).fetchone()
             if row is not None:
-                return self._round_info(cur, row)
+                return self._round_info(row)
         raise RoundNotFound(f"round {round} does not exist: the current round is {self.current_round()}")
+
+    def done_agencies(self, after: int, limit: int, round: int | None = None) -> list[int]:
+        """A range of lottery_done's primary key (round, agency): ``limit`` rows of the index."""
+        with self._connection() as conn, conn.cursor() as cur:
+            round_id = self._resolve(cur, round, writing=False)[0]
+            rows = cur.execute(
+                "SELECT agency FROM lottery_done WHERE round = %s AND agency > %s ORDER BY agency LIMIT %s",
+                (round_id, after, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
         with self._connection() as conn, conn.cursor() as cur:
             rows = cur.execute(
                 f"{ROUND_INFO} WHERE %s::int IS NULL OR r.id < %s ORDER BY r.id DESC LIMIT %s", (before, before, limit)
             ).fetchall()
-            return [self._round_info(cur, row) for row in rows]
+            return [self._round_info(row) for row in rows]
 
     def create_round(self, params: RoundParameters) -> int:
         with self._connection() as conn:

@@ -127,6 +127,21 @@ def test_status_needs_any_agencys_token_and_health_stays_open(secured_client) ->
     assert client.get("/health").status_code == 200
 
 
+def test_a_round_of_100000_agencies_has_ids_up_to_100000(tmp_path) -> None:
+    """Issue 21: LOTTERY_AGENCIES up to 100,000 (six digits); one past it is no agency (404)."""
+    with make_client(tmp_path, agencies=100_000) as client:
+        assert client.post("/agencies/100000/bets", content=csv_body(bet("1")), headers=CSV).status_code == 201
+        for agency in ("100001", "999999", "1000000", "0100000"):
+            response = client.post(f"/agencies/{agency}/bets", content=csv_body(bet("2")), headers=CSV)
+            assert response.status_code == 404, (agency, response.text)
+        assert client.post("/agencies/100000/done").json() == {
+            "agency": 100_000,
+            "done": 1,
+            "expected": 100_000,
+            "drawn": False,
+        }
+
+
 def test_the_round_recorded_agency_count_decides_which_ids_exist(tmp_path) -> None:
     """The store's agency count (what the round recorded) wins over this process's settings."""
     with make_client(tmp_path, agencies=AGENCIES) as client:

@@ -64,7 +64,9 @@ def client(backend: Backend, tmp_path):
 
 def round_two(client: TestClient) -> tuple[int, list[int]]:
     info = client.get("/rounds/2").json()
-    return info["bets"], info["done"]
+    done = client.get("/rounds/2/agencies", params={"state": "done"}).json()["agencies"]
+    assert info["done_count"] == len(done)
+    return info["bets"], done
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -77,6 +79,7 @@ def test_a_round_spelled_otherwise_is_no_round(client: TestClient, spelling: str
         "winners": client.get(f"{at}/agencies/1/winners").status_code,
         "uploads": client.get(f"{at}/agencies/1/uploads").status_code,
         "round": client.get(at).status_code,
+        "agencies": client.get(f"{at}/agencies", params={"state": "done"}).status_code,
     }
     assert set(answers.values()) <= {404, 422}, (spelling, answers)
     assert round_two(client) == (0, []), spelling  # nothing landed in the current round

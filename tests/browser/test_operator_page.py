@@ -319,3 +319,41 @@ def httpx_post(url: str, token: str, body: dict) -> int:
     import httpx
 
     return httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}).status_code
+
+
+def test_a_round_of_many_agencies_shows_the_ones_not_done_and_the_slowest(browser, tmp_path: Path) -> None:
+    """Issue 21: above TABLE_ROWS agencies the table holds the first agencies not done yet (an
+    agency leaves it when done, the next comes in) and the page names the slowest ones."""
+    import httpx
+    from playwright.sync_api import expect
+
+    from app.routes.operator import SLOWEST, TABLE_ROWS
+
+    expect.set_options(timeout=SEE)
+    agencies = TABLE_ROWS + 50
+    page = browser
+    with Server(tmp_path / "data", workers=2, agencies=agencies) as server:
+        bet = "Ana,Gómez,30904465,1990-01-01,1\n".encode()
+        for agency in (1, 2, 3):
+            r = httpx.post(f"{server.url}/agencies/{agency}/bets", content=bet, headers={"Content-Type": "text/csv"})
+            assert r.status_code == 201, r.text
+        for agency in (1, 2):
+            assert httpx.post(f"{server.url}/agencies/{agency}/done").status_code == 200
+        page.goto(server.url + "/")
+        rows = page.locator("#agencies tbody tr")
+        expect(rows).to_have_count(TABLE_ROWS)
+        expect(rows.first).to_have_attribute("data-agency", "3")
+        expect(rows.last).to_have_attribute("data-agency", str(TABLE_ROWS + 2))
+        expect(page.locator("[data-testid=table-note]")).to_have_text(
+            f"The {TABLE_ROWS} lowest-numbered of the {agencies - 2} agencies not done yet."
+        )
+        slowest = page.locator("[data-testid=slowest] li")
+        expect(slowest).to_have_count(SLOWEST)
+        expect(slowest.first).to_have_text("Agency 4: nothing stored yet, 0 bets")  # never seen: the slowest
+        assert httpx.post(f"{server.url}/agencies/3/done").status_code == 200
+        expect(rows.first).to_have_attribute("data-agency", "4")  # agency 3 left the table, 103 came in
+        expect(rows.last).to_have_attribute("data-agency", str(TABLE_ROWS + 3))
+        expect(rows).to_have_count(TABLE_ROWS)
+        shot(page, "many-agencies")
+    assert_only_loopback(page.requested)
+    assert page.errors == []

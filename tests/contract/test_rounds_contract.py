@@ -6,6 +6,7 @@ Two store instances on one storage stand for two workers (files) or two hosts (P
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 
@@ -23,6 +24,7 @@ from app.store import (
     RoundStillOpen,
     UploadSummary,
 )
+from app.store.base import DONE_BATCH
 from tests.contract.test_store_contract import Backend, backend, draw_lines, lottery_log, pg_url  # noqa: F401
 from tests.helpers import WIN, chunk, make_rows
 
@@ -39,7 +41,7 @@ def test_a_fresh_store_is_round_1_open_with_the_settings(backend: Backend) -> No
     assert s.current_round() == 1
     info = s.round_info()
     assert (info.round, info.state, info.agencies, info.winning_number, info.random) == (1, "open", 3, WIN, False)
-    assert (info.done, info.bets, info.winners, info.drawn_at) == ([], 0, None, None)
+    assert (info.done_count, info.bets, info.winners, info.drawn_at) == (0, 0, None, None)
     assert ISO.match(info.opened_at)
     assert s.rounds() == [info] and s.round_info(1) == info
 
@@ -71,7 +73,7 @@ def test_the_next_round_opens_only_after_the_draw_and_keeps_the_last_one(backend
         assert s.uploads(2, round=1) == [UploadSummary("file", 4, 1)]
         assert s.uploads(2) == []
     old = first.round_info(1)
-    assert (old.state, old.bets, old.winners, old.done) == ("drawn", 9, 2, [1, 2])
+    assert (old.state, old.bets, old.winners, old.done_count) == ("drawn", 9, 2, 2)
     assert ISO.match(old.drawn_at)
     assert [r.round for r in first.rounds()] == [2, 1]
     assert [r.round for r in first.rounds(limit=1)] == [2]
@@ -189,6 +191,38 @@ def test_every_round_done_but_not_drawn_is_drawn_by_the_next_read(backend: Backe
     assert backend.make(agencies=1).status(draw=False).drawn is False
     assert backend.make(agencies=1).winners(1) == ["1000002"]
     assert s.round_info().state == "drawn"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(agencies=st.integers(1, 12), data=st.data())
+def test_done_and_pending_agencies_read_any_page_from_any_id(backend: Backend, agencies: int, data) -> None:
+    """Issue 21: the round's done (and pending) agencies a page at a time, from any id on, as
+    another worker or host (``reader``) sees them too; each example is a round of its own."""
+    s, reader = backend.stores[:2] or (backend.make(agencies=agencies), backend.make(agencies=agencies))
+    left = s.round_info()
+    if left.round > 1 or left.agencies != agencies:  # a round of its own: the earlier one drawn, if need be
+        finish(s, left.agencies)
+        s.open_round(agencies=agencies)
+    round_id = s.current_round()
+    done = sorted(data.draw(st.sets(st.integers(1, agencies), max_size=agencies - 1), label="done"))
+    for agency in done:
+        s.mark_done(agency)
+    pending = [a for a in range(1, agencies + 1) if a not in done]
+    for after, limit, batch in itertools.product(range(agencies + 2), range(1, agencies + 3), (1, 3, DONE_BATCH)):
+        expected = ([a for a in done if a > after][:limit], [a for a in pending if a > after][:limit])
+        for store in (s, reader):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr("app.store.base.DONE_BATCH", batch)  # pending walks the done ones a batch at a time
+                found = (store.done_agencies(after, limit, round_id), store.pending_agencies(after, limit, round_id))
+            assert found == expected, (after, limit, batch)
+    assert s.round_info(round_id).done_count == len(done)
+    with pytest.raises(RoundNotFound):
+        reader.done_agencies(0, 10, round_id + 1)
+    with pytest.raises(RoundNotFound):
+        reader.pending_agencies(0, 10, round_id + 1)
+    finish(s, agencies, round_id)
+    assert reader.done_agencies(0, 100, round_id) == list(range(1, agencies + 1))
+    assert reader.pending_agencies(0, 100, round_id) == []
 
 
 def test_stored_rows_of_each_round_stay_apart(backend: Backend) -> None:
@@ -349,7 +383,8 @@ def test_a_version_3_database_keeps_its_done_agencies_and_winners_as_version_4(p
     assert len(made) == 3 and s.current_round() == 2
     assert [s.winners(a, round=1) for a in (1, 2, 3)] == [["1000009", "1000001"], [], ["3000000"]]  # stored order
     info = s.round_info(1)
-    assert (info.state, info.winners, info.bets, info.done) == ("drawn", 3, 12, [1, 2, 3])
+    assert (info.state, info.winners, info.bets, info.done_count) == ("drawn", 3, 12, 3)
+    assert s.done_agencies(0, 10, round=1) == [1, 2, 3]
     assert s.status(draw=False) == RoundStatus(3, [1, 2], False, 0, 2)
     assert s.mark_done(2).done == 2  # already done before the migration
     assert s.mark_done(3) == DoneReceipt(3, 3, 3, True)
@@ -387,11 +422,12 @@ def test_a_workers_copy_of_the_done_list_follows_every_change_of_it(pg) -> None:
 
     s, other = pg.make(agencies=3), pg.make(agencies=3)
     s.mark_done(1)
-    assert s.status().done == [1] and s.round_info().done == [1]
+    assert s.status().done == [1] and s.round_info().done_count == 1
     other.mark_done(3)
-    assert s.status().done == [1, 3] and s.round_info(1).done == [1, 3]
+    assert s.status().done == [1, 3] and s.round_info(1).done_count == 2 and s.done_agencies(0, 9) == [1, 3]
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute("DELETE FROM lottery_done WHERE agency = 1")
         conn.execute("INSERT INTO lottery_done (round, agency) VALUES (1, 2)")
-    assert s.status().done == [2, 3] and s.round_info().done == [2, 3] and s.rounds()[0].done == [2, 3]
+    assert s.status().done == [2, 3] and s.done_agencies(0, 9) == [2, 3] and s.pending_agencies(0, 9) == [1]
+    assert s.round_info().done_count == s.rounds()[0].done_count == 2
     assert s.mark_done(1) == DoneReceipt(1, 3, 3, True)

@@ -14,7 +14,7 @@ from app.settings import Settings
 from tests.contract.test_store_contract import Backend, backend, pg_url  # noqa: F401 - fixtures
 
 CSV = {"content-type": "text/csv"}
-TOKENS = {"1": "a" * 20, "2": "b" * 20, "7": "c" * 20, "operator": "o" * 20}
+TOKENS = {"1": "a" * 20, "2": "b" * 20, "7": "c" * 20, "100000": "d" * 20, "operator": "o" * 20}
 
 
 def bearer(who: str) -> dict[str, str]:
@@ -64,16 +64,17 @@ def test_rounds_read_as_the_issue_says(client: TestClient) -> None:
     assert opened.status_code == 201, opened.text
     body = opened.json()
     assert set(body) == {
-        "round", "state", "agencies", "winning_number", "random", "done", "bets", "winners", "opened_at", "drawn_at"
+        "round", "state", "agencies", "winning_number", "random", "done_count", "bets", "winners", "opened_at",
+        "drawn_at",
     }  # fmt: skip
-    assert {k: body[k] for k in ("round", "state", "agencies", "winning_number", "random", "done", "bets")} == {
-        "round": 2, "state": "open", "agencies": 7, "winning_number": None, "random": True, "done": [], "bets": 0
+    assert {k: body[k] for k in ("round", "state", "agencies", "winning_number", "random", "done_count", "bets")} == {
+        "round": 2, "state": "open", "agencies": 7, "winning_number": None, "random": True, "done_count": 0, "bets": 0
     }  # fmt: skip
     assert body["drawn_at"] is None and body["winners"] is None
 
     first = client.get("/rounds/1", headers=bearer("operator")).json()
-    assert (first["state"], first["agencies"], first["winning_number"], first["done"], first["bets"]) == (
-        "drawn", 2, 7574, [1, 2], 1
+    assert (first["state"], first["agencies"], first["winning_number"], first["done_count"], first["bets"]) == (
+        "drawn", 2, 7574, 2, 1
     )  # fmt: skip
     assert first["winners"] == 1 and first["drawn_at"] is not None
     listing = client.get("/rounds", headers=bearer("operator")).json()
@@ -110,6 +111,87 @@ def test_bets_and_done_for_another_round_are_409_naming_the_current_one(client: 
     assert client.post("/rounds/2/agencies/1/bets", content=bet(1), headers={**CSV, **bearer("1")}).status_code == 201
     status = client.get("/status", headers=bearer("operator")).json()
     assert status == {"expected": 2, "done": [], "drawn": False, "bets": 1}  # /status: the current round
+
+
+def test_a_round_of_a_countrys_agencies(client: TestClient) -> None:
+    """Issue 21: up to 100,000 agencies a round; ids 1..100000 exist in it, 100001 does not."""
+    draw(client, 1, 2)
+    too_many = client.post("/rounds", json={"agencies": 100_001}, headers=bearer("operator"))
+    assert too_many.status_code == 422, too_many.text
+    opened = client.post("/rounds", json={"agencies": 100_000}, headers=bearer("operator"))
+    assert opened.status_code == 201 and opened.json()["agencies"] == 100_000, opened.text
+    stored = client.post("/rounds/2/agencies/100000/bets", content=bet(1), headers={**CSV, **bearer("100000")})
+    assert stored.status_code == 201 and stored.json() == {"agency": 100_000, "stored": 1}, stored.text
+    for agency in ("100001", "999999", "1000000"):
+        r = client.post(f"/rounds/2/agencies/{agency}/bets", content=bet(1), headers={**CSV, **bearer("1")})
+        assert r.status_code == 404, (agency, r.text)
+    assert client.post("/agencies/1/done", headers=bearer("1")).status_code == 200
+    done = client.post("/agencies/100000/done", headers=bearer("100000"))
+    assert done.status_code == 200 and done.json() == {
+        "agency": 100_000,
+        "done": 2,
+        "expected": 100_000,
+        "drawn": False,
+    }
+
+
+def agencies_page(client: TestClient, query: str, who: str = "2") -> dict:
+    r = client.get(f"/rounds/2/agencies?{query}", headers=bearer(who))
+    assert r.status_code == 200, (query, r.text)
+    return r.json()
+
+
+def test_a_rounds_agencies_are_listed_a_page_at_a_time(client: TestClient) -> None:
+    """Issue 21: /rounds/{n} counts the done agencies; /rounds/{n}/agencies lists them (or the
+    pending ones) a page at a time, ``next`` linking the rest, to anyone with a token."""
+    draw(client, 1, 2)
+    assert client.post("/rounds", json={"agencies": 100_000}, headers=bearer("operator")).status_code == 201
+    for agency in ("2", "1", "100000"):
+        assert client.post(f"/agencies/{agency}/done", headers=bearer(agency)).status_code == 200
+    round_two = client.get("/rounds/2", headers=bearer("7")).json()
+    assert (round_two["done_count"], round_two["agencies"]) == (3, 100_000) and "done" not in round_two
+    assert client.get("/rounds", headers=bearer("7")).json()["rounds"][0] == round_two
+    assert agencies_page(client, "state=done") == {
+        "round": 2,
+        "state": "done",
+        "agencies": [1, 2, 100_000],
+        "next": None,
+    }
+    first = agencies_page(client, "state=done&limit=2")
+    assert first == {
+        "round": 2,
+        "state": "done",
+        "agencies": [1, 2],
+        "next": "/rounds/2/agencies?state=done&after=2&limit=2",
+    }
+    assert agencies_page(client, first["next"].split("?")[1])["agencies"] == [100_000]
+    pending = agencies_page(client, "state=pending&limit=3", who="operator")
+    assert (pending["state"], pending["agencies"]) == ("pending", [3, 4, 5])
+    assert pending["next"] == "/rounds/2/agencies?state=pending&after=5&limit=3"
+    assert len(agencies_page(client, "state=pending")["agencies"]) == 100  # the default page
+    assert agencies_page(client, "state=pending&after=99990&limit=1000")["agencies"] == list(range(99_991, 100_000))
+    assert agencies_page(client, "state=pending&after=99999")["next"] is None
+    assert agencies_page(client, "state=done&after=100000")["agencies"] == []
+    assert (
+        agencies_page(client, "state=done", who="1")["agencies"]
+        == agencies_page(client, "state=done&after=0")["agencies"]
+    )
+    first_round = client.get("/rounds/1/agencies?state=done", headers=bearer("1")).json()
+    assert first_round["agencies"] == [1, 2] and client.get("/rounds/1", headers=bearer("1")).json()["done_count"] == 2
+    assert client.get("/rounds/2/agencies?state=done").status_code == 401
+    assert (
+        client.get("/rounds/2/agencies?state=done", headers={"Authorization": "Bearer " + "x" * 20}).status_code == 401
+    )
+    assert client.get("/rounds/3/agencies?state=done", headers=bearer("1")).status_code == 404
+    for bad in (
+        "",
+        "state=all",
+        "state=done&limit=0",
+        "state=done&limit=1001",
+        "state=done&after=-1",
+        "state=done&after=x",
+    ):
+        assert client.get(f"/rounds/2/agencies?{bad}", headers=bearer("1")).status_code == 422, bad
 
 
 def test_bad_bodies_and_methods(client: TestClient) -> None:

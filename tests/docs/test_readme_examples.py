@@ -227,7 +227,7 @@ def test_the_readme_runs_as_written(checkout: Path):
     assert set(rounds) == {1, 2}
     assert rounds[2] | {"opened_at": None} == {
         "round": 2, "state": "open", "agencies": 3, "winning_number": None, "random": True,
-        "done": [], "bets": 0, "winners": None, "opened_at": None, "drawn_at": None,
+        "done_count": 0, "bets": 0, "winners": None, "opened_at": None, "drawn_at": None,
     }  # fmt: skip
     assert rounds[1]["state"] == "drawn" and rounds[1]["bets"] == expected_bets
     assert missing.returncode == 0 and missing.stderr == "", missing.stderr

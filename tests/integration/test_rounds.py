@@ -119,12 +119,12 @@ def test_three_rounds_back_to_back(tmp_path: Path, dataset: Path, database_url: 
             r = client.post("/rounds", json=body, headers=operator)
             assert r.status_code == 201, r.text
             opened = r.json()
-            assert {k: opened[k] for k in ("round", "state", "agencies", "winning_number", "done", "bets")} == {
+            assert {k: opened[k] for k in ("round", "state", "agencies", "winning_number", "done_count", "bets")} == {
                 "round": 2,
                 "state": "open",
                 "agencies": 3,
                 "winning_number": 42,
-                "done": [],
+                "done_count": 0,
                 "bets": 0,
             }
             again = client.post("/rounds", json=body, headers=operator)
@@ -218,7 +218,7 @@ def test_an_uploader_never_puts_bets_into_a_later_round(tmp_path: Path) -> None:
         assert proc.returncode == 1, err
         assert "round 1 is over and the server's current round is now 2: this uploader stops" in err
         status = httpx.get(server.url + "/rounds/2").json()
-        assert (status["round"], status["bets"], status["done"]) == (2, 0, [])
+        assert (status["round"], status["bets"], status["done_count"]) == (2, 0, 0)
 
 
 def test_a_file_of_an_earlier_round_goes_again_only_with_again_and_then_resumes(tmp_path: Path) -> None:

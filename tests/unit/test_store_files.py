@@ -84,6 +84,9 @@ class OneRound(flow.RoundFlow):
     def uploads(self, agency, round=None):  # noqa: ARG002 - one round
         return self.files.uploads(agency)
 
+    def done_agencies(self, after, limit, round=None):  # noqa: ARG002 - one round
+        return self.files.done_after(after, limit)
+
     def agency_stats(self, round=None):  # noqa: ARG002 - one round
         return self.files.agency_stats()
 
