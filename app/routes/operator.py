@@ -22,16 +22,17 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
 from app.deps import any_token
+from app.domain import MAX_AGENCIES
 from app.problems import documented
 from app.routes import operator_history
 from app.store.base import RoundInfo
@@ -102,15 +103,7 @@ def snapshot(stats: RoundStats, info: RoundInfo) -> dict[str, Any]:
     done = set(stats.done)
 
     def row(agency: int) -> dict[str, Any]:
-        seen = stats.agencies.get(agency)
-        return {
-            "agency": agency,
-            "bets": seen.bets if seen else 0,
-            "chunks": seen.chunks if seen else 0,
-            "last_activity": _iso(seen.last_activity if seen else None),
-            "done": agency in done,
-            "winners": None if stats.winners is None else stats.winners.get(agency, 0),
-        }
+        return agency_row(stats, done, agency)
 
     pending = (a for a in range(1, stats.expected + 1) if a not in done)
     everyone = stats.expected <= TABLE_ROWS
@@ -135,6 +128,19 @@ def snapshot(stats: RoundStats, info: RoundInfo) -> dict[str, Any]:
     }
 
 
+def agency_row(stats: RoundStats, done: set[int], agency: int) -> dict[str, Any]:
+    """One agency's row of the page's table."""
+    seen = stats.agencies.get(agency)
+    return {
+        "agency": agency,
+        "bets": seen.bets if seen else 0,
+        "chunks": seen.chunks if seen else 0,
+        "last_activity": _iso(seen.last_activity if seen else None),
+        "done": agency in done,
+        "winners": None if stats.winners is None else stats.winners.get(agency, 0),
+    }
+
+
 def slowest(stats: RoundStats, done: set[int]) -> list[int]:
     """The SLOWEST agencies not done: never seen first, then the longest since their last chunk."""
 
@@ -153,6 +159,15 @@ class Snapshots:
         self._data = b""
         self._at = float("-inf")
         self._lock: asyncio.Lock | None = None
+        self._read: tuple[int, RoundStats, set[int]] = (0, RoundStats(0, []), set())  # the round, as last read
+
+    async def rows(self, request: Request, after: int, limit: int) -> dict[str, Any]:
+        """Agencies after..after+limit of the round as this worker last read it: a page of the
+        page's table (its search and pages), costing the page, not the round's agencies."""
+        await self.latest(request)
+        round_id, stats, done = self._read
+        shown = range(after + 1, min(after + limit, stats.expected) + 1)
+        return {"round": round_id, "expected": stats.expected, "agencies": [agency_row(stats, done, a) for a in shown]}
 
     async def latest(self, request: Request) -> bytes:
         if time.monotonic() - self._at < REFRESH_SECONDS:
@@ -163,6 +178,7 @@ class Snapshots:
                 app = request.app
                 stats, info, past = await run_in_threadpool(read_round, app)
                 metrics.set_round_state(info.round, len(stats.done))
+                self._read = (info.round, stats, set(stats.done))
                 history = app.state.ingest_history
                 history.observe(info.round, stats.bets, stats.drawn_at is not None)
                 data = {**snapshot(stats, info), "past_rounds": past, "ingest": history.points()}
@@ -199,6 +215,22 @@ async def page(request: Request) -> HTMLResponse:
 async def state(request: Request) -> Response:
     """Counts only: per agency its bets, chunks, last activity and done; after the draw, its winners count."""
     return Response(await _snapshots(request).latest(request), media_type="application/json", headers=SECURITY_HEADERS)
+
+
+@router.get(
+    "/operator/agencies",
+    summary="Agencies' rows for the operator's page, a page at a time",
+    dependencies=[Depends(viewer)],
+    responses=documented(401, 422, 503),
+)
+async def agencies(
+    request: Request,
+    after: Annotated[int, Query(ge=0, le=MAX_AGENCIES, description="Rows of the agencies above this id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=TABLE_ROWS)] = TABLE_ROWS,
+) -> Response:
+    """Counts only, as ``/operator/state``'s table, for agencies ``after``+1 to ``after``+``limit``."""
+    rows = await _snapshots(request).rows(request, after, limit)
+    return Response(orjson.dumps(rows), media_type="application/json", headers=SECURITY_HEADERS)
 
 
 # Not in the OpenAPI schema: a page-internal stream (fuzzers would wait out every one).
@@ -283,6 +315,13 @@ PAGE = """<!doctype html>
     </section>
     <section>
       <h2>Agencies</h2>
+      <form id="find" class="controls" hidden>
+        <label>Agency <input id="find-agency" type="number" min="1" inputmode="numeric"></label>
+        <button type="submit">Show</button>
+        <button type="button" id="page-prev">&larr; Previous</button>
+        <button type="button" id="page-next">Next &rarr;</button>
+        <button type="button" id="page-pending">Not done yet</button>
+      </form>
       <p id="table-note" class="muted" data-testid="table-note"></p>
       <table id="agencies">
         <thead><tr><th>Agency</th><th>Bets</th><th>Chunks</th><th>Last activity</th><th>Done</th>

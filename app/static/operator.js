@@ -9,6 +9,8 @@ const number = new Intl.NumberFormat("en-US");
 const $ = (id) => document.getElementById(id);
 
 let latest = null; // the last snapshot received
+let browseFrom = null; // null: the snapshot's table; else the agencies above this id (a round's pages)
+const PAGE_ROWS = 100; // the server's TABLE_ROWS
 let samples = []; // {t, bets}, one a second: what the rate chart is computed from
 
 function token() {
@@ -88,11 +90,31 @@ function renderSlowest(state) {
     list.append(item);
   }
   $("slowest-none").hidden = (state.slowest || []).length > 0;
+  if (browseFrom !== null) return; // the note says which page is shown
   const pending = state.pending === undefined ? state.expected - state.done : state.pending;
   $("table-note").textContent =
     state.table === "pending"
       ? `The ${number.format(state.agencies.length)} lowest-numbered of the ${number.format(pending)} agencies not done yet.`
       : "";
+}
+
+// One page of every agency, from the worker's last read of the round (/operator/agencies).
+async function showPage() {
+  const from = browseFrom;
+  const response = await fetch(`/operator/agencies?after=${from}&limit=${PAGE_ROWS}`, { headers: headers() });
+  if (!response.ok || from !== browseFrom) return; // a later click asked for another page
+  const page = await response.json();
+  renderAgencies(page.agencies);
+  const last = from + page.agencies.length;
+  $("table-note").textContent =
+    `Agencies ${number.format(from + 1)} to ${number.format(last)} of ${number.format(page.expected)}.`;
+}
+
+function browse(from) {
+  const lastStart = Math.max(0, latest.expected - PAGE_ROWS);
+  browseFrom = from === null ? null : Math.min(Math.max(0, from), lastStart);
+  if (browseFrom === null) render(latest);
+  else showPage();
 }
 
 function renderPast(rounds) {
@@ -152,7 +174,10 @@ function render(state) {
       `Drawn at ${dateTime(state.drawn_at)}: winning number ${state.winning_number}, ` +
       `${number.format(state.winners)} winner${state.winners === 1 ? "" : "s"} in total`;
   }
-  renderAgencies(state.agencies);
+  $("find").hidden = state.table !== "pending"; // search and pages: a round too large for one table
+  if (state.table !== "pending") browseFrom = null;
+  if (browseFrom === null) renderAgencies(state.agencies);
+  else showPage();
   renderSlowest(state);
   renderPast(state.past_rounds || []);
   sample();
@@ -267,7 +292,18 @@ function start() {
     $("login-error").textContent = "";
     follow();
   });
+  $("find").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const agency = Number($("find-agency").value);
+    if (Number.isInteger(agency) && agency >= 1) browse(agency - 1); // the agency first, or on the last page
+  });
+  $("page-prev").addEventListener("click", () => browse((browseFrom ?? 0) - PAGE_ROWS));
+  $("page-next").addEventListener("click", () => browse(browseFrom === null ? 0 : browseFrom + PAGE_ROWS));
+  $("page-pending").addEventListener("click", () => browse(null));
   setInterval(sample, 1000); // the chart moves on even while nothing changes
+  // A page of agencies comes from whichever worker answers, whose read of the round may be older
+  // than the event's: read again each second while a page is shown.
+  setInterval(() => browseFrom !== null && latest && showPage(), 1000);
   if (document.body.dataset.auth === "required" && !token()) {
     showLogin("");
     return;

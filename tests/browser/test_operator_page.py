@@ -355,5 +355,23 @@ def test_a_round_of_many_agencies_shows_the_ones_not_done_and_the_slowest(browse
         expect(rows.last).to_have_attribute("data-agency", str(TABLE_ROWS + 3))
         expect(rows).to_have_count(TABLE_ROWS)
         shot(page, "many-agencies")
+
+        # Search and pages: every agency, a page at a time.
+        note = page.locator("[data-testid=table-note]")
+        page.fill("#find-agency", "10")
+        page.click("#find button[type=submit]")
+        expect(rows.first).to_have_attribute("data-agency", "10")
+        expect(note).to_have_text(f"Agencies 10 to 109 of {agencies}.")
+        page.click("#page-prev")
+        expect(rows.first).to_have_attribute("data-agency", "1")
+        expect(page.locator('tr[data-agency="1"] td').nth(4)).to_have_text("done")
+        page.click("#page-next")
+        expect(note).to_have_text(f"Agencies {agencies - TABLE_ROWS + 1} to {agencies} of {agencies}.")  # the last page
+        expect(rows.last).to_have_attribute("data-agency", str(agencies))
+        assert httpx.post(f"{server.url}/agencies/{agencies}/done").status_code == 200
+        expect(page.locator(f'tr[data-agency="{agencies}"] td').nth(4)).to_have_text("done")  # the page follows
+        page.click("#page-pending")
+        expect(rows.first).to_have_attribute("data-agency", "4")
+        expect(note).to_contain_text("not done yet")
     assert_only_loopback(page.requested)
     assert page.errors == []

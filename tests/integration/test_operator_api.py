@@ -56,7 +56,7 @@ def test_the_page_holds_nothing_before_a_token(secured) -> None:
         assert token not in page.text
 
 
-@pytest.mark.parametrize("path", ["/operator/state", "/operator/events"])
+@pytest.mark.parametrize("path", ["/operator/state", "/operator/events", "/operator/agencies"])
 def test_the_data_needs_a_valid_token(secured, path: str) -> None:
     server, _ = secured
     for headers in ({}, bearer("not-a-token-of-this-server"), {"Authorization": "Basic b3A6b3A="}):
@@ -76,6 +76,9 @@ def test_the_operators_token_and_an_agencys_may_read(secured) -> None:
         assert stream.headers["content-type"].startswith("text/event-stream")
         first = next(line for line in stream.iter_lines() if line.startswith("data:"))
     assert json.loads(first[5:])["expected"] == AGENCIES
+    page = httpx.get(server.url + "/operator/agencies?after=1&limit=5", headers=bearer(tokens["2"]))
+    assert page.status_code == 200 and page.json()["expected"] == AGENCIES
+    assert [a["agency"] for a in page.json()["agencies"]] == list(range(2, AGENCIES + 1))  # after 1, to the last
 
 
 def test_the_operators_token_opens_nothing_else(secured) -> None:
