@@ -168,7 +168,7 @@ def test_open_server_warns_loudly(tmp_path: Path) -> None:
     assert len(warnings) == 1 and "WARNING" in warnings[0] and "LOTTERY_TOKENS_FILE" in warnings[0]
 
 
-@pytest.mark.parametrize("content", ['{"1": "short"}', "not json", '{"10001": "0123456789abcdef0123"}', '["a"]'])
+@pytest.mark.parametrize("content", ['{"1": "short"}', "not json", '{"100001": "0123456789abcdef0123"}', '["a"]'])
 def test_malformed_tokens_file_stops_the_server_with_one_line(tmp_path: Path, content: str) -> None:
     path = tmp_path / "tokens.json"
     path.write_text(content)
