@@ -1,4 +1,4 @@
-"""Request dependencies: the store and settings of this app, a checked agency id, the body.
+"""Request dependencies and checks: the store of this app, tokens, a checked agency id in its round, the body.
 
 Every dependency is ``async def`` although none awaits: FastAPI runs a plain ``def``
 dependency in the thread pool, a round trip per dependency per request that cost more
@@ -22,17 +22,10 @@ from app.domain import MAX_AGENCIES
 from app.limits import Reservation
 from app.problems import BodyTimeout, BodyTooLarge, Forbidden, Problem, Unauthorized, UnknownAgency
 from app.rounds import HIGHEST_ROUND, RoundNotFound
-from app.settings import Settings
 from app.store import Store, UploadSpan
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as a bare or quoted sf-string
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-async def app_settings(request: Request) -> Settings:
-    """This app's settings (as created: a round's own parameters applied), not the environment's."""
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 async def get_store(request: Request) -> Store:
@@ -40,7 +33,6 @@ async def get_store(request: Request) -> Store:
     return store
 
 
-SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 
 

@@ -88,9 +88,6 @@ class RoundParameters:
         return self.winning_number is None
 
 
-Opening = RoundParameters  # what a new round is opened with
-
-
 def opening(agencies: int | None, winning_number: int | str | None, defaults: RoundParameters) -> RoundParameters:
     """The next round's parameters: the request's, or the settings' for what it leaves out."""
     number = defaults.winning_number if winning_number is None else winning_number

@@ -49,7 +49,7 @@ def test_the_next_round_opens_only_after_a_draw() -> None:
 @given(
     agencies=st.none() | st.integers(1, 10_000),
     number=st.none() | st.integers(0, 9999) | st.just("random"),
-    defaults=st.builds(rules.Opening, st.integers(1, 10_000), st.integers(0, 9999)),
+    defaults=st.builds(rules.RoundParameters, st.integers(1, 10_000), st.integers(0, 9999)),
 )
 def test_an_opening_takes_the_request_or_else_the_settings(agencies, number, defaults) -> None:
     opened = rules.opening(agencies, number, defaults)
