@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from app import rounds as rules
 from app.settings import Settings
 from app.store import RoundError, Store, StoreError
 
@@ -28,8 +29,8 @@ def log_round_state(store: Store, settings: Settings) -> None:
         log.warning("action: ronda | result: fail | storage: %s | error: %s", where(settings), error)
         return
     round_id = status.round_id
-    all_done = len(status.done) == status.expected
-    state = "drawn" if status.drawn else "closed, the first query draws" if all_done else "open"
+    closed = rules.all_done(status.expected, len(status.done))
+    state = "drawn" if status.drawn else "closed, the first query draws" if closed else "open"
     line = (
         f"action: ronda | result: success | id: {round_id} | state: {state} | bets: {status.bets} | "
         f"done: {len(status.done)}/{status.expected} {status.done} | storage: {where(settings)}"
