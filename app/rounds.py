@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger("lottery")
@@ -144,9 +144,14 @@ def all_done(agencies: int, done_count: int) -> bool:
     return done_count >= agencies
 
 
-def winning_number_for_draw(recorded: int | None) -> int:
-    """The round's fixed number, or, for a random round, one drawn now with a cryptographic RNG."""
-    return secrets.randbelow(HIGHEST_NUMBER + 1) if recorded is None else recorded
+def winning_number_for_draw(recorded: int | None, committed: Callable[[], int] | None = None) -> int:
+    """The round's fixed number; for a random round, the number derived from the seed committed
+    when it opened and the log's root at its close (``committed``: tlog.draw, docs/transparency.md),
+    or, where there is no such seed (a backend without the log, a round opened before it), one
+    drawn now with a cryptographic RNG."""
+    if recorded is not None:
+        return recorded
+    return committed() if committed is not None else secrets.randbelow(HIGHEST_NUMBER + 1)
 
 
 def winners_by_agency(agencies: int, found: Mapping[int, list[str]]) -> dict[str, list[str]]:

@@ -21,6 +21,8 @@ from app.domain import MAX_AGENCIES, WINNING_NUMBER
 
 MiB = 1024 * 1024
 DEFAULT_DATA_DIR = Path("data")  # relative to where the server (or app.export) runs
+DEFAULT_LOG_ORIGIN = "lottery.local/log"
+LOG_KEY = "log.key"  # the log's key in the data dir when LOTTERY_LOG_KEY_FILE is not set
 
 
 class Settings(BaseSettings):
@@ -94,6 +96,20 @@ class Settings(BaseSettings):
     )
     tls_cert: Path | None = Field(None, description="PEM certificate (chain) file: with LOTTERY_TLS_KEY, serve HTTPS.")
     tls_key: Path | None = Field(None, description="PEM private key of LOTTERY_TLS_CERT.")
+    log_origin: str = Field(
+        DEFAULT_LOG_ORIGIN,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[!-*,-~]+$",
+        description="The transparency log's name: the origin line of its checkpoints and its key's name.",
+    )
+    log_key_file: Path | None = Field(
+        None,
+        description=(
+            "The log's signing key (mode 0600; `python -m tlog keygen ORIGIN PATH` makes one). "
+            "Default: <data dir>/log.key, made on the first start."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -102,6 +118,10 @@ class Settings(BaseSettings):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("LOTTERY_TLS_CERT and LOTTERY_TLS_KEY go together: set both or neither")
         return self
+
+    @property
+    def log_key_path(self) -> Path:
+        return self.log_key_file if self.log_key_file is not None else self.data_dir / LOG_KEY
 
     @property
     def body_budget(self) -> int:

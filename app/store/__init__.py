@@ -66,7 +66,14 @@ def open_store(settings: Settings) -> Store:
         return PostgresStore(settings.database_url, settings.agencies, settings.winning_number, settings.lock_timeout)
     from app.store.files import FileStore
 
-    return FileStore(settings.data_dir, settings.agencies, settings.winning_number, settings.lock_timeout)
+    return FileStore(
+        settings.data_dir,
+        settings.agencies,
+        settings.winning_number,
+        settings.lock_timeout,
+        log_key=settings.log_key_file,
+        log_origin=settings.log_origin,
+    )
 
 
 def stored_round(settings: Settings) -> tuple[RoundParameters | None, str]:

@@ -27,6 +27,7 @@ from app.rounds import RoundNotFound as RoundNotFound
 from app.rounds import RoundParameters as RoundParameters
 from app.rounds import RoundStillOpen as RoundStillOpen
 from app.store.stats import RoundStats
+from tlog import leaves
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,11 @@ class Chunk:
     # SHA-256 of the request body as sent, LF-normalized (see body_digest): stored with the
     # upload range so that a rerun can prove its file still holds those lines.
     digest: str | None = None
+    # The transparency log's salt for this chunk (the uploader's Lottery-Salt, or drawn by the
+    # server) and the salted digest of the payload its leaf records (tlog.leaves.chunk_digest):
+    # computed here, before the store's lock.
+    salt: bytes | None = None
+    leaf_digest: bytes | None = None
 
     @classmethod
     def build(
@@ -60,10 +66,13 @@ class Chunk:
         idempotency_key: str | None = None,
         upload: UploadSpan | None = None,
         digest: str | None = None,
+        salt: bytes | None = None,
     ) -> Chunk:
         # The fingerprint covers what is stored, so the same bets sent as JSON or as CSV
         # count as the same request, and a different body under the same key is caught.
-        return cls(agency, payload, count, hashlib.sha256(payload).hexdigest(), idempotency_key, upload, digest)
+        leaf_digest = None if salt is None else leaves.chunk_digest(salt, payload)
+        fingerprint = hashlib.sha256(payload).hexdigest()
+        return cls(agency, payload, count, fingerprint, idempotency_key, upload, digest, salt, leaf_digest)
 
     @classmethod
     def from_rows(
@@ -83,10 +92,24 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class LogReceipt:
+    """Where a chunk's leaf is in the transparency log, and a signed checkpoint that holds it."""
+
+    index: int
+    size: int  # the checkpoint's tree size: > index
+    leaf: bytes
+    salt: str  # base64, as the ledger keeps it
+    checkpoint: bytes  # the signed note
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkReceipt:
     agency: int
     stored: int
     replayed: bool = False
+    log_index: int | None = None  # the chunk's leaf, when the backend keeps the log
+    salt: str | None = None  # its salt, base64
+    log: LogReceipt | None = None  # filled from log_index and salt once the chunk is committed
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +143,8 @@ class StoredSpan:
     start: int
     end: int
     digest: str | None = None
+    log_index: int | None = None  # the chunk's leaf in the transparency log (None: not logged)
+    salt: str | None = None  # the salt of its leaf's digest, base64
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +172,26 @@ class UploadSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class RoundDraw:
+    """A drawn round's place in the log: the tree of ``size`` leaves (its close leaf the last)
+    with ``root``, and the seed its number was derived from (None: a fixed number)."""
+
+    seed: bytes | None
+    size: int
+    root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RoundLog:
+    """A round's leaves in the transparency log."""
+
+    opened: int | None  # its round-opened leaf (None: opened before the log existed)
+    closed: int | None  # its round-closed leaf, once drawn
+    seed_commitment: bytes | None  # a random round's, from its opening
+    draw: RoundDraw | None
+
+
+@dataclass(frozen=True, slots=True)
 class RoundInfo:
     """One round as the API shows it (``GET /rounds/{round}``)."""
 
@@ -159,6 +204,7 @@ class RoundInfo:
     winners: int | None  # the winners count, once drawn
     opened_at: str | None  # ISO 8601, UTC; None when an older release did not record it
     drawn_at: str | None
+    log: RoundLog | None = None  # None: a backend without the transparency log
 
     @property
     def drawn(self) -> bool:
@@ -212,7 +258,7 @@ def replay_by_key(chunk: Chunk, stored: tuple[str, int] | None) -> ChunkReceipt 
 
 def replay_by_range(
     chunk: Chunk,
-    spans: Iterable[tuple[int, int, str] | tuple[int, int, str, str | None]],
+    spans: Iterable[tuple[int, int, str] | tuple[int, int, str, str | None] | Span],
     committed: Callable[[], list[tuple[int, int]]],
 ) -> ChunkReceipt | None:
     """The answer to a chunk of an upload, given stored ``(start, end, fingerprint)`` spans of it.
@@ -236,8 +282,12 @@ def replay_by_range(
     return None
 
 
+Span = tuple[int, int, str, str | None, tuple[int, str] | None]  # log: (leaf index, salt in base64)
+
+
 class SpanIndex:
-    """The stored spans of one upload, ``(start, end, fingerprint, digest)``, sorted by start.
+    """The stored spans of one upload, ``(start, end, fingerprint, digest, log)``, sorted by start
+    (``log``: the chunk's leaf index and salt, or None).
 
     Stored spans never overlap and are never empty (an empty chunk is refused before it
     gets here), so the one span that can equal or overlap a new range ``[start, end)`` is
@@ -249,26 +299,30 @@ class SpanIndex:
 
     def __init__(self) -> None:
         self._starts: list[int] = []
-        self._spans: list[tuple[int, int, str, str | None]] = []
+        self._spans: list[Span] = []
 
-    def add(self, start: int, end: int, fingerprint: str, digest: str | None = None) -> None:
+    def add(
+        self, start: int, end: int, fingerprint: str, digest: str | None = None, log: tuple[int, str] | None = None
+    ) -> None:
         at = bisect.bisect_left(self._starts, start)  # uploads usually go forward: an append
         self._starts.insert(at, start)
-        self._spans.insert(at, (start, end, fingerprint, digest))
+        self._spans.insert(at, (start, end, fingerprint, digest, log))
 
-    def neighbour(self, end: int) -> list[tuple[int, int, str, str | None]]:
+    def neighbour(self, end: int) -> list[Span]:
         """The only stored span that may decide a range ending at ``end``: the last one to start
         before it (as a list: none or one)."""
         at = bisect.bisect_left(self._starts, end) - 1
         return [self._spans[at]] if at >= 0 else []
 
     def ranges(self) -> list[tuple[int, int]]:
-        return merge_ranges([(s, e) for s, e, _, _ in self._spans])
+        return merge_ranges([(s, e) for s, e, *_ in self._spans])
 
     def stored(self) -> tuple[StoredSpan, ...]:
-        return tuple(StoredSpan(s, e, d) for s, e, _, d in self._spans)
+        return tuple(
+            StoredSpan(s, e, d, *(log if log is not None else (None, None))) for s, e, _, d, log in self._spans
+        )
 
-    def __iter__(self) -> Iterator[tuple[int, int, str, str | None]]:
+    def __iter__(self) -> Iterator[Span]:
         return iter(self._spans)
 
     def __len__(self) -> int:

@@ -32,8 +32,10 @@ from __future__ import annotations
 import bisect
 import contextlib
 import csv
+import dataclasses
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -51,14 +53,17 @@ import orjson
 from app import metrics
 from app import rounds as rules
 from app.atomicfile import fsync_dir, write_atomically
+from app.settings import DEFAULT_LOG_ORIGIN, LOG_KEY
 from app.store import flow
 from app.store.base import (
     Chunk,
     ChunkReceipt,
     DataCorrupt,
     DoneReceipt,
+    RoundDraw,
     RoundError,
     RoundInfo,
+    RoundLog,
     RoundNotFound,
     RoundParameters,
     RoundStatus,
@@ -72,8 +77,12 @@ from app.store.base import (
     replay_by_range,
 )
 from app.store.batch import R, T, Ticket, group_commit, turn
+from app.store.files_log import FileLogStorage
 from app.store.lock import ProcessLock
 from app.store.stats import AgencyStats, RoundStats
+from app.store.txlog import TransparencyLog, load_signer
+from tlog import b64, leaves
+from tlog import draw as committed_draw
 
 log = logging.getLogger("lottery")
 
@@ -89,6 +98,7 @@ SCAN_BLOCK = 8 * 1024 * 1024  # the draw reads bets.csv in blocks of this size: 
 ROUNDS = "rounds"  # rounds/0001/, rounds/0002/, ...: one directory of the files above per round
 STAGING = ".rounds.new"  # the take-over prepares rounds/ here, then renames it into place
 LEGACY = (BETS, LEDGER, DONE, WINNERS, ROUND)  # a data dir of the one-round release holds these at its top
+LOG_DIR = "log"  # the transparency log (app/store/files_log.py)
 
 
 def _now() -> str:
@@ -120,15 +130,35 @@ def round_ids(data_dir: Path) -> list[int]:
     return sorted(int(name) for name in names if name.isdigit())
 
 
-def round_record(round_id: int, params: RoundParameters, opened_at: str | None) -> dict[str, Any]:
-    """round.json: what a round is opened with (a null winning number: drawn at random at the draw)."""
-    return {
+def round_record(
+    round_id: int, params: RoundParameters, opened_at: str | None, opened: tuple[int, bytes | None] | None = None
+) -> dict[str, Any]:
+    """round.json: what a round is opened with (a null winning number: drawn at random at the draw);
+    ``opened``: its round-opened leaf's index in the log, and a random round's secret seed (kept
+    here, private, until the draw publishes it)."""
+    record: dict[str, Any] = {
         "round": round_id,
         "agencies": params.agencies,
         "winning_number": params.winning_number,
         "random": params.winning_number is None,
         "opened_at": opened_at or _now(),
     }
+    if opened is not None:
+        record["log_opened"] = opened[0]
+        if opened[1] is not None:
+            record["seed"] = b64.encode(opened[1])
+    return record
+
+
+def open_in_log(
+    log: TransparencyLog, round_id: int, params: RoundParameters, committed: int
+) -> tuple[int, bytes | None]:
+    """A round's opening leaf appended (after ``committed`` leaves), with a new secret seed for a
+    random round: (its index, the seed). Committed by the round's directory (round.json), then signed."""
+    seed = committed_draw.new_seed() if params.random else None
+    commitment = None if seed is None else committed_draw.seed_commitment(seed)
+    leaf = leaves.RoundOpened(round_id, params.agencies, params.winning_number, commitment)
+    return log.append([leaf.bytes()], committed), seed
 
 
 class _LedgerIndex:
@@ -138,7 +168,11 @@ class _LedgerIndex:
         self.offset = 0  # bytes of ledger.jsonl already read
         self.end = 0  # committed size of bets.csv
         self.bets = 0  # committed bets
-        self.keys: dict[tuple[int, str], tuple[str, int]] = {}  # (agency, key) -> (fingerprint, count)
+        self.keys: dict[tuple[int, str], tuple[str, int, tuple[int, str] | None]] = {}  # -> (fingerprint, count, log)
+        # The round's chunk leaves in the transparency log (ledger lines with "i"): its close leaf says these.
+        self.log_next = 0  # one past the last chunk leaf (0: none)
+        self.log_chunks = 0
+        self.log_bets = 0
         self.spans: dict[tuple[int, str], SpanIndex] = {}  # (agency, upload id), in first-stored order
         self.by_agency: dict[int, list[Any]] = {}  # agency -> [bets, chunks, when this process saw its last chunk]
 
@@ -148,14 +182,19 @@ class _LedgerIndex:
         self.bets += count
         seen = self.by_agency.setdefault(agency, [0, 0, 0.0])
         seen[0], seen[1], seen[2] = seen[0] + count, seen[1] + 1, time.time()
+        leaf = record.get("i")
+        logged = None
+        if leaf is not None:
+            logged = (leaf, record["s"])
+            self.log_next, self.log_chunks, self.log_bets = leaf + 1, self.log_chunks + 1, self.log_bets + count
         if record.get("k") is not None:
-            self.keys[(agency, record["k"])] = (record["h"], count)
+            self.keys[(agency, record["k"])] = (record["h"], count, logged)
         if record.get("u") is not None:
             start = record["o"]
             spans = self.spans.get((agency, record["u"]))
             if spans is None:
                 spans = self.spans[(agency, record["u"])] = SpanIndex()
-            spans.add(start, start + count, record["h"], record.get("d"))
+            spans.add(start, start + count, record["h"], record.get("d"), logged)
 
 
 class _DoneLog:
@@ -199,7 +238,7 @@ def done_line(line: bytes) -> int:
 
 
 _REQUIRED = (("a", int), ("n", int), ("h", str), ("end", int))
-_OPTIONAL = (("k", str), ("u", str), ("d", str))
+_OPTIONAL = (("k", str), ("u", str), ("d", str), ("i", int), ("s", str))
 
 
 def ledger_record(line: bytes, end_before: int) -> dict[str, Any]:
@@ -218,6 +257,8 @@ def ledger_record(line: bytes, end_before: int) -> dict[str, Any]:
             raise ValueError(f"field {name!r} is not {kind.__name__}")
     if record.get("u") is not None and (type(record.get("o")) is not int or record["o"] < 0):
         raise ValueError("field 'o' (the upload offset) is missing or not a whole number")
+    if (record.get("i") is None) != (record.get("s") is None):
+        raise ValueError("fields 'i' (the leaf) and 's' (its salt) go together")
     if record["n"] < 1 or record["end"] < end_before:
         raise ValueError(f"count {record['n']} or end {record['end']} is impossible after end {end_before}")
     return record
@@ -294,10 +335,18 @@ class RoundFiles:
     winners_poll_interval = 0.01  # a failed open() of winners.json: microseconds
 
     def __init__(
-        self, data_dir: Path, agencies: int, winning_number: int | None, lock_timeout: float = 30.0, round_id: int = 1
+        self,
+        data_dir: Path,
+        agencies: int,
+        winning_number: int | None,
+        lock_timeout: float = 30.0,
+        round_id: int = 1,
+        translog: TransparencyLog | None = None,
     ):
         self.dir = Path(data_dir)
         self.round_id = round_id
+        self.log = translog  # the service's transparency log (None: a round kept without one)
+        self._opened: tuple[int | None, str | None] = (None, None)  # round.json's log_opened and seed
         self.settings = RoundParameters(agencies, winning_number)  # for a round that starts now
         self.agencies, self.winning_number = agencies, winning_number  # the round's, once read
         self._round_known = False
@@ -424,6 +473,28 @@ class RoundFiles:
             raise DataCorrupt(
                 f"{BETS} is shorter than the ledger says ({size} < {self._index.end}): data lost outside the service"
             )
+        if self.log is not None and self._keep_lock_open:  # the current round: the log's newest leaves are its
+            committed = self.log_committed()
+            if committed > self.log.size():  # a crash between a commit point and its checkpoint
+                self.log.sign(committed)
+
+    def committed_leaves(self) -> int:
+        """log_committed, read under the round's lock (a round about to be followed by the next)."""
+        with self._locked():
+            return self.log_committed()
+
+    def log_committed(self) -> int:
+        """Under the lock: how many of the log's leaves are committed, as this round's files say
+        (its opening, its chunks' ledger lines, its close): only the newest round appends, so the
+        log's last committed leaf is recorded here. Past it on disk: a crashed writer's leaves."""
+        result = self._read_winners()
+        draw = None if result is None else result.get("log")
+        opened = self._opened[0]
+        return max(
+            0 if opened is None else opened + 1,
+            self._index.log_next,
+            0 if not isinstance(draw, dict) else int(draw["closed"]) + 1,
+        )
 
     def _read_round(self) -> None:
         """The round's parameters, recorded when it started (now, if this is its start)."""
@@ -438,6 +509,8 @@ class RoundFiles:
                 value["winning_number"],
             )
         self.agencies, self.winning_number = value["agencies"], value["winning_number"]
+        opened = value.get("log_opened")
+        self._opened = (opened if type(opened) is int else None, value.get("seed"))
         self._round_known = True
 
     def _read_ledger(self, size: int) -> None:
@@ -629,6 +702,8 @@ class RoundFiles:
         index = self._index
         ledger_size, bets_size = index.offset, index.end
         drawn = self._read_winners() is not None  # read, not only seen: a corrupt one is refused
+        log_start = self.log_committed() if self.log is not None else 0
+        logged: list[bytes] = []  # the accepted chunks' leaves, in order
         done = self._done.agencies
         accepted: list[tuple[ChunkTicket, dict[str, Any]]] = []
         # An answer that rests on a chunk of this very batch (a retry with its key, or an
@@ -657,7 +732,7 @@ class RoundFiles:
                 else:
                     ticket.settle(outcome)
                 continue
-            record = {
+            record: dict[str, Any] = {
                 "a": chunk.agency,
                 "n": chunk.count,
                 "h": chunk.fingerprint,
@@ -666,6 +741,8 @@ class RoundFiles:
             }
             if chunk.upload is not None:
                 record["u"], record["o"], record["d"] = chunk.upload.upload_id, chunk.upload.offset, chunk.digest
+            if self.log is not None:
+                record["i"], record["s"] = log_start + len(logged), self._chunk_leaf(chunk, logged)
             index.apply(record)  # provisional, so later chunks of this batch see it (same key twice)
             if key is not None:
                 batch_keys.add(key)
@@ -677,30 +754,47 @@ class RoundFiles:
         lines = b"".join(orjson.dumps(record) + b"\n" for _, record in accepted)
         try:
             self._append(self._bets_file, b"".join(ticket.item.payload for ticket, _ in accepted))
+            if self.log is not None:  # the leaves before the ledger line that commits them (and names them: "i")
+                self.log.append(logged, log_start)
             # The commit point: until these lines are on disk the bets above do not exist.
             self._append(self._ledger_file, lines)
-        except OSError:
+        except BaseException:
             self._undo_tail(ledger_size, bets_size)
+            if self.log is not None:
+                self.log.undo(log_start)
             self._index = _LedgerIndex()  # drop the provisional entries: re-read the ledger next time
             raise  # every ticket not settled yet, deferred ones included, gets the error
         index.offset += len(lines)
-        for ticket, _ in accepted:
-            ticket.settle(ChunkReceipt(ticket.item.agency, ticket.item.count))
+        if self.log is not None:
+            self.log.sign(log_start + len(logged))  # committed: one checkpoint for the batch
+        for ticket, record in accepted:
+            ticket.settle(ChunkReceipt(ticket.item.agency, ticket.item.count, False, record.get("i"), record.get("s")))
         for ticket, outcome in deferred:
             ticket.settle(outcome)
+
+    def _chunk_leaf(self, chunk: Chunk, logged: list[bytes]) -> str:
+        """The chunk's leaf added to ``logged``; its salt (base64), as the ledger keeps it."""
+        salt = chunk.salt if chunk.salt is not None else leaves.new_salt()
+        digest = chunk.leaf_digest if chunk.leaf_digest is not None else leaves.chunk_digest(salt, chunk.payload)
+        key = chunk.idempotency_key if chunk.idempotency_key is not None else "auto-" + secrets.token_hex(16)
+        logged.append(leaves.ChunkStored(self.round_id, chunk.agency, key, chunk.count, digest).bytes())
+        return b64.encode(salt)
 
     def _replay(self, chunk: Chunk) -> ChunkReceipt | None:
         """Answer a retry from the ledger; raise if the retry does not match what was stored."""
         index = self._index
         if chunk.idempotency_key is not None:
-            replay = replay_by_key(chunk, index.keys.get((chunk.agency, chunk.idempotency_key)))
+            stored = index.keys.get((chunk.agency, chunk.idempotency_key))
+            replay = replay_by_key(chunk, None if stored is None else stored[:2])
             if replay is not None:
-                return replay
+                return _with_log(replay, stored[2] if stored is not None else None)
         if chunk.upload is not None:
             spans = index.spans.get((chunk.agency, chunk.upload.upload_id))
             if spans is None:
                 return None
-            return replay_by_range(chunk, spans.neighbour(chunk.upload.offset + chunk.count), spans.ranges)
+            found = spans.neighbour(chunk.upload.offset + chunk.count)
+            replay = replay_by_range(chunk, found, spans.ranges)
+            return None if replay is None else _with_log(replay, found[0][4])
         return None
 
     def _undo_tail(self, ledger_size: int, bets_size: int) -> None:
@@ -764,6 +858,7 @@ class RoundFiles:
             winners,
             recorded.get("opened_at"),
             drawn_at,
+            None if self.log is None else _round_log(recorded, result),
         )
 
     def export(self, out: BinaryIO) -> int:
@@ -803,7 +898,7 @@ class RoundFiles:
         with self._locked():
             self._verify()
             return [
-                UploadSummary(upload_id, sum(e - s for s, e, _, _ in spans), len(spans))
+                UploadSummary(upload_id, sum(e - s for s, e, *_ in spans), len(spans))
                 for (owner, upload_id), spans in self._index.spans.items()
                 if owner == agency
             ]
@@ -856,6 +951,7 @@ class _FilesTxn:
         self.round_id = files.round_id
         self.params = RoundParameters(files.agencies, files.winning_number)
         self._pending: list[int] = []  # done agencies not written yet (flush writes them at once)
+        self._closing: tuple[int, flow.LogClose] | None = None  # the close leaf appended, not committed yet
 
     def drawn(self) -> bool:
         return self.files._read_winners() is not None
@@ -872,10 +968,14 @@ class _FilesTxn:
         return True
 
     def forget(self) -> None:
-        """After a failure: the provisional dones go (done.log is read again under the next lock)."""
+        """After a failure: the provisional dones go (done.log is read again under the next lock),
+        and so does a close leaf the failed draw appended."""
         if self._pending:
             self._pending = []
             self.files._done = _DoneLog()
+        if self._closing is not None and self.files.log is not None:
+            self.files.log.undo(self._closing[0])
+            self._closing = None
 
     def flush(self) -> None:
         """The pending dones on disk (one append, one fdatasync): before their answers, and before a draw."""
@@ -889,11 +989,59 @@ class _FilesTxn:
     def winning_bets(self, number: int) -> dict[int, list[str]]:
         return scan_winners(self.files.bets_path, self.files._index.end, number)
 
+    def close_log(self) -> flow.LogClose | None:
+        """The round's close leaf appended: the tree it ends, and the seed committed at the opening."""
+        files, index = self.files, self.files._index
+        if files.log is None:
+            return None
+        committed = files.log_committed()
+        last = index.log_next - 1 if index.log_chunks else None
+        leaf = leaves.RoundClosed(self.round_id, index.log_chunks, index.log_bets, last)
+        at = files.log.append([leaf.bytes()], committed)
+        seed = files._opened[1]
+        closing = flow.LogClose(files.log.origin, at + 1, files.log.root(at + 1), b64.decode(seed) if seed else None)
+        self._closing = (committed, closing)
+        return closing
+
     def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
         self.flush()  # a drawn round has every done on disk
-        record = {"winning_number": number, "bets": bets, "winners": winners, "drawn_at": _now()}
-        self.files._replace_json(self.files.winners_path, record)
+        record: dict[str, Any] = {"winning_number": number, "bets": bets, "winners": winners, "drawn_at": _now()}
+        closing = self._closing[1] if self._closing is not None else None
+        if closing is not None:
+            seed = None if closing.seed is None else b64.encode(closing.seed)
+            record["log"] = {
+                "closed": closing.size - 1,
+                "size": closing.size,
+                "root": b64.encode(closing.root),
+                "seed": seed,
+            }
+        self.files._replace_json(self.files.winners_path, record)  # the commit point of the close leaf
         self.files._draw = record
+        if closing is not None and self.files.log is not None:
+            self._closing = None
+            self.files.log.sign(closing.size)
+
+
+def _round_log(recorded: dict[str, Any], result: dict[str, Any] | None) -> RoundLog:
+    """A round's leaves as round.json and winners.json record them; a random round's commitment
+    from its private seed (the seed itself only once the draw published it)."""
+    seed = recorded.get("seed")
+    closed = None if result is None else result.get("log")
+    draw = None
+    if isinstance(closed, dict):
+        shown = closed.get("seed")
+        draw = RoundDraw(b64.decode(shown) if shown else None, closed["size"], b64.decode(closed["root"]))
+    return RoundLog(
+        recorded.get("log_opened"),
+        closed["closed"] if isinstance(closed, dict) else None,
+        committed_draw.seed_commitment(b64.decode(seed)) if seed else None,
+        draw,
+    )
+
+
+def _with_log(receipt: ChunkReceipt, logged: tuple[int, str] | None) -> ChunkReceipt:
+    """A replay's receipt with the leaf the chunk got when first stored."""
+    return receipt if logged is None else dataclasses.replace(receipt, log_index=logged[0], salt=logged[1])
 
 
 def _step(name: str) -> None:
@@ -911,7 +1059,7 @@ def _unlink_if_same(path: Path, twin: Path) -> bool:
     return False
 
 
-def take_over(data_dir: Path, settings: RoundParameters) -> None:
+def take_over(data_dir: Path, settings: RoundParameters, translog: TransparencyLog | None = None) -> None:
     """Under the data dir's lock: make sure ``rounds/`` exists, taking over a one-round data dir.
 
     A data dir of the one-round release holds its files at the top. They become round 1 byte for
@@ -941,14 +1089,20 @@ def take_over(data_dir: Path, settings: RoundParameters) -> None:
     for name in legacy:
         os.link(data_dir / name, first / name)
         _step(f"linked {name}")
+    opened = None
     if not legacy:
-        write_atomically(first / ROUND, lambda f: f.write(orjson.dumps(round_record(1, settings, None))))
+        # A new data dir: round 1 opens in the log as its first leaf (committed by the rename below).
+        opened = None if translog is None else open_in_log(translog, 1, settings, 0)
+        record = round_record(1, settings, None, opened)
+        write_atomically(first / ROUND, lambda f: f.write(orjson.dumps(record)))
     fsync_dir(first)
     fsync_dir(staging)
     _step("staging synced")
     os.rename(staging, rounds)  # the commit: from here on the data dir has the new layout
     fsync_dir(data_dir)
     _step("renamed")
+    if opened is not None and translog is not None:
+        translog.sign(opened[0] + 1)
     for name in legacy:
         (data_dir / name).unlink()
         _step(f"unlinked {name}")
@@ -967,11 +1121,27 @@ class FileStore(flow.RoundFlow):
 
     winners_poll_interval = RoundFiles.winners_poll_interval
 
-    def __init__(self, data_dir: Path, agencies: int, winning_number: int | None, lock_timeout: float = 30.0):
+    def __init__(
+        self,
+        data_dir: Path,
+        agencies: int,
+        winning_number: int | None,
+        lock_timeout: float = 30.0,
+        *,
+        log_key: Path | None = None,
+        log_origin: str = DEFAULT_LOG_ORIGIN,
+    ):
         self.dir = Path(data_dir)
         self.settings = RoundParameters(agencies, winning_number)  # for a round that opens now
         self.lock_timeout = lock_timeout
         self.dir.mkdir(parents=True, exist_ok=True)
+        # The service's one transparency log, in <data dir>/log/, signed with the key file
+        # (made on first use at its default place, <data dir>/log.key).
+        self.log: TransparencyLog | None = TransparencyLog(
+            FileLogStorage(self.dir / LOG_DIR, lock_timeout),
+            load_signer(log_key or self.dir / LOG_KEY, log_origin, create=log_key is None),
+            log_origin,
+        )
         self._lock = filelock.FileLock(
             self.dir / LOCK, timeout=lock_timeout, poll_interval=0.002, preserve_lock_file=True
         )
@@ -991,7 +1161,7 @@ class FileStore(flow.RoundFlow):
             return
         try:
             with self._lock:
-                take_over(self.dir, self.settings)
+                take_over(self.dir, self.settings, self.log)
         except filelock.Timeout:
             raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
         except OSError as error:
@@ -1037,6 +1207,7 @@ class FileStore(flow.RoundFlow):
                     self.settings.winning_number,
                     self.lock_timeout,
                     round_id,
+                    self.log,
                 )
                 if round_id < self._current:
                     found.retire()  # a past round, read now and then: no descriptor kept for it
@@ -1063,7 +1234,11 @@ class FileStore(flow.RoundFlow):
     def append_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
         round_id = flow.target_round(round, self.current_round(), writing=True)
         named = None if round is None else (round, self.current_round)
-        return self._round(round_id).append_chunk(chunk, named)
+        receipt = self._round(round_id).append_chunk(chunk, named)
+        if self.log is not None and receipt.log_index is not None and receipt.salt is not None:
+            # Committed and signed: the leaf and a checkpoint are read without any lock.
+            receipt = dataclasses.replace(receipt, log=self.log.receipt(receipt.log_index, receipt.salt))
+        return receipt
 
     def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
         """The flow's mark_done, with this process's dones written in groups (RoundFiles.mark_done)."""
@@ -1121,17 +1296,23 @@ class FileStore(flow.RoundFlow):
         try:
             with self._lock:  # one opening at a time; a second one finds the new round open
                 current = round_ids(self.dir)[-1]
-                rules.refuse_next_round(current, self._round(current).info().drawn)
+                previous = self._round(current)
+                rules.refuse_next_round(current, previous.info().drawn)
                 new = current + 1
                 staging = self.dir / ROUNDS / f".{new:04d}.new"
                 if staging.exists():
                     shutil.rmtree(staging)  # an opening that crashed half-way
                 staging.mkdir()
-                record = round_record(new, params, None)
+                opened = None
+                if self.log is not None:  # its leaf after the drawn round's: committed by the rename below
+                    opened = open_in_log(self.log, new, params, previous.committed_leaves())
+                record = round_record(new, params, None, opened)
                 write_atomically(staging / ROUND, lambda f: f.write(orjson.dumps(record)))
                 fsync_dir(staging)
                 os.rename(staging, round_dir(self.dir, new))  # the round exists, whole, from here on
                 fsync_dir(self.dir / ROUNDS)
+                if opened is not None and self.log is not None:
+                    self.log.sign(opened[0] + 1)
         except filelock.Timeout:
             raise StorageBusy("the storage lock was not granted in time; retry shortly") from None
         except OSError as error:

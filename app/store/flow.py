@@ -11,6 +11,7 @@ both backends answer alike, and a step of the flow changes in one place.
 
 from __future__ import annotations
 
+import functools
 import time
 from abc import abstractmethod
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from app import metrics
 from app import rounds as rules
 from app.rounds import RoundError, RoundParameters
 from app.store.base import Chunk, ChunkReceipt, DoneReceipt, RoundInfo, RoundStatus, Store, StoreError
+from tlog import draw
 
 
 class RoundTxn(Protocol):
@@ -47,7 +49,23 @@ class RoundTxn(Protocol):
         """The documents of the bets on ``number``, per agency, in stored order."""
         ...
 
+    def close_log(self) -> LogClose | None:
+        """The round's close leaf appended to the transparency log (committed with save_draw);
+        None when the backend keeps no log."""
+        ...
+
     def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LogClose:
+    """The log's tree with a round's close leaf in (its last leaf), and the seed committed when
+    the round opened (None: a fixed number, or a round opened before the log)."""
+
+    origin: str
+    size: int
+    root: bytes
+    seed: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +134,14 @@ def draw_if_due(txn: RoundTxn) -> Outcome:
     if not rules.all_done(params.agencies, txn.done_count()):
         return False
     started = time.perf_counter()
-    number = rules.winning_number_for_draw(params.winning_number)
+    closing = txn.close_log()
+    committed: Callable[[], int] | None = None
+    if closing is not None and closing.seed is not None:
+        # The number nobody could steer: the seed committed at the opening, the root with the close leaf.
+        committed = functools.partial(
+            draw.winning_number, closing.origin, txn.round_id, closing.size, closing.root, closing.seed
+        )
+    number = rules.winning_number_for_draw(params.winning_number, committed)
     found = txn.winning_bets(number)
     bets = txn.bets()
     txn.save_draw(number, bets, rules.winners_by_agency(params.agencies, found))

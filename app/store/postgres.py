@@ -894,6 +894,9 @@ class _PostgresTxn:
             found.setdefault(agency, []).append(document)
         return found
 
+    def close_log(self) -> None:
+        return None  # the transparency log is not kept on PostgreSQL yet: a random number is drawn with secrets
+
     def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
         # A row per agency with winners (an agency without a row has none): COPY, one round trip.
         with self.cur.copy("COPY lottery_winners (round, agency, documents) FROM STDIN") as copy:
