@@ -14,7 +14,7 @@ import bisect
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from app.domain import Row, decode_rows, encode_rows
@@ -107,9 +107,11 @@ class ChunkReceipt:
     agency: int
     stored: int
     replayed: bool = False
-    log_index: int | None = None  # the chunk's leaf, when the backend keeps the log
-    salt: str | None = None  # its salt, base64
-    log: LogReceipt | None = None  # filled from log_index and salt once the chunk is committed
+    # The chunk's place in the transparency log, when the backend keeps one (not compared: two
+    # receipts are equal when they tell the same about the bets).
+    log_index: int | None = field(default=None, compare=False)  # the chunk's leaf
+    salt: str | None = field(default=None, compare=False)  # its salt, base64
+    log: LogReceipt | None = field(default=None, compare=False)  # filled in once the chunk is committed
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +145,10 @@ class StoredSpan:
     start: int
     end: int
     digest: str | None = None
-    log_index: int | None = None  # the chunk's leaf in the transparency log (None: not logged)
-    salt: str | None = None  # the salt of its leaf's digest, base64
+    # The chunk's leaf in the transparency log and its salt (base64); None: not logged. Not
+    # compared: two spans are equal when they tell the same about the bets.
+    log_index: int | None = field(default=None, compare=False)
+    salt: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1218,6 +1218,8 @@ class FileStore(flow.RoundFlow):
             rounds = list(self._rounds.values())
         for found in rounds:
             found.close()
+        if self.log is not None:
+            self.log.storage.close()
 
     def known_agencies(self, round_id: int | None) -> int | None:
         try:

@@ -72,6 +72,9 @@ class FileLogStorage:
         finally:
             self._lock.release(close=False)
 
+    def close(self) -> None:
+        self._lock.close()
+
     # -- leaves ---------------------------------------------------------------------------
 
     def leaf_count(self) -> int:

@@ -89,16 +89,17 @@ def _open_locks(directory: Path) -> list[str]:
 
 def test_only_the_current_rounds_descriptor_stays_open(tmp_path: Path) -> None:
     # A process may see thousands of rounds: a past round's descriptor is closed when the next
-    # round opens, and one read later (its info) does not keep one either.
+    # round opens, and one read later (its info) does not keep one either. The transparency
+    # log's lock (one for the service) stays open beside the current round's.
     store = FileStore(tmp_path / "data", agencies=1, winning_number=7574)
     store.append_chunk(Chunk.build(1, b"1,Ana,Gomez,1,2000-01-01,7574\n", 1))
-    assert _open_locks(tmp_path) == ["data/rounds/0001/.lock"]
+    assert _open_locks(tmp_path) == ["data/log/.lock", "data/rounds/0001/.lock"]
     store.mark_done(1)
     store.open_round()
     store.append_chunk(Chunk.build(1, b"1,Ana,Gomez,2,2000-01-01,1\n", 1))
-    assert _open_locks(tmp_path) == ["data/rounds/0002/.lock"]
+    assert _open_locks(tmp_path) == ["data/log/.lock", "data/rounds/0002/.lock"]
     assert [info.round for info in store.rounds()] == [2, 1]
-    assert _open_locks(tmp_path) == ["data/rounds/0002/.lock"]
+    assert _open_locks(tmp_path) == ["data/log/.lock", "data/rounds/0002/.lock"]
     store.close()
     assert _open_locks(tmp_path) == []
 

@@ -1022,7 +1022,7 @@ def test_indexed_spans_decide_every_chunk_as_the_full_scan_does(chunks):
         answer = decide(naive)
         assert decide(index.neighbour(offset + count)) == answer
         if answer is None:  # accepted: both remember it
-            naive.append((offset, offset + count, c.fingerprint, None))
+            naive.append((offset, offset + count, c.fingerprint, None, None))
             index.add(offset, offset + count, c.fingerprint)
     assert list(index) == sorted(naive) and index.ranges() == merge_ranges([(s, e) for s, e, *_ in naive])
 

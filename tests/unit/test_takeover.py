@@ -130,7 +130,7 @@ def test_workers_starting_at_once_take_over_once(tmp_path, caplog, monkeypatch) 
 
 def test_a_fresh_data_dir_starts_round_1_with_the_settings(tmp_path) -> None:
     store = FileStore(tmp_path / "data", 4, 99, lock_timeout=10)
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".lock", "rounds"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".lock", "log", "log.key", "rounds"]
     assert sorted(p.name for p in (tmp_path / "data" / "rounds").iterdir()) == ["0001"]
     info = store.round_info()
     assert (info.round, info.agencies, info.winning_number, info.state) == (1, 4, 99, "open")
