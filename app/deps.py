@@ -23,6 +23,7 @@ from app.limits import Reservation
 from app.problems import BodyTimeout, BodyTooLarge, Forbidden, Problem, Unauthorized, UnknownAgency
 from app.rounds import HIGHEST_ROUND, RoundNotFound
 from app.store import Store, UploadSpan
+from tlog import b64, leaves
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as a bare or quoted sf-string
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -185,6 +186,31 @@ def check_idempotency_key(key: str | None) -> str | None:
     if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise Problem(400, "Bad Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
     return key
+
+
+SaltHeader = Annotated[
+    str | None,
+    Header(
+        alias="Lottery-Salt",
+        description=(
+            "Optional: 32 bytes in standard padded base64, the salt of this chunk's digest in the "
+            "transparency log (the uploader sends one per upload and keeps it). Absent: the server draws one."
+        ),
+    ),
+]
+
+
+def check_salt(salt: str | None) -> bytes:
+    """The chunk's salt: the header's 32 bytes (400 for any other value), or a new random one."""
+    if salt is None:
+        return leaves.new_salt()
+    try:
+        value = b64.decode(salt)
+    except ValueError:
+        value = b""
+    if len(value) != leaves.SALT_SIZE:
+        raise Problem(400, "Bad Lottery-Salt", "Lottery-Salt must be 32 bytes in standard padded base64")
+    return value
 
 
 def check_upload_span(upload_id: str | None, upload_offset: str | None) -> UploadSpan | None:

@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 from app import logs, metrics, openapi, problems, startup
 from app.draw_watch import DrawWatch
 from app.limits import BodyBudget, RefuseUnexpectedBody
-from app.routes import agencies, operator, redoc, rounds, status
+from app.routes import agencies, log, operator, redoc, rounds, status
 from app.routes import metrics as metrics_route
 from app.settings import Settings, get_settings
 from app.store import Store, open_store
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.draw_watch = DrawWatch(app.state.store)
     app.include_router(agencies.router)
     app.include_router(status.router)
+    app.include_router(log.router)  # the transparency log: key, checkpoints, entries, proofs
     rounds.install(app)  # /rounds, and the agency routes of a given round
     # The operator's page (GET /), its data and static files; /metrics; request durations.
     operator.install(app)

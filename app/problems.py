@@ -249,6 +249,11 @@ _EXAMPLES = {
         "Too early",
         "the draw has not happened yet: every agency must say done first",
     ),
+    501: (
+        "This backend does not keep the transparency log",
+        "Not on this backend",
+        "the transparency log is not kept on the PostgreSQL backend yet",
+    ),
     503: (
         "Storage busy or not writable (see Retry-After)",
         "Storage unavailable",

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
@@ -27,10 +28,12 @@ from app.deps import (
     AgencyText,
     CredentialsDep,
     IdempotencyKeyHeader,
+    SaltHeader,
     UploadIdHeader,
     UploadOffsetHeader,
     check_agency,
     check_idempotency_key,
+    check_salt,
     check_upload_span,
     received_body,
 )
@@ -51,6 +54,7 @@ from app.routes.schemas import (
 )
 from app.routes.scope import at_round
 from app.store import Chunk, ChunkReceipt, Store, UploadSpan, body_digest
+from tlog import b64
 
 log = logging.getLogger("lottery")
 
@@ -64,11 +68,12 @@ def _receive(
     key: str | None,
     upload: UploadSpan | None,
     round_id: int | None,
+    salt: bytes,
 ) -> ChunkReceipt:
     parsed = parse_chunk(body, content_type, agency, max_bets, only_bets=upload is not None)
     # Kept with the range, so a resumed upload can prove its file still holds these bets.
     digest = body_digest(body) if upload is not None else None
-    chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest)
+    chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest, salt)
     receipt = store.append_chunk(chunk, round=round_id)
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
         for row in chunk.rows:
@@ -83,6 +88,7 @@ async def post_bets(
     idempotency_key: IdempotencyKeyHeader = None,
     upload_id: UploadIdHeader = None,
     upload_offset: UploadOffsetHeader = None,
+    lottery_salt: SaltHeader = None,
     *,
     round_id: int | None,
 ) -> Response:
@@ -94,17 +100,21 @@ async def post_bets(
       `Idempotent-Replayed: true`), from any worker and after restarts.
     - `Upload-Id` + `Upload-Offset`: the chunk is lines `[offset, offset+count)` of that
       upload; a chunk overlapping stored lines gets 409 with the stored ranges.
+    - `log` (where the server keeps the transparency log): the chunk's leaf, its index, the
+      salt of its digest (`Lottery-Salt`, or one the server drew) and a signed checkpoint
+      that holds it; a replay answers the leaf the chunk got when first stored.
     """
     number = await check_agency(request, agency, credentials, round_id)
     key = check_idempotency_key(idempotency_key)
     upload = check_upload_span(upload_id, upload_offset)
+    salt = check_salt(lottery_salt)
     settings, store = request.app.state.settings, request.app.state.store
     try:
         # The body's bytes are held against this worker's budget until its answer is decided.
         async with received_body(request, settings.max_body_bytes) as body:
             content_type = request.headers.get("content-type")
             receipt = await run_in_threadpool(
-                _receive, store, number, body, content_type, settings.max_bets_per_chunk, key, upload, round_id
+                _receive, store, number, body, content_type, settings.max_bets_per_chunk, key, upload, round_id, salt
             )
             del body
     except ClientDisconnect:
@@ -117,10 +127,25 @@ async def post_bets(
     metrics.chunk_stored(number, receipt.stored, receipt.replayed)
     log.info("action: apuesta_recibida | result: success | cantidad: %d", receipt.stored)
     # ChunkStored, written directly: the response model documents it, nothing to validate.
-    content = b'{"agency":%d,"stored":%d}' % (number, receipt.stored)
+    content = b'{"agency":%d,"stored":%d%s}' % (number, receipt.stored, _log_field(receipt))
     if receipt.replayed:
         return Response(content, 200, {"Idempotent-Replayed": "true"}, "application/json")
     return Response(content, 201, media_type="application/json")
+
+
+def _log_field(receipt: ChunkReceipt) -> bytes:
+    """The receipt's ``,"log":{...}`` (nothing where the backend keeps no log)."""
+    found = receipt.log
+    if found is None:
+        return b""
+    shown = {
+        "index": found.index,
+        "size": found.size,
+        "leaf": b64.encode(found.leaf),
+        "salt": found.salt,
+        "checkpoint": found.checkpoint.decode("utf-8"),
+    }
+    return b',"log":' + orjson.dumps(shown)
 
 
 async def post_done(
@@ -204,7 +229,10 @@ async def get_upload(
         upload_id=state.upload_id,
         committed=state.committed,
         bets=state.bets,
-        spans=[StoredChunk(start=s.start, end=s.end, digest=s.digest) for s in state.spans],
+        spans=[
+            StoredChunk(start=s.start, end=s.end, digest=s.digest, log_index=s.log_index, salt=s.salt)
+            for s in state.spans
+        ],
     )
 
 

@@ -27,6 +27,7 @@ from app.rounds import parse_round_id
 from app.routes import agencies
 from app.routes.operator import viewer
 from app.store import RoundInfo
+from tlog import b64
 
 PAGE_SIZE = 20
 AGENCY_PAGE_SIZE = 100  # GET /rounds/{round}/agencies: default and most ids a page
@@ -34,6 +35,20 @@ MAX_AGENCY_PAGE = 1000
 ROUND_BODY_LIMIT = 4096  # a round's parameters are a few dozen bytes of JSON
 
 operator = operator_token  # opening a round is the operator's act (app/deps.py)
+
+
+class RoundLogOut(BaseModel):
+    opened: int | None = Field(examples=[0], description="Index of the round's round-opened leaf in the log")
+    closed: int | None = Field(examples=[None], description="Index of its round-closed leaf, once drawn")
+
+
+class RoundDrawOut(BaseModel):
+    seed: str | None = Field(
+        examples=[None], description="The committed seed (base64), published at the draw; null for a fixed number"
+    )
+    size: int = Field(examples=[42], description="The log's tree size with the close leaf in (closed + 1)")
+    root: str = Field(description="That tree's root (base64); a checkpoint of that size is signed")
+    winning_number: int = Field(examples=[7574])
 
 
 class RoundOut(BaseModel):
@@ -51,9 +66,29 @@ class RoundOut(BaseModel):
     winners: int | None = Field(examples=[None], description="How many bets won, once drawn")
     opened_at: str | None = Field(examples=["2026-11-27T10:00:00+00:00"])
     drawn_at: str | None = Field(examples=[None])
+    log: RoundLogOut | None = Field(
+        None, description="The round's leaves in the transparency log (null where the backend keeps none)"
+    )
+    seed_commitment: str | None = Field(
+        None,
+        description=(
+            'A random round\'s seed commitment, base64 SHA-256("lottery/seed/v1\\n" ‖ seed), published when it '
+            "opened; null for a fixed number (only the bets of such a round are provable, not its number)"
+        ),
+    )
+    draw: RoundDrawOut | None = Field(
+        None, description="After the draw: what its number comes from (docs/transparency.md, the committed draw)"
+    )
 
     @classmethod
     def of(cls, info: RoundInfo) -> RoundOut:
+        found = info.log
+        draw = None
+        if found is not None and found.draw is not None and info.winning_number is not None:
+            seed = None if found.draw.seed is None else b64.encode(found.draw.seed)
+            draw = RoundDrawOut(
+                seed=seed, size=found.draw.size, root=b64.encode(found.draw.root), winning_number=info.winning_number
+            )
         return cls(
             round=info.round,
             state="drawn" if info.drawn else "open",
@@ -65,6 +100,11 @@ class RoundOut(BaseModel):
             winners=info.winners,
             opened_at=info.opened_at,
             drawn_at=info.drawn_at,
+            log=None if found is None else RoundLogOut(opened=found.opened, closed=found.closed),
+            seed_commitment=None
+            if found is None or found.seed_commitment is None
+            else b64.encode(found.seed_commitment),
+            draw=draw,
         )
 
 

@@ -25,9 +25,20 @@ class BetsChunkIn(BaseModel):
     bets: list[BetIn] = Field(min_length=1)
 
 
+class LogReceiptOut(BaseModel):
+    index: int = Field(examples=[1], description="The chunk's leaf in the transparency log")
+    size: int = Field(examples=[2], description="The checkpoint's tree size (> index)")
+    leaf: str = Field(description="The leaf's bytes, base64")
+    salt: str = Field(description="The salt of the leaf's digest, base64")
+    checkpoint: str = Field(description="A signed checkpoint (C2SP signed note) of that size")
+
+
 class ChunkStored(BaseModel):
     agency: int = Field(examples=[1])
     stored: int = Field(examples=[250], description="Bets stored by this chunk (or by its first delivery, on a replay)")
+    log: LogReceiptOut | None = Field(
+        None, description="Where the chunk is in the transparency log (absent where the backend keeps none)"
+    )
 
 
 class DoneState(BaseModel):
@@ -50,6 +61,14 @@ class StoredChunk(BaseModel):
     digest: str | None = Field(
         examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
         description="SHA-256 (hex) of the chunk's body with CRLF made LF; null if stored by an older release",
+    )
+    log_index: int | None = Field(
+        None, examples=[12], description="The chunk's leaf in the transparency log; null where there is none"
+    )
+    salt: str | None = Field(
+        None,
+        examples=["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="],
+        description="The salt (base64) of the leaf's digest, kept for the agency",
     )
 
 

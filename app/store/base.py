@@ -15,7 +15,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from app.domain import Row, decode_rows, encode_rows
 
@@ -27,6 +27,9 @@ from app.rounds import RoundNotFound as RoundNotFound
 from app.rounds import RoundParameters as RoundParameters
 from app.rounds import RoundStillOpen as RoundStillOpen
 from app.store.stats import RoundStats
+
+if TYPE_CHECKING:
+    from app.store.txlog import TransparencyLog
 from tlog import leaves
 
 
@@ -349,6 +352,9 @@ DONE_BATCH = 1000
 
 class Store(ABC):
     """What the HTTP layer needs from storage. Every method is blocking: call it off the event loop."""
+
+    # The service's transparency log (app/store/txlog.py); None where the backend keeps none.
+    log: TransparencyLog | None = None
 
     # The round's parameters: the recorded ones once the store has read its round (a restart
     # with other settings keeps them), the settings' until then.
