@@ -21,6 +21,8 @@ def preflight() -> Settings:
     if settings.database_url is None and (problem := data_dir_problem(settings.data_dir)):
         print(f"lottery: invalid setting: LOTTERY_DATA_DIR={str(settings.data_dir)!r}: {problem}", file=sys.stderr)
         raise SystemExit(2)
+    if settings.database_url is None:
+        check_log(settings)
     if warning := round_settings_warning(settings):
         print(warning, file=sys.stderr)
     if settings.tls_cert is not None and settings.tls_key is not None:
@@ -41,3 +43,28 @@ def preflight() -> Settings:
         print(f"lottery: invalid setting: LOTTERY_TOKENS_FILE: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     return settings
+
+
+def check_log(settings: Settings) -> None:
+    """The files backend's transparency log: its key (made at its default place on the first
+    start), then the log against its checkpoints and the current round (app/store/log_check.py)."""
+    from app.store.log_check import LogMismatch, check_files_log
+    from app.store.txlog import LogKeyError, load_signer
+
+    try:
+        signer = load_signer(settings.log_key_path, settings.log_origin, create=settings.log_key_file is None)
+    except LogKeyError as error:
+        print(f"lottery: invalid setting: LOTTERY_LOG_KEY_FILE: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        size = check_files_log(settings.data_dir, signer, settings.log_origin)
+    except LogMismatch as error:
+        print(f"lottery: refusing to start: the transparency log does not match: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as error:
+        print(f"lottery: refusing to start: cannot read the transparency log: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(
+        f"lottery: transparency log {settings.log_origin}: {size} leaves; verifier key {signer.verifier().vkey()}",
+        file=sys.stderr,
+    )

@@ -63,7 +63,9 @@ async def get_checkpoint(request: Request, size: Size | None = None) -> PlainTex
     except LogRangeError as error:
         raise _bad_range(error) from None
     if note is None:
-        raise Problem(404, "No such checkpoint", f"no checkpoint of size {size} was signed" if size else "none yet")
+        raise Problem(
+            404, "No such checkpoint", f"no checkpoint of size {size} was signed" if size is not None else "none yet"
+        )
     return PlainTextResponse(note.decode("utf-8"))
 
 

@@ -99,6 +99,14 @@ class TransparencyLog:
             head = checkpoint.Checkpoint(self.origin, size, self._tree.root(size))
             self.storage.append_checkpoint(size, checkpoint.sign_checkpoint(head, self.signer))
 
+    def recover(self, committed: int) -> None:
+        """At start: leaves past the ``committed`` ones cut, and their size signed if a crash came
+        between the commit point and the checkpoint."""
+        with self._guard, self.storage.locked():
+            self._cut_to(committed)
+        if committed:
+            self.sign(committed)
+
     def root(self, size: int) -> bytes:
         """The root of the first ``size`` leaves, from this process's tree (a writer's own leaves
         included): for the draw, which derives its number from the root with its close leaf in."""
