@@ -58,6 +58,8 @@ def _server(agencies: int) -> dict:
             "LOTTERY_TOKENS_FILE": "/run/secrets/tokens.json",
             "LOTTERY_TLS_CERT": "/run/secrets/tls.crt",
             "LOTTERY_TLS_KEY": "/run/secrets/tls.key",
+            # The transparency log's signing key (docs/transparency.md): a secret, never in the volume.
+            "LOTTERY_LOG_KEY_FILE": "/run/secrets/log.key",
             "LOTTERY_WINNING_NUMBER": "${LOTTERY_WINNING_NUMBER:-7574}",
             "LOTTERY_LOG_LEVEL": "${LOTTERY_LOG_LEVEL:-INFO}",
             # Empty means "no database": the file backend in LOTTERY_DATA_DIR.
@@ -71,7 +73,7 @@ def _server(agencies: int) -> dict:
         # Loopback only: the clients talk to the server over the compose network.
         "ports": ["127.0.0.1:8000:8000"],
         "volumes": ["lottery-data:/srv/data"],
-        "secrets": ["tokens.json", *TLS_SECRETS],
+        "secrets": ["tokens.json", *TLS_SECRETS, "log.key"],
         "healthcheck": {
             "test": ["CMD", "python", "-c", _HEALTH_PROBE],
             "interval": "5s",
@@ -212,6 +214,7 @@ def build_compose(agencies: int) -> dict:
 
     secrets = {"tokens.json": {"file": "./secrets/tokens.json"}}
     secrets.update({name: {"file": path} for name, path in TLS_SECRETS.items()})
+    secrets["log.key"] = {"file": "./secrets/log.key"}
     for k in range(1, agencies + 1):
         secrets[f"agency-{k}-token"] = {"file": f"./secrets/agency-{k}.token"}
 
@@ -286,6 +289,7 @@ def _missing_message(missing: list[str], base: Path, agencies: int) -> str:
             f"  agency data: python -m client generate --agencies {agencies} --out .data  (or copy the course dataset)",
             f"  tokens:      python -m app.tokens --agencies {agencies} --out secrets",
             "  TLS:         ./deploy/make-tls.sh secrets",
+            "  log key:     python -m tlog keygen lottery.local/log secrets/log.key && sudo chown 10001 secrets/log.key",
             "or add --no-check to write the compose file anyway.",
         ]
     )

@@ -218,6 +218,8 @@ def test_server_service(compose):
     assert env["LOTTERY_DATA_DIR"] == "/srv/data"
     assert env["LOTTERY_TOKENS_FILE"] == "/run/secrets/tokens.json"
     assert (env["LOTTERY_TLS_CERT"], env["LOTTERY_TLS_KEY"]) == ("/run/secrets/tls.crt", "/run/secrets/tls.key")
+    assert env["LOTTERY_LOG_KEY_FILE"] == "/run/secrets/log.key" and "log.key" in server["secrets"]
+    assert doc["secrets"]["log.key"] == {"file": "./secrets/log.key"}
     assert env["GUNICORN_CMD_ARGS"] == "--bind 0.0.0.0:8000"
     assert env["LOTTERY_DATABASE_URL"] == "${LOTTERY_DATABASE_URL:-}"
     for name in ("LOTTERY_WINNING_NUMBER", "LOTTERY_LOG_LEVEL"):
@@ -447,6 +449,7 @@ def test_dockerfile_copies_only_code_never_data_or_secrets():
     assert {Path(s).parts[0] for s in copy_sources()} == {
         "app",
         "client",
+        "tlog",  # the transparency log's package: the server and the uploader import it
         "gunicorn.conf.py",
         "requirements-runtime.txt",
     }
