@@ -200,10 +200,10 @@ SaltHeader = Annotated[
 ]
 
 
-def check_salt(salt: str | None) -> bytes:
-    """The chunk's salt: the header's 32 bytes (400 for any other value), or a new random one."""
+def check_salt(salt: str | None) -> bytes | None:
+    """The header's 32 bytes (400 for any other value); None when absent."""
     if salt is None:
-        return leaves.new_salt()
+        return None
     try:
         value = b64.decode(salt)
     except ValueError:

@@ -289,7 +289,8 @@ def _missing_message(missing: list[str], base: Path, agencies: int) -> str:
             f"  agency data: python -m client generate --agencies {agencies} --out .data  (or copy the course dataset)",
             f"  tokens:      python -m app.tokens --agencies {agencies} --out secrets",
             "  TLS:         ./deploy/make-tls.sh secrets",
-            "  log key:     python -m tlog keygen lottery.local/log secrets/log.key && sudo chown 10001 secrets/log.key",
+            "  log key:     python -m tlog keygen lottery.local/log secrets/log.key",
+            "               sudo chown 10001 secrets/log.key  (the container's user reads it; nobody else may)",
             "or add --no-check to write the compose file anyway.",
         ]
     )

@@ -84,3 +84,8 @@ def chunk(
     """A store-ready chunk of :func:`make_rows`, with an optional key and upload span."""
     span = UploadSpan(*upload) if upload else None
     return Chunk.from_rows(agency, make_rows(agency, n, tag, start, winners), key, span)
+
+
+def without_log(answer: dict) -> dict:
+    """A bets answer without its transparency-log receipt (checked in test_transparency_log.py)."""
+    return {name: value for name, value in answer.items() if name != "log"}

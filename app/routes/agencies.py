@@ -54,7 +54,7 @@ from app.routes.schemas import (
 )
 from app.routes.scope import at_round
 from app.store import Chunk, ChunkReceipt, Store, UploadSpan, body_digest
-from tlog import b64
+from tlog import b64, leaves
 
 log = logging.getLogger("lottery")
 
@@ -68,11 +68,13 @@ def _receive(
     key: str | None,
     upload: UploadSpan | None,
     round_id: int | None,
-    salt: bytes,
+    salt: bytes | None,
 ) -> ChunkReceipt:
     parsed = parse_chunk(body, content_type, agency, max_bets, only_bets=upload is not None)
     # Kept with the range, so a resumed upload can prove its file still holds these bets.
     digest = body_digest(body) if upload is not None else None
+    # The leaf's salt (drawn here when the uploader sent none), its digest hashed before the store's lock.
+    salt = None if store.log is None else salt or leaves.new_salt()
     chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest, salt)
     receipt = store.append_chunk(chunk, round=round_id)
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.helpers import without_log
 
 BETS = b"Ana,Lopez,1,2000-01-01,1\nBea,Lopez,2,2000-01-02,2\n"
 HEADER = b"first_name,last_name,document,birthdate,number\n"
@@ -50,13 +51,13 @@ def test_upload_chunk_with_a_line_that_is_not_a_bet_is_422_and_stores_nothing(cl
 
 def test_same_chunk_without_upload_id_is_accepted_and_the_header_skipped(client):
     response = client.post("/agencies/1/bets", content=HEADER + BETS + b"\n", headers={"content-type": "text/csv"})
-    assert (response.status_code, response.json()) == (201, {"agency": 1, "stored": 2})
+    assert (response.status_code, without_log(response.json())) == (201, {"agency": 1, "stored": 2})
     assert stored(client) == 2
 
 
 def test_upload_chunk_of_bet_lines_is_stored(client):
     response = client.post("/agencies/1/bets", content=BETS, headers=upload())
-    assert (response.status_code, response.json()) == (201, {"agency": 1, "stored": 2})
+    assert (response.status_code, without_log(response.json())) == (201, {"agency": 1, "stored": 2})
     assert client.get("/agencies/1/uploads/file-1").json()["committed"] == [[0, 2]]
 
 

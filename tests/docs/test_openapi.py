@@ -81,7 +81,7 @@ def test_bearer_auth_is_declared_only_when_the_server_has_tokens(tmp_path, token
 def test_header_parameters_are_plain_schemas_with_patterns_and_lengths(tmp_path):
     doc = document(tmp_path)
     headers = {p["name"]: p for p in doc["paths"][BETS]["post"]["parameters"] if p["in"] == "header"}
-    assert set(headers) == {"Idempotency-Key", "Upload-Id", "Upload-Offset"}
+    assert set(headers) == {"Idempotency-Key", "Upload-Id", "Upload-Offset", "Lottery-Salt"}
     for parameter in headers.values():
         assert parameter["required"] is False
         assert "anyOf" not in parameter["schema"], parameter

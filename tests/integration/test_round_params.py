@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from devtools.server import Server
+from tests.helpers import without_log
 
 WINNING = 7574
 CSV = {"Content-Type": "text/csv"}
@@ -43,7 +44,7 @@ def test_a_restart_with_fewer_agencies_keeps_the_round_and_draws_only_when_all_a
         assert httpx.get(f"{url}/status").json() == {"expected": 3, "done": [1, 2], "drawn": False, "bets": 15}
         assert httpx.get(f"{url}/agencies/1/winners").status_code == 425
         more = httpx.post(f"{url}/agencies/3/bets", content=bets(3, 2, {5}, first=5), headers=CSV)
-        assert (more.status_code, more.json()) == (201, {"agency": 3, "stored": 2})
+        assert (more.status_code, without_log(more.json())) == (201, {"agency": 3, "stored": 2})
         done = httpx.post(f"{url}/agencies/3/done").json()
         assert done == {"agency": 3, "done": 3, "expected": 3, "drawn": True}
         assert httpx.get(f"{url}/agencies/3/winners").json() == {"agency": 3, "winners": ["30000003", "30000005"]}

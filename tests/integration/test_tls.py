@@ -17,6 +17,7 @@ import pytest
 import trustme
 
 from devtools.server import ROOT, Server
+from tests.helpers import without_log
 from tests.support.server import refused_start
 
 
@@ -52,7 +53,7 @@ def test_a_client_that_trusts_the_ca_gets_through(https_server: Server, pki) -> 
         r = client.post(
             "/agencies/1/bets", content=b"Ana,Gomez,30904465,1999-03-17,7574\n", headers={"Content-Type": "text/csv"}
         )
-        assert (r.status_code, r.json()) == (201, {"agency": 1, "stored": 1})
+        assert (r.status_code, without_log(r.json())) == (201, {"agency": 1, "stored": 1})
 
 
 @pytest.mark.parametrize("trust", ["system CAs", "another private CA"])

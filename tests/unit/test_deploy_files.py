@@ -272,7 +272,7 @@ def test_secrets_are_wired(compose):
     n, doc = compose
     secrets = doc["secrets"]
     tls = ["tls.crt", "tls.key", "tls-ca.crt"]
-    assert doc["services"]["server"]["secrets"] == ["tokens.json", *tls]
+    assert doc["services"]["server"]["secrets"] == ["tokens.json", *tls, "log.key"]
     assert secrets["tokens.json"] == {"file": "./secrets/tokens.json"}
     for name in tls:  # written by ./deploy/make-tls.sh secrets
         assert secrets[name] == {"file": f"./secrets/{name}"}
@@ -280,7 +280,7 @@ def test_secrets_are_wired(compose):
         name = f"agency-{k}-token"
         assert doc["services"][f"client{k}"]["secrets"] == [name, "tls-ca.crt"]  # the CA, never the key
         assert secrets[name] == {"file": f"./secrets/agency-{k}.token"}
-    assert len(secrets) == n + 4
+    assert len(secrets) == n + 5  # tokens, TLS (3), the log's key, one token per agency
 
 
 def test_postgres_profile(compose):

@@ -33,7 +33,9 @@ def _verify(store: FileStore, chunk: Chunk, receipt, verifier: note.Verifier) ->
     log = receipt.log
     head = checkpoint.open_checkpoint(log.checkpoint, verifier, ORIGIN)
     leaf = leaves.parse_leaf(log.leaf)
-    assert isinstance(leaf, leaves.ChunkStored) and leaf.digest == leaves.chunk_digest(b64.decode(log.salt), chunk.payload)
+    assert isinstance(leaf, leaves.ChunkStored) and leaf.digest == leaves.chunk_digest(
+        b64.decode(log.salt), chunk.payload
+    )
     assert head.size == log.size > log.index
     assert store.log is not None
     proof = store.log.inclusion_proof(log.index, head.size)
@@ -77,7 +79,9 @@ def test_random_batches_from_two_workers_every_receipt_verifies(batches) -> None
         latest = checkpoint.open_checkpoint(log.checkpoint() or b"", verifier, ORIGIN)
         for size in sizes:
             old = checkpoint.open_checkpoint(log.checkpoint(size) or b"", verifier, ORIGIN)
-            merkle.verify_consistency(size, latest.size, old.root, latest.root, log.consistency_proof(size, latest.size))
+            merkle.verify_consistency(
+                size, latest.size, old.root, latest.root, log.consistency_proof(size, latest.size)
+            )
         for store in workers:
             store.close()
 
@@ -104,9 +108,16 @@ def test_a_commit_whose_ledger_write_fails_leaves_no_leaf(tmp_path: Path, monkey
 
 def test_postgres_receipts_have_no_log_and_the_log_routes_say_so() -> None:
     with fresh_database() as url, TestClient(create_app(Settings(database_url=url, agencies=2))) as client:
-        answer = client.post("/agencies/1/bets", content=b"Ana,Paz,1,1990-01-01,1\n", headers={"content-type": "text/csv"})
+        answer = client.post(
+            "/agencies/1/bets", content=b"Ana,Paz,1,1990-01-01,1\n", headers={"content-type": "text/csv"}
+        )
         assert answer.status_code == 201 and "log" not in answer.json()
-        for route in ("/log/vkey", "/log/checkpoint", "/log/entries?start=0&end=1", "/log/proof/inclusion?index=0&size=1"):
+        for route in (
+            "/log/vkey",
+            "/log/checkpoint",
+            "/log/entries?start=0&end=1",
+            "/log/proof/inclusion?index=0&size=1",
+        ):
             found = client.get(route)
             assert found.status_code == 501, route
             assert "not kept on the PostgreSQL backend" in found.json()["detail"]
