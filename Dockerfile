@@ -33,6 +33,7 @@ WORKDIR /srv
 # copied: agency data and secrets are mounted at run time, never baked in.
 COPY app/ ./app/
 COPY client/ ./client/
+COPY tlog/ ./tlog/
 COPY gunicorn.conf.py ./
 
 USER 10001:10001

@@ -2,16 +2,16 @@
 
 One file per agency file (``--receipts``, by default ``<file>.receipts.jsonl`` beside it), JSON
 lines appended and fsynced one at a time, so a crash keeps every line written before it (a torn
-last line is skipped when read). Two kinds of line, each naming its round (null when the
-server had no rounds), agency and upload::
+last line is skipped when read). A line per acknowledged chunk, naming its round (null when the
+server had no rounds), agency and upload (so agencies may share one file)::
 
-    {"kind": "salt", "round": 3, "agency": 1, "upload_id": "sha256-...", "salt": "<base64>"}
     {"kind": "chunk", "round": 3, "agency": 1, "upload_id": "sha256-...", "start": 0, "end": 5000,
      "lines": [2, 5001], "key": "sha256-...:0-5000", "salt": "<base64>", "index": 17, "size": 18,
      "leaf": "<base64 leaf bytes>", "checkpoint": "<signed checkpoint note>"}
 
-The salt line is written before the upload's first chunk is sent: a rerun finds it and sends
-the same salt (docs/uploader.md "Receipts").
+A rerun sends the salt its upload's receipts hold (docs/uploader.md "Receipts"). Nothing is
+written for a server without the log. A file that cannot be written costs the receipts, not the
+upload: one warning, and ``verify`` then learns the chunks from the server's upload state.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class Receipts:
     def __init__(self, path: str) -> None:
         self.path = path
         self.records = read(path)
+        self.broken = False  # a write failed: the rest are not attempted
         self._lock = threading.Lock()
 
     def salt(self, round_id: int | None, agency: int, upload_id: str) -> str | None:
@@ -80,13 +81,21 @@ class Receipts:
     def append(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
         with self._lock:
+            self.records.append(record)
+            if self.broken:
+                return
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
                     os.write(fd, line)
                     os.fsync(fd)  # acknowledged by the server: kept whatever happens next
                 finally:
                     os.close(fd)
             except OSError as error:
-                raise ClientError(f"cannot write the receipts file {self.path}: {error.strerror}") from None
-            self.records.append(record)
+                self.broken = True
+                log.warning(
+                    "action: recibos | result: fail | file: %s | error: %s | detail: the upload goes on without "
+                    "receipts; verify will learn the chunks from the server (--receipts FILE to keep them elsewhere)",
+                    self.path,
+                    error.strerror,
+                )

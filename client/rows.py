@@ -3,7 +3,7 @@
 The server (app/ingest.py, app/domain.py; the uploader never imports app/) turns each bet line
 into ``agency, first_name, last_name, document, birthdate, number`` with the names stripped of
 surrounding spaces and the number as an integer (``0042`` is ``42``), and writes them with the
-csv module, LF after each row: ``tests/unit/test_receipts.py`` checks the two agree.
+csv module, LF after each row: ``tests/unit/test_verify.py`` checks the two agree (hypothesis).
 """
 
 from __future__ import annotations

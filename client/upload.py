@@ -237,8 +237,8 @@ class Uploader:
                 thread.join()
 
     def _choose_salt(self, upload_id: str) -> None:
-        """The salt kept for this upload by an earlier run, or a new one, kept before any chunk is
-        sent (a crash after the server stored a chunk still finds it)."""
+        """The salt kept for this upload by an earlier run, or a new one (kept with the first chunk
+        the log acknowledges: a server without the log leaves no receipts file behind)."""
         from tlog import b64, leaves  # only when bets are sent: a rerun with nothing to send skips it
 
         if self.receipts_path is not None:
@@ -248,10 +248,6 @@ class Uploader:
                 self.salt = kept
                 return
         self.salt = b64.encode(leaves.new_salt())
-        if self.receipts is not None:
-            self.receipts.append(
-                {"kind": "salt", "round": self.round, "agency": self.agency, "upload_id": upload_id, "salt": self.salt}
-            )
 
     def _send(self, upload_id: str, piece: Piece) -> None:
         key = f"{upload_id}:{piece.start}-{piece.end}"

@@ -11,6 +11,7 @@ a seed that do not follow, a winner dropped.
 from __future__ import annotations
 
 import hashlib
+import threading
 from urllib.parse import parse_qs
 
 import httpx
@@ -41,6 +42,7 @@ class FakeLottery:
         self.winners: dict[int, list[str]] = {}
         self.bad_signature = False
         self.requests: list[str] = []
+        self._lock = threading.Lock()
         opened = leaves.RoundOpened(
             1, agencies, winning_number, None if winning_number is not None else draw.seed_commitment(self.seed)
         )
@@ -139,6 +141,10 @@ class FakeLottery:
     # -- HTTP ---------------------------------------------------------------------------------------
 
     def handler(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:  # the uploader's sender threads call in at once: one request at a time
+            return self._handle(request)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(f"{request.method} {request.url.path}")
         parts = request.url.path.strip("/").split("/")
         query = {k: v[0] for k, v in parse_qs(request.url.query.decode()).items()}

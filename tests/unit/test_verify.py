@@ -106,13 +106,24 @@ def test_the_receipts_keep_every_chunk_and_a_rerun_reuses_the_salt(tmp_path) -> 
     _upload(fake, path, 1, done=False)
     records = read(default_path(path))
     chunks = [r for r in records if r["kind"] == "chunk"]
-    assert [r["kind"] for r in records].count("salt") == 1  # the kept one: no new salt drawn
+    assert [r["kind"] for r in records].count("salt") == 1  # the kept one: no other salt drawn
     assert sorted((r["start"], r["end"]) for r in chunks) == [(0, 7), (7, 14), (14, 21), (21, 23)]
     assert {r["salt"] for r in chunks} == {kept} == {c["salt"] for c in fake.chunks.values()}
     first = min(chunks, key=lambda r: r["start"])
     assert first["lines"] == [2, 8] and first["key"] == f"{upload_id}:0-7"
     assert b64.decode(first["leaf"]) == fake.chunks[first["key"]]["leaf"] and first["index"] < first["size"]
     assert first["checkpoint"].startswith(f"lottery.test/log\n{first['size']}\n")
+
+
+def test_a_receipts_file_that_cannot_be_written_costs_the_receipts_not_the_upload(tmp_path, caplog) -> None:
+    fake = FakeLottery(agencies=1, winning_number=WINNING)
+    path = _file(tmp_path, 1)
+    api = target(_api(fake), 1, None)
+    uploader = Uploader(api, 1, path, batch_size=7, concurrency=2, receipts=str(tmp_path / "missing" / "r.jsonl"))
+    uploader.run()
+    assert uploader.sent == 23 and len(fake.chunks) == 4
+    warnings = [r.getMessage() for r in caplog.records if "action: recibos | result: fail" in r.getMessage()]
+    assert len(warnings) == 1 and "goes on without receipts" in warnings[0]
 
 
 def test_a_server_without_the_log_uploads_as_before_and_verify_says_it_cannot(tmp_path, use, capsys) -> None:
@@ -123,7 +134,7 @@ def test_a_server_without_the_log_uploads_as_before_and_verify_says_it_cannot(tm
     path = _file(tmp_path, 1)
     uploader = _upload(fake, path, 1)
     assert uploader.sent == 23
-    assert [r["kind"] for r in read(default_path(path))] == ["salt"]
+    assert not Path(default_path(path)).exists()  # nothing to keep
     use(fake)
     code, out = _verify(capsys, path)
     assert code == 3 and "keeps no log" in out
