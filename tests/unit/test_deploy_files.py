@@ -447,6 +447,7 @@ def test_dockerfile_copies_only_code_never_data_or_secrets():
     assert {Path(s).parts[0] for s in copy_sources()} == {
         "app",
         "client",
+        "tlog",  # the transparency log's code: the uploader (and the server) import it
         "gunicorn.conf.py",
         "requirements-runtime.txt",
     }
