@@ -4,10 +4,12 @@
     bet       send one bet (also from the course's NOMBRE, APELLIDO, ... variables)
     winners   read this agency's winners (``--wait`` polls until the draw)
     rounds    list the rounds, newest first
+    verify    check a round against the log's signed checkpoints (client/verify.py)
     generate  write deterministic demo files agency-N.csv
 
 Logs go to stderr in the course's format; winners go to stdout (``--json`` for JSON).
-Exit codes: 0 done, 1 failed, 2 bad options, 130/143 stopped by Ctrl-C/SIGTERM.
+Exit codes: 0 done, 1 failed, 2 bad options, 3 (verify) not checkable yet, 130/143 stopped by
+Ctrl-C/SIGTERM.
 
 The parts: client/options.py (every option, declared once), client/cli.py (argparse built from
 it, one command's options at a time), client/config.py (environment and config file), and

@@ -2,8 +2,8 @@
 
     python -m client.agency_tool        # what `make agency-tool` runs
 
-A zipapp (PEP 441) holding the ``client`` package and its pure-Python dependencies
-(client/requirements-agency.txt), run by any Python 3.11 with nothing else installed:
+A zipapp (PEP 441) holding the ``client`` and ``tlog`` packages and their pure-Python
+dependencies (client/requirements-agency.txt), run by any Python 3.11 with nothing else installed:
 ``python3 lottery-agency.pyz run --agency 1 --file agency-1.csv --server https://...``.
 Nothing is installed on the agency's machine, so no generic package name lands in a shared
 site-packages. Modules are stored with their 3.11 bytecode beside them, so starting does not
@@ -60,6 +60,9 @@ def build(out: Path = ROOT / "dist" / "lottery-agency.pyz", work: Path | None = 
         if path.name.endswith((".so", ".pyd")) or path.name.endswith(".dist-info") or path.name == "bin":
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     shutil.copytree(ROOT / "client", work / "client", ignore=shutil.ignore_patterns("__pycache__", *LEFT_OUT))
+    # The log's checks (verify; the upload's salt). Its Ed25519 falls back to pure Python
+    # (tlog/ed25519.py): cryptography is a compiled extension the bundle cannot carry.
+    shutil.copytree(ROOT / "tlog", work / "tlog", ignore=shutil.ignore_patterns("__pycache__"))
     (work / "__main__.py").write_text(MAIN)
     # Legacy-layout bytecode (module.pyc beside module.py) is what zipimport loads; unchecked hashes
     # because zip timestamps have a two-second resolution.

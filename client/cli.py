@@ -60,6 +60,14 @@ COMMANDS = {
         "List the lottery's rounds, newest first: state, agencies, bets, winners and dates "
         "(with tokens on, any valid token: the operator's or an agency's).",
     ),
+    "verify": Command(
+        "check the round against the log's signed checkpoints",
+        "Check, trusting only the log's key (--log-key), that every chunk of this agency's file is in the "
+        "server's log as the file says, that the log never forked from the checkpoints handed during the "
+        "upload, that the round's draw follows from the log (and, for a random number, from the seed it "
+        "committed to) and that this agency's winners are the file's. Exit 0 when all hold, 1 when one "
+        "fails (its evidence is printed), 3 when the round cannot be checked yet (not drawn, or no log).",
+    ),
     "generate": Command(
         "write deterministic demo files agency-N.csv",
         "Write demo agency files agency-1.csv ... agency-N.csv in the course's format; "

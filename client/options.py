@@ -37,7 +37,7 @@ TYPE_CHECKING = False  # typing's own flag costs an import: start-up is counted 
 if TYPE_CHECKING:
     from typing import Any
 
-AGENCY_COMMANDS = ("run", "bet", "winners", "rounds")  # the commands that talk to the server
+AGENCY_COMMANDS = ("run", "bet", "winners", "rounds", "verify")  # the commands that talk to the server
 
 
 class Option:
@@ -103,7 +103,7 @@ class Options:
     agency: int | None = option(
         COUNT,
         commands=AGENCY_COMMANDS,
-        required=("run", "bet", "winners"),
+        required=("run", "bet", "winners", "verify"),
         hidden=("rounds",),  # rounds lists every agency's: accepted, as before, but not offered
         help="agency id",
         env=("LOTTERY_AGENCY", "CLI_ID"),
@@ -111,8 +111,8 @@ class Options:
     )
     file: str | None = option(
         TEXT,
-        commands=("run",),
-        required=("run",),
+        commands=("run", "verify"),
+        required=("run", "verify"),
         help="agency CSV file",
         env=("LOTTERY_BETS_FILE",),
         config=("file",),
@@ -217,8 +217,11 @@ class Options:
     request_timeout: float = option(SECONDS, 60.0)  # seconds for one HTTP request (not an option yet)
     upload_id: str | None = option(
         UPLOAD_ID,
-        commands=("run",),
-        help="continue this upload (its id is printed when a chunk is rejected)",
+        commands=("run", "verify"),
+        help={
+            "run": "continue this upload (its id is printed when a chunk is rejected)",
+            "verify": "the upload the file was sent under, when it was not its own (run --upload-id)",
+        },
         env=("LOTTERY_UPLOAD_ID",),
     )
     another_file: bool = option(
@@ -229,11 +232,30 @@ class Options:
     )
     round: int | None = option(
         COUNT,
-        commands=("run", "winners"),
+        commands=("run", "winners", "verify"),
+        required=("verify",),
         help={
             "run": "upload into this round (default: the current one, learned at start)",
             "winners": "the winners of this round (default: the current one)",
+            "verify": "the round to verify",
         },
+    )
+    receipts: str | None = option(
+        TEXT,
+        commands=("run", "verify"),
+        help="the receipts file: what the log handed back for each chunk (default: the bets file's name "
+        "followed by .receipts.jsonl, beside it)",
+        env=("LOTTERY_RECEIPTS",),
+        config=("receipts",),
+    )
+    log_key: str | None = option(
+        TEXT,
+        commands=("verify",),
+        required=("verify",),
+        help="the log's verifier key, name+hexkeyid+base64 (from the operator, e.g. GET /log/vkey once): "
+        "the only thing verify trusts",
+        env=("LOTTERY_LOG_KEY",),
+        config=("log_key",),
     )
     again: bool = option(FLAG, False, commands=("run",), help="send a file already stored whole in an earlier round")
     wait: bool = option(FLAG, False, commands=("winners",), help="wait until the draw (long poll)")
@@ -241,8 +263,9 @@ class Options:
     json: bool = option(
         FLAG,
         False,
-        commands=("run", "winners", "rounds"),
+        commands=("run", "winners", "rounds", "verify"),
         help={
+            "verify": "the checks as JSON on stdout",
             "run": "winners as JSON on stdout",
             "winners": "winners as JSON on stdout",
             "rounds": "the rounds as JSON on stdout",

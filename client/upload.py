@@ -23,10 +23,12 @@ import threading
 
 from client.http import ClientError, Rejected, Stopped
 from client.lines import Block, MalformedFile, bet_blocks
+from client.receipts import Receipts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from typing import Any
 
     from client.http import Server
     from client.lines import FilePath
@@ -139,6 +141,7 @@ class Uploader:
         another_file: bool = False,
         scanned: FileScan | None = None,  # the file's scan when the caller already made it (no second pass)
         closed: str | None = None,  # why no bet may be sent (a drawn round): raised if any is missing
+        receipts: str | None = None,  # the receipts file (client/receipts.py); None: not kept
     ):
         self.api, self.agency, self.path = api, agency, path
         self.batch_size, self.concurrency = batch_size, concurrency
@@ -149,6 +152,10 @@ class Uploader:
         self.closed = closed
         self.sent = 0
         self.upload_id: str | None = None
+        self.receipts_path = receipts
+        self.receipts: Receipts | None = None
+        self.salt = ""  # this upload's Lottery-Salt (base64): the same for every chunk, and on a rerun
+        self.round: int | None = getattr(api, "round", None)
         self._lock = threading.Lock()
 
     def run(self) -> int:
@@ -177,6 +184,8 @@ class Uploader:
             scanned.bets,
             already,
         )
+        if already < scanned.bets:
+            self._choose_salt(upload_id)
         if self.progress:
             self.progress.start(scanned.bets, already)
         self._send_all(upload_id, committed, scanned.blocks)
@@ -227,22 +236,62 @@ class Uploader:
             for thread in threads:
                 thread.join()
 
+    def _choose_salt(self, upload_id: str) -> None:
+        """The salt kept for this upload by an earlier run, or a new one (kept with the first chunk
+        the log acknowledges: a server without the log leaves no receipts file behind)."""
+        from tlog import b64, leaves  # only when bets are sent: a rerun with nothing to send skips it
+
+        if self.receipts_path is not None:
+            self.receipts = Receipts(self.receipts_path)
+            kept = self.receipts.salt(self.round, self.agency, upload_id)
+            if kept is not None:
+                self.salt = kept
+                return
+        self.salt = b64.encode(leaves.new_salt())
+
     def _send(self, upload_id: str, piece: Piece) -> None:
+        key = f"{upload_id}:{piece.start}-{piece.end}"
         headers = {
             "Content-Type": "text/csv",
             "Upload-Id": upload_id,
             "Upload-Offset": str(piece.start),
-            "Idempotency-Key": f"{upload_id}:{piece.start}-{piece.end}",
+            "Idempotency-Key": key,
+            "Lottery-Salt": self.salt,
         }
         try:
             response = self.api.request("POST", f"/agencies/{self.agency}/bets", content=piece.body, headers=headers)
         except Rejected as error:
             raise ClientError(explain_rejection(error, self.path, piece, upload_id)) from None
-        stored = response.json()["stored"]
+        answer = response.json()
+        stored = answer["stored"]
+        if self.receipts is not None and isinstance(answer.get("log"), dict):  # a server without the log: none
+            self.receipts.append(chunk_receipt(self.round, self.agency, upload_id, piece, key, answer["log"]))
         with self._lock:
             self.sent += stored
             if self.progress:
                 self.progress.advance(stored)
+
+
+def chunk_receipt(
+    round_id: int | None, agency: int, upload_id: str, piece: Piece, key: str, answer: dict[str, Any]
+) -> dict[str, Any]:
+    """The receipts file's line for an acknowledged chunk (client/receipts.py). What the server
+    answered is kept as it came: ``verify`` judges it, against the log's key the agency trusts."""
+    return {
+        "kind": "chunk",
+        "round": round_id,
+        "agency": agency,
+        "upload_id": upload_id,
+        "start": piece.start,
+        "end": piece.end,
+        "lines": [piece.numbers[0], piece.numbers[-1]],
+        "key": key,
+        "salt": answer.get("salt"),
+        "index": answer.get("index"),
+        "size": answer.get("size"),
+        "leaf": answer.get("leaf"),
+        "checkpoint": answer.get("checkpoint"),
+    }
 
 
 def explain_rejection(error: Rejected, path: FilePath, piece: Piece, upload_id: str) -> str:

@@ -7,7 +7,8 @@ A note is UTF-8 text ending in a newline, a blank line, then signature lines
 - verifier: ``name+hexkeyid+base64(0x01 ‖ 32-byte public key)``
 - signer:   ``PRIVATE+KEY+name+hexkeyid+base64(0x01 ‖ 32-byte Ed25519 seed)``
 
-``cryptography`` is imported only by the functions that sign, verify or make a key.
+``cryptography`` is imported only by the functions that sign, verify or make a key; where it is
+not installed (the agency tool), verifying falls back to tlog/ed25519.py, in pure Python.
 """
 
 from __future__ import annotations
@@ -79,9 +80,13 @@ class Verifier:
         return f"{self.name}+{self.key_id:08x}+{b64.encode(bytes([ALG_ED25519]) + self.public_key)}"
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        from cryptography.exceptions import InvalidSignature as BadSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        try:
+            from cryptography.exceptions import InvalidSignature as BadSignature
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        except ImportError:  # the agency tool (pure Python): the same check, slower (tlog/ed25519.py)
+            from tlog import ed25519
 
+            return ed25519.verify(self.public_key, message, signature)
         try:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
         except BadSignature:

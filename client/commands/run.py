@@ -21,6 +21,7 @@ log = logging.getLogger("client")
 
 def main(options: Options, stop: threading.Event) -> int:
     from client.progress import Progress
+    from client.receipts import default_path
     from client.upload import Uploader
 
     assert options.agency is not None and options.file is not None  # required: checked before
@@ -48,6 +49,7 @@ def main(options: Options, stop: threading.Event) -> int:
             another_file=options.another_file,
             scanned=scanned,
             closed=rounds.drawn_reason(api),
+            receipts=options.receipts or default_path(options.file),
         )
         total = uploader.run()
         if progress:

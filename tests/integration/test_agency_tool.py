@@ -40,7 +40,13 @@ def test_the_bundle_holds_no_compiled_extension(agency_tool: Path) -> None:
 
     names = zipfile.ZipFile(agency_tool).namelist()
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
-    for name in ("client/__main__.py", "httpx/__init__.py", "httpcore/__init__.py", "h11/__init__.py"):
+    for name in (
+        "client/__main__.py",
+        "tlog/ed25519.py",
+        "httpx/__init__.py",
+        "httpcore/__init__.py",
+        "h11/__init__.py",
+    ):
         assert name in names
     assert "anyio/__init__.py" in names and "yaml/__init__.py" in names and "certifi/cacert.pem" in names
     assert not [n for n in names if n.startswith(("app/", "devtools/", "tests/"))]  # only the uploader
@@ -78,6 +84,26 @@ def test_an_agency_runs_a_round_with_the_single_file(agency_tool: Path, tmp_path
         assert stored_rows(server.data_dir) == expected_rows(files)
     help_text = subprocess.run([*BARE_PYTHON, str(agency_tool), "--help"], capture_output=True, text=True, cwd="/")
     assert help_text.stdout.startswith("usage: lottery-agency.pyz")
+
+
+def test_the_single_file_checks_the_logs_signatures_without_cryptography(agency_tool: Path) -> None:
+    """verify's Ed25519 in the bundle: the pure-Python fallback (cryptography is not pure Python)."""
+    from tests.unit.test_tlog_note import PETER_SIG, PETER_VKEY, TEXT
+
+    probe = (
+        f"import sys; sys.path.insert(0, {str(agency_tool)!r})\n"
+        "from tlog import note\n"
+        f"key = note.Verifier.from_key({PETER_VKEY!r})\n"
+        f"print(note.open_note({(TEXT + chr(10) + PETER_SIG).encode()!r}, [key]).text == {TEXT!r})\n"
+        f"bad = {(TEXT.upper() + chr(10) + PETER_SIG).encode()!r}\n"
+        "try:\n    note.open_note(bad, [key])\nexcept note.InvalidSignature:\n    print('refused')\n"
+    )
+    done = subprocess.run([*BARE_PYTHON, "-c", probe], capture_output=True, text=True, cwd="/", timeout=60)
+    assert (done.returncode, done.stdout) == (0, "True\nrefused\n"), done.stderr
+    usage = subprocess.run(
+        [*BARE_PYTHON, str(agency_tool), "verify", "--help"], capture_output=True, text=True, cwd="/"
+    )
+    assert usage.returncode == 0 and "--log-key" in usage.stdout
 
 
 def test_the_single_file_trusts_a_private_ca_over_https(agency_tool: Path, tmp_path: Path) -> None:
