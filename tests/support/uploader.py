@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import NamedTuple
 
 from devtools.server import ROOT
@@ -20,12 +22,30 @@ def uploader_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}, **(extra or {})}
 
 
+# The course's files (../shared) are read-only: an upload of one keeps its receipts (by default
+# beside the bets file) in a temporary directory instead.
+DATASET = (ROOT.parent / "shared" / "dataset").resolve()
+
+
+def receipts_outside_dataset(args: tuple[str, ...], env: dict[str, str] | None) -> dict[str, str] | None:
+    """``env``, plus a temporary receipts file when ARGS upload a file of the course's dataset."""
+    if "--file" not in args or "--receipts" in args or "LOTTERY_RECEIPTS" in (env or {}):
+        return env
+    path = Path(args[args.index("--file") + 1]).resolve()
+    if not path.is_relative_to(DATASET):
+        return env
+    return {
+        **(env or {}),
+        "LOTTERY_RECEIPTS": str(Path(tempfile.mkdtemp(prefix="receipts-")) / f"{path.name}.receipts.jsonl"),
+    }
+
+
 def uploader(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
     """``python -m client ARGS`` started; stdout and stderr captured as text."""
     return subprocess.Popen(
         [sys.executable, "-m", "client", *args],
         cwd=ROOT,
-        env=uploader_env(env),
+        env=uploader_env(receipts_outside_dataset(args, env)),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
