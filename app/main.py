@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import logs, metrics, openapi, problems, startup
 from app.draw_watch import DrawWatch
+from app.lane import DirectLane
 from app.limits import BodyBudget, RefuseUnexpectedBody
 from app.routes import agencies, log, operator, redoc, rounds, status
 from app.routes import metrics as metrics_route
@@ -71,6 +72,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # A GET or HEAD announcing a body is refused from its head (app/limits.py).
     app.add_middleware(RefuseUnexpectedBody, router=app.router)
     openapi.install(app, settings)
+    # Outermost: POST /bets straight to its handler (app/lane.py). Built now, so a middleware
+    # added later is refused (Starlette) instead of being silently skipped by the lane.
+    app.middleware_stack = DirectLane(app.build_middleware_stack(), agencies.direct_bets(), app.exception_handlers)
     startup.log_round_state(app.state.store, settings)
     return app
 

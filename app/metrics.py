@@ -82,13 +82,28 @@ def _never_raises(record: Callable[..., None]) -> Callable[..., None]:
 _warned = False
 
 
+# Children of the labelled metrics, looked up once per label value rather than per request
+# (``labels`` costs a lock and a tuple key each time). Their values live in this process's
+# files as before; a child made before a fork notices the new pid itself (prometheus_client).
+_chunk_outcomes: dict[str, Any] = {}
+_bets_by_agency: dict[int, Any] = {}
+_request_series: dict[tuple[str, str, int], Any] = {}
+
+
+def _child(cache: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
+    child = cache.get(key)
+    if child is None:
+        child = cache[key] = make()
+    return child
+
+
 @_never_raises
 def chunk_stored(agency: int, stored: int, replayed: bool) -> None:
     if replayed:
-        CHUNKS.labels("replayed").inc()
+        _child(_chunk_outcomes, "replayed", lambda: CHUNKS.labels("replayed")).inc()
         return
-    CHUNKS.labels("stored").inc()
-    BETS_STORED.labels(str(agency)).inc(stored)
+    _child(_chunk_outcomes, "stored", lambda: CHUNKS.labels("stored")).inc()
+    _child(_bets_by_agency, agency, lambda: BETS_STORED.labels(str(agency))).inc(stored)
 
 
 @_never_raises
@@ -108,7 +123,8 @@ def observe_draw(seconds: float) -> None:
 
 @_never_raises
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    REQUEST_DURATION.labels(method, route, str(status)).observe(seconds)
+    key = (method, route, status)
+    _child(_request_series, key, lambda: REQUEST_DURATION.labels(method, route, str(status))).observe(seconds)
 
 
 @_never_raises

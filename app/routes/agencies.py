@@ -41,7 +41,7 @@ from app.draw_watch import Wake
 from app.ingest import parse_chunk
 from app.limits import client_gone
 from app.problems import NotDrawnYet, Problem, documented
-from app.routes.plain import PlainRoute
+from app.routes.plain import Handler, PlainRoute
 from app.routes.schemas import (
     ChunkStored,
     DoneState,
@@ -53,34 +53,32 @@ from app.routes.schemas import (
     bets_request_body,
 )
 from app.routes.scope import at_round
-from app.store import Chunk, ChunkReceipt, Store, UploadSpan, body_digest
+from app.store import Chunk, ChunkReceipt, UploadSpan, body_digest
 from tlog import b64, leaves
 
 log = logging.getLogger("lottery")
 
 
-def _receive(
-    store: Store,
+# A body up to this size is parsed on the event loop (about 200 bets: well under a millisecond,
+# even on the general path that names every problem); a bigger one in the thread pool, so a
+# 5,000-bet chunk never holds up the other connections of the worker.
+INLINE_PARSE_BYTES = 8192
+
+
+def _chunk(
     agency: int,
     body: bytes | bytearray,
     content_type: str | None,
     max_bets: int,
     key: str | None,
     upload: UploadSpan | None,
-    round_id: int | None,
     salt: bytes | None,
-) -> ChunkReceipt:
+) -> Chunk:
     parsed = parse_chunk(body, content_type, agency, max_bets, only_bets=upload is not None)
     # Kept with the range, so a resumed upload can prove its file still holds these bets.
     digest = body_digest(body) if upload is not None else None
-    # The leaf's salt (drawn here when the uploader sent none), its digest hashed before the store's lock.
-    salt = None if store.log is None else salt or leaves.new_salt()
-    chunk = Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest, salt)
-    receipt = store.append_chunk(chunk, round=round_id)
-    if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
-        for row in chunk.rows:
-            log.debug("action: apuesta_almacenada | result: success | dni: %s | numero: %d", row[3], row[5])
-    return receipt
+    # The leaf's salted digest is hashed here, before the store's lock (salt None: no log kept).
+    return Chunk.build(agency, parsed.payload, parsed.count, key, upload, digest, salt)
 
 
 async def post_bets(
@@ -114,11 +112,13 @@ async def post_bets(
     try:
         # The body's bytes are held against this worker's budget until its answer is decided.
         async with received_body(request, settings.max_body_bytes) as body:
+            # The salt of the leaf's digest: the uploader's, or drawn here (None: this store keeps no log).
+            salt = None if store.log is None else salt or leaves.new_salt()
             content_type = request.headers.get("content-type")
-            receipt = await run_in_threadpool(
-                _receive, store, number, body, content_type, settings.max_bets_per_chunk, key, upload, round_id, salt
-            )
-            del body
+            parse = (number, body, content_type, settings.max_bets_per_chunk, key, upload, salt)
+            chunk = _chunk(*parse) if len(body) <= INLINE_PARSE_BYTES else await run_in_threadpool(_chunk, *parse)
+            del body, parse
+            receipt = await store.store_chunk(chunk, round=round_id)
     except ClientDisconnect:
         client_gone("body", number)
         raise Problem(400, "Client disconnected", "the client closed the connection before its body arrived") from None
@@ -127,6 +127,9 @@ async def post_bets(
         log.info("action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", number, type(error).__name__)
         raise
     metrics.chunk_stored(number, receipt.stored, receipt.replayed)
+    if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
+        for row in chunk.rows:
+            log.debug("action: apuesta_almacenada | result: success | dni: %s | numero: %d", row[3], row[5])
     log.info("action: apuesta_recibida | result: success | cantidad: %d", receipt.stored)
     # ChunkStored, written directly: the response model documents it, nothing to validate.
     content = b'{"agency":%d,"stored":%d%s}' % (number, receipt.stored, _log_field(receipt))
@@ -318,10 +321,13 @@ ROUTES: list[tuple[str, Callable[..., Awaitable[Any]], str, type[APIRoute], dict
 ]
 
 
+def _prefix(named_round: bool) -> str:
+    return "/rounds/{round}/agencies/{agency}" if named_round else "/agencies/{agency}"
+
+
 def agency_router(*, named_round: bool) -> APIRouter:
     """The agency routes of the current round, or (``named_round``) of the round in the path."""
-    prefix = "/rounds/{round}/agencies/{agency}" if named_round else "/agencies/{agency}"
-    router = APIRouter(prefix=prefix, tags=["rounds" if named_round else "agencies"])
+    router = APIRouter(prefix=_prefix(named_round), tags=["rounds" if named_round else "agencies"])
     for path, endpoint, method, route_class, extra in ROUTES:
         if named_round:
             extra = {
@@ -340,3 +346,14 @@ def agency_router(*, named_round: bool) -> APIRouter:
 # Every route here checks the token and the agency id (deps.check_agency): tests/api/test_agency_ids.py
 # holds every route of this router to it.
 router = agency_router(named_round=False)
+
+
+def direct_bets() -> list[tuple[str, Handler]]:
+    """``POST .../bets`` of both scopes as (path template, handler) for the direct lane
+    (app/lane.py): the handler each one's PlainRoute runs, built the same way."""
+    routes = []
+    for named_round in (False, True):
+        path = f"{_prefix(named_round)}/bets"
+        route = PlainRoute(path, at_round(post_bets, named=named_round), methods=["POST"], status_code=201)
+        routes.append((path, route.get_route_handler()))
+    return routes

@@ -11,11 +11,14 @@ the answers and guarantees are the same for all of them:
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
+
+import anyio.to_thread
 
 from app.domain import Row, decode_rows, encode_rows
 
@@ -371,6 +374,11 @@ class Store(ABC):
     @abstractmethod
     def append_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
         """Store the chunk all or nothing, or answer a replay from the record."""
+
+    async def store_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
+        """:meth:`append_chunk` from the event loop: by default in the thread pool; a backend may
+        hand the chunk to a committer thread instead (one hop per batch, not one per request)."""
+        return await anyio.to_thread.run_sync(functools.partial(self.append_chunk, chunk, round))
 
     @abstractmethod
     def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:

@@ -8,7 +8,10 @@ request still has its own answer, given only once the batch is on disk.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -103,3 +106,144 @@ def group_commit(
                     if not other.done:
                         other.fail(error)
     return ticket.outcome()
+
+
+class _Waiting(Generic[T, R]):
+    """A ticket handed to a :class:`Committer`, and how its waiter is told: a future on an event
+    loop, or an event for a thread."""
+
+    __slots__ = ("ticket", "loop", "future", "event")
+
+    def __init__(
+        self,
+        ticket: Ticket[T, R],
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[None] | None = None,
+    ):
+        self.ticket, self.loop, self.future = ticket, loop, future
+        self.event = threading.Event() if loop is None else None
+
+    def wake(self) -> None:
+        """On the waiter's loop (or from any thread, for an event)."""
+        if self.event is not None:
+            self.event.set()
+        elif self.future is not None and not self.future.done():  # done: cancelled, or expired
+            self.future.set_result(None)
+
+
+class Committer(Generic[T, R]):
+    """One thread of this process that commits what the event loop hands it, a batch at a time.
+
+    A small request would otherwise cost a thread-pool hop of its own and then a wait in
+    ``turn``'s convoy of threads. Here the event loop appends the ticket to a queue and awaits
+    a future; this thread takes the whole queue at each turn, commits it (``commit`` settles
+    each ticket, or raises to fail every one not settled yet) and wakes the batch's waiters
+    with one call into each loop.
+
+    The busy rule is ``turn``'s: a ticket still queued (not taken into a batch) ``timeout``
+    seconds after it was handed over is answered StorageBusy; once taken, it waits for its
+    batch's outcome, which may be stored.
+    """
+
+    def __init__(self, commit: Callable[[list[Ticket[T, R]]], None], timeout: float, name: str = "committer"):
+        self._commit = commit
+        self.timeout = timeout
+        self.name = name
+        self._wake = threading.Condition(threading.Lock())
+        self._queue: list[_Waiting[T, R]] = []
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stopping = False
+
+    async def submit(self, ticket: Ticket[T, R]) -> R:
+        """Hand ``ticket`` to the thread; its outcome once its batch is on disk (or refused)."""
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(ticket, loop, loop.create_future())
+        assert waiting.future is not None
+        timer = loop.call_later(self.timeout, self._expire, waiting)
+        self._put(waiting)
+        try:
+            await waiting.future
+        finally:
+            timer.cancel()
+        return ticket.outcome()
+
+    def wait(self, ticket: Ticket[T, R]) -> R:
+        """:meth:`submit` for a caller that is a thread: it blocks until the outcome."""
+        waiting = _Waiting(ticket)
+        assert waiting.event is not None
+        self._put(waiting)
+        if not waiting.event.wait(self.timeout) and self._withdraw(waiting):
+            raise StorageBusy("the storage is busy; retry shortly")
+        waiting.event.wait()
+        return ticket.outcome()
+
+    def stop(self) -> None:
+        """Let the thread commit what it was handed, then end (the worker stops)."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.timeout)
+
+    def _put(self, waiting: _Waiting[T, R]) -> None:
+        with self._wake:
+            if self._thread is None or self._pid != os.getpid():  # first use, or a fork's copy
+                self._pid, self._stopping, self._queue = os.getpid(), False, []
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            self._queue.append(waiting)
+            self._wake.notify()
+
+    def _withdraw(self, waiting: _Waiting[T, R]) -> bool:
+        """Take ``waiting`` back if no batch took it yet (True); else its batch will answer it."""
+        with self._wake:
+            if waiting in self._queue:
+                self._queue.remove(waiting)
+                return True
+        return False
+
+    def _expire(self, waiting: _Waiting[T, R]) -> None:
+        if self._withdraw(waiting):
+            waiting.ticket.fail(StorageBusy("the storage is busy; retry shortly"))
+            waiting.wake()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            tickets = [waiting.ticket for waiting in batch]
+            try:
+                self._commit(tickets)
+            except Exception as error:
+                for ticket in tickets:
+                    if not ticket.done:
+                        ticket.fail(error)
+            finally:
+                for ticket in tickets:
+                    if not ticket.done:  # never leave a request waiting for an answer
+                        ticket.fail(StorageUnavailable("the commit gave this request no answer"))
+                _wake_all(batch)
+
+
+def _wake_all(batch: list[_Waiting[Any, Any]]) -> None:
+    """Every waiter of a batch: one call_soon_threadsafe per event loop, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Waiting[Any, Any]]] = {}
+    for waiting in batch:
+        if waiting.loop is None:
+            waiting.wake()
+        else:
+            by_loop.setdefault(waiting.loop, []).append(waiting)
+    for loop, waiters in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits there
+            loop.call_soon_threadsafe(_wake_each, waiters)
+
+
+def _wake_each(waiters: list[_Waiting[Any, Any]]) -> None:
+    for waiting in waiters:
+        waiting.wake()

@@ -76,7 +76,7 @@ from app.store.base import (
     replay_by_key,
     replay_by_range,
 )
-from app.store.batch import R, T, Ticket, group_commit, turn
+from app.store.batch import Committer, R, T, Ticket, group_commit, turn
 from app.store.files_log import FileLogStorage
 from app.store.lock import ProcessLock
 from app.store.stats import AgencyStats, RoundStats
@@ -366,8 +366,7 @@ class RoundFiles:
         # polls the file lock; the file lock then orders the processes.
         self._thread_lock = threading.Lock()
         self._queue_guard = threading.Lock()
-        self._queue: list[ChunkTicket] = []  # chunks of this process waiting for the next commit
-        self._done_queue: list[DoneTicket] = []  # and dones
+        self._done_queue: list[DoneTicket] = []  # dones of this process waiting for the next commit
         # Taken once per group commit: filelock's lock on a descriptor kept open (app/store/lock.py).
         self._file_lock = ProcessLock(os.fspath(self.dir / LOCK), lock_timeout)
         self._keep_lock_open = True  # until the round is a past one (see retire)
@@ -657,13 +656,18 @@ class RoundFiles:
     # -- the Store interface --------------------------------------------------------------
 
     def append_chunk(self, chunk: Chunk, named: tuple[int, Callable[[], int]] | None = None) -> ChunkReceipt:
-        """Group commit: the thread whose turn it is commits every chunk its process has queued.
+        """One chunk committed by the calling thread, alone (FileStore's committer batches them)."""
+        ticket = ChunkTicket(chunk, named)
+        self.commit_chunks([ticket])
+        return ticket.outcome()
 
-        Under load many chunks wait for the lock at once; writing them with one append and
-        one pair of fsyncs, instead of a pair per chunk, is what makes the disk keep up.
-        Each chunk is still decided on its own (replay, closed agency, range conflict).
-        """
-        return self._group_commit(ChunkTicket(chunk, named), self._queue, self._commit)
+    def commit_chunks(self, batch: list[ChunkTicket]) -> None:
+        """Group commit (FileStore's committer hands the batch): every chunk its process queued
+        for this round, under both locks, with one append and one pair of fdatasyncs instead of
+        a pair per chunk, which is what makes the disk keep up. Each chunk is still decided on
+        its own (replay, closed agency, range conflict)."""
+        with self._process_turn(), self._file_turn():
+            self._commit(batch)
 
     def mark_done(self, agency: int) -> flow.DoneOutcome:
         """Group commit of dones, as of chunks: the thread whose turn it is takes every done its
@@ -1149,6 +1153,8 @@ class FileStore(flow.RoundFlow):
         self._rounds: dict[int, RoundFiles] = {}
         self._current = 0
         self._next_dir: tuple[int, str] | None = None
+        # This process's chunks are committed by one thread, a batch at a time (app/store/batch.py).
+        self._committer: Committer[Chunk, ChunkReceipt] = Committer(self._commit_chunks, lock_timeout, "files-commit")
         try:
             self._layout()
             self._round(self.current_round())  # opens (and checks) the current round's files now
@@ -1214,6 +1220,7 @@ class FileStore(flow.RoundFlow):
             return found
 
     def close(self) -> None:
+        self._committer.stop()
         with self._guard:
             rounds = list(self._rounds.values())
         for found in rounds:
@@ -1234,13 +1241,54 @@ class FileStore(flow.RoundFlow):
     # -- the Store interface --------------------------------------------------------------
 
     def append_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
-        round_id = flow.target_round(round, self.current_round(), writing=True)
-        named = None if round is None else (round, self.current_round)
-        receipt = self._round(round_id).append_chunk(chunk, named)
-        if self.log is not None and receipt.log_index is not None and receipt.salt is not None:
-            # Committed and signed: the leaf and a checkpoint are read without any lock.
-            receipt = dataclasses.replace(receipt, log=self.log.receipt(receipt.log_index, receipt.salt))
-        return receipt
+        return self._committer.wait(self._ticket(chunk, round))
+
+    async def store_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
+        return await self._committer.submit(self._ticket(chunk, round))
+
+    def _ticket(self, chunk: Chunk, round: int | None) -> ChunkTicket:
+        return ChunkTicket(chunk, None if round is None else (round, self.current_round))
+
+    def _commit_chunks(self, batch: list[ChunkTicket]) -> None:
+        """The committer's turn: each chunk to its round (the current round read once per batch,
+        a stat), then each round's chunks committed together."""
+        current = self.current_round()
+        by_round: dict[int, list[ChunkTicket]] = {}
+        for ticket in batch:
+            try:
+                round_id = flow.target_round(None if ticket.named is None else ticket.named[0], current, writing=True)
+            except RoundError as error:
+                ticket.settle(error)
+                continue
+            by_round.setdefault(round_id, []).append(ticket)
+        for round_id, tickets in by_round.items():
+            try:
+                files = self._round(round_id)
+            except (StoreError, RoundError) as error:  # no such round: each request is told so
+                for ticket in tickets:
+                    ticket.settle(error)
+                continue
+            try:
+                files.commit_chunks(tickets)
+            except Exception as error:
+                for ticket in tickets:
+                    if not ticket.done:
+                        ticket.fail(error)
+            self._add_log_receipts(tickets)
+
+    def _add_log_receipts(self, tickets: list[ChunkTicket]) -> None:
+        """Committed and signed: each stored (or replayed) chunk's leaf and a checkpoint, read
+        without the round's lock, before its waiter wakes."""
+        if self.log is None:
+            return
+        for ticket in tickets:
+            receipt = ticket.receipt
+            if receipt is not None and receipt.log_index is not None and receipt.salt is not None:
+                try:
+                    ticket.receipt = dataclasses.replace(receipt, log=self.log.receipt(receipt.log_index, receipt.salt))
+                except (StoreError, OSError) as error:
+                    ticket.receipt = None
+                    ticket.fail(error)
 
     def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
         """The flow's mark_done, with this process's dones written in groups (RoundFiles.mark_done)."""

@@ -1,4 +1,5 @@
-"""SIGKILL random gunicorn workers, again and again, while five agencies upload.
+"""SIGKILL random gunicorn workers, again and again, while five agencies upload: in chunks of
+250 bets, and one bet per request (40 kills).
 
 Real gunicorn (3 workers), five uploader processes (`python -m client run`, which retry
 with backoff), and a killer that SIGKILLs a random current worker each time the stored
@@ -45,22 +46,26 @@ BETS = 20_000  # per agency: 80 chunks of 250 each, one at a time
 UPLOAD_KILLS = 20  # one each time the stored count passes another 1/21 of all the bets
 SEED = 20_261_126  # deterministic victims; when they die follows the stored count
 FIGURE = "worker SIGKILLs during upload and done"
+SMALL_BETS = 2_000  # per agency, one bet per request: 10,000 requests
+SMALL_KILLS = 40
+SMALL_FIGURE = "worker SIGKILLs during one-bet requests"
 
 
 class Killer(threading.Thread):
-    """Kills a random current worker at each mark of the stored count, then at the first done."""
+    """Kills a random current worker at each of ``marks`` marks of the stored count (of
+    ``total``), then at the first done."""
 
-    def __init__(self, server: Server, rng: random.Random):
+    def __init__(self, server: Server, rng: random.Random, total: int = AGENCIES * BETS, marks: int = UPLOAD_KILLS):
         super().__init__(name="killer", daemon=True)
         self.server, self.rng = server, rng
+        self.total, self.marks = total, marks
         self.kills: list[int] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            total = AGENCIES * BETS
-            for mark in range(1, UPLOAD_KILLS + 1):
-                wait_for_bets(self.server.url, total * mark // (UPLOAD_KILLS + 1), timeout=180)
+            for mark in range(1, self.marks + 1):
+                wait_for_bets(self.server.url, self.total * mark // (self.marks + 1), timeout=180)
                 self.kill_one()
             self.wait_for_log("action: agencia_finalizada", timeout=180)  # the done calls have begun
             self.kill_one()
@@ -91,14 +96,26 @@ class Killer(threading.Thread):
             time.sleep(0.02)
 
 
-def test_sigkill_random_workers_while_five_agencies_upload(tmp_path: Path) -> None:
-    record(FIGURE)  # the row shows, with the outcome, even if the test fails before measuring
-    files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=BETS, seed=11), 1))
-    server = Server(tmp_path / "data", workers=3, agencies=AGENCIES).start()
-    killer = Killer(server, random.Random(SEED))
-    try:
+@pytest.mark.parametrize(
+    ("figure", "bets", "marks", "uploads"),
+    [
         # Small chunks, one in flight: many requests for the kills to land in.
-        procs = run_uploaders(server.url, files, "--batch-size", "250", "--concurrency", "1")
+        (FIGURE, BETS, UPLOAD_KILLS, ("--batch-size", "250", "--concurrency", "1")),
+        # A ticket sold is a request (issue 22): one bet per POST, several in flight per agency,
+        # so kills land among many requests queued for one group commit of the worker.
+        (SMALL_FIGURE, SMALL_BETS, SMALL_KILLS, ("--batch-size", "1", "--concurrency", "8")),
+    ],
+    ids=["chunks-of-250", "one-bet-requests"],
+)
+def test_sigkill_random_workers_while_five_agencies_upload(
+    tmp_path: Path, figure: str, bets: int, marks: int, uploads: tuple[str, ...]
+) -> None:
+    record(figure)  # the row shows, with the outcome, even if the test fails before measuring
+    files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=bets, seed=11), 1))
+    server = Server(tmp_path / "data", workers=3, agencies=AGENCIES).start()
+    killer = Killer(server, random.Random(SEED), total=AGENCIES * bets, marks=marks)
+    try:
+        procs = run_uploaders(server.url, files, *uploads)
         killer.start()
         killer.join(400)
         results = finish(procs, timeout=180)
@@ -113,7 +130,7 @@ def test_sigkill_random_workers_while_five_agencies_upload(tmp_path: Path) -> No
     errors_5xx = sum(err.count("motivo: HTTP 5") for _, err, _ in results.values())
     retries = sum(err.count("action: reintento | result: in_progress | intento:") for _, err, _ in results.values())
     record(
-        FIGURE,
+        figure,
         faults=kills,
         errors_5xx=errors_5xx,
         lost=lost,
@@ -123,12 +140,12 @@ def test_sigkill_random_workers_while_five_agencies_upload(tmp_path: Path) -> No
     )
     assert killer.error is None, repr(killer.error)
     assert not killer.is_alive()
-    assert kills == UPLOAD_KILLS + 1, f"{kills} kills"
+    assert kills == marks + 1, f"{kills} kills"
     for agency, (_, err, code) in results.items():
         assert code == 0, f"uploader {agency} exited {code} after {kills} kills:\n{err[-3000:]}"
     assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated after {kills} worker kills"
     assert stored == expected
-    assert check_bets_file(round_file(server.data_dir, "bets.csv")) == AGENCIES * BETS
+    assert check_bets_file(round_file(server.data_dir, "bets.csv")) == AGENCIES * bets
 
     assert log.count(SORTEO) == 1, f"the draw was logged {log.count(SORTEO)} times"
     assert errors_5xx == 0

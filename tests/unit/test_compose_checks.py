@@ -32,6 +32,7 @@ def test_every_mounted_file_is_listed():
         "./secrets/tls.crt",
         "./secrets/tls.key",
         "./secrets/tls-ca.crt",
+        "./secrets/log.key",  # the transparency log's signing key (a secret, mode 0600)
         "./secrets/agency-1.token",
         "./secrets/agency-2.token",
         "./.data/agency-1.csv",

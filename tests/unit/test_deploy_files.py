@@ -96,9 +96,10 @@ services:
       WEB_CONCURRENCY:
       LOTTERY_TLS_CERT: /run/secrets/tls.crt
       LOTTERY_TLS_KEY: /run/secrets/tls.key
+      LOTTERY_LOG_KEY_FILE: /run/secrets/log.key
     ports: ["127.0.0.1:8000:8000"]
     volumes: ["lottery-data:/srv/data"]
-    secrets: [tokens.json, tls.crt, tls.key, tls-ca.crt]
+    secrets: [tokens.json, tls.crt, tls.key, tls-ca.crt, log.key]
     healthcheck:
       test:
       - CMD
@@ -198,6 +199,7 @@ secrets:
   tls.crt: {file: ./secrets/tls.crt}
   tls.key: {file: ./secrets/tls.key}
   tls-ca.crt: {file: ./secrets/tls-ca.crt}
+  log.key: {file: ./secrets/log.key}
   agency-1-token: {file: ./secrets/agency-1.token}
 """
 

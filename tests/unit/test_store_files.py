@@ -7,6 +7,7 @@ import logging
 import random
 import re
 import threading
+import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from app.store import (
     flow,
 )
 from app.store.base import SpanIndex, merge_ranges, replay_by_range
-from app.store.files import RoundFiles, scan_winners
+from app.store.files import FileStore, RoundFiles, scan_winners
 from tests.helpers import WIN, chunk, make_rows
 
 
@@ -769,22 +770,15 @@ def test_failed_write_stores_nothing_and_the_store_goes_on(tmp_path, monkeypatch
 def test_failed_group_write_tells_no_chunk_of_the_batch_it_is_stored(tmp_path, monkeypatch, second):
     """Two chunks of one worker committed together; the write fails. Neither may be told its bets are stored.
 
-    Reaches into the group commit (the per-process thread lock and queue) to put both chunks in one
-    batch deterministically: the test holds the lock until both are queued.
+    Reaches into the committer (app/store/batch.py) to put both chunks in one batch
+    deterministically: a first chunk holds the committer at the round's thread lock, which the
+    test holds until both chunks wait in the queue.
     """
-    s = store(tmp_path)
+    s = FileStore(tmp_path, agencies=3, winning_number=WIN, lock_timeout=10)
+    files = s._round(1)
     first = chunk(1, 3, key="dup", upload=("u", 0))
     other = chunk(1, 3, key="dup", upload=("u", 0)) if second == "same key" else chunk(1, 3, upload=("u", 1), start=1)
-    queued = threading.Semaphore(0)
-
-    class Queue(list):
-        def append(self, item):
-            super().append(item)
-            queued.release()
-
-    s.files._queue = Queue()
-    assert s._thread_lock.acquire(timeout=5)
-    results: list[object] = [None, None]
+    results: list[object] = [None, None, None]
 
     def run(i: int, c: Chunk) -> None:
         try:
@@ -792,20 +786,36 @@ def test_failed_group_write_tells_no_chunk_of_the_batch_it_is_stored(tmp_path, m
         except Exception as error:  # noqa: BLE001 - the outcome is what is checked
             results[i] = error
 
-    threads = [threading.Thread(target=run, args=(0, first)), threading.Thread(target=run, args=(1, other))]
+    def queued() -> int:
+        with s._committer._wake:
+            return len(s._committer._queue)
+
+    assert files._thread_lock.acquire(timeout=5)
+    threads = [threading.Thread(target=run, args=(2, chunk(2, 1)))]  # the one that holds the committer
     threads[0].start()
-    assert queued.acquire(timeout=10)
+    until(lambda: s._committer._thread is not None and queued() == 0)
+    threads += [threading.Thread(target=run, args=(0, first)), threading.Thread(target=run, args=(1, other))]
     threads[1].start()
-    assert queued.acquire(timeout=10)
+    threads[2].start()
+    until(lambda: queued() == 2)
     with monkeypatch.context() as patch:
         patch.setattr(RoundFiles, "_append", failing_append("bets.csv", partial=False))
-        s._thread_lock.release()
+        files._thread_lock.release()
         for thread in threads:
             thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads)
-    assert store(tmp_path).status().bets == 0  # nothing was stored...
+    assert FileStore(tmp_path, agencies=3, winning_number=WIN).status().bets == 0  # nothing was stored...
     # ...so no answer may say otherwise: not a replay receipt, not a conflict with "stored" lines.
-    assert [type(r).__name__ for r in results] == ["StorageUnavailable", "StorageUnavailable"], results
+    assert [type(r).__name__ for r in results] == ["StorageUnavailable"] * 3, results
+    s.close()
+
+
+def until(condition, timeout: float = 10) -> None:
+    """Wait for an observed state of other threads."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the state was never reached"
+        time.sleep(0.001)
 
 
 # -- a corrupt data dir is refused, never guessed around (issue 9, item 5) ----------------------------
