@@ -139,7 +139,8 @@ class _LedgerIndex:
         self.end = 0  # committed size of bets.csv
         self.bets = 0  # committed bets
         self.keys: dict[tuple[int, str], tuple[str, int]] = {}  # (agency, key) -> (fingerprint, count)
-        self.spans: dict[tuple[int, str], SpanIndex] = {}  # (agency, upload id), in first-stored order
+        self.spans: dict[tuple[int, str], SpanIndex] = {}  # (agency, upload id)
+        self.uploads_of: dict[int, list[str]] = {}  # agency -> its upload ids, in first-stored order
         self.by_agency: dict[int, list[Any]] = {}  # agency -> [bets, chunks, when this process saw its last chunk]
 
     def apply(self, record: dict[str, Any]) -> None:
@@ -155,6 +156,7 @@ class _LedgerIndex:
             spans = self.spans.get((agency, record["u"]))
             if spans is None:
                 spans = self.spans[(agency, record["u"])] = SpanIndex()
+                self.uploads_of.setdefault(agency, []).append(record["u"])
             spans.add(start, start + count, record["h"], record.get("d"))
 
 
@@ -791,7 +793,7 @@ class RoundFiles:
         asked by every agency at once does not queue every worker on the lock."""
         self._catch_up()
         drawn = self._read_winners() is not None  # lock-free: the file is replaced atomically
-        return RoundStatus(self.agencies, self._done.sorted(), drawn, self._index.bets, self.round_id)
+        return RoundStatus(self.agencies, self._done.count, drawn, self._index.bets, self.round_id)
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:
         with self._locked():
@@ -802,11 +804,12 @@ class RoundFiles:
     def uploads(self, agency: int) -> list[UploadSummary]:
         with self._locked():
             self._verify()
-            return [
-                UploadSummary(upload_id, sum(e - s for s, e, _, _ in spans), len(spans))
-                for (owner, upload_id), spans in self._index.spans.items()
-                if owner == agency
-            ]
+            index = self._index  # the agency's own uploads: not a walk over every agency's
+            summaries = []
+            for upload_id in index.uploads_of.get(agency, ()):
+                spans = index.spans[(agency, upload_id)]
+                summaries.append(UploadSummary(upload_id, sum(e - s for s, e, _, _ in spans), len(spans)))
+            return summaries
 
     def check_health(self) -> None:
         self._recheck_fault()
@@ -1113,9 +1116,10 @@ class FileStore(flow.RoundFlow):
         return self._round(round).done_after(after, limit)
 
     def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
-        self._layout()
-        ids = [r for r in reversed(round_ids(self.dir)) if before is None or r < before][:limit]
-        return [self._round(r).info() for r in ids]
+        """The rounds are 1..current (each opened as the one after the newest): the page's ids are
+        counted down from there, not found by listing rounds/ (a listing per request: O(rounds))."""
+        newest = self.current_round() if before is None else min(before - 1, self.current_round())
+        return [self._round(r).info() for r in range(newest, max(newest - limit, 0), -1)]
 
     def create_round(self, params: RoundParameters) -> int:
         try:
