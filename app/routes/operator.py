@@ -44,8 +44,8 @@ PAST_ROUNDS = 10  # the page lists this many rounds before the current one
 TABLE_ROWS = 100  # the page's table: every agency of a round this small, else this many not done yet
 SLOWEST = 5  # the agencies not done the page names as the slowest
 REFRESH_SECONDS = 0.5  # a snapshot is at most this old (a round small enough): the page updates within a second
-# A refresh reads every agency's counts (Store.agency_stats: 16 ms with 10,000 agencies, 160 ms
-# with 100,000, files): it waits at least this many times its own last cost after it, so an open
+# A refresh reads every agency's counts (Store.agency_stats: about 18 ms with 10,000 agencies and
+# 276 ms with 100,000, files, docs/operations.md): the next waits this many times its cost, so an open
 # page costs a worker at most 1/REFRESH_COST_RATIO of a core whatever the agencies (issue 21).
 REFRESH_COST_RATIO = 20
 HEARTBEAT_SECONDS = 10.0  # a comment line on a quiet stream, so proxies keep it open
