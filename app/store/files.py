@@ -303,6 +303,7 @@ class RoundFiles:
         self.settings = RoundParameters(agencies, winning_number)  # for a round that starts now
         self.agencies, self.winning_number = agencies, winning_number  # the round's, once read
         self._round_known = False
+        self._recorded: dict[str, Any] = {}  # round.json as read with the round's parameters
         self._fault: str | None = None  # a corrupt file seen: re-checked by health and winners
         self.lock_timeout = lock_timeout
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -440,6 +441,7 @@ class RoundFiles:
                 value["winning_number"],
             )
         self.agencies, self.winning_number = value["agencies"], value["winning_number"]
+        self._recorded = value  # round.json is written once: kept, not read per GET /rounds/{n}
         self._round_known = True
 
     def _read_ledger(self, size: int) -> None:
@@ -744,13 +746,13 @@ class RoundFiles:
         return flow.Published(self.round_id, self.agencies, mine, self._done_count_now)
 
     def info(self) -> RoundInfo:
-        """This round's parameters and state, read under the lock (never draws)."""
-        with self._locked():
-            self._verify()
-            done = self._done.count
-            bets = self._index.bets
-            result = self._read_winners()
-            recorded = self._read_json(self.round_path, _round_problem) or {}
+        """This round's parameters and state (never draws). Lock-free as read_status: every
+        agency or page asking at once does not queue every worker on the round's lock."""
+        self._catch_up()
+        done = self._done.count
+        bets = self._index.bets
+        result = self._read_winners()  # lock-free: the file is replaced atomically
+        recorded = self._recorded
         winners = None if result is None else self._counted_winners(result)
         drawn_at = None
         if result is not None:

@@ -1149,6 +1149,24 @@ def test_status_takes_no_lock_while_nothing_was_committed(tmp_path):
     assert s.status() == RoundStatus(3, 2, False, 2)
 
 
+def test_a_rounds_info_takes_no_lock_while_nothing_was_committed(tmp_path):
+    """GET /rounds/{n} from every open page and agency at once: answered as /status is, from
+    memory while the files are as this process read them (round.json is read once)."""
+    from app.store.files import FileStore
+
+    s = FileStore(tmp_path, 3, WIN, lock_timeout=0.5)
+    s.append_chunk(chunk(1, 2))
+    s.mark_done(1)
+    with s._round(None)._thread_lock:  # this process's turn is taken (a long commit, say)
+        info = s.round_info()
+        assert (info.round, info.agencies, info.done_count, info.bets, info.winners) == (1, 3, 1, 2, None)
+        assert info.opened_at is not None and not info.random
+        FileStore(tmp_path, 3, WIN, lock_timeout=0.5).mark_done(2)  # another worker's done
+        with pytest.raises(StorageUnavailable, match="busy"):
+            s.round_info()  # done.log grew: only the lock can say what it holds now
+    assert s.round_info().done_count == 2
+
+
 # -- per-request reads at a cost of their own answer (issue 21) ----------------------------------
 
 
