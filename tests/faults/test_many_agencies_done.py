@@ -27,6 +27,7 @@ from bench.agency_scale import run_phase
 from devtools.server import Server
 from tests.faults.support import SORTEO, wait_workers_loaded, winners_in_file_order
 from tests.faults.test_worker_kills import Killer
+from tests.figures import lost_and_duplicated, record
 from tests.helpers import WIN, round_file, stored_rows
 
 pytestmark = [pytest.mark.faults, pytest.mark.long]
@@ -34,6 +35,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.long]
 AGENCIES, BETS = 3_000, 4
 KILLS = 8  # one each time the done count passes another 1/9 of the agencies
 CLIENTS = 24
+FIGURE = "SIGKILL a random worker at each 1/9 of 3,000 agencies' dones; the server at the draw (crafted); restart"
 
 
 def bets_of(agency: int) -> list[tuple[str, str, str, str, int]]:
@@ -83,6 +85,7 @@ class DoneKiller(Killer):
 
 
 def test_kills_among_thousands_of_dones_then_at_the_draw_count_each_once_and_draw_once(tmp_path: Path) -> None:
+    record(FIGURE)  # the row shows, with the outcome, even if the test fails before measuring
     data = tmp_path / "data"
     first = Server(data, workers=3, agencies=AGENCIES, log_path=tmp_path / "first.log").start()
     answers: dict[int, dict] = {}
@@ -138,10 +141,18 @@ def test_kills_among_thousands_of_dones_then_at_the_draw_count_each_once_and_dra
     finally:
         second.stop()
 
+    sent = Counter((a, *bet) for a in range(1, AGENCIES + 1) for bet in bets_of(a))
+    stored = stored_rows(data)
+    lost, duplicated = lost_and_duplicated(sent, stored)
+    errors_5xx = sum(n for code, n in retries.items() if isinstance(code, int) and code >= 500)
+    record(
+        FIGURE, faults=len(killer.kills) + 1, crafted_states=1, errors_5xx=errors_5xx, lost=lost, duplicated=duplicated
+    )
     assert second_log.count(SORTEO) == 1, f"drew {second_log.count(SORTEO)} times"
     assert first_log.count(SORTEO) == 0
     assert status == {"expected": AGENCIES, "done_count": AGENCIES, "drawn": True, "bets": AGENCIES * BETS}
     expected = {a: [d for _, _, d, _, n in bets_of(a) if n == WIN] for a in range(1, AGENCIES + 1)}
     assert [orjson.loads(b) for b in bodies] == [{"agency": a, "winners": expected[a]} for a in range(1, AGENCIES + 1)]
     assert winners_in_file_order(data) == {a: docs for a, docs in expected.items() if docs}
-    assert stored_rows(data) == Counter((a, *bet) for a in range(1, AGENCIES + 1) for bet in bets_of(a))
+    assert stored == sent
+    assert errors_5xx == 0, retries
