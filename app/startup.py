@@ -29,11 +29,11 @@ def log_round_state(store: Store, settings: Settings) -> None:
         log.warning("action: ronda | result: fail | storage: %s | error: %s", where(settings), error)
         return
     round_id = status.round_id
-    closed = rules.all_done(status.expected, len(status.done))
+    closed = rules.all_done(status.expected, status.done_count)
     state = "drawn" if status.drawn else "closed, the first query draws" if closed else "open"
     line = (
         f"action: ronda | result: success | id: {round_id} | state: {state} | bets: {status.bets} | "
-        f"done: {len(status.done)}/{status.expected} {status.done} | storage: {where(settings)}"
+        f"done: {status.done_count}/{status.expected} | storage: {where(settings)}"
     )
     if status.drawn:
         line += " | note: this round is over, new bets get 409; the operator opens the next one with POST /rounds"

@@ -1,11 +1,14 @@
 """A round of N agencies x M bets (issue 21): does a request cost more as agencies grow?
 
 Every agency uploads its M bets in one chunk, then says done, then asks its winners: three
-phases, each run to the end before the next, over ``connections`` keep-alive connections.
-Reported per phase: requests/s and p50/p99 latency; for the round: the time from the first
-upload to the last winners answer Then, outside the round's time, 1,000 ``GET /status`` and
-1,000 ``GET /rounds/1`` (/status lists the done agencies, /rounds/1 counts them: their cost
-with N is measured too).
+phases, each run to the end before the next, over ``connections`` keep-alive connections
+(200: the issue's). Reported per phase: requests/s and p50/p99 latency; for the round: the
+time from the first upload to the last winners answer. Throughout the round, one connection
+each asks ``GET /status`` and ``GET /operator/state`` every ``WATCH_PAUSE`` seconds, as
+waiting agencies and an open operator's page do: their p99 and worst latency *during* the
+round (``during``). Then, outside the round's time, 1,000 ``GET /status`` and 1,000 ``GET
+/rounds/1`` at full speed. ``run`` also rates done and winners with N agencies against 500 in
+the same run (``vs_500``: the issue asks for at least 0.8x).
 
 The load client is not the server's rival for the clock: every request is built (bytes on the
 wire) before the clock starts, and one asyncio process speaks plain HTTP/1.1 over raw sockets
@@ -36,6 +39,10 @@ from devtools.server import Server
 PHASES = ("upload", "done", "winners")
 READS = ("status", "round")  # after the round: GET /status and GET /rounds/1, READ_REQUESTS of each
 READ_REQUESTS = 1000
+WATCHED = {"status": "/status", "operator": "/operator/state"}  # asked throughout the round
+WATCH_PAUSE = 0.05
+BASELINE = 500  # agencies: done and winners with N agencies are rated against this many, same run
+CONNECTIONS = 200
 SATURATED = 0.9  # the client's CPU over the phase's wall time above which it set the pace
 
 
@@ -77,21 +84,26 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status, await reader.readexactly(length)
 
 
-async def run_phase(host: str, port: int, requests: list[bytes], connections: int) -> dict:
-    """Send ``requests`` over ``connections`` keep-alive connections; rate, latencies, client CPU."""
+async def run_phase(
+    host: str, port: int, requests: list[bytes], connections: int, answers: list[bytes] | None = None
+) -> dict:
+    """Send ``requests`` over ``connections`` keep-alive connections; rate, latencies, client CPU.
+    With ``answers`` (a list as long as ``requests``), each response's body is kept at its request's index."""
     latencies: list[float] = []
     failures: list[str] = []
-    queue = iter(requests)
+    queue = iter(enumerate(requests))
 
     async def connection() -> None:
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            for request in queue:  # one iterator shared: each request is sent once
+            for at, request in queue:  # one iterator shared: each request is sent once
                 started = time.perf_counter()
                 status, body = await _exchange(reader, writer, request)
                 latencies.append(time.perf_counter() - started)
                 if status >= 300:
                     failures.append(f"{status} {body[:200]!r}")
+                if answers is not None:
+                    answers[at] = body
         finally:
             writer.close()
 
@@ -115,6 +127,30 @@ async def run_phase(host: str, port: int, requests: list[bytes], connections: in
     }
 
 
+async def watch(host: str, port: int, path: str, stop: asyncio.Event) -> dict:
+    """``GET path`` on one keep-alive connection every WATCH_PAUSE seconds until ``stop``: latencies."""
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: keep-alive\r\n\r\n".encode()
+    latencies: list[float] = []
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while not stop.is_set():
+            started = time.perf_counter()
+            status, body = await _exchange(reader, writer, request)
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_PAUSE)
+    finally:
+        writer.close()
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
+        "max_ms": round(1000 * latencies[-1], 1),
+    }
+
+
 def drive(url: str, agencies: int, bets: int, connections: int, worker_pids: list[int]) -> dict:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -123,9 +159,15 @@ def drive(url: str, agencies: int, bets: int, connections: int, worker_pids: lis
     async def main() -> dict:
         phases = {}
         server_cpu = cpu_seconds(worker_pids)
+        stop = asyncio.Event()
+        watchers = [asyncio.create_task(watch(host, port, path, stop)) for path in WATCHED.values()]
         started = time.perf_counter()
-        for phase in PHASES:
-            phases[phase] = await run_phase(host, port, requests[phase], connections)
+        try:
+            for phase in PHASES:
+                phases[phase] = await run_phase(host, port, requests[phase], connections)
+        finally:
+            stop.set()
+            during = dict(zip(WATCHED, await asyncio.gather(*watchers), strict=True))
         seconds = time.perf_counter() - started
         for phase in READS:  # not part of the round's time
             phases[phase] = await run_phase(host, port, requests[phase], connections)
@@ -134,6 +176,7 @@ def drive(url: str, agencies: int, bets: int, connections: int, worker_pids: lis
             "server_cpu_s": round(cpu_seconds(worker_pids) - server_cpu, 2),
             "client_saturated": any(p["client_busy"] >= SATURATED for p in phases.values()),
             **phases,
+            "during": during,
         }
 
     return asyncio.run(main())
@@ -152,7 +195,7 @@ def serving(backend: str, work: Path, agencies: int, workers: int) -> Iterator[S
         yield server
 
 
-def run_one(backend: str, agencies: int, bets: int, *, workers: int = 4, connections: int = 64) -> dict:
+def run_one(backend: str, agencies: int, bets: int, *, workers: int = 4, connections: int = CONNECTIONS) -> dict:
     with (
         tempfile.TemporaryDirectory(prefix="bench-agencies-") as tmp,
         serving(backend, Path(tmp), agencies, workers) as server,
@@ -164,14 +207,31 @@ def run_one(backend: str, agencies: int, bets: int, *, workers: int = 4, connect
 def describe(row: dict) -> str:
     phases = ", ".join(f"{p} {row[p]['per_s']:,}/s p99 {row[p]['p99_ms']:.0f} ms" for p in PHASES + READS)
     busy = max(row[p]["client_busy"] for p in PHASES + READS)
+    during = ", ".join(
+        f"{name} p99 {row['during'][name]['p99_ms']:.0f} ms (max {row['during'][name]['max_ms']:.0f})"
+        for name in WATCHED
+    )
     return (
         f"  {row['backend']:5} {row['agencies']:>6,} agencies x {row['bets_per_agency']} bets: round "
-        f"{row['round_s']:.2f}s; {phases}; client CPU {busy:.0%}{' (SATURATED)' if row['client_saturated'] else ''}"
+        f"{row['round_s']:.2f}s; {phases}; during the round: {during}; "
+        f"client CPU {busy:.0%}{' (SATURATED)' if row['client_saturated'] else ''}"
     )
 
 
+def rate_against_baseline(rows: list[dict]) -> None:
+    """Each row's done and winners rates over the BASELINE-agency row's of its backend (same run)."""
+    base = {row["backend"]: row for row in rows if row["agencies"] == BASELINE}
+    for row in rows:
+        if row["backend"] in base and row["agencies"] > BASELINE:
+            row["vs_500"] = {
+                p: round(row[p]["per_s"] / base[row["backend"]][p]["per_s"], 2) for p in ("done", "winners")
+            }
+
+
 def run(
-    backends: tuple[str, ...] = ("files", "pg"), sizes: tuple[int, ...] = (10, 1000, 10_000), bets: int = 60
+    backends: tuple[str, ...] = ("files", "pg"),
+    sizes: tuple[int, ...] = (10, BASELINE, 1000, 10_000),
+    bets: int = 60,
 ) -> list[dict]:
     rows = []
     for backend in backends:
@@ -181,6 +241,14 @@ def run(
         for agencies in sizes:
             rows.append(run_one(backend, agencies, bets))
             print(describe(rows[-1]), flush=True)
+    rate_against_baseline(rows)
+    for row in rows:
+        if "vs_500" in row:
+            ratios = row["vs_500"]
+            print(
+                f"  {row['backend']:5} {row['agencies']:>6,} agencies against {BASELINE}: "
+                f"done {ratios['done']:.2f}x, winners {ratios['winners']:.2f}x (the issue: at least 0.8x)"
+            )
     return rows
 
 
@@ -199,7 +267,7 @@ def _database_reachable() -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.agency_scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="files,pg")
-    parser.add_argument("--agencies", default="10,1000,10000")
+    parser.add_argument("--agencies", default=f"10,{BASELINE},1000,10000")
     parser.add_argument("--bets", type=int, default=60)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
     args = parser.parse_args(argv)

@@ -49,7 +49,9 @@ def _log_waiting(api: Server, agency: int, left: float) -> None:
     """One line per long-poll round: the draw is awaited, and for how many agencies."""
     try:
         status = api.request("GET", "/status").json()
-        done, expected = len(status["done"]), int(status["expected"])
+        # A server before issue 21 listed the done agencies; since, it counts them.
+        done = int(status["done_count"]) if "done_count" in status else len(status["done"])
+        expected = int(status["expected"])
     except (ClientError, ValueError, KeyError, TypeError):  # the status is a courtesy: never fail on it
         log.info("action: espera_sorteo | result: in_progress | agencia: %d | segundos_restantes: %.0f", agency, left)
         return

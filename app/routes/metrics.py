@@ -33,6 +33,7 @@ async def get_metrics(request: Request) -> Response:
 
 def _round_state(store: Store) -> tuple[int, int]:
     """The current round and its done count, asked of the store at each scrape: another worker
-    may have opened a round since (cheap: a stat for files, one query for PostgreSQL)."""
+    may have opened a round since. The count as kept, never the agencies listed (issue 21):
+    a stat or two for files, one query for PostgreSQL; a scrape never draws."""
     current = store.current_round()
-    return current, len(store.agency_stats(round=current).done)
+    return current, store.status(draw=False, round=current).done_count

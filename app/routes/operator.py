@@ -8,8 +8,9 @@ agency's), which the page asks for in a form and keeps in ``sessionStorage``.
 
 Cost: every open page costs one long-lived streamed response. Each worker keeps *one*
 snapshot of the round, refreshed at most twice a second from what the store already keeps
-in memory or in small tables (``Store.agency_stats``: the ledger index, the chunks table),
-and every stream of that worker sends that same snapshot, only when it changed.
+in memory or in small tables (``Store.agency_stats``: the ledger index, the chunks table), and
+less often as that read grows with the agencies (``REFRESH_COST_RATIO``); every stream of that
+worker sends that same snapshot, only when it changed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import heapq
 import html
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,7 +43,11 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PAST_ROUNDS = 10  # the page lists this many rounds before the current one
 TABLE_ROWS = 100  # the page's table: every agency of a round this small, else this many not done yet
 SLOWEST = 5  # the agencies not done the page names as the slowest
-REFRESH_SECONDS = 0.5  # a snapshot is at most this old: the page updates within a second
+REFRESH_SECONDS = 0.5  # a snapshot is at most this old (a round small enough): the page updates within a second
+# A refresh reads every agency's counts (Store.agency_stats: about 18 ms with 10,000 agencies and
+# 276 ms with 100,000, files, docs/operations.md): the next waits this many times its cost, so an open
+# page costs a worker at most 1/REFRESH_COST_RATIO of a core whatever the agencies (issue 21).
+REFRESH_COST_RATIO = 20
 HEARTBEAT_SECONDS = 10.0  # a comment line on a quiet stream, so proxies keep it open
 # A stream ends after this long and the page reconnects at once: a server stopping
 # gracefully then waits at most this long for open pages.
@@ -155,9 +160,11 @@ def slowest(stats: RoundStats, done: set[int]) -> list[int]:
 class Snapshots:
     """This worker's latest snapshot, as JSON bytes, shared by every page it serves."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._data = b""
         self._at = float("-inf")
+        self._cost = 0.0  # how long the last refresh took
         self._lock: asyncio.Lock | None = None
         self._read: tuple[int, RoundStats, set[int]] = (0, RoundStats(0, []), set())  # the round, as last read
 
@@ -169,20 +176,25 @@ class Snapshots:
         shown = range(after + 1, min(after + limit, stats.expected) + 1)
         return {"round": round_id, "expected": stats.expected, "agencies": [agency_row(stats, done, a) for a in shown]}
 
+    def _fresh(self) -> bool:
+        return self.clock() - self._at < max(REFRESH_SECONDS, REFRESH_COST_RATIO * self._cost)
+
     async def latest(self, request: Request) -> bytes:
-        if time.monotonic() - self._at < REFRESH_SECONDS:
+        if self._fresh():
             return self._data
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:  # one refresh at a time; the others get its result
-            if time.monotonic() - self._at >= REFRESH_SECONDS:
+            if not self._fresh():
                 app = request.app
+                started = self.clock()
                 stats, info, past = await run_in_threadpool(read_round, app)
+                self._cost = self.clock() - started
                 metrics.set_round_state(info.round, len(stats.done))
                 self._read = (info.round, stats, set(stats.done))
                 history = app.state.ingest_history
                 history.observe(info.round, stats.bets, stats.drawn_at is not None)
                 data = {**snapshot(stats, info), "past_rounds": past, "ingest": history.points()}
-                self._data, self._at = orjson.dumps(data), time.monotonic()
+                self._data, self._at = orjson.dumps(data), self.clock()
         return self._data
 
 

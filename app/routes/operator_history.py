@@ -55,21 +55,23 @@ class IngestHistory:
         return [[round(t, 2), bets] for t, bets in self._points]
 
 
-async def sample_forever(app: FastAPI) -> None:
-    """Every second while the round is open: its total into the history (a stat when drawn)."""
+def sample(app: FastAPI) -> None:
+    """The current round's bets total into the history (blocking: off the event loop). The
+    round's state as kept (its counts, never a row per agency: issue 21), read only."""
     history: IngestHistory = app.state.ingest_history
     store = app.state.store
+    current = store.current_round()  # a stat (files) or one query: another worker may have opened one
+    if current == history.round and history.drawn:
+        return  # nothing changes in a drawn round
+    status = store.status(draw=False, round=current)
+    history.observe(current, status.bets, status.drawn)
 
-    def sample() -> None:
-        current = store.current_round()  # a stat (files) or one query: another worker may have opened one
-        if current == history.round and history.drawn:
-            return  # nothing changes in a drawn round
-        stats = store.agency_stats(round=current)
-        history.observe(current, stats.bets, stats.drawn_at is not None)
 
+async def sample_forever(app: FastAPI) -> None:
+    """Every second while the round is open: its total into the history (a stat when drawn)."""
     while True:
         try:
-            await run_in_threadpool(sample)
+            await run_in_threadpool(sample, app)
         except Exception as error:  # storage down: try again next time; the page shows the 503  # noqa: BLE001
             log.debug("action: historial_carga | result: fail | error: %s", error)
         await asyncio.sleep(SAMPLE_SECONDS)

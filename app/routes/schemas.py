@@ -94,7 +94,9 @@ class UploadList(BaseModel):
 
 class RoundState(BaseModel):
     expected: int = Field(examples=[5])
-    done: list[int] = Field(examples=[[1, 3]])
+    done_count: int = Field(
+        examples=[2], description="How many agencies are done; which: GET /rounds/{round}/agencies?state=done"
+    )
     drawn: bool = Field(examples=[False])
     bets: int = Field(examples=[78697], description="Bets stored so far")
 

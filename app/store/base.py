@@ -131,7 +131,7 @@ class DoneReceipt:
 @dataclass(frozen=True, slots=True)
 class RoundStatus:
     expected: int
-    done: list[int]
+    done_count: int  # agencies done; who they are: Store.done_agencies, a page at a time (issue 21)
     drawn: bool
     bets: int
     round_id: int = 1

@@ -173,7 +173,8 @@ class _LedgerIndex:
         self.log_next = 0  # one past the last chunk leaf (0: none)
         self.log_chunks = 0
         self.log_bets = 0
-        self.spans: dict[tuple[int, str], SpanIndex] = {}  # (agency, upload id), in first-stored order
+        self.spans: dict[tuple[int, str], SpanIndex] = {}  # (agency, upload id)
+        self.uploads_of: dict[int, list[str]] = {}  # agency -> its upload ids, in first-stored order
         self.by_agency: dict[int, list[Any]] = {}  # agency -> [bets, chunks, when this process saw its last chunk]
 
     def apply(self, record: dict[str, Any]) -> None:
@@ -194,6 +195,7 @@ class _LedgerIndex:
             spans = self.spans.get((agency, record["u"]))
             if spans is None:
                 spans = self.spans[(agency, record["u"])] = SpanIndex()
+                self.uploads_of.setdefault(agency, []).append(record["u"])
             spans.add(start, start + count, record["h"], record.get("d"), logged)
 
 
@@ -350,6 +352,7 @@ class RoundFiles:
         self.settings = RoundParameters(agencies, winning_number)  # for a round that starts now
         self.agencies, self.winning_number = agencies, winning_number  # the round's, once read
         self._round_known = False
+        self._recorded: dict[str, Any] = {}  # round.json as read with the round's parameters
         self._fault: str | None = None  # a corrupt file seen: re-checked by health and winners
         self.lock_timeout = lock_timeout
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -510,6 +513,7 @@ class RoundFiles:
         self.agencies, self.winning_number = value["agencies"], value["winning_number"]
         opened = value.get("log_opened")
         self._opened = (opened if type(opened) is int else None, value.get("seed"))
+        self._recorded = value  # round.json is written once: kept, not read per GET /rounds/{n}
         self._round_known = True
 
     def _read_ledger(self, size: int) -> None:
@@ -840,13 +844,13 @@ class RoundFiles:
         return flow.Published(self.round_id, self.agencies, mine, self._done_count_now)
 
     def info(self) -> RoundInfo:
-        """This round's parameters and state, read under the lock (never draws)."""
-        with self._locked():
-            self._verify()
-            done = self._done.count
-            bets = self._index.bets
-            result = self._read_winners()
-            recorded = self._read_json(self.round_path, _round_problem) or {}
+        """This round's parameters and state (never draws). Lock-free as read_status: every
+        agency or page asking at once does not queue every worker on the round's lock."""
+        self._catch_up()
+        done = self._done.count
+        bets = self._index.bets
+        result = self._read_winners()  # lock-free: the file is replaced atomically
+        recorded = self._recorded
         winners = None if result is None else self._counted_winners(result)
         drawn_at = None
         if result is not None:
@@ -890,7 +894,7 @@ class RoundFiles:
         asked by every agency at once does not queue every worker on the lock."""
         self._catch_up()
         drawn = self._read_winners() is not None  # lock-free: the file is replaced atomically
-        return RoundStatus(self.agencies, self._done.sorted(), drawn, self._index.bets, self.round_id)
+        return RoundStatus(self.agencies, self._done.count, drawn, self._index.bets, self.round_id)
 
     def upload_state(self, agency: int, upload_id: str) -> UploadState:
         with self._locked():
@@ -901,11 +905,12 @@ class RoundFiles:
     def uploads(self, agency: int) -> list[UploadSummary]:
         with self._locked():
             self._verify()
-            return [
-                UploadSummary(upload_id, sum(e - s for s, e, *_ in spans), len(spans))
-                for (owner, upload_id), spans in self._index.spans.items()
-                if owner == agency
-            ]
+            index = self._index  # the agency's own uploads: not a walk over every agency's
+            summaries = []
+            for upload_id in index.uploads_of.get(agency, ()):
+                spans = index.spans[(agency, upload_id)]
+                summaries.append(UploadSummary(upload_id, sum(e - s for s, e, *_ in spans), len(spans)))
+            return summaries
 
     def check_health(self) -> None:
         self._recheck_fault()
@@ -1338,9 +1343,10 @@ class FileStore(flow.RoundFlow):
         return self._round(round).done_after(after, limit)
 
     def rounds(self, limit: int = 20, before: int | None = None) -> list[RoundInfo]:
-        self._layout()
-        ids = [r for r in reversed(round_ids(self.dir)) if before is None or r < before][:limit]
-        return [self._round(r).info() for r in ids]
+        """The rounds are 1..current (each opened as the one after the newest): the page's ids are
+        counted down from there, not found by listing rounds/ (a listing per request: O(rounds))."""
+        newest = self.current_round() if before is None else min(before - 1, self.current_round())
+        return [self._round(r).info() for r in range(newest, max(newest - limit, 0), -1)]
 
     def create_round(self, params: RoundParameters) -> int:
         try:

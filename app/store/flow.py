@@ -217,7 +217,7 @@ class RoundFlow(Store):
 
     def status(self, *, draw: bool = True, round: int | None = None) -> RoundStatus:
         found = self.read_status(round)
-        due = draw and not found.drawn and rules.all_done(found.expected, len(found.done))
+        due = draw and not found.drawn and rules.all_done(found.expected, found.done_count)
         if due and self.draw_late(found.round_id):  # every agency done, nobody drew (a crash): draw now
             found = self.read_status(found.round_id)
         return found

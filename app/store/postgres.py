@@ -187,8 +187,8 @@ SCHEMA_V3 = [
 SCHEMA_V4 = [
     "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS done_count int NOT NULL DEFAULT 0",
     "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS winners_count int",
-    # Bumped by every insert or delete of a done row: a worker's copy of the done list is
-    # current while this has not moved, so /status does not read every agency's row each time.
+    # Bumped by every insert or delete of a done row. Read by nothing since /status answers
+    # done_count instead of the done list (issue 21); kept, as schema 4 was released with it.
     "ALTER TABLE lottery_round ADD COLUMN IF NOT EXISTS done_changes bigint NOT NULL DEFAULT 0",
     "UPDATE lottery_round r SET done_count = (SELECT count(*) FROM lottery_done d WHERE d.round = r.id)",
     # Kept by the database itself, so that every row of lottery_done counts, however it got there
@@ -242,9 +242,6 @@ ROUND_BETS = (
     "coalesce(CASE WHEN r.drawn THEN r.bets END, "
     "(SELECT coalesce(sum(c.count), 0) FROM lottery_chunks c WHERE c.round = r.id))"
 )
-# Who is done, in order (the API's list; a range of lottery_done's primary key), read only when
-# the round's done_changes moved since this worker read it (PostgresStore._done_list).
-DONE_LIST = "SELECT coalesce(array_agg(agency ORDER BY agency), '{}') FROM lottery_done WHERE round = %s"
 # One round as the API shows it (RoundInfo), without the WHERE.
 ROUND_INFO = (
     f"SELECT r.id, r.agencies, r.winning_number, r.random, r.done_count, {ROUND_BETS}, "
@@ -365,7 +362,6 @@ class PostgresStore(flow.RoundFlow):
         # Dones of this process queued for the next group commit, per round asked (None: current).
         self._done_lock, self._done_guard = threading.Lock(), threading.Lock()
         self._done_queues: dict[int | None, list[DoneTicket]] = {}
-        self._done_lists: dict[int, tuple[int, list[int]]] = {}  # round -> (done_changes, its done list)
         try:
             self._ensure_schema()
         except StorageUnavailable as error:
@@ -702,22 +698,12 @@ class PostgresStore(flow.RoundFlow):
     def read_status(self, round: int | None) -> RoundStatus:
         with self._connection() as conn, conn.cursor() as cur:
             round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, changes, bets = one(
+            drawn, done, bets = one(
                 cur.execute(
-                    f"SELECT r.drawn, r.done_changes, {ROUND_BETS} FROM lottery_round r WHERE r.id = %s", (round_id,)
+                    f"SELECT r.drawn, r.done_count, {ROUND_BETS} FROM lottery_round r WHERE r.id = %s", (round_id,)
                 )
             )
-            done = self._done_list(cur, round_id, changes)
-        return RoundStatus(agencies, done, drawn, int(bets), round_id)
-
-    def _done_list(self, cur: psycopg.Cursor[Any], round_id: int, changes: int) -> list[int]:
-        """The round's done agencies, sorted: this worker's copy while ``changes`` (the round's
-        done_changes, read just before) has not moved, else read again. Read after ``changes``,
-        a list is never older than it."""
-        kept = self._done_lists.get(round_id)
-        if kept is None or kept[0] != changes:
-            kept = self._done_lists[round_id] = (changes, list(one(cur.execute(DONE_LIST, (round_id,)))[0]))
-        return list(kept[1])
+        return RoundStatus(agencies, int(done), drawn, int(bets), round_id)
 
     @staticmethod
     def _round_info(row: tuple[Any, ...]) -> RoundInfo:

@@ -97,7 +97,7 @@ def test_only_plain_digits_name_an_agency(open_client, agency_text: str) -> None
         response = open_client.request(method, path, **kwargs)
         assert response.status_code == 404, (agency_text, path, response.status_code, response.text)
     status = open_client.get("/status").json()
-    assert (status["bets"], status["done"]) == (0, [])
+    assert (status["bets"], status["done_count"]) == (0, 0)
 
 
 @hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

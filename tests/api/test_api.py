@@ -170,7 +170,7 @@ def test_unknown_agency_404(client, agency):
         body = assert_problem(response, 404, "Unknown agency")
         assert body["detail"] == f"agency {agency} does not exist: agencies are 1 to 3"
     assert stored(client) == 0
-    assert client.get("/status").json()["done"] == []
+    assert client.get("/status").json()["done_count"] == 0
 
 
 def test_unknown_route_and_method_are_problems(client):
@@ -341,7 +341,8 @@ def test_round_done_draw_and_winners(tmp_path):
 
         assert client.post("/agencies/2/done").json() == {"agency": 2, "done": 1, "expected": 3, "drawn": False}
         assert client.post("/agencies/2/done").json() == {"agency": 2, "done": 1, "expected": 3, "drawn": False}
-        assert client.get("/status").json() == {"expected": 3, "done": [2], "drawn": False, "bets": 7}
+        assert client.get("/status").json() == {"expected": 3, "done_count": 1, "drawn": False, "bets": 7}
+        assert client.get("/rounds/1/agencies?state=done").json()["agencies"] == [2]  # which: a page of them
         assert client.post("/agencies/1/done").json() == {"agency": 1, "done": 2, "expected": 3, "drawn": False}
         assert_problem(client.get("/agencies/3/winners"), 425)
         last = client.post("/agencies/3/done")
@@ -355,7 +356,7 @@ def test_round_done_draw_and_winners(tmp_path):
             response = client.get(f"/agencies/{agency}/winners")
             assert response.status_code == 200
             assert response.json() == {"agency": agency, "winners": expected[agency]}
-        assert client.get("/status").json() == {"expected": 3, "done": [1, 2, 3], "drawn": True, "bets": 7}
+        assert client.get("/status").json() == {"expected": 3, "done_count": 3, "drawn": True, "bets": 7}
 
 
 def test_round_with_no_bets_draws(client):
@@ -371,7 +372,7 @@ def test_round_with_no_bets_draws(client):
 def test_status_and_health_shapes(client):
     status = client.get("/status")
     assert status.status_code == 200
-    assert status.json() == {"expected": 3, "done": [], "drawn": False, "bets": 0}
+    assert status.json() == {"expected": 3, "done_count": 0, "drawn": False, "bets": 0}
     health = client.get("/health")
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
@@ -415,7 +416,7 @@ def test_tokens_401_and_403(tmp_path):
         assert client.get("/status", headers=other).json()["bets"] == 0  # any agency's token
         assert without_log(send(client, body, headers=own).json()) == {"agency": 1, "stored": 1}
         assert client.post("/agencies/1/done", headers=own).json()["done"] == 1
-        assert client.get("/status", headers=own).json()["done"] == [1]
+        assert client.get("/status", headers=own).json()["done_count"] == 1
         assert client.get("/health").status_code == 200
 
 
@@ -555,7 +556,7 @@ def test_dataset_round(tmp_path, dataset):
         assert_problem(client.get("/agencies/5/winners"), 425)
         for agency in range(1, 6):
             assert client.post(f"/agencies/{agency}/done").json()["drawn"] is (agency == 5)
-        assert client.get("/status").json() == {"expected": 5, "done": [1, 2, 3, 4, 5], "drawn": True, "bets": 78697}
+        assert client.get("/status").json() == {"expected": 5, "done_count": 5, "drawn": True, "bets": 78697}
         winners = {a: client.get(f"/agencies/{a}/winners").json()["winners"] for a in range(1, 6)}
         assert {a: len(w) for a, w in winners.items()} == {1: 2, 2: 3, 3: 3, 4: 2, 5: 0}
         for agency in range(1, 6):

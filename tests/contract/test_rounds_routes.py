@@ -114,7 +114,7 @@ def test_bets_and_done_for_another_round_are_409_naming_the_current_one(client: 
     )  # no round is named 0 (app.rounds.parse_round_id)
     assert client.post("/rounds/2/agencies/1/bets", content=bet(1), headers={**CSV, **bearer("1")}).status_code == 201
     status = client.get("/status", headers=bearer("operator")).json()
-    assert status == {"expected": 2, "done": [], "drawn": False, "bets": 1}  # /status: the current round
+    assert status == {"expected": 2, "done_count": 0, "drawn": False, "bets": 1}  # /status: the current round
 
 
 def test_a_round_of_a_countrys_agencies(client: TestClient) -> None:

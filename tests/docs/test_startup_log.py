@@ -64,7 +64,7 @@ def test_start_names_the_round_it_finds(tmp_path_factory, bets, done):
     [line] = round_lines(handler.lines)
     assert line.startswith(
         f"action: ronda | result: success | id: 1 | state: {state} | bets: {sum(bets)} | "
-        f"done: {len(done)}/3 {sorted(done)} | storage: {data}"
+        f"done: {len(done)}/3 | storage: {data}"
     ), line
     assert ("opens the next one with POST /rounds" in line) == (state == "drawn")
 
@@ -112,7 +112,7 @@ def test_starting_never_draws_it_says_the_first_query_will(tmp_path, backend):
         finally:
             logger.removeHandler(handler)
     [line] = round_lines(started)
-    assert "| state: closed, the first query draws | bets: 2 | done: 2/2 [1, 2] |" in line, line
+    assert "| state: closed, the first query draws | bets: 2 | done: 2/2 |" in line, line
     assert not [x for x in started if "action: sorteo" in x]  # the start did not draw
     assert status["drawn"] is True  # the first query did
     assert len([x for x in handler.lines if "action: sorteo" in x]) == 1

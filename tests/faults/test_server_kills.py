@@ -183,7 +183,7 @@ def test_crash_between_last_done_and_draw_draws_exactly_once_on_restart(tmp_path
     assert second.log().count(SORTEO) == 1, f"drew {second.log().count(SORTEO)} times"
     assert status == {
         "expected": AGENCIES,
-        "done": list(range(1, AGENCIES + 1)),
+        "done_count": AGENCIES,
         "drawn": True,
         "bets": AGENCIES * 4_000,
     }

@@ -86,7 +86,7 @@ def test_a_nul_line_in_the_ledger_answers_503_with_its_offset_and_the_server_kee
         (round_file(data, "ledger.jsonl")).write_bytes(ledger)  # the operator repairs the file
         for _ in range(3 * server.workers):
             assert httpx.get(f"{url}/health").status_code == 200
-            assert httpx.get(f"{url}/status").json() == {"expected": 2, "done": [], "drawn": False, "bets": 3}
+            assert httpx.get(f"{url}/status").json() == {"expected": 2, "done_count": 0, "drawn": False, "bets": 3}
         assert httpx.post(f"{url}/agencies/2/bets", content=bets(2), headers=CSV).status_code == 201
         log = server.log()
     finally:

@@ -101,7 +101,7 @@ def test_rejected_chunk_names_the_file_line_and_stores_nothing_of_it(tmp_path: P
         stored = stored_rows(server.data_dir)
         # Lines 101-200 were one chunk: none of them is stored; the first chunk is.
         assert sorted(r[3] for r in stored) == [str(10_000_000 + i) for i in range(100)]
-        assert httpx.get(server.url + "/status").json()["done"] == []
+        assert httpx.get(server.url + "/status").json()["done_count"] == 0
 
 
 def test_malformed_csv_fails_before_sending_anything(tmp_path: Path) -> None:

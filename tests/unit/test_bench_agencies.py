@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.agency_scale import PHASES, READ_REQUESTS, READS, run_one
+from bench.agency_scale import PHASES, READ_REQUESTS, READS, WATCHED, rate_against_baseline, run_one
 from tests.postgres_db import require_postgres
 
 
@@ -21,6 +21,9 @@ def test_a_round_of_many_agencies_is_driven_and_reported(backend: str) -> None:
         assert 0 <= row[phase]["client_busy"]
     for phase in READS:
         assert row[phase]["requests"] == READ_REQUESTS
+    for name in WATCHED:  # /status and the operator's state, asked throughout the round: answered 200
+        assert row["during"][name]["requests"] >= 1
+        assert 0 < row["during"][name]["p99_ms"] <= row["during"][name]["max_ms"]
     assert row["round_s"] > 0 and row["server_cpu_s"] >= 0
 
 
@@ -31,3 +34,13 @@ def test_the_postgresql_lookups_of_schema_4_are_measured() -> None:
     row = measure(agencies=20, queries=3)
     assert row["agencies"] == 20
     assert all(value > 0 for key, value in row.items() if key.endswith("_us")), row
+
+
+def test_done_and_winners_are_rated_against_500_agencies_of_the_same_backend() -> None:
+    def row(backend: str, agencies: int, done: int, winners: int) -> dict:
+        return {"backend": backend, "agencies": agencies, "done": {"per_s": done}, "winners": {"per_s": winners}}
+
+    rows = [row("files", 500, 2000, 3000), row("files", 10_000, 1800, 3300), row("pg", 10, 50, 60)]
+    rows.append(row("pg", 10_000, 900, 900))  # no 500-agency row of its backend: not rated
+    rate_against_baseline(rows)
+    assert [r.get("vs_500") for r in rows] == [None, {"done": 0.9, "winners": 1.1}, None, None]

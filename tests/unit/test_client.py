@@ -709,14 +709,17 @@ def test_the_retry_after_header_is_read_in_one_place() -> None:
     assert "retry-after" not in source.lower().replace("retry_after", "")
 
 
-def test_waiting_for_the_draw_says_for_how_many_agencies(caplog) -> None:
+@pytest.mark.parametrize("server", ["counts", "lists (before issue 21)"])
+def test_waiting_for_the_draw_says_for_how_many_agencies(caplog, server) -> None:
     from client.winners import wait_for_winners
 
     polls = []
 
     def handler(request):
         if request.url.path == "/status":
-            return httpx.Response(200, json={"expected": 5, "done": list(range(1, 2 + len(polls))), "drawn": False})
+            done = 1 + len(polls)
+            shown = {"done_count": done} if server == "counts" else {"done": list(range(1, done + 1))}
+            return httpx.Response(200, json={"expected": 5, **shown, "drawn": False})
         polls.append(int(request.url.params["wait"]))
         if len(polls) < 3:
             return httpx.Response(425, json={"detail": "not yet"}, headers={"Retry-After": "0"})

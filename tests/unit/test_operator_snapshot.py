@@ -40,3 +40,51 @@ def test_a_countrys_round_shows_the_agencies_not_done_yet_and_the_slowest() -> N
     quietest = sorted(pending - {9_999}, key=lambda a: (-(a % 97), a))
     assert slowest == [9_999, *quietest][:SLOWEST]  # never seen first, then the longest since a chunk
     assert len(orjson.dumps(shown)) < 20_000  # bounded, whatever the agencies (a row per agency: about 1 MB)
+
+
+def test_a_refresh_that_costs_more_waits_longer_so_an_open_page_costs_a_bounded_share_of_a_core(tmp_path) -> None:
+    """Reading every agency's counts costs more the more agencies: the next refresh waits
+    REFRESH_COST_RATIO times the last one's cost (never less than REFRESH_SECONDS). A clock of
+    the test's, moved by the store's read, stands for the time."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.routes.operator import REFRESH_COST_RATIO, REFRESH_SECONDS, Snapshots
+    from app.settings import Settings
+    from app.store.files import FileStore
+
+    now = [1000.0]
+    store = FileStore(tmp_path / "data", 3, 7574)
+    app = create_app(Settings(data_dir=tmp_path / "data", agencies=3), store)
+    TestClient(app)  # the app's state made (no lifespan: no sampler)
+    read = store.agency_stats
+    cost = [0.01]
+    reads: list[float] = []
+
+    def slow_read(**kwargs):
+        reads.append(now[0])
+        now[0] += cost[0]  # the read takes this long on the test's clock
+        return read(**kwargs)
+
+    store.agency_stats = slow_read
+    hub = Snapshots(clock=lambda: now[0])
+    request = SimpleNamespace(app=app)
+
+    def ask_at(when: float) -> None:
+        now[0] = when
+        asyncio.run(hub.latest(request))
+
+    ask_at(1000.0)
+    ask_at(1000.01 + REFRESH_SECONDS - 0.001)  # a cheap read: refreshed every REFRESH_SECONDS
+    assert len(reads) == 1
+    cost[0] = 1.0  # a country's round: reading every agency takes a second
+    ask_at(1000.01 + REFRESH_SECONDS)
+    assert len(reads) == 2
+    after = now[0]
+    ask_at(after + REFRESH_COST_RATIO * 1.0 - 0.001)
+    assert len(reads) == 2  # still the last snapshot: a read a second costs 1/REFRESH_COST_RATIO of a core
+    ask_at(after + REFRESH_COST_RATIO * 1.0)
+    assert len(reads) == 3

@@ -108,7 +108,7 @@ def ledger_lines(path: Path) -> list[dict]:
 
 def test_fresh_store(tmp_path):
     s = store(tmp_path / "data")
-    assert s.status() == RoundStatus(expected=3, done=[], drawn=False, bets=0)
+    assert s.status() == RoundStatus(expected=3, done_count=0, drawn=False, bets=0)
     assert (tmp_path / "data" / "ledger.jsonl").read_bytes() == b""
     assert s.winners(1) is None
     s.check_health()
@@ -119,7 +119,7 @@ def test_append_then_status(tmp_path):
     assert s.append_chunk(chunk(1, 3)) == ChunkReceipt(1, 3, replayed=False)
     assert s.append_chunk(chunk(2, 5)) == ChunkReceipt(2, 5, replayed=False)
     assert s.append_chunk(chunk(1, 1, "y")) == ChunkReceipt(1, 1, replayed=False)
-    assert s.status() == RoundStatus(expected=3, done=[], drawn=False, bets=9)
+    assert s.status() == RoundStatus(expected=3, done_count=0, drawn=False, bets=9)
     assert [(r["a"], r["n"]) for r in ledger_lines(tmp_path)] == [(1, 3), (2, 5), (1, 1)]
     assert len(list(load_bets(tmp_path / "bets.csv"))) == 9
 
@@ -267,7 +267,7 @@ def test_done_is_idempotent(tmp_path):
     assert s.mark_done(2) == DoneReceipt(2, 1, 3, False)
     assert store(tmp_path).mark_done(2) == DoneReceipt(2, 1, 3, False)
     assert s.mark_done(1) == DoneReceipt(1, 2, 3, False)
-    assert s.status() == RoundStatus(3, [1, 2], False, 0)
+    assert s.status() == RoundStatus(3, 2, False, 0)
     assert (tmp_path / "done.log").read_bytes() == b"2\n1\n"  # a line per agency, in the order they came
     assert not (tmp_path / "done.json").exists()
 
@@ -282,7 +282,7 @@ def test_a_done_writes_its_own_line_only_whatever_the_agencies(tmp_path):
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert after.pop("done.log") == before.pop("done.log") + b"9999\n"
     assert after == before
-    assert store(tmp_path).status().done == [*range(1, 2001), 9_999]
+    assert store(tmp_path).done_agencies(0, 10_000) == [*range(1, 2001), 9_999]
 
 
 def test_a_data_dir_of_the_previous_release_keeps_its_done_agencies(tmp_path):
@@ -300,13 +300,13 @@ def test_a_data_dir_of_the_previous_release_keeps_its_done_agencies(tmp_path):
     legacy = orjson.dumps({"agencies": [1, 2]})
     (tmp_path / "done.json").write_bytes(legacy)
     s = store(tmp_path, agencies=3)
-    assert s.status() == RoundStatus(3, [1, 2], False, 9)
+    assert s.status() == RoundStatus(3, 2, False, 9)
     assert s.mark_done(2) == DoneReceipt(2, 2, 3, False)  # already done, in done.json
     assert s.mark_done(3) == DoneReceipt(3, 3, 3, True)
     assert (tmp_path / "done.json").read_bytes() == legacy
     assert (tmp_path / "done.log").read_bytes() == b"3\n"
     fresh = store(tmp_path, agencies=3)
-    assert fresh.status() == RoundStatus(3, [1, 2, 3], True, 9)
+    assert fresh.status() == RoundStatus(3, 3, True, 9)
     assert (fresh.winners(1), fresh.winners(2), fresh.winners(3)) == (["1000002"], ["2000000"], [])
 
 
@@ -315,10 +315,10 @@ def test_a_torn_done_line_was_never_answered_and_is_cut(tmp_path):
     s.mark_done(1)
     with open(tmp_path / "done.log", "ab") as f:
         f.write(b"2")  # the process died mid-append: that done was never answered
-    assert store(tmp_path).status().done == [1]
+    assert store(tmp_path).done_agencies(0, 9) == [1]
     assert (tmp_path / "done.log").read_bytes() == b"1\n"
     assert s.mark_done(2) == DoneReceipt(2, 2, 3, False)
-    assert store(tmp_path).status().done == [1, 2]
+    assert store(tmp_path).done_agencies(0, 9) == [1, 2]
 
 
 def test_the_draw_is_read_once_per_process(tmp_path, monkeypatch):
@@ -379,7 +379,7 @@ def test_draw_when_last_agency_is_done(tmp_path):
         "bets": 40,
         "winners": {"1": ["1000003", "1000007", "1000104"], "2": [], "3": ["3000000"]},
     }
-    assert s.status() == RoundStatus(3, [1, 2, 3], True, 40)
+    assert s.status() == RoundStatus(3, 3, True, 40)
     assert s.mark_done(1) == DoneReceipt(1, 3, 3, True)
 
 
@@ -415,7 +415,7 @@ def test_round_without_any_bet_can_be_drawn(tmp_path):
     assert s.mark_done(1) == DoneReceipt(1, 1, 2, False)
     assert s.mark_done(2) == DoneReceipt(2, 2, 2, True)
     assert s.winners(1) == [] and s.winners(2) == []
-    assert s.status() == RoundStatus(2, [1, 2], True, 0)
+    assert s.status() == RoundStatus(2, 2, True, 0)
 
 
 def test_after_the_draw_replays_answered_new_chunks_refused(tmp_path):
@@ -585,14 +585,14 @@ def test_crash_between_done_and_draw(tmp_path):
     assert fresh.winners(2) == ["2000000", "2000004"]
     assert (tmp_path / "winners.json").exists()
     assert fresh.winners(1) == ["1000002"]
-    assert store(tmp_path, agencies=2).status() == RoundStatus(2, [1, 2], True, 10)
+    assert store(tmp_path, agencies=2).status() == RoundStatus(2, 2, True, 10)
 
 
 def test_crash_between_done_and_draw_status_draws(tmp_path):
     s = store(tmp_path, agencies=1)
     s.append_chunk(chunk(1, 5, winners={1}))
     (tmp_path / "done.json").write_bytes(orjson.dumps({"agencies": [1]}))
-    assert store(tmp_path, agencies=1).status() == RoundStatus(1, [1], True, 5)
+    assert store(tmp_path, agencies=1).status() == RoundStatus(1, 1, True, 5)
     assert s.winners(1) == ["1000001"]
 
 
@@ -880,7 +880,7 @@ def test_a_complete_but_invalid_ledger_line_answers_503_naming_file_and_offset(t
     (tmp_path / "ledger.jsonl").write_bytes(ledger)  # the operator repairs it
     for s in (fresh, running):
         s.check_health()
-        assert s.status() == RoundStatus(3, [1], False, 5)
+        assert s.status() == RoundStatus(3, 1, False, 5)
     assert fresh.append_chunk(chunk(1, 3, key="a", upload=("u", 0))).replayed  # the index was not read twice
 
 
@@ -916,7 +916,7 @@ def test_a_corrupt_json_file_answers_503_naming_it(tmp_path, name, content, wher
     else:
         (tmp_path / name).write_bytes(good)
     fresh.check_health()
-    assert fresh.status() == RoundStatus(3, [1], False, 5)
+    assert fresh.status() == RoundStatus(3, 1, False, 5)
 
 
 @pytest.mark.parametrize("ledger_line", ["whole", "torn"])
@@ -978,7 +978,7 @@ def test_a_data_dir_of_the_previous_release_records_the_settings_at_first_start(
     s = store(tmp_path, agencies=4, winning_number=9)
     assert (s.agencies, s.winning_number) == (4, 9)
     assert store(tmp_path, agencies=2).agencies == 4
-    assert s.status() == RoundStatus(4, [1], False, 5)
+    assert s.status() == RoundStatus(4, 1, False, 5)
 
 
 def test_the_master_warns_once_when_the_settings_differ_from_the_round(tmp_path):
@@ -1099,7 +1099,7 @@ def test_dones_queued_in_one_process_reach_done_log_in_one_append(tmp_path, monk
     assert appends == [b"".join(b"%d\n" % a for a in sorted(receipts, key=lambda a: receipts[a].done))]
     assert sorted(r.done for r in receipts.values()) == list(range(1, 41))
     assert [a for a, r in receipts.items() if r.drawn] == [max(receipts, key=lambda a: receipts[a].done)]
-    assert s.status() == RoundStatus(40, list(range(1, 41)), True, 0)
+    assert s.status() == RoundStatus(40, 40, True, 0)
 
 
 @settings(max_examples=40, deadline=None)
@@ -1133,7 +1133,11 @@ def test_done_agencies_as_two_processes_and_a_restart_see_them(tmp_path_factory,
             f.write(b"1")  # a crash mid-append: never answered, so not done
     for s in (*stores, store(path, agencies)):
         status = s.status(draw=False)
-        assert (status.done, status.drawn) == (sorted(done), drawn)  # a legacy set alone is drawn by a query
+        assert (s.done_agencies(0, agencies), status.done_count, status.drawn) == (
+            sorted(done),
+            len(done),
+            drawn,
+        )  # a legacy set alone is drawn by a query
     lines = (path / "done.log").read_bytes().split() if (path / "done.log").exists() else []
     assert sorted(int(line) for line in lines) == sorted(done - legacy)
 
@@ -1148,8 +1152,63 @@ def test_status_takes_no_lock_while_nothing_was_committed(tmp_path):
     s.append_chunk(chunk(1, 2))
     s.mark_done(1)
     with s._round(None)._thread_lock:  # this process's turn is taken (a long commit, say)
-        assert s.status() == RoundStatus(3, [1], False, 2)
+        assert s.status() == RoundStatus(3, 1, False, 2)
         FileStore(tmp_path, 3, WIN, lock_timeout=0.5).mark_done(2)  # another worker's done
         with pytest.raises(StorageUnavailable, match="busy"):
             s.status()  # done.log grew: only the lock can say what it holds now
-    assert s.status() == RoundStatus(3, [1, 2], False, 2)
+    assert s.status() == RoundStatus(3, 2, False, 2)
+
+
+def test_a_rounds_info_takes_no_lock_while_nothing_was_committed(tmp_path):
+    """GET /rounds/{n} from every open page and agency at once: answered as /status is, from
+    memory while the files are as this process read them (round.json is read once)."""
+    from app.store.files import FileStore
+
+    s = FileStore(tmp_path, 3, WIN, lock_timeout=0.5)
+    s.append_chunk(chunk(1, 2))
+    s.mark_done(1)
+    with s._round(None)._thread_lock:  # this process's turn is taken (a long commit, say)
+        info = s.round_info()
+        assert (info.round, info.agencies, info.done_count, info.bets, info.winners) == (1, 3, 1, 2, None)
+        assert info.opened_at is not None and not info.random
+        FileStore(tmp_path, 3, WIN, lock_timeout=0.5).mark_done(2)  # another worker's done
+        with pytest.raises(StorageUnavailable, match="busy"):
+            s.round_info()  # done.log grew: only the lock can say what it holds now
+    assert s.round_info().done_count == 2
+
+
+# -- per-request reads at a cost of their own answer (issue 21) ----------------------------------
+
+
+class NoFullScan(dict):
+    """A dict of the store's index whose every-entry walks fail: a per-request read must look
+    up its own entries, not walk every agency's."""
+
+    def _refuse(self, *_args, **_kwargs):
+        raise AssertionError("a walk over every entry of the index")
+
+    __iter__ = items = values = keys = _refuse  # type: ignore[assignment]
+
+
+def test_an_agencys_uploads_are_read_without_walking_every_agencys(tmp_path: Path) -> None:
+    store = files.FileStore(tmp_path, 500, WIN)
+    for agency in range(1, 501):
+        store.append_chunk(chunk(agency, 2, upload=(f"up-{agency}", 0)))
+    store.append_chunk(chunk(7, 3, upload=("again", 0)))
+    index = store._round(1)._index
+    index.spans = NoFullScan(index.spans)
+    assert [(u.upload_id, u.bets, u.chunks) for u in store.uploads(7)] == [("up-7", 2, 1), ("again", 3, 1)]
+    assert store.uploads(8)[0].upload_id == "up-8" and store.uploads(501) == []
+
+
+def test_listing_rounds_reads_the_ones_listed_not_the_data_dirs_listing(tmp_path: Path, monkeypatch) -> None:
+    store = files.FileStore(tmp_path, 1, WIN)
+    for _ in range(4):
+        store.mark_done(1)
+        store.open_round()
+    listed: list[Path] = []
+    real = files.round_ids
+    monkeypatch.setattr(files, "round_ids", lambda data_dir: listed.append(data_dir) or real(data_dir))
+    assert [r.round for r in store.rounds(limit=2)] == [5, 4]
+    assert [r.round for r in store.rounds(limit=10, before=3)] == [2, 1]
+    assert listed == []  # a listing of rounds/ per request: O(rounds)
