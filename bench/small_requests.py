@@ -149,7 +149,9 @@ def run(seconds: float = 10, connections: int = 64, workers: int = 2, servers: t
         if "postgres" in servers:
             with (
                 round_database(bench_database_url()) as db,
-                Server(Path(tmp) / "pg", workers=workers, agencies=AGENCIES, env={"LOTTERY_DATABASE_URL": db}) as server,
+                Server(
+                    Path(tmp) / "pg", workers=workers, agencies=AGENCIES, env={"LOTTERY_DATABASE_URL": db}
+                ) as server,
             ):
                 found = wrk(server.url, seconds, connections)
                 found["stored"] = stored_bets(server.url)

@@ -39,7 +39,6 @@ import logging
 import os
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -50,7 +49,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app import rounds as rules
-from app.store import flow
+from app.store import flow, pg_chunks
 from app.store.base import (
     Chunk,
     ChunkReceipt,
@@ -66,11 +65,9 @@ from app.store.base import (
     StoreError,
     UploadState,
     UploadSummary,
-    merge_ranges,
-    replay_by_key,
-    replay_by_range,
 )
 from app.store.batch import Ticket, group_commit, turn
+from app.store.pg_chunks import AGENCY_LOCK_BASE, BET_COLUMNS, ChunkTicket
 from app.store.pg_watchdog import CHECK_DEADLINE, KEEPALIVES, STATEMENT_MARGIN, Watchdog
 from app.store.stats import AgencyStats, RoundStats
 
@@ -82,7 +79,6 @@ SCHEMA_VERSION = 4
 # Advisory lock keys. The one-bigint form and the two-int form never collide (PostgreSQL
 # keeps them apart), so agency keys live in the bigint space and upload keys in the pair space.
 SCHEMA_LOCK = 0x4C4F5454_00000001  # "LOTT" | 1: schema creation and migration
-AGENCY_LOCK_BASE = 0x4C4F5454_10000000  # + agency id: chunks (shared) vs done (exclusive)
 ROUNDS_LOCK = 0x4C4F5454_00000002  # opening a round: one at a time, and the next one sees it
 POOL_MIN, POOL_MAX = 1, 8
 HEALTH_TIMEOUT = 5.0
@@ -91,8 +87,6 @@ DOWN_TIMEOUT = 1.0  # how long a request waits for a connection while the databa
 # is what moving on to the next host costs (app/store/pg_watchdog.py).
 CONNECT_TIMEOUT = 3
 UNIQUE_RETRIES = 5
-
-BET_COLUMNS = "agency, first_name, last_name, document, birthdate, number"
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS lottery_schema (
@@ -229,12 +223,6 @@ MIGRATIONS = {
     4: SCHEMA_V4,
 }  # version -> the steps that reach it from the one before
 
-# The one stored span of an upload that can decide a chunk ending at %s (see PostgresStore._replay).
-NEIGHBOUR_SPAN = (
-    "SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
-    "WHERE round = %s AND agency = %s AND upload_id = %s AND upload_start < %s ORDER BY upload_start DESC LIMIT 1"
-)
-
 CURRENT = "(SELECT max(id) FROM lottery_round)"
 # A round's bets: recorded by its draw; counted from its chunks (an index range) while it is open.
 # (coalesce evaluates its second argument only when the first is null: a round drawn by version 1 has no bets.)
@@ -252,11 +240,6 @@ ROUND_INFO = (
 )
 
 TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_winners", "lottery_round", "lottery_schema")
-
-
-def _upload_lock_key(upload_id: str) -> int:
-    """A signed 32-bit hash of the upload id (a collision only makes two uploads take turns)."""
-    return zlib.crc32(upload_id.encode()) - 2**31
 
 
 def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
@@ -366,6 +349,9 @@ class PostgresStore(flow.RoundFlow):
         self._done_lock, self._done_guard = threading.Lock(), threading.Lock()
         self._done_queues: dict[int | None, list[DoneTicket]] = {}
         self._done_lists: dict[int, tuple[int, list[int]]] = {}  # round -> (done_changes, its done list)
+        # And chunks (app/store/pg_chunks.py), per round asked.
+        self._chunk_lock, self._chunk_guard = threading.Lock(), threading.Lock()
+        self._chunk_queues: dict[int | None, list[ChunkTicket]] = {}
         try:
             self._ensure_schema()
         except StorageUnavailable as error:
@@ -520,15 +506,55 @@ class PostgresStore(flow.RoundFlow):
     # -- chunks --------------------------------------------------------------------------
 
     def append_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
+        """Group commit (app/store/pg_chunks.py): the chunks this process has queued for one round
+        are locked, decided one by one and stored in one transaction, so they share one commit
+        (one WAL flush) and a handful of round trips instead of each paying for its own."""
+        queue = self._chunk_queues.setdefault(round, [])
+        return group_commit(
+            ChunkTicket(chunk),
+            queue,
+            self._chunk_guard,
+            self._chunk_turn,
+            lambda tickets: self._commit_chunks(round, tickets),
+        )
+
+    def _chunk_turn(self, ticket: ChunkTicket, queue: list[ChunkTicket]) -> AbstractContextManager[None]:
+        return turn(self._chunk_lock, self._chunk_guard, self.lock_timeout, ticket, queue)
+
+    def _commit_chunks(self, round: int | None, tickets: list[ChunkTicket]) -> None:
+        """A transaction per pass: the chunks a pass leaves (their answer rests on a chunk it
+        stored) are decided by the next one, after that chunk is committed."""
+        pending = tickets
+        try:
+            while pending:
+                answers, pending = self._chunk_pass(round, pending)
+                for ticket, answer in answers:  # committed
+                    ticket.settle(answer)
+        except RoundError as error:  # the round they name is refused: the same answer for each
+            for ticket in pending:
+                ticket.settle(error)
+
+    def _chunk_pass(
+        self, round: int | None, tickets: list[ChunkTicket]
+    ) -> tuple[list[tuple[ChunkTicket, pg_chunks.Answer]], list[ChunkTicket]]:
         for _ in range(UNIQUE_RETRIES):
             try:
-                with self._connection() as conn:
-                    return self._append(conn, chunk, round)
+                return self._chunk_txn(round, tickets)
             except pg_errors.UniqueViolation:
-                # Another host committed the same key (or range) while this one inserted:
-                # start over, and the replay check answers from its record.
+                # Another host committed one of these keys (or ranges) while this batch inserted:
+                # the whole batch again, and the replay check answers that chunk from its record.
                 continue
-        raise StorageBusy("the chunk kept colliding with concurrent writes; retry shortly")
+        raise StorageBusy("the chunks kept colliding with concurrent writes; retry shortly")
+
+    def _chunk_txn(
+        self, round: int | None, tickets: list[ChunkTicket]
+    ) -> tuple[list[tuple[ChunkTicket, pg_chunks.Answer]], list[ChunkTicket]]:
+        with self._connection() as conn, conn.transaction():
+            with conn.cursor() as cur:
+                round_id, agencies, current = self._resolve(cur, round, writing=True)
+            named = None if round is None else (round_id, lambda: current)
+            decided = pg_chunks.store_batch(conn, round_id, agencies, tickets, named)
+        return decided  # committed
 
     def _resolve(self, cur: psycopg.Cursor, round: int | None, *, writing: bool) -> tuple[int, int, int]:
         """``(round id, its agencies, the current round id)``. An id past the current round is
@@ -552,81 +578,6 @@ class PostgresStore(flow.RoundFlow):
             self._current = (current, agencies)
         elif self._current[0] != current:
             self._current = (current, self._current[1])
-
-    def _append(self, conn: psycopg.Connection, chunk: Chunk, round: int | None) -> ChunkReceipt:
-        with conn.transaction(), conn.cursor() as cur:
-            round_id, agencies, current = self._resolve(cur, round, writing=True)
-            if 1 <= chunk.agency <= agencies:  # the flow refuses any other id, before any lock
-                if chunk.upload is not None:
-                    cur.execute(
-                        "SELECT pg_advisory_xact_lock(%s, %s)", (chunk.agency, _upload_lock_key(chunk.upload.upload_id))
-                    )
-                cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (AGENCY_LOCK_BASE + chunk.agency,))
-
-            def closed() -> tuple[bool, bool]:
-                cur.execute(
-                    "SELECT (SELECT drawn FROM lottery_round WHERE id = %s), "
-                    "EXISTS (SELECT 1 FROM lottery_done WHERE round = %s AND agency = %s)",
-                    (round_id, round_id, chunk.agency),
-                )
-                drawn, done = one(cur)
-                return bool(drawn), bool(done)
-
-            named = None if round is None else (round_id, lambda: current)
-            replay = flow.decide_chunk(chunk, agencies, lambda: self._replay(cur, chunk, round_id), closed, named)
-            if replay is not None:
-                return replay
-            upload = chunk.upload
-            cur.execute(
-                "INSERT INTO lottery_chunks (round, agency, idempotency_key, fingerprint, count, upload_id, "
-                "upload_start, upload_end, body_digest) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    round_id,
-                    chunk.agency,
-                    chunk.idempotency_key,
-                    chunk.fingerprint,
-                    chunk.count,
-                    upload.upload_id if upload else None,
-                    upload.offset if upload else None,
-                    upload.offset + chunk.count if upload else None,
-                    chunk.digest if upload else None,
-                ),
-            )
-            # The payload is already the stored CSV format, which COPY's csv mode reads as is.
-            with cur.copy(f"COPY lottery_bets ({BET_COLUMNS}) FROM STDIN WITH (FORMAT csv)") as copy:
-                copy.write(chunk.payload)
-        return ChunkReceipt(chunk.agency, chunk.count)
-
-    def _replay(self, cur: psycopg.Cursor, chunk: Chunk, round_id: int) -> ChunkReceipt | None:
-        """Answer a retry from the chunks table; raise if it does not match what was stored."""
-        if chunk.idempotency_key is not None:
-            cur.execute(
-                "SELECT fingerprint, count FROM lottery_chunks "
-                "WHERE round = %s AND agency = %s AND idempotency_key = %s",
-                (round_id, chunk.agency, chunk.idempotency_key),
-            )
-            replay = replay_by_key(chunk, cur.fetchone())
-            if replay is not None:
-                return replay
-        if chunk.upload is not None:
-            end = chunk.upload.offset + chunk.count
-            # Stored ranges of an upload never overlap and are never empty, so the only one that
-            # can equal or overlap [start, end) is the last to start before end: one backward
-            # step of the lottery_chunks_ranges index, however many chunks the upload has.
-            cur.execute(NEIGHBOUR_SPAN, (round_id, chunk.agency, chunk.upload.upload_id, end))
-            upload_id = chunk.upload.upload_id
-            return replay_by_range(
-                chunk, cur.fetchall(), lambda: self._committed(cur, round_id, chunk.agency, upload_id)
-            )
-        return None
-
-    @staticmethod
-    def _committed(cur: psycopg.Cursor, round_id: int, agency: int, upload_id: str) -> list[tuple[int, int]]:
-        cur.execute(
-            "SELECT upload_start, upload_end FROM lottery_chunks WHERE round = %s AND agency = %s AND upload_id = %s",
-            (round_id, agency, upload_id),
-        )
-        return merge_ranges([(s, e) for s, e in cur.fetchall()])
 
     # -- the flow's primitives (app/store/flow.py) ---------------------------------------------
 

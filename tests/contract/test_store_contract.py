@@ -725,23 +725,29 @@ def test_a_drawn_version_1_round_keeps_the_number_it_was_drawn_with(pg):
 
 
 def test_a_chunk_of_a_long_upload_is_decided_by_one_index_step(pg):
-    """The query that decides a chunk reads one entry of the ranges index, not the upload's every range."""
+    """The queries that decide a batch of chunks read one index entry per chunk (its upload's
+    neighbouring range, its key), not the upload's every range nor the table."""
     import psycopg
 
-    from app.store.postgres import NEIGHBOUR_SPAN
+    from app.store.pg_chunks import NEIGHBOUR_SPANS, STORED_KEYS
 
     s = pg.make()
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO lottery_chunks (round, agency, fingerprint, count, upload_id, upload_start, upload_end) "
-            "SELECT 1, 1 + g % 2, 'f', 1, 'long', g / 2, g / 2 + 1 FROM generate_series(0, 39999) g"
+            "INSERT INTO lottery_chunks (round, agency, idempotency_key, fingerprint, count, upload_id, upload_start, "
+            "upload_end) SELECT 1, 1 + g % 2, 'k' || g, 'f', 1, 'long', g / 2, g / 2 + 1 "
+            "FROM generate_series(0, 39999) g"
         )
         conn.execute("ANALYZE lottery_chunks")
-        plan = "\n".join(
-            row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + NEIGHBOUR_SPAN, (1, 1, "long", 20_001))
-        )
-    assert "Index Scan Backward using lottery_chunks_ranges" in plan, plan
-    assert re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=1 loops=1", plan), plan
+
+        def plan(query: str, params: tuple) -> str:
+            return "\n".join(row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query, params))
+
+        spans = plan(NEIGHBOUR_SPANS, ([0, 1], [1, 2], ["long", "long"], [20_001, 7], 1))
+        keys = plan(STORED_KEYS, ([0, 1], [1, 2], ["k2", "k5"], 1))
+    # One backward step of the ranges index per chunk (two chunks: two loops of one row).
+    assert re.search(r"Index Scan Backward using lottery_chunks_ranges .*rows=1 loops=2\)", spans), spans
+    assert re.search(r"Index Scan using lottery_chunks_key .*rows=1 loops=2\)", keys), keys
     assert s.append_chunk(chunk(1, 2, upload=("long", 20_000), start=20_000)).stored == 2
     with pytest.raises(RangeConflict):
         s.append_chunk(chunk(1, 2, upload=("long", 19_999), start=19_999))
