@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -87,6 +88,12 @@ DOWN_TIMEOUT = 1.0  # how long a request waits for a connection while the databa
 # is what moving on to the next host costs (app/store/pg_watchdog.py).
 CONNECT_TIMEOUT = 3
 UNIQUE_RETRIES = 5
+# A pooled connection that answered this recently, and whose socket has nothing to read (a
+# server that ended the session, or a restart, sends its FATAL and closes: readable), is handed
+# out without its ping: an empty query, a round trip per request. (HikariCP's aliveBypassWindowMs,
+# with its default.) A host that hangs within the window is found by the request itself: its
+# watchdog deadline and a 503, as for a request in flight when it froze.
+PING_AFTER = 0.5
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS lottery_schema (
@@ -250,6 +257,17 @@ def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
     return row
 
 
+def _quiet(conn: psycopg.Connection[Any]) -> bool:
+    """Nothing to read on an idle connection's socket (no message, no end of file): no round trip."""
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.OperationalError:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return not poller.poll(0)
+
+
 def _describe(error: psycopg.Error) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
@@ -328,6 +346,10 @@ def _iso(when: datetime | None) -> str | None:
     return None if when is None else when.astimezone(UTC).isoformat(timespec="seconds")
 
 
+class PooledConnection(psycopg.Connection[Any]):
+    answered_at = 0.0  # time.monotonic() when its last use ended without an error (PING_AFTER)
+
+
 class PostgresStore(flow.RoundFlow):
     winners_poll_interval = 0.1  # a query per long-polling request: ten a second is plenty
 
@@ -379,7 +401,7 @@ class PostgresStore(flow.RoundFlow):
         store = self
         generation = self._generation = self._generation + 1
 
-        class TrackedConnection(psycopg.Connection[Any]):
+        class TrackedConnection(PooledConnection):
             @classmethod
             def connect(cls, *args: Any, **kwargs: Any) -> TrackedConnection:
                 try:
@@ -416,6 +438,8 @@ class PostgresStore(flow.RoundFlow):
             return self._pool
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
+        if isinstance(conn, PooledConnection) and time.monotonic() - conn.answered_at < PING_AFTER and _quiet(conn):
+            return  # it just answered and nothing came since: the ping would only cost a round trip
         with self._watchdog.watch(conn, CHECK_DEADLINE):
             ConnectionPool.check_connection(conn)
 
@@ -470,6 +494,8 @@ class PostgresStore(flow.RoundFlow):
                 # Past the lock timeout and twice the margin, its host hangs: the watchdog cuts it.
                 with self._watchdog.watch(conn, (timeout or self.lock_timeout) + 2 * STATEMENT_MARGIN), conn:
                     yield conn  # a pooled connection is not closed on exit, only handed back below
+                if isinstance(conn, PooledConnection):
+                    conn.answered_at = time.monotonic()
             except pg_errors.ReadOnlySqlTransaction:
                 conn.close()  # its host was demoted (a failover): reconnect to the writable one
                 raise

@@ -557,13 +557,35 @@ def test_connections_the_database_dropped_are_replaced(pg):
     s = pg.make()
     s.append_chunk(chunk(1, 2))
     with psycopg.connect(pg.url, autocommit=True) as conn:  # e.g. a database restart or failover
-        killed = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        killed = conn.execute(  # each backend gone when this returns (its FATAL sent, its socket closed)
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()[0]
     assert killed >= 1
-    assert s.append_chunk(chunk(1, 2, "again")).replayed is False
+    assert s.append_chunk(chunk(1, 2, "again")).replayed is False  # at once: within the ping's bypass window
     assert s.status().bets == 4
+
+
+def test_a_connection_that_just_answered_is_handed_out_without_a_ping(pg, monkeypatch):
+    from psycopg_pool import ConnectionPool
+
+    from app.store import postgres
+
+    pings = []
+    check = ConnectionPool.check_connection
+    monkeypatch.setattr(
+        ConnectionPool, "check_connection", classmethod(lambda cls, conn: pings.append(conn) or check(conn))
+    )
+    monkeypatch.setattr(postgres, "PING_AFTER", 60.0)  # "a moment ago", whatever the machine's pace
+    s = pg.make()
+    for _ in range(2 * postgres.POOL_MAX):  # every pooled connection answers once (the pool hands them in turn)
+        s.status()
+    pings.clear()
+    s.status()
+    assert pings == []
+    monkeypatch.setattr(postgres, "PING_AFTER", 0.0)  # as if idle longer than the window
+    s.status()
+    assert len(pings) == 1
 
 
 def test_database_down_gives_storage_unavailable_at_once():
