@@ -1,11 +1,17 @@
 """A batch of chunks in one PostgreSQL transaction: PostgresStore.append_chunk's group commit.
 
 The chunks a worker process has queued at once are locked, decided and written together, and
-committed once (one WAL flush) instead of each in a transaction of its own:
+committed once (one WAL flush) instead of each in a transaction of its own, in three round
+trips and a COPY:
 
-    locks (in order) + what decides them + chunk ids    one pipeline: one round trip
+    BEGIN, the round's row, the locks (in order), what decides the chunks, chunk ids   a pipeline
     every chunk decided on its own, by flow.decide_chunk (replay, refusal, or store it)
-    the stored ones: their rows by one INSERT, their bets by one COPY
+    the stored chunks' bets                                                             one COPY
+    their rows, COMMIT                                                                  a pipeline
+
+The first pipeline locks and reads for the round this process saw last (rounds change rarely);
+when the round's row says otherwise (another round was opened meanwhile), a second pipeline
+locks and reads for that one, in the same transaction.
 
 Each chunk keeps its own all-or-nothing answer: a refused chunk writes nothing and the others
 are stored. A chunk whose answer rests on another chunk of the same batch (the same
@@ -96,102 +102,144 @@ class Found:
     ids: list[int]  # fresh chunk ids, ascending: as many as chunks
 
 
+Round = tuple[int, int, int]  # (round id, its agencies, the current round id)
+
+
 def store_batch(
     conn: psycopg.Connection[Any],
-    round_id: int,
-    agencies: int,
     tickets: Sequence[ChunkTicket],
-    named: tuple[int, Callable[[], int]] | None,
+    assumed: tuple[int, int] | None,
+    resolve: Callable[[psycopg.Connection[Any]], Callable[[], Round]],
+    named: bool,
 ) -> tuple[list[tuple[ChunkTicket, Answer]], list[ChunkTicket]]:
-    """In the caller's transaction: lock, decide and write ``tickets``. Returns each decided
-    chunk's answer (to give once committed) and the chunks left for the next batch."""
+    """One transaction on ``conn`` (an autocommit connection: BEGIN and COMMIT are sent here, with
+    other statements): lock, decide and write ``tickets``, for the round ``resolve`` finds (it
+    sends the round's query and returns what reads its answer; a refused round raises RoundError).
+    ``assumed`` is ``(round id, agencies)`` as last seen, if any; ``named``: the request named
+    its round. Returns each decided chunk's answer, committed, and the chunks left for the next batch."""
     chunks = [ticket.item for ticket in tickets]
+    # On a failure, the connection's context (PostgresStore._connection) rolls the transaction back.
     with conn.cursor() as cur:
-        found = _lock_and_read(conn, cur, round_id, agencies, chunks)
-        answers: list[tuple[ChunkTicket, Answer]] = []
-        stored: list[ChunkTicket] = []
-        deferred: list[ChunkTicket] = []
-        keys: set[tuple[int, str]] = set()  # of the chunks stored by this batch
-        ranges: dict[tuple[int, str], list[tuple[int, int]]] = {}
-        for i, ticket in enumerate(tickets):
-            chunk = ticket.item
-            if _meets(chunk, keys, ranges):
-                deferred.append(ticket)  # its answer rests on a chunk of this batch: decided after it commits
-                continue
-            outcome: Answer | None
-            try:
-                outcome = flow.decide_chunk(
-                    chunk,
-                    agencies,
-                    lambda: _replay(cur, round_id, chunk, found, i),  # noqa: B023 - called at once
-                    lambda: (found.drawn, chunk.agency in found.done),  # noqa: B023 - called at once
-                    named,
-                )
-            except (StoreError, RoundError) as error:
-                outcome = error
-            if outcome is not None:
-                answers.append((ticket, outcome))
-                continue
-            stored.append(ticket)
-            if chunk.idempotency_key is not None:
-                keys.add((chunk.agency, chunk.idempotency_key))
-            if chunk.upload is not None:
-                start = chunk.upload.offset
-                ranges.setdefault((chunk.agency, chunk.upload.upload_id), []).append((start, start + chunk.count))
-        if stored:
-            _write(cur, round_id, [ticket.item for ticket in stored], found.ids)
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            round_of = resolve(conn)
+            reading = _lock_and_read(conn, cur, *assumed, chunks) if assumed is not None else None
+        round_id, agencies, current = round_of()
+        if reading is None or assumed != (round_id, agencies):
+            with conn.pipeline():
+                reading = _lock_and_read(conn, cur, round_id, agencies, chunks)
+        found = reading()
+        answers, stored, deferred = _decide(
+            cur, tickets, found, round_id, agencies, (round_id, lambda: current) if named else None
+        )
+        chunks = [ticket.item for ticket in stored]
+        ids = found.ids[: len(chunks)]
+        if chunks:
+            with cur.copy(COPY_BETS) as copy:
+                # The payloads are already the stored CSV format, which COPY's csv mode reads as is.
+                copy.write(b"".join(_tagged(c.payload, chunk_id) for c, chunk_id in zip(chunks, ids, strict=True)))
+        with conn.pipeline():
+            if chunks:
+                cur.execute(INSERT_CHUNKS, _chunk_rows(round_id, chunks, ids))
+            conn.execute("COMMIT")
     answers.extend((ticket, ChunkReceipt(ticket.item.agency, ticket.item.count)) for ticket in stored)
     return answers, deferred
 
 
+def _decide(
+    cur: psycopg.Cursor[Any],
+    tickets: Sequence[ChunkTicket],
+    found: Found,
+    round_id: int,
+    agencies: int,
+    named: tuple[int, Callable[[], int]] | None,
+) -> tuple[list[tuple[ChunkTicket, Answer]], list[ChunkTicket], list[ChunkTicket]]:
+    """Each chunk on its own: its answer (a replay or a refusal), or to store; or left for the next batch."""
+    answers: list[tuple[ChunkTicket, Answer]] = []
+    stored: list[ChunkTicket] = []
+    deferred: list[ChunkTicket] = []
+    keys: set[tuple[int, str]] = set()  # of the chunks stored by this batch
+    ranges: dict[tuple[int, str], list[tuple[int, int]]] = {}
+    for i, ticket in enumerate(tickets):
+        chunk = ticket.item
+        if _meets(chunk, keys, ranges):
+            deferred.append(ticket)  # its answer rests on a chunk of this batch: decided after it commits
+            continue
+        outcome: Answer | None
+        try:
+            outcome = flow.decide_chunk(
+                chunk,
+                agencies,
+                lambda: _replay(cur, round_id, chunk, found, i),  # noqa: B023 - called at once
+                lambda: (found.drawn, chunk.agency in found.done),  # noqa: B023 - called at once
+                named,
+            )
+        except (StoreError, RoundError) as error:
+            outcome = error
+        if outcome is not None:
+            answers.append((ticket, outcome))
+            continue
+        stored.append(ticket)
+        if chunk.idempotency_key is not None:
+            keys.add((chunk.agency, chunk.idempotency_key))
+        if chunk.upload is not None:
+            start = chunk.upload.offset
+            ranges.setdefault((chunk.agency, chunk.upload.upload_id), []).append((start, start + chunk.count))
+    return answers, stored, deferred
+
+
 def _lock_and_read(
     conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], round_id: int, agencies: int, chunks: list[Chunk]
-) -> Found:
-    """The batch's locks, then what decides its chunks: one pipeline, so one round trip. The
-    statements run in order on the server: every read below sees the database after the locks."""
+) -> Callable[[], Found]:
+    """Inside a pipeline: the batch's locks, then what decides its chunks (the statements run in
+    order on the server: every read sees the database after the locks). Returns what reads
+    their answers, once the pipeline is synced."""
     ours = [c for c in chunks if 1 <= c.agency <= agencies]  # the flow refuses any other id, before any lock
     uploads = sorted({(c.agency, upload_lock_key(c.upload.upload_id)) for c in ours if c.upload is not None})
     agency_locks = sorted({AGENCY_LOCK_BASE + c.agency for c in ours})
     keyed = [(i, c) for i, c in enumerate(chunks) if c.idempotency_key is not None]
     spanned = [(i, c, c.upload) for i, c in enumerate(chunks) if c.upload is not None]
-    with conn.pipeline():
-        if uploads:
-            cur.executemany(UPLOAD_LOCK, uploads)
-        if agency_locks:
-            cur.executemany(AGENCY_LOCK, [(key,) for key in agency_locks])
-        closed = conn.execute(CLOSED, (sorted({c.agency for c in chunks}), round_id))
-        stored_keys = (
-            conn.execute(
-                STORED_KEYS,
-                ([i for i, _ in keyed], [c.agency for _, c in keyed], [c.idempotency_key for _, c in keyed], round_id),
-            )
-            if keyed
-            else None
+    if uploads:
+        cur.executemany(UPLOAD_LOCK, uploads)
+    if agency_locks:
+        cur.executemany(AGENCY_LOCK, [(key,) for key in agency_locks])
+    closed = conn.execute(CLOSED, (sorted({c.agency for c in chunks}), round_id))
+    stored_keys = (
+        conn.execute(
+            STORED_KEYS,
+            ([i for i, _ in keyed], [c.agency for _, c in keyed], [c.idempotency_key for _, c in keyed], round_id),
         )
-        spans = (
-            conn.execute(
-                NEIGHBOUR_SPANS,
-                (
-                    [i for i, _, _ in spanned],
-                    [c.agency for _, c, _ in spanned],
-                    [u.upload_id for _, _, u in spanned],
-                    [u.offset + c.count for _, c, u in spanned],
-                    round_id,
-                ),
-            )
-            if spanned
-            else None
-        )
-        ids = conn.execute(NEW_IDS, (len(chunks),))
-    row = closed.fetchone()
-    drawn, done = (bool(row[0]), frozenset(row[1])) if row is not None else (False, frozenset[int]())
-    return Found(
-        drawn,
-        done,
-        {i: (fingerprint, count) for i, fingerprint, count in stored_keys} if stored_keys else {},
-        {i: (start, end, fingerprint) for i, start, end, fingerprint in spans} if spans else {},
-        sorted(row[0] for row in ids),
+        if keyed
+        else None
     )
+    spans = (
+        conn.execute(
+            NEIGHBOUR_SPANS,
+            (
+                [i for i, _, _ in spanned],
+                [c.agency for _, c, _ in spanned],
+                [u.upload_id for _, _, u in spanned],
+                [u.offset + c.count for _, c, u in spanned],
+                round_id,
+            ),
+        )
+        if spanned
+        else None
+    )
+    ids = conn.execute(NEW_IDS, (len(chunks),))
+
+    def found() -> Found:
+        row = closed.fetchone()
+        drawn, done = (bool(row[0]), frozenset(row[1])) if row is not None else (False, frozenset[int]())
+        return Found(
+            drawn,
+            done,
+            {i: (fingerprint, count) for i, fingerprint, count in stored_keys} if stored_keys else {},
+            {i: (start, end, fingerprint) for i, start, end, fingerprint in spans} if spans else {},
+            sorted(row[0] for row in ids),
+        )
+
+    return found
 
 
 def _meets(chunk: Chunk, keys: set[tuple[int, str]], ranges: dict[tuple[int, str], list[tuple[int, int]]]) -> bool:
@@ -231,28 +279,21 @@ def _committed(cur: psycopg.Cursor[Any], round_id: int, agency: int, upload_id: 
     return merge_ranges([(s, e) for s, e in cur.fetchall()])
 
 
-def _write(cur: psycopg.Cursor[Any], round_id: int, chunks: list[Chunk], ids: list[int]) -> None:
-    """The chunks' rows (one INSERT) and their bets (one COPY), each bet tagged with its chunk's id."""
-    ids = ids[: len(chunks)]
+def _chunk_rows(round_id: int, chunks: list[Chunk], ids: list[int]) -> tuple[Any, ...]:
+    """INSERT_CHUNKS's parameters: a column each."""
     uploads = [c.upload for c in chunks]
-    cur.execute(
-        INSERT_CHUNKS,
-        (
-            round_id,
-            ids,
-            [c.agency for c in chunks],
-            [c.idempotency_key for c in chunks],
-            [c.fingerprint for c in chunks],
-            [c.count for c in chunks],
-            [u.upload_id if u else None for u in uploads],
-            [u.offset if u else None for u in uploads],
-            [u.offset + c.count if u else None for c, u in zip(chunks, uploads, strict=True)],
-            [c.digest if u else None for c, u in zip(chunks, uploads, strict=True)],
-        ),
+    return (
+        round_id,
+        ids,
+        [c.agency for c in chunks],
+        [c.idempotency_key for c in chunks],
+        [c.fingerprint for c in chunks],
+        [c.count for c in chunks],
+        [u.upload_id if u else None for u in uploads],
+        [u.offset if u else None for u in uploads],
+        [u.offset + c.count if u else None for c, u in zip(chunks, uploads, strict=True)],
+        [c.digest if u else None for c, u in zip(chunks, uploads, strict=True)],
     )
-    with cur.copy(COPY_BETS) as copy:
-        # The payloads are already the stored CSV format, which COPY's csv mode reads as is.
-        copy.write(b"".join(_tagged(c.payload, chunk_id) for c, chunk_id in zip(chunks, ids, strict=True)))
 
 
 def _tagged(payload: bytes, chunk_id: int) -> bytes:

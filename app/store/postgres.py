@@ -40,7 +40,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -231,6 +231,8 @@ MIGRATIONS = {
 }  # version -> the steps that reach it from the one before
 
 CURRENT = "(SELECT max(id) FROM lottery_round)"
+# (round id, its agencies, the current round id) of the round asked (%s: None for the current one).
+RESOLVE = f"SELECT r.id, r.agencies, {CURRENT} FROM lottery_round r WHERE r.id = coalesce(%s, {CURRENT})"
 # A round's bets: recorded by its draw; counted from its chunks (an index range) while it is open.
 # (coalesce evaluates its second argument only when the first is null: a round drawn by version 1 has no bets.)
 ROUND_BETS = (
@@ -575,20 +577,29 @@ class PostgresStore(flow.RoundFlow):
     def _chunk_txn(
         self, round: int | None, tickets: list[ChunkTicket]
     ) -> tuple[list[tuple[ChunkTicket, pg_chunks.Answer]], list[ChunkTicket]]:
-        with self._connection() as conn, conn.transaction():
-            with conn.cursor() as cur:
-                round_id, agencies, current = self._resolve(cur, round, writing=True)
-            named = None if round is None else (round_id, lambda: current)
-            decided = pg_chunks.store_batch(conn, round_id, agencies, tickets, named)
-        return decided  # committed
+        def resolve(conn: psycopg.Connection[Any]) -> Callable[[], tuple[int, int, int]]:
+            cur = conn.execute(RESOLVE, (round,))
+            return lambda: self._resolved(cur, round, cur.fetchone(), writing=True)
+
+        with self._connection() as conn:
+            return pg_chunks.store_batch(conn, tickets, self._seen(round), resolve, named=round is not None)
+
+    def _seen(self, round: int | None) -> tuple[int, int] | None:
+        """``(round id, its agencies)`` as this process saw them last: the current round's, or the one named."""
+        if round is None:
+            return self._current if self._current[0] else None
+        agencies = self._agencies_of.get(round)
+        return None if agencies is None else (round, agencies)
 
     def _resolve(self, cur: psycopg.Cursor, round: int | None, *, writing: bool) -> tuple[int, int, int]:
         """``(round id, its agencies, the current round id)``. An id past the current round is
         RoundNotCurrent for a write (bets go to the current one) and RoundNotFound for a read."""
-        cur.execute(
-            f"SELECT r.id, r.agencies, {CURRENT} FROM lottery_round r WHERE r.id = coalesce(%s, {CURRENT})", (round,)
-        )
-        row = cur.fetchone()
+        return self._resolved(cur, round, cur.execute(RESOLVE, (round,)).fetchone(), writing=writing)
+
+    def _resolved(
+        self, cur: psycopg.Cursor, round: int | None, row: tuple[Any, ...] | None, *, writing: bool
+    ) -> tuple[int, int, int]:
+        """_resolve, from RESOLVE's row."""
         if row is None:
             cur.execute(f"SELECT {CURRENT}")
             current = one(cur)[0] or 1

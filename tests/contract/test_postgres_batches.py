@@ -260,3 +260,17 @@ def test_the_same_chunks_from_many_threads_of_two_hosts_are_stored_once(make, ur
     assert hosts[0].status().bets == sum(c.count for c in chunks)
     assert hosts[1].upload_state(1, "up1").committed == [(0, 30)]
     assert hosts[0].upload_state(3, "up3").committed == [(0, 18)]
+
+
+def test_a_batch_goes_to_the_round_another_host_opened_meanwhile(make, url):
+    """This process last saw round 1 (4 agencies); another host drew it and opened round 2 with 5:
+    the batch is locked and decided for round 2, in the same transaction."""
+    here, there = make(), make()
+    assert here.append_chunk(chunk(1, 2, "r1", key="k")).stored == 2
+    for agency in range(1, 5):
+        there.mark_done(agency)
+    assert there.open_round(agencies=5).round == 2
+    outcomes = batch(here, [chunk(5, 3, "new", key="n"), chunk(1, 2, "r1", key="k")])  # keys are per round
+    assert outcomes == [ChunkReceipt(5, 3), ChunkReceipt(1, 2)]
+    assert here.status().round_id == 2 and here.status().bets == 5
+    assert there.status(round=1).bets == 2
