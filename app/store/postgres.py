@@ -259,6 +259,12 @@ def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
     return row
 
 
+def one_more(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """What follows RESOLVE's three columns in a row that _resolved accepted (so not None)."""
+    assert row is not None
+    return row[3:]
+
+
 def _quiet(conn: psycopg.Connection[Any]) -> bool:
     """Nothing to read on an idle connection's socket (no message, no end of file): no round trip."""
     try:
@@ -628,9 +634,10 @@ class PostgresStore(flow.RoundFlow):
             round_id, count, _ = self._resolve(cur, round, writing=writing)
             # Waits for these agencies' chunks in flight; later chunks will see the done rows.
             # (Only the round's agencies: the flow refuses any other id.)
-            for agency in done_locks:
-                if 1 <= agency <= count:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
+            # In the order given, pipelined: one round trip for the batch's locks.
+            cur.executemany(
+                "SELECT pg_advisory_xact_lock(%s)", [(AGENCY_LOCK_BASE + a,) for a in done_locks if 1 <= a <= count]
+            )
             # The round's row, locked: one draw, and every done committed before it is seen.
             cur.execute(
                 "SELECT drawn, agencies, winning_number, random, done_count FROM lottery_round "
@@ -676,25 +683,25 @@ class PostgresStore(flow.RoundFlow):
 
     def published(self, round: int | None, agency: int) -> flow.Published:
         with self._connection() as conn, conn.cursor() as cur:
-            round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, done, mine = one(
-                cur.execute(
-                    "SELECT r.drawn, r.done_count, "
-                    "(SELECT w.documents FROM lottery_winners w WHERE w.round = r.id AND w.agency = %s) "
-                    "FROM lottery_round r WHERE r.id = %s",
-                    (agency, round_id),
-                )
-            )
+            row = cur.execute(
+                f"SELECT r.id, r.agencies, {CURRENT}, r.drawn, r.done_count, "
+                "(SELECT w.documents FROM lottery_winners w WHERE w.round = r.id AND w.agency = %s) "
+                f"FROM lottery_round r WHERE r.id = coalesce(%s, {CURRENT})",  # RESOLVE's row, and the rest
+                (agency, round),
+            ).fetchone()
+            round_id, agencies, _ = self._resolved(cur, round, row and row[:3], writing=False)
+            drawn, done, mine = one_more(row)
         return flow.Published(round_id, agencies, list(mine or []) if drawn else None, lambda: int(done))
 
     def read_status(self, round: int | None) -> RoundStatus:
         with self._connection() as conn, conn.cursor() as cur:
-            round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, changes, bets = one(
-                cur.execute(
-                    f"SELECT r.drawn, r.done_changes, {ROUND_BETS} FROM lottery_round r WHERE r.id = %s", (round_id,)
-                )
-            )
+            row = cur.execute(
+                f"SELECT r.id, r.agencies, {CURRENT}, r.drawn, r.done_changes, {ROUND_BETS} "
+                f"FROM lottery_round r WHERE r.id = coalesce(%s, {CURRENT})",  # RESOLVE's row, and the rest
+                (round,),
+            ).fetchone()
+            round_id, agencies, _ = self._resolved(cur, round, row and row[:3], writing=False)
+            drawn, changes, bets = one_more(row)
             done = self._done_list(cur, round_id, changes)
         return RoundStatus(agencies, done, drawn, int(bets), round_id)
 
