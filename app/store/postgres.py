@@ -7,7 +7,8 @@ does there, transactions and locks in the database do here (README "PostgreSQL b
                     SHA-256 fingerprint of the stored CSV bytes, count, upload range.
 ``lottery_bets``    the bets, one row each, tagged with their chunk: stored order is
                     ``(chunk_id, id)``. A chunk's row and its bets go in **one transaction**
-                    (the bets by COPY), so a chunk is stored all or nothing, with its key.
+                    (the bets by COPY), so a chunk is stored all or nothing, with its key;
+                    the chunks a worker has queued at once share it (app/store/pg_chunks.py).
 ``lottery_done``    the agencies that said done (primary key: an idempotent insert).
 ``lottery_round``   a row per round: its agencies and winning number (recorded when it
                     starts: a restart with other settings keeps them), ``drawn``, and counts
@@ -21,7 +22,7 @@ does there, transactions and locks in the database do here (README "PostgreSQL b
 Locks (all released at commit or rollback, so a dead host never leaves one behind):
 
 - ``pg_advisory_xact_lock(agency, hash(upload_id))``: chunks of one upload are checked
-  against its stored ranges and inserted one at a time, so no line of an upload is stored
+  against its stored ranges and inserted one batch at a time, so no line of an upload is stored
   twice, whatever the chunk boundaries. Different uploads and agencies do not wait.
 - ``pg_advisory_xact_lock_shared(agency key)`` for every chunk and the exclusive form for
   that agency's ``done``: done waits for the agency's chunks in flight, and a chunk that
@@ -125,7 +126,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS lottery_chunks_ranges ON lottery_chunks (agency, upload_id, upload_start)",
     "ALTER SEQUENCE lottery_chunk_ids OWNED BY lottery_chunks.id",
     # chunk_id defaults to the chunk row inserted just before in the same session and
-    # transaction, so the COPY of the chunk's CSV bytes needs no extra column. id keeps the
+    # transaction (a batch of chunks names each line's chunk_id instead: pg_chunks.py). id keeps the
     # order of the rows inside a chunk; the table has no index, to keep inserts cheap.
     """CREATE TABLE IF NOT EXISTS lottery_bets (
         chunk_id bigint NOT NULL DEFAULT currval('lottery_chunk_ids'),
