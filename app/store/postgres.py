@@ -670,6 +670,7 @@ class PostgresStore(flow.RoundFlow):
         agencies = tuple(sorted({ticket.item for ticket in tickets}))  # locked in order: batches never deadlock
         try:
             with self.locked_round(round, writing=True, done_locks=agencies) as txn:
+                txn.insert_dones(agencies)
                 for ticket in tickets:
                     try:
                         decided.append((ticket, flow.record_done(txn, ticket.item)))
@@ -858,6 +859,7 @@ class _PostgresTxn:
         # ``done``: the round row's done_count, read with the row locked, so every done committed
         # before is counted, and none can commit until this transaction ends.
         self.cur, self.round_id, self.params, self._drawn, self._done = cur, round_id, params, drawn, done
+        self._inserted: set[int] = set()  # done rows insert_dones wrote, not yet taken by add_done
 
     def drawn(self) -> bool:
         return self._drawn
@@ -865,13 +867,27 @@ class _PostgresTxn:
     def done_count(self) -> int:
         return self._done
 
+    def insert_dones(self, agencies: tuple[int, ...]) -> None:
+        """A batch's done rows in one statement, before the flow takes each (add_done tells which
+        were new). Only the round's agencies: the flow refuses any other id."""
+        rows = self.cur.execute(
+            "INSERT INTO lottery_done (round, agency) SELECT %s, a FROM unnest(%s::int[]) a "
+            "ON CONFLICT DO NOTHING RETURNING agency",
+            (self.round_id, [a for a in agencies if 1 <= a <= self.params.agencies]),
+        ).fetchall()
+        self._inserted = {row[0] for row in rows}
+
     def add_done(self, agency: int) -> bool:
         # The agency's done lock is held (PostgresStore.mark_done took it before the round's row).
-        self.cur.execute(
-            "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING", (self.round_id, agency)
-        )
-        if self.cur.rowcount != 1:
-            return False
+        if agency in self._inserted:
+            self._inserted.discard(agency)  # the same agency twice in a batch: recorded by the first
+        else:
+            self.cur.execute(
+                "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (self.round_id, agency),
+            )
+            if self.cur.rowcount != 1:
+                return False
         self._done += 1  # as the trigger lottery_done_count did on the round's row
         return True
 

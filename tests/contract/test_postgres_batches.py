@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from app.store import AgencyClosed, Chunk, ChunkReceipt, IdempotencyMismatch, RangeConflict
+from app.store import AgencyClosed, Chunk, ChunkReceipt, DoneReceipt, IdempotencyMismatch, RangeConflict
 from app.store.postgres import PostgresStore
 from tests.helpers import WIN, chunk
 from tests.postgres_db import fresh_database, reset_database
@@ -274,3 +274,35 @@ def test_a_batch_goes_to_the_round_another_host_opened_meanwhile(make, url):
     assert outcomes == [ChunkReceipt(5, 3), ChunkReceipt(1, 2)]
     assert here.status().round_id == 2 and here.status().bets == 5
     assert there.status(round=1).bets == 2
+
+
+def test_the_dones_of_a_batch_are_inserted_together_and_the_last_one_draws(make, url):
+    store = make()
+    assert store.append_chunk(chunk(1, 5, "w", key="w", winners={0, 3})).stored == 5
+    store.mark_done(1)
+    agencies = [2, 2, 9, 1, 3, 4]  # twice, outside the round, already done, and the last two
+    outcomes: list[object] = [None] * len(agencies)
+
+    def run(i: int) -> None:
+        try:
+            outcomes[i] = store.mark_done(agencies[i])
+        except Exception as error:  # noqa: BLE001 - the outcome under test
+            outcomes[i] = error
+
+    threads = []
+    with store._done_lock:  # the dones' turn: they queue up, then go as one batch
+        for i in range(len(agencies)):
+            threads.append(threading.Thread(target=run, args=(i,)))
+            threads[-1].start()
+            until(lambda: len(store._done_queues.get(None, ())) == i + 1, f"done {i} queued")  # noqa: B023
+    for thread in threads:
+        thread.join(30)
+    assert outcomes[:2] == [DoneReceipt(2, 2, 4, False), DoneReceipt(2, 2, 4, False)]
+    assert isinstance(outcomes[2], AgencyClosed)
+    assert outcomes[3:] == [DoneReceipt(1, 2, 4, False), DoneReceipt(3, 3, 4, False), DoneReceipt(4, 4, 4, True)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT agency, xmin::text FROM lottery_done ORDER BY agency").fetchall()
+    assert [agency for agency, _ in rows] == [1, 2, 3, 4]
+    assert len({xmin for agency, xmin in rows if agency != 1}) == 1  # 2, 3 and 4: one transaction
+    assert store.status().done == [1, 2, 3, 4] and store.status().drawn
+    assert store.winners(1) == [chunk(1, 5, "w", winners={0, 3}).rows[i][3] for i in (0, 3)]
