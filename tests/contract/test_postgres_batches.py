@@ -306,3 +306,38 @@ def test_the_dones_of_a_batch_are_inserted_together_and_the_last_one_draws(make,
     assert len({xmin for agency, xmin in rows if agency != 1}) == 1  # 2, 3 and 4: one transaction
     assert store.status().done == [1, 2, 3, 4] and store.status().drawn
     assert store.winners(1) == [chunk(1, 5, "w", winners={0, 3}).rows[i][3] for i in (0, 3)]
+
+
+def test_a_done_waits_for_its_agencys_batch_in_flight(make, url):
+    """A batch holds its agencies' shared locks until it commits: a done of one of them (on
+    another host) waits for it, and the chunk is stored, not refused as after a done."""
+    here, there = make(), make()
+    here.status()  # the round exists
+    mine = chunk(1, 4, "m", key="K")
+
+    def waiting(event: str) -> bool:
+        with psycopg.connect(url, autocommit=True) as watch:
+            row = watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND wait_event = %s",
+                (event,),
+            ).fetchone()
+        return row is not None and row[0] == 1
+
+    with psycopg.connect(url) as host:  # another host's transaction with the same key, not committed
+        host.execute(
+            "INSERT INTO lottery_chunks (round, agency, idempotency_key, fingerprint, count) VALUES (1, 1, 'K', 'f', 1)"
+        )
+        threads, outcomes = send_as_one_batch(here, [mine])
+        until(lambda: waiting("transactionid"), "the batch waits on the other host's key, its locks held")
+        done: list[object] = []
+        closing = threading.Thread(target=lambda: done.append(there.mark_done(1)))
+        closing.start()
+        until(lambda: waiting("advisory"), "the done waits on the agency's lock")
+        assert outcomes == [None] and done == []  # neither answered while the batch is in flight
+        host.rollback()  # the other host gives up its key: the batch goes on and commits
+    for thread in [*threads, closing]:
+        thread.join(30)
+    assert outcomes == [ChunkReceipt(1, 4)]
+    assert done == [DoneReceipt(1, 1, 4, False)]
+    assert there.status().bets == 4 and there.status().done == [1]
