@@ -48,7 +48,7 @@ def preflight() -> Settings:
 def check_log(settings: Settings) -> None:
     """The files backend's transparency log: its key (made at its default place on the first
     start), then the log against its checkpoints and the current round (app/store/log_check.py)."""
-    from app.store.log_check import LogMismatch, check_files_log
+    from app.store.log_check import LedgerUnreadable, LogMismatch, check_files_log
     from app.store.txlog import LogKeyError, load_signer
 
     try:
@@ -61,6 +61,10 @@ def check_log(settings: Settings) -> None:
     except LogMismatch as error:
         print(f"lottery: refusing to start: the transparency log does not match: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except LedgerUnreadable as error:
+        # A corrupt file is the store's to report (503 naming it, the server up): not checked, not repaired.
+        print(f"lottery: transparency log not checked: {error}; that round answers 503 until repaired", file=sys.stderr)
+        return
     except OSError as error:
         print(f"lottery: refusing to start: cannot read the transparency log: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -8,7 +8,7 @@ Sections:
   rounds   whole rounds, our uploader + server vs the raw-TCP reference (reference/rawtcp),
            alternated run by run, median of --runs: the course dataset and 1M synthetic bets
   scale    1M bets from 50 concurrent agencies against 1, 2 and 4 workers (uploader-sized chunks)
-  agencies a round of 10, 500, 1,000 and 10,000 agencies x 60 bets, files and PostgreSQL, 4 workers:
+  agencies a round of 10, 500, 1,000 and 10,000 agencies x 60 bets, files and PostgreSQL, 4 workers, 200 connections:
            the round's time, each phase's rate and p99 (upload, done, winners), /status and the operator's
            state p99 during the round, done and winners against 500 agencies (issue 21)
   formats  JSON vs CSV bodies at chunk sizes 100 .. 10,000

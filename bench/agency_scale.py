@@ -15,7 +15,7 @@ wire) before the clock starts, and one asyncio process speaks plain HTTP/1.1 ove
 (no HTTP library per request). Its own CPU is measured per phase; ``client_busy`` near 1.0
 means the client, not the server, set the pace (the result says ``client_saturated``).
 
-    python -m bench.agency_scale [--backend files|pg] [--agencies 10,1000,10000] [--bets 60]
+    python -m bench.agency_scale [--backend files|pg] [--agencies 10,1000,10000] [--bets 60] [--connections 200]
 """
 
 from __future__ import annotations
@@ -201,7 +201,14 @@ def run_one(backend: str, agencies: int, bets: int, *, workers: int = 4, connect
         serving(backend, Path(tmp), agencies, workers) as server,
     ):
         result = drive(server.url, agencies, bets, connections, server.worker_pids())
-    return {"backend": backend, "agencies": agencies, "bets_per_agency": bets, "workers": workers, **result}
+    return {
+        "backend": backend,
+        "agencies": agencies,
+        "bets_per_agency": bets,
+        "workers": workers,
+        "connections": connections,
+        **result,
+    }
 
 
 def describe(row: dict) -> str:
@@ -232,6 +239,7 @@ def run(
     backends: tuple[str, ...] = ("files", "pg"),
     sizes: tuple[int, ...] = (10, BASELINE, 1000, 10_000),
     bets: int = 60,
+    connections: int = CONNECTIONS,
 ) -> list[dict]:
     rows = []
     for backend in backends:
@@ -239,7 +247,7 @@ def run(
             print("  pg skipped: PostgreSQL not reachable (run .ci/postgres.sh)")
             continue
         for agencies in sizes:
-            rows.append(run_one(backend, agencies, bets))
+            rows.append(run_one(backend, agencies, bets, connections=connections))
             print(describe(rows[-1]), flush=True)
     rate_against_baseline(rows)
     for row in rows:
@@ -269,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="files,pg")
     parser.add_argument("--agencies", default=f"10,{BASELINE},1000,10000")
     parser.add_argument("--bets", type=int, default=60)
+    parser.add_argument("--connections", type=int, default=CONNECTIONS, help="keep-alive connections of the client")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
     args = parser.parse_args(argv)
-    rows = run(tuple(args.backend.split(",")), tuple(int(n) for n in args.agencies.split(",")), args.bets)
+    sizes = tuple(int(n) for n in args.agencies.split(","))
+    rows = run(tuple(args.backend.split(",")), sizes, args.bets, args.connections)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

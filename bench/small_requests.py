@@ -1,6 +1,6 @@
 """A ticket sold is a request: one-bet POSTs, against the framework's own floor (issue 22).
 
-    python -m bench.small_requests [--seconds 10] [--connections 64] [--workers 2]
+    python -m bench.small_requests [--seconds 10] [--connections 64] [--workers 2] [--servers bare,postgres]
 
 ``wrk`` (Debian's package) sends POST ``/agencies/{a}/bets`` with one CSV bet each, its own
 ``Idempotency-Key`` per request, across 1,000 agencies, over keep-alive connections; the
@@ -129,7 +129,11 @@ def stored_bets(url: str) -> int:
     return int(httpx.get(url + "/status", timeout=30).json()["bets"])
 
 
-def run(seconds: float = 10, connections: int = 64, workers: int = 2) -> dict:
+SERVERS = ("bare", "files", "postgres")
+
+
+def run(seconds: float = 10, connections: int = 64, workers: int = 2, servers: tuple[str, ...] = SERVERS) -> dict:
+    """``servers``: which of SERVERS to measure; the bare endpoint always is (the ratios' base)."""
     if shutil.which("wrk") is None:  # the rest of make bench still runs
         print("  skipped: wrk is missing (Debian: apt-get install wrk)")
         return {"skipped": "wrk is missing"}
@@ -137,14 +141,18 @@ def run(seconds: float = 10, connections: int = 64, workers: int = 2) -> dict:
     with bare_server(workers) as url:
         results["bare"] = wrk(url, seconds, connections)
     with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp:
-        with Server(Path(tmp) / "data", workers=workers, agencies=AGENCIES) as server:
-            found = wrk(server.url, seconds, connections)
-            found["stored"] = stored_bets(server.url)
-            results["files"] = found
-        with round_database(bench_database_url()) as db:
-            with Server(
-                Path(tmp) / "pg", workers=workers, agencies=AGENCIES, env={"LOTTERY_DATABASE_URL": db}
-            ) as server:
+        if "files" in servers:
+            with Server(Path(tmp) / "data", workers=workers, agencies=AGENCIES) as server:
+                found = wrk(server.url, seconds, connections)
+                found["stored"] = stored_bets(server.url)
+                results["files"] = found
+        if "postgres" in servers:
+            with (
+                round_database(bench_database_url()) as db,
+                Server(
+                    Path(tmp) / "pg", workers=workers, agencies=AGENCIES, env={"LOTTERY_DATABASE_URL": db}
+                ) as server,
+            ):
                 found = wrk(server.url, seconds, connections)
                 found["stored"] = stored_bets(server.url)
                 results["postgres"] = found
@@ -152,7 +160,7 @@ def run(seconds: float = 10, connections: int = 64, workers: int = 2) -> dict:
     print(
         f"  one-bet POSTs, {connections} connections, {workers} workers, {seconds:g} s each (wrk, pre-built requests)"
     )
-    for name in ("bare", "files", "postgres"):
+    for name in (name for name in SERVERS if name in results):
         r = results[name]
         r["ratio"] = r["rps"] / bare
         # wrk stops counting at its deadline: requests still in flight then are stored, not counted
@@ -170,8 +178,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--servers", default=",".join(SERVERS), help="which servers (the bare endpoint always runs)")
     args = parser.parse_args(argv)
-    return run(args.seconds, args.connections, args.workers)
+    unknown = set(args.servers.split(",")) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))} (choose from {', '.join(SERVERS)})")
+    return run(args.seconds, args.connections, args.workers, tuple(args.servers.split(",")))
 
 
 if __name__ == "__main__":

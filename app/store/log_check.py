@@ -33,6 +33,11 @@ class LogMismatch(Exception):
     """The log on disk is not what was signed or committed: the server must not start."""
 
 
+class LedgerUnreadable(Exception):
+    """The current round's ledger has a line that is no record: what it commits cannot be told, so
+    nothing is checked or repaired; the store answers 503 naming the line until it is repaired."""
+
+
 def check_files_log(data_dir: Path, signer: note.Signer, origin: str) -> int:
     """Check the log and the current round against it, then recover; the log's size.
     LogMismatch naming what differs."""
@@ -123,7 +128,9 @@ def _check_chunks(where: Path, round_id: int, opened: int | None, on_disk: list[
             try:
                 record = files.ledger_record(line, start)
             except ValueError as error:
-                raise LogMismatch(f"{where / files.LEDGER}: line {number} is not a ledger record ({error})") from None
+                raise LedgerUnreadable(
+                    f"{where / files.LEDGER}: line {number} is not a ledger record ({error})"
+                ) from None
             rows = bets.read(record["end"] - start)
             if len(rows) != record["end"] - start:
                 raise LogMismatch(f"{where / files.BETS} is shorter than its ledger says: bets were removed")

@@ -7,7 +7,8 @@ does there, transactions and locks in the database do here (README "PostgreSQL b
                     SHA-256 fingerprint of the stored CSV bytes, count, upload range.
 ``lottery_bets``    the bets, one row each, tagged with their chunk: stored order is
                     ``(chunk_id, id)``. A chunk's row and its bets go in **one transaction**
-                    (the bets by COPY), so a chunk is stored all or nothing, with its key.
+                    (the bets by COPY), so a chunk is stored all or nothing, with its key;
+                    the chunks a worker has queued at once share it (app/store/pg_chunks.py).
 ``lottery_done``    the agencies that said done (primary key: an idempotent insert).
 ``lottery_round``   a row per round: its agencies and winning number (recorded when it
                     starts: a restart with other settings keeps them), ``drawn``, and counts
@@ -21,7 +22,7 @@ does there, transactions and locks in the database do here (README "PostgreSQL b
 Locks (all released at commit or rollback, so a dead host never leaves one behind):
 
 - ``pg_advisory_xact_lock(agency, hash(upload_id))``: chunks of one upload are checked
-  against its stored ranges and inserted one at a time, so no line of an upload is stored
+  against its stored ranges and inserted one batch at a time, so no line of an upload is stored
   twice, whatever the chunk boundaries. Different uploads and agencies do not wait.
 - ``pg_advisory_xact_lock_shared(agency key)`` for every chunk and the exclusive form for
   that agency's ``done``: done waits for the agency's chunks in flight, and a chunk that
@@ -37,10 +38,10 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -50,7 +51,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app import rounds as rules
-from app.store import flow
+from app.store import flow, pg_chunks
 from app.store.base import (
     Chunk,
     ChunkReceipt,
@@ -66,11 +67,9 @@ from app.store.base import (
     StoreError,
     UploadState,
     UploadSummary,
-    merge_ranges,
-    replay_by_key,
-    replay_by_range,
 )
 from app.store.batch import Ticket, group_commit, turn
+from app.store.pg_chunks import AGENCY_LOCK_BASE, BET_COLUMNS, ChunkTicket
 from app.store.pg_watchdog import CHECK_DEADLINE, KEEPALIVES, STATEMENT_MARGIN, Watchdog
 from app.store.stats import AgencyStats, RoundStats
 
@@ -82,7 +81,6 @@ SCHEMA_VERSION = 4
 # Advisory lock keys. The one-bigint form and the two-int form never collide (PostgreSQL
 # keeps them apart), so agency keys live in the bigint space and upload keys in the pair space.
 SCHEMA_LOCK = 0x4C4F5454_00000001  # "LOTT" | 1: schema creation and migration
-AGENCY_LOCK_BASE = 0x4C4F5454_10000000  # + agency id: chunks (shared) vs done (exclusive)
 ROUNDS_LOCK = 0x4C4F5454_00000002  # opening a round: one at a time, and the next one sees it
 POOL_MIN, POOL_MAX = 1, 8
 HEALTH_TIMEOUT = 5.0
@@ -91,8 +89,12 @@ DOWN_TIMEOUT = 1.0  # how long a request waits for a connection while the databa
 # is what moving on to the next host costs (app/store/pg_watchdog.py).
 CONNECT_TIMEOUT = 3
 UNIQUE_RETRIES = 5
-
-BET_COLUMNS = "agency, first_name, last_name, document, birthdate, number"
+# A pooled connection that answered this recently, and whose socket has nothing to read (a
+# server that ended the session, or a restart, sends its FATAL and closes: readable), is handed
+# out without its ping: an empty query, a round trip per request. (HikariCP's aliveBypassWindowMs,
+# with its default.) A host that hangs within the window is found by the request itself: its
+# watchdog deadline and a 503, as for a request in flight when it froze.
+PING_AFTER = 0.5
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS lottery_schema (
@@ -124,7 +126,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS lottery_chunks_ranges ON lottery_chunks (agency, upload_id, upload_start)",
     "ALTER SEQUENCE lottery_chunk_ids OWNED BY lottery_chunks.id",
     # chunk_id defaults to the chunk row inserted just before in the same session and
-    # transaction, so the COPY of the chunk's CSV bytes needs no extra column. id keeps the
+    # transaction (a batch of chunks names each line's chunk_id instead: pg_chunks.py). id keeps the
     # order of the rows inside a chunk; the table has no index, to keep inserts cheap.
     """CREATE TABLE IF NOT EXISTS lottery_bets (
         chunk_id bigint NOT NULL DEFAULT currval('lottery_chunk_ids'),
@@ -229,13 +231,9 @@ MIGRATIONS = {
     4: SCHEMA_V4,
 }  # version -> the steps that reach it from the one before
 
-# The one stored span of an upload that can decide a chunk ending at %s (see PostgresStore._replay).
-NEIGHBOUR_SPAN = (
-    "SELECT upload_start, upload_end, fingerprint FROM lottery_chunks "
-    "WHERE round = %s AND agency = %s AND upload_id = %s AND upload_start < %s ORDER BY upload_start DESC LIMIT 1"
-)
-
 CURRENT = "(SELECT max(id) FROM lottery_round)"
+# (round id, its agencies, the current round id) of the round asked (%s: None for the current one).
+RESOLVE = f"SELECT r.id, r.agencies, {CURRENT} FROM lottery_round r WHERE r.id = coalesce(%s, {CURRENT})"
 # A round's bets: recorded by its draw; counted from its chunks (an index range) while it is open.
 # (coalesce evaluates its second argument only when the first is null: a round drawn by version 1 has no bets.)
 ROUND_BETS = (
@@ -251,17 +249,29 @@ ROUND_INFO = (
 TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_winners", "lottery_round", "lottery_schema")
 
 
-def _upload_lock_key(upload_id: str) -> int:
-    """A signed 32-bit hash of the upload id (a collision only makes two uploads take turns)."""
-    return zlib.crc32(upload_id.encode()) - 2**31
-
-
 def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
     """The row of a query that always returns one (an aggregate, or a row known to exist)."""
     row: tuple[Any, ...] | None = cur.fetchone()
     if row is None:
         raise StorageUnavailable("the database returned no row where one always exists; retry shortly")
     return row
+
+
+def one_more(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """What follows RESOLVE's three columns in a row that _resolved accepted (so not None)."""
+    assert row is not None
+    return row[3:]
+
+
+def _quiet(conn: psycopg.Connection[Any]) -> bool:
+    """Nothing to read on an idle connection's socket (no message, no end of file): no round trip."""
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.OperationalError:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return not poller.poll(0)
 
 
 def _describe(error: psycopg.Error) -> str:
@@ -342,6 +352,10 @@ def _iso(when: datetime | None) -> str | None:
     return None if when is None else when.astimezone(UTC).isoformat(timespec="seconds")
 
 
+class PooledConnection(psycopg.Connection[Any]):
+    answered_at = 0.0  # time.monotonic() when its last use ended without an error (PING_AFTER)
+
+
 class PostgresStore(flow.RoundFlow):
     winners_poll_interval = 0.1  # a query per long-polling request: ten a second is plenty
 
@@ -362,6 +376,9 @@ class PostgresStore(flow.RoundFlow):
         # Dones of this process queued for the next group commit, per round asked (None: current).
         self._done_lock, self._done_guard = threading.Lock(), threading.Lock()
         self._done_queues: dict[int | None, list[DoneTicket]] = {}
+        # And chunks (app/store/pg_chunks.py), per round asked.
+        self._chunk_lock, self._chunk_guard = threading.Lock(), threading.Lock()
+        self._chunk_queues: dict[int | None, list[ChunkTicket]] = {}
         try:
             self._ensure_schema()
         except StorageUnavailable as error:
@@ -389,7 +406,7 @@ class PostgresStore(flow.RoundFlow):
         store = self
         generation = self._generation = self._generation + 1
 
-        class TrackedConnection(psycopg.Connection[Any]):
+        class TrackedConnection(PooledConnection):
             @classmethod
             def connect(cls, *args: Any, **kwargs: Any) -> TrackedConnection:
                 try:
@@ -426,6 +443,8 @@ class PostgresStore(flow.RoundFlow):
             return self._pool
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
+        if isinstance(conn, PooledConnection) and time.monotonic() - conn.answered_at < PING_AFTER and _quiet(conn):
+            return  # it just answered and nothing came since: the ping would only cost a round trip
         with self._watchdog.watch(conn, CHECK_DEADLINE):
             ConnectionPool.check_connection(conn)
 
@@ -480,6 +499,8 @@ class PostgresStore(flow.RoundFlow):
                 # Past the lock timeout and twice the margin, its host hangs: the watchdog cuts it.
                 with self._watchdog.watch(conn, (timeout or self.lock_timeout) + 2 * STATEMENT_MARGIN), conn:
                     yield conn  # a pooled connection is not closed on exit, only handed back below
+                if isinstance(conn, PooledConnection):
+                    conn.answered_at = time.monotonic()
             except pg_errors.ReadOnlySqlTransaction:
                 conn.close()  # its host was demoted (a failover): reconnect to the writable one
                 raise
@@ -516,23 +537,72 @@ class PostgresStore(flow.RoundFlow):
     # -- chunks --------------------------------------------------------------------------
 
     def append_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
+        """Group commit (app/store/pg_chunks.py): the chunks this process has queued for one round
+        are locked, decided one by one and stored in one transaction, so they share one commit
+        (one WAL flush) and a handful of round trips instead of each paying for its own."""
+        queue = self._chunk_queues.setdefault(round, [])
+        return group_commit(
+            ChunkTicket(chunk),
+            queue,
+            self._chunk_guard,
+            self._chunk_turn,
+            lambda tickets: self._commit_chunks(round, tickets),
+        )
+
+    def _chunk_turn(self, ticket: ChunkTicket, queue: list[ChunkTicket]) -> AbstractContextManager[None]:
+        return turn(self._chunk_lock, self._chunk_guard, self.lock_timeout, ticket, queue)
+
+    def _commit_chunks(self, round: int | None, tickets: list[ChunkTicket]) -> None:
+        """A transaction per pass: the chunks a pass leaves (their answer rests on a chunk it
+        stored) are decided by the next one, after that chunk is committed."""
+        pending = tickets
+        try:
+            while pending:
+                answers, pending = self._chunk_pass(round, pending)
+                for ticket, answer in answers:  # committed
+                    ticket.settle(answer)
+        except RoundError as error:  # the round they name is refused: the same answer for each
+            for ticket in pending:
+                ticket.settle(error)
+
+    def _chunk_pass(
+        self, round: int | None, tickets: list[ChunkTicket]
+    ) -> tuple[list[tuple[ChunkTicket, pg_chunks.Answer]], list[ChunkTicket]]:
         for _ in range(UNIQUE_RETRIES):
             try:
-                with self._connection() as conn:
-                    return self._append(conn, chunk, round)
+                return self._chunk_txn(round, tickets)
             except pg_errors.UniqueViolation:
-                # Another host committed the same key (or range) while this one inserted:
-                # start over, and the replay check answers from its record.
+                # Another host committed one of these keys (or ranges) while this batch inserted:
+                # the whole batch again, and the replay check answers that chunk from its record.
                 continue
-        raise StorageBusy("the chunk kept colliding with concurrent writes; retry shortly")
+        raise StorageBusy("the chunks kept colliding with concurrent writes; retry shortly")
+
+    def _chunk_txn(
+        self, round: int | None, tickets: list[ChunkTicket]
+    ) -> tuple[list[tuple[ChunkTicket, pg_chunks.Answer]], list[ChunkTicket]]:
+        def resolve(conn: psycopg.Connection[Any]) -> Callable[[], tuple[int, int, int]]:
+            cur = conn.execute(RESOLVE, (round,))
+            return lambda: self._resolved(cur, round, cur.fetchone(), writing=True)
+
+        with self._connection() as conn:
+            return pg_chunks.store_batch(conn, tickets, self._seen(round), resolve, named=round is not None)
+
+    def _seen(self, round: int | None) -> tuple[int, int] | None:
+        """``(round id, its agencies)`` as this process saw them last: the current round's, or the one named."""
+        if round is None:
+            return self._current if self._current[0] else None
+        agencies = self._agencies_of.get(round)
+        return None if agencies is None else (round, agencies)
 
     def _resolve(self, cur: psycopg.Cursor, round: int | None, *, writing: bool) -> tuple[int, int, int]:
         """``(round id, its agencies, the current round id)``. An id past the current round is
         RoundNotCurrent for a write (bets go to the current one) and RoundNotFound for a read."""
-        cur.execute(
-            f"SELECT r.id, r.agencies, {CURRENT} FROM lottery_round r WHERE r.id = coalesce(%s, {CURRENT})", (round,)
-        )
-        row = cur.fetchone()
+        return self._resolved(cur, round, cur.execute(RESOLVE, (round,)).fetchone(), writing=writing)
+
+    def _resolved(
+        self, cur: psycopg.Cursor, round: int | None, row: tuple[Any, ...] | None, *, writing: bool
+    ) -> tuple[int, int, int]:
+        """_resolve, from RESOLVE's row."""
         if row is None:
             cur.execute(f"SELECT {CURRENT}")
             current = one(cur)[0] or 1
@@ -549,81 +619,6 @@ class PostgresStore(flow.RoundFlow):
         elif self._current[0] != current:
             self._current = (current, self._current[1])
 
-    def _append(self, conn: psycopg.Connection, chunk: Chunk, round: int | None) -> ChunkReceipt:
-        with conn.transaction(), conn.cursor() as cur:
-            round_id, agencies, current = self._resolve(cur, round, writing=True)
-            if 1 <= chunk.agency <= agencies:  # the flow refuses any other id, before any lock
-                if chunk.upload is not None:
-                    cur.execute(
-                        "SELECT pg_advisory_xact_lock(%s, %s)", (chunk.agency, _upload_lock_key(chunk.upload.upload_id))
-                    )
-                cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (AGENCY_LOCK_BASE + chunk.agency,))
-
-            def closed() -> tuple[bool, bool]:
-                cur.execute(
-                    "SELECT (SELECT drawn FROM lottery_round WHERE id = %s), "
-                    "EXISTS (SELECT 1 FROM lottery_done WHERE round = %s AND agency = %s)",
-                    (round_id, round_id, chunk.agency),
-                )
-                drawn, done = one(cur)
-                return bool(drawn), bool(done)
-
-            named = None if round is None else (round_id, lambda: current)
-            replay = flow.decide_chunk(chunk, agencies, lambda: self._replay(cur, chunk, round_id), closed, named)
-            if replay is not None:
-                return replay
-            upload = chunk.upload
-            cur.execute(
-                "INSERT INTO lottery_chunks (round, agency, idempotency_key, fingerprint, count, upload_id, "
-                "upload_start, upload_end, body_digest) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    round_id,
-                    chunk.agency,
-                    chunk.idempotency_key,
-                    chunk.fingerprint,
-                    chunk.count,
-                    upload.upload_id if upload else None,
-                    upload.offset if upload else None,
-                    upload.offset + chunk.count if upload else None,
-                    chunk.digest if upload else None,
-                ),
-            )
-            # The payload is already the stored CSV format, which COPY's csv mode reads as is.
-            with cur.copy(f"COPY lottery_bets ({BET_COLUMNS}) FROM STDIN WITH (FORMAT csv)") as copy:
-                copy.write(chunk.payload)
-        return ChunkReceipt(chunk.agency, chunk.count)
-
-    def _replay(self, cur: psycopg.Cursor, chunk: Chunk, round_id: int) -> ChunkReceipt | None:
-        """Answer a retry from the chunks table; raise if it does not match what was stored."""
-        if chunk.idempotency_key is not None:
-            cur.execute(
-                "SELECT fingerprint, count FROM lottery_chunks "
-                "WHERE round = %s AND agency = %s AND idempotency_key = %s",
-                (round_id, chunk.agency, chunk.idempotency_key),
-            )
-            replay = replay_by_key(chunk, cur.fetchone())
-            if replay is not None:
-                return replay
-        if chunk.upload is not None:
-            end = chunk.upload.offset + chunk.count
-            # Stored ranges of an upload never overlap and are never empty, so the only one that
-            # can equal or overlap [start, end) is the last to start before end: one backward
-            # step of the lottery_chunks_ranges index, however many chunks the upload has.
-            cur.execute(NEIGHBOUR_SPAN, (round_id, chunk.agency, chunk.upload.upload_id, end))
-            upload_id = chunk.upload.upload_id
-            return replay_by_range(
-                chunk, cur.fetchall(), lambda: self._committed(cur, round_id, chunk.agency, upload_id)
-            )
-        return None
-
-    @staticmethod
-    def _committed(cur: psycopg.Cursor, round_id: int, agency: int, upload_id: str) -> list[tuple[int, int]]:
-        cur.execute(
-            "SELECT upload_start, upload_end FROM lottery_chunks WHERE round = %s AND agency = %s AND upload_id = %s",
-            (round_id, agency, upload_id),
-        )
-        return merge_ranges([(s, e) for s, e in cur.fetchall()])
-
     # -- the flow's primitives (app/store/flow.py) ---------------------------------------------
 
     @contextmanager
@@ -636,9 +631,10 @@ class PostgresStore(flow.RoundFlow):
             round_id, count, _ = self._resolve(cur, round, writing=writing)
             # Waits for these agencies' chunks in flight; later chunks will see the done rows.
             # (Only the round's agencies: the flow refuses any other id.)
-            for agency in done_locks:
-                if 1 <= agency <= count:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (AGENCY_LOCK_BASE + agency,))
+            # In the order given, pipelined: one round trip for the batch's locks.
+            cur.executemany(
+                "SELECT pg_advisory_xact_lock(%s)", [(AGENCY_LOCK_BASE + a,) for a in done_locks if 1 <= a <= count]
+            )
             # The round's row, locked: one draw, and every done committed before it is seen.
             cur.execute(
                 "SELECT drawn, agencies, winning_number, random, done_count FROM lottery_round "
@@ -670,6 +666,7 @@ class PostgresStore(flow.RoundFlow):
         agencies = tuple(sorted({ticket.item for ticket in tickets}))  # locked in order: batches never deadlock
         try:
             with self.locked_round(round, writing=True, done_locks=agencies) as txn:
+                txn.insert_dones(agencies)
                 for ticket in tickets:
                     try:
                         decided.append((ticket, flow.record_done(txn, ticket.item)))
@@ -684,25 +681,25 @@ class PostgresStore(flow.RoundFlow):
 
     def published(self, round: int | None, agency: int) -> flow.Published:
         with self._connection() as conn, conn.cursor() as cur:
-            round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, done, mine = one(
-                cur.execute(
-                    "SELECT r.drawn, r.done_count, "
-                    "(SELECT w.documents FROM lottery_winners w WHERE w.round = r.id AND w.agency = %s) "
-                    "FROM lottery_round r WHERE r.id = %s",
-                    (agency, round_id),
-                )
-            )
+            row = cur.execute(
+                f"SELECT r.id, r.agencies, {CURRENT}, r.drawn, r.done_count, "
+                "(SELECT w.documents FROM lottery_winners w WHERE w.round = r.id AND w.agency = %s) "
+                f"FROM lottery_round r WHERE r.id = coalesce(%s, {CURRENT})",  # RESOLVE's row, and the rest
+                (agency, round),
+            ).fetchone()
+            round_id, agencies, _ = self._resolved(cur, round, row and row[:3], writing=False)
+            drawn, done, mine = one_more(row)
         return flow.Published(round_id, agencies, list(mine or []) if drawn else None, lambda: int(done))
 
     def read_status(self, round: int | None) -> RoundStatus:
         with self._connection() as conn, conn.cursor() as cur:
-            round_id, agencies, _ = self._resolve(cur, round, writing=False)
-            drawn, done, bets = one(
-                cur.execute(
-                    f"SELECT r.drawn, r.done_count, {ROUND_BETS} FROM lottery_round r WHERE r.id = %s", (round_id,)
-                )
-            )
+            row = cur.execute(
+                f"SELECT r.id, r.agencies, {CURRENT}, r.drawn, r.done_count, {ROUND_BETS} "
+                f"FROM lottery_round r WHERE r.id = coalesce(%s, {CURRENT})",  # RESOLVE's row, and the rest
+                (round,),
+            ).fetchone()
+            round_id, agencies, _ = self._resolved(cur, round, row and row[:3], writing=False)
+            drawn, done, bets = one_more(row)
         return RoundStatus(agencies, int(done), drawn, int(bets), round_id)
 
     @staticmethod
@@ -848,6 +845,7 @@ class _PostgresTxn:
         # ``done``: the round row's done_count, read with the row locked, so every done committed
         # before is counted, and none can commit until this transaction ends.
         self.cur, self.round_id, self.params, self._drawn, self._done = cur, round_id, params, drawn, done
+        self._inserted: set[int] = set()  # done rows insert_dones wrote, not yet taken by add_done
 
     def drawn(self) -> bool:
         return self._drawn
@@ -855,13 +853,27 @@ class _PostgresTxn:
     def done_count(self) -> int:
         return self._done
 
+    def insert_dones(self, agencies: tuple[int, ...]) -> None:
+        """A batch's done rows in one statement, before the flow takes each (add_done tells which
+        were new). Only the round's agencies: the flow refuses any other id."""
+        rows = self.cur.execute(
+            "INSERT INTO lottery_done (round, agency) SELECT %s, a FROM unnest(%s::int[]) a "
+            "ON CONFLICT DO NOTHING RETURNING agency",
+            (self.round_id, [a for a in agencies if 1 <= a <= self.params.agencies]),
+        ).fetchall()
+        self._inserted = {row[0] for row in rows}
+
     def add_done(self, agency: int) -> bool:
         # The agency's done lock is held (PostgresStore.mark_done took it before the round's row).
-        self.cur.execute(
-            "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING", (self.round_id, agency)
-        )
-        if self.cur.rowcount != 1:
-            return False
+        if agency in self._inserted:
+            self._inserted.discard(agency)  # the same agency twice in a batch: recorded by the first
+        else:
+            self.cur.execute(
+                "INSERT INTO lottery_done (round, agency) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (self.round_id, agency),
+            )
+            if self.cur.rowcount != 1:
+                return False
         self._done += 1  # as the trigger lottery_done_count did on the round's row
         return True
 

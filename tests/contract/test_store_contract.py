@@ -557,13 +557,35 @@ def test_connections_the_database_dropped_are_replaced(pg):
     s = pg.make()
     s.append_chunk(chunk(1, 2))
     with psycopg.connect(pg.url, autocommit=True) as conn:  # e.g. a database restart or failover
-        killed = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        killed = conn.execute(  # each backend gone when this returns (its FATAL sent, its socket closed)
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()[0]
     assert killed >= 1
-    assert s.append_chunk(chunk(1, 2, "again")).replayed is False
+    assert s.append_chunk(chunk(1, 2, "again")).replayed is False  # at once: within the ping's bypass window
     assert s.status().bets == 4
+
+
+def test_a_connection_that_just_answered_is_handed_out_without_a_ping(pg, monkeypatch):
+    from psycopg_pool import ConnectionPool
+
+    from app.store import postgres
+
+    pings = []
+    check = ConnectionPool.check_connection
+    monkeypatch.setattr(
+        ConnectionPool, "check_connection", classmethod(lambda cls, conn: pings.append(conn) or check(conn))
+    )
+    monkeypatch.setattr(postgres, "PING_AFTER", 60.0)  # "a moment ago", whatever the machine's pace
+    s = pg.make()
+    for _ in range(2 * postgres.POOL_MAX):  # every pooled connection answers once (the pool hands them in turn)
+        s.status()
+    pings.clear()
+    s.status()
+    assert pings == []
+    monkeypatch.setattr(postgres, "PING_AFTER", 0.0)  # as if idle longer than the window
+    s.status()
+    assert len(pings) == 1
 
 
 def test_database_down_gives_storage_unavailable_at_once():
@@ -725,23 +747,29 @@ def test_a_drawn_version_1_round_keeps_the_number_it_was_drawn_with(pg):
 
 
 def test_a_chunk_of_a_long_upload_is_decided_by_one_index_step(pg):
-    """The query that decides a chunk reads one entry of the ranges index, not the upload's every range."""
+    """The queries that decide a batch of chunks read one index entry per chunk (its upload's
+    neighbouring range, its key), not the upload's every range nor the table."""
     import psycopg
 
-    from app.store.postgres import NEIGHBOUR_SPAN
+    from app.store.pg_chunks import NEIGHBOUR_SPANS, STORED_KEYS
 
     s = pg.make()
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO lottery_chunks (round, agency, fingerprint, count, upload_id, upload_start, upload_end) "
-            "SELECT 1, 1 + g % 2, 'f', 1, 'long', g / 2, g / 2 + 1 FROM generate_series(0, 39999) g"
+            "INSERT INTO lottery_chunks (round, agency, idempotency_key, fingerprint, count, upload_id, upload_start, "
+            "upload_end) SELECT 1, 1 + g % 2, 'k' || g, 'f', 1, 'long', g / 2, g / 2 + 1 "
+            "FROM generate_series(0, 39999) g"
         )
         conn.execute("ANALYZE lottery_chunks")
-        plan = "\n".join(
-            row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + NEIGHBOUR_SPAN, (1, 1, "long", 20_001))
-        )
-    assert "Index Scan Backward using lottery_chunks_ranges" in plan, plan
-    assert re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=1 loops=1", plan), plan
+
+        def plan(query: str, params: tuple) -> str:
+            return "\n".join(row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query, params))
+
+        spans = plan(NEIGHBOUR_SPANS, ([0, 1], [1, 2], ["long", "long"], [20_001, 7], 1))
+        keys = plan(STORED_KEYS, ([0, 1], [1, 2], ["k2", "k5"], 1))
+    # One backward step of the ranges index per chunk (two chunks: two loops of one row).
+    assert re.search(r"Index Scan Backward using lottery_chunks_ranges .*rows=1 loops=2\)", spans), spans
+    assert re.search(r"Index Scan using lottery_chunks_key .*rows=1 loops=2\)", keys), keys
     assert s.append_chunk(chunk(1, 2, upload=("long", 20_000), start=20_000)).stored == 2
     with pytest.raises(RangeConflict):
         s.append_chunk(chunk(1, 2, upload=("long", 19_999), start=19_999))

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+from base64 import b64decode
 from pathlib import Path
 
 import httpx
@@ -225,10 +226,12 @@ def test_the_readme_runs_as_written(checkout: Path):
     assert {row[0] for row in rows} == {"1"}
     assert ["1", "Ana", "Gómez", "01234567", "1990-01-01", "1234"] in rows
     assert set(rounds) == {1, 2}
-    assert rounds[2] | {"opened_at": None} == {
+    assert rounds[2] | {"opened_at": None, "seed_commitment": None} == {
         "round": 2, "state": "open", "agencies": 3, "winning_number": None, "random": True,
         "done_count": 0, "bets": 0, "winners": None, "opened_at": None, "drawn_at": None,
+        "log": {"opened": rounds[1]["log"]["closed"] + 1, "closed": None}, "seed_commitment": None, "draw": None,
     }  # fmt: skip
+    assert len(b64decode(rounds[2]["seed_commitment"])) == 32  # committed at the opening
     assert rounds[1]["state"] == "drawn" and rounds[1]["bets"] == expected_bets
     assert missing.returncode == 0 and missing.stderr == "", missing.stderr
     assert '"status":422' in missing.stdout and '"detail":"the chunk has no bets"' in missing.stdout

@@ -13,6 +13,7 @@ bets.csv must parse end to end, and the draw must have happened once with the ri
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from app.domain import WINNING_NUMBER
 from client.generate import generate
 from devtools.server import Server
 from tests.faults.support import (
@@ -35,7 +37,8 @@ from tests.faults.support import (
     winners_of,
 )
 from tests.figures import lost_and_duplicated, record
-from tests.helpers import expected_rows, round_file, stored_rows
+from tests.helpers import expected_rows, exported_rows, round_file, stored_rows
+from tests.postgres_db import fresh_database
 from tests.support.waits import wait_for_bets
 
 # Long: `make test-long` runs it (CI runs both); `make faults` runs every fault test.
@@ -96,6 +99,58 @@ class Killer(threading.Thread):
             time.sleep(0.02)
 
 
+def _round_with_kills(
+    files: dict[int, Path],
+    data_dir: Path,
+    total: int,
+    marks: int,
+    uploads: tuple[str, ...],
+    env: dict[str, str] | None = None,
+):
+    """A round of the five agencies against 3 workers while the killer kills: the server, the
+    kills and the uploaders' results."""
+    server = Server(data_dir, workers=3, agencies=AGENCIES, env=env).start()
+    killer = Killer(server, random.Random(SEED), total=total, marks=marks)
+    try:
+        procs = run_uploaders(server.url, files, *uploads)
+        killer.start()
+        killer.join(400)
+        results = finish(procs, timeout=180)
+    finally:
+        server.stop()
+    assert killer.error is None, repr(killer.error)
+    assert not killer.is_alive()
+    return server, killer.kills, results
+
+
+def _check_round(
+    figure: str, server: Server, kills: list[int], marks: int, results, expected: Counter, stored: Counter
+):
+    """The figures recorded, then: every uploader done, nothing lost or twice, one draw, no 5xx."""
+    log = server.log()
+    lost, duplicated = lost_and_duplicated(expected, stored)
+    # The uploaders log every retry with its reason: a 5xx would show as "motivo: HTTP 5..".
+    errors_5xx = sum(err.count("motivo: HTTP 5") for _, err, _ in results.values())
+    retries = sum(err.count("action: reintento | result: in_progress | intento:") for _, err, _ in results.values())
+    record(
+        figure,
+        faults=len(kills),
+        errors_5xx=errors_5xx,
+        lost=lost,
+        duplicated=duplicated,
+        retries=retries,
+        torn_tails_repaired=log.count("action: reparacion"),
+    )
+    assert len(kills) == marks + 1, f"{len(kills)} kills"
+    for agency, (_, err, code) in results.items():
+        assert code == 0, f"uploader {agency} exited {code} after {len(kills)} kills:\n{err[-3000:]}"
+    assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated after {len(kills)} worker kills"
+    assert stored == expected
+    assert log.count(SORTEO) == 1, f"the draw was logged {log.count(SORTEO)} times"
+    assert errors_5xx == 0
+    assert log.count("was sent SIGKILL") == len(kills)  # gunicorn saw each kill and respawned the worker
+
+
 @pytest.mark.parametrize(
     ("figure", "bets", "marks", "uploads"),
     [
@@ -112,46 +167,37 @@ def test_sigkill_random_workers_while_five_agencies_upload(
 ) -> None:
     record(figure)  # the row shows, with the outcome, even if the test fails before measuring
     files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=bets, seed=11), 1))
-    server = Server(tmp_path / "data", workers=3, agencies=AGENCIES).start()
-    killer = Killer(server, random.Random(SEED), total=AGENCIES * bets, marks=marks)
-    try:
-        procs = run_uploaders(server.url, files, *uploads)
-        killer.start()
-        killer.join(400)
-        results = finish(procs, timeout=180)
-    finally:
-        server.stop()
-    log = server.log()
-
-    kills = len(killer.kills)
+    server, kills, results = _round_with_kills(files, tmp_path / "data", AGENCIES * bets, marks, uploads)
     expected, stored = expected_rows(files), stored_rows(server.data_dir)
-    lost, duplicated = lost_and_duplicated(expected, stored)
-    # The uploaders log every retry with its reason: a 5xx would show as "motivo: HTTP 5..".
-    errors_5xx = sum(err.count("motivo: HTTP 5") for _, err, _ in results.values())
-    retries = sum(err.count("action: reintento | result: in_progress | intento:") for _, err, _ in results.values())
-    record(
-        figure,
-        faults=kills,
-        errors_5xx=errors_5xx,
-        lost=lost,
-        duplicated=duplicated,
-        retries=retries,
-        torn_tails_repaired=log.count("action: reparacion"),
-    )
-    assert killer.error is None, repr(killer.error)
-    assert not killer.is_alive()
-    assert kills == marks + 1, f"{kills} kills"
-    for agency, (_, err, code) in results.items():
-        assert code == 0, f"uploader {agency} exited {code} after {kills} kills:\n{err[-3000:]}"
-    assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated after {kills} worker kills"
-    assert stored == expected
+    _check_round(figure, server, kills, marks, results, expected, stored)
     assert check_bets_file(round_file(server.data_dir, "bets.csv")) == AGENCIES * bets
-
-    assert log.count(SORTEO) == 1, f"the draw was logged {log.count(SORTEO)} times"
-    assert errors_5xx == 0
-    assert log.count("was sent SIGKILL") == kills  # gunicorn saw each kill and respawned the worker
     in_file, sent = winners_in_file_order(server.data_dir), winners_of(expected)
     for agency, (out, _, _) in results.items():
         winners = json.loads(out)["winners"]
         assert winners == in_file.get(agency, [])
+        assert Counter(winners) == sent.get(agency, Counter())
+
+
+def test_sigkill_random_workers_while_five_agencies_upload_on_postgres(tmp_path: Path) -> None:
+    """The same on PostgreSQL, where a worker's chunks are stored in batches (app/store/pg_chunks.py):
+    a worker killed mid-batch leaves nothing of it, and every uploader's retry is answered once."""
+    figure = FIGURE + " (PostgreSQL)"
+    record(figure)
+    files = dict(enumerate(generate(tmp_path / "in", agencies=AGENCIES, bets=BETS, seed=11), 1))
+    uploads = ("--batch-size", "250", "--concurrency", "1")
+    with fresh_database("lottery_kills") as url:
+        server, kills, results = _round_with_kills(
+            files, tmp_path / "data", AGENCIES * BETS, UPLOAD_KILLS, uploads, {"LOTTERY_DATABASE_URL": url}
+        )
+        export = tmp_path / "bets.csv"
+        expected, stored = expected_rows(files), exported_rows(url, export)
+    _check_round(figure, server, kills, UPLOAD_KILLS, results, expected, stored)
+    in_order: dict[int, list[str]] = {}  # each agency's winners in stored order, from the export
+    for agency, *_, document, _, number in csv.reader(export.open(newline="")):
+        if int(number) == WINNING_NUMBER:
+            in_order.setdefault(int(agency), []).append(document)
+    sent = winners_of(expected)
+    for agency, (out, _, _) in results.items():
+        winners = json.loads(out)["winners"]
+        assert winners == in_order.get(agency, [])
         assert Counter(winners) == sent.get(agency, Counter())
