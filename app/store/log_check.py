@@ -62,37 +62,24 @@ def _check(storage: FileLogStorage, data_dir: Path, signer: note.Signer, origin:
     # The leaves on disk: up to the first slot that holds none (a power cut's zeros, a partial slot).
     count = next((at for at, slot in enumerate(slots) if slot is None), len(slots))
     leaf_bytes: list[bytes] = [slot for slot in slots[:count] if slot is not None]
-    committed, round_id, named, rebuilt = _committed(data_dir, leaf_bytes)
-    if rebuilt:
-        storage.write_slots(rebuilt)
-        count = len(leaf_bytes)
-        log.warning("action: reparacion_log | result: success | hojas_reconstruidas: %d", len(rebuilt))
     tree = merkle.Tree()
     for leaf in leaf_bytes:
         tree.append(merkle.leaf_hash(leaf))
     verifier = signer.verifier()
-    signed_size, previous = 0, 0
-    for size in storage.checkpoint_sizes():
-        message = storage.checkpoint(size) or b""
-        try:
-            head = checkpoint.open_checkpoint(message, verifier, origin)
-        except (note.NoteError, checkpoint.CheckpointError) as error:
-            raise LogMismatch(
-                f"the log's checkpoint of size {size} does not verify with the log's key: {error}"
-            ) from None
-        if head.size != size:
-            raise LogMismatch(f"the checkpoint filed under size {size} signs size {head.size}")
-        if size > count:
-            raise LogMismatch(
-                f"the log's checkpoint of size {size} signs leaves the log no longer has: it holds {count} "
-                "(leaves were removed)"
-            )
-        if tree.root(size) != head.root:
-            raise LogMismatch(
-                f"the leaves on disk do not match the log's signed checkpoint of size {size}: "
-                f"a leaf among {previous} to {size - 1} was altered"
-            )
-        signed_size, previous = size, size
+    heads = [_opened(storage, size, verifier, origin) for size in storage.checkpoint_sizes()]
+    # What the leaves on disk can tell first (an altered leaf), then the round's chunks against
+    # their leaves (a lost one rebuilt), then the checkpoints past the leaves that were on disk.
+    on_disk = [head for head in heads if head.size <= count]
+    _match(on_disk, tree, count, 0)
+    committed, round_id, named, rebuilt = _committed(data_dir, leaf_bytes)
+    if rebuilt:
+        storage.write_slots(rebuilt)
+        for index in sorted(rebuilt):
+            tree.append(merkle.leaf_hash(rebuilt[index]))
+        log.warning("action: reparacion_log | result: success | hojas_reconstruidas: %d", len(rebuilt))
+    _match(heads[len(on_disk) :], tree, len(leaf_bytes), on_disk[-1].size if on_disk else 0)
+    count = len(leaf_bytes)
+    signed_size = heads[-1].size if heads else 0
     if committed > count:
         raise LogMismatch(
             f"round {round_id}'s files commit {committed} leaves but the log holds {count}: leaves were removed"
@@ -106,6 +93,32 @@ def _check(storage: FileLogStorage, data_dir: Path, signer: note.Signer, origin:
     if signed_again:
         log.warning("action: reparacion_log | result: success | checkpoints_firmados: %d", len(signed_again))
     return committed
+
+
+def _opened(storage: FileLogStorage, size: int, verifier: note.Verifier, origin: str) -> checkpoint.Checkpoint:
+    try:
+        head = checkpoint.open_checkpoint(storage.checkpoint(size) or b"", verifier, origin)
+    except (note.NoteError, checkpoint.CheckpointError) as error:
+        raise LogMismatch(f"the log's checkpoint of size {size} does not verify with the log's key: {error}") from None
+    if head.size != size:
+        raise LogMismatch(f"the checkpoint filed under size {size} signs size {head.size}")
+    return head
+
+
+def _match(heads: list[checkpoint.Checkpoint], tree: merkle.Tree, count: int, previous: int) -> None:
+    """Each checkpoint's root is the root of the first ``count`` leaves at its size."""
+    for head in heads:
+        if head.size > count:
+            raise LogMismatch(
+                f"the log's checkpoint of size {head.size} signs leaves the log no longer has: it holds {count} "
+                "(leaves were removed)"
+            )
+        if tree.root(head.size) != head.root:
+            raise LogMismatch(
+                f"the leaves on disk do not match the log's signed checkpoint of size {head.size}: "
+                f"a leaf among {previous} to {head.size - 1} was altered"
+            )
+        previous = head.size
 
 
 def _committed(data_dir: Path, on_disk: list[bytes]) -> tuple[int, int, list[int], dict[int, bytes]]:
