@@ -1,8 +1,10 @@
-"""A file the store only appends to, through one descriptor kept open by each process.
+"""A file the store only appends to, through a descriptor of its own process.
 
-A commit appends to bets.csv, the ledger and the log's leaves and checkpoints. Opening and
-closing each file per commit costs an open, an fstat, an lseek and a close per file (Python's
-``open``), a tenth of a one-bet commit's syscalls; the descriptor is kept instead:
+A commit appends to bets.csv, the ledger and the log's leaves and checkpoints: ``os.open``
+with ``O_APPEND``, ``os.write``, no lseek or fstat as Python's ``open`` adds. The store closes
+it at the end of each turn at the lock (``close``): a descriptor open for writing between
+turns keeps the volume from being remounted read-only (tests/faults/test_disk.py), and
+keeping it across turns saved only an open and a close per file. Within its life:
 
 - ``O_APPEND``: every write lands at the file's end as it is *now*, so a truncation by the
   store (a crashed writer's tail cut) needs no reopen;

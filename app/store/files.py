@@ -455,9 +455,10 @@ class RoundFiles:
             raise
         finally:
             self._file_lock.release(close=not self._keep_lock_open)
-            if not self._keep_lock_open:
-                self._bets_out.close()
-                self._ledger_out.close()
+            # No descriptor open for writing between turns: it would keep the volume from being
+            # remounted read-only (tests/faults/test_disk.py) while the server runs.
+            self._bets_out.close()
+            self._ledger_out.close()
 
     def _verify(self) -> None:
         """Under the lock: every file of the store read (the done files by _recover), so a corrupt

@@ -76,6 +76,10 @@ class FileLogStorage:
             yield
         finally:
             self._lock.release(close=False)
+            # Never left open for writing between turns: it would keep the volume from being
+            # remounted read-only while the server runs.
+            self._leaves_out.close()
+            self._checkpoints_out.close()
 
     def close(self) -> None:
         self._lock.close()

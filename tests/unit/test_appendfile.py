@@ -84,14 +84,13 @@ def test_the_store_follows_a_ledger_and_bets_replaced_by_hand(tmp_path: Path) ->
     store.close()
 
 
-def test_a_new_round_appends_to_its_own_files_and_the_past_round_lets_its_descriptors_go(tmp_path: Path) -> None:
+def test_a_new_round_appends_to_its_own_files(tmp_path: Path) -> None:
     store = FileStore(tmp_path, 1, 7574, lock_timeout=10)
     store.append_chunk(_chunk(1, "a"))
     first = store._round(1)
-    assert first._bets_out._fd is not None and first._ledger_out._fd is not None
     store.mark_done(1)  # the only agency: the round is drawn
     assert store.create_round(store.recorded(1)) == 2
-    assert first._bets_out._fd is None and first._ledger_out._fd is None
+    assert first._bets_out._fd is None and first._ledger_out._fd is None  # none left open for writing
     store.append_chunk(_chunk(1, "b"))
     for round_id, key in ((1, "k-a"), (2, "k-b")):
         ledger = (tmp_path / "rounds" / f"{round_id:04d}" / "ledger.jsonl").read_bytes().splitlines()
