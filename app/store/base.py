@@ -118,6 +118,7 @@ class ChunkReceipt:
     log_index: int | None = field(default=None, compare=False)  # the chunk's leaf
     salt: str | None = field(default=None, compare=False)  # its salt, base64
     log: LogReceipt | None = field(default=None, compare=False)  # filled in once the chunk is committed
+    leaf: bytes | None = field(default=None, compare=False, repr=False)  # its leaf, when the backend has it at hand
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ Files in the data dir (see README "Storage and synchronization"):
 
 ``bets.csv``      the bets, in the course's row format. Only ever appended to.
 ``ledger.jsonl``  one line per committed chunk: agency, count, idempotency key, fingerprint,
-                  upload range and ``end``, the size of bets.csv once the chunk was in.
+                  upload range and ``end``, the size of bets.csv once the chunk was in; with
+                  the log, its leaf ``i``, salt ``s``, an unkeyed chunk's leaf key ``ak``, and
+                  on a batch's last line ``c``, the log size its checkpoint signs.
                   **A chunk is committed when its ledger line is on disk**; bytes of bets.csv
                   past the last ``end`` belong to a write that crashed and are cut off.
 ``done.log``      the agencies that said done, one id a line, only ever appended to (fdatasync'd):
@@ -55,6 +57,7 @@ from app import rounds as rules
 from app.atomicfile import fsync_dir, write_atomically
 from app.settings import DEFAULT_LOG_ORIGIN, LOG_KEY
 from app.store import flow
+from app.store.appendfile import AppendFile
 from app.store.base import (
     Chunk,
     ChunkReceipt,
@@ -113,6 +116,13 @@ def _size(path: str) -> int | None:
     """The file's size; None when there is no such file."""
     try:
         return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
     except FileNotFoundError:
         return None
 
@@ -240,7 +250,7 @@ def done_line(line: bytes) -> int:
 
 
 _REQUIRED = (("a", int), ("n", int), ("h", str), ("end", int))
-_OPTIONAL = (("k", str), ("u", str), ("d", str), ("i", int), ("s", str))
+_OPTIONAL = (("k", str), ("u", str), ("d", str), ("i", int), ("s", str), ("ak", str), ("c", int))
 
 
 def ledger_record(line: bytes, end_before: int) -> dict[str, Any]:
@@ -261,6 +271,8 @@ def ledger_record(line: bytes, end_before: int) -> dict[str, Any]:
         raise ValueError("field 'o' (the upload offset) is missing or not a whole number")
     if (record.get("i") is None) != (record.get("s") is None):
         raise ValueError("fields 'i' (the leaf) and 's' (its salt) go together")
+    if record.get("c") is not None and record.get("i") != record["c"] - 1:
+        raise ValueError("field 'c' (the batch's signed size) is one past its last leaf 'i'")
     if record["n"] < 1 or record["end"] < end_before:
         raise ValueError(f"count {record['n']} or end {record['end']} is impossible after end {end_before}")
     return record
@@ -365,6 +377,8 @@ class RoundFiles:
         # The same paths as text, for the calls made on every commit (pathlib costs there).
         self._bets_file, self._ledger_file = os.fspath(self.bets_path), os.fspath(self.ledger_path)
         self._done_file = os.fspath(self.done_log_path)
+        # Appended to by every commit: one descriptor each, kept while the round is the current one.
+        self._bets_out, self._ledger_out = AppendFile(self._bets_file), AppendFile(self._ledger_file)
         # Threads of one worker queue on a plain lock, so at most one thread per process
         # polls the file lock; the file lock then orders the processes.
         self._thread_lock = threading.Lock()
@@ -401,9 +415,14 @@ class RoundFiles:
         self._keep_lock_open = False
         if self._thread_lock.acquire(blocking=False):
             try:
-                self._file_lock.close()
+                self._close_descriptors()
             finally:
                 self._thread_lock.release()
+
+    def _close_descriptors(self) -> None:
+        self._file_lock.close()
+        self._bets_out.close()
+        self._ledger_out.close()
 
     # -- locking and recovery ---------------------------------------------------------
 
@@ -439,6 +458,10 @@ class RoundFiles:
             raise
         finally:
             self._file_lock.release(close=not self._keep_lock_open)
+            # No descriptor open for writing between turns: it would keep the volume from being
+            # remounted read-only (tests/faults/test_disk.py) while the server runs.
+            self._bets_out.close()
+            self._ledger_out.close()
 
     def _verify(self) -> None:
         """Under the lock: every file of the store read (the done files by _recover), so a corrupt
@@ -454,17 +477,19 @@ class RoundFiles:
 
     def _recover(self) -> None:
         """Bring the cache up to date and cut off anything a crashed writer left uncommitted."""
-        ledger_size = _size(self._ledger_file)
-        if ledger_size is None:
-            if _size(self._bets_file):
+        ledger = _stat(self._ledger_file)
+        bets = _stat(self._bets_file)
+        self._ledger_out.follow(ledger)  # a file replaced or made anew: its descriptor reopened
+        self._bets_out.follow(bets)
+        if ledger is None:
+            if bets is not None and bets.st_size:
                 raise DataCorrupt(f"{self.bets_path} has bets but no {LEDGER}: refusing to guess what is committed")
             self._create_empty(self.ledger_path)
-            ledger_size = 0
-        self._read_ledger(ledger_size)
+        self._read_ledger(0 if ledger is None else ledger.st_size)
         if not self._round_known:
             self._read_round()
         self._read_done_log()
-        size = _size(self._bets_file) or 0
+        size = 0 if bets is None else bets.st_size
         if size > self._index.end:
             # A writer died between writing its bets and committing them: drop the tail.
             with open(self.bets_path, "r+b") as f:
@@ -478,18 +503,20 @@ class RoundFiles:
         if self.log is not None and self._keep_lock_open:  # the current round: the log's newest leaves are its
             committed = self.log_committed()
             if committed > self.log.size():  # a crash between a commit point and its checkpoint
-                self.log.sign(committed)
+                self.log.sign(committed)  # durable: it may be a round's opening or close
 
     def committed_leaves(self) -> int:
         """log_committed, read under the round's lock (a round about to be followed by the next)."""
         with self._locked():
             return self.log_committed()
 
-    def log_committed(self) -> int:
+    def log_committed(self, result: dict[str, Any] | None = None) -> int:
         """Under the lock: how many of the log's leaves are committed, as this round's files say
         (its opening, its chunks' ledger lines, its close): only the newest round appends, so the
-        log's last committed leaf is recorded here. Past it on disk: a crashed writer's leaves."""
-        result = self._read_winners()
+        log's last committed leaf is recorded here. Past it on disk: a crashed writer's leaves.
+        ``result``: winners.json as the caller just read it (else read here)."""
+        if result is None:
+            result = self._read_winners()
         draw = None if result is None else result.get("log")
         opened = self._opened[0]
         return max(
@@ -709,8 +736,9 @@ class RoundFiles:
         """Under both locks: decide each chunk, then write the accepted ones in one go."""
         index = self._index
         ledger_size, bets_size = index.offset, index.end
-        drawn = self._read_winners() is not None  # read, not only seen: a corrupt one is refused
-        log_start = self.log_committed() if self.log is not None else 0
+        result = self._read_winners()  # read, not only seen: a corrupt one is refused
+        drawn = result is not None
+        log_start = self.log_committed(result) if self.log is not None else 0
         logged: list[bytes] = []  # the accepted chunks' leaves, in order
         done = self._done.agencies
         accepted: list[tuple[ChunkTicket, dict[str, Any]]] = []
@@ -750,7 +778,10 @@ class RoundFiles:
             if chunk.upload is not None:
                 record["u"], record["o"], record["d"] = chunk.upload.upload_id, chunk.upload.offset, chunk.digest
             if self.log is not None:
-                record["i"], record["s"] = log_start + len(logged), self._chunk_leaf(chunk, logged)
+                record["i"] = log_start + len(logged)
+                record["s"], auto_key = self._chunk_leaf(chunk, logged)
+                if auto_key is not None:
+                    record["ak"] = auto_key  # so that a leaf a power cut lost can be rebuilt
             index.apply(record)  # provisional, so later chunks of this batch see it (same key twice)
             if key is not None:
                 batch_keys.add(key)
@@ -759,13 +790,18 @@ class RoundFiles:
             accepted.append((ticket, record))
         if not accepted:
             return
+        signed = log_start + len(logged)
+        if self.log is not None:
+            accepted[-1][1]["c"] = signed  # the batch's checkpoint: recovery signs it again if a crash lost it
         lines = b"".join(orjson.dumps(record) + b"\n" for _, record in accepted)
         try:
-            self._append(self._bets_file, b"".join(ticket.item.payload for ticket, _ in accepted))
+            self._bets_out.append(b"".join(ticket.item.payload for ticket, _ in accepted), sync=False)
             if self.log is not None:  # the leaves before the ledger line that commits them (and names them: "i")
-                self.log.append(logged, log_start)
+                # Not synced: a leaf a power cut loses is rebuilt from its ledger line and bets.
+                self.log.append(logged, log_start, durable=False)
+            self._bets_out.sync()  # the bets on disk before the line that commits them
             # The commit point: until these lines are on disk the bets above do not exist.
-            self._append(self._ledger_file, lines)
+            self._ledger_out.append(lines, sync=True)
         except BaseException:
             self._undo_tail(ledger_size, bets_size)
             if self.log is not None:
@@ -774,19 +810,26 @@ class RoundFiles:
             raise  # every ticket not settled yet, deferred ones included, gets the error
         index.offset += len(lines)
         if self.log is not None:
-            self.log.sign(log_start + len(logged))  # committed: one checkpoint for the batch
+            # One checkpoint for the batch, not synced: its size is in the ledger ("c"), and the
+            # start-up check signs it again, byte for byte, if a power cut lost it.
+            self.log.sign(signed, durable=False)
         for ticket, record in accepted:
-            ticket.settle(ChunkReceipt(ticket.item.agency, ticket.item.count, False, record.get("i"), record.get("s")))
+            at = record.get("i")
+            leaf = None if at is None else logged[at - log_start]
+            ticket.settle(ChunkReceipt(ticket.item.agency, ticket.item.count, False, at, record.get("s"), leaf=leaf))
         for ticket, outcome in deferred:
             ticket.settle(outcome)
 
-    def _chunk_leaf(self, chunk: Chunk, logged: list[bytes]) -> str:
-        """The chunk's leaf added to ``logged``; its salt (base64), as the ledger keeps it."""
+    def _chunk_leaf(self, chunk: Chunk, logged: list[bytes]) -> tuple[str, str | None]:
+        """The chunk's leaf added to ``logged``; its salt (base64), as the ledger keeps it, and the
+        leaf's key when the chunk has no Idempotency-Key (drawn here)."""
         salt = chunk.salt if chunk.salt is not None else leaves.new_salt()
         digest = chunk.leaf_digest if chunk.leaf_digest is not None else leaves.chunk_digest(salt, chunk.payload)
-        key = chunk.idempotency_key if chunk.idempotency_key is not None else "auto-" + secrets.token_hex(16)
+        key, auto = chunk.idempotency_key, None
+        if key is None:
+            key = auto = "auto-" + secrets.token_hex(16)
         logged.append(leaves.ChunkStored(self.round_id, chunk.agency, key, chunk.count, digest).bytes())
-        return b64.encode(salt)
+        return b64.encode(salt), auto
 
     def _replay(self, chunk: Chunk) -> ChunkReceipt | None:
         """Answer a retry from the ledger; raise if the retry does not match what was stored."""
@@ -1290,7 +1333,8 @@ class FileStore(flow.RoundFlow):
             receipt = ticket.receipt
             if receipt is not None and receipt.log_index is not None and receipt.salt is not None:
                 try:
-                    ticket.receipt = dataclasses.replace(receipt, log=self.log.receipt(receipt.log_index, receipt.salt))
+                    found = self.log.receipt(receipt.log_index, receipt.salt, receipt.leaf)
+                    ticket.receipt = dataclasses.replace(receipt, log=found)
                 except (StoreError, OSError) as error:
                     ticket.receipt = None
                     ticket.fail(error)

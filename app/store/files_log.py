@@ -2,10 +2,11 @@
 
 ``leaves``       slot i at byte 512·i: u16be length ‖ the leaf's bytes ‖ zero padding. Fixed
                  slots make reading any leaf one seek (GET /log/entries, a receipt) with a single
-                 file to append and fdatasync per commit. A size that is not a whole number of
-                 slots is a crashed append: the partial slot is not a leaf.
+                 file to append per commit. A size that is not a whole number of slots is a
+                 crashed append: the partial slot is not a leaf.
 ``checkpoints``  one JSON line per signed checkpoint, ``{"size": N, "note": "<signed note>"}``, in
-                 increasing size; every checkpoint ever handed out stays here.
+                 increasing size; every checkpoint ever handed out stays here (or is signed
+                 again, byte for byte, after a power cut: docs/transparency.md, "Recovery").
 ``.lock``        the log's lock, taken inside a round's lock (never the other way round).
 
 This module only persists; what is committed, what is signed and when is the log's
@@ -25,7 +26,8 @@ from pathlib import Path
 import filelock
 import orjson
 
-from app.atomicfile import fsync_dir
+from app.atomicfile import write_atomically
+from app.store.appendfile import AppendFile
 from app.store.base import DataCorrupt, StorageBusy, StorageUnavailable
 from app.store.lock import ProcessLock
 
@@ -52,6 +54,9 @@ class FileLogStorage:
         self._leaves = os.fspath(self.dir / LEAVES)
         self._checkpoints = os.fspath(self.dir / CHECKPOINTS)
         self._lock = ProcessLock(os.fspath(self.dir / LOCK), lock_timeout)
+        # The log's files are never replaced while the service runs: one descriptor each, kept.
+        self._leaves_out = AppendFile(self._leaves)
+        self._checkpoints_out = AppendFile(self._checkpoints)
         self._read_guard = threading.Lock()
         # The checkpoints read so far: sizes and byte offsets, increasing (16 bytes each).
         self._sizes = array("Q")
@@ -71,15 +76,43 @@ class FileLogStorage:
             yield
         finally:
             self._lock.release(close=False)
+            # Never left open for writing between turns: it would keep the volume from being
+            # remounted read-only while the server runs.
+            self._leaves_out.close()
+            self._checkpoints_out.close()
 
     def close(self) -> None:
         self._lock.close()
+        self._leaves_out.close()
+        self._checkpoints_out.close()
 
     # -- leaves ---------------------------------------------------------------------------
 
     def leaf_count(self) -> int:
         """Whole slots on disk (a partial last slot is a crashed append: not counted)."""
-        return _size(self._leaves) // SLOT
+        return self._leaves_out.size() // SLOT
+
+    def read_slots(self, start: int, end: int) -> list[bytes | None]:
+        """Slots ``[start, end)`` as they are, for the start-up check: a slot that holds no leaf
+        (zeros a power cut left, a partial last slot) or is past the file's end is None."""
+        with open(self._leaves, "rb") as f:
+            f.seek(start * SLOT)
+            data = f.read(max(0, end - start) * SLOT)
+        found: list[bytes | None] = []
+        for at in range(0, (end - start) * SLOT, SLOT):
+            length = int.from_bytes(data[at : at + 2], "big") if at + SLOT <= len(data) else 0
+            found.append(data[at + 2 : at + 2 + length] if 0 < length <= MAX_LEAF else None)
+        return found
+
+    def write_slots(self, slots: dict[int, bytes]) -> None:
+        """Leaves written into their slots and on disk (the start-up check's repair of leaves a
+        power cut lost, rebuilt from what commits them)."""
+        with open(self._leaves, "r+b" if os.path.exists(self._leaves) else "w+b") as f:
+            for index in sorted(slots):
+                f.seek(index * SLOT)
+                f.write(_slot(slots[index]))
+            f.flush()
+            os.fsync(f.fileno())
 
     def read_leaves(self, start: int, end: int) -> list[bytes]:
         if start >= end:
@@ -97,21 +130,9 @@ class FileLogStorage:
             found.append(data[at + 2 : at + 2 + length])
         return found
 
-    def append_leaves(self, leaves: list[bytes]) -> None:
-        """Under the lock: the leaves' slots appended and on disk (one fdatasync)."""
-        slots = bytearray()
-        for leaf in leaves:
-            if not 0 < len(leaf) <= MAX_LEAF:
-                raise ValueError(f"a leaf is 1 to {MAX_LEAF} bytes (got {len(leaf)})")
-            slots += len(leaf).to_bytes(2, "big") + leaf + bytes(SLOT - 2 - len(leaf))
-        created = not os.path.exists(self._leaves)
-        with open(self._leaves, "ab", buffering=0) as f:
-            view = memoryview(slots)
-            while view:
-                view = view[f.write(view) :]
-            os.fdatasync(f.fileno())
-        if created:
-            fsync_dir(self.dir)
+    def append_leaves(self, leaves: list[bytes], *, durable: bool = True) -> None:
+        """Under the lock: the leaves' slots appended; ``durable``: and on disk (one fdatasync)."""
+        self._leaves_out.append(b"".join(_slot(leaf) for leaf in leaves), sync=durable)
 
     def truncate_leaves(self, count: int) -> None:
         with open(self._leaves, "r+b") as f:
@@ -120,16 +141,34 @@ class FileLogStorage:
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def append_checkpoint(self, size: int, note: bytes) -> None:
-        """Under the lock, after read_checkpoints: the signed checkpoint appended and on disk."""
+    def append_checkpoint(self, size: int, note: bytes, *, durable: bool = True) -> None:
+        """Under the lock, after read_checkpoints: the signed checkpoint appended (``durable``: and
+        on disk) and known to this process without reading it back."""
         line = orjson.dumps({"size": size, "note": note.decode("utf-8")}) + b"\n"
-        created = not os.path.exists(self._checkpoints)
-        with open(self._checkpoints, "ab", buffering=0) as f:
-            f.write(line)
-            os.fdatasync(f.fileno())
-        if created:
-            fsync_dir(self.dir)
-        self.read_checkpoints()
+        with self._read_guard:
+            on_disk = self._checkpoints_out.size()
+            if on_disk > self._read_to:  # a line torn by a crash mid-append: never a checkpoint
+                os.truncate(self._checkpoints, self._read_to)
+            self._checkpoints_out.append(line, sync=durable)
+            self._sizes.append(size)
+            self._offsets.append(self._read_to)
+            self._read_to += len(line)
+            self._latest = (size, note)
+
+    def sync_checkpoints(self) -> None:
+        self._checkpoints_out.sync()
+
+    def rewrite_checkpoints(self, checkpoints: dict[int, bytes]) -> None:
+        """The whole file anew, in increasing size, replaced atomically (the start-up check, when
+        a power cut lost a line before others that stayed)."""
+        lines = b"".join(
+            orjson.dumps({"size": size, "note": checkpoints[size].decode("utf-8")}) + b"\n"
+            for size in sorted(checkpoints)
+        )
+        write_atomically(Path(self._checkpoints), lambda f: f.write(lines))
+        self._checkpoints_out.close()
+        with self._read_guard:
+            self._sizes, self._offsets, self._read_to, self._latest = array("Q"), array("Q"), 0, None
 
     def read_checkpoints(self) -> tuple[int, bytes] | None:
         """The latest checkpoint (size, note), reading only the lines added since the last call."""
@@ -178,7 +217,23 @@ class FileLogStorage:
             f.seek(offset)
             return self._parse(f.readline().rstrip(b"\n"), offset, in_order=False)[1]
 
+    def cut_torn_checkpoint(self) -> bool:
+        """The start-up check: a last line without its newline (a power cut mid-append) cut off."""
+        self.read_checkpoints()
+        if _size(self._checkpoints) > self._read_to:
+            with open(self._checkpoints, "r+b") as f:
+                f.truncate(self._read_to)
+                os.fsync(f.fileno())
+            return True
+        return False
+
     def checkpoint_sizes(self) -> list[int]:
         self.read_checkpoints()
         with self._read_guard:
             return list(self._sizes)
+
+
+def _slot(leaf: bytes) -> bytes:
+    if not 0 < len(leaf) <= MAX_LEAF:
+        raise ValueError(f"a leaf is 1 to {MAX_LEAF} bytes (got {len(leaf)})")
+    return len(leaf).to_bytes(2, "big") + leaf + bytes(SLOT - 2 - len(leaf))

@@ -13,12 +13,17 @@ signed or what the current round's files record:
    (a ledger line removed leaves a gap).
 
 Costs: reading every leaf once (hashing the tree: about 1.6 s a million leaves), and the current
-round's bets once (O(its bets)). Then it recovers what a crash left: leaves past the committed
-ones are cut, and a committed size without a checkpoint is signed.
+round's bets once (O(its bets)). Then it recovers what a crash left (docs/transparency.md,
+"Recovery"): a checkpoint line torn by a power cut is cut; a chunk leaf of the current round a
+power cut lost (its slot missing or holding no leaf) is rebuilt from its ledger line and its
+bets, before the checkpoints are checked against the leaves; leaves past the committed ones
+are cut; every size the round's ledger records as a batch's checkpoint ("c"), and the committed
+size, is signed again where its checkpoint was lost: the same bytes, Ed25519 being deterministic.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,8 @@ from app.store.base import DataCorrupt
 from app.store.files_log import FileLogStorage
 from app.store.txlog import TransparencyLog
 from tlog import b64, checkpoint, leaves, merkle, note
+
+log = logging.getLogger("lottery")
 
 
 class LogMismatch(Exception):
@@ -54,35 +61,30 @@ def check_files_log(data_dir: Path, signer: note.Signer, origin: str) -> int:
 
 
 def _check(storage: FileLogStorage, data_dir: Path, signer: note.Signer, origin: str) -> int:
-    count = storage.leaf_count()
-    leaf_bytes = storage.read_leaves(0, count)
+    if storage.cut_torn_checkpoint():
+        log.warning("action: reparacion_log | result: success | detail: a torn checkpoint line cut")
+    slots = storage.read_slots(0, storage.leaf_count())
+    # The leaves on disk: up to the first slot that holds none (a power cut's zeros, a partial slot).
+    count = next((at for at, slot in enumerate(slots) if slot is None), len(slots))
+    leaf_bytes: list[bytes] = [slot for slot in slots[:count] if slot is not None]
     tree = merkle.Tree()
     for leaf in leaf_bytes:
         tree.append(merkle.leaf_hash(leaf))
     verifier = signer.verifier()
-    signed_size, previous = 0, 0
-    for size in storage.checkpoint_sizes():
-        message = storage.checkpoint(size) or b""
-        try:
-            head = checkpoint.open_checkpoint(message, verifier, origin)
-        except (note.NoteError, checkpoint.CheckpointError) as error:
-            raise LogMismatch(
-                f"the log's checkpoint of size {size} does not verify with the log's key: {error}"
-            ) from None
-        if head.size != size:
-            raise LogMismatch(f"the checkpoint filed under size {size} signs size {head.size}")
-        if size > count:
-            raise LogMismatch(
-                f"the log's checkpoint of size {size} signs leaves the log no longer has: it holds {count} "
-                "(leaves were removed)"
-            )
-        if tree.root(size) != head.root:
-            raise LogMismatch(
-                f"the leaves on disk do not match the log's signed checkpoint of size {size}: "
-                f"a leaf among {previous} to {size - 1} was altered"
-            )
-        signed_size, previous = size, size
-    committed, round_id = _committed(data_dir, leaf_bytes)
+    heads = [_opened(storage, size, verifier, origin) for size in storage.checkpoint_sizes()]
+    # What the leaves on disk can tell first (an altered leaf), then the round's chunks against
+    # their leaves (a lost one rebuilt), then the checkpoints past the leaves that were on disk.
+    on_disk = [head for head in heads if head.size <= count]
+    _match(on_disk, tree, count, 0)
+    committed, round_id, named, rebuilt = _committed(data_dir, leaf_bytes)
+    if rebuilt:
+        storage.write_slots(rebuilt)
+        for index in sorted(rebuilt):
+            tree.append(merkle.leaf_hash(rebuilt[index]))
+        log.warning("action: reparacion_log | result: success | hojas_reconstruidas: %d", len(rebuilt))
+    _match(heads[len(on_disk) :], tree, len(leaf_bytes), on_disk[-1].size if on_disk else 0)
+    count = len(leaf_bytes)
+    signed_size = heads[-1].size if heads else 0
     if committed > count:
         raise LogMismatch(
             f"round {round_id}'s files commit {committed} leaves but the log holds {count}: leaves were removed"
@@ -92,30 +94,64 @@ def _check(storage: FileLogStorage, data_dir: Path, signer: note.Signer, origin:
             f"the log signed {signed_size} leaves but round {round_id}'s files commit only {committed}: "
             f"the records of leaves {committed} to {signed_size - 1} were removed (a chunk's ledger line?)"
         )
-    log = TransparencyLog(storage, signer, origin)
-    log.recover(committed)
+    signed_again = TransparencyLog(storage, signer, origin).recover(committed, named)
+    if signed_again:
+        log.warning("action: reparacion_log | result: success | checkpoints_firmados: %d", len(signed_again))
     return committed
 
 
-def _committed(data_dir: Path, on_disk: list[bytes]) -> tuple[int, int]:
-    """How many leaves the newest round's files commit, and that round; each of its chunks
+def _opened(storage: FileLogStorage, size: int, verifier: note.Verifier, origin: str) -> checkpoint.Checkpoint:
+    try:
+        head = checkpoint.open_checkpoint(storage.checkpoint(size) or b"", verifier, origin)
+    except (note.NoteError, checkpoint.CheckpointError) as error:
+        raise LogMismatch(f"the log's checkpoint of size {size} does not verify with the log's key: {error}") from None
+    if head.size != size:
+        raise LogMismatch(f"the checkpoint filed under size {size} signs size {head.size}")
+    return head
+
+
+def _match(heads: list[checkpoint.Checkpoint], tree: merkle.Tree, count: int, previous: int) -> None:
+    """Each checkpoint's root is the root of the first ``count`` leaves at its size."""
+    for head in heads:
+        if head.size > count:
+            raise LogMismatch(
+                f"the log's checkpoint of size {head.size} signs leaves the log no longer has: it holds {count} "
+                "(leaves were removed)"
+            )
+        if tree.root(head.size) != head.root:
+            raise LogMismatch(
+                f"the leaves on disk do not match the log's signed checkpoint of size {head.size}: "
+                f"a leaf among {previous} to {head.size - 1} was altered"
+            )
+        previous = head.size
+
+
+def _committed(data_dir: Path, on_disk: list[bytes]) -> tuple[int, int, list[int], dict[int, bytes]]:
+    """How many leaves the newest round's files commit, that round, the sizes its ledger records
+    as signed, and the chunk leaves rebuilt (added to ``on_disk`` too); each of its chunks
     checked against its leaf."""
     ids = files.round_ids(data_dir)
     if not ids:
-        return 0, 0
+        return 0, 0, [], {}
     round_id = ids[-1]
     where = files.round_dir(data_dir, round_id)
     recorded = files.read_json(where / files.ROUND, lambda _: None) or {}
     result = files.read_json(where / files.WINNERS, lambda _: None) or {}
     opened = recorded.get("log_opened")
     closed = (result.get("log") or {}).get("closed")
-    last = _check_chunks(where, round_id, opened, on_disk)
+    named: list[int] = []
+    rebuilt: dict[int, bytes] = {}
+    last = _check_chunks(where, round_id, opened, on_disk, named, rebuilt)
     ends = [at + 1 for at in (opened, last, closed) if type(at) is int]
-    return max(ends, default=0), round_id
+    return max(ends, default=0), round_id, named, rebuilt
 
 
-def _check_chunks(where: Path, round_id: int, opened: int | None, on_disk: list[bytes]) -> int | None:
-    """Every committed ledger line of the round against its leaf and its bets: the last leaf index."""
+def _check_chunks(
+    where: Path, round_id: int, opened: int | None, on_disk: list[bytes], named: list[int], rebuilt: dict[int, bytes]
+) -> int | None:
+    """Every committed ledger line of the round against its leaf and its bets: the last leaf index.
+    A leaf missing at the end of ``on_disk`` is rebuilt from its line (into ``rebuilt``); each
+    batch's signed size goes to ``named``."""
     try:
         ledger = (where / files.LEDGER).read_bytes()
     except FileNotFoundError:
@@ -141,10 +177,32 @@ def _check_chunks(where: Path, round_id: int, opened: int | None, on_disk: list[
                         f"round {round_id}'s ledger line {number} holds leaf {index} where leaf {expected} was next: "
                         f"the chunk of leaf {expected} was removed from the ledger"
                     )
+                if index == len(on_disk) and _key(record) is not None:  # lost by a power cut: made again
+                    rebuilt[index] = _chunk_leaf(record, rows, round_id)
+                    on_disk.append(rebuilt[index])
                 _check_chunk(record, rows, round_id, on_disk, number)
                 expected, last = index + 1, index
+                if record.get("c") is not None:
+                    named.append(record["c"])
             start = record["end"]
     return last
+
+
+def _key(record: dict[str, Any]) -> str | None:
+    """The chunk's leaf key: its Idempotency-Key, or the one drawn for it ("ak"; None in a ledger
+    written before it was recorded)."""
+    key = record.get("k")
+    return key if key is not None else record.get("ak")
+
+
+def _chunk_leaf(record: dict[str, Any], rows: bytes, round_id: int) -> bytes:
+    key = _key(record)
+    assert key is not None
+    try:
+        digest = leaves.chunk_digest(b64.decode(record["s"]), rows)
+        return leaves.ChunkStored(round_id, record["a"], key, record["n"], digest).bytes()
+    except ValueError as error:
+        raise LogMismatch(f"round {round_id}'s chunk {key} (leaf {record['i']}) cannot be rebuilt: {error}") from None
 
 
 def _check_chunk(record: dict[str, Any], rows: bytes, round_id: int, on_disk: list[bytes], number: int) -> None:
@@ -157,8 +215,9 @@ def _check_chunk(record: dict[str, Any], rows: bytes, round_id: int, on_disk: li
         digest = leaves.chunk_digest(b64.decode(record["s"]), rows)
     except ValueError as error:
         raise LogMismatch(f"{what}: {error}") from None
+    key = _key(record)
     key_matches = isinstance(leaf, leaves.ChunkStored) and (
-        leaf.key == record["k"] if record.get("k") is not None else leaf.key.startswith("auto-")
+        leaf.key == key if key is not None else leaf.key.startswith("auto-")
     )
     if not (
         isinstance(leaf, leaves.ChunkStored)

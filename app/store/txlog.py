@@ -37,12 +37,15 @@ class LogStorage(Protocol):
     def locked(self) -> AbstractContextManager[None]: ...
     def leaf_count(self) -> int: ...
     def read_leaves(self, start: int, end: int) -> list[bytes]: ...
-    def append_leaves(self, leaves: list[bytes]) -> None: ...
+    def append_leaves(self, leaves: list[bytes], *, durable: bool = True) -> None: ...
     def truncate_leaves(self, count: int) -> None: ...
     def close(self) -> None: ...
     def read_checkpoints(self) -> tuple[int, bytes] | None: ...
-    def append_checkpoint(self, size: int, note: bytes) -> None: ...
+    def append_checkpoint(self, size: int, note: bytes, *, durable: bool = True) -> None: ...
     def checkpoint(self, size: int) -> bytes | None: ...
+    def checkpoint_sizes(self) -> list[int]: ...
+    def rewrite_checkpoints(self, checkpoints: dict[int, bytes]) -> None: ...
+    def sync_checkpoints(self) -> None: ...
 
 
 class LogRangeError(ValueError):
@@ -64,13 +67,15 @@ class TransparencyLog:
 
     # -- writers --------------------------------------------------------------------------
 
-    def append(self, leaves: Sequence[bytes], committed: int) -> int:
-        """The leaves appended after the ``committed`` first ones (and on disk); the first one's
-        index. Leaves on disk past ``committed`` are a crashed writer's: cut first."""
+    def append(self, leaves: Sequence[bytes], committed: int, *, durable: bool = True) -> int:
+        """The leaves appended after the ``committed`` first ones; the first one's index.
+        ``durable``: on disk before this returns (a round's opening and close); a chunk's leaf
+        need not be, its ledger line and bets rebuild it (docs/transparency.md, "Recovery").
+        Leaves on disk past ``committed`` are a crashed writer's: cut first."""
         with self._guard, self.storage.locked():
             self._cut_to(committed)
             self._catch_up(committed)
-            self.storage.append_leaves(list(leaves))
+            self.storage.append_leaves(list(leaves), durable=durable)
             for leaf in leaves:
                 self._tree.append(merkle.leaf_hash(leaf))
             return committed
@@ -87,25 +92,40 @@ class TransparencyLog:
             except (OSError, StorageUnavailable):
                 pass
 
-    def sign(self, size: int) -> None:
+    def sign(self, size: int, *, durable: bool = True) -> None:
         """After the commit point of the leaves below ``size``: a checkpoint of ``size``, unless one
         of that size or larger exists (then it already covers them). Never two for one size, and
-        every signed size is a prefix of the same committed leaves: no two inconsistent checkpoints."""
+        every signed size is a prefix of the same committed leaves: no two inconsistent checkpoints.
+        ``durable``: on disk before this returns; a chunk batch's need not be, its ledger records
+        the size and recovery signs it again, the same bytes (Ed25519 is deterministic)."""
         with self._guard, self.storage.locked():
             latest = self.storage.read_checkpoints()
             if latest is not None and latest[0] >= size:
                 return
-            self._catch_up(size)
-            head = checkpoint.Checkpoint(self.origin, size, self._tree.root(size))
-            self.storage.append_checkpoint(size, checkpoint.sign_checkpoint(head, self.signer))
+            self.storage.append_checkpoint(size, self._signed(size), durable=durable)
 
-    def recover(self, committed: int) -> None:
-        """At start: leaves past the ``committed`` ones cut, and their size signed if a crash came
-        between the commit point and the checkpoint."""
+    def _signed(self, size: int) -> bytes:
+        """Under the guard: the signed note of the first ``size`` leaves."""
+        self._catch_up(size)
+        return checkpoint.sign_checkpoint(checkpoint.Checkpoint(self.origin, size, self._tree.root(size)), self.signer)
+
+    def recover(self, committed: int, named: Sequence[int] = ()) -> list[int]:
+        """At start: leaves past the ``committed`` ones cut; every size in ``named`` (sizes the
+        files record as signed: a receipt may hold them) and ``committed`` itself signed again
+        where a crash lost its checkpoint, byte for byte as before. The sizes signed again."""
         with self._guard, self.storage.locked():
             self._cut_to(committed)
-        if committed:
-            self.sign(committed)
+            have = set(self.storage.checkpoint_sizes())
+            missing = sorted({size for size in (*named, committed) if 0 < size <= committed} - have)
+            if missing and have and missing[0] < max(have):  # a line lost before others: the file anew
+                kept = {size: self.storage.checkpoint(size) or b"" for size in have}
+                self.storage.rewrite_checkpoints(kept | {size: self._signed(size) for size in missing})
+            else:
+                for size in missing:
+                    self.storage.append_checkpoint(size, self._signed(size), durable=False)
+            if missing:
+                self.storage.sync_checkpoints()
+            return missing
 
     def root(self, size: int) -> bytes:
         """The root of the first ``size`` leaves, from this process's tree (a writer's own leaves
@@ -180,13 +200,15 @@ class TransparencyLog:
             self._catch_up(size)
             return self._tree.consistency_proof(old, size)
 
-    def receipt(self, index: int, salt: str) -> LogReceipt:
-        """A committed chunk's receipt: its leaf, and the latest checkpoint (it holds the leaf: the
-        chunk's commit signed one, and recovery signs what a crash left unsigned)."""
+    def receipt(self, index: int, salt: str, leaf: bytes | None = None) -> LogReceipt:
+        """A committed chunk's receipt: its leaf (read, unless the caller has it), and the latest
+        checkpoint (it holds the leaf: the chunk's commit signed one, and recovery signs what a
+        crash left unsigned)."""
         latest = self.latest()
         if latest is None or latest[0] <= index:
             raise StorageUnavailable(f"no signed checkpoint holds leaf {index} yet; retry shortly")
-        return LogReceipt(index, latest[0], self.storage.read_leaves(index, index + 1)[0], salt, latest[1])
+        found = leaf if leaf is not None else self.storage.read_leaves(index, index + 1)[0]
+        return LogReceipt(index, latest[0], found, salt, latest[1])
 
 
 class LogKeyError(ValueError):

@@ -300,11 +300,67 @@ def test_the_server_refuses_to_start_when_a_leaf_is_altered(tmp_path: Path) -> N
     assert "a leaf among" in _refusal(data)
 
 
-def test_the_server_refuses_to_start_when_the_last_leaf_is_cut(tmp_path: Path) -> None:
+def _restarted_serves_every_receipt(data: Path, receipts: list[dict], keys: list[str | None]) -> None:
+    """A server started on ``data`` hands out every checkpoint a receipt named, byte for byte, and
+    every receipt verifies against it."""
+    with Server(data, workers=2, agencies=2) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        verifier = _verifier(client)
+        for receipt in receipts:
+            answer = client.get("/log/checkpoint", params={"size": receipt["log"]["size"]})
+            assert answer.status_code == 200 and answer.text == receipt["log"]["checkpoint"]
+        sizes = {
+            _check_receipt(client, verifier, r, _rows(1, 3, f"k{i}"), key)
+            for i, (r, key) in enumerate(zip(receipts, keys, strict=True))
+        }
+        _consistent(client, verifier, sizes)
+
+
+def _checkpoint_lines(data: Path) -> list[bytes]:
+    return (data / "log" / "checkpoints").read_bytes().splitlines(keepends=True)
+
+
+def test_checkpoints_a_power_cut_lost_are_signed_again_byte_for_byte(tmp_path: Path) -> None:
+    """A chunk batch's checkpoint is written without its own fdatasync: after a power cut that
+    lost it (the file's tail, a line torn in two, or a line before others that stayed), the
+    start-up check signs every size the ledger records as a batch's again, the same bytes."""
+    data, receipts = _round_1(tmp_path)
+    keys: list[str | None] = [f"k{i}" for i in range(4)]
+    original = _checkpoint_lines(data)
+    assert [orjson.loads(line)["size"] for line in original] == [1, 2, 3, 4, 5]  # the opening's, a batch each
+    checkpoints = data / "log" / "checkpoints"
+    checkpoints.write_bytes(original[0] + original[1][:20])  # the opening's stays (synced); a torn line
+    _restarted_serves_every_receipt(data, receipts, keys)
+    assert _checkpoint_lines(data) == original
+    checkpoints.write_bytes(original[0] + original[2] + original[4])  # lines lost between others
+    _restarted_serves_every_receipt(data, receipts, keys)
+    assert _checkpoint_lines(data) == original
+
+
+def test_chunk_leaves_a_power_cut_lost_are_rebuilt_from_the_ledger_and_the_bets(tmp_path: Path) -> None:
+    """A chunk's leaf is written without its own fdatasync: after a power cut that lost it (the
+    file cut short, or a slot of zeros), the start-up check rebuilds it from its ledger line (an
+    unkeyed chunk's drawn key is there) and its bets, byte for byte, before checking it."""
+    data = tmp_path / "data"
+    keys: list[str | None] = ["k0", None, "k2", None]
+    with Server(data, workers=2, agencies=2) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        receipts = [_post(client, 1, _rows(1, 3, f"k{i}"), key).json() for i, key in enumerate(keys)]
+    leaves_file = data / "log" / "leaves"
+    original = leaves_file.read_bytes()
+    os.truncate(leaves_file, 2 * SLOT)  # the opening and the first chunk stay
+    _restarted_serves_every_receipt(data, receipts, keys)
+    assert leaves_file.read_bytes() == original
+    with open(leaves_file, "r+b") as f:  # a slot in the middle left as zeros, those after it whole
+        f.seek(2 * SLOT)
+        f.write(bytes(SLOT))
+    _restarted_serves_every_receipt(data, receipts, keys)
+    assert leaves_file.read_bytes() == original
+
+
+def test_the_server_refuses_to_start_when_a_leaf_it_cannot_rebuild_is_cut(tmp_path: Path) -> None:
     data, _ = _round_1(tmp_path)
-    os.truncate(data / "log" / "leaves", 4 * SLOT)
+    os.truncate(data / "log" / "leaves", 0)  # the round's opening too: only a chunk's leaf is rebuilt
     line = _refusal(data)
-    assert "leaves were removed" in line and "holds 4" in line
+    assert "leaves were removed" in line and "holds 0" in line
 
 
 def test_the_server_refuses_to_start_when_a_ledger_line_is_removed(tmp_path: Path) -> None:

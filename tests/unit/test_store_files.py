@@ -33,6 +33,7 @@ from app.store import (
     UploadState,
     flow,
 )
+from app.store.appendfile import AppendFile
 from app.store.base import SpanIndex, merge_ranges, replay_by_range
 from app.store.files import FileStore, RoundFiles, scan_winners
 from tests.helpers import WIN, chunk, make_rows
@@ -732,18 +733,18 @@ def test_concurrent_appends_from_two_workers(tmp_path):
 
 
 def failing_append(fail_on: str, partial: bool = True):
-    """A RoundFiles._append that writes half of the data to ``fail_on`` and then hits a full disk."""
-    real = RoundFiles._append
+    """An AppendFile.append that writes half of the data to ``fail_on`` and then hits a full disk."""
+    real = AppendFile.append
 
-    def append(path: Path, data: bytes) -> None:
-        if Path(path).name == fail_on:
+    def append(self: AppendFile, data: bytes, *, sync: bool) -> None:
+        if Path(self.path).name == fail_on:
             if partial:
-                with open(path, "ab") as f:
+                with open(self.path, "ab") as f:
                     f.write(data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, data)
+        real(self, data, sync=sync)
 
-    return staticmethod(append)
+    return append
 
 
 @pytest.mark.parametrize("fail_on", ["bets.csv", "ledger.jsonl"])
@@ -753,7 +754,7 @@ def test_failed_write_stores_nothing_and_the_store_goes_on(tmp_path, monkeypatch
     bets_before = (tmp_path / "bets.csv").read_bytes()
     ledger_before = (tmp_path / "ledger.jsonl").read_bytes()
     with monkeypatch.context() as patch:
-        patch.setattr(RoundFiles, "_append", failing_append(fail_on))
+        patch.setattr(AppendFile, "append", failing_append(fail_on))
         with pytest.raises(StorageUnavailable, match="No space left"):
             s.append_chunk(chunk(2, 4, key="b", upload=("u", 0)))
     assert (tmp_path / "bets.csv").read_bytes() == bets_before
@@ -799,7 +800,7 @@ def test_failed_group_write_tells_no_chunk_of_the_batch_it_is_stored(tmp_path, m
     threads[2].start()
     until(lambda: queued() == 2)
     with monkeypatch.context() as patch:
-        patch.setattr(RoundFiles, "_append", failing_append("bets.csv", partial=False))
+        patch.setattr(AppendFile, "append", failing_append("bets.csv", partial=False))
         files._thread_lock.release()
         for thread in threads:
             thread.join(timeout=30)
@@ -927,14 +928,14 @@ def test_undo_never_cuts_bets_when_the_ledger_cannot_be_cut(tmp_path, monkeypatc
     s = store(tmp_path)
     s.append_chunk(chunk(1, 3, key="a"))
     bets_before = (tmp_path / "bets.csv").read_bytes()
-    real_append, real_open = RoundFiles._append, open
+    real_append, real_open = AppendFile.append, open
 
-    def append(path: Path, data: bytes) -> None:
-        if Path(path).name == "ledger.jsonl":
-            with real_open(path, "ab") as f:
+    def append(self: AppendFile, data: bytes, *, sync: bool) -> None:
+        if Path(self.path).name == "ledger.jsonl":
+            with real_open(self.path, "ab") as f:
                 f.write(data if ledger_line == "whole" else data[: len(data) // 2])
             raise OSError(errno.EIO, "Input/output error")
-        real_append(path, data)
+        real_append(self, data, sync=sync)
 
     def open_failing_ledger(path, mode="r", *args, **kwargs):
         if Path(path).name == "ledger.jsonl" and mode == "r+b":
@@ -942,7 +943,7 @@ def test_undo_never_cuts_bets_when_the_ledger_cannot_be_cut(tmp_path, monkeypatc
         return real_open(path, mode, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(RoundFiles, "_append", staticmethod(append))
+        patch.setattr(AppendFile, "append", append)
         patch.setattr("builtins.open", open_failing_ledger)
         with pytest.raises(StorageUnavailable, match="Input/output error"):
             s.append_chunk(chunk(2, 4, key="b"))

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from app.domain import encode_rows
 from app.main import create_app
 from app.settings import Settings
-from app.store import Chunk, StorageUnavailable, files
+from app.store import Chunk, StorageUnavailable
+from app.store.appendfile import AppendFile
 from app.store.files import FileStore
 from tests.postgres_db import fresh_database
 from tlog import b64, checkpoint, leaves, merkle, note
@@ -90,17 +91,17 @@ def test_a_commit_whose_ledger_write_fails_leaves_no_leaf(tmp_path: Path, monkey
     store = FileStore(tmp_path, 2, 7574, lock_timeout=10)
     assert store.log is not None
     store.append_chunk(_chunk(1, 2, "a", True))
-    original = files.RoundFiles._append
+    original = AppendFile.append
 
-    def failing(path: str, data: bytes) -> None:
-        if path.endswith("ledger.jsonl"):
+    def failing(self: AppendFile, data: bytes, *, sync: bool) -> None:
+        if self.path.endswith("ledger.jsonl"):
             raise OSError(28, "No space left on device")
-        original(path, data)
+        original(self, data, sync=sync)
 
-    monkeypatch.setattr(files.RoundFiles, "_append", staticmethod(failing))
+    monkeypatch.setattr(AppendFile, "append", failing)
     with pytest.raises(StorageUnavailable):
         store.append_chunk(_chunk(1, 2, "b", True))
-    monkeypatch.setattr(files.RoundFiles, "_append", staticmethod(original))
+    monkeypatch.setattr(AppendFile, "append", original)
     assert store.log.storage.leaf_count() == 2 and store.log.size() == 2
     receipt = store.append_chunk(_chunk(1, 2, "c", True))
     assert receipt.log is not None and receipt.log.index == 2
