@@ -21,15 +21,24 @@ class KeyFileError(ValueError):
 
 def write_new_key(path: str | Path, name: str) -> Signer:
     """Make a new key named ``name`` in a new file at ``path`` (mode 0600); FileExistsError if
-    the file exists: a key is never replaced by accident."""
+    the file exists: a key is never replaced by accident. The file appears whole (written aside,
+    then linked in): a process starting at the same time never reads half a key."""
+    import secrets  # only here, as the other modules of tlog/ that draw (docs/transparency.md)
+
     signer = Signer.generate(name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    target = Path(path)
+    aside = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # whatever the umask: the mode is exactly 0600
-        os.write(fd, (signer.skey() + "\n").encode("ascii"))
-        os.fsync(fd)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask: the mode is exactly 0600
+            os.write(fd, (signer.skey() + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(aside, target)  # atomic, and FileExistsError when a key is there (a link is never followed)
     finally:
-        os.close(fd)
+        os.unlink(aside)
     return signer
 
 
