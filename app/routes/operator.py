@@ -3,8 +3,10 @@
 The page is a server-rendered shell plus ``/static/operator.js`` (no build step, no CDN).
 Its data is counts only: bets, chunks, done, winners *count* per agency (every agency of a
 small round; of a large one the first agencies not done yet and the slowest: ``snapshot``);
-never a document or a token. With tokens configured the data needs a bearer token (the operator's, or any
-agency's), which the page asks for in a form and keeps in ``sessionStorage``.
+never a document or a token; and the round's transparency log fields, as ``GET /rounds/{n}``
+has them, with the log's head (``operator_log``: a random round's seed only once drawn). With
+tokens configured the data needs a bearer token (the operator's, or any agency's), which the
+page asks for in a form and keeps in ``sessionStorage``.
 
 Cost: every open page costs one long-lived streamed response. Each worker keeps *one*
 snapshot of the round, refreshed at most twice a second from what the store already keeps
@@ -35,7 +37,7 @@ from app import metrics
 from app.deps import any_token
 from app.domain import MAX_AGENCIES
 from app.problems import documented
-from app.routes import operator_history
+from app.routes import operator_history, operator_log
 from app.store.base import RoundInfo
 from app.store.stats import RoundStats
 
@@ -90,11 +92,14 @@ def past_rounds(app: FastAPI, current: int | None = None) -> list[dict[str, Any]
     ]
 
 
-def read_round(app: FastAPI) -> tuple[RoundStats, RoundInfo, list[dict[str, Any]]]:
-    """The current round's counts, its parameters and the rounds before it (blocking: off the event loop)."""
+def read_round(app: FastAPI) -> tuple[RoundStats, RoundInfo, list[dict[str, Any]], dict[str, Any]]:
+    """The current round's counts, its parameters, the rounds before it and its transparency
+    panel's data (blocking: off the event loop)."""
     store = app.state.store
     current = store.current_round()
-    return store.agency_stats(round=current), store.round_info(current), past_rounds(app, current)
+    stats = store.agency_stats(round=current)
+    info = store.round_info(current)  # after the counts: a draw between the two shows its number
+    return stats, info, past_rounds(app, current), operator_log.transparency(store.log, info)
 
 
 def snapshot(stats: RoundStats, info: RoundInfo) -> dict[str, Any]:
@@ -187,13 +192,13 @@ class Snapshots:
             if not self._fresh():
                 app = request.app
                 started = self.clock()
-                stats, info, past = await run_in_threadpool(read_round, app)
+                stats, info, past, logged = await run_in_threadpool(read_round, app)
                 self._cost = self.clock() - started
                 metrics.set_round_state(info.round, len(stats.done))
                 self._read = (info.round, stats, set(stats.done))
                 history = app.state.ingest_history
                 history.observe(info.round, stats.bets, stats.drawn_at is not None)
-                data = {**snapshot(stats, info), "past_rounds": past, "ingest": history.points()}
+                data = {**snapshot(stats, info), **logged, "past_rounds": past, "ingest": history.points()}
                 self._data, self._at = orjson.dumps(data), self.clock()
         return self._data
 
@@ -293,6 +298,7 @@ PAGE = """<!doctype html>
 <title>Round · {title}</title>
 <link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/static/operator.css">
+<script src="/static/transparency.js" defer></script>
 <script src="/static/operator.js" defer></script>
 </head>
 <body data-auth="{auth}">
@@ -349,6 +355,23 @@ PAGE = """<!doctype html>
         <div class="axis x"><span id="rate-from"></span><span>now</span></div>
       </div>
       <p class="muted" id="rate-now"></p>
+    </section>
+    <section id="transparency" data-testid="transparency">
+      <h2>Transparency <span class="muted">(this round in the signed log: what anyone can check)</span></h2>
+      <p id="tlog-none" data-testid="tlog-none" hidden>The transparency log is not kept on this backend:
+      neither this round's bets nor its number can be checked against a signed log.</p>
+      <div id="tlog" hidden>
+        <dl id="tlog-facts" class="facts"></dl>
+        <p id="tlog-note" data-testid="tlog-note"></p>
+        <div id="proof" data-testid="proof" hidden>
+          <p id="proof-verdict" data-testid="proof-verdict" role="status"></p>
+          <ol id="proof-steps"></ol>
+        </div>
+        <p class="muted">What an agency runs to check its bets and this round against the log, trusting
+        only the key (A: its id; F: its bets file, its receipts beside it; <code>--server</code> and
+        <code>--token</code> as for <code>run</code>):</p>
+        <pre><code id="tlog-command" data-testid="tlog-command"></code></pre>
+      </div>
     </section>
     <section>
       <h2>Past rounds</h2>

@@ -179,6 +179,7 @@ function render(state) {
   if (browseFrom === null) renderAgencies(state.agencies);
   else showPage();
   renderSlowest(state);
+  LotteryProof.render(state); // the transparency panel (transparency.js)
   renderPast(state.past_rounds || []);
   sample();
 }
@@ -241,8 +242,10 @@ function status(text) {
 }
 
 async function follow() {
-  // One stream at a time; when it ends (the server closes it every few seconds), reconnect.
+  // One stream at a time; when it ends (the server closes it every few seconds), reconnect,
+  // at most once a second: a stream cut at once (a proxy's) must not become a request loop.
   for (;;) {
+    const started = Date.now();
     try {
       const response = await fetch("/operator/events", { headers: headers(), cache: "no-store" });
       if (response.status === 401) {
@@ -254,6 +257,7 @@ async function follow() {
       if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
       status("");
       await readEvents(response.body);
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + 1000 - Date.now())));
     } catch (error) {
       status(`reconnecting (${error.message})`);
       await new Promise((resolve) => setTimeout(resolve, 1000));

@@ -131,6 +131,7 @@ def generated_files(where: Path) -> list[Path]:
 
 
 def test_a_round_as_the_operator_sees_it(secured, browser, tmp_path: Path) -> None:
+    import httpx
     from playwright.sync_api import expect
 
     # Every look waits as long as a person would on a busy machine, not Playwright's 5 s default.
@@ -160,6 +161,19 @@ def test_a_round_as_the_operator_sees_it(secured, browser, tmp_path: Path) -> No
     expect(page.locator("[data-testid=round-state]")).to_have_text("open, taking bets")
     for agency in range(1, AGENCIES + 1):
         expect(page.locator(f'tr[data-agency="{agency}"] td').nth(4)).to_have_text("not yet")
+    # The transparency panel: PostgreSQL keeps no log yet (its /log routes answer 501); the files
+    # backend's round 1 has the settings' fixed number (issue 23).
+    logged = httpx.get(server.url + "/log/vkey", headers={"Authorization": f"Bearer {tokens['operator']}"})
+    if logged.status_code == 501:
+        expect(page.locator("[data-testid=tlog-none]")).to_contain_text("not kept on this backend")
+        expect(page.locator("#tlog")).to_be_hidden()
+    else:
+        assert logged.status_code == 200, logged.text
+        expect(page.locator("[data-testid=tlog-vkey]")).to_have_text(logged.text.strip())
+        expect(page.locator("[data-testid=tlog-note]")).to_contain_text(
+            "only this round's bets, not its number, are provable"
+        )
+        expect(page.locator("[data-testid=tlog-none]")).to_be_hidden()
     # The token lives in this tab's session storage only, and not in the page.
     assert page.evaluate("sessionStorage.getItem('lottery.operator.token')") == tokens["operator"]
     assert page.evaluate("localStorage.length") == 0
@@ -375,3 +389,136 @@ def test_a_round_of_many_agencies_shows_the_ones_not_done_and_the_slowest(browse
         expect(note).to_contain_text("not done yet")
     assert_only_loopback(page.requested)
     assert page.errors == []
+
+
+def test_the_transparency_panel_checks_a_random_draw_in_the_browser(browser, tmp_path: Path) -> None:
+    """Issue 23: the operator's page shows the log's head, the round's leaves and commitment, and
+    after the draw checks in the browser (crypto.subtle) that the number follows from the
+    committed seed and the log's root: "checked" on a real round, the mismatch on data with a
+    wrong seed or a wrong number (the page's data served altered by a route). A fixed round says
+    only its bets are provable."""
+    import httpx
+    from playwright.sync_api import expect
+
+    from tests.unit.test_tlog_draw import GOLDEN, ORIGIN
+    from tlog import b64, checkpoint, note
+    from tlog import draw as draw_module
+
+    expect.set_options(timeout=SEE)
+    tokens = {**tokens_module.make(AGENCIES), "operator": "operator-" + "z" * 24}
+    (tmp_path / "tokens.json").write_text(json.dumps(tokens), encoding="utf-8")
+    files = generated_files(tmp_path / "agencies")
+    page = browser
+    testid = lambda name: page.locator(f"[data-testid={name}]")  # noqa: E731
+    operator = {"Authorization": f"Bearer {tokens['operator']}"}
+    env = {"LOTTERY_TOKENS_FILE": str(tmp_path / "tokens.json")}
+    with (
+        Server(tmp_path / "data", workers=2, agencies=AGENCIES, env=env) as server,
+        httpx.Client(base_url=server.url, headers=operator) as api,
+    ):
+        vkey = api.get("/log/vkey").text.strip()
+        for agency in range(1, AGENCIES + 1):  # round 1 (the settings' fixed number) drawn empty
+            r = api.post(f"/agencies/{agency}/done", headers={"Authorization": f"Bearer {tokens[str(agency)]}"})
+            assert r.status_code == 200, r.text
+        page.goto(server.url + "/")
+        page.fill("#token", tokens["operator"])
+        page.click("#login button")
+        expect(testid("round-state")).to_have_text("drawn")
+        expect(testid("tlog-note")).to_have_text(
+            "The winning number 7574 was fixed when the round opened: only this round's bets, not its number, "
+            "are provable."
+        )
+        expect(testid("proof")).to_be_hidden()
+        expect(testid("tlog-commitment")).to_have_count(0)
+
+        # Round 2, random: its commitment from the opening; the seed stays secret.
+        assert api.post("/rounds", json={"winning_number": "random"}).status_code == 201
+        opened = api.get("/rounds/2").json()
+        expect(testid("round-state")).to_have_text("open, taking bets")
+        expect(testid("tlog-commitment")).to_have_text(opened["seed_commitment"])
+        expect(testid("tlog-opened")).to_have_text(str(opened["log"]["opened"]))
+        expect(testid("tlog-vkey")).to_have_text(vkey)
+        expect(testid("tlog-origin")).to_have_text(vkey.split("+")[0])
+        expect(testid("tlog-seed")).to_have_count(0)
+        expect(testid("proof")).to_be_hidden()
+        expect(testid("tlog-command")).to_have_text(
+            f"python -m client verify --agency A --file F --round 2 --log-key '{vkey}'"
+        )
+
+        uploads = [upload(server, a, files[a - 1], tokens[str(a)]) for a in range(1, AGENCIES + 1)]
+        for agency, proc in enumerate(uploads, start=1):
+            try:
+                _, err = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"agency {agency} never ended\n{_stop_and_report(server, uploads)}") from None
+            assert proc.returncode == 0, err
+        drawn = api.get("/rounds/2").json()
+        draw = drawn["draw"]
+        assert drawn["state"] == "drawn" and draw["seed"] is not None
+        head = checkpoint.Checkpoint.parse(note.parse_note(api.get("/log/checkpoint").content).text)
+        expect(testid("round-state")).to_have_text("drawn")
+        expect(testid("proof-verdict")).to_have_text(
+            f"checked: the winning number {draw['winning_number']} follows from the seed committed when the round "
+            "opened and the log's root at the draw."
+        )
+        for name, value in (
+            ("tlog-seed", draw["seed"]),
+            ("tlog-draw-size", str(draw["size"])),
+            ("tlog-draw-root", draw["root"]),
+            ("tlog-number", str(draw["winning_number"])),
+            ("winning-number", str(drawn["winning_number"])),
+            ("tlog-commitment", opened["seed_commitment"]),
+            ("tlog-checkpoint-size", str(head.size)),  # nothing after the draw: its checkpoint is the latest
+            ("tlog-checkpoint-root", b64.encode(head.root)),
+        ):
+            expect(testid(name)).to_have_text(value)
+        assert (head.size, b64.encode(head.root)) == (draw["size"], draw["root"])
+        expect(page.locator("#proof-steps li.ok")).to_have_count(5)
+        shot(page, "transparency-checked")
+
+        # The browser's derivation on the golden draws (one takes the rejection branch).
+        for _, seed, root, x, (word, block, index), number in GOLDEN:
+            derived = page.evaluate(
+                "([o, r, n, root, seed]) => LotteryProof.deriveDraw(o, r, n, root, seed)",
+                [ORIGIN, 1, 4, b64.encode(bytes.fromhex(root)), b64.encode(bytes.fromhex(seed))],
+            )
+            assert derived == {"x": x, "word": word, "block": block, "index": index, "number": number}
+
+        # The same page, its data altered on the way: a wrong seed, then a wrong number.
+        state = api.get("/operator/state").json()
+        assert state["draw"] == draw and state["log"] == drawn["log"]
+        wrong_seed = b64.encode(bytes([b64.decode(draw["seed"])[0] ^ 1]) + b64.decode(draw["seed"])[1:])
+        wrong_number = (draw["winning_number"] + 1) % 10_000
+        # The wrong seed fails its commitment, and the number too unless it happens to give the same.
+        same = draw_module.winning_number(
+            vkey.split("+")[0], 2, draw["size"], b64.decode(draw["root"]), b64.decode(wrong_seed)
+        )
+        for name, altered, says, failed in (
+            (
+                "seed",
+                {"draw": {**draw, "seed": wrong_seed}},
+                f", but the round opened with the commitment {opened['seed_commitment']}",
+                1 + (same != draw["winning_number"]),
+            ),
+            (
+                "number",
+                {"draw": {**draw, "winning_number": wrong_number}, "winning_number": wrong_number},
+                f"= {draw['winning_number']}, but the published winning number is {wrong_number}",
+                1,
+            ),
+        ):
+            page.unroute("**/operator/events")
+            page.route("**/operator/events", serving("data: " + json.dumps({**state, **altered}) + "\n\n"))
+            page.reload()
+            expect(testid("proof-verdict")).to_contain_text(says)
+            expect(testid("proof-verdict")).to_have_text(re.compile(r"^mismatch: "))
+            expect(page.locator("#proof-steps li.bad")).to_have_count(failed)
+            shot(page, f"transparency-wrong-{name}")
+    assert_only_loopback(page.requested)
+    assert page.errors == []
+
+
+def serving(event: str):
+    """A route handler answering the page's event stream with ``event`` (the stream then ends:
+    the page reconnects a second later and gets it again)."""
+    return lambda route: route.fulfill(status=200, content_type="text/event-stream", body=event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,8 @@ import pytest
 
 from app import tokens as tokens_module
 from devtools.server import Server
+from tests.postgres_db import fresh_database
+from tlog import b64, checkpoint, draw, note
 
 AGENCIES = 2
 OPERATOR = "operator-token-" + "o" * 20
@@ -153,3 +156,77 @@ def test_the_tokens_file_may_name_the_operator(tmp_path: Path) -> None:
         path.write_text(json.dumps(bad))
         with pytest.raises(tokens_module.TokensError, match=message):
             tokens_module.Tokens.load(path, 2)
+
+
+def state_when(client: httpx.Client, shows) -> dict:
+    """The page's data once every worker's snapshot caught up with what the test did (a snapshot
+    is refreshed at most twice a second): polled until ``shows`` holds."""
+    deadline = time.monotonic() + 30
+    while True:
+        state = client.get("/operator/state").json()
+        if shows(state):
+            return state
+        assert time.monotonic() < deadline, f"the page's data never caught up: {state}"
+        time.sleep(0.1)
+
+
+def test_the_pages_data_carries_the_rounds_log_fields_as_get_rounds_has_them(tmp_path: Path) -> None:
+    """Issue 23: the transparency panel's data, in the page's one data endpoint: the round's
+    ``log``, ``seed_commitment`` and ``draw`` exactly as ``GET /rounds/{n}``; ``transparency``:
+    the log's origin, its verifier key as ``GET /log/vkey`` and its latest checkpoint. A random
+    round's seed appears only with its draw."""
+    env = {"LOTTERY_LOG_ORIGIN": "lottery.test/operator-log"}
+    with (
+        Server(tmp_path / "data", workers=2, agencies=AGENCIES, env=env) as server,
+        httpx.Client(base_url=server.url) as client,
+    ):
+        vkey = client.get("/log/vkey").text.strip()
+        fields = ("log", "seed_commitment", "draw")
+
+        def head() -> dict:
+            signed = checkpoint.Checkpoint.parse(note.parse_note(client.get("/log/checkpoint").content).text)
+            return {"size": signed.size, "root": b64.encode(signed.root)}
+
+        first = state_when(client, lambda s: s["round"] == 1)
+        assert {k: first[k] for k in fields} == {k: client.get("/rounds/1").json()[k] for k in fields}
+        assert first["log"] == {"opened": 0, "closed": None} and first["seed_commitment"] is None
+        assert first["transparency"] == {"origin": "lottery.test/operator-log", "vkey": vkey, "checkpoint": head()}
+
+        assert client.post("/agencies/1/bets", content=BET, headers={"Content-Type": "text/csv"}).status_code == 201
+        for agency in range(1, AGENCIES + 1):
+            assert client.post(f"/agencies/{agency}/done").status_code == 200
+        drawn = state_when(client, lambda s: s["state"] == "drawn" and s["draw"] is not None)
+        assert {k: drawn[k] for k in fields} == {k: client.get("/rounds/1").json()[k] for k in fields}
+        assert drawn["draw"]["seed"] is None and drawn["draw"]["winning_number"] == 7574  # a fixed number
+        assert drawn["transparency"]["checkpoint"] == head() == {"size": 3, "root": drawn["draw"]["root"]}
+
+        assert client.post("/rounds", json={"winning_number": "random"}).status_code == 201
+        opened = state_when(client, lambda s: s["round"] == 2)
+        assert {k: opened[k] for k in fields} == {k: client.get("/rounds/2").json()[k] for k in fields}
+        assert opened["log"] == {"opened": 3, "closed": None} and opened["draw"] is None
+        assert b64.decode(opened["seed_commitment"]) and "seed" not in json.dumps(opened).replace("seed_commitment", "")
+        for agency in range(1, AGENCIES + 1):
+            assert client.post(f"/agencies/{agency}/done").status_code == 200
+        drawn = state_when(client, lambda s: s["round"] == 2 and s["draw"] is not None)
+        published = client.get("/rounds/2").json()
+        assert {k: drawn[k] for k in fields} == {k: published[k] for k in fields}
+        seed = b64.decode(drawn["draw"]["seed"])
+        assert draw.seed_commitment(seed) == b64.decode(drawn["seed_commitment"])
+        assert (
+            drawn["draw"]["winning_number"]
+            == drawn["winning_number"]
+            == draw.winning_number(
+                "lottery.test/operator-log", 2, drawn["draw"]["size"], b64.decode(drawn["draw"]["root"]), seed
+            )
+        )
+
+
+def test_on_postgresql_the_pages_data_says_there_is_no_log(tmp_path: Path) -> None:
+    with (
+        fresh_database() as url,
+        Server(tmp_path / "data", workers=2, agencies=AGENCIES, env={"LOTTERY_DATABASE_URL": url}) as server,
+        httpx.Client(base_url=server.url) as client,
+    ):
+        assert client.get("/log/vkey").status_code == 501
+        state = state_when(client, lambda s: s["round"] == 1)
+    assert (state["log"], state["seed_commitment"], state["draw"], state["transparency"]) == (None, None, None, None)
