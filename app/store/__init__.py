@@ -64,7 +64,9 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, signing: bool = True) -> Store:
+    """The settings' store. ``signing`` False: a PostgreSQL store for a tool that only reads (an
+    export) needs no key and appends nothing to the log."""
     if settings.database_url:
         from app.store.postgres import PostgresStore  # imported only when chosen: psycopg is optional
 
@@ -73,7 +75,7 @@ def open_store(settings: Settings) -> Store:
             settings.agencies,
             settings.winning_number,
             settings.lock_timeout,
-            log_signer=log_signer(settings),
+            log_signer=log_signer(settings) if signing else None,
             log_origin=settings.log_origin,
         )
     from app.store.files import FileStore

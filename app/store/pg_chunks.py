@@ -63,9 +63,10 @@ BET_COLUMNS = "agency, first_name, last_name, document, birthdate, number"
 
 UPLOAD_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 AGENCY_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
-# The stored (fingerprint, count) of the batch's keys: one lottery_chunks_key index probe each.
+# The stored (fingerprint, count, leaf, salt) of the batch's keys: one lottery_chunks_key index probe each.
 STORED_KEYS = (
-    "SELECT k.i, c.fingerprint, c.count, c.log_index, c.salt FROM unnest(%s::int[], %s::int[], %s::text[]) AS k(i, agency, key) "
+    "SELECT k.i, c.fingerprint, c.count, c.log_index, c.salt "
+    "FROM unnest(%s::int[], %s::int[], %s::text[]) AS k(i, agency, key) "
     "JOIN lottery_chunks c ON c.round = %s::int AND c.agency = k.agency AND c.idempotency_key = k.key "
     "WHERE c.idempotency_key IS NOT NULL"
 )
