@@ -42,8 +42,8 @@ from app.store import (
 from app.store.files import FileStore, round_dir, round_ids
 from devtools.server import ROOT, free_port
 from tests.helpers import WIN, chunk, make_rows
-from tlog import note
 from tests.postgres_db import fresh_database, reset_database
+from tlog import note
 
 # -- the backends -------------------------------------------------------------------------------
 
