@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    store = open_store(settings)
+    store = open_store(settings, signing=False)  # reads only: no log key needed on PostgreSQL
     try:
         if args.out == "-":
             round_id, bets = store.export_bets(sys.stdout.buffer, args.round)

@@ -8,9 +8,13 @@ imports the store (to read the round in progress), so settings and store import 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from app.settings import Settings, data_dir_problem, load_or_exit, tls_problem
 from app.store import round_settings_warning
+
+if TYPE_CHECKING:
+    from tlog import note
 
 
 def preflight() -> Settings:
@@ -23,6 +27,8 @@ def preflight() -> Settings:
         raise SystemExit(2)
     if settings.database_url is None:
         check_log(settings)
+    else:
+        check_pg_log(settings)
     if warning := round_settings_warning(settings):
         print(warning, file=sys.stderr)
     if settings.tls_cert is not None and settings.tls_key is not None:
@@ -43,6 +49,40 @@ def preflight() -> Settings:
         print(f"lottery: invalid setting: LOTTERY_TOKENS_FILE: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     return settings
+
+
+def _signer(settings: Settings) -> note.Signer:
+    from app.store import log_signer
+    from app.store.txlog import LogKeyError
+
+    try:
+        return log_signer(settings)
+    except (LogKeyError, OSError) as error:
+        print(f"lottery: invalid setting: LOTTERY_LOG_KEY_FILE: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def check_pg_log(settings: Settings) -> None:
+    """The PostgreSQL backend's transparency log: its key (made at its default place on the first
+    start; every host must share it), then the log in the database against its checkpoints and the
+    current round (app/store/pg_log_check.py). A database that does not answer yet is the workers'
+    to report (503 until it does): not checked here."""
+    from app.store.log_check import LogMismatch
+    from app.store.pg_log_check import check_pg_log as check
+
+    signer = _signer(settings)
+    assert settings.database_url is not None
+    try:
+        size = check(settings.database_url, signer, settings.log_origin)
+    except LogMismatch as error:
+        print(f"lottery: refusing to start: the transparency log does not match: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    found = "not checked (the database does not answer yet)" if size is None else f"{size} leaves"
+    print(
+        f"lottery: transparency log {settings.log_origin} in the database: {found}; "
+        f"verifier key {signer.verifier().vkey()}",
+        file=sys.stderr,
+    )
 
 
 def check_log(settings: Settings) -> None:

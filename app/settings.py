@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         None,
         description=(
             "The log's signing key (mode 0600; `python -m tlog keygen ORIGIN PATH` makes one). "
-            "Default: <data dir>/log.key, made on the first start."
+            "Default: <data dir>/log.key, made on the first start. On PostgreSQL every host must use the same key."
         ),
     )
 

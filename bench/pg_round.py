@@ -28,9 +28,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from app.settings import DEFAULT_LOG_ORIGIN
 from bench.http_round import run_round
 from client.generate import generate
 from devtools.server import Server
+from tlog import keyfile
 
 DEFAULT_URL = "postgresql://lottery@127.0.0.1:54329/lottery"
 
@@ -56,6 +58,9 @@ def round_database(server_url: str) -> Iterator[str]:
 
 def pg_round(files: dict[int, Path], work: Path, database_url: str, hosts: int, workers: int | None = None) -> dict:
     """One round on ``hosts`` hosts sharing a fresh database: seconds, bets/s, winners, draws."""
+    key = work / f"h{hosts}-log.key"  # one transparency log for the database: every host signs with one key
+    if not key.exists():
+        keyfile.write_new_key(key, DEFAULT_LOG_ORIGIN)
     with round_database(database_url) as url:
         servers = [
             Server(
@@ -63,7 +68,7 @@ def pg_round(files: dict[int, Path], work: Path, database_url: str, hosts: int, 
                 workers=workers or 2,
                 agencies=len(files),
                 log_path=work / f"pg-{hosts}-hosts-{n}.log",
-                env={"LOTTERY_DATABASE_URL": url},
+                env={"LOTTERY_DATABASE_URL": url, "LOTTERY_LOG_KEY_FILE": str(key)},
             )
             for n in range(1, hosts + 1)
         ]

@@ -238,6 +238,14 @@ class Tree:
             self._levels[height] += top
         return index
 
+    def truncate(self, size: int) -> None:
+        """Keep the first ``size`` leaves: each level keeps its subtrees that end within them
+        (a writer's leaves signed but not committed go: O(log n))."""
+        if not 0 <= size <= len(self):
+            raise ValueError(f"cannot cut a tree of {len(self)} to {size}")
+        for height, level in enumerate(self._levels):
+            del level[(size >> height) * HASH_SIZE :]
+
     def range_hash(self, lo: int, hi: int) -> bytes:
         """The hash of the subtree over leaves [lo, hi): lo must be a multiple of a power of two
         at least hi - lo (every subtree of the RFC's recursion is)."""

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import any_token
 from app.problems import Problem, documented
-from app.store.txlog import MAX_ENTRIES, LogRangeError, TransparencyLog
+from app.store.txlog import MAX_ENTRIES, LogRangeError, SignedLog
 from tlog import b64
 
 
@@ -33,10 +33,10 @@ router = APIRouter(prefix="/log", tags=["transparency log"], dependencies=[Depen
 TEXT: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {}}}}
 
 
-def _log(request: Request) -> TransparencyLog:
-    found: TransparencyLog | None = request.app.state.store.log
+def _log(request: Request) -> SignedLog:
+    found: SignedLog | None = request.app.state.store.log
     if found is None:
-        raise Problem(501, "Not on this backend", "the transparency log is not kept on the PostgreSQL backend yet")
+        raise Problem(501, "Not on this backend", "this server's store keeps no transparency log")
     return found
 
 

@@ -358,7 +358,7 @@ PAGE = """<!doctype html>
     </section>
     <section id="transparency" data-testid="transparency">
       <h2>Transparency <span class="muted">(this round in the signed log: what anyone can check)</span></h2>
-      <p id="tlog-none" data-testid="tlog-none" hidden>The transparency log is not kept on this backend:
+      <p id="tlog-none" data-testid="tlog-none" hidden>This server keeps no transparency log:
       neither this round's bets nor its number can be checked against a signed log.</p>
       <div id="tlog" hidden>
         <dl id="tlog-facts" class="facts"></dl>

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from app.settings import Settings
 from app.store.base import (
     AgencyClosed,
@@ -28,6 +30,9 @@ from app.store.base import (
     UploadSummary,
     body_digest,
 )
+
+if TYPE_CHECKING:
+    from tlog import note
 
 __all__ = [
     "AgencyClosed",
@@ -59,11 +64,20 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, signing: bool = True) -> Store:
+    """The settings' store. ``signing`` False: a PostgreSQL store for a tool that only reads (an
+    export) needs no key and appends nothing to the log."""
     if settings.database_url:
         from app.store.postgres import PostgresStore  # imported only when chosen: psycopg is optional
 
-        return PostgresStore(settings.database_url, settings.agencies, settings.winning_number, settings.lock_timeout)
+        return PostgresStore(
+            settings.database_url,
+            settings.agencies,
+            settings.winning_number,
+            settings.lock_timeout,
+            log_signer=log_signer(settings) if signing else None,
+            log_origin=settings.log_origin,
+        )
     from app.store.files import FileStore
 
     return FileStore(
@@ -74,6 +88,19 @@ def open_store(settings: Settings) -> Store:
         log_key=settings.log_key_file,
         log_origin=settings.log_origin,
     )
+
+
+def log_signer(settings: Settings) -> note.Signer:
+    """The transparency log's signer: LOTTERY_LOG_KEY_FILE, else ``<data dir>/log.key``, made on the
+    first start (the data dir too, which the PostgreSQL backend uses for nothing else). On
+    PostgreSQL every host must hold the same key: the database records it (pg_log.register_key)
+    and a host with another one refuses to write. LogKeyError when the file cannot be used."""
+    from app.store.txlog import load_signer
+
+    create = settings.log_key_file is None
+    if create:
+        settings.log_key_path.parent.mkdir(parents=True, exist_ok=True)
+    return load_signer(settings.log_key_path, settings.log_origin, create=create)
 
 
 def stored_round(settings: Settings) -> tuple[RoundParameters | None, str]:

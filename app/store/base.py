@@ -32,7 +32,7 @@ from app.rounds import RoundStillOpen as RoundStillOpen
 from app.store.stats import RoundStats
 
 if TYPE_CHECKING:
-    from app.store.txlog import TransparencyLog
+    from app.store.txlog import SignedLog
 from tlog import leaves
 
 
@@ -358,7 +358,7 @@ class Store(ABC):
     """What the HTTP layer needs from storage. Every method is blocking: call it off the event loop."""
 
     # The service's transparency log (app/store/txlog.py); None where the backend keeps none.
-    log: TransparencyLog | None = None
+    log: SignedLog | None = None
 
     # The round's parameters: the recorded ones once the store has read its round (a restart
     # with other settings keeps them), the settings' until then.

@@ -4,10 +4,18 @@ The chunks a worker process has queued at once are locked, decided and written t
 committed once (one WAL flush) instead of each in a transaction of its own, in three round
 trips and a COPY:
 
-    BEGIN, the round's row, the locks (in order), what decides the chunks, chunk ids   a pipeline
+    BEGIN, the round's row, the locks (in order), what decides the chunks, chunk ids,
+    the log's leaves this process has not read                                          a pipeline
     every chunk decided on its own, by flow.decide_chunk (replay, refusal, or store it)
     the stored chunks' bets                                                             one COPY
-    their rows, COMMIT                                                                  a pipeline
+    the log's lock, its size and the leaves committed since the first pipeline          a pipeline
+    (the batch's checkpoint signed here, with the log's key)
+    their rows, their leaves and the checkpoint, COMMIT                                 a pipeline
+
+The log's lock (app/store/pg_log.py) orders the log's writers on every host: it is taken last
+and held for two round trips (the second ends with the commit), so that each host's batches
+wait on it as little as they can. Without a log (a store made without a key) the last two
+pipelines are one: the rows and COMMIT.
 
 The first pipeline locks and reads for the round this process saw last (rounds change rarely);
 when the round's row says otherwise (another round was opened meanwhile), a second pipeline
@@ -24,24 +32,28 @@ that batches of several processes and hosts never wait on each other in a cycle.
 
 from __future__ import annotations
 
+import secrets
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 
 from app.rounds import RoundError
-from app.store import flow
+from app.store import flow, pg_log
 from app.store.base import (
     Chunk,
     ChunkReceipt,
+    LogReceipt,
     StoreError,
     merge_ranges,
     replay_by_key,
     replay_by_range,
 )
 from app.store.batch import Ticket
+from app.store.txlog import TransactionalLog
+from tlog import b64, leaves
 
 ChunkTicket = Ticket[Chunk, ChunkReceipt]
 Answer = ChunkReceipt | StoreError | RoundError
@@ -51,9 +63,10 @@ BET_COLUMNS = "agency, first_name, last_name, document, birthdate, number"
 
 UPLOAD_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 AGENCY_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
-# The stored (fingerprint, count) of the batch's keys: one lottery_chunks_key index probe each.
+# The stored (fingerprint, count, leaf, salt) of the batch's keys: one lottery_chunks_key index probe each.
 STORED_KEYS = (
-    "SELECT k.i, c.fingerprint, c.count FROM unnest(%s::int[], %s::int[], %s::text[]) AS k(i, agency, key) "
+    "SELECT k.i, c.fingerprint, c.count, c.log_index, c.salt "
+    "FROM unnest(%s::int[], %s::int[], %s::text[]) AS k(i, agency, key) "
     "JOIN lottery_chunks c ON c.round = %s::int AND c.agency = k.agency AND c.idempotency_key = k.key "
     "WHERE c.idempotency_key IS NOT NULL"
 )
@@ -62,9 +75,9 @@ STORED_KEYS = (
 # the last to start before stop: one backward step of the lottery_chunks_ranges index per chunk,
 # however many chunks the upload has.
 NEIGHBOUR_SPANS = (
-    "SELECT k.i, s.upload_start, s.upload_end, s.fingerprint "
+    "SELECT k.i, s.upload_start, s.upload_end, s.fingerprint, s.log_index, s.salt "
     "FROM unnest(%s::int[], %s::int[], %s::text[], %s::bigint[]) AS k(i, agency, upload_id, stop) "
-    "CROSS JOIN LATERAL (SELECT c.upload_start, c.upload_end, c.fingerprint FROM lottery_chunks c "
+    "CROSS JOIN LATERAL (SELECT c.upload_start, c.upload_end, c.fingerprint, c.log_index, c.salt FROM lottery_chunks c "
     "WHERE c.round = %s::int AND c.agency = k.agency AND c.upload_id = k.upload_id AND c.upload_start < k.stop "
     "ORDER BY c.upload_start DESC LIMIT 1) s"
 )
@@ -76,12 +89,16 @@ CLOSED = (
 NEW_IDS = "SELECT nextval('lottery_chunk_ids') FROM generate_series(1, %s)"
 INSERT_CHUNKS = (
     "INSERT INTO lottery_chunks (id, round, agency, idempotency_key, fingerprint, count, upload_id, "
-    "upload_start, upload_end, body_digest) "
+    "upload_start, upload_end, body_digest, log_index, salt, auto_key) "
     "SELECT k.id, %s::int, k.agency, k.key, k.fingerprint, k.count, k.upload_id, k.upload_start, k.upload_end, "
-    "k.digest "
+    "k.digest, k.log_index, k.salt, k.auto_key "
     "FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[], %s::bigint[], "
-    "%s::bigint[], %s::text[]) AS k(id, agency, key, fingerprint, count, upload_id, upload_start, upload_end, digest)"
+    "%s::bigint[], %s::text[], %s::bigint[], %s::bytea[], %s::text[]) "
+    "AS k(id, agency, key, fingerprint, count, upload_id, upload_start, upload_end, digest, log_index, salt, auto_key)"
 )
+# A replayed chunk's leaf, for its receipt.
+REPLAYED_LEAVES = "SELECT idx, leaf FROM lottery_log_leaves WHERE idx = ANY(%s::bigint[])"
+LATEST_CHECKPOINT = "SELECT size, note FROM lottery_log_checkpoints ORDER BY size DESC LIMIT 1"
 # Each line prefixed with its chunk's id (_tagged): one COPY for every chunk of the batch.
 COPY_BETS = f"COPY lottery_bets (chunk_id, {BET_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
 
@@ -100,6 +117,9 @@ class Found:
     keys: dict[int, tuple[str, int]]  # chunk's place in the batch -> its key's stored (fingerprint, count)
     spans: dict[int, tuple[int, int, str]]  # chunk's place -> its upload's neighbouring stored span
     ids: list[int]  # fresh chunk ids, ascending: as many as chunks
+    # chunk's place -> the leaf index and salt of the chunk found by its key, and by its range
+    key_logs: dict[int, tuple[int, bytes]]
+    span_logs: dict[int, tuple[int, bytes]]
 
 
 Round = tuple[int, int, int]  # (round id, its agencies, the current round id)
@@ -111,24 +131,32 @@ def store_batch(
     assumed: tuple[int, int] | None,
     resolve: Callable[[psycopg.Connection[Any]], Callable[[], Round]],
     named: bool,
+    log: TransactionalLog | None = None,
 ) -> tuple[list[tuple[ChunkTicket, Answer]], list[ChunkTicket]]:
     """One transaction on ``conn`` (an autocommit connection: BEGIN and COMMIT are sent here, with
     other statements): lock, decide and write ``tickets``, for the round ``resolve`` finds (it
     sends the round's query and returns what reads its answer; a refused round raises RoundError).
     ``assumed`` is ``(round id, agencies)`` as last seen, if any; ``named``: the request named
-    its round. Returns each decided chunk's answer, committed, and the chunks left for the next batch."""
+    its round. ``log``: the transparency log, whose leaves for the stored chunks and checkpoint
+    commit with them. Returns each decided chunk's answer, committed, and the chunks left for the next batch."""
     chunks = [ticket.item for ticket in tickets]
     # On a failure, the connection's context (PostgresStore._connection) rolls the transaction back.
     with conn.cursor() as cur:
+        known = log.known() if log is not None else 0
         with conn.pipeline():
             conn.execute("BEGIN")
             round_of = resolve(conn)
             reading = _lock_and_read(conn, cur, *assumed, chunks) if assumed is not None else None
+            # The leaves other writers committed since this process last read: read before the
+            # log's lock, so that under it only those of the last moments are.
+            since = conn.execute(pg_log.SINCE, (known,)) if log is not None else None
         round_id, agencies, current = round_of()
         if reading is None or assumed != (round_id, agencies):
             with conn.pipeline():
                 reading = _lock_and_read(conn, cur, round_id, agencies, chunks)
         found = reading()
+        if log is not None and since is not None:
+            log.feed(known, [bytes(row[0]) for row in since.fetchall()])
         answers, stored, deferred = _decide(
             cur, tickets, found, round_id, agencies, (round_id, lambda: current) if named else None
         )
@@ -138,12 +166,78 @@ def store_batch(
             with cur.copy(COPY_BETS) as copy:
                 # The payloads are already the stored CSV format, which COPY's csv mode reads as is.
                 copy.write(b"".join(_tagged(c.payload, chunk_id) for c, chunk_id in zip(chunks, ids, strict=True)))
+        logged = _leaves(round_id, chunks) if log is not None and chunks else None
+        appended = None
+        if log is not None and logged is not None:
+            known = log.known()
+            with conn.pipeline():
+                head = pg_log.send_lock(conn, known)
+            appended = pg_log.sign(log, known, head, [leaf for leaf, _, _ in logged])
         with conn.pipeline():
             if chunks:
-                cur.execute(INSERT_CHUNKS, _chunk_rows(round_id, chunks, ids))
+                cur.execute(INSERT_CHUNKS, _chunk_rows(round_id, chunks, ids, appended, logged))
+            if appended is not None and logged is not None:
+                pg_log.send_append(conn, appended, [leaf for leaf, _, _ in logged])
             conn.execute("COMMIT")
-    answers.extend((ticket, ChunkReceipt(ticket.item.agency, ticket.item.count)) for ticket in stored)
+        if appended is not None and log is not None and logged is not None:
+            log.feed(appended.start, [leaf for leaf, _, _ in logged])  # committed: no need to read them back
+        if appended is not None and logged is not None:
+            for at, (ticket, (leaf, salt, _)) in enumerate(zip(stored, logged, strict=True)):
+                index, shown = appended.start + at, b64.encode(salt)
+                receipt = LogReceipt(index, appended.size, leaf, shown, appended.note)
+                answers.append(
+                    (ticket, ChunkReceipt(ticket.item.agency, ticket.item.count, False, index, shown, receipt))
+                )
+        else:
+            answers.extend((ticket, ChunkReceipt(ticket.item.agency, ticket.item.count)) for ticket in stored)
+        if log is not None:
+            _replays_receipts(conn, answers, appended)
     return answers, deferred
+
+
+def _leaves(round_id: int, chunks: list[Chunk]) -> list[tuple[bytes, bytes, str | None]]:
+    """Each stored chunk's leaf, its salt, and the leaf's key when the chunk has no Idempotency-Key
+    (drawn here, kept with the chunk so that its leaf can be checked again)."""
+    made = []
+    for chunk in chunks:
+        salt = chunk.salt if chunk.salt is not None else leaves.new_salt()
+        digest = chunk.leaf_digest if chunk.salt is not None and chunk.leaf_digest is not None else None
+        if digest is None:
+            digest = leaves.chunk_digest(salt, chunk.payload)
+        key = chunk.idempotency_key
+        auto = None
+        if key is None:
+            key = auto = "auto-" + secrets.token_hex(16)
+        made.append((leaves.ChunkStored(round_id, chunk.agency, key, chunk.count, digest).bytes(), salt, auto))
+    return made
+
+
+def _replays_receipts(
+    conn: psycopg.Connection[Any], answers: list[tuple[ChunkTicket, Answer]], appended: pg_log.Appended | None
+) -> None:
+    """After the commit: each replayed chunk's leaf (as first stored) and a checkpoint that holds
+    it (the batch's own, or the latest), in one round trip; only when a batch replays."""
+    replayed = [
+        (at, answer)
+        for at, (_, answer) in enumerate(answers)
+        if isinstance(answer, ChunkReceipt) and answer.replayed and answer.log_index is not None
+    ]
+    if not replayed:
+        return
+    with conn.pipeline():
+        found = conn.execute(REPLAYED_LEAVES, ([answer.log_index for _, answer in replayed],))
+        latest = conn.execute(LATEST_CHECKPOINT) if appended is None else None
+    leaf_of = {int(idx): bytes(leaf) for idx, leaf in found.fetchall()}
+    row = latest.fetchone() if latest is not None else (appended.size, appended.note) if appended else None
+    if row is None:
+        return
+    size, note = int(row[0]), bytes(row[1])
+    for at, answer in replayed:
+        assert answer.log_index is not None and answer.salt is not None
+        leaf = leaf_of.get(answer.log_index)
+        if leaf is not None and answer.log_index < size:
+            receipt = LogReceipt(answer.log_index, size, leaf, answer.salt, note)
+            answers[at] = (answers[at][0], replace(answer, log=receipt, leaf=leaf))
 
 
 def _decide(
@@ -231,12 +325,16 @@ def _lock_and_read(
     def found() -> Found:
         row = closed.fetchone()
         drawn, done = (bool(row[0]), frozenset(row[1])) if row is not None else (False, frozenset[int]())
+        key_rows = stored_keys.fetchall() if stored_keys else []
+        span_rows = spans.fetchall() if spans else []
         return Found(
             drawn,
             done,
-            {i: (fingerprint, count) for i, fingerprint, count in stored_keys} if stored_keys else {},
-            {i: (start, end, fingerprint) for i, start, end, fingerprint in spans} if spans else {},
+            {row[0]: (row[1], row[2]) for row in key_rows},
+            {row[0]: (row[1], row[2], row[3]) for row in span_rows},
             sorted(row[0] for row in ids),
+            {row[0]: (int(row[3]), bytes(row[4])) for row in key_rows if row[3] is not None},
+            {row[0]: (int(row[4]), bytes(row[5])) for row in span_rows if row[4] is not None},
         )
 
     return found
@@ -260,14 +358,20 @@ def _replay(cur: psycopg.Cursor[Any], round_id: int, chunk: Chunk, found: Found,
     if chunk.idempotency_key is not None:
         replay = replay_by_key(chunk, found.keys.get(i))
         if replay is not None:
-            return replay
+            return _with_log(replay, found.key_logs.get(i))
     if chunk.upload is not None:
         span = found.spans.get(i)
         upload_id = chunk.upload.upload_id
-        return replay_by_range(
+        replay = replay_by_range(
             chunk, [span] if span else [], lambda: _committed(cur, round_id, chunk.agency, upload_id)
         )
+        return None if replay is None else _with_log(replay, found.span_logs.get(i))
     return None
+
+
+def _with_log(receipt: ChunkReceipt, logged: tuple[int, bytes] | None) -> ChunkReceipt:
+    """A replay's receipt with the leaf and salt the chunk got when first stored."""
+    return receipt if logged is None else replace(receipt, log_index=logged[0], salt=b64.encode(logged[1]))
 
 
 def _committed(cur: psycopg.Cursor[Any], round_id: int, agency: int, upload_id: str) -> list[tuple[int, int]]:
@@ -279,9 +383,16 @@ def _committed(cur: psycopg.Cursor[Any], round_id: int, agency: int, upload_id: 
     return merge_ranges([(s, e) for s, e in cur.fetchall()])
 
 
-def _chunk_rows(round_id: int, chunks: list[Chunk], ids: list[int]) -> tuple[Any, ...]:
+def _chunk_rows(
+    round_id: int,
+    chunks: list[Chunk],
+    ids: list[int],
+    appended: pg_log.Appended | None = None,
+    logged: list[tuple[bytes, bytes, str | None]] | None = None,
+) -> tuple[Any, ...]:
     """INSERT_CHUNKS's parameters: a column each."""
     uploads = [c.upload for c in chunks]
+    made = logged if appended is not None and logged is not None else None
     return (
         round_id,
         ids,
@@ -293,6 +404,9 @@ def _chunk_rows(round_id: int, chunks: list[Chunk], ids: list[int]) -> tuple[Any
         [u.offset if u else None for u in uploads],
         [u.offset + c.count if u else None for c, u in zip(chunks, uploads, strict=True)],
         [c.digest if u else None for c, u in zip(chunks, uploads, strict=True)],
+        [appended.start + at for at in range(len(chunks))] if appended is not None and made else [None] * len(chunks),
+        [salt for _, salt, _ in made] if made else [None] * len(chunks),
+        [auto for _, _, auto in made] if made else [None] * len(chunks),
     )
 
 

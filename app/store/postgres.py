@@ -51,13 +51,15 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app import rounds as rules
-from app.store import flow, pg_chunks
+from app.store import flow, pg_chunks, pg_log
 from app.store.base import (
     Chunk,
     ChunkReceipt,
     DoneReceipt,
+    RoundDraw,
     RoundError,
     RoundInfo,
+    RoundLog,
     RoundNotFound,
     RoundParameters,
     RoundStatus,
@@ -72,12 +74,15 @@ from app.store.batch import Ticket, group_commit, turn
 from app.store.pg_chunks import AGENCY_LOCK_BASE, BET_COLUMNS, ChunkTicket
 from app.store.pg_watchdog import CHECK_DEADLINE, KEEPALIVES, STATEMENT_MARGIN, Watchdog
 from app.store.stats import AgencyStats, RoundStats
+from app.store.txlog import TransactionalLog
+from tlog import b64, leaves, note
+from tlog import draw as committed_draw
 
 DoneTicket = Ticket[int, flow.DoneOutcome]
 
 log = logging.getLogger("lottery")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Advisory lock keys. The one-bigint form and the two-int form never collide (PostgreSQL
 # keeps them apart), so agency keys live in the bigint space and upload keys in the pair space.
 SCHEMA_LOCK = 0x4C4F5454_00000001  # "LOTT" | 1: schema creation and migration
@@ -229,6 +234,7 @@ MIGRATIONS = {
     2: SCHEMA_V2,
     3: SCHEMA_V3,
     4: SCHEMA_V4,
+    5: pg_log.SCHEMA_V5,
 }  # version -> the steps that reach it from the one before
 
 CURRENT = "(SELECT max(id) FROM lottery_round)"
@@ -243,10 +249,19 @@ ROUND_BETS = (
 # One round as the API shows it (RoundInfo), without the WHERE.
 ROUND_INFO = (
     f"SELECT r.id, r.agencies, r.winning_number, r.random, r.done_count, {ROUND_BETS}, "
-    "CASE WHEN r.drawn THEN r.winners_count END, r.opened_at, r.drawn_at FROM lottery_round r"
+    "CASE WHEN r.drawn THEN r.winners_count END, r.opened_at, r.drawn_at, "
+    "r.log_opened, r.log_closed, r.seed, r.log_root FROM lottery_round r"
 )
 
-TABLES = ("lottery_bets", "lottery_chunks", "lottery_done", "lottery_winners", "lottery_round", "lottery_schema")
+TABLES = (
+    "lottery_bets",
+    "lottery_chunks",
+    "lottery_done",
+    "lottery_winners",
+    "lottery_round",
+    "lottery_schema",
+    *pg_log.TABLES,
+)
 
 
 def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
@@ -312,9 +327,12 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         log.info("action: esquema | result: success | version: %d", SCHEMA_VERSION)
 
 
-def pin_round(conn: psycopg.Connection, settings: RoundParameters) -> RoundParameters:
+def pin_round(
+    conn: psycopg.Connection, settings: RoundParameters, translog: TransactionalLog | None = None
+) -> RoundParameters:
     """The round's parameters: recorded now from ``settings`` if the round has none yet (a new
-    round, or a database of a release that did not record them), else the recorded ones."""
+    round, or a database of a release that did not record them), else the recorded ones. Round 1
+    recorded now opens the log (its round-opened leaf), in the same transaction."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
             "UPDATE lottery_round SET agencies = %s, winning_number = coalesce(winning_number, %s), "
@@ -324,6 +342,9 @@ def pin_round(conn: psycopg.Connection, settings: RoundParameters) -> RoundParam
         pinned = cur.rowcount == 1
         cur.execute("SELECT agencies, winning_number FROM lottery_round WHERE id = 1")
         recorded = RoundParameters(*one(cur))
+        if pinned and translog is not None:
+            opened = open_in_log(conn, translog, 1, recorded)
+            cur.execute("UPDATE lottery_round SET log_opened = %s, seed = %s WHERE id = 1", opened)
     if pinned:
         log.info(
             "action: ronda_registrada | result: success | agencias: %d | numero_ganador: %d",
@@ -331,6 +352,17 @@ def pin_round(conn: psycopg.Connection, settings: RoundParameters) -> RoundParam
             recorded.winning_number,
         )
     return recorded
+
+
+def open_in_log(
+    conn: psycopg.Connection, log: TransactionalLog, round_id: int, params: RoundParameters
+) -> tuple[int, bytes | None]:
+    """In the round's opening transaction: its round-opened leaf appended (with a new secret seed's
+    commitment for a random round), and its checkpoint; (the leaf's index, the seed)."""
+    seed = committed_draw.new_seed() if params.random else None
+    commitment = None if seed is None else committed_draw.seed_commitment(seed)
+    leaf = leaves.RoundOpened(round_id, params.agencies, params.winning_number, commitment)
+    return pg_log.append(conn, log, [leaf.bytes()]).start, seed
 
 
 def recorded_round(url: str) -> RoundParameters | None:
@@ -359,8 +391,24 @@ class PooledConnection(psycopg.Connection[Any]):
 class PostgresStore(flow.RoundFlow):
     winners_poll_interval = 0.1  # a query per long-polling request: ten a second is plenty
 
-    def __init__(self, database_url: str, agencies: int, winning_number: int, lock_timeout: float = 30.0):
+    def __init__(
+        self,
+        database_url: str,
+        agencies: int,
+        winning_number: int,
+        lock_timeout: float = 30.0,
+        *,
+        log_signer: note.Signer | None = None,
+        log_origin: str = "lottery.local/log",
+    ):
         self.url = database_url
+        # The service's transparency log, in the database, signed with this host's copy of the
+        # log's key (every host the same: pg_log.register_key). None: a store kept without one.
+        self.log: TransactionalLog | None = (
+            None
+            if log_signer is None
+            else TransactionalLog(pg_log.PgLogStorage(self._connection), log_signer, log_origin)
+        )
         self.settings = RoundParameters(agencies, winning_number)  # for a round that starts now
         # The current round as last seen (id, agencies), and every round's agencies (never change).
         self._current: tuple[int, int] = (0, agencies)
@@ -523,7 +571,9 @@ class PostgresStore(flow.RoundFlow):
         try:
             with psycopg.connect(self.url, **self._connect_kwargs()) as conn:
                 ensure_schema(conn)
-                pin_round(conn, self.settings)
+                if self.log is not None:
+                    pg_log.register_key(conn, self.log.origin, self.log.vkey)
+                pin_round(conn, self.settings, self.log)
         except psycopg.Error as error:
             raise StorageUnavailable(f"database unreachable: {_describe(error)}") from None
         self._schema_ready = True
@@ -584,8 +634,11 @@ class PostgresStore(flow.RoundFlow):
             cur = conn.execute(RESOLVE, (round,))
             return lambda: self._resolved(cur, round, cur.fetchone(), writing=True)
 
+        log = self.log
+        if log is not None and log.known() == 0:
+            log.root(log.size())  # a new process: its tree read in bounded steps, not in the batch
         with self._connection() as conn:
-            return pg_chunks.store_batch(conn, tickets, self._seen(round), resolve, named=round is not None)
+            return pg_chunks.store_batch(conn, tickets, self._seen(round), resolve, named=round is not None, log=log)
 
     def _seen(self, round: int | None) -> tuple[int, int] | None:
         """``(round id, its agencies)`` as this process saw them last: the current round's, or the one named."""
@@ -637,12 +690,14 @@ class PostgresStore(flow.RoundFlow):
             )
             # The round's row, locked: one draw, and every done committed before it is seen.
             cur.execute(
-                "SELECT drawn, agencies, winning_number, random, done_count FROM lottery_round "
+                "SELECT drawn, agencies, winning_number, random, done_count, seed FROM lottery_round "
                 "WHERE id = %s FOR UPDATE",
                 (round_id,),
             )
-            drawn, agencies, recorded, random, done = one(cur)
-            yield _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn, done)
+            drawn, agencies, recorded, random, done, seed = one(cur)
+            txn = _PostgresTxn(cur, round_id, RoundParameters(agencies, None if random else recorded), drawn, done)
+            txn.log, txn.seed = self.log, seed
+            yield txn
 
     def mark_done(self, agency: int, round: int | None = None) -> DoneReceipt:
         """The flow's mark_done, in groups: the dones this process has queued for one round go
@@ -702,9 +757,8 @@ class PostgresStore(flow.RoundFlow):
             drawn, done, bets = one_more(row)
         return RoundStatus(agencies, int(done), drawn, int(bets), round_id)
 
-    @staticmethod
-    def _round_info(row: tuple[Any, ...]) -> RoundInfo:
-        round_id, agencies, number, random, done_count, bets, winners, opened_at, drawn_at = row
+    def _round_info(self, row: tuple[Any, ...]) -> RoundInfo:
+        round_id, agencies, number, random, done_count, bets, winners, opened_at, drawn_at, *logged = row
         return RoundInfo(
             round_id,
             agencies,
@@ -715,6 +769,7 @@ class PostgresStore(flow.RoundFlow):
             None if winners is None else int(winners),
             _iso(opened_at),
             _iso(drawn_at),
+            None if self.log is None else _round_log(*logged),
         )
 
     def recorded(self, round: int | None) -> RoundParameters:
@@ -725,11 +780,15 @@ class PostgresStore(flow.RoundFlow):
         with self._connection() as conn, conn.cursor() as cur:
             round_id = self._resolve(cur, round, writing=False)[0]
             rows = cur.execute(
-                "SELECT upload_start, upload_end, body_digest FROM lottery_chunks "
+                "SELECT upload_start, upload_end, body_digest, log_index, salt FROM lottery_chunks "
                 "WHERE round = %s AND agency = %s AND upload_id = %s ORDER BY upload_start",
                 (round_id, agency, upload_id),
             ).fetchall()
-        return UploadState(upload_id, tuple(StoredSpan(*row) for row in rows))
+        spans = (
+            StoredSpan(start, end, digest, index, None if salt is None else b64.encode(bytes(salt)))
+            for start, end, digest, index, salt in rows
+        )
+        return UploadState(upload_id, tuple(spans))
 
     def uploads(self, agency: int, round: int | None = None) -> list[UploadSummary]:
         with self._connection() as conn, conn.cursor() as cur:
@@ -792,10 +851,12 @@ class PostgresStore(flow.RoundFlow):
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROUNDS_LOCK,))
                 current, drawn = one(cur.execute("SELECT id, drawn FROM lottery_round ORDER BY id DESC LIMIT 1"))
                 rules.refuse_next_round(current, drawn)
+                # Its opening leaf (after the drawn round's close), committed with its row.
+                opened = (None, None) if self.log is None else open_in_log(conn, self.log, current + 1, params)
                 cur.execute(
-                    "INSERT INTO lottery_round (id, agencies, winning_number, random, opened_at) "
-                    "VALUES (%s, %s, %s, %s, now())",
-                    (current + 1, params.agencies, params.winning_number, params.random),
+                    "INSERT INTO lottery_round (id, agencies, winning_number, random, opened_at, log_opened, seed) "
+                    "VALUES (%s, %s, %s, %s, now(), %s, %s)",
+                    (current + 1, params.agencies, params.winning_number, params.random, *opened),
                 )
         new = int(current) + 1
         self._current = (new, params.agencies)
@@ -846,6 +907,9 @@ class _PostgresTxn:
         # before is counted, and none can commit until this transaction ends.
         self.cur, self.round_id, self.params, self._drawn, self._done = cur, round_id, params, drawn, done
         self._inserted: set[int] = set()  # done rows insert_dones wrote, not yet taken by add_done
+        self.log: TransactionalLog | None = None  # the store's transparency log, if it keeps one
+        self.seed: bytes | None = None  # a random round's secret seed, from its opening
+        self._closing: flow.LogClose | None = None  # the close leaf appended, committed by save_draw
 
     def drawn(self) -> bool:
         return self._drawn
@@ -892,8 +956,23 @@ class _PostgresTxn:
             found.setdefault(agency, []).append(document)
         return found
 
-    def close_log(self) -> None:
-        return None  # the transparency log is not kept on PostgreSQL yet: a random number is drawn with secrets
+    def close_log(self) -> flow.LogClose | None:
+        """The round's close leaf (its chunk leaves, their bets, the last one's index) and its
+        checkpoint, in the draw's transaction: the tree it ends, and the seed committed at the opening."""
+        if self.log is None:
+            return None
+        chunks, bets, last = one(
+            self.cur.execute(
+                "SELECT count(log_index), coalesce(sum(count) FILTER (WHERE log_index IS NOT NULL), 0), "
+                "max(log_index) FROM lottery_chunks WHERE round = %s",
+                (self.round_id,),
+            )
+        )
+        leaf = leaves.RoundClosed(self.round_id, int(chunks), int(bets), None if last is None else int(last))
+        appended = pg_log.append(self.cur.connection, self.log, [leaf.bytes()])
+        seed = None if self.seed is None else bytes(self.seed)
+        self._closing = flow.LogClose(self.log.origin, appended.size, appended.root, seed)
+        return self._closing
 
     def save_draw(self, number: int, bets: int, winners: dict[str, list[str]]) -> None:
         # A row per agency with winners (an agency without a row has none): COPY, one round trip.
@@ -903,10 +982,27 @@ class _PostgresTxn:
                     copy.write_row((self.round_id, int(agency), documents))
         self.cur.execute(
             "UPDATE lottery_round SET drawn = true, winning_number = %s, bets = %s, winners_count = %s, "
-            "drawn_at = now() WHERE id = %s",
-            (number, bets, sum(len(documents) for documents in winners.values()), self.round_id),
+            "drawn_at = now(), log_closed = %s, log_root = %s WHERE id = %s",
+            (
+                number,
+                bets,
+                sum(len(documents) for documents in winners.values()),
+                None if self._closing is None else self._closing.size - 1,
+                None if self._closing is None else self._closing.root,
+                self.round_id,
+            ),
         )
         self._drawn = True
+
+
+def _round_log(opened: int | None, closed: int | None, seed: bytes | None, root: bytes | None) -> RoundLog:
+    """A round's leaves as its row records them; a random round's commitment from its private seed
+    (the seed itself only once the draw published it: closed)."""
+    draw = None
+    if closed is not None and root is not None:
+        draw = RoundDraw(None if seed is None else bytes(seed), int(closed) + 1, bytes(root))
+    commitment = None if seed is None else committed_draw.seed_commitment(bytes(seed))
+    return RoundLog(opened, closed, commitment, draw)
 
 
 def export_bets(conn: psycopg.Connection, out: BinaryIO, round: int | None = None) -> int:

@@ -31,18 +31,24 @@ log = logging.getLogger("lottery")
 MAX_ENTRIES = 1000  # leaves in one answer of GET /log/entries
 
 
-class LogStorage(Protocol):
-    """What a backend persists for the log (app/store/files_log.py)."""
+class LogReader(Protocol):
+    """What the log's readers ask of where it is kept (files: app/store/files_log.py; PostgreSQL:
+    app/store/pg_log.py)."""
+
+    def read_leaves(self, start: int, end: int) -> list[bytes]: ...
+    def read_checkpoints(self) -> tuple[int, bytes] | None: ...
+    def checkpoint(self, size: int) -> bytes | None: ...
+    def close(self) -> None: ...
+
+
+class LogStorage(LogReader, Protocol):
+    """What the files backend persists for the log, and its lock (app/store/files_log.py)."""
 
     def locked(self) -> AbstractContextManager[None]: ...
     def leaf_count(self) -> int: ...
-    def read_leaves(self, start: int, end: int) -> list[bytes]: ...
     def append_leaves(self, leaves: list[bytes], *, durable: bool = True) -> None: ...
     def truncate_leaves(self, count: int) -> None: ...
-    def close(self) -> None: ...
-    def read_checkpoints(self) -> tuple[int, bytes] | None: ...
     def append_checkpoint(self, size: int, note: bytes, *, durable: bool = True) -> None: ...
-    def checkpoint(self, size: int) -> bytes | None: ...
     def checkpoint_sizes(self) -> list[int]: ...
     def rewrite_checkpoints(self, checkpoints: dict[int, bytes]) -> None: ...
     def sync_checkpoints(self) -> None: ...
@@ -52,99 +58,28 @@ class LogRangeError(ValueError):
     """A size or index the log does not have (yet): the routes answer 400."""
 
 
-class TransparencyLog:
-    def __init__(self, storage: LogStorage, signer: note.Signer, origin: str):
+class SignedLog:
+    """The log as its readers see it (signed sizes only), this process's tree, and its key:
+    what every backend shares. The writers are the backend's kind's (below)."""
+
+    storage: LogReader
+
+    def __init__(self, storage: LogReader, signer: note.Signer, origin: str):
         self.storage = storage
         self.signer = signer
         self.origin = origin
         self._tree = merkle.Tree()
-        # Threads of one process: the tree, and the storage's lock (a per-process file lock).
+        # Threads of one process: the tree (and, for files, the storage's per-process file lock).
         self._guard = threading.Lock()
 
     @property
     def vkey(self) -> str:
         return self.signer.verifier().vkey()
 
-    # -- writers --------------------------------------------------------------------------
-
-    def append(self, leaves: Sequence[bytes], committed: int, *, durable: bool = True) -> int:
-        """The leaves appended after the ``committed`` first ones; the first one's index.
-        ``durable``: on disk before this returns (a round's opening and close); a chunk's leaf
-        need not be, its ledger line and bets rebuild it (docs/transparency.md, "Recovery").
-        Leaves on disk past ``committed`` are a crashed writer's: cut first."""
-        with self._guard, self.storage.locked():
-            self._cut_to(committed)
-            self._catch_up(committed)
-            self.storage.append_leaves(list(leaves), durable=durable)
-            for leaf in leaves:
-                self._tree.append(merkle.leaf_hash(leaf))
-            return committed
-
-    def undo(self, committed: int) -> None:
-        """After a commit that failed: its leaves go (best effort; the next append cuts them anyway)."""
-        with self._guard:
-            if len(self._tree) > committed:
-                self._tree = merkle.Tree()  # rebuilt from the committed leaves when next asked
-            try:
-                with self.storage.locked():
-                    if self.storage.leaf_count() > committed:
-                        self.storage.truncate_leaves(committed)
-            except (OSError, StorageUnavailable):
-                pass
-
-    def sign(self, size: int, *, durable: bool = True) -> None:
-        """After the commit point of the leaves below ``size``: a checkpoint of ``size``, unless one
-        of that size or larger exists (then it already covers them). Never two for one size, and
-        every signed size is a prefix of the same committed leaves: no two inconsistent checkpoints.
-        ``durable``: on disk before this returns; a chunk batch's need not be, its ledger records
-        the size and recovery signs it again, the same bytes (Ed25519 is deterministic)."""
-        with self._guard, self.storage.locked():
-            latest = self.storage.read_checkpoints()
-            if latest is not None and latest[0] >= size:
-                return
-            self.storage.append_checkpoint(size, self._signed(size), durable=durable)
-
     def _signed(self, size: int) -> bytes:
         """Under the guard: the signed note of the first ``size`` leaves."""
         self._catch_up(size)
         return checkpoint.sign_checkpoint(checkpoint.Checkpoint(self.origin, size, self._tree.root(size)), self.signer)
-
-    def recover(self, committed: int, named: Sequence[int] = ()) -> list[int]:
-        """At start: leaves past the ``committed`` ones cut; every size in ``named`` (sizes the
-        files record as signed: a receipt may hold them) and ``committed`` itself signed again
-        where a crash lost its checkpoint, byte for byte as before. The sizes signed again."""
-        with self._guard, self.storage.locked():
-            self._cut_to(committed)
-            have = set(self.storage.checkpoint_sizes())
-            missing = sorted({size for size in (*named, committed) if 0 < size <= committed} - have)
-            if missing and have and missing[0] < max(have):  # a line lost before others: the file anew
-                kept = {size: self.storage.checkpoint(size) or b"" for size in have}
-                self.storage.rewrite_checkpoints(kept | {size: self._signed(size) for size in missing})
-            else:
-                for size in missing:
-                    self.storage.append_checkpoint(size, self._signed(size), durable=False)
-            if missing:
-                self.storage.sync_checkpoints()
-            return missing
-
-    def root(self, size: int) -> bytes:
-        """The root of the first ``size`` leaves, from this process's tree (a writer's own leaves
-        included): for the draw, which derives its number from the root with its close leaf in."""
-        with self._guard:
-            self._catch_up(size)
-            return self._tree.root(size)
-
-    def _cut_to(self, committed: int) -> None:
-        on_disk = self.storage.leaf_count()
-        if on_disk < committed:
-            raise DataCorrupt(
-                f"the transparency log holds {on_disk} leaves but {committed} are committed: leaves were removed"
-            )
-        if on_disk > committed:
-            self.storage.truncate_leaves(committed)
-            log.warning("action: reparacion_log | result: success | hojas_descartadas: %d", on_disk - committed)
-        if len(self._tree) > committed:
-            self._tree = merkle.Tree()
 
     def _catch_up(self, size: int) -> None:
         """Under the guard: the tree holds at least the first ``size`` leaves (committed ones)."""
@@ -154,6 +89,13 @@ class TransparencyLog:
             for leaf in self.storage.read_leaves(have, end):
                 self._tree.append(merkle.leaf_hash(leaf))
             have = end
+
+    def root(self, size: int) -> bytes:
+        """The root of the first ``size`` leaves, from this process's tree (a writer's own leaves
+        included): for the draw, which derives its number from the root with its close leaf in."""
+        with self._guard:
+            self._catch_up(size)
+            return self._tree.root(size)
 
     # -- readers (signed sizes only) --------------------------------------------------------
 
@@ -209,6 +151,124 @@ class TransparencyLog:
             raise StorageUnavailable(f"no signed checkpoint holds leaf {index} yet; retry shortly")
         found = leaf if leaf is not None else self.storage.read_leaves(index, index + 1)[0]
         return LogReceipt(index, latest[0], found, salt, latest[1])
+
+
+class TransactionalLog(SignedLog):
+    """The writers of a backend whose leaves commit in one transaction with what they record
+    (PostgreSQL: app/store/pg_log.py): no leaf is ever cut, so this process's tree holds only
+    committed leaves. A writer, holding the lock that orders the log's writers, feeds the tree
+    the leaves committed since it last read (:meth:`feed`), has the batch's checkpoint signed
+    (:meth:`sign_next`) and inserts it with the leaves before its commit; after the commit,
+    :meth:`feed` again with its own leaves spares reading them back."""
+
+    def known(self) -> int:
+        """How many leaves this process's tree holds: a writer reads the committed ones past it."""
+        with self._guard:
+            return len(self._tree)
+
+    def feed(self, start: int, found: Sequence[bytes]) -> None:
+        """Committed leaves ``start``, ``start + 1``, ... that the caller read: the tree takes those
+        that extend it (another thread may have read some meanwhile; a gap is left to a later read)."""
+        with self._guard:
+            have = len(self._tree)
+            if start <= have:
+                for leaf in found[have - start :]:
+                    self._tree.append(merkle.leaf_hash(leaf))
+
+    def sign_next(self, size: int, found: Sequence[bytes]) -> tuple[bytes, bytes]:
+        """Under the writers' lock, before the commit: the log holds ``size`` committed leaves,
+        ``found`` to be appended after them. The signed checkpoint of ``size + len(found)`` and its
+        root. The tree is left at ``size``: those leaves are not committed until the caller commits."""
+        with self._guard:
+            if len(self._tree) > size:  # the database holds fewer than we read (restored?): read it again
+                self._tree = merkle.Tree()
+            self._catch_up(size)
+            for leaf in found:
+                self._tree.append(merkle.leaf_hash(leaf))
+            try:
+                head = checkpoint.Checkpoint(self.origin, len(self._tree), self._tree.root())
+                return head.root, checkpoint.sign_checkpoint(head, self.signer)
+            finally:
+                self._tree.truncate(size)
+
+
+class TransparencyLog(SignedLog):
+    """The files backend's writers: leaves appended before the commit point that makes them
+    committed (cut after a crash before it), checkpoints signed after it."""
+
+    storage: LogStorage
+
+    def __init__(self, storage: LogStorage, signer: note.Signer, origin: str):
+        super().__init__(storage, signer, origin)
+
+    # -- writers --------------------------------------------------------------------------
+
+    def append(self, leaves: Sequence[bytes], committed: int, *, durable: bool = True) -> int:
+        """The leaves appended after the ``committed`` first ones; the first one's index.
+        ``durable``: on disk before this returns (a round's opening and close); a chunk's leaf
+        need not be, its ledger line and bets rebuild it (docs/transparency.md, "Recovery").
+        Leaves on disk past ``committed`` are a crashed writer's: cut first."""
+        with self._guard, self.storage.locked():
+            self._cut_to(committed)
+            self._catch_up(committed)
+            self.storage.append_leaves(list(leaves), durable=durable)
+            for leaf in leaves:
+                self._tree.append(merkle.leaf_hash(leaf))
+            return committed
+
+    def undo(self, committed: int) -> None:
+        """After a commit that failed: its leaves go (best effort; the next append cuts them anyway)."""
+        with self._guard:
+            if len(self._tree) > committed:
+                self._tree = merkle.Tree()  # rebuilt from the committed leaves when next asked
+            try:
+                with self.storage.locked():
+                    if self.storage.leaf_count() > committed:
+                        self.storage.truncate_leaves(committed)
+            except (OSError, StorageUnavailable):
+                pass
+
+    def sign(self, size: int, *, durable: bool = True) -> None:
+        """After the commit point of the leaves below ``size``: a checkpoint of ``size``, unless one
+        of that size or larger exists (then it already covers them). Never two for one size, and
+        every signed size is a prefix of the same committed leaves: no two inconsistent checkpoints.
+        ``durable``: on disk before this returns; a chunk batch's need not be, its ledger records
+        the size and recovery signs it again, the same bytes (Ed25519 is deterministic)."""
+        with self._guard, self.storage.locked():
+            latest = self.storage.read_checkpoints()
+            if latest is not None and latest[0] >= size:
+                return
+            self.storage.append_checkpoint(size, self._signed(size), durable=durable)
+
+    def recover(self, committed: int, named: Sequence[int] = ()) -> list[int]:
+        """At start: leaves past the ``committed`` ones cut; every size in ``named`` (sizes the
+        files record as signed: a receipt may hold them) and ``committed`` itself signed again
+        where a crash lost its checkpoint, byte for byte as before. The sizes signed again."""
+        with self._guard, self.storage.locked():
+            self._cut_to(committed)
+            have = set(self.storage.checkpoint_sizes())
+            missing = sorted({size for size in (*named, committed) if 0 < size <= committed} - have)
+            if missing and have and missing[0] < max(have):  # a line lost before others: the file anew
+                kept = {size: self.storage.checkpoint(size) or b"" for size in have}
+                self.storage.rewrite_checkpoints(kept | {size: self._signed(size) for size in missing})
+            else:
+                for size in missing:
+                    self.storage.append_checkpoint(size, self._signed(size), durable=False)
+            if missing:
+                self.storage.sync_checkpoints()
+            return missing
+
+    def _cut_to(self, committed: int) -> None:
+        on_disk = self.storage.leaf_count()
+        if on_disk < committed:
+            raise DataCorrupt(
+                f"the transparency log holds {on_disk} leaves but {committed} are committed: leaves were removed"
+            )
+        if on_disk > committed:
+            self.storage.truncate_leaves(committed)
+            log.warning("action: reparacion_log | result: success | hojas_descartadas: %d", on_disk - committed)
+        if len(self._tree) > committed:
+            self._tree = merkle.Tree()
 
 
 class LogKeyError(ValueError):

@@ -161,19 +161,14 @@ def test_a_round_as_the_operator_sees_it(secured, browser, tmp_path: Path) -> No
     expect(page.locator("[data-testid=round-state]")).to_have_text("open, taking bets")
     for agency in range(1, AGENCIES + 1):
         expect(page.locator(f'tr[data-agency="{agency}"] td').nth(4)).to_have_text("not yet")
-    # The transparency panel: PostgreSQL keeps no log yet (its /log routes answer 501); the files
-    # backend's round 1 has the settings' fixed number (issue 23).
+    # The transparency panel: round 1 has the settings' fixed number, on both backends (issue 23).
     logged = httpx.get(server.url + "/log/vkey", headers={"Authorization": f"Bearer {tokens['operator']}"})
-    if logged.status_code == 501:
-        expect(page.locator("[data-testid=tlog-none]")).to_contain_text("not kept on this backend")
-        expect(page.locator("#tlog")).to_be_hidden()
-    else:
-        assert logged.status_code == 200, logged.text
-        expect(page.locator("[data-testid=tlog-vkey]")).to_have_text(logged.text.strip())
-        expect(page.locator("[data-testid=tlog-note]")).to_contain_text(
-            "only this round's bets, not its number, are provable"
-        )
-        expect(page.locator("[data-testid=tlog-none]")).to_be_hidden()
+    assert logged.status_code == 200, logged.text
+    expect(page.locator("[data-testid=tlog-vkey]")).to_have_text(logged.text.strip())
+    expect(page.locator("[data-testid=tlog-note]")).to_contain_text(
+        "only this round's bets, not its number, are provable"
+    )
+    expect(page.locator("[data-testid=tlog-none]")).to_be_hidden()
     # The token lives in this tab's session storage only, and not in the page.
     assert page.evaluate("sessionStorage.getItem('lottery.operator.token')") == tokens["operator"]
     assert page.evaluate("localStorage.length") == 0

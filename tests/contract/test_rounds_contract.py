@@ -372,7 +372,9 @@ def test_a_version_3_database_keeps_its_done_agencies_and_winners_as_version_4(p
     for t in threads:
         t.join(60)
     with psycopg.connect(pg.url) as conn:
-        assert conn.execute("SELECT version FROM lottery_schema").fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
+        assert (
+            conn.execute("SELECT version FROM lottery_schema").fetchall() == [(SCHEMA_VERSION,)] and SCHEMA_VERSION >= 4
+        )
         assert conn.execute(
             "SELECT id, done_count, winners_count, winners FROM lottery_round ORDER BY id"
         ).fetchall() == [

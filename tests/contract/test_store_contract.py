@@ -43,6 +43,7 @@ from app.store.files import FileStore, round_dir, round_ids
 from devtools.server import ROOT, free_port
 from tests.helpers import WIN, chunk, make_rows
 from tests.postgres_db import fresh_database, reset_database
+from tlog import note
 
 # -- the backends -------------------------------------------------------------------------------
 
@@ -107,11 +108,13 @@ class PostgresBackend(Backend):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
+        # One key for every store of the database, as every host of a deployment shares it.
+        self.log_signer = note.Signer.generate("lottery.local/log")
 
     def _open(self, agencies, winning_number, lock_timeout):
         from app.store.postgres import PostgresStore
 
-        return PostgresStore(self.url, agencies, winning_number, lock_timeout=lock_timeout)
+        return PostgresStore(self.url, agencies, winning_number, lock_timeout=lock_timeout, log_signer=self.log_signer)
 
     def bets_csv(self) -> bytes:
         import psycopg

@@ -16,8 +16,9 @@ import pytest
 from app.domain import encode_rows
 from app.store.files_log import SLOT
 from devtools.server import Server
+from tests.postgres_db import fresh_database
 from tests.support.server import refused_start
-from tlog import b64, checkpoint, draw, leaves, merkle, note
+from tlog import b64, checkpoint, draw, keyfile, leaves, merkle, note
 
 ORIGIN = "lottery.local/log"
 
@@ -74,10 +75,16 @@ def _consistent(client: httpx.Client, verifier: note.Verifier, sizes: set[int]) 
         merkle.verify_consistency(old.size, latest.size, old.root, latest.root, [b64.decode(h) for h in proof])
 
 
-@pytest.fixture
-def server(tmp_path: Path):
-    with Server(tmp_path / "data", workers=3, agencies=3) as running:
-        yield running
+@pytest.fixture(params=["files", "postgres"])
+def server(request, tmp_path: Path):
+    """Three workers on the files backend, or on PostgreSQL (a fresh database, the key in the data dir)."""
+    if request.param == "files":
+        with Server(tmp_path / "data", workers=3, agencies=3) as running:
+            yield running
+    else:
+        with fresh_database("lottery_tlog") as url:
+            with Server(tmp_path / "data", workers=3, agencies=3, env={"LOTTERY_DATABASE_URL": url}) as running:
+                yield running
 
 
 def test_every_chunks_receipt_verifies_and_every_checkpoint_extends_the_last(server: Server) -> None:
@@ -212,9 +219,7 @@ def test_every_log_routes_answers_and_errors(server: Server) -> None:
             ("/log/entries", (("start", -1), ("end", 2))): 422,
             ("/log/proof/inclusion", (("index", "x"), ("size", 2))): 422,
         }
-        signed_sizes = {
-            int(json.loads(line)["size"]) for line in (server.data_dir / "log" / "checkpoints").read_text().splitlines()
-        }
+        signed_sizes = {1, 2, 3, 4}  # one checkpoint a commit: round 1's opening, then each chunk's
         for (path, params), status in problems.items():
             if path == "/log/checkpoint" and dict(params)["size"] in signed_sizes:
                 continue  # a size that was signed answers 200 (below)
@@ -406,3 +411,132 @@ def test_the_server_refuses_a_key_named_for_another_origin(tmp_path: Path) -> No
     data, _ = _round_1(tmp_path, chunks=1)
     refused = refused_start(data, {"LOTTERY_LOG_ORIGIN": "other.example/log"}, workers=1, agencies=2)
     assert any("LOTTERY_LOG_KEY_FILE" in line and "other.example/log" in line for line in refused.lines), refused.log
+
+
+# -- PostgreSQL: one log for every host of one database, and its start-up check ---------------
+
+
+def _pg_hosts(tmp_path: Path, url: str, key: Path, count: int = 2) -> list[Server]:
+    """``count`` hosts (gunicorn masters, two workers each) on one database, signing with one key file."""
+    return [
+        Server(
+            tmp_path / f"host-{n}" / "data",
+            workers=2,
+            agencies=3,
+            log_path=tmp_path / f"host-{n}.log",
+            env={"LOTTERY_DATABASE_URL": url, "LOTTERY_LOG_KEY_FILE": str(key)},
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+def test_two_hosts_on_one_database_keep_one_log(tmp_path: Path) -> None:
+    """Agencies spread their chunks over two hosts: every receipt verifies, the leaves are one
+    sequence, and every checkpoint either host handed out is a prefix of the latest, on both."""
+    key = tmp_path / "log.key"
+    keyfile.write_new_key(key, ORIGIN)
+    receipts: list[tuple[dict, list, str | None]] = []
+    guard = threading.Lock()
+    with fresh_database("lottery_tlog_hosts") as url:
+        hosts = _pg_hosts(tmp_path, url, key)
+        try:
+            for host in hosts:
+                host.start()
+
+            def agency(number: int) -> None:
+                salt = leaves.new_salt()
+                clients = [httpx.Client(base_url=host.url, timeout=30) for host in hosts]
+                try:
+                    for i in range(12):
+                        rows = _rows(number, 1 + i % 4, f"{number}x{i}")
+                        key = None if i % 3 == 2 else f"a{number}-c{i}"
+                        answer = _post(clients[(i + number) % 2], number, rows, key, salt)
+                        assert answer.status_code == 201, answer.text
+                        with guard:
+                            receipts.append((answer.json(), rows, key))
+                finally:
+                    for client in clients:
+                        client.close()
+
+            threads = [threading.Thread(target=agency, args=(n,)) for n in (1, 2, 3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(r["log"]["index"] for r, _, _ in receipts) == list(range(1, 37))
+            for host in hosts:
+                with httpx.Client(base_url=host.url, timeout=30) as client:
+                    verifier = _verifier(client)
+                    sizes = {_check_receipt(client, verifier, receipt, rows, k) for receipt, rows, k in receipts}
+                    _consistent(client, verifier, sizes)
+            # A replay on the other host: the same leaf, index and salt.
+            first, rows, again_key = next(r for r in receipts if r[2] is not None)
+            with httpx.Client(base_url=hosts[1].url, timeout=30) as client:
+                again = _post(client, rows[0][0], rows, again_key, leaves.new_salt())
+                assert again.status_code == 200
+                assert {k: again.json()["log"][k] for k in ("index", "leaf", "salt")} == {
+                    k: first["log"][k] for k in ("index", "leaf", "salt")
+                }
+                _check_receipt(client, _verifier(client), again.json(), rows, again_key)
+        finally:
+            for host in hosts:
+                host.stop()
+
+
+def _pg_round_1(tmp_path: Path, url: str) -> Path:
+    """Round 1 on ``url`` with 4 chunks of agency 1 (3 bets each, keys k0..k3); the data dir."""
+    data = tmp_path / "data"
+    env = {"LOTTERY_DATABASE_URL": url}
+    with Server(data, workers=2, agencies=2, env=env) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        for i in range(4):
+            assert _post(c, 1, _rows(1, 3, f"k{i}"), f"k{i}").status_code == 201
+    return data
+
+
+def _pg_refusal(data: Path, url: str, **env: str) -> str:
+    refused = refused_start(data, {"LOTTERY_DATABASE_URL": url, **env}, workers=2, agencies=2)
+    lines = [line for line in refused.log.splitlines() if "refusing to start" in line]
+    assert lines, refused.log
+    return lines[0]
+
+
+def _sql(url: str, statement: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(statement).rowcount
+
+
+def test_postgres_refuses_to_start_when_its_log_or_round_was_changed(tmp_path: Path) -> None:
+    with fresh_database("lottery_tlog_check") as url:
+        data = _pg_round_1(tmp_path, url)
+        # A leaf altered (leaf 2: chunk k1).
+        assert _sql(url, "UPDATE lottery_log_leaves SET leaf = leaf || '\\x00'::bytea WHERE idx = 2") == 1
+        assert "a leaf among 2 to 2 was altered" in _pg_refusal(data, url)
+        assert _sql(
+            url, "UPDATE lottery_log_leaves SET leaf = substring(leaf from 1 for length(leaf) - 1) WHERE idx = 2"
+        )
+        # A bet altered, then removed: the chunk's digest tells.
+        assert _sql(
+            url, "UPDATE lottery_bets SET document = '10000009' WHERE first_name = 'Anak2' AND document = '10000001'"
+        )
+        line = _pg_refusal(data, url)
+        assert "chunk k2 (leaf 3)" in line and "differ from its leaf's digest" in line
+        assert _sql(
+            url, "UPDATE lottery_bets SET document = '10000001' WHERE first_name = 'Anak2' AND document = '10000009'"
+        )
+        assert _sql(url, "DELETE FROM lottery_bets WHERE first_name = 'Anak0' AND document = '10000000'") == 1
+        assert "chunk k0 (leaf 1)" in _pg_refusal(data, url)
+        # A chunk's row removed (its bets with it): its leaf is nobody's.
+        assert _sql(url, "DELETE FROM lottery_bets WHERE first_name = 'Anak0'") == 2
+        assert _sql(url, "DELETE FROM lottery_chunks WHERE idempotency_key = 'k0'") == 1
+        assert "chunk k0 (leaf 1): its leaf is in the log but lottery_chunks has no row" in _pg_refusal(data, url)
+
+
+def test_postgres_refuses_a_host_whose_log_key_is_another(tmp_path: Path) -> None:
+    with fresh_database("lottery_tlog_key") as url:
+        data = _pg_round_1(tmp_path, url)
+        other = tmp_path / "other.key"
+        keyfile.write_new_key(other, ORIGIN)
+        line = _pg_refusal(data, url, LOTTERY_LOG_KEY_FILE=str(other))
+        assert "every host must use the same key file" in line

@@ -27,10 +27,12 @@ import httpx
 import pytest
 
 from app.domain import WINNING_NUMBER as WINNING
+from app.settings import DEFAULT_LOG_ORIGIN
 from client.generate import generate
 from devtools.server import Server
 from tests.helpers import exported_rows, without_log
 from tests.postgres_db import fresh_database, require_postgres
+from tlog import keyfile
 
 AGENCIES = 5
 BETS = 8_000  # per agency
@@ -53,13 +55,17 @@ def database():
 
 
 def start_hosts(tmp_path: Path, url: str) -> list[Server]:
+    # One transparency log for the database: every host signs with the same key file.
+    key = tmp_path / "log.key"
+    if not key.exists():
+        keyfile.write_new_key(key, DEFAULT_LOG_ORIGIN)
     hosts = [
         Server(
             tmp_path / f"host-{n}" / "data",
             workers=WORKERS,
             agencies=AGENCIES,
             log_path=tmp_path / f"host-{n}.log",
-            env={"LOTTERY_DATABASE_URL": url},
+            env={"LOTTERY_DATABASE_URL": url, "LOTTERY_LOG_KEY_FILE": str(key)},
         )
         for n in (1, 2)
     ]

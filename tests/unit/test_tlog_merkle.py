@@ -327,3 +327,21 @@ def test_the_tree_holds_every_root(size):
     assert len(tree) == size
     assert tree.root() == merkle.root_of(size, lambda i: BIG[i])
     assert all(tree.leaf_hash(i) == BIG[i] for i in range(size))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 150).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n), st.integers(0, 150))))
+def test_a_tree_cut_back_is_the_tree_of_that_size(sizes):
+    """What a writer does with leaves it signed but has not committed yet (PostgreSQL): cut back
+    to the committed size, then grown again, the tree is the one built straight."""
+    kept, size, more = sizes
+    tree = tree_of(BIG[:size])
+    tree.truncate(kept)
+    assert len(tree) == kept and tree.root() == merkle.root_of(kept, BIG)
+    for leaf in BIG[kept : kept + more]:
+        tree.append(leaf)
+    grown = min(kept + more, len(BIG))
+    assert tree.root() == merkle.root_of(grown, BIG)
+    assert tree.consistency_proof(kept, grown) == merkle.consistency_proof(kept, grown, BIG)
+    with pytest.raises(ValueError):
+        tree.truncate(grown + 1)

@@ -1,6 +1,6 @@
 """The transparency log of the files backend, in process: random batches of chunks from several
 threads and two store instances (two "workers" on one data dir), every receipt checked; a
-failed commit leaves no leaf; PostgreSQL answers without the log."""
+failed commit leaves no leaf; PostgreSQL keeps it in the chunk's transaction."""
 
 from __future__ import annotations
 
@@ -107,20 +107,28 @@ def test_a_commit_whose_ledger_write_fails_leaves_no_leaf(tmp_path: Path, monkey
     assert receipt.log is not None and receipt.log.index == 2
 
 
-def test_postgres_receipts_have_no_log_and_the_log_routes_say_so() -> None:
-    with fresh_database() as url, TestClient(create_app(Settings(database_url=url, agencies=2))) as client:
-        answer = client.post(
-            "/agencies/1/bets", content=b"Ana,Paz,1,1990-01-01,1\n", headers={"content-type": "text/csv"}
-        )
-        assert answer.status_code == 201 and "log" not in answer.json()
-        for route in (
-            "/log/vkey",
-            "/log/checkpoint",
-            "/log/entries?start=0&end=1",
-            "/log/proof/inclusion?index=0&size=1",
-        ):
-            found = client.get(route)
-            assert found.status_code == 501, route
-            assert "not kept on the PostgreSQL backend" in found.json()["detail"]
-        shown = client.get("/rounds/1").json()
-        assert (shown["log"], shown["seed_commitment"], shown["draw"]) == (None, None, None)
+def test_postgres_keeps_the_log_in_the_chunks_transaction(tmp_path) -> None:
+    """In process (TestClient): PostgreSQL's receipt carries the chunk's leaf after round 1's
+    opening, signed at the size its commit made; the routes serve it; the key was made in the data dir."""
+    with fresh_database() as url:
+        settings = Settings(database_url=url, agencies=2, data_dir=tmp_path / "data")
+        with TestClient(create_app(settings)) as client:
+            answer = client.post(
+                "/agencies/1/bets", content=b"Ana,Paz,1,1990-01-01,1\n", headers={"content-type": "text/csv"}
+            )
+            assert answer.status_code == 201, answer.text
+            assert (answer.json()["log"]["index"], answer.json()["log"]["size"]) == (1, 2)
+            for route in (
+                "/log/vkey",
+                "/log/checkpoint",
+                "/log/entries?start=0&end=1",
+                "/log/proof/inclusion?index=0&size=1",
+            ):
+                assert client.get(route).status_code == 200, route
+            shown = client.get("/rounds/1").json()
+            assert (shown["log"], shown["seed_commitment"], shown["draw"]) == (
+                {"opened": 0, "closed": None},
+                None,
+                None,
+            )
+        assert (tmp_path / "data" / "log.key").stat().st_mode & 0o777 == 0o600
