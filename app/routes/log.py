@@ -50,7 +50,7 @@ async def get_vkey(request: Request) -> PlainTextResponse:
     return PlainTextResponse(_log(request).vkey + "\n")
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse, responses={**TEXT, **documented(400, 401, 404, 501, 503)})
+@router.get("/checkpoint", response_class=PlainTextResponse, responses={**TEXT, **documented(400, 401, 404, 422, 501, 503)})
 async def get_checkpoint(request: Request, size: Size | None = None) -> PlainTextResponse:
     """The latest signed checkpoint, or the one of tree size `size` (every size a receipt named stays)."""
     log = _log(request)
