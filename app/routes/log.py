@@ -6,6 +6,7 @@ Readable with any agency's token or the operator's when tokens are on (as /round
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -50,7 +51,9 @@ async def get_vkey(request: Request) -> PlainTextResponse:
     return PlainTextResponse(_log(request).vkey + "\n")
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse, responses={**TEXT, **documented(400, 401, 404, 422, 501, 503)})
+@router.get(
+    "/checkpoint", response_class=PlainTextResponse, responses={**TEXT, **documented(400, 401, 404, 422, 501, 503)}
+)
 async def get_checkpoint(request: Request, size: Size | None = None) -> PlainTextResponse:
     """The latest signed checkpoint, or the one of tree size `size` (every size a receipt named stays)."""
     log = _log(request)
@@ -69,31 +72,28 @@ async def get_checkpoint(request: Request, size: Size | None = None) -> PlainTex
     return PlainTextResponse(note.decode("utf-8"))
 
 
+async def _read(read: Callable[[int, int], list[bytes]], first: int, second: int) -> list[bytes]:
+    """A read of the log off the event loop; a size or index it does not have is a 400."""
+    try:
+        return await run_in_threadpool(read, first, second)
+    except LogRangeError as error:
+        raise _bad_range(error) from None
+
+
 @router.get("/entries", response_model=Entries, responses=documented(400, 401, 422, 501, 503))
 async def get_entries(request: Request, start: Size, end: Size) -> Entries:
     """Leaves `[start, end)` (end exclusive), at most 1,000: a shorter page means ask again from start+len."""
-    try:
-        found = await run_in_threadpool(_log(request).entries, start, end)
-    except LogRangeError as error:
-        raise _bad_range(error) from None
+    found = await _read(_log(request).entries, start, end)
     return Entries(entries=[b64.encode(leaf) for leaf in found])
 
 
 @router.get("/proof/inclusion", response_model=Hashes, responses=documented(400, 401, 422, 501, 503))
 async def get_inclusion(request: Request, index: Size, size: Size) -> Hashes:
     """The inclusion proof of leaf `index` in the tree of `size` leaves."""
-    try:
-        proof = await run_in_threadpool(_log(request).inclusion_proof, index, size)
-    except LogRangeError as error:
-        raise _bad_range(error) from None
-    return Hashes(hashes=[b64.encode(h) for h in proof])
+    return Hashes(hashes=[b64.encode(h) for h in await _read(_log(request).inclusion_proof, index, size)])
 
 
 @router.get("/proof/consistency", response_model=Hashes, responses=documented(400, 401, 422, 501, 503))
 async def get_consistency(request: Request, old: Size, size: Size) -> Hashes:
     """The consistency proof from the tree of `old` leaves to the tree of `size`."""
-    try:
-        proof = await run_in_threadpool(_log(request).consistency_proof, old, size)
-    except LogRangeError as error:
-        raise _bad_range(error) from None
-    return Hashes(hashes=[b64.encode(h) for h in proof])
+    return Hashes(hashes=[b64.encode(h) for h in await _read(_log(request).consistency_proof, old, size)])
