@@ -16,7 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import any_token
 from app.problems import Problem, documented
-from app.store.txlog import MAX_ENTRIES, LogRangeError, SignedLog
+from app.store.base import LogView
+from app.store.txlog import MAX_ENTRIES, LogRangeError
 from tlog import b64
 
 
@@ -34,8 +35,8 @@ router = APIRouter(prefix="/log", tags=["transparency log"], dependencies=[Depen
 TEXT: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {}}}}
 
 
-def _log(request: Request) -> SignedLog:
-    found: SignedLog | None = request.app.state.store.log
+def _log(request: Request) -> LogView:
+    found: LogView | None = request.app.state.store.log
     if found is None:
         raise Problem(501, "Not on this backend", "this server's store keeps no transparency log")
     return found

@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.routes.rounds import RoundOut
-from app.store.base import RoundInfo
-from app.store.txlog import SignedLog
+from app.store.base import LogView, RoundInfo
 from tlog import b64, checkpoint, note
 
 ROUND_FIELDS = {"log", "seed_commitment", "draw"}  # GET /rounds/{n}'s, as it spells them
@@ -28,7 +27,7 @@ def round_log(info: RoundInfo) -> dict[str, Any]:
     return RoundOut.of(info).model_dump(include=ROUND_FIELDS)
 
 
-def log_head(log: SignedLog | None) -> dict[str, Any] | None:
+def log_head(log: LogView | None) -> dict[str, Any] | None:
     """``{origin, vkey, checkpoint: {size, root} | null}``; None without a log. Blocking (reads
     the latest checkpoint): off the event loop."""
     if log is None:
@@ -42,6 +41,6 @@ def log_head(log: SignedLog | None) -> dict[str, Any] | None:
     return {"origin": log.origin, "vkey": log.vkey, "checkpoint": head}
 
 
-def transparency(log: SignedLog | None, info: RoundInfo) -> dict[str, Any]:
+def transparency(log: LogView | None, info: RoundInfo) -> dict[str, Any]:
     """What the page's snapshot adds: the round's log fields and the log's head."""
     return {**round_log(info), "transparency": log_head(log)}

@@ -16,7 +16,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol
 
 import anyio.to_thread
 
@@ -30,10 +30,23 @@ from app.rounds import RoundNotFound as RoundNotFound
 from app.rounds import RoundParameters as RoundParameters
 from app.rounds import RoundStillOpen as RoundStillOpen
 from app.store.stats import RoundStats
-
-if TYPE_CHECKING:
-    from app.store.txlog import SignedLog
 from tlog import leaves
+
+
+class LogView(Protocol):
+    """What the routes read of the service's transparency log (app/store/txlog.py's SignedLog):
+    signed sizes only, so never a leaf a crash may still cut."""
+
+    origin: str
+
+    @property
+    def vkey(self) -> str: ...
+    def latest(self) -> tuple[int, bytes] | None: ...
+    def size(self) -> int: ...
+    def checkpoint(self, size: int | None = None) -> bytes | None: ...
+    def entries(self, start: int, end: int) -> list[bytes]: ...
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]: ...
+    def consistency_proof(self, old: int, size: int) -> list[bytes]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +371,7 @@ class Store(ABC):
     """What the HTTP layer needs from storage. Every method is blocking: call it off the event loop."""
 
     # The service's transparency log (app/store/txlog.py); None where the backend keeps none.
-    log: SignedLog | None = None
+    log: LogView | None = None
 
     # The round's parameters: the recorded ones once the store has read its round (a restart
     # with other settings keeps them), the settings' until then.
