@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 
-fastapi_app = FastAPI()
+# FastAPI's telemetry hooks off, as in the service (app/main.py): the floor is the same framework.
+fastapi_app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
 
 
 @fastapi_app.get("/ping")

@@ -1213,3 +1213,31 @@ def test_listing_rounds_reads_the_ones_listed_not_the_data_dirs_listing(tmp_path
     assert [r.round for r in store.rounds(limit=2)] == [5, 4]
     assert [r.round for r in store.rounds(limit=10, before=3)] == [2, 1]
     assert listed == []  # a listing of rounds/ per request: O(rounds)
+
+
+@pytest.mark.parametrize("freshness", [0.0, 3600.0], ids=["looked at again", "as last looked at"])
+def test_the_edges_agency_check_takes_ids_of_a_round_another_worker_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, freshness: float
+) -> None:
+    # known_agencies may answer from the round this process looked at last (no stat per
+    # request); the edge then asks afresh for an id outside it, so a round opened elsewhere
+    # with more agencies takes its new ids at once, and chunks go to the new round.
+    import asyncio
+
+    from app.deps import round_agencies
+
+    monkeypatch.setattr(files, "EDGE_FRESHNESS", freshness)
+    here = FileStore(tmp_path / "data", agencies=2, winning_number=7574)
+    assert here.known_agencies(None) == 2
+    elsewhere = FileStore(tmp_path / "data", agencies=2, winning_number=7574)
+    for agency in (1, 2):
+        elsewhere.append_chunk(Chunk.build(agency, b"%d,Ana,Gomez,1,2000-01-01,1\n" % agency, 1))
+        elsewhere.mark_done(agency)
+    elsewhere.open_round(agencies=5)
+    # as last looked at: round 1's 2; looked at again: round 2, not read yet here (None: ask)
+    assert here.known_agencies(None) == (2 if freshness else None)
+    assert asyncio.run(round_agencies(here, None, 5)) == 5
+    assert here.append_chunk(Chunk.build(5, b"5,Ana,Gomez,1,2000-01-01,1\n", 1)).stored == 1
+    assert (here.current_round(), here.known_agencies(None)) == (2, 5)
+    here.close()
+    elsewhere.close()
