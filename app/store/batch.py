@@ -151,6 +151,7 @@ class Committer(Generic[T, R]):
         self.name = name
         self._wake = threading.Condition(threading.Lock())
         self._queue: list[_Waiting[T, R]] = []
+        self._turn = threading.Lock()  # held while a batch is taken and committed (see paused)
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = False
@@ -177,6 +178,18 @@ class Committer(Generic[T, R]):
             raise StorageBusy("the storage is busy; retry shortly")
         waiting.event.wait()
         return ticket.outcome()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No batch is taken meanwhile: what is handed over waits in the queue, and the next
+        batch takes it all (tests form a batch with it)."""
+        with self._turn:
+            yield
+
+    def queued(self) -> int:
+        """How many tickets wait to be taken into a batch."""
+        with self._wake:
+            return len(self._queue)
 
     def stop(self) -> None:
         """Let the thread commit what it was handed, then end (the worker stops)."""
@@ -216,19 +229,25 @@ class Committer(Generic[T, R]):
                     self._wake.wait()
                 if not self._queue:
                     return
-                batch, self._queue = self._queue, []
-            tickets = [waiting.ticket for waiting in batch]
-            try:
-                self._commit(tickets)
-            except Exception as error:
-                for ticket in tickets:
-                    if not ticket.done:
-                        ticket.fail(error)
-            finally:
-                for ticket in tickets:
-                    if not ticket.done:  # never leave a request waiting for an answer
-                        ticket.fail(StorageUnavailable("the commit gave this request no answer"))
-                _wake_all(batch)
+            with self._turn:
+                with self._wake:
+                    batch, self._queue = self._queue, []
+                if batch:  # (a timer may have withdrawn the last ticket meanwhile)
+                    self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Waiting[T, R]]) -> None:
+        tickets = [waiting.ticket for waiting in batch]
+        try:
+            self._commit(tickets)
+        except Exception as error:
+            for ticket in tickets:
+                if not ticket.done:
+                    ticket.fail(error)
+        finally:
+            for ticket in tickets:
+                if not ticket.done:  # never leave a request waiting for an answer
+                    ticket.fail(StorageUnavailable("the commit gave this request no answer"))
+            _wake_all(batch)
 
 
 def _wake_all(batch: list[_Waiting[Any, Any]]) -> None:

@@ -63,12 +63,20 @@ BET_COLUMNS = "agency, first_name, last_name, document, birthdate, number"
 
 UPLOAD_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 AGENCY_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
-# The stored (fingerprint, count, leaf, salt) of the batch's keys: one lottery_chunks_key index probe each.
+# The stored (fingerprint, count, leaf, salt) of the batch's keys: one lottery_chunks_key index
+# probe each, whatever the planner knows. The plain join, planned before the table had
+# statistics (a new database's first minute: autovacuum had not analyzed it), read the round's
+# every chunk row per batch (20 million rows fetched for 1,702 batches of one-bet chunks); an
+# equality probe tied with lottery_chunks_ranges, which reads the agency's every row. The
+# first key >= the one asked, in key order, is what only lottery_chunks_key gives without a
+# sort; it is the chunk when it equals the key.
 STORED_KEYS = (
     "SELECT k.i, c.fingerprint, c.count, c.log_index, c.salt "
     "FROM unnest(%s::int[], %s::int[], %s::text[]) AS k(i, agency, key) "
-    "JOIN lottery_chunks c ON c.round = %s::int AND c.agency = k.agency AND c.idempotency_key = k.key "
-    "WHERE c.idempotency_key IS NOT NULL"
+    "CROSS JOIN LATERAL (SELECT c.idempotency_key, c.fingerprint, c.count, c.log_index, c.salt "
+    "FROM lottery_chunks c WHERE c.round = %s::int AND c.agency = k.agency AND c.idempotency_key >= k.key "
+    "ORDER BY c.idempotency_key LIMIT 1) c "
+    "WHERE c.idempotency_key = k.key"
 )
 # For each chunk of an upload, the one stored span that can decide it: stored ranges of an upload
 # never overlap and are never empty, so the only one that can equal or overlap [start, stop) is

@@ -70,7 +70,7 @@ from app.store.base import (
     UploadState,
     UploadSummary,
 )
-from app.store.batch import Ticket, group_commit, turn
+from app.store.batch import Committer, Ticket, group_commit, turn
 from app.store.pg_chunks import AGENCY_LOCK_BASE, BET_COLUMNS, ChunkTicket
 from app.store.pg_watchdog import CHECK_DEADLINE, KEEPALIVES, STATEMENT_MARGIN, Watchdog
 from app.store.stats import AgencyStats, RoundStats
@@ -388,6 +388,12 @@ class PooledConnection(psycopg.Connection[Any]):
     answered_at = 0.0  # time.monotonic() when its last use ended without an error (PING_AFTER)
 
 
+def _chunk_ticket(chunk: Chunk, round: int | None) -> ChunkTicket:
+    """A chunk's ticket; ``named`` carries the round the request named (only the round is read
+    here: pg_chunks reads the current round in the batch's transaction)."""
+    return ChunkTicket(chunk, None if round is None else (round, lambda: round))
+
+
 class PostgresStore(flow.RoundFlow):
     winners_poll_interval = 0.1  # a query per long-polling request: ten a second is plenty
 
@@ -424,9 +430,9 @@ class PostgresStore(flow.RoundFlow):
         # Dones of this process queued for the next group commit, per round asked (None: current).
         self._done_lock, self._done_guard = threading.Lock(), threading.Lock()
         self._done_queues: dict[int | None, list[DoneTicket]] = {}
-        # And chunks (app/store/pg_chunks.py), per round asked.
-        self._chunk_lock, self._chunk_guard = threading.Lock(), threading.Lock()
-        self._chunk_queues: dict[int | None, list[ChunkTicket]] = {}
+        # Chunks (app/store/pg_chunks.py): one thread of this process commits them, a batch at a
+        # time, handed over by the event loop without a thread-pool hop (app/store/batch.py).
+        self._committer: Committer[Chunk, ChunkReceipt] = Committer(self._commit_batch, lock_timeout, "pg-commit")
         try:
             self._ensure_schema()
         except StorageUnavailable as error:
@@ -579,6 +585,7 @@ class PostgresStore(flow.RoundFlow):
         self._schema_ready = True
 
     def close(self) -> None:
+        self._committer.stop()  # what it was handed is committed first
         with self._pool_lock:
             if self._pool is not None and self._pool_pid == os.getpid():
                 self._pool.close()
@@ -590,17 +597,24 @@ class PostgresStore(flow.RoundFlow):
         """Group commit (app/store/pg_chunks.py): the chunks this process has queued for one round
         are locked, decided one by one and stored in one transaction, so they share one commit
         (one WAL flush) and a handful of round trips instead of each paying for its own."""
-        queue = self._chunk_queues.setdefault(round, [])
-        return group_commit(
-            ChunkTicket(chunk),
-            queue,
-            self._chunk_guard,
-            self._chunk_turn,
-            lambda tickets: self._commit_chunks(round, tickets),
-        )
+        return self._committer.wait(_chunk_ticket(chunk, round))
 
-    def _chunk_turn(self, ticket: ChunkTicket, queue: list[ChunkTicket]) -> AbstractContextManager[None]:
-        return turn(self._chunk_lock, self._chunk_guard, self.lock_timeout, ticket, queue)
+    async def store_chunk(self, chunk: Chunk, round: int | None = None) -> ChunkReceipt:
+        return await self._committer.submit(_chunk_ticket(chunk, round))
+
+    def _commit_batch(self, tickets: list[ChunkTicket]) -> None:
+        """The committer's turn: the batch's chunks by the round their requests named (None: the
+        current one), a transaction (or more: _commit_chunks) per round."""
+        by_round: dict[int | None, list[ChunkTicket]] = {}
+        for ticket in tickets:
+            by_round.setdefault(None if ticket.named is None else ticket.named[0], []).append(ticket)
+        for round, group in by_round.items():
+            try:
+                self._commit_chunks(round, group)
+            except Exception as error:  # this round's chunks fail; another round's may commit
+                for ticket in group:
+                    if not ticket.done:
+                        ticket.fail(error)
 
     def _commit_chunks(self, round: int | None, tickets: list[ChunkTicket]) -> None:
         """A transaction per pass: the chunks a pass leaves (their answer rests on a chunk it
