@@ -53,7 +53,7 @@ from app.routes.schemas import (
     bets_request_body,
 )
 from app.routes.scope import at_round
-from app.store import Chunk, ChunkReceipt, UploadSpan, body_digest
+from app.store import Chunk, ChunkReceipt, DataCorrupt, UploadSpan, body_digest
 from tlog import b64, leaves
 
 log = logging.getLogger("lottery")
@@ -125,6 +125,8 @@ async def post_bets(
     except Exception as error:
         metrics.chunk_failed(error)
         log.info("action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", number, type(error).__name__)
+        if isinstance(error, DataCorrupt):  # the operator's to repair: what and where, in the server's log
+            log.error("action: apuesta_recibida | result: fail | agencia: %d | detalle: %s", number, error)
         raise
     metrics.chunk_stored(number, receipt.stored, receipt.replayed)
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for

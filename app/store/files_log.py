@@ -172,8 +172,10 @@ class FileLogStorage:
 
     def read_checkpoints(self) -> tuple[int, bytes] | None:
         """The latest checkpoint (size, note), reading only the lines added since the last call."""
-        size = _size(self._checkpoints)
         with self._read_guard:
+            # The size read under the guard: read before it, another thread's append could move
+            # _read_to past it and a checkpoint would look removed (DataCorrupt, a 503).
+            size = _size(self._checkpoints)
             if size < self._read_to:
                 raise DataCorrupt(f"{self._checkpoints} is shorter than it was: a checkpoint was removed")
             if size == self._read_to:

@@ -131,6 +131,7 @@ def _check_round(
     lost, duplicated = lost_and_duplicated(expected, stored)
     # The uploaders log every retry with its reason: a 5xx would show as "motivo: HTTP 5..".
     errors_5xx = sum(err.count("motivo: HTTP 5") for _, err, _ in results.values())
+    answers_5xx = [line for _, err, _ in results.values() for line in err.splitlines() if "motivo: HTTP 5" in line]
     retries = sum(err.count("action: reintento | result: in_progress | intento:") for _, err, _ in results.values())
     record(
         figure,
@@ -147,7 +148,11 @@ def _check_round(
     assert (lost, duplicated) == (0, 0), f"{lost} bets lost and {duplicated} duplicated after {len(kills)} worker kills"
     assert stored == expected
     assert log.count(SORTEO) == 1, f"the draw was logged {log.count(SORTEO)} times"
-    assert errors_5xx == 0
+    assert errors_5xx == 0, (
+        "\n".join(answers_5xx[:5])
+        + "\n"
+        + "\n".join(line for line in log.splitlines() if "detalle:" in line or "Traceback" in line)
+    )
     assert log.count("was sent SIGKILL") == len(kills)  # gunicorn saw each kill and respawned the worker
 
 

@@ -132,3 +132,48 @@ def test_postgres_keeps_the_log_in_the_chunks_transaction(tmp_path) -> None:
                 None,
             )
         assert (tmp_path / "data" / "log.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_reader_thread_never_takes_a_checkpoint_its_process_wrote_meanwhile_for_a_removed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the one-bet worker-kill test under load (2 of 6 runs): a thread read the
+    # checkpoints file's size, another thread of the same process appended a checkpoint (its
+    # read position past that size), and the first then saw "shorter than it was: a checkpoint
+    # was removed" (DataCorrupt, 503). The size must be read where the position is.
+    from app.store import files_log
+
+    storage = files_log.FileLogStorage(tmp_path / "log")
+    storage.append_checkpoint(1, b"lottery.local/log\n1\nAAAA\n\n")
+    real_size = files_log._size
+    size_read, go = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def paused_size(path: str) -> int:
+        size = real_size(path)
+        if threading.current_thread().name == "reader" and not size_read.is_set():
+            size_read.set()
+            assert go.wait(10)
+        return size
+
+    monkeypatch.setattr(files_log, "_size", paused_size)
+
+    def read() -> None:
+        try:
+            outcome.append(storage.read_checkpoints())
+        except Exception as error:  # noqa: BLE001 - the outcome under test
+            outcome.append(error)
+
+    reader = threading.Thread(target=read, name="reader")
+    reader.start()
+    assert size_read.wait(10)
+    writer = threading.Thread(target=storage.append_checkpoint, args=(2, b"lottery.local/log\n2\nBBBB\n\n"))
+    writer.start()
+    if not storage._read_guard.locked():  # the size was read outside the guard: the writer goes first
+        writer.join(10)
+    go.set()
+    reader.join(10)
+    writer.join(10)
+    assert [type(o).__name__ for o in outcome] == ["tuple"], outcome
+    assert storage.read_checkpoints() == (2, b"lottery.local/log\n2\nBBBB\n\n")
+    storage.close()
