@@ -102,10 +102,15 @@ def group_commit(
             try:
                 commit(batch)
             except Exception as error:
-                for other in batch:
-                    if not other.done:
-                        other.fail(error)
+                fail_unsettled(batch, error)
     return ticket.outcome()
+
+
+def fail_unsettled(tickets: list[Ticket[T, R]], error: Exception) -> None:
+    """A batch's commit failed: each ticket it did not settle gets the error (its own copy)."""
+    for ticket in tickets:
+        if not ticket.done:
+            ticket.fail(error)
 
 
 class _Waiting(Generic[T, R]):
@@ -240,13 +245,9 @@ class Committer(Generic[T, R]):
         try:
             self._commit(tickets)
         except Exception as error:
-            for ticket in tickets:
-                if not ticket.done:
-                    ticket.fail(error)
-        finally:
-            for ticket in tickets:
-                if not ticket.done:  # never leave a request waiting for an answer
-                    ticket.fail(StorageUnavailable("the commit gave this request no answer"))
+            fail_unsettled(tickets, error)
+        finally:  # never leave a request waiting for an answer
+            fail_unsettled(tickets, StorageUnavailable("the commit gave this request no answer"))
             _wake_all(batch)
 
 

@@ -79,7 +79,7 @@ from app.store.base import (
     replay_by_key,
     replay_by_range,
 )
-from app.store.batch import Committer, R, T, Ticket, group_commit, turn
+from app.store.batch import Committer, R, T, Ticket, fail_unsettled, group_commit, turn
 from app.store.files_log import FileLogStorage
 from app.store.lock import ProcessLock
 from app.store.stats import AgencyStats, RoundStats
@@ -1330,9 +1330,7 @@ class FileStore(flow.RoundFlow):
             try:
                 files.commit_chunks(tickets)
             except Exception as error:
-                for ticket in tickets:
-                    if not ticket.done:
-                        ticket.fail(error)
+                fail_unsettled(tickets, error)
             self._add_log_receipts(tickets)
 
     def _add_log_receipts(self, tickets: list[ChunkTicket]) -> None:

@@ -70,7 +70,7 @@ from app.store.base import (
     UploadState,
     UploadSummary,
 )
-from app.store.batch import Committer, Ticket, group_commit, turn
+from app.store.batch import Committer, Ticket, fail_unsettled, group_commit, turn
 from app.store.pg_chunks import AGENCY_LOCK_BASE, BET_COLUMNS, ChunkTicket
 from app.store.pg_watchdog import CHECK_DEADLINE, KEEPALIVES, STATEMENT_MARGIN, Watchdog
 from app.store.stats import AgencyStats, RoundStats
@@ -612,9 +612,7 @@ class PostgresStore(flow.RoundFlow):
             try:
                 self._commit_chunks(round, group)
             except Exception as error:  # this round's chunks fail; another round's may commit
-                for ticket in group:
-                    if not ticket.done:
-                        ticket.fail(error)
+                fail_unsettled(group, error)
 
     def _commit_chunks(self, round: int | None, tickets: list[ChunkTicket]) -> None:
         """A transaction per pass: the chunks a pass leaves (their answer rests on a chunk it
