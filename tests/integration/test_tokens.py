@@ -8,6 +8,7 @@ output. Without a tokens file the master warns loudly; a malformed one stops it 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -154,7 +155,9 @@ def test_tokens_never_reach_the_log(secured) -> None:
                     content=b"x,y,1,1990-01-01,1\n",
                     headers={**bearer(token), "Content-Type": "text/csv"},
                 )
-    log = server.log()
+    deadline = time.monotonic() + 10  # chunk lines are written in batches, within 50 ms (app/logs.py)
+    while "action: apuesta_recibida" not in (log := server.log()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert "action: apuesta_recibida" in log  # the log is there and has seen the requests
     for agency, token in tokens.items():
         assert token not in log, f"the token of agency {agency} is in the server log"

@@ -1,0 +1,94 @@
+"""The log handler: chunk lines gathered into one write, every other line at once, in order."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+
+import pytest
+
+from app import logs
+
+
+class Stream(io.StringIO):
+    """Records each write (the handler's one write per batch) and says when one came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self.wrote = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        self.wrote.set()
+        return len(text)
+
+
+@pytest.fixture
+def logger() -> tuple[logging.Logger, Stream, logs._Handler]:
+    stream = Stream()
+    handler = logs._Handler(stream, delay=0.01)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.Logger("test-logs")  # not registered: nothing else writes here
+    log.addHandler(handler)
+    return log, stream, handler
+
+
+def test_batched_lines_wait_and_go_out_together_in_order(logger) -> None:
+    log, stream, handler = logger
+    with handler.lock:  # the writer thread waits for it: nothing is written before all three are logged
+        for n in range(3):
+            log.info("chunk %d", n, extra=logs.BATCHED)
+        assert stream.writes == []
+    assert stream.wrote.wait(5)
+    assert stream.writes == ["chunk 0\nchunk 1\nchunk 2\n"]
+
+
+def test_any_other_line_is_written_at_once_after_the_waiting_ones(logger) -> None:
+    log, stream, handler = logger
+    with handler.lock:
+        log.info("chunk 1", extra=logs.BATCHED)
+        log.info("chunk 2", extra=logs.BATCHED)
+        log.warning("draw")
+        assert stream.writes == ["chunk 1\nchunk 2\ndraw\n"]  # written before the writer could run
+
+
+def test_a_full_batch_is_written_without_waiting(logger) -> None:
+    log, stream, handler = logger
+    with handler.lock:
+        for n in range(logs.BATCH_LINES):
+            log.info("%d", n, extra=logs.BATCHED)
+        assert stream.writes == ["".join(f"{n}\n" for n in range(logs.BATCH_LINES))]
+
+
+def test_flush_writes_what_waits(logger) -> None:
+    log, stream, handler = logger
+    log.info("chunk", extra=logs.BATCHED)
+    handler.flush()  # what logging.shutdown does at a worker's exit
+    assert "".join(stream.writes) == "chunk\n"
+    handler.flush()
+    assert "".join(stream.writes) == "chunk\n"  # written once
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_never_writes_its_parents_waiting_lines(tmp_path) -> None:
+    path = tmp_path / "log"
+    with open(path, "a", buffering=1) as out:
+        handler = logs._Handler(out, delay=60)  # the writer never writes by itself in this test
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log = logging.Logger("test-fork")
+        log.addHandler(handler)
+        log.info("parent's chunk", extra=logs.BATCHED)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's exit status is the assertion
+            try:
+                log.warning("child's line")
+                handler.flush()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        handler.flush()
+    assert sorted(path.read_text().splitlines()) == ["child's line", "parent's chunk"]
