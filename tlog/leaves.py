@@ -20,7 +20,9 @@ CSV, LF: app.domain.encode_rows). The leaf hash is merkle.leaf_hash(leaf bytes).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import threading
 from dataclasses import dataclass
 
 from tlog import b64
@@ -130,10 +132,37 @@ class RoundClosed:
 Leaf = RoundOpened | ChunkStored | RoundClosed
 
 
-def new_salt() -> bytes:
-    import secrets  # here, not at import: the uploader's start-up is measured
+class _SaltPool:
+    """Salts cut from one ``os.urandom`` read of ``count`` salts: the server draws one per chunk,
+    and a read per salt was a system call per one-bet request, on the event loop (issue 22).
+    A forked child forgets its parent's unused salts: two processes never hand out the same."""
 
-    return secrets.token_bytes(SALT_SIZE)
+    def __init__(self, count: int = 64):
+        self.count = count
+        self._lock = threading.Lock()
+        self._drawn = b""
+        self._next = 0
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._next == len(self._drawn):
+                self._drawn, self._next = os.urandom(SALT_SIZE * self.count), 0
+            salt = self._drawn[self._next : self._next + SALT_SIZE]
+            self._next += SALT_SIZE
+            return salt
+
+    def forget(self) -> None:
+        self._lock = threading.Lock()  # a fork may have copied it held by another thread
+        self._drawn, self._next = b"", 0
+
+
+_SALTS = _SaltPool()
+os.register_at_fork(after_in_child=_SALTS.forget)
+
+
+def new_salt() -> bytes:
+    """A fresh secret salt of SALT_SIZE bytes, from the operating system's CSPRNG."""
+    return _SALTS.take()
 
 
 def chunk_digest(salt: bytes, rows: bytes) -> bytes:

@@ -136,3 +136,44 @@ def test_a_changed_byte_is_another_leaf_or_none(leaf, data):
     except LeafError:
         return
     assert other != leaf and other.bytes() == changed
+
+
+def test_salts_are_never_handed_out_twice_across_refills_and_threads() -> None:
+    import threading
+
+    taken: list[bytes] = []
+    guard = threading.Lock()
+
+    def take(count: int) -> None:
+        mine = [new_salt() for _ in range(count)]
+        with guard:
+            taken.extend(mine)
+
+    threads = [threading.Thread(target=take, args=(500,)) for _ in range(4)]  # refills: 64 salts a read
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == 2000 and len(set(taken)) == 2000
+    assert all(len(salt) == 32 for salt in taken)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork is POSIX")
+def test_a_forked_child_never_hands_out_its_parents_salts() -> None:
+    import os
+
+    new_salt()  # the parent's pool holds unused salts now
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - reported through the pipe
+        try:
+            os.write(write, b"".join(new_salt() for _ in range(3)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        childs = pipe.read()
+    os.waitpid(child, 0)
+    parents = b"".join(new_salt() for _ in range(3))  # the parent's next, from the same pool
+    assert len(childs) == 96 and childs != parents
+    assert not {childs[i : i + 32] for i in range(0, 96, 32)} & {parents[i : i + 32] for i in range(0, 96, 32)}
