@@ -61,8 +61,13 @@ Answer = ChunkReceipt | StoreError | RoundError
 AGENCY_LOCK_BASE = 0x4C4F5454_10000000  # + agency id: chunks (shared) vs done (exclusive)
 BET_COLUMNS = "agency, first_name, last_name, document, birthdate, number"
 
-UPLOAD_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
-AGENCY_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
+# Each lock set in one statement, in the arrays' order (sorted: see above): a function scan
+# hands unnest's elements on in order. A statement per lock cost a batch of one-bet chunks as
+# many statements as agencies (issue 22).
+UPLOAD_LOCKS = (
+    "SELECT count(pg_advisory_xact_lock(u.agency, u.upload)) FROM unnest(%b::int[], %b::int[]) AS u(agency, upload)"
+)
+AGENCY_LOCKS = "SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest(%b::bigint[]) AS k"
 # The stored (fingerprint, count, leaf, salt) of the batch's keys: one lottery_chunks_key index
 # probe each, whatever the planner knows. The plain join, planned before the table had
 # statistics (a new database's first minute: autovacuum had not analyzed it), read the round's
@@ -72,7 +77,7 @@ AGENCY_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
 # sort; it is the chunk when it equals the key.
 STORED_KEYS = (
     "SELECT k.i, c.fingerprint, c.count, c.log_index, c.salt "
-    "FROM unnest(%s::int[], %s::int[], %s::text[]) AS k(i, agency, key) "
+    "FROM unnest(%b::int[], %b::int[], %b::text[]) AS k(i, agency, key) "
     "CROSS JOIN LATERAL (SELECT c.idempotency_key, c.fingerprint, c.count, c.log_index, c.salt "
     "FROM lottery_chunks c WHERE c.round = %s::int AND c.agency = k.agency AND c.idempotency_key >= k.key "
     "ORDER BY c.idempotency_key LIMIT 1) c "
@@ -84,14 +89,14 @@ STORED_KEYS = (
 # however many chunks the upload has.
 NEIGHBOUR_SPANS = (
     "SELECT k.i, s.upload_start, s.upload_end, s.fingerprint, s.log_index, s.salt "
-    "FROM unnest(%s::int[], %s::int[], %s::text[], %s::bigint[]) AS k(i, agency, upload_id, stop) "
+    "FROM unnest(%b::int[], %b::int[], %b::text[], %b::bigint[]) AS k(i, agency, upload_id, stop) "
     "CROSS JOIN LATERAL (SELECT c.upload_start, c.upload_end, c.fingerprint, c.log_index, c.salt FROM lottery_chunks c "
     "WHERE c.round = %s::int AND c.agency = k.agency AND c.upload_id = k.upload_id AND c.upload_start < k.stop "
     "ORDER BY c.upload_start DESC LIMIT 1) s"
 )
 # Read with the agencies' shared locks held: a done committed before is seen; none commits until this ends.
 CLOSED = (
-    "SELECT r.drawn, ARRAY(SELECT d.agency FROM lottery_done d WHERE d.round = r.id AND d.agency = ANY(%s::int[])) "
+    "SELECT r.drawn, ARRAY(SELECT d.agency FROM lottery_done d WHERE d.round = r.id AND d.agency = ANY(%b::int[])) "
     "FROM lottery_round r WHERE r.id = %s::int"
 )
 NEW_IDS = "SELECT nextval('lottery_chunk_ids') FROM generate_series(1, %s)"
@@ -100,12 +105,12 @@ INSERT_CHUNKS = (
     "upload_start, upload_end, body_digest, log_index, salt, auto_key) "
     "SELECT k.id, %s::int, k.agency, k.key, k.fingerprint, k.count, k.upload_id, k.upload_start, k.upload_end, "
     "k.digest, k.log_index, k.salt, k.auto_key "
-    "FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[], %s::bigint[], "
-    "%s::bigint[], %s::text[], %s::bigint[], %s::bytea[], %s::text[]) "
+    "FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[], "
+    "%b::bigint[], %b::text[], %b::bigint[], %b::bytea[], %b::text[]) "
     "AS k(id, agency, key, fingerprint, count, upload_id, upload_start, upload_end, digest, log_index, salt, auto_key)"
 )
 # A replayed chunk's leaf, for its receipt.
-REPLAYED_LEAVES = "SELECT idx, leaf FROM lottery_log_leaves WHERE idx = ANY(%s::bigint[])"
+REPLAYED_LEAVES = "SELECT idx, leaf FROM lottery_log_leaves WHERE idx = ANY(%b::bigint[])"
 LATEST_CHECKPOINT = "SELECT size, note FROM lottery_log_checkpoints ORDER BY size DESC LIMIT 1"
 # Each line prefixed with its chunk's id (_tagged): one COPY for every chunk of the batch.
 COPY_BETS = f"COPY lottery_bets (chunk_id, {BET_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
@@ -154,14 +159,14 @@ def store_batch(
         with conn.pipeline():
             conn.execute("BEGIN")
             round_of = resolve(conn)
-            reading = _lock_and_read(conn, cur, *assumed, chunks) if assumed is not None else None
+            reading = _lock_and_read(conn, *assumed, chunks) if assumed is not None else None
             # The leaves other writers committed since this process last read: read before the
             # log's lock, so that under it only those of the last moments are.
             since = conn.execute(pg_log.SINCE, (known,)) if log is not None else None
         round_id, agencies, current = round_of()
         if reading is None or assumed != (round_id, agencies):
             with conn.pipeline():
-                reading = _lock_and_read(conn, cur, round_id, agencies, chunks)
+                reading = _lock_and_read(conn, round_id, agencies, chunks)
         found = reading()
         if log is not None and since is not None:
             log.feed(known, [bytes(row[0]) for row in since.fetchall()])
@@ -291,7 +296,7 @@ def _decide(
 
 
 def _lock_and_read(
-    conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], round_id: int, agencies: int, chunks: list[Chunk]
+    conn: psycopg.Connection[Any], round_id: int, agencies: int, chunks: list[Chunk]
 ) -> Callable[[], Found]:
     """Inside a pipeline: the batch's locks, then what decides its chunks (the statements run in
     order on the server: every read sees the database after the locks). Returns what reads
@@ -302,9 +307,9 @@ def _lock_and_read(
     keyed = [(i, c) for i, c in enumerate(chunks) if c.idempotency_key is not None]
     spanned = [(i, c, c.upload) for i, c in enumerate(chunks) if c.upload is not None]
     if uploads:
-        cur.executemany(UPLOAD_LOCK, uploads)
+        conn.execute(UPLOAD_LOCKS, ([agency for agency, _ in uploads], [key for _, key in uploads]))
     if agency_locks:
-        cur.executemany(AGENCY_LOCK, [(key,) for key in agency_locks])
+        conn.execute(AGENCY_LOCKS, (agency_locks,))
     closed = conn.execute(CLOSED, (sorted({c.agency for c in chunks}), round_id))
     stored_keys = (
         conn.execute(

@@ -60,7 +60,7 @@ HEAD = (
 SINCE = "SELECT leaf FROM lottery_log_leaves WHERE idx >= %s ORDER BY idx"
 INSERT_LEAVES = (
     "INSERT INTO lottery_log_leaves (idx, leaf) "
-    "SELECT %s::bigint + n - 1, leaf FROM unnest(%s::bytea[]) WITH ORDINALITY AS t(leaf, n)"
+    "SELECT %s::bigint + n - 1, leaf FROM unnest(%b::bytea[]) WITH ORDINALITY AS t(leaf, n)"
 )
 INSERT_CHECKPOINT = "INSERT INTO lottery_log_checkpoints (size, note) VALUES (%s, %s)"
 

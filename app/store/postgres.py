@@ -933,7 +933,7 @@ class _PostgresTxn:
         """A batch's done rows in one statement, before the flow takes each (add_done tells which
         were new). Only the round's agencies: the flow refuses any other id."""
         rows = self.cur.execute(
-            "INSERT INTO lottery_done (round, agency) SELECT %s, a FROM unnest(%s::int[]) a "
+            "INSERT INTO lottery_done (round, agency) SELECT %s, a FROM unnest(%b::int[]) a "
             "ON CONFLICT DO NOTHING RETURNING agency",
             (self.round_id, [a for a in agencies if 1 <= a <= self.params.agencies]),
         ).fetchall()

@@ -9,6 +9,7 @@ transaction stored a row is PostgreSQL's own record of it: the row's ``xmin``.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -374,7 +375,7 @@ def test_a_batchs_key_lookup_reads_its_keys_rows_not_the_rounds(url: str, make: 
         conn.execute("SET plan_cache_mode = force_generic_plan")
         keys = [f"k{n}" for n in range(1, 20000, 1999)] + ["none"]
         agencies = [1 + n % 4 for n in range(1, 20000, 1999)] + [1]
-        query = pg_chunks.STORED_KEYS.replace("%s", "$%d") % (1, 2, 3, 4)
+        query = re.sub("%[sb]", "$%d", pg_chunks.STORED_KEYS) % (1, 2, 3, 4)  # (%b: sent in binary)
         conn.execute(f"PREPARE lookup AS {query}")
         explain = psycopg.ClientCursor(conn)  # the values bound here: EXPLAIN takes no parameters
         explain.execute(
