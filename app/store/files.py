@@ -342,6 +342,7 @@ def recorded_round(data_dir: Path) -> RoundParameters | None:
 
 
 ChunkTicket = Ticket[Chunk, ChunkReceipt]
+_Leaf = tuple[bytes, str, str | None]  # a chunk's leaf, its salt (base64) and its drawn key (or None)
 DoneTicket = Ticket[int, flow.DoneOutcome]
 
 
@@ -700,8 +701,9 @@ class RoundFiles:
         for this round, under both locks, with one append and one pair of fdatasyncs instead of
         a pair per chunk, which is what makes the disk keep up. Each chunk is still decided on
         its own (replay, closed agency, range conflict)."""
+        made = [self._chunk_leaf(ticket.item) for ticket in batch] if self.log is not None else None
         with self._process_turn(), self._file_turn():
-            self._commit(batch)
+            self._commit(batch, made)
 
     def mark_done(self, agency: int) -> flow.DoneOutcome:
         """Group commit of dones, as of chunks: the thread whose turn it is takes every done its
@@ -735,8 +737,11 @@ class RoundFiles:
         for ticket, outcome in decided:
             ticket.settle(outcome)
 
-    def _commit(self, batch: list[ChunkTicket]) -> None:
-        """Under both locks: decide each chunk, then write the accepted ones in one go."""
+    def _commit(self, batch: list[ChunkTicket], made: list[_Leaf] | None = None) -> None:
+        """Under both locks: decide each chunk, then write the accepted ones in one go. ``made``:
+        each chunk's leaf, made before the lock (None: made here, where a log is kept)."""
+        if self.log is not None and made is None:
+            made = [self._chunk_leaf(ticket.item) for ticket in batch]
         index = self._index
         ledger_size, bets_size = index.offset, index.end
         result = self._read_winners()  # read, not only seen: a corrupt one is refused
@@ -750,7 +755,7 @@ class RoundFiles:
         deferred: list[tuple[ChunkTicket, ChunkReceipt | StoreError | RoundError]] = []
         batch_keys: set[tuple[int, str]] = set()
         batch_uploads: set[tuple[int, str]] = set()
-        for ticket in batch:
+        for at, ticket in enumerate(batch):
             chunk = ticket.item
             key = (chunk.agency, chunk.idempotency_key) if chunk.idempotency_key is not None else None
             upload = (chunk.agency, chunk.upload.upload_id) if chunk.upload is not None else None
@@ -780,9 +785,10 @@ class RoundFiles:
             }
             if chunk.upload is not None:
                 record["u"], record["o"], record["d"] = chunk.upload.upload_id, chunk.upload.offset, chunk.digest
-            if self.log is not None:
+            if made is not None:
                 record["i"] = log_start + len(logged)
-                record["s"], auto_key = self._chunk_leaf(chunk, logged)
+                chunk_leaf, record["s"], auto_key = made[at]
+                logged.append(chunk_leaf)
                 if auto_key is not None:
                     record["ak"] = auto_key  # so that a leaf a power cut lost can be rebuilt
             index.apply(record)  # provisional, so later chunks of this batch see it (same key twice)
@@ -817,22 +823,24 @@ class RoundFiles:
             # start-up check signs it again, byte for byte, if a power cut lost it.
             self.log.sign(signed, durable=False)
         for ticket, record in accepted:
-            at = record.get("i")
-            leaf = None if at is None else logged[at - log_start]
-            ticket.settle(ChunkReceipt(ticket.item.agency, ticket.item.count, False, at, record.get("s"), leaf=leaf))
+            leaf_index = record.get("i")
+            leaf = None if leaf_index is None else logged[leaf_index - log_start]
+            ticket.settle(
+                ChunkReceipt(ticket.item.agency, ticket.item.count, False, leaf_index, record.get("s"), leaf=leaf)
+            )
         for ticket, outcome in deferred:
             ticket.settle(outcome)
 
-    def _chunk_leaf(self, chunk: Chunk, logged: list[bytes]) -> tuple[str, str | None]:
-        """The chunk's leaf added to ``logged``; its salt (base64), as the ledger keeps it, and the
-        leaf's key when the chunk has no Idempotency-Key (drawn here)."""
+    def _chunk_leaf(self, chunk: Chunk) -> _Leaf:
+        """The chunk's leaf in this round, its salt (base64, as the ledger keeps it) and the leaf's
+        key when the chunk has no Idempotency-Key (drawn here). Nothing in it depends on where
+        the chunk lands, so it is made before the lock (a tenth of a one-bet chunk's time in it)."""
         salt = chunk.salt if chunk.salt is not None else leaves.new_salt()
         digest = chunk.leaf_digest if chunk.leaf_digest is not None else leaves.chunk_digest(salt, chunk.payload)
         key, auto = chunk.idempotency_key, None
         if key is None:
             key = auto = "auto-" + secrets.token_hex(16)
-        logged.append(leaves.ChunkStored(self.round_id, chunk.agency, key, chunk.count, digest).bytes())
-        return b64.encode(salt), auto
+        return leaves.ChunkStored(self.round_id, chunk.agency, key, chunk.count, digest).bytes(), b64.encode(salt), auto
 
     def _replay(self, chunk: Chunk) -> ChunkReceipt | None:
         """Answer a retry from the ledger; raise if the retry does not match what was stored."""
@@ -1338,11 +1346,13 @@ class FileStore(flow.RoundFlow):
         without the round's lock, before its waiter wakes."""
         if self.log is None:
             return
+        latest = None  # the latest checkpoint, read once for the batch
         for ticket in tickets:
             receipt = ticket.receipt
             if receipt is not None and receipt.log_index is not None and receipt.salt is not None:
                 try:
-                    found = self.log.receipt(receipt.log_index, receipt.salt, receipt.leaf)
+                    latest = latest or self.log.latest()
+                    found = self.log.receipt(receipt.log_index, receipt.salt, receipt.leaf, latest)
                     ticket.receipt = dataclasses.replace(receipt, log=found)
                 except (StoreError, OSError) as error:
                     ticket.receipt = None

@@ -142,11 +142,14 @@ class SignedLog:
             self._catch_up(size)
             return self._tree.consistency_proof(old, size)
 
-    def receipt(self, index: int, salt: str, leaf: bytes | None = None) -> LogReceipt:
+    def receipt(
+        self, index: int, salt: str, leaf: bytes | None = None, latest: tuple[int, bytes] | None = None
+    ) -> LogReceipt:
         """A committed chunk's receipt: its leaf (read, unless the caller has it), and the latest
         checkpoint (it holds the leaf: the chunk's commit signed one, and recovery signs what a
-        crash left unsigned)."""
-        latest = self.latest()
+        crash left unsigned); ``latest``: that checkpoint as the caller read it after the commit
+        (a batch's chunks share one read)."""
+        latest = latest or self.latest()
         if latest is None or latest[0] <= index:
             raise StorageUnavailable(f"no signed checkpoint holds leaf {index} yet; retry shortly")
         found = leaf if leaf is not None else self.storage.read_leaves(index, index + 1)[0]
