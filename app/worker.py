@@ -49,6 +49,60 @@ from app.settings import get_settings
 log = logging.getLogger("lottery")
 
 _BODY_GRACE = 1.0  # the app's own 408 for a slow /bets body comes first
+CORK_BYTES = 65536  # Corked holds at most this much
+
+
+class Corked:
+    """A connection's transport whose writes of one event-loop turn go out as one send: uvicorn
+    writes a response's head and its body apart (two system calls, two TCP segments), and a
+    one-bet POST's answer is a head and a few dozen bytes (issue 22). What is held is sent at
+    the end of the turn, and before a close, so nothing is late by more than the turn."""
+
+    __slots__ = ("_transport", "_loop", "_held", "_size")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._held:
+            if len(data) >= CORK_BYTES:  # a big write (a download's part) goes as is
+                self._transport.write(data)
+                return
+            self._loop.call_soon(self._send)
+        self._held.append(bytes(data))
+        self._size += len(data)
+        if self._size >= CORK_BYTES:  # never more than this held: the transport's flow control sees the rest
+            self._send()
+
+    def _send(self) -> None:
+        held, self._held, self._size = self._held, [], 0
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def writelines(self, data: Any) -> None:
+        for part in data:
+            self.write(part)
+
+    def close(self) -> None:
+        self._send()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._send()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held, self._size = [], 0
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + self._size
+
+    def __getattr__(self, name: str) -> Any:  # everything else: the transport's own
+        return getattr(self._transport, name)
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
@@ -78,7 +132,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             self.free()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(Corked(transport, self.loop))  # type: ignore[arg-type]
         self._arm_head_deadline(at=self.accepted_at + get_settings().header_timeout)
 
     def on_message_begin(self) -> None:
