@@ -87,9 +87,12 @@ class _Handler(logging.StreamHandler[TextIO]):
                         self._waiting = []
 
     def _forget_after_fork(self) -> None:
-        """In a forked child: the parent writes its own waiting lines; the child starts empty."""
+        """In a forked child: the parent writes its own waiting lines; the child starts empty,
+        with a condition of its own (the parent's may list its writer thread as a waiter)."""
+        assert self.lock is not None
         self._waiting = []
         self._writer = None
+        self._due = threading.Condition(self.lock)
 
 
 _handlers: weakref.WeakSet[_Handler] = weakref.WeakSet()

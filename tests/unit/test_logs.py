@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import threading
+import time
 
 import pytest
 
@@ -83,12 +84,20 @@ def test_a_forked_child_never_writes_its_parents_waiting_lines(tmp_path) -> None
         log.info("parent's chunk", extra=logs.BATCHED)
         child = os.fork()
         if child == 0:  # pragma: no cover - the child's exit status is the assertion
+            code = 1
             try:
                 log.warning("child's line")
-                handler.flush()
+                handler.delay = 0.01
+                for n in (1, 2):  # written by the child's own writer thread, each in turn
+                    log.info("child's chunk %d", n, extra=logs.BATCHED)
+                    deadline = time.monotonic() + 10
+                    while f"child's chunk {n}" not in path.read_text() and time.monotonic() < deadline:
+                        time.sleep(0.005)
+                code = 0 if "child's chunk 2" in path.read_text() else 3
             finally:
-                os._exit(0)
+                os._exit(code)
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         handler.flush()
-    assert sorted(path.read_text().splitlines()) == ["child's line", "parent's chunk"]
+    lines = path.read_text().splitlines()
+    assert sorted(lines) == ["child's chunk 1", "child's chunk 2", "child's line", "parent's chunk"]
