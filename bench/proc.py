@@ -19,6 +19,27 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / _TICK
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a gunicorn master's workers), from ``/proc``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:  # ppid: field 4 of stat
+                        found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+                continue
+    return found
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the machine so far, every core (``/proc/stat``; idle counts iowait)."""
+    with open("/proc/stat") as f:
+        ticks = [int(value) for value in f.readline().split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
 def rusage_seconds(who: int = resource.RUSAGE_SELF) -> float:
     """User + system CPU time so far of this process (or, with ``RUSAGE_CHILDREN``, of its
     waited-for children), from ``getrusage``."""

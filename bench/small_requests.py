@@ -8,8 +8,10 @@ requests are built once in wrk's ``init`` (Lua), so the generator spends nothing
 but sending. Three servers on the same gunicorn config and worker count, one after the other:
 a bare FastAPI POST endpoint (reads the body, answers JSON: ``bench/asgi_floor.py``), the
 service on the files backend, and on PostgreSQL (a fresh database). Reported per server:
-requests/s, the ratio to the bare endpoint of the same run, p50 and p99, wrk's own CPU (its
-share of one core: saturated near the thread count) and, for the service, the bets stored
+requests/s, the ratio to the bare endpoint of the same run, p50 and p99, the server workers'
+CPU per answered request and the machine's idle share meanwhile (``/proc``: CPU-bound, or
+waiting on a lock or the disk), wrk's own CPU (its share of one core: saturated near the
+thread count) and, for the service, the bets stored
 beside the 201s counted (stored is at least the answered, and at most the connections more:
 wrk stops counting at its deadline with requests in flight, which are stored).
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 import httpx
 
 from bench.pg_round import bench_database_url, round_database
-from bench.proc import rusage_seconds
+from bench.proc import child_pids, cpu_seconds, machine_ticks, rusage_seconds
 from devtools.server import ROOT, Server, free_port
 
 AGENCIES = 1000
@@ -73,6 +75,17 @@ end
 """.replace("%%", "%")
 
 
+def measured(url: str, workers: list[int], seconds: float, connections: int) -> dict:
+    """:func:`wrk`, plus the server workers' CPU per answered request (µs) and the machine's
+    idle share meanwhile (what is left when the CPU is not the limit: a lock, the disk)."""
+    cpu, (ticks, idle) = cpu_seconds(workers), machine_ticks()
+    found = wrk(url, seconds, connections)
+    cpu, (all_after, idle_after) = cpu_seconds(workers) - cpu, machine_ticks()
+    found["worker_us"] = cpu / max(1, found["requests"] - found["non2xx"] - found["errors"]) * 1e6
+    found["idle"] = (idle_after - idle) / max(1, all_after - ticks)
+    return found
+
+
 def wrk(url: str, seconds: float, connections: int, threads: int = 2) -> dict:
     """One wrk run; its summary plus the generator's own CPU (seconds, and cores used)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
@@ -98,8 +111,8 @@ def wrk(url: str, seconds: float, connections: int, threads: int = 2) -> dict:
 
 
 @contextmanager
-def bare_server(workers: int) -> Iterator[str]:
-    """The bare FastAPI POST endpoint on the server's gunicorn config: its base URL."""
+def bare_server(workers: int) -> Iterator[tuple[str, list[int]]]:
+    """The bare FastAPI POST endpoint on the server's gunicorn config: its base URL and its workers."""
     port = free_port()
     env = {**os.environ, "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port} --workers {workers}"}
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as tmp:
@@ -111,15 +124,16 @@ def bare_server(workers: int) -> Iterator[str]:
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 30
-            while True:
+            while True:  # every worker forked (one answering is not all of them), and answering
                 try:
-                    if httpx.get(url + "/ping", timeout=1).status_code == 200:
+                    if len(child_pids(proc.pid)) == workers and httpx.get(url + "/ping", timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the bare endpoint's {workers} workers did not answer within 30 s")
                 time.sleep(0.05)
-            yield url
+            yield url, child_pids(proc.pid)
         finally:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
@@ -138,12 +152,12 @@ def run(seconds: float = 10, connections: int = 64, workers: int = 2, servers: t
         print("  skipped: wrk is missing (Debian: apt-get install wrk)")
         return {"skipped": "wrk is missing"}
     results: dict = {"seconds": seconds, "connections": connections, "workers": workers}
-    with bare_server(workers) as url:
-        results["bare"] = wrk(url, seconds, connections)
+    with bare_server(workers) as (url, pids):
+        results["bare"] = measured(url, pids, seconds, connections)
     with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp:
         if "files" in servers:
             with Server(Path(tmp) / "data", workers=workers, agencies=AGENCIES) as server:
-                found = wrk(server.url, seconds, connections)
+                found = measured(server.url, server.worker_pids(), seconds, connections)
                 found["stored"] = stored_bets(server.url)
                 results["files"] = found
         if "postgres" in servers:
@@ -153,7 +167,7 @@ def run(seconds: float = 10, connections: int = 64, workers: int = 2, servers: t
                     Path(tmp) / "pg", workers=workers, agencies=AGENCIES, env={"LOTTERY_DATABASE_URL": db}
                 ) as server,
             ):
-                found = wrk(server.url, seconds, connections)
+                found = measured(server.url, server.worker_pids(), seconds, connections)
                 found["stored"] = stored_bets(server.url)
                 results["postgres"] = found
     bare = results["bare"]["rps"]
@@ -167,8 +181,8 @@ def run(seconds: float = 10, connections: int = 64, workers: int = 2, servers: t
         once = "" if name == "bare" else f", stored {r['stored']:,}, answered {r['requests'] - r['non2xx']:,}"
         print(
             f"  {name:9} {r['rps']:8,.0f} req/s  x{r['ratio']:.2f}  p50 {r['p50_ms']:6.1f} ms"
-            f"  p99 {r['p99_ms']:6.1f} ms  (wrk CPU {r['wrk_cores']:.2f} cores{once};"
-            f" non-2xx {r['non2xx']}, errors {r['errors']})"
+            f"  p99 {r['p99_ms']:6.1f} ms  workers {r['worker_us']:4.0f} µs/req  idle {r['idle']:4.0%}"
+            f"  (wrk CPU {r['wrk_cores']:.2f} cores{once}; non-2xx {r['non2xx']}, errors {r['errors']})"
         )
     return results
 
