@@ -1,11 +1,11 @@
 """The lottery's log lines, in the course's format: ``action: X | result: Y | key: value``.
 
 A line per stored chunk is thousands of lines a second when terminals send one bet per
-request (issue 22), and a write to stderr per line cost ~25 µs of a worker's ~320 µs per
-request. So a line logged with ``extra=BATCHED`` (the chunk lines) waits up to
-``BATCH_SECONDS`` and is written together with the lines logged meanwhile, in one write. Any
-other line is written at once, after the waiting ones, so the order is kept and a draw, a
-repair or an error is never late. A worker that exits writes what waits; one killed outright
+request (issue 22), and a write to stderr per line cost 30 to 40 µs of a worker's ~340 µs of
+CPU per request (measured A/B, docs/performance.md). So a line logged with ``extra=BATCHED``
+(the chunk lines) waits up to ``BATCH_SECONDS`` and is written together with the lines logged
+meanwhile, in one write. Any other line is written at once, after the waiting ones, so the
+order is kept and a draw, a repair or an error is never late. A worker that exits writes what waits; one killed outright
 loses at most ``BATCH_SECONDS`` of chunk lines (the chunks themselves are on disk).
 """
 
@@ -35,8 +35,7 @@ class _Handler(logging.StreamHandler[TextIO]):
         self._waiting: list[str] = []
         assert self.lock is not None  # made by Handler.__init__
         self._due = threading.Condition(self.lock)  # the handler's own lock: emit holds it already
-        self._writer: threading.Thread | None = None
-        self._pid = 0
+        self._writer: threading.Thread | None = None  # started at the first batched line (a fork's child: anew)
         _handlers.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:  # called under self.lock (Handler.handle)
@@ -68,8 +67,7 @@ class _Handler(logging.StreamHandler[TextIO]):
         self.stream.flush()
 
     def _wake_writer(self) -> None:
-        if self._writer is None or self._pid != os.getpid():  # first batched line, or a fork's copy
-            self._pid = os.getpid()
+        if self._writer is None:
             self._writer = threading.Thread(target=self._write_late, name="log-writer", daemon=True)
             self._writer.start()
         self._due.notify()

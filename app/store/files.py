@@ -737,11 +737,9 @@ class RoundFiles:
         for ticket, outcome in decided:
             ticket.settle(outcome)
 
-    def _commit(self, batch: list[ChunkTicket], made: list[_Leaf] | None = None) -> None:
+    def _commit(self, batch: list[ChunkTicket], made: list[_Leaf] | None) -> None:
         """Under both locks: decide each chunk, then write the accepted ones in one go. ``made``:
-        each chunk's leaf, made before the lock (None: made here, where a log is kept)."""
-        if self.log is not None and made is None:
-            made = [self._chunk_leaf(ticket.item) for ticket in batch]
+        each chunk's leaf, made before the lock (None where no log is kept)."""
         index = self._index
         ledger_size, bets_size = index.offset, index.end
         result = self._read_winners()  # read, not only seen: a corrupt one is refused
