@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from app.domain import MAX_AGENCIES
-from app.limits import Reservation
+from app.limits import BODY_RECEIVED, Reservation
 from app.problems import BodyTimeout, BodyTooLarge, Forbidden, Problem, Unauthorized, UnknownAgency
 from app.rounds import HIGHEST_ROUND, RoundNotFound
 from app.store import Store, UploadSpan
@@ -225,14 +224,31 @@ def check_upload_span(upload_id: str | None, upload_offset: str | None) -> Uploa
     return UploadSpan(upload_id, int(upload_offset))
 
 
-@asynccontextmanager
-async def received_body(request: Request, limit: int) -> AsyncIterator[bytearray]:
+class received_body:  # noqa: N801 - used as ``async with received_body(...)``, like a function
     """The request's body, read only now (every route with a body reads it through here, after
     its token was checked): 413 past ``limit``, 408 past the body deadline, and held against
-    this worker's body budget until the block ends (app/limits.py)."""
-    declared = declared_length(request, limit)
-    async with request.app.state.body_budget.reserve(declared or 0) as held:
-        yield await read_body(request, limit, request.app.state.settings.body_timeout, declared, held)
+    this worker's body budget until the block ends (app/limits.py). A class, not a generator
+    made into a context manager: one per request, and a one-bet POST is a request (issue 22)."""
+
+    __slots__ = ("request", "limit", "held")
+
+    def __init__(self, request: Request, limit: int):
+        self.request, self.limit = request, limit
+
+    async def __aenter__(self) -> bytearray:
+        request = self.request
+        declared = declared_length(request, self.limit)
+        state = request.app.state
+        held = self.held = state.body_budget.reserve(declared or 0)
+        await held.__aenter__()
+        try:
+            return await read_body(request, self.limit, state.settings.body_timeout, declared, held)
+        except BaseException:
+            await held.__aexit__(None, None, None)
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.held.__aexit__(*exc_info)
 
 
 def declared_length(request: Request, limit: int) -> int | None:
@@ -255,24 +271,39 @@ async def read_body(request: Request, limit: int, timeout: float, declared: int 
     slot forever. ``ClientDisconnect`` reaches the caller when the client leaves midway.
     """
     body = bytearray(declared or 0)
-    size = 0
+    extensions = request.scope.get("extensions")
     try:
-        async with asyncio.timeout(timeout):
-            async for part in request.stream():
-                end = size + len(part)
-                if end > limit:
-                    raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
-                if declared is None:
-                    held.grow(len(part))
-                    body += part
-                else:
-                    body[size:end] = part  # a slice of the same length: in place
-                size = end
+        if extensions is not None and BODY_RECEIVED in extensions:  # all there: nothing to time
+            size = await _read_into(body, request.receive, limit, declared, held)
+        else:
+            async with asyncio.timeout(timeout):
+                size = await _read_into(body, request.receive, limit, declared, held)
     except TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {timeout:g} seconds") from None
     if size != len(body):  # uvicorn's parser enforces Content-Length; this is a guard
         raise ClientDisconnect()
     return body
+
+
+async def _read_into(body: bytearray, receive: Receive, limit: int, declared: int | None, held: Reservation) -> int:
+    """The ASGI messages of the body into ``body`` (Request.stream would be one more generator); its size."""
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientDisconnect()
+        part = message.get("body", b"")
+        end = size + len(part)
+        if end > limit:
+            raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
+        if declared is None:
+            held.grow(len(part))
+            body += part
+        else:
+            body[size:end] = part  # a slice of the same length: in place
+        size = end
+        if not message.get("more_body", False):
+            return size
 
 
 # -- a round's agencies ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import NamedTuple
 
 from starlette.routing import Match, Router
@@ -34,6 +34,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.problems import Problem
 
 log = logging.getLogger("lottery")
+
+# An ASGI scope extension our worker (app/worker.py) sets once a request's whole body has
+# arrived: reading it then needs no deadline (a one-bet POST's body comes with its head).
+BODY_RECEIVED = "lottery.body_received"
 
 BUDGET_WAIT = 2.0  # seconds a body may wait for room in the budget before 503
 TRIM_AFTER = 1024 * 1024  # bodies at least this large give their memory back when done
@@ -62,10 +66,26 @@ class BudgetExhausted(Problem):
 
 
 class Reservation:
-    """Bytes of the budget held by one body; ``grow`` for a body of unknown size."""
+    """Bytes of the budget held by one body, from ``async with`` to its end; ``grow`` for a body
+    of unknown size. A class, not a generator-based context manager: one is entered per request,
+    and a one-bet POST is a request (issue 22)."""
+
+    __slots__ = ("budget", "size")
 
     def __init__(self, budget: BodyBudget, size: int):
         self.budget, self.size = budget, size
+
+    async def __aenter__(self) -> Reservation:
+        budget = self.budget
+        if not budget.fits(self.size):
+            await budget.wait_for(self.size)
+        budget.used += self.size
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("action: cuerpo_admitido | result: success | bytes: %d | en_uso: %d", self.size, budget.used)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.budget.release(self.size)
 
     def grow(self, more: int) -> None:
         if not self.budget.fits(more):
@@ -81,27 +101,23 @@ class BodyBudget:
         self.capacity, self.retry_after, self.wait = capacity, retry_after, wait
         self.used = 0
         self._freed = asyncio.Condition()
+        self._waiting = 0  # bodies waiting for room
         self._trim = _malloc_trim()
         self._trim_timer: asyncio.TimerHandle | None = None
 
     def fits(self, size: int) -> bool:
         return self.used + size <= self.capacity
 
-    @contextlib.asynccontextmanager
-    async def reserve(self, size: int) -> AsyncIterator[Reservation]:
-        if not self.fits(size):
-            await self._wait_for(size)
-        self.used += size
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("action: cuerpo_admitido | result: success | bytes: %d | en_uso: %d", size, self.used)
-        held = Reservation(self, size)
-        try:
-            yield held
-        finally:
-            self.used -= held.size
-            if held.size >= TRIM_AFTER and self._trim is not None and self._trim_timer is None:
-                # Later, not now: the parsed rows and the stored batch are freed after the answer.
-                self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_if_idle)
+    def reserve(self, size: int) -> Reservation:
+        """``async with budget.reserve(size)``: held from entry (after waiting for room) to exit."""
+        return Reservation(self, size)
+
+    async def release(self, size: int) -> None:
+        self.used -= size
+        if size >= TRIM_AFTER and self._trim is not None and self._trim_timer is None:
+            # Later, not now: the parsed rows and the stored batch are freed after the answer.
+            self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_if_idle)
+        if self._waiting:  # the condition's lock is taken only when a body waits for room
             async with self._freed:
                 self._freed.notify_all()
 
@@ -113,16 +129,22 @@ class BodyBudget:
         else:  # bodies are still in flight: they will schedule the trim again
             self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_if_idle)
 
-    async def _wait_for(self, size: int) -> None:
+    async def wait_for(self, size: int) -> None:
+        """Until ``size`` fits (503 after ``wait`` seconds). Counted in ``_waiting`` before it
+        looks, so a release meanwhile notifies, and it looks again under the condition's lock."""
         deadline = time.monotonic() + self.wait
-        async with self._freed:
-            while not self.fits(size):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BudgetExhausted(self.capacity, self.retry_after)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await self._freed.wait()
+        self._waiting += 1
+        try:
+            async with self._freed:
+                while not self.fits(size):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise BudgetExhausted(self.capacity, self.retry_after)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(left):
+                            await self._freed.wait()
+        finally:
+            self._waiting -= 1
 
 
 # Files a worker opens once it serves, besides its connections (the store's files, the

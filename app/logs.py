@@ -118,6 +118,16 @@ class _Formatter(logging.Formatter):
         return self._text
 
 
+def spare_record_fields() -> None:
+    """In a server worker: log records without the caller's frame, thread and process name, which
+    no format in the worker prints (gunicorn's prints the process id: that one stays); the logging
+    HOWTO's "Optimization" section names these switches. A chunk line costs about a third less
+    (issue 22). Not in tests, whose log capture prints the caller's file and line."""
+    logging._srcfile = None  # the documented switch for findCaller
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+
+
 def configure(level: str) -> logging.Logger:
     """Send the ``lottery`` logger to stderr once per process (gunicorn collects it)."""
     logger = logging.getLogger("lottery")

@@ -74,17 +74,24 @@ def plain_handler(endpoint: Endpoint, dependant: Dependant, path: str, status_co
         raise TypeError(f"{path}: not a plain route ({'; '.join(problems)})")
 
     path_names = [(f.name, f.alias) for f in dependant.path_params]
-    header_names = [(f.name, f.alias.lower()) for f in dependant.header_params]
+    header_names = [(f.name, f.alias.lower().encode("latin-1")) for f in dependant.header_params]
+    wanted = frozenset(key for _, key in header_names)
     bearer_names = list(bearers.values())
 
     async def handler(request: Request) -> Response:
         values = request.path_params
-        headers = request.headers
         kwargs: dict[str, Any] = {request_name: request}
         for name, alias in path_names:
             kwargs[name] = values[alias]
+        # One pass over the raw headers for every header parameter (a lookup each would scan them
+        # each, and raise and catch a KeyError for each header missing); the first one of a name
+        # counts, as with Headers.get. ASGI header names are lowercase.
+        found: dict[bytes, str] = {}
+        for key, value in request.scope["headers"]:
+            if key in wanted and key not in found:
+                found[key] = value.decode("latin-1")
         for name, key in header_names:
-            kwargs[name] = headers.get(key)
+            kwargs[name] = found.get(key)
         for name, bearer in bearer_names:
             kwargs[name] = await bearer(request)
         answer = await endpoint(**kwargs)

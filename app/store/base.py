@@ -133,6 +133,10 @@ class ChunkReceipt:
     log: LogReceipt | None = field(default=None, compare=False)  # filled in once the chunk is committed
     leaf: bytes | None = field(default=None, compare=False, repr=False)  # its leaf, when the backend has it at hand
 
+    def with_log(self, log: LogReceipt) -> ChunkReceipt:
+        """This receipt with its log receipt (dataclasses.replace, without its per-call field survey)."""
+        return ChunkReceipt(self.agency, self.stored, self.replayed, self.log_index, self.salt, log, self.leaf)
+
 
 @dataclass(frozen=True, slots=True)
 class DoneReceipt:

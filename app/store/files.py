@@ -1351,7 +1351,7 @@ class FileStore(flow.RoundFlow):
                 try:
                     latest = latest or self.log.latest()
                     found = self.log.receipt(receipt.log_index, receipt.salt, receipt.leaf, latest)
-                    ticket.receipt = dataclasses.replace(receipt, log=found)
+                    ticket.receipt = receipt.with_log(found)
                 except (StoreError, OSError) as error:
                     ticket.receipt = None
                     ticket.fail(error)

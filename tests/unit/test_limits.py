@@ -119,3 +119,36 @@ def test_a_client_that_leaves_mid_body_is_one_info_line_and_a_count(tmp_path) ->
     ]
     assert app.state.store.status().bets == 0
     assert app.state.body_budget.used == 0
+
+
+@pytest.mark.parametrize("received", [False, True])
+def test_a_body_the_server_says_has_arrived_is_read_without_a_deadline(monkeypatch, received: bool) -> None:
+    """The worker marks a request whose whole body has arrived (app/worker.py, BODY_RECEIVED):
+    reading it cannot wait, so no deadline is set for it; any other body is read under one."""
+    from starlette.requests import Request
+
+    from app import deps
+
+    deadlines: list[float] = []
+    real_timeout = asyncio.timeout
+
+    def timeout(delay: float) -> asyncio.Timeout:
+        deadlines.append(delay)
+        return real_timeout(delay)
+
+    monkeypatch.setattr(deps.asyncio, "timeout", timeout)
+    parts = [{"type": "http.request", "body": b"Ana,", "more_body": True}, {"type": "http.request", "body": b"Lopez"}]
+
+    async def receive() -> dict:
+        return parts.pop(0)
+
+    scope = {"type": "http", "headers": [], "extensions": {limits.BODY_RECEIVED: {}} if received else {}}
+
+    async def read() -> tuple[bytearray, int]:
+        budget = BodyBudget(100)
+        async with budget.reserve(9) as held:
+            body = await deps.read_body(Request(scope, receive), 100, 7.0, 9, held)
+        return body, budget.used
+
+    assert asyncio.run(read()) == (bytearray(b"Ana,Lopez"), 0)
+    assert deadlines == ([] if received else [7.0])

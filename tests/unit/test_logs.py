@@ -101,3 +101,38 @@ def test_a_forked_child_never_writes_its_parents_waiting_lines(tmp_path) -> None
         handler.flush()
     lines = path.read_text().splitlines()
     assert sorted(lines) == ["child's chunk 1", "child's chunk 2", "child's line", "parent's chunk"]
+
+
+SPARED = r"""
+import io, logging, os, sys
+from gunicorn.glogging import Logger
+from app import logs
+
+logs.spare_record_fields()
+out = io.StringIO()
+logger = logs.configure("INFO")
+logger.handlers[0].setStream(out)
+logger.info("action: apuesta_recibida | result: success | cantidad: %d", 1)
+record = logging.getLogger("gunicorn.error").makeRecord(
+    "gunicorn.error", logging.INFO, "f", 1, "Booting worker", (), None
+)
+print(out.getvalue().split(" ", 2)[2].strip())
+line = logging.Formatter(Logger.error_fmt).format(record)
+print(line.split(" ", 2)[2] == f"[{os.getpid()}] [INFO] Booting worker")
+print(logging._srcfile, record.threadName, record.processName)
+"""
+
+
+def test_a_worker_spares_the_record_fields_no_format_of_its_prints() -> None:
+    """In a process of its own (the switches are global): the course's line and gunicorn's own
+    (with the process id) come out whole; the caller's frame and the names are not looked up."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SPARED], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stderr == ""  # logging reports a format it cannot fill on stderr
+    assert done.stdout.splitlines() == [
+        "INFO     action: apuesta_recibida | result: success | cantidad: 1",
+        "True",
+        "None None None",
+    ]
