@@ -32,12 +32,14 @@ that batches of several processes and hosts never wait on each other in a cycle.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 import psycopg
 
 from app.rounds import RoundError
@@ -100,14 +102,16 @@ CLOSED = (
     "FROM lottery_round r WHERE r.id = %s::int"
 )
 NEW_IDS = "SELECT nextval('lottery_chunk_ids') FROM generate_series(1, %s)"
+# The batch's chunk rows as one JSON parameter: psycopg dumps each array parameter in Python,
+# element by element, and this statement had twelve (162 to 186 µs of client CPU for twelve
+# rows, against 80 for their JSON from orjson: issue 22).
 INSERT_CHUNKS = (
     "INSERT INTO lottery_chunks (id, round, agency, idempotency_key, fingerprint, count, upload_id, "
     "upload_start, upload_end, body_digest, log_index, salt, auto_key) "
     "SELECT k.id, %s::int, k.agency, k.key, k.fingerprint, k.count, k.upload_id, k.upload_start, k.upload_end, "
-    "k.digest, k.log_index, k.salt, k.auto_key "
-    "FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[], "
-    "%b::bigint[], %b::text[], %b::bigint[], %b::bytea[], %b::text[]) "
-    "AS k(id, agency, key, fingerprint, count, upload_id, upload_start, upload_end, digest, log_index, salt, auto_key)"
+    "k.digest, k.log_index, decode(k.salt, 'base64'), k.auto_key "
+    "FROM json_to_recordset(%s::json) AS k(id bigint, agency int, key text, fingerprint text, count int, "
+    "upload_id text, upload_start bigint, upload_end bigint, digest text, log_index bigint, salt text, auto_key text)"
 )
 # A replayed chunk's leaf, for its receipt.
 REPLAYED_LEAVES = "SELECT idx, leaf FROM lottery_log_leaves WHERE idx = ANY(%b::bigint[])"
@@ -402,25 +406,29 @@ def _chunk_rows(
     ids: list[int],
     appended: pg_log.Appended | None = None,
     logged: list[tuple[bytes, bytes, str | None]] | None = None,
-) -> tuple[Any, ...]:
-    """INSERT_CHUNKS's parameters: a column each."""
-    uploads = [c.upload for c in chunks]
+) -> tuple[int, str]:
+    """INSERT_CHUNKS's parameters: the round, and the chunks' rows as JSON (a salt in base64)."""
     made = logged if appended is not None and logged is not None else None
-    return (
-        round_id,
-        ids,
-        [c.agency for c in chunks],
-        [c.idempotency_key for c in chunks],
-        [c.fingerprint for c in chunks],
-        [c.count for c in chunks],
-        [u.upload_id if u else None for u in uploads],
-        [u.offset if u else None for u in uploads],
-        [u.offset + c.count if u else None for c, u in zip(chunks, uploads, strict=True)],
-        [c.digest if u else None for c, u in zip(chunks, uploads, strict=True)],
-        [appended.start + at for at in range(len(chunks))] if appended is not None and made else [None] * len(chunks),
-        [salt for _, salt, _ in made] if made else [None] * len(chunks),
-        [auto for _, _, auto in made] if made else [None] * len(chunks),
-    )
+    rows = []
+    for at, (chunk, chunk_id) in enumerate(zip(chunks, ids, strict=True)):
+        upload = chunk.upload
+        rows.append(
+            {
+                "id": chunk_id,
+                "agency": chunk.agency,
+                "key": chunk.idempotency_key,
+                "fingerprint": chunk.fingerprint,
+                "count": chunk.count,
+                "upload_id": upload.upload_id if upload else None,
+                "upload_start": upload.offset if upload else None,
+                "upload_end": upload.offset + chunk.count if upload else None,
+                "digest": chunk.digest if upload else None,
+                "log_index": appended.start + at if appended is not None and made else None,
+                "salt": base64.b64encode(made[at][1]).decode("ascii") if made else None,
+                "auto_key": made[at][2] if made else None,
+            }
+        )
+    return round_id, orjson.dumps(rows).decode("utf-8")
 
 
 def _tagged(payload: bytes, chunk_id: int) -> bytes:

@@ -386,3 +386,37 @@ def test_a_batchs_key_lookup_reads_its_keys_rows_not_the_rounds(url: str, make: 
     rows, kinds = _scanned(plan, "lottery_chunks")
     assert "Seq Scan" not in kinds, kinds
     assert rows <= len(keys), f"read {rows} chunk rows for {len(keys)} keys ({kinds})"
+
+
+def test_a_batchs_chunk_rows_hold_every_column_as_sent(url: str) -> None:
+    """INSERT_CHUNKS takes the batch as one JSON parameter: each row's columns, NULLs, the salt's
+    bytes and the key drawn for each chunk without an Idempotency-Key come out of lottery_chunks as
+    they went in."""
+    from tlog import b64, note
+
+    store = PostgresStore(url, 4, WIN, lock_timeout=10, log_signer=note.Signer.generate("lottery.local/log"))
+    try:
+        chunks = [
+            chunk(1, 2, "a", key='k-1"quoted"\\{}'),  # JSON's escapes
+            chunk(2, 3, "b", upload=("up.1", 10)),
+            chunk(3, 1, "c"),
+        ]
+        outcomes = batch(store, chunks)
+        assert all(isinstance(o, ChunkReceipt) for o in outcomes), outcomes
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT agency, idempotency_key, fingerprint, count, upload_id, upload_start, upload_end, "
+                "body_digest, log_index, salt, auto_key FROM lottery_chunks ORDER BY agency"
+            ).fetchall()
+    finally:
+        store.close()
+    receipts = [o for o in outcomes if isinstance(o, ChunkReceipt)]
+    expected = [
+        (c.agency, c.idempotency_key, c.fingerprint, c.count)
+        + ((c.upload.upload_id, c.upload.offset, c.upload.offset + c.count) if c.upload else (None, None, None))
+        + (c.digest, r.log_index, b64.decode(r.salt))
+        for c, r in zip(chunks, receipts, strict=True)
+    ]
+    assert [row[:10] for row in rows] == expected
+    assert [row[10] is not None and row[10].startswith("auto-") for row in rows] == [False, True, True]
+    assert len({r.log_index for r in receipts}) == 3
