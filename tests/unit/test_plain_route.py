@@ -155,3 +155,24 @@ def test_a_bearer_that_is_no_parameter_is_refused_when_built() -> None:
     # endpoint with the keyword None, a TypeError (500) on every request.
     reason = _refused(endpoint, dependencies=[Depends(HTTPBearer(auto_error=False))])
     assert "dependency <fastapi.security.http.HTTPBearer object" in reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.none(),
+        st.text(alphabet=st.sampled_from("Bearer bearer BASIC x  \t.=é"), max_size=20),
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=20),
+    )
+)
+def test_the_plain_routes_bearer_reading_is_fastapis(authorization: str | None) -> None:
+    """bearer_credentials reads the header as HTTPBearer(auto_error=False) does, whatever it holds."""
+    import asyncio
+
+    from starlette.requests import Request as StarletteRequest
+
+    from app.routes.plain import bearer_credentials
+
+    raw = [] if authorization is None else [(b"authorization", authorization.encode("latin-1"))]
+    solved = asyncio.run(HTTPBearer(auto_error=False)(StarletteRequest({"type": "http", "headers": raw})))
+    assert bearer_credentials(authorization) == solved
