@@ -696,13 +696,20 @@ class RoundFiles:
         self.commit_chunks([ticket])
         return ticket.outcome()
 
-    def commit_chunks(self, batch: list[ChunkTicket]) -> None:
+    def commit_chunks(self, batch: list[ChunkTicket], joining: Callable[[], list[ChunkTicket]] | None = None) -> None:
         """Group commit (FileStore's committer hands the batch): every chunk its process queued
         for this round, under both locks, with one append and one pair of fdatasyncs instead of
         a pair per chunk, which is what makes the disk keep up. Each chunk is still decided on
-        its own (replay, closed agency, range conflict)."""
+        its own (replay, closed agency, range conflict). ``joining``: once the locks are held,
+        the chunks that arrived while this waited for them, added to ``batch`` (their leaves
+        made under the lock)."""
         made = [self._chunk_leaf(ticket.item) for ticket in batch] if self.log is not None else None
         with self._process_turn(), self._file_turn():
+            late = joining() if joining is not None else []
+            if late:
+                batch.extend(late)
+                if made is not None:
+                    made.extend(self._chunk_leaf(ticket.item) for ticket in late)
             self._commit(batch, made)
 
     def mark_done(self, agency: int) -> flow.DoneOutcome:
@@ -1316,8 +1323,23 @@ class FileStore(flow.RoundFlow):
 
     def _commit_chunks(self, batch: list[ChunkTicket]) -> None:
         """The committer's turn: each chunk to its round (the current round read once per batch,
-        a stat), then each round's chunks committed together."""
+        a stat), then each round's chunks committed together. The current round's commit also
+        takes, once it holds the lock, the chunks handed over while it waited for it (those of
+        another round are committed after it)."""
         current = self.current_round()
+        later: list[ChunkTicket] = []
+
+        def joining() -> list[ChunkTicket]:
+            arrived = self._by_round(self._committer.take_more(), current)
+            later.extend(ticket for round_id, tickets in arrived.items() if round_id != current for ticket in tickets)
+            return arrived.get(current, [])
+
+        self._commit_rounds(self._by_round(batch, current), current, joining)
+        if later:
+            self._commit_rounds(self._by_round(later, current), current, None)
+
+    def _by_round(self, batch: list[ChunkTicket], current: int) -> dict[int, list[ChunkTicket]]:
+        """The batch's chunks by the round each goes to; a chunk no round takes is answered now."""
         by_round: dict[int, list[ChunkTicket]] = {}
         for ticket in batch:
             try:
@@ -1326,6 +1348,14 @@ class FileStore(flow.RoundFlow):
                 ticket.settle(error)
                 continue
             by_round.setdefault(round_id, []).append(ticket)
+        return by_round
+
+    def _commit_rounds(
+        self,
+        by_round: dict[int, list[ChunkTicket]],
+        current: int,
+        joining: Callable[[], list[ChunkTicket]] | None,
+    ) -> None:
         for round_id, tickets in by_round.items():
             try:
                 files = self._round(round_id)
@@ -1334,7 +1364,7 @@ class FileStore(flow.RoundFlow):
                     ticket.settle(error)
                 continue
             try:
-                files.commit_chunks(tickets)
+                files.commit_chunks(tickets, joining if round_id == current else None)
             except Exception as error:
                 fail_unsettled(tickets, error)
             self._add_log_receipts(tickets)

@@ -88,3 +88,39 @@ def test_a_failed_commit_fails_each_request_it_did_not_settle() -> None:
     assert isinstance(third, StorageUnavailable) and "disk gone" in str(third)
     assert committer.wait(Ticket(5)) == 5  # a thread's request: the same path, blocking
     committer.stop()
+
+
+def test_a_commit_takes_what_was_handed_over_while_it_waited_and_answers_it_with_its_batch() -> None:
+    """take_more, from within a commit (as one that waited for a lock calls it): the requests
+    queued meanwhile join the batch, are settled by it and woken with it; a failure after they
+    joined reaches them too."""
+    waiting, release, batches = threading.Event(), threading.Event(), []
+
+    def commit(tickets: list[Ticket[int, int]]) -> None:
+        waiting.set()
+        assert release.wait(10)  # "the lock": the rest are handed over meanwhile
+        joined = committer.take_more()
+        tickets = tickets + joined
+        batches.append([t.item for t in tickets])
+        for ticket in tickets:
+            if ticket.item == 3:
+                raise OSError("disk gone")  # after 0, 1 and 2 are settled
+            ticket.settle(ticket.item * 10)
+
+    committer: Committer[int, int] = Committer(commit, timeout=10)
+
+    async def main() -> list[object]:
+        first = asyncio.ensure_future(committer.submit(Ticket(0)))
+        while not waiting.is_set():
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(committer.submit(Ticket(n))) for n in (1, 2, 3)]
+        while len(committer._queue) < 3:
+            await asyncio.sleep(0.001)
+        release.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert batches == [[0, 1, 2, 3]]  # one batch, one commit
+    assert outcomes[:3] == [0, 10, 20]
+    assert isinstance(outcomes[3], StorageUnavailable)
+    committer.stop()

@@ -1241,3 +1241,41 @@ def test_the_edges_agency_check_takes_ids_of_a_round_another_worker_opened(
     assert (here.current_round(), here.known_agencies(None)) == (2, 5)
     here.close()
     elsewhere.close()
+
+
+def test_chunks_handed_over_while_the_committer_waits_for_the_lock_ride_its_turn(tmp_path, monkeypatch):
+    """Another worker holds the round's lock; this worker's committer has taken one chunk and
+    waits for it. Two more chunks handed over meanwhile are committed in the same turn, once the
+    lock is free: one commit of three chunks, not a second lock turn for two (issue 22)."""
+    from app.store.lock import ProcessLock
+
+    s = FileStore(tmp_path, 3, WIN, lock_timeout=10)
+    s.append_chunk(chunk(1, 1, "setup"))
+    commits: list[list[str]] = []
+    real_commit = RoundFiles._commit
+
+    def recorded(self, batch, made):
+        commits.append([t.item.rows[0][1] for t in batch])  # each chunk's first name: its tag
+        return real_commit(self, batch, made)
+
+    monkeypatch.setattr(RoundFiles, "_commit", recorded)
+    other_worker = ProcessLock(str(s._round(None).dir / files.LOCK), 10)
+    other_worker.acquire()
+    threads = [threading.Thread(target=s.append_chunk, args=(chunk(n, 1, tag),)) for n, tag in ((1, "a"), (2, "b"))]
+    try:
+        with s._committer.paused():
+            threads[0].start()
+            until(lambda: s._committer.queued() == 1)
+        until(lambda: s._committer.queued() == 0)  # taken: the committer now waits for the lock
+        threads[1].start()
+        late = threading.Thread(target=s.append_chunk, args=(chunk(3, 1, "c"),))
+        late.start()
+        threads.append(late)
+        until(lambda: s._committer.queued() == 2)
+    finally:
+        other_worker.release(close=True)
+    for thread in threads:
+        thread.join(10)
+    assert [sorted(tags) for tags in commits] == [["a0", "b0", "c0"]]
+    assert s.status().bets == 4
+    s.close()
