@@ -11,6 +11,7 @@ import csv
 import functools
 import io
 import re
+import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -57,12 +58,21 @@ class InvalidBet(ValueError):
 Row = tuple[int, str, str, str, str, int]
 
 
+_latest: tuple[int, date] = (-1, date.min)  # (the second it was worked out at, the date)
+
+
 def latest_birthdate() -> date:
     """The latest date that is already 'today' somewhere on Earth (UTC+14).
 
     A person born today in Kiribati must not be rejected because the server runs on UTC.
+    Worked out once per second of the clock: every chunk asks (issue 22).
     """
-    return (datetime.now(UTC) + timedelta(hours=14)).date()
+    global _latest
+    second = int(time.time())
+    latest = _latest  # one read: another thread may replace it meanwhile
+    if latest[0] != second:
+        latest = _latest = (second, (datetime.fromtimestamp(second, UTC) + timedelta(hours=14)).date())
+    return latest[1]
 
 
 def _clean_name(value: object) -> str:

@@ -692,7 +692,7 @@ class RoundFiles:
 
     def append_chunk(self, chunk: Chunk, named: tuple[int, Callable[[], int]] | None = None) -> ChunkReceipt:
         """One chunk committed by the calling thread, alone (FileStore's committer batches them)."""
-        ticket = ChunkTicket(chunk, named)
+        ticket: ChunkTicket = Ticket(chunk, named)
         self.commit_chunks([ticket])
         return ticket.outcome()
 
@@ -1319,7 +1319,9 @@ class FileStore(flow.RoundFlow):
         return await self._committer.submit(self._ticket(chunk, round))
 
     def _ticket(self, chunk: Chunk, round: int | None) -> ChunkTicket:
-        return ChunkTicket(chunk, None if round is None else (round, self.current_round))
+        # Ticket, not the ChunkTicket alias: calling a subscripted generic goes through typing's
+        # alias call (and its failed __orig_class__ set on a slotted object) per chunk.
+        return Ticket(chunk, None if round is None else (round, self.current_round))
 
     def _commit_chunks(self, batch: list[ChunkTicket]) -> None:
         """The committer's turn: each chunk to its round (the current round read once per batch,

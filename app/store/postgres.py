@@ -391,7 +391,8 @@ class PooledConnection(psycopg.Connection[Any]):
 def _chunk_ticket(chunk: Chunk, round: int | None) -> ChunkTicket:
     """A chunk's ticket; ``named`` carries the round the request named (only the round is read
     here: pg_chunks reads the current round in the batch's transaction)."""
-    return ChunkTicket(chunk, None if round is None else (round, lambda: round))
+    # Ticket, not the ChunkTicket alias: a subscripted generic called costs typing's alias call per chunk.
+    return Ticket(chunk, None if round is None else (round, lambda: round))
 
 
 class PostgresStore(flow.RoundFlow):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -354,3 +354,16 @@ def test_validated_rows_load_back_equal(tmp_path):
     path.write_bytes(encode_rows(rows))
     loaded = list(load_bets(path))
     assert [bet_to_row(b) for b in loaded] == rows
+
+
+def test_the_latest_birthdate_turns_when_the_day_begins_at_utc_plus_14(monkeypatch) -> None:
+    """Worked out once a second, it still turns at the second the day begins in Kiribati
+    (10:00 UTC), and a clock set back is followed."""
+    import app.domain as domain
+
+    turn = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC).timestamp()
+    seen = []
+    for at in (turn - 0.5, turn - 0.1, turn, turn + 0.9, turn - 1):
+        monkeypatch.setattr(domain.time, "time", lambda at=at: at)
+        seen.append(latest_birthdate().isoformat())
+    assert seen == ["2026-12-07", "2026-12-07", "2026-12-08", "2026-12-08", "2026-12-07"]
