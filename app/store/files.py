@@ -1365,7 +1365,7 @@ class FileStore(flow.RoundFlow):
                 for ticket in tickets:
                     ticket.settle(error)
                 continue
-            try:
+            try:  # (commit_chunks adds the joining chunks to ``tickets``: receipts and failures reach them too)
                 files.commit_chunks(tickets, joining if round_id == current else None)
             except Exception as error:
                 fail_unsettled(tickets, error)
