@@ -1329,16 +1329,14 @@ class FileStore(flow.RoundFlow):
         takes, once it holds the lock, the chunks handed over while it waited for it (those of
         another round are committed after it)."""
         current = self.current_round()
-        later: list[ChunkTicket] = []
+        later: dict[int, list[ChunkTicket]] = {}  # joiners that name a past round (a retry, say)
 
         def joining() -> list[ChunkTicket]:
-            arrived = self._by_round(self._committer.take_more(), current)
-            later.extend(ticket for round_id, tickets in arrived.items() if round_id != current for ticket in tickets)
-            return arrived.get(current, [])
+            later.update(self._by_round(self._committer.take_more(), current))
+            return later.pop(current, [])
 
         self._commit_rounds(self._by_round(batch, current), current, joining)
-        if later:
-            self._commit_rounds(self._by_round(later, current), current, None)
+        self._commit_rounds(later, current, None)
 
     def _by_round(self, batch: list[ChunkTicket], current: int) -> dict[int, list[ChunkTicket]]:
         """The batch's chunks by the round each goes to; a chunk no round takes is answered now."""
