@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from devtools.server import free_port
+from devtools.server import free_ports
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_AUTOCTL = "/usr/bin/pg_autoctl"
@@ -79,10 +79,10 @@ def signal_tree(root: int, sig: int) -> int:
 
 
 class Node:
-    def __init__(self, formation: Formation, name: str) -> None:
+    def __init__(self, formation: Formation, name: str, port: int) -> None:
         self.formation, self.name = formation, name
         self.pgdata = formation.dir / name
-        self.port = free_port()
+        self.port = port
         self.proc: subprocess.Popen | None = None
 
     def run(self) -> None:
@@ -115,8 +115,10 @@ class Formation:
             "XDG_RUNTIME_DIR": str(self.dir / "run"),
             "LANG": "C.UTF-8",
         }
-        self.monitor = Node(self, "monitor")
-        self.nodes = [Node(self, "node1"), Node(self, "node2")]
+        # Three distinct ports: two alike made the second node's registration fail (a CI run, 2026-12-07).
+        ports = free_ports(3)
+        self.monitor = Node(self, "monitor", ports[0])
+        self.nodes = [Node(self, "node1", ports[1]), Node(self, "node2", ports[2])]
 
     # -- running pg_autoctl as postgres -------------------------------------------------------
 
