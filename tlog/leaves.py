@@ -170,7 +170,9 @@ def chunk_digest(salt: bytes, rows: bytes) -> bytes:
     unambiguous; without the salt, nobody can test a guessed document or birthdate."""
     if len(salt) != SALT_SIZE:
         raise LeafError(f"a salt is {SALT_SIZE} bytes (got {len(salt)})")
-    return hashlib.sha256(b"lottery/chunk/v1\n" + salt + rows).digest()
+    digest = hashlib.sha256(b"lottery/chunk/v1\n" + salt)
+    digest.update(rows)  # not concatenated: a chunk's rows are not copied to be hashed
+    return digest.digest()
 
 
 def parse_leaf(data: bytes) -> Leaf:
