@@ -19,6 +19,34 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / _TICK
 
 
+def thread_nanoseconds(pids: Iterable[int]) -> dict[int, int]:
+    """Each thread's time on a CPU so far, in ns (``/proc/PID/task/TID/schedstat``), by thread id.
+
+    ``stat``'s utime and stime count clock ticks (10 ms): over a run of ~0.4 s of two workers'
+    CPU that rounding alone moved a per-bet figure by ±0.02 µs. The scheduler's own count is exact."""
+    found: dict[int, int] = {}
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    found[int(tid)] = int(f.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+                continue
+    return found
+
+
+def cpu_seconds_between(pids: Iterable[int], before: dict[int, int], ticks_before: float) -> float:
+    """The CPU these processes used since ``before`` (``thread_nanoseconds``) and ``ticks_before``
+    (``cpu_seconds``), read now: the threads' exact count, or, when a thread of ``before`` has
+    ended since (its time would be lost), ``stat``'s ticks, which count ended threads too."""
+    pids = list(pids)
+    ticks = cpu_seconds(pids) - ticks_before
+    after = thread_nanoseconds(pids)
+    if any(tid not in after for tid in before):
+        return ticks
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items()) / 1e9
+
+
 def child_pids(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (a gunicorn master's workers), from ``/proc``."""
     found = []

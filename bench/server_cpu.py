@@ -4,9 +4,10 @@
 
 Method: a real gunicorn (``devtools.server.Server``, 2 workers) gets 1M bets from 10 agencies
 at once, in 5,000-bet CSV chunks shaped like the uploader's (LF bodies, ``Upload-Id``,
-``Upload-Offset``, ``Idempotency-Key``). The workers' CPU is utime + stime from
-``/proc/<pid>/stat``, read before and after (after a warm-up chunk per worker); CPU per bet is
-the difference over the bets sent. The sender's own CPU is not counted. RSS is each worker's
+``Upload-Offset``, ``Idempotency-Key``). The workers' CPU is their threads' time on a CPU,
+in ns (``/proc/<pid>/task/<tid>/schedstat``; utime + stime of ``/proc/<pid>/stat``, in 10 ms
+ticks, when a thread ended meanwhile), read before and after (after a warm-up chunk per
+worker); CPU per bet is the difference over the bets sent. The sender's own CPU is not counted. RSS is each worker's
 ``VmRSS`` at the end and its peak (``VmHWM``).
 
 The fixed cost of a ``/bets`` request is measured the same way over 4,000 one-bet chunks (10
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.proc import cpu_seconds, status_bytes
+from bench.proc import cpu_seconds, cpu_seconds_between, status_bytes, thread_nanoseconds
 from devtools.server import ROOT, Server, free_port
 
 FIRST = ["Santiago", "Valentina", "Nicolás", "Camila", "María José", "Joaquín", "Sofía", "Juan Pablo"]
@@ -86,10 +87,10 @@ def per_bet(bets: int = 1_000_000, chunk: int = 5000, agencies: int = 10, worker
         pids = server.worker_pids()
         # warm-up: a chunk per connection, so every worker has imported and compiled everything
         asyncio.run(_send(server.url, agencies, bodies[:1], chunk, "warm-up"))
-        before, started = cpu_seconds(pids), time.perf_counter()
+        before, ticks, started = thread_nanoseconds(pids), cpu_seconds(pids), time.perf_counter()
         asyncio.run(_send(server.url, agencies, bodies, chunk, "measured"))
         seconds = time.perf_counter() - started
-        used = cpu_seconds(pids) - before
+        used = cpu_seconds_between(pids, before, ticks)
         memory = [memory_mb(pid) for pid in pids]
     return {
         "us_per_bet": used / bets * 1e6,
@@ -111,9 +112,9 @@ def per_small_chunk(chunks: int = 4000, workers: int = 2) -> float:
     ):
         pids = server.worker_pids()
         asyncio.run(_send(server.url, agencies, bodies[:20], 1, "warm-up"))
-        before = cpu_seconds(pids)
+        before, ticks = thread_nanoseconds(pids), cpu_seconds(pids)
         asyncio.run(_send(server.url, agencies, bodies, 1, "measured"))
-        return (cpu_seconds(pids) - before) / (len(bodies) * agencies) * 1e6
+        return cpu_seconds_between(pids, before, ticks) / (len(bodies) * agencies) * 1e6
 
 
 def per_request(app: str, requests: int = 3000, workers: int = 2) -> float:
