@@ -8,9 +8,9 @@ trips and a COPY:
     the log's leaves this process has not read                                          a pipeline
     every chunk decided on its own, by flow.decide_chunk (replay, refusal, or store it)
     the stored chunks' bets                                                             one COPY
-    the log's lock, its size and the leaves committed since the first pipeline          a pipeline
+    the log's lock, then its size and the leaves committed since the first pipeline    a pipeline
     (the batch's checkpoint signed here, with the log's key)
-    their rows, their leaves and the checkpoint, COMMIT                                 a pipeline
+    their rows, their leaves and the checkpoint (one statement), COMMIT                 a pipeline
 
 The log's lock (app/store/pg_log.py) orders the log's writers on every host: it is taken last
 and held for two round trips (the second ends with the commit), so that each host's batches
@@ -48,6 +48,7 @@ from app.store.base import (
     Chunk,
     ChunkReceipt,
     LogReceipt,
+    StorageUnavailable,
     StoreError,
     merge_ranges,
     replay_by_key,
@@ -96,12 +97,14 @@ NEIGHBOUR_SPANS = (
     "WHERE c.round = %s::int AND c.agency = k.agency AND c.upload_id = k.upload_id AND c.upload_start < k.stop "
     "ORDER BY c.upload_start DESC LIMIT 1) s"
 )
-# Read with the agencies' shared locks held: a done committed before is seen; none commits until this ends.
-CLOSED = (
-    "SELECT r.drawn, ARRAY(SELECT d.agency FROM lottery_done d WHERE d.round = r.id AND d.agency = ANY(%b::int[])) "
-    "FROM lottery_round r WHERE r.id = %s::int"
+# Read with the agencies' shared locks held: a done committed before is seen; none commits until
+# this ends. With the batch's chunk ids drawn in the same statement (one statement fewer a
+# batch: issue 22). A row even without the round's (its drawn then NULL).
+CLOSED_AND_IDS = (
+    "SELECT (SELECT r.drawn FROM lottery_round r WHERE r.id = %s::int), "
+    "ARRAY(SELECT d.agency FROM lottery_done d WHERE d.round = %s::int AND d.agency = ANY(%b::int[])), "
+    "ARRAY(SELECT nextval('lottery_chunk_ids') FROM generate_series(1, %s))"
 )
-NEW_IDS = "SELECT nextval('lottery_chunk_ids') FROM generate_series(1, %s)"
 # The batch's chunk rows as one JSON parameter: psycopg dumps each array parameter in Python,
 # element by element, and this statement had twelve (161 to 186 µs of client CPU for twelve
 # rows, against 80 for their JSON from orjson: issue 22).
@@ -113,6 +116,8 @@ INSERT_CHUNKS = (
     "FROM json_to_recordset(%s::json) AS k(id bigint, agency int, key text, fingerprint text, count int, "
     "upload_id text, upload_start bigint, upload_end bigint, digest text, log_index bigint, salt text, auto_key text)"
 )
+# The rows with their leaves and checkpoint: one statement (pg_log.APPEND_ITEMS).
+INSERT_LOGGED_CHUNKS = f"WITH {pg_log.APPEND_ITEMS} {INSERT_CHUNKS}"
 # A replayed chunk's leaf, for its receipt.
 REPLAYED_LEAVES = "SELECT idx, leaf FROM lottery_log_leaves WHERE idx = ANY(%b::bigint[])"
 LATEST_CHECKPOINT = "SELECT size, note FROM lottery_log_checkpoints ORDER BY size DESC LIMIT 1"
@@ -191,10 +196,12 @@ def store_batch(
                 head = pg_log.send_lock(conn, known)
             appended = pg_log.sign(log, known, head, [leaf for leaf, _, _ in logged])
         with conn.pipeline():
-            if chunks:
+            if appended is not None and logged is not None:  # then chunks is not empty
+                found_leaves = [leaf for leaf, _, _ in logged]
+                rows = _chunk_rows(round_id, chunks, ids, appended, logged)
+                cur.execute(INSERT_LOGGED_CHUNKS, (*pg_log.append_parameters(appended, found_leaves), *rows))
+            elif chunks:
                 cur.execute(INSERT_CHUNKS, _chunk_rows(round_id, chunks, ids, appended, logged))
-            if appended is not None and logged is not None:
-                pg_log.send_append(conn, appended, [leaf for leaf, _, _ in logged])
             conn.execute("COMMIT")
         if appended is not None and log is not None and logged is not None:
             log.feed(appended.start, [leaf for leaf, _, _ in logged])  # committed: no need to read them back
@@ -314,7 +321,7 @@ def _lock_and_read(
         conn.execute(UPLOAD_LOCKS, ([agency for agency, _ in uploads], [key for _, key in uploads]))
     if agency_locks:
         conn.execute(AGENCY_LOCKS, (agency_locks,))
-    closed = conn.execute(CLOSED, (sorted({c.agency for c in chunks}), round_id))
+    closed = conn.execute(CLOSED_AND_IDS, (round_id, round_id, sorted({c.agency for c in chunks}), len(chunks)))
     stored_keys = (
         conn.execute(
             STORED_KEYS,
@@ -337,11 +344,12 @@ def _lock_and_read(
         if spanned
         else None
     )
-    ids = conn.execute(NEW_IDS, (len(chunks),))
 
     def found() -> Found:
         row = closed.fetchone()
-        drawn, done = (bool(row[0]), frozenset(row[1])) if row is not None else (False, frozenset[int]())
+        if row is None:
+            raise StorageUnavailable("the database returned no row where one always exists; retry shortly")
+        drawn, done, ids = bool(row[0]), frozenset(row[1]), row[2]
         key_rows = stored_keys.fetchall() if stored_keys else []
         span_rows = spans.fetchall() if spans else []
         return Found(
@@ -349,7 +357,7 @@ def _lock_and_read(
             done,
             {row[0]: (row[1], row[2]) for row in key_rows},
             {row[0]: (row[1], row[2], row[3]) for row in span_rows},
-            sorted(row[0] for row in ids),
+            sorted(ids),
             {row[0]: (int(row[3]), bytes(row[4])) for row in key_rows if row[3] is not None},
             {row[0]: (int(row[4]), bytes(row[5])) for row in span_rows if row[4] is not None},
         )
