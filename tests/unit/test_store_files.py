@@ -1279,3 +1279,63 @@ def test_chunks_handed_over_while_the_committer_waits_for_the_lock_ride_its_turn
     assert [sorted(tags) for tags in commits] == [["a0", "b0", "c0"]]
     assert s.status().bets == 4
     s.close()
+
+
+def test_chunks_that_join_a_turn_but_name_a_past_round_are_answered_in_that_rounds_turn(tmp_path, monkeypatch):
+    """While the committer waits for round 2's lock, two chunks naming round 1 (drawn) join its
+    batch: a retry of a chunk stored there, and a new one. Round 2's chunk is committed in its
+    turn; then round 1's two in round 1's own turn: the retry replayed (the leaf it got first),
+    the new one refused naming the current round. Nothing reaches round 2 but its own chunk."""
+    from app.rounds import RoundError
+    from app.store import StoreError
+    from app.store.lock import ProcessLock
+
+    s = FileStore(tmp_path, 1, WIN, lock_timeout=10)
+    first = s.append_chunk(chunk(1, 2, "x", key="x"))
+    s.mark_done(1)  # round 1 drawn (one agency)
+    assert s.open_round().round == 2
+    commits: list[tuple[int, list[str]]] = []
+    real_commit = RoundFiles._commit
+
+    def recorded(self, batch, made):
+        commits.append((self.round_id, [t.item.rows[0][1] for t in batch]))
+        return real_commit(self, batch, made)
+
+    monkeypatch.setattr(RoundFiles, "_commit", recorded)
+    answers: dict[str, object] = {}
+
+    def send(tag: str, c: Chunk, round: int | None) -> threading.Thread:
+        def run() -> None:
+            try:
+                answers[tag] = s.append_chunk(c, round=round)
+            except (StoreError, RoundError) as error:
+                answers[tag] = error
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    other_worker = ProcessLock(str(s._round(2).dir / files.LOCK), 10)
+    other_worker.acquire()
+    try:
+        with s._committer.paused():
+            threads = [send("a", chunk(1, 1, "a", key="a"), None)]
+            until(lambda: s._committer.queued() == 1)
+        until(lambda: s._committer.queued() == 0)  # taken: the committer waits for round 2's lock
+        threads.append(send("retry", chunk(1, 2, "x", key="x"), 1))
+        threads.append(send("new", chunk(1, 1, "n", key="n"), 1))
+        until(lambda: s._committer.queued() == 2)
+    finally:
+        other_worker.release(close=True)
+    for thread in threads:
+        thread.join(10)
+    assert commits == [(2, ["a0"]), (1, ["x0", "n0"])]
+    stored = answers["a"]
+    assert isinstance(stored, ChunkReceipt) and (stored.stored, stored.replayed) == (1, False)
+    retry = answers["retry"]
+    assert isinstance(retry, ChunkReceipt) and (retry.stored, retry.replayed) == (2, True)
+    assert retry.log_index == first.log_index is not None
+    refused = answers["new"]
+    assert isinstance(refused, RoundError) and "2" in str(refused)  # names the current round
+    assert (s.status(round=1).bets, s.status(round=2).bets) == (2, 1)
+    s.close()
