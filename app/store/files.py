@@ -346,6 +346,13 @@ _Leaf = tuple[bytes, str, str | None]  # a chunk's leaf, its salt (base64) and i
 DoneTicket = Ticket[int, flow.DoneOutcome]
 
 
+class _Unread:
+    """A file not read yet by the caller (None is a read that found nothing)."""
+
+
+_UNREAD = _Unread()
+
+
 class RoundFiles:
     """One round in one directory: today's files (bets, ledger, done, winners, round.json) and
     their lock. :class:`FileStore` keeps one such directory per round."""
@@ -514,12 +521,12 @@ class RoundFiles:
         with self._locked():
             return self.log_committed()
 
-    def log_committed(self, result: dict[str, Any] | None = None) -> int:
+    def log_committed(self, result: dict[str, Any] | None | _Unread = _UNREAD) -> int:
         """Under the lock: how many of the log's leaves are committed, as this round's files say
         (its opening, its chunks' ledger lines, its close): only the newest round appends, so the
         log's last committed leaf is recorded here. Past it on disk: a crashed writer's leaves.
-        ``result``: winners.json as the caller just read it (else read here)."""
-        if result is None:
+        ``result``: winners.json as the caller just read it (None: there is none), else read here."""
+        if isinstance(result, _Unread):
             result = self._read_winners()
         draw = None if result is None else result.get("log")
         opened = self._opened[0]
