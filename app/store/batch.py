@@ -29,10 +29,11 @@ R = TypeVar("R")  # and its answer
 class Ticket(Generic[T, R]):
     """One request waiting in its process's queue (a chunk, an agency's done), then its outcome."""
 
-    __slots__ = ("item", "named", "receipt", "error", "done")
+    __slots__ = ("item", "round", "receipt", "error", "done")
 
-    def __init__(self, item: T, named: tuple[int, Callable[[], int]] | None = None):
-        self.named = named  # (round, current round) when the request named its round
+    def __init__(self, item: T, round: int | None = None):
+        # The round the request named; None: the current one, whichever it is when its batch commits.
+        self.round = round
         self.item = item
         self.receipt: R | None = None
         self.error: Exception | None = None

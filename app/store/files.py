@@ -367,9 +367,13 @@ class RoundFiles:
         lock_timeout: float = 30.0,
         round_id: int = 1,
         translog: TransparencyLog | None = None,
+        current_round: Callable[[], int] | None = None,
     ):
         self.dir = Path(data_dir)
         self.round_id = round_id
+        # Where bets go now (the store's, asked only to refuse a request that named a drawn round);
+        # a round kept alone is its own current round.
+        self.current_round: Callable[[], int] = current_round or (lambda: round_id)
         self.log = translog  # the service's transparency log (None: a round kept without one)
         self._opened: tuple[int | None, str | None] = (None, None)  # round.json's log_opened and seed
         self.settings = RoundParameters(agencies, winning_number)  # for a round that starts now
@@ -697,9 +701,9 @@ class RoundFiles:
 
     # -- the Store interface --------------------------------------------------------------
 
-    def append_chunk(self, chunk: Chunk, named: tuple[int, Callable[[], int]] | None = None) -> ChunkReceipt:
+    def append_chunk(self, chunk: Chunk) -> ChunkReceipt:
         """One chunk committed by the calling thread, alone (FileStore's committer batches them)."""
-        ticket: ChunkTicket = Ticket(chunk, named)
+        ticket: ChunkTicket = Ticket(chunk)
         self.commit_chunks([ticket])
         return ticket.outcome()
 
@@ -778,7 +782,7 @@ class RoundFiles:
                     self.agencies,
                     lambda: self._replay(chunk),  # noqa: B023 - called at once
                     lambda: (drawn, chunk.agency in done),  # noqa: B023 - called at once
-                    ticket.named,
+                    None if ticket.round is None else (ticket.round, self.current_round),
                 )
             except (StoreError, RoundError) as error:
                 outcome = error
@@ -1287,6 +1291,7 @@ class FileStore(flow.RoundFlow):
                     self.lock_timeout,
                     round_id,
                     self.log,
+                    self.current_round,
                 )
                 if round_id < self._current:
                     found.retire()  # a past round, read now and then: no descriptor kept for it
@@ -1328,7 +1333,7 @@ class FileStore(flow.RoundFlow):
     def _ticket(self, chunk: Chunk, round: int | None) -> ChunkTicket:
         # Ticket, not the ChunkTicket alias: calling a subscripted generic goes through typing's
         # alias call (and its failed __orig_class__ set on a slotted object) per chunk.
-        return Ticket(chunk, None if round is None else (round, self.current_round))
+        return Ticket(chunk, round)
 
     def _commit_chunks(self, batch: list[ChunkTicket]) -> None:
         """The committer's turn: each chunk to its round (the current round read once per batch,
@@ -1350,7 +1355,7 @@ class FileStore(flow.RoundFlow):
         by_round: dict[int, list[ChunkTicket]] = {}
         for ticket in batch:
             try:
-                round_id = flow.target_round(None if ticket.named is None else ticket.named[0], current, writing=True)
+                round_id = flow.target_round(ticket.round, current, writing=True)
             except RoundError as error:
                 ticket.settle(error)
                 continue

@@ -389,10 +389,10 @@ class PooledConnection(psycopg.Connection[Any]):
 
 
 def _chunk_ticket(chunk: Chunk, round: int | None) -> ChunkTicket:
-    """A chunk's ticket; ``named`` carries the round the request named (only the round is read
-    here: pg_chunks reads the current round in the batch's transaction)."""
+    """A chunk's ticket, with the round its request named (pg_chunks reads the current round in
+    the batch's transaction)."""
     # Ticket, not the ChunkTicket alias: a subscripted generic called costs typing's alias call per chunk.
-    return Ticket(chunk, None if round is None else (round, lambda: round))
+    return Ticket(chunk, round)
 
 
 class PostgresStore(flow.RoundFlow):
@@ -608,7 +608,7 @@ class PostgresStore(flow.RoundFlow):
         current one), a transaction (or more: _commit_chunks) per round."""
         by_round: dict[int | None, list[ChunkTicket]] = {}
         for ticket in tickets:
-            by_round.setdefault(None if ticket.named is None else ticket.named[0], []).append(ticket)
+            by_round.setdefault(ticket.round, []).append(ticket)
         for round, group in by_round.items():
             try:
                 self._commit_chunks(round, group)
