@@ -63,6 +63,11 @@ HEAD_SINCE = (
     "ARRAY(SELECT leaf FROM lottery_log_leaves WHERE idx >= %s ORDER BY idx)"
 )
 SINCE = "SELECT leaf FROM lottery_log_leaves WHERE idx >= %s ORDER BY idx"
+# A rare writer (a round's opening or close) whose tree may lack much of the log reads it before
+# the lock a page at a time: flat memory, and HEAD_SINCE's array under the lock stays short (an
+# array value is capped at 1 GB).
+CATCH_UP_PAGE = 4096
+SINCE_PAGE = "SELECT leaf FROM lottery_log_leaves WHERE idx >= %s ORDER BY idx LIMIT %s"
 # The leaves and their checkpoint as two data-modifying WITH items, for the statement that
 # inserts the rows the leaves record (pg_chunks.INSERT_CHUNKS): they commit together anyway,
 # and one statement is one round of parse, plan and execute instead of three. Parameters:
@@ -156,10 +161,21 @@ def send_append(conn: psycopg.Connection[Any], appended: Appended, found: Sequen
     conn.execute(APPEND, append_parameters(appended, found))
 
 
+def catch_up(conn: psycopg.Connection[Any], log: TransactionalLog) -> int:
+    """The committed leaves this process's tree lacks, fed to it a page at a time (no lock
+    taken); how many leaves it holds then."""
+    while True:
+        known = log.known()
+        page = [bytes(row[0]) for row in conn.execute(SINCE_PAGE, (known, CATCH_UP_PAGE)).fetchall()]
+        log.feed(known, page)
+        if len(page) < CATCH_UP_PAGE:
+            return log.known()
+
+
 def append(conn: psycopg.Connection[Any], log: TransactionalLog, found: Sequence[bytes]) -> Appended:
-    """A rare writer's (a round's opening or close): the lock, the leaves and their checkpoint, in
-    the caller's transaction, statement by statement."""
-    known = log.known()
+    """A rare writer's (a round's opening or close): the tree caught up before the lock, then the
+    lock, the leaves and their checkpoint, in the caller's transaction, statement by statement."""
+    known = catch_up(conn, log)
     appended = sign(log, known, send_lock(conn, known), found)
     send_append(conn, appended, found)
     return appended

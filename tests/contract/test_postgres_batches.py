@@ -420,3 +420,42 @@ def test_a_batchs_chunk_rows_hold_every_column_as_sent(url: str) -> None:
     assert [row[:10] for row in rows] == expected
     assert [row[10] is not None and row[10].startswith("auto-") for row in rows] == [False, True, True]
     assert len({r.log_index for r in receipts}) == 3
+
+
+def test_a_writer_far_behind_the_log_reads_it_a_page_at_a_time_and_signs_the_whole_tree(url, monkeypatch):
+    """A host whose tree lacks the log's leaves (another host committed them) draws the round: the
+    round's close is appended by a rare writer, which reads the leaves it lacks before the log's
+    lock, a bounded page at a time, and signs the checkpoint of the whole log, close leaf in."""
+    from app.store import pg_chunks, pg_log
+    from tlog import checkpoint, merkle, note
+
+    monkeypatch.setattr(pg_log, "CATCH_UP_PAGE", 2)
+    pages: list[int] = []
+    real_execute = psycopg.Connection.execute
+
+    def counted(self, query, params=None, **kwargs):
+        if query == pg_log.SINCE_PAGE:
+            pages.append(params[0])  # the index each page starts at
+        return real_execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counted)
+    signer = note.Signer.generate("lottery.local/log")
+    busy = PostgresStore(url, 2, WIN, lock_timeout=10, log_signer=signer)
+    late = PostgresStore(url, 2, WIN, lock_timeout=10, log_signer=signer)
+    try:
+        for n in range(5):
+            assert isinstance(send(busy, chunk(1, 1, f"c{n}", key=f"k{n}")), ChunkReceipt)
+        busy.mark_done(1)
+        pages.clear()
+        assert late.mark_done(2).drawn  # the last done: this store draws, and appends the close
+        # its tree held none of the log's 6 leaves (the opening, 5 chunks): pages of 2 from 0 on
+        assert pages == [0, 2, 4, 6]
+        with psycopg.connect(url) as conn:
+            stored = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM lottery_log_leaves ORDER BY idx")]
+            size, note_bytes = conn.execute(pg_chunks.LATEST_CHECKPOINT).fetchone()
+        assert size == len(stored) == 7  # the round's opening, its 5 chunks, its close
+        signed = checkpoint.open_checkpoint(bytes(note_bytes), signer.verifier(), "lottery.local/log")
+        assert (signed.size, signed.root) == (7, merkle.root_of(7, [merkle.leaf_hash(leaf) for leaf in stored]))
+    finally:
+        busy.close()
+        late.close()
