@@ -170,15 +170,19 @@ def store_batch(
             round_of = resolve(conn)
             reading = _lock_and_read(conn, *assumed, chunks) if assumed is not None else None
             # The leaves other writers committed since this process last read: read before the
-            # log's lock, so that under it only those of the last moments are.
-            since = conn.execute(pg_log.SINCE, (known,)) if log is not None else None
+            # log's lock, so that under it only those of the last moments are. A page of them:
+            # a process far behind reads the rest a page at a time below (pg_log.catch_up).
+            since = conn.execute(pg_log.SINCE_PAGE, (known, pg_log.CATCH_UP_PAGE)) if log is not None else None
         round_id, agencies, current = round_of()
         if reading is None or assumed != (round_id, agencies):
             with conn.pipeline():
                 reading = _lock_and_read(conn, round_id, agencies, chunks)
         found = reading()
         if log is not None and since is not None:
-            log.feed(known, [bytes(row[0]) for row in since.fetchall()])
+            page = [bytes(row[0]) for row in since.fetchall()]
+            log.feed(known, page)
+            if len(page) == pg_log.CATCH_UP_PAGE:
+                pg_log.catch_up(conn, log)
         answers, stored, deferred = _decide(
             cur, tickets, found, round_id, agencies, (round_id, lambda: current) if named else None
         )

@@ -62,10 +62,9 @@ HEAD_SINCE = (
     "(SELECT coalesce(max(size), 0) FROM lottery_log_checkpoints), "
     "ARRAY(SELECT leaf FROM lottery_log_leaves WHERE idx >= %s ORDER BY idx)"
 )
-SINCE = "SELECT leaf FROM lottery_log_leaves WHERE idx >= %s ORDER BY idx"
-# A rare writer (a round's opening or close) whose tree may lack much of the log reads it before
-# the lock a page at a time: flat memory, and HEAD_SINCE's array under the lock stays short (an
-# array value is capped at 1 GB).
+# A writer whose tree may lack much of the log (a process that has not read it for a while)
+# reads it before the lock a page at a time: flat memory, and HEAD_SINCE's array under the lock
+# stays short (an array value is capped at 1 GB).
 CATCH_UP_PAGE = 4096
 SINCE_PAGE = "SELECT leaf FROM lottery_log_leaves WHERE idx >= %s ORDER BY idx LIMIT %s"
 # The leaves and their checkpoint as two data-modifying WITH items, for the statement that

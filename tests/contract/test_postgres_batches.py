@@ -422,10 +422,12 @@ def test_a_batchs_chunk_rows_hold_every_column_as_sent(url: str) -> None:
     assert len({r.log_index for r in receipts}) == 3
 
 
-def test_a_writer_far_behind_the_log_reads_it_a_page_at_a_time_and_signs_the_whole_tree(url, monkeypatch):
-    """A host whose tree lacks the log's leaves (another host committed them) draws the round: the
-    round's close is appended by a rare writer, which reads the leaves it lacks before the log's
-    lock, a bounded page at a time, and signs the checkpoint of the whole log, close leaf in."""
+@pytest.mark.parametrize("writer", ["chunk", "draw"])
+def test_a_writer_far_behind_the_log_reads_it_a_page_at_a_time_and_signs_the_whole_tree(url, monkeypatch, writer):
+    """A host that has not read the log for a while (another host wrote to it meanwhile) writes
+    to it: a chunk batch, or the round's close at the draw (a rare writer). It reads the leaves it
+    lacks before the log's lock, a bounded page at a time, and signs the checkpoint of the whole
+    log, its own leaf in. (A new process's first batch reads its tree in bounded steps already.)"""
     from app.store import pg_chunks, pg_log
     from tlog import checkpoint, merkle, note
 
@@ -443,19 +445,24 @@ def test_a_writer_far_behind_the_log_reads_it_a_page_at_a_time_and_signs_the_who
     busy = PostgresStore(url, 2, WIN, lock_timeout=10, log_signer=signer)
     late = PostgresStore(url, 2, WIN, lock_timeout=10, log_signer=signer)
     try:
+        assert isinstance(send(late, chunk(2, 1, "first", key="first")), ChunkReceipt)  # its tree: 2 leaves
         for n in range(5):
             assert isinstance(send(busy, chunk(1, 1, f"c{n}", key=f"k{n}")), ChunkReceipt)
-        busy.mark_done(1)
+        if writer == "draw":
+            busy.mark_done(1)
         pages.clear()
-        assert late.mark_done(2).drawn  # the last done: this store draws, and appends the close
-        # its tree held none of the log's 6 leaves (the opening, 5 chunks): pages of 2 from 0 on
-        assert pages == [0, 2, 4, 6]
+        if writer == "chunk":
+            assert isinstance(send(late, chunk(2, 1, "late", key="late")), ChunkReceipt)
+        else:
+            assert late.mark_done(2).drawn  # the last done: this store draws, and appends the close
+        # the log's leaves 2 to 6 (busy's chunks) were not in its tree: pages of 2 from leaf 2 on
+        assert pages == [2, 4, 6]
         with psycopg.connect(url) as conn:
             stored = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM lottery_log_leaves ORDER BY idx")]
             size, note_bytes = conn.execute(pg_chunks.LATEST_CHECKPOINT).fetchone()
-        assert size == len(stored) == 7  # the round's opening, its 5 chunks, its close
+        assert size == len(stored) == 8  # the round's opening, 6 chunks, the late host's last leaf
         signed = checkpoint.open_checkpoint(bytes(note_bytes), signer.verifier(), "lottery.local/log")
-        assert (signed.size, signed.root) == (7, merkle.root_of(7, [merkle.leaf_hash(leaf) for leaf in stored]))
+        assert (signed.size, signed.root) == (8, merkle.root_of(8, [merkle.leaf_hash(leaf) for leaf in stored]))
     finally:
         busy.close()
         late.close()
