@@ -7,8 +7,8 @@ at once, in 5,000-bet CSV chunks shaped like the uploader's (LF bodies, ``Upload
 ``Upload-Offset``, ``Idempotency-Key``). The workers' CPU is their threads' time on a CPU,
 in ns (``/proc/<pid>/task/<tid>/schedstat``; utime + stime of ``/proc/<pid>/stat``, in 10 ms
 ticks, when a thread ended meanwhile), read before and after (after a warm-up chunk per
-worker); CPU per bet is the difference over the bets sent. The sender's own CPU is not counted. RSS is each worker's
-``VmRSS`` at the end and its peak (``VmHWM``).
+worker); CPU per bet is the difference over the bets sent. The sender's own CPU is not
+counted. RSS is each worker's ``VmRSS`` at the end and its peak (``VmHWM``).
 
 The fixed cost of a ``/bets`` request is measured the same way over 4,000 one-bet chunks (10
 agencies at once). The floor under it is measured over many tiny requests to a minimal

@@ -193,22 +193,22 @@ def store_batch(
                 # The payloads are already the stored CSV format, which COPY's csv mode reads as is.
                 copy.write(b"".join(_tagged(c.payload, chunk_id) for c, chunk_id in zip(chunks, ids, strict=True)))
         logged = _leaves(round_id, chunks) if log is not None and chunks else None
+        found_leaves = [leaf for leaf, _, _ in logged] if logged is not None else []
         appended = None
         if log is not None and logged is not None:
             known = log.known()
             with conn.pipeline():
                 head = pg_log.send_lock(conn, known)
-            appended = pg_log.sign(log, known, head, [leaf for leaf, _, _ in logged])
+            appended = pg_log.sign(log, known, head, found_leaves)
         with conn.pipeline():
             if appended is not None and logged is not None:  # then chunks is not empty
-                found_leaves = [leaf for leaf, _, _ in logged]
                 rows = _chunk_rows(round_id, chunks, ids, appended, logged)
                 cur.execute(INSERT_LOGGED_CHUNKS, (*pg_log.append_parameters(appended, found_leaves), *rows))
             elif chunks:
                 cur.execute(INSERT_CHUNKS, _chunk_rows(round_id, chunks, ids, appended, logged))
             conn.execute("COMMIT")
-        if appended is not None and log is not None and logged is not None:
-            log.feed(appended.start, [leaf for leaf, _, _ in logged])  # committed: no need to read them back
+        if appended is not None and log is not None:
+            log.feed(appended.start, found_leaves)  # committed: no need to read them back
         if appended is not None and logged is not None:
             for at, (ticket, (leaf, salt, _)) in enumerate(zip(stored, logged, strict=True)):
                 index, shown = appended.start + at, b64.encode(salt)
