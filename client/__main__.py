@@ -9,7 +9,7 @@
 
 Logs go to stderr in the course's format; winners go to stdout (``--json`` for JSON).
 Exit codes: 0 done, 1 failed, 2 bad options, 3 (verify) not checkable yet, 130/143 stopped by
-Ctrl-C/SIGTERM.
+Ctrl-C/SIGTERM (while the command ran; a signal once it has ended leaves its outcome).
 
 The parts: client/options.py (every option, declared once), client/cli.py (argparse built from
 it, one command's options at a time), client/config.py (environment and config file), and
@@ -29,8 +29,12 @@ LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
 GC_THRESHOLDS = (20_000, 50, 50)  # see main()
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
-    """Parse (client/cli.py), resolve the options (client/config.py), run the command's module."""
+def main(argv: list[str] | None = None, prog: str = "python -m client", *, whole_process: bool = False) -> int:
+    """Parse (client/cli.py), resolve the options (client/config.py), run the command's module.
+
+    SIGTERM and SIGINT are this function's while it runs; an in-process caller gets its own
+    handlers back. The program (``whole_process``) keeps them to its exit, so that a signal
+    after the command ended cannot turn its outcome into a traceback or a kill."""
     # Start-up builds thousands of objects (imports, the parser) and no cycles worth collecting:
     # fewer collections while it does (issue 15). Cycles are still collected, less often.
     gc.set_threshold(*GC_THRESHOLDS)
@@ -63,16 +67,26 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
 
     stop = threading.Event()
     received: dict[str, int] = {"signal": signal.SIGINT}
+    # A signal unwinds the command while it runs (again, if its unwinding hangs); once the command
+    # has ended, its outcome is being reported, and a KeyboardInterrupt raised in the middle of
+    # that report was a traceback (the upload model found one: a SIGTERM while a rejected chunk
+    # was logged). Only a plain store between the command's end and the flag's clearing: Python
+    # runs a signal handler at a call or a loop's jump, never between two of them.
+    command_running = [True]
 
-    def on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
+    def on_signal(signum: int, frame: object) -> None:  # noqa: ARG001
         """SIGTERM stops like Ctrl-C: in-flight chunks give up, the main thread unwinds at once."""
-        received["signal"] = signum
         stop.set()
-        raise KeyboardInterrupt
+        if command_running[0]:
+            received["signal"] = signum
+            raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        code: int = importlib.import_module(f"client.commands.{command}").main(options, stop)
+        try:
+            code: int = importlib.import_module(f"client.commands.{command}").main(options, stop)
+        finally:
+            command_running[0] = False
         return code
     except (ConfigError, InsecureServer) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -87,6 +101,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
             "action: %s | result: interrupted | signal: %s | rerun the same command to resume", command, name
         )
         return 128 + received["signal"]
+    finally:
+        if not whole_process:
+            for signum, handler in previous.items():
+                if handler is not None:  # None: not set from Python, nothing to put back
+                    signal.signal(signum, handler)
 
 
 # Optional imports of httpx's dependencies that a synchronous HTTP/1.1 uploader never uses: httpx's
@@ -105,7 +124,7 @@ def run_as_program(prog: str = "python -m client") -> None:
     the process with main()'s exit code. An exception out of main() (a traceback) exits the usual way."""
     for name in UNUSED_OPTIONAL_MODULES:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None is how an import is blocked
-    code = main(prog=prog)
+    code = main(prog=prog, whole_process=True)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
