@@ -99,20 +99,28 @@ def test_a_resumed_upload_stores_each_bet_once_whatever_lines_the_file_skips(tmp
 # -- item 2: a file changed between runs ----------------------------------------------------------
 
 
-def _first_run_with_a_bad_line(tmp_path: Path, server: Server) -> tuple[Path, list[str], list[list[int]], str]:
-    """The issue's case: a 30th of February on line 3, --batch-size 5 --concurrency 4: rejected."""
+def _first_run_with_a_bad_line(
+    tmp_path: Path, server: Server, bad: int = 2, concurrency: int = 4
+) -> tuple[Path, list[str], list[list[int]], str]:
+    """The issue's case: a 30th of February on line 3, --batch-size 5 --concurrency 4: rejected.
+
+    With ``concurrency`` 4 the other chunks may or may not be stored (they race the rejection);
+    a test that needs stored chunks to resume puts the bad line later and sends one at a time."""
     lines = [bet_line(i) for i in range(20)]
-    lines[2] = bet_line(2, "1990-02-30")
+    lines[bad] = bet_line(bad, "1990-02-30")
     path = tmp_path / "agency-1.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     upload = content_upload_id(path)
-    code, _, err = run(path, server.url, "--batch-size", "5", "--concurrency", "4")
+    code, _, err = run(path, server.url, "--batch-size", "5", "--concurrency", str(concurrency))
     assert code == 1
-    assert f"{path}:3: birthdate is not a valid calendar date" in err
+    assert f"{path}:{bad + 1}: birthdate is not a valid calendar date" in err
     assert "Fix the bad line in place (keep the same lines in the same order" in err
     assert f"rerun with --upload-id {upload}" in err
     committed = httpx.get(f"{server.url}/agencies/1/uploads/{upload}").json()["committed"]
-    assert all(start >= 5 for start, _ in committed)  # the chunk holding line 3 stored nothing
+    chunk = bad // 5 * 5
+    assert all(end <= chunk or start >= chunk + 5 for start, end in committed)  # the bad chunk stored nothing
+    if concurrency == 1:
+        assert committed == ([[0, chunk]] if chunk else [])  # the chunks before it, and nothing after
     return path, lines, committed, upload
 
 
@@ -150,8 +158,10 @@ def test_fixing_the_rejected_line_in_place_resumes_cleanly(tmp_path: Path) -> No
 
 def test_fixing_in_place_and_rerunning_without_the_upload_id_resumes_the_old_upload(tmp_path: Path) -> None:
     with Server(tmp_path / "data", workers=2, agencies=1) as server:
-        path, lines, committed, upload = _first_run_with_a_bad_line(tmp_path, server)
-        lines[2] = bet_line(2)
+        # Something must be stored to resume: the bad line in the third chunk, one chunk at a time
+        # (with 4 at once, a loaded machine let the rejection stop the others before they were sent).
+        path, lines, committed, upload = _first_run_with_a_bad_line(tmp_path, server, bad=12, concurrency=1)
+        lines[12] = bet_line(12)
         lines.append(bet_line(20))  # and one more bet appended
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
