@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from devtools.server import ROOT
+
+# `make test` runs four tests at a time on two cores (pytest-xdist, see the Makefile): how long
+# one generated case takes is then the machine's load, not the code's, so no example has a
+# deadline (a test that needs one says so in its own @settings).
+settings.register_profile("lottery", deadline=None)
+settings.load_profile("lottery")
 
 DATASET = (ROOT.parent / "shared" / "dataset").resolve()
 DATASET_COUNTS = {1: 26936, 2: 25518, 3: 16014, 4: 9238, 5: 991}
