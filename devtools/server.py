@@ -48,8 +48,12 @@ class Server:
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
         verify: ssl.SSLContext | bool = True,
+        open_files: int | None = None,
     ):
         self.data_dir = Path(data_dir)
+        # The server's soft open-file limit (`ulimit -n`), set on its process alone by util-linux's
+        # prlimit: lowering the caller's own would also cap the caller's files and sockets.
+        self.open_files = open_files
         self.workers = workers
         self.port = port or free_port()
         # HTTPS when the server is given a certificate; ``verify`` (a CA file) checks it.
@@ -70,8 +74,9 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self._log_start = self._log.tell()  # a restart appends: count only this run's lines
+        limit = [] if self.open_files is None else ["prlimit", f"--nofile={self.open_files}:", "--"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+            [*limit, sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

@@ -19,7 +19,6 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Iterator
 from unittest import mock
 
 import httpx
@@ -127,17 +126,6 @@ FLOOD = 600  # silent connections: more than the two workers' 400 file descripto
 WORKERS = 2
 
 
-@contextlib.contextmanager
-def open_file_limit(soft: int) -> Iterator[None]:
-    """Processes started inside get ``soft`` as their open-file limit; ours is put back after."""
-    before = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, before[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, before)
-
-
 def answer(sock: socket.socket) -> int | str:
     """The status of the server's answer on ``sock``, or how the connection ended without one."""
     sock.settimeout(HEADER_TIMEOUT + 5)  # a connection that got a slot is answered 408 at the deadline
@@ -159,9 +147,8 @@ def answer(sock: socket.socket) -> int | str:
 )
 def test_a_flood_of_silent_connections_never_makes_health_fail(tmp_path, max_connections: int) -> None:
     env = {"LOTTERY_MAX_CONNECTIONS": str(max_connections), "LOTTERY_HEADER_TIMEOUT": str(HEADER_TIMEOUT)}
-    server = Server(tmp_path / "data", workers=WORKERS, agencies=2, env=env)
-    with open_file_limit(OPEN_FILES):
-        server.start()
+    server = Server(tmp_path / "data", workers=WORKERS, agencies=2, env=env, open_files=OPEN_FILES)
+    server.start()
     flood: list[socket.socket] = []
     try:
         health = []
