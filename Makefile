@@ -35,7 +35,7 @@ demo: $(RUNTIME_STAMP)
 JOBS ?= 4
 XDIST = $(if $(filter 0,$(JOBS)),-p no:xdist,-n $(JOBS) --dist loadfile)
 
-## The test suite, about 3½ minutes on 2 cores: every layer (unit, API, contract, integration on
+## The test suite, about 3 minutes on 2 cores: every layer (unit, API, contract, integration on
 ## real gunicorn and PostgreSQL, disk faults, fuzzing of the parsers). Tests marked `long` are
 ## left to `make test-long`; `pytest path::test` still runs any one test, long or not.
 test: $(STAMP)
