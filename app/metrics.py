@@ -14,9 +14,12 @@ Only aggregates are exported: no label holds a document, a name or a token.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -97,13 +100,102 @@ def _child(cache: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
     return child
 
 
+class _Tally:
+    """What this process's requests added to counters and histograms, not yet in its files.
+
+    Each write to a multiprocess value is a lock, a ``getpid`` and an mmap write; a one-bet
+    POST made four, 15 to 20 µs of its ~200 (issue 22, measured A/B in docs/performance.md).
+    Added up here, each value is written once per event-loop turn: by the worker just before
+    it sends what the turn answered (app/worker.py, ``Corked``), so a scrape that follows an
+    answer counts it; by a callback at the turn's end, for answers sent some other way; by a
+    scrape, before it reads the files. A caller that is not on an event loop writes at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a scrape flushes from the thread pool
+        self._counts: dict[Any, float] = {}  # a counter's child -> the amount added
+        self._observed: dict[Any, list[float]] = {}  # a histogram's child -> the amounts observed
+        self._scheduled: asyncio.AbstractEventLoop | None = None  # the loop whose turn will flush
+
+    def count(self, child: Any, amount: float) -> None:
+        if not self._on_a_loop():
+            child.inc(amount)
+            return
+        with self._lock:
+            self._counts[child] = self._counts.get(child, 0) + amount
+
+    def observe(self, child: Any, amount: float) -> None:
+        if not self._on_a_loop():
+            child.observe(amount)
+            return
+        with self._lock:
+            observed = self._observed.get(child)
+            if observed is None:
+                self._observed[child] = [amount]
+            else:
+                observed.append(amount)
+
+    def _on_a_loop(self) -> bool:
+        """On an event loop's thread: the turn's end flushes (scheduled once a turn)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if self._scheduled is not loop:
+            self._scheduled = loop
+            loop.call_soon(self._turn_ended)
+        return True
+
+    def _turn_ended(self) -> None:
+        self._scheduled = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what was added: one write per value (a histogram: its sum and each bucket hit)."""
+        if not self._counts and not self._observed:
+            return
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            observed, self._observed = self._observed, {}
+        _write(counts, observed)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's additions are the parent's to write."""
+        self._lock = threading.Lock()
+        self._counts, self._observed, self._scheduled = {}, {}, None
+
+
+@_never_raises
+def _write(counts: dict[Any, float], observed: dict[Any, list[float]]) -> None:
+    for child, amount in counts.items():
+        child.inc(amount)
+    for child, amounts in observed.items():
+        # Histogram.observe, for many amounts at once: the sum, then a count per bucket (the
+        # first bound at or above the amount). prometheus_client keeps no public call for it;
+        # tests/unit/test_metrics_tally.py holds the result equal to observing one by one.
+        child._sum.inc(sum(amounts))
+        hits: dict[int, int] = {}
+        bounds = child._upper_bounds
+        for amount in amounts:
+            at = bisect.bisect_left(bounds, amount)
+            if at < len(bounds):  # (NaN is in no bucket, as observe has it)
+                hits[at] = hits.get(at, 0) + 1
+        for at, count in hits.items():
+            child._buckets[at].inc(count)
+
+
+_tally = _Tally()
+os.register_at_fork(after_in_child=_tally.forget)
+flush = _tally.flush
+
+
 @_never_raises
 def chunk_stored(agency: int, stored: int, replayed: bool) -> None:
     if replayed:
-        _child(_chunk_outcomes, "replayed", lambda: CHUNKS.labels("replayed")).inc()
+        _tally.count(_child(_chunk_outcomes, "replayed", lambda: CHUNKS.labels("replayed")), 1)
         return
-    _child(_chunk_outcomes, "stored", lambda: CHUNKS.labels("stored")).inc()
-    _child(_bets_by_agency, agency, lambda: BETS_STORED.labels(str(agency))).inc(stored)
+    _tally.count(_child(_chunk_outcomes, "stored", lambda: CHUNKS.labels("stored")), 1)
+    _tally.count(_child(_bets_by_agency, agency, lambda: BETS_STORED.labels(str(agency))), stored)
 
 
 @_never_raises
@@ -124,7 +216,7 @@ def observe_draw(seconds: float) -> None:
 @_never_raises
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     key = (method, route, status)
-    _child(_request_series, key, lambda: REQUEST_DURATION.labels(method, route, str(status))).observe(seconds)
+    _tally.observe(_child(_request_series, key, lambda: REQUEST_DURATION.labels(method, route, str(status))), seconds)
 
 
 @_never_raises
@@ -135,6 +227,7 @@ def set_round_state(round_id: int, agencies_done: int) -> None:
 
 def render() -> bytes:
     """The text exposition of every process's metrics (or this process's, outside gunicorn)."""
+    flush()
     path = os.environ.get(MULTIPROC_ENV)
     if not path:
         return _generate_latest(REGISTRY)

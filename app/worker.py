@@ -53,11 +53,23 @@ _BODY_GRACE = 1.0  # the app's own 408 for a slow /bets body comes first
 CORK_BYTES = 65536  # Corked holds at most this much
 
 
+def _nothing() -> None:
+    pass
+
+
+# Called before a connection sends what it held: the app's metrics flush (app/metrics.py), set
+# once the app is loaded. Not imported here: this module is imported in gunicorn's master
+# before gunicorn.conf.py names the metrics' directory, and prometheus_client picks its
+# storage when it is first imported.
+_before_send: Callable[[], None] = _nothing
+
+
 class Corked:
     """A connection's transport whose writes of one event-loop turn go out as one send: uvicorn
     writes a response's head and its body apart (two system calls, two TCP segments), and a
     one-bet POST's answer is a head and a few dozen bytes (issue 22). What is held is sent at
-    the end of the turn, and before a close, so nothing is late by more than the turn."""
+    the end of the turn, and before a close, so nothing is late by more than the turn. The
+    turn's metrics are written first (app/metrics.py): a scrape after an answer counts it."""
 
     __slots__ = ("_transport", "_loop", "_held", "_size")
 
@@ -70,6 +82,7 @@ class Corked:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._held:
             if len(data) >= CORK_BYTES:  # a big write (a download's part) goes as is
+                _before_send()
                 self._transport.write(data)
                 return
             self._loop.call_soon(self._send)
@@ -80,6 +93,7 @@ class Corked:
 
     def _send(self) -> None:
         held, self._held, self._size = self._held, [], 0
+        _before_send()
         if held and not self._transport.is_closing():
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 
@@ -314,9 +328,13 @@ class LotteryWorker(UvicornWorker):
         super().init_process()
 
     async def _serve(self) -> None:
+        global _before_send
         config = self.config
         config.app = self.wsgi
         config.load()
+        from app import metrics  # (imported by the app by now: see _before_send)
+
+        _before_send = metrics.flush
         # What the app made to start is there for good: out of the collector's sight, so a full
         # collection does not walk it (they paused a worker up to 50 ms under one-bet load).
         gc.collect()

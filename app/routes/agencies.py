@@ -40,7 +40,7 @@ from app.deps import (
 from app.draw_watch import Wake
 from app.ingest import parse_chunk
 from app.limits import client_gone
-from app.logs import BATCHED
+from app.logs import info_batched
 from app.problems import NotDrawnYet, Problem, documented
 from app.routes.plain import Handler, PlainRoute
 from app.routes.schemas import (
@@ -126,7 +126,7 @@ async def post_bets(
     except Exception as error:
         metrics.chunk_failed(error)
         motive = type(error).__name__
-        log.info("action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", number, motive, extra=BATCHED)
+        info_batched(log, "action: apuesta_recibida | result: fail | agencia: %d | motivo: %s", number, motive)
         if isinstance(error, DataCorrupt):  # the operator's to repair: what and where, in the server's log
             log.error("action: apuesta_recibida | result: fail | agencia: %d | detalle: %s", number, error)
         raise
@@ -134,7 +134,7 @@ async def post_bets(
     if log.isEnabledFor(logging.DEBUG) and not receipt.replayed:  # per-bet work only when asked for
         for row in chunk.rows:
             log.debug("action: apuesta_almacenada | result: success | dni: %s | numero: %d", row[3], row[5])
-    log.info("action: apuesta_recibida | result: success | cantidad: %d", receipt.stored, extra=BATCHED)
+    info_batched(log, "action: apuesta_recibida | result: success | cantidad: %d", receipt.stored)
     # ChunkStored, written directly: the response model documents it, nothing to validate.
     content = b'{"agency":%d,"stored":%d%s}' % (number, receipt.stored, _log_field(receipt))
     if receipt.replayed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from app import worker
 from app.worker import CORK_BYTES, Corked
 
 
@@ -85,3 +86,19 @@ def test_close_sends_what_is_held_first_and_abort_drops_it() -> None:
     assert cork.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest is the transport's
     loop.close()
     loop2.close()
+
+
+def test_the_turns_metrics_are_written_before_its_answers_are_sent(monkeypatch) -> None:
+    """A scrape that follows an answer counts it (app/metrics.py): the worker's hook runs before
+    every write that reaches the socket, the held turn's and a big write's alike."""
+    transport, cork, loop = corked()
+    sent_at_hook: list[int] = []
+    monkeypatch.setattr(worker, "_before_send", lambda: sent_at_hook.append(len(transport.sent)))
+    cork.write(b"HTTP/1.1 201 Created\r\n\r\n")
+    next_turn(loop)
+    cork.write(b"x" * CORK_BYTES)  # goes as is
+    cork.write(b"tail")
+    cork.close()
+    assert transport.sent == [b"HTTP/1.1 201 Created\r\n\r\n", b"x" * CORK_BYTES, b"tail"]
+    assert sent_at_hook[:3] == [0, 1, 2]  # each time, before the write it precedes
+    loop.close()

@@ -9,6 +9,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app import logs
 
@@ -135,4 +137,104 @@ def test_a_worker_spares_the_record_fields_no_format_of_its_prints() -> None:
         "INFO     action: apuesta_recibida | result: success | cantidad: 1",
         "True",
         "None None None",
+    ]
+
+
+# -- info_batched: the chunk line without a LogRecord ---------------------------------------
+
+MESSAGES = st.tuples(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="%"), max_size=40),
+    st.lists(st.integers(min_value=-(10**12), max_value=10**12), max_size=3),
+)
+
+
+def ours(stream: io.StringIO) -> tuple[logging.Logger, logs._Handler]:
+    """A logger set up as logs.configure sets up a worker's, writing to ``stream``."""
+    log = logging.Logger("test-info-batched")
+    log.propagate = False
+    handler = logs._Handler(stream, delay=60)
+    handler.setFormatter(logs._Formatter(logs.FORMAT, logs.DATEFMT))
+    log.addHandler(handler)
+    return log, handler
+
+
+@given(MESSAGES)
+def test_info_batched_writes_what_logging_writes_without_making_a_record(message) -> None:
+    text, numbers = message
+    template = text + " %d" * len(numbers)
+    via_logging, via_fast_path = io.StringIO(), io.StringIO()
+    log, handler = ours(via_logging)
+    log.info(template, *numbers, extra=logs.BATCHED)
+    handler.flush()
+    fast, fast_handler = ours(via_fast_path)
+    fast.makeRecord = None  # type: ignore[assignment,method-assign]  # the fast path never calls it
+    logs.info_batched(fast, template, *numbers)
+    fast_handler.flush()
+    line, expected = via_fast_path.getvalue(), via_logging.getvalue()
+    # The time to the second: made twice, it may have ticked in between.
+    assert line[19:] == expected[19:] == f" INFO     {template % tuple(numbers)}\n"
+    assert abs(time.mktime(time.strptime(line[:19], logs.DATEFMT)) - time.time()) < 5
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "a filter on the handler",
+        "a filter on the logger",
+        "a second handler",
+        "another format",
+        "propagating",
+        "WARNING",
+    ],
+)
+def test_info_batched_is_loggings_own_call_wherever_the_setup_is_not_ours(change) -> None:
+    out, other = io.StringIO(), io.StringIO()
+    log, handler = ours(out)
+    seen: list[logging.LogRecord] = []
+    if change == "a filter on the handler":
+        handler.addFilter(lambda record: seen.append(record) or False)  # drops every record
+    elif change == "a filter on the logger":
+        log.addFilter(lambda record: seen.append(record) or True)
+    elif change == "a second handler":
+        second = logging.StreamHandler(other)
+        log.addHandler(second)
+    elif change == "another format":
+        handler.setFormatter(logs._Formatter("%(levelname)s %(message)s", logs.DATEFMT))
+    elif change == "propagating":
+        log.propagate = True
+        log.parent = logging.Logger("test-parent")
+        log.parent.addHandler(logging.StreamHandler(other))
+    else:
+        log.setLevel(logging.WARNING)
+    logs.info_batched(log, "chunk %d", 7)
+    handler.flush()
+    written = out.getvalue()
+    if change == "a filter on the handler":
+        assert written == "" and [record.getMessage() for record in seen] == ["chunk 7"]
+    elif change == "WARNING":
+        assert written == ""
+    elif change == "another format":
+        assert written == "INFO chunk 7\n"
+    else:
+        assert written.endswith(" INFO     chunk 7\n")
+        if change == "a filter on the logger":
+            assert [record.getMessage() for record in seen] == ["chunk 7"]
+        else:
+            assert other.getvalue() == "chunk 7\n"
+
+
+def test_info_batched_lines_wait_for_the_batch_like_any_batched_line() -> None:
+    stream = Stream()
+    log, handler = ours(stream)
+    handler.delay = 0.01
+    with handler.lock:
+        logs.info_batched(log, "chunk %d", 1)
+        log.info("chunk %d", 2, extra=logs.BATCHED)
+        logs.info_batched(log, "chunk %d", 3)
+        assert stream.writes == []
+    assert stream.wrote.wait(5)
+    assert [line[20:] for line in "".join(stream.writes).splitlines()] == [
+        "INFO     chunk 1",
+        "INFO     chunk 2",
+        "INFO     chunk 3",
     ]
