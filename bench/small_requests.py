@@ -1,6 +1,7 @@
 """A ticket sold is a request: one-bet POSTs, against the framework's own floor (issue 22).
 
-    python -m bench.small_requests [--seconds 10] [--connections 64] [--workers 2] [--servers bare,postgres]
+    python -m bench.small_requests [--seconds 10] [--rounds 3] [--connections 64] [--workers 2]
+                                   [--servers bare,postgres]
 
 ``wrk`` (Debian's package) sends POST ``/agencies/{a}/bets`` with one CSV bet each, its own
 ``Idempotency-Key`` per request, across 1,000 agencies, over keep-alive connections; the
@@ -14,6 +15,10 @@ waiting on a lock or the disk), wrk's own CPU (its share of one core: saturated 
 thread count) and, for the service, the bets stored
 beside the 201s counted (stored is at least the answered, and at most the connections more:
 wrk stops counting at its deadline with requests in flight, which are stored).
+
+The servers take turns for ``--rounds`` rounds, each ratio against the bare endpoint of its
+own round: on a shared 2-core machine one 10 s run of the same code reads up to 8% apart from
+the next, so the summary gives each server's median ratio and its worst p99 over the rounds.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,20 +152,43 @@ def stored_bets(url: str) -> int:
 SERVERS = ("bare", "files", "postgres")
 
 
-def run(seconds: float = 10, connections: int = 64, workers: int = 2, servers: tuple[str, ...] = SERVERS) -> dict:
-    """``servers``: which of SERVERS to measure; the bare endpoint always is (the ratios' base)."""
+def run(
+    seconds: float = 10, connections: int = 64, workers: int = 2, servers: tuple[str, ...] = SERVERS, rounds: int = 3
+) -> dict:
+    """``servers``: which of SERVERS to measure; the bare endpoint always is (the ratios' base).
+    ``rounds``: how many times they take turns; the summary is over the rounds."""
     if shutil.which("wrk") is None:  # the rest of make bench still runs
         print("  skipped: wrk is missing (Debian: apt-get install wrk)")
         return {"skipped": "wrk is missing"}
-    results: dict = {"seconds": seconds, "connections": connections, "workers": workers}
+    print(
+        f"  one-bet POSTs, {connections} connections, {workers} workers, {seconds:g} s a server, "
+        f"{rounds} round{'s' * (rounds != 1)} (wrk, pre-built requests)"
+    )
+    results: dict = {"seconds": seconds, "connections": connections, "workers": workers, "rounds": []}
+    for number in range(1, rounds + 1):
+        found = one_round(seconds, connections, workers, servers)
+        for name in (name for name in SERVERS if name in found):
+            print(f"  {number}  {_line(name, found[name])}")
+        results["rounds"].append(found)
+    results["summary"] = summary = _summary(results["rounds"])
+    for name, row in summary.items():
+        print(
+            f"  {name:9} median x{row['ratio']:.2f} ({row['ratios']}), worst p99 {row['p99_ms']:.1f} ms, "
+            f"median {row['rps']:,.0f} req/s and {row['worker_us']:.0f} µs/req of the workers' CPU"
+        )
+    return results
+
+
+def one_round(seconds: float, connections: int, workers: int, servers: tuple[str, ...]) -> dict:
+    """The bare endpoint, then each server of ``servers``, each with its ratio to that bare run."""
+    found: dict = {}
     with bare_server(workers) as (url, pids):
-        results["bare"] = measured(url, pids, seconds, connections)
+        found["bare"] = measured(url, pids, seconds, connections)
     with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp:
         if "files" in servers:
             with Server(Path(tmp) / "data", workers=workers, agencies=AGENCIES) as server:
-                found = measured(server.url, server.worker_pids(), seconds, connections)
-                found["stored"] = stored_bets(server.url)
-                results["files"] = found
+                found["files"] = measured(server.url, server.worker_pids(), seconds, connections)
+                found["files"]["stored"] = stored_bets(server.url)
         if "postgres" in servers:
             with (
                 round_database(bench_database_url()) as db,
@@ -167,29 +196,42 @@ def run(seconds: float = 10, connections: int = 64, workers: int = 2, servers: t
                     Path(tmp) / "pg", workers=workers, agencies=AGENCIES, env={"LOTTERY_DATABASE_URL": db}
                 ) as server,
             ):
-                found = measured(server.url, server.worker_pids(), seconds, connections)
-                found["stored"] = stored_bets(server.url)
-                results["postgres"] = found
-    bare = results["bare"]["rps"]
-    print(
-        f"  one-bet POSTs, {connections} connections, {workers} workers, {seconds:g} s each (wrk, pre-built requests)"
+                found["postgres"] = measured(server.url, server.worker_pids(), seconds, connections)
+                found["postgres"]["stored"] = stored_bets(server.url)
+    for row in found.values():
+        row["ratio"] = row["rps"] / found["bare"]["rps"]
+    return found
+
+
+def _line(name: str, r: dict) -> str:
+    # wrk stops counting at its deadline: requests still in flight then are stored, not counted
+    once = "" if name == "bare" else f", stored {r['stored']:,}, answered {r['requests'] - r['non2xx']:,}"
+    return (
+        f"{name:9} {r['rps']:8,.0f} req/s  x{r['ratio']:.2f}  p50 {r['p50_ms']:6.1f} ms"
+        f"  p99 {r['p99_ms']:6.1f} ms  workers {r['worker_us']:4.0f} µs/req  idle {r['idle']:4.0%}"
+        f"  (wrk CPU {r['wrk_cores']:.2f} cores{once}; non-2xx {r['non2xx']}, errors {r['errors']})"
     )
-    for name in (name for name in SERVERS if name in results):
-        r = results[name]
-        r["ratio"] = r["rps"] / bare
-        # wrk stops counting at its deadline: requests still in flight then are stored, not counted
-        once = "" if name == "bare" else f", stored {r['stored']:,}, answered {r['requests'] - r['non2xx']:,}"
-        print(
-            f"  {name:9} {r['rps']:8,.0f} req/s  x{r['ratio']:.2f}  p50 {r['p50_ms']:6.1f} ms"
-            f"  p99 {r['p99_ms']:6.1f} ms  workers {r['worker_us']:4.0f} µs/req  idle {r['idle']:4.0%}"
-            f"  (wrk CPU {r['wrk_cores']:.2f} cores{once}; non-2xx {r['non2xx']}, errors {r['errors']})"
-        )
-    return results
+
+
+def _summary(rounds: list[dict]) -> dict:
+    """Per server: the median of its rounds' ratios (each to its own round's bare run), the worst p99."""
+    summary = {}
+    for name in (name for name in SERVERS if name in rounds[0]):
+        rows = [found[name] for found in rounds]
+        summary[name] = {
+            "ratio": statistics.median(row["ratio"] for row in rows),
+            "ratios": ", ".join(f"{row['ratio']:.2f}" for row in rows),
+            "p99_ms": max(row["p99_ms"] for row in rows),
+            "rps": statistics.median(row["rps"] for row in rows),
+            "worker_us": statistics.median(row["worker_us"] for row in rows),
+        }
+    return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.small_requests", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=10, help="per server and round")
+    parser.add_argument("--rounds", type=int, default=3, help="the servers take turns this many times")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--servers", default=",".join(SERVERS), help="which servers (the bare endpoint always runs)")
@@ -197,7 +239,9 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = set(args.servers.split(",")) - set(SERVERS)
     if unknown:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))} (choose from {', '.join(SERVERS)})")
-    return run(args.seconds, args.connections, args.workers, tuple(args.servers.split(",")))
+    if args.rounds < 1:
+        parser.error("--rounds is at least 1")
+    return run(args.seconds, args.connections, args.workers, tuple(args.servers.split(",")), args.rounds)
 
 
 if __name__ == "__main__":
