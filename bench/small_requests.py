@@ -17,7 +17,7 @@ beside the 201s counted (stored is at least the answered, and at most the connec
 wrk stops counting at its deadline with requests in flight, which are stored).
 
 The servers take turns for ``--rounds`` rounds, each ratio against the bare endpoint of its
-own round: on a shared 2-core machine one 10 s run of the same code reads up to 8% apart from
+own round: on a shared 2-core machine one 10 s run of the same code reads up to 14% apart from
 the next, so the summary gives each server's median ratio and its worst p99 over the rounds.
 """
 
