@@ -169,8 +169,13 @@ def info_batched(logger: logging.Logger, message: str, *args: object) -> None:
         if type(handler) is _Handler:
             formatter = handler.plain()
             if formatter is not None:
-                handler.wait_line(formatter.line("INFO", message % args if args else message))
-                return
+                try:
+                    text = message % args if args else message
+                except (TypeError, ValueError):  # a message its arguments do not fit: logging reports it
+                    pass
+                else:
+                    handler.wait_line(formatter.line("INFO", text))
+                    return
     logger.info(message, *args, extra=BATCHED)
 
 

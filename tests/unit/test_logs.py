@@ -238,3 +238,13 @@ def test_info_batched_lines_wait_for_the_batch_like_any_batched_line() -> None:
         "INFO     chunk 2",
         "INFO     chunk 3",
     ]
+
+
+def test_info_batched_never_raises_on_a_message_its_arguments_do_not_fit(capsys) -> None:
+    """As logging: the caller (a request) goes on; logging reports the bad call on stderr."""
+    out = io.StringIO()
+    log, handler = ours(out)
+    logs.info_batched(log, "chunk %d", "seven")
+    handler.flush()
+    assert out.getvalue() == ""
+    assert "Logging error" in capsys.readouterr().err
